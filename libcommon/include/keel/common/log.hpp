@@ -1,0 +1,30 @@
+// Minimal leveled logging to stderr, safe from any thread.
+#pragma once
+
+#include <string_view>
+
+namespace keel::log {
+
+enum class level { debug, info, warn, error };
+
+/// Lines below this level are dropped. Default: info, or KEEL_LOG_LEVEL (debug|info|warn|error) if set.
+void set_level(level l) noexcept;
+[[nodiscard]] bool enabled(level l) noexcept;
+
+/// Writes one line "<time> <level> <component>: <message>" atomically with respect to other log lines.
+void write(level l, std::string_view component, std::string_view message);
+
+inline void debug(std::string_view c, std::string_view m) {
+  if (enabled(level::debug)) write(level::debug, c, m);
+}
+inline void info(std::string_view c, std::string_view m) {
+  write(level::info, c, m);
+}
+inline void warn(std::string_view c, std::string_view m) {
+  write(level::warn, c, m);
+}
+inline void error(std::string_view c, std::string_view m) {
+  write(level::error, c, m);
+}
+
+}  // namespace keel::log

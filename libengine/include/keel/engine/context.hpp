@@ -1,0 +1,95 @@
+// keel::context: what a workflow body uses to run checkpointed steps.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/value.hpp>
+#include <boost/json/value_from.hpp>
+#include <boost/json/value_to.hpp>
+#include <functional>
+#include <string>
+#include <type_traits>
+
+#include "keel/common/run_id.hpp"
+#include "keel/engine/error.hpp"
+#include "keel/engine/step_options.hpp"
+
+namespace keel {
+
+namespace detail {
+struct run_state;
+
+template <class T>
+struct awaitable_value {
+  using type = void;
+  static constexpr bool is_awaitable = false;
+};
+template <class T, class Executor>
+struct awaitable_value<boost::asio::awaitable<T, Executor>> {
+  using type = T;
+  static constexpr bool is_awaitable = true;
+};
+
+/// The value a step function produces: T for `awaitable<T> fn()`, else fn's return type.
+template <class F>
+using step_value_t =
+    std::conditional_t<awaitable_value<std::invoke_result_t<F&>>::is_awaitable,
+                       typename awaitable_value<std::invoke_result_t<F&>>::type, std::invoke_result_t<F&>>;
+}  // namespace detail
+
+/// Handed to a workflow body for one execution of a run. Use it only from that body (it is bound to the
+/// run's strand); it is not thread-safe and must not outlive the body.
+class context {
+ public:
+  explicit context(detail::run_state& state) noexcept : state_(&state) {}
+
+  /// The run being executed.
+  [[nodiscard]] const run_id& id() const noexcept;
+  /// The workflow's name.
+  [[nodiscard]] const std::string& workflow() const noexcept;
+  /// 1 on the run's first execution; higher after a reclaim or resume (steps then replay from records).
+  [[nodiscard]] int execution() const noexcept;
+
+  /// Runs `fn` (a plain callable or one returning asio::awaitable<T>) as the next step and checkpoints its
+  /// output before returning it. On re-execution a step recorded at this position returns its recorded output
+  /// without calling `fn`. Retries per `options`. Throws step_failed_error when the step fails for good,
+  /// nondeterminism_error when the recorded step at this position has another name.
+  /// The output type must convert to and from boost::json (value_from / value_to); void steps store null.
+  template <class F>
+  boost::asio::awaitable<detail::step_value_t<F>> step(std::string name, F fn, step_options options = {}) {
+    using value_t = detail::step_value_t<F>;
+    boost::json::value v = co_await run_step(std::move(name), erase(std::move(fn)), options);
+    if constexpr (!std::is_void_v<value_t>) co_return boost::json::value_to<value_t>(v);
+  }
+
+ private:
+  using erased_step = std::function<boost::asio::awaitable<boost::json::value>()>;
+
+  template <class F>
+  static erased_step erase(F fn) {
+    using result_t = std::invoke_result_t<F&>;
+    using value_t = detail::step_value_t<F>;
+    return [fn = std::move(fn)]() mutable -> boost::asio::awaitable<boost::json::value> {
+      if constexpr (detail::awaitable_value<result_t>::is_awaitable) {
+        if constexpr (std::is_void_v<value_t>) {
+          co_await fn();
+          co_return nullptr;
+        } else {
+          co_return boost::json::value_from(co_await fn());
+        }
+      } else {
+        if constexpr (std::is_void_v<value_t>) {
+          fn();
+          co_return nullptr;
+        } else {
+          co_return boost::json::value_from(fn());
+        }
+      }
+    };
+  }
+
+  boost::asio::awaitable<boost::json::value> run_step(std::string name, erased_step fn, step_options options);
+
+  detail::run_state* state_;
+};
+
+}  // namespace keel

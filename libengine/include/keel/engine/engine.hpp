@@ -1,0 +1,149 @@
+// keel::engine: runs registered workflows durably on PostgreSQL with a thread pool, one strand per run.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/json/value.hpp>
+#include <boost/json/value_from.hpp>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "keel/common/result.hpp"
+#include "keel/common/run_id.hpp"
+#include "keel/engine/error.hpp"
+#include "keel/engine/workflow.hpp"
+#include "keel/storage/records.hpp"
+#include "keel/storage/store.hpp"
+
+namespace keel {
+
+using storage::run_status;
+/// A run with its status, input, output, error and steps (attempts and timings).
+using run_info = storage::run_record;
+
+/// Something that happened to a run, as reported to engine_options::on_event.
+struct run_event {
+  enum class kind {
+    enqueued,        ///< inserted (or found by its idempotency key)
+    claimed,         ///< this worker took the run (execution > 1: a reclaim or resume)
+    step_completed,  ///< a step's checkpoint is durable (not reported for replayed steps)
+    step_retrying,   ///< an attempt failed; another follows after a backoff
+    step_failed,     ///< the step failed for good; its failure is recorded
+    completed,
+    failed,
+    released,   ///< handed back to the queue (engine stopping)
+    abandoned,  ///< the lease was lost (reclaimed elsewhere or cancelled); nothing more is written
+  };
+  kind what;
+  run_id id;
+  std::string workflow;
+  std::string step;    ///< for step events
+  int attempt = 0;     ///< for step events: the attempt (1-based); for claimed: the execution
+  std::string detail;  ///< error message, or output JSON for completed
+};
+
+[[nodiscard]] std::string_view to_string(run_event::kind k) noexcept;
+
+struct engine_options {
+  /// Database and connection settings.
+  storage::store_options store;
+  /// Runs in flight at once on this worker.
+  std::size_t concurrency = 64;
+  /// io_context threads; 0 = one per core.
+  std::size_t threads = 0;
+  /// How long a claim lasts without a heartbeat; another worker reclaims the run after it lapses.
+  std::chrono::milliseconds lease{30'000};
+  /// Heartbeat period; 0 = lease / 3.
+  std::chrono::milliseconds heartbeat{0};
+  /// How often an idle worker looks for due runs enqueued by other processes.
+  std::chrono::milliseconds poll_interval{100};
+  /// This worker's name in leases (`owner`); empty = "<host>:<pid>:<random>".
+  std::string worker_id;
+  /// Apply migrations when the engine starts (start() / first tick()).
+  bool migrate = true;
+  /// Called for every run_event, from the run's strand (any pool thread). Must not block.
+  std::function<void(const run_event&)> on_event;
+};
+
+/// Per-enqueue options.
+struct enqueue_options {
+  /// Same key and same input: the existing run is returned. Same key, different input: idempotency_conflict.
+  std::optional<std::string> idempotency_key;
+  /// Higher runs first.
+  int priority = 0;
+  /// Not before this time.
+  std::optional<std::chrono::system_clock::time_point> run_at;
+};
+
+namespace detail {
+class engine_impl;
+}
+
+/// Thread-safe: every member may be called from any thread. The awaitable members complete on the caller's
+/// executor; the `_blocking` ones must not be called from this engine's own threads.
+class engine {
+ public:
+  explicit engine(engine_options options);
+  /// Stops (as stop_blocking) if still running.
+  ~engine();
+  engine(const engine&) = delete;
+  engine& operator=(const engine&) = delete;
+
+  /// Registers a workflow; do it before start(). A second registration of a name replaces the first.
+  void register_workflow(workflow_definition def);
+
+  /// Registers a typed workflow body `awaitable<Output>(context&, Input)`.
+  template <class Input, class Output>
+  void register_workflow(std::string name, int version,
+                         std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
+    register_workflow(make_workflow<Input, Output>(std::move(name), version, std::move(body)));
+  }
+
+  /// Applies migrations (if enabled) and claims and runs work continuously until stop(). Blocking only on
+  /// the migration. Errors: the migration's.
+  result<void> start();
+
+  /// Stops claiming, lets each in-flight run finish its current step (retry backoffs are cut short), hands
+  /// the runs back to the queue and releases their leases. Completes when nothing is in flight.
+  boost::asio::awaitable<void> stop();
+  void stop_blocking();
+
+  /// Claims one batch (up to `concurrency`) and runs it until each run completes, fails or is released.
+  /// Returns how many runs it claimed. For tests and CLI tools; do not mix with start().
+  boost::asio::awaitable<result<std::size_t>> tick();
+  result<std::size_t> tick_blocking();
+
+  /// Enqueues a run of `workflow` with `input`. Errors: unknown_workflow, idempotency_conflict, storage.
+  boost::asio::awaitable<result<run_id>> enqueue(std::string workflow, boost::json::value input,
+                                                 enqueue_options options = {});
+  result<run_id> enqueue_blocking(std::string workflow, boost::json::value input,
+                                  enqueue_options options = {});
+
+  /// The run's current record. Errors: invalid_run_id, run_not_found, storage.
+  boost::asio::awaitable<result<run_info>> get(run_id id);
+  result<run_info> get_blocking(run_id id);
+
+  /// Waits until the run is completed, failed or cancelled, and returns it. Errors: wait_timeout, as get().
+  boost::asio::awaitable<result<run_info>> wait(run_id id, std::chrono::milliseconds timeout);
+  result<run_info> wait_blocking(run_id id, std::chrono::milliseconds timeout);
+
+  /// Cancels a queued or running run; a worker running it is fenced off at its next write. Returns the status
+  /// after the call (cancelled, or the terminal status it already had). Errors: as get().
+  boost::asio::awaitable<result<run_status>> cancel(run_id id);
+  result<run_status> cancel_blocking(run_id id);
+
+  /// This worker's lease owner name.
+  [[nodiscard]] const std::string& worker_id() const noexcept;
+  /// The engine's io_context executor.
+  [[nodiscard]] boost::asio::any_io_executor get_executor() const noexcept;
+  /// The store (for stats and tools).
+  [[nodiscard]] storage::store& store() noexcept;
+
+ private:
+  std::unique_ptr<detail::engine_impl> impl_;
+};
+
+}  // namespace keel

@@ -1,0 +1,83 @@
+// Engine error codes (a boost::system category) and the exceptions that carry them through workflow code.
+#pragma once
+
+#include <boost/json/value.hpp>
+#include <boost/system/error_code.hpp>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+namespace keel {
+
+/// Why an engine operation failed. Storage failures (e.g. keel::storage::errc::connection_lost) pass through.
+enum class errc {
+  /// No workflow is registered under that name.
+  unknown_workflow = 1,
+  /// The idempotency key belongs to a run with a different workflow or input.
+  idempotency_conflict,
+  /// No run with that id.
+  run_not_found,
+  /// The run id is not a UUID.
+  invalid_run_id,
+  /// The input could not be converted to the workflow's input type.
+  invalid_input,
+  /// wait() gave up before the run finished.
+  wait_timeout,
+  /// A step's name differs from the one recorded at the same position: the workflow code is not
+  /// deterministic.
+  nondeterminism,
+  /// A step failed after its last attempt, or with a non-retriable error.
+  step_failed,
+  /// A step did not finish within its timeout (on its last attempt).
+  step_timeout,
+  /// The worker lost the run's lease (reclaimed elsewhere or cancelled): its writes were fenced off.
+  lease_lost,
+  /// The run was cancelled.
+  cancelled,
+  /// The engine is stopping and accepts no more work.
+  shutting_down,
+};
+
+const boost::system::error_category& engine_category() noexcept;
+
+inline boost::system::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), engine_category()};
+}
+
+/// The short stable code stored in a run's error ("step_failed", ...).
+[[nodiscard]] std::string code_name(errc e);
+
+/// Throw from step code to fail the step at once, without further attempts.
+class non_retriable_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Thrown into the workflow by ctx.step when a step has failed for good (also on replay of a failed step).
+/// Uncaught, it fails the run with `error()` as the run's error.
+class step_failed_error : public std::runtime_error {
+ public:
+  /// `error` is {code, message, step, attempts}.
+  explicit step_failed_error(boost::json::value error);
+  [[nodiscard]] const boost::json::value& error() const noexcept { return error_; }
+
+ private:
+  boost::json::value error_;
+};
+
+/// Thrown when a run's input does not convert to the workflow's input type; fails the run (invalid_input).
+class invalid_input_error : public std::invalid_argument {
+ public:
+  using std::invalid_argument::invalid_argument;
+};
+
+/// Thrown by ctx.step when the step's name differs from the recorded one at the same position.
+class nondeterminism_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+}  // namespace keel
+
+template <>
+struct boost::system::is_error_code_enum<keel::errc> : std::true_type {};

@@ -1,0 +1,136 @@
+// ctx.step: replay from records, run with retries and timeout, checkpoint, and resume only when durable.
+#include "keel/engine/context.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "engine_impl.hpp"
+#include "keel/common/log.hpp"
+
+namespace keel {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using namespace boost::asio::experimental::awaitable_operators;
+
+json::value step_error(errc code, std::string_view message, const std::string& step, int attempts,
+                       bool retriable) {
+  json::object o;
+  o["code"] = code_name(code);
+  o["message"] = message;
+  o["step"] = step;
+  o["attempts"] = attempts;
+  if (!retriable) o["retriable"] = false;
+  return o;
+}
+
+}  // namespace
+
+const run_id& context::id() const noexcept {
+  return state_->claim.id;
+}
+const std::string& context::workflow() const noexcept {
+  return state_->claim.workflow;
+}
+int context::execution() const noexcept {
+  return state_->claim.claims;
+}
+
+asio::awaitable<json::value> context::run_step(std::string name, erased_step fn, step_options options) {
+  auto& st = *state_;
+  auto& engine = st.engine;
+  if (st.poisoned) std::rethrow_exception(st.poisoned);
+  const int seq = st.next_seq++;
+
+  // Replay: the step at this position was recorded by an earlier execution.
+  if (static_cast<std::size_t>(seq) < st.claim.steps.size()) {
+    const auto& rec = st.claim.steps[static_cast<std::size_t>(seq)];
+    if (rec.name != name) {
+      st.poisoned = std::make_exception_ptr(nondeterminism_error(
+          "step #" + std::to_string(seq) + " is '" + name + "' but the run recorded '" + rec.name +
+          "' at that position: the workflow code changed or is not deterministic"));
+      std::rethrow_exception(st.poisoned);
+    }
+    if (rec.failed) throw step_failed_error(rec.error);
+    co_return rec.output;
+  }
+
+  auto interrupt_if_needed = [&] {
+    if (st.lost.load(std::memory_order_acquire)) {
+      st.poisoned =
+          std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
+    } else if (engine.stopping()) {
+      st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::released});
+    }
+    if (st.poisoned) std::rethrow_exception(st.poisoned);
+  };
+  interrupt_if_needed();
+
+  const int max_attempts = std::max(1, options.retry.max_attempts);
+  const auto started = std::chrono::system_clock::now();
+  for (int attempt = 1;; ++attempt) {
+    json::value output;
+    std::optional<std::string> failure;
+    errc code = errc::step_failed;
+    bool retriable = true;
+    try {
+      if (options.timeout) {
+        asio::steady_timer timer(st.strand, *options.timeout);
+        auto winner = co_await (fn() || timer.async_wait(asio::use_awaitable));
+        if (winner.index() == 0) {
+          output = std::move(std::get<0>(winner));
+        } else {
+          code = errc::step_timeout;
+          failure = "step '" + name + "' timed out after " + std::to_string(options.timeout->count()) + " ms";
+        }
+      } else {
+        output = co_await fn();
+      }
+    } catch (const non_retriable_error& e) {
+      failure = e.what();
+      retriable = false;
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+
+    storage::step_record rec{seq,     name,    false,   nullptr,
+                             nullptr, attempt, started, std::chrono::system_clock::now()};
+    if (failure && retriable && attempt < max_attempts) {
+      engine.emit(run_event::kind::step_retrying, st, name, attempt, *failure);
+      st.backoff.expires_after(options.retry.delay_after(attempt, engine.random_unit()));
+      co_await st.backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+      interrupt_if_needed();
+      continue;
+    }
+    json::value error;
+    if (failure) {
+      error = step_error(code, *failure, name, attempt, retriable);
+      rec.failed = true;
+      rec.error = error;
+    } else {
+      rec.output = output;
+    }
+    // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
+    storage::step_checkpoint cp{st.lease(), std::move(rec)};
+    auto written = co_await engine.store_.checkpoint(std::move(cp));
+    if (!written) {
+      // Fenced (the lease moved on) or storage shut down: this worker must not continue the run.
+      st.lost.store(true, std::memory_order_release);
+      st.poisoned =
+          std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
+      std::rethrow_exception(st.poisoned);
+    }
+    if (failure) {
+      engine.emit(run_event::kind::step_failed, st, name, attempt, *failure);
+      throw step_failed_error(std::move(error));
+    }
+    engine.emit(run_event::kind::step_completed, st, name, attempt);
+    co_return output;
+  }
+}
+
+}  // namespace keel

@@ -1,0 +1,506 @@
+#include "keel/engine/engine.hpp"
+
+#include <unistd.h>
+
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/json/serialize.hpp>
+#include <future>
+
+#include "engine_impl.hpp"
+#include "keel/common/log.hpp"
+
+namespace keel {
+namespace detail {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using asio::use_awaitable;
+
+std::string default_worker_id() {
+  std::array<char, 256> host{};
+  if (::gethostname(host.data(), host.size() - 1) != 0) host[0] = '\0';
+  std::random_device rd;
+  char suffix[16];
+  std::snprintf(suffix, sizeof suffix, "%06x", static_cast<unsigned>(rd() & 0xFFFFFF));
+  return std::string(host.data()) + ":" + std::to_string(::getpid()) + ":" + suffix;
+}
+
+json::value error_json(std::string_view code, std::string_view message) {
+  json::object o;
+  o["code"] = code;
+  o["message"] = message;
+  return o;
+}
+
+/// An error from storage, as the engine reports it: not_found becomes run_not_found.
+error_code engine_error(error_code ec) {
+  if (ec == storage::errc::not_found) return errc::run_not_found;
+  return ec;
+}
+
+}  // namespace
+
+storage::lease_token run_state::lease() const {
+  return storage::lease_token{claim.id, engine.worker_id_, claim.epoch};
+}
+
+engine_impl::engine_impl(engine_options options)
+    : options_(std::move(options)),
+      worker_id_(options_.worker_id.empty() ? default_worker_id() : options_.worker_id),
+      store_(options_.store),
+      ctl_(asio::make_strand(ioc_)),
+      changed_(ctl_, asio::steady_timer::time_point::max()),
+      claim_wait_(ctl_),
+      heartbeat_wait_(ctl_),
+      rng_(std::random_device{}()) {
+  if (options_.concurrency == 0) options_.concurrency = 1;
+  if (options_.heartbeat.count() <= 0) options_.heartbeat = options_.lease / 3;
+  std::size_t n = options_.threads;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  work_.emplace(ioc_.get_executor());
+  threads_.reserve(n);
+  for (std::size_t i = 0; i < n; ++i)
+    threads_.emplace_back([this] { ioc_.run(); });
+}
+
+engine_impl::~engine_impl() {
+  work_.reset();
+  ioc_.stop();
+  for (auto& t : threads_)
+    t.join();
+  store_.stop_blocking();
+}
+
+double engine_impl::random_unit() {
+  std::lock_guard lock(rng_mutex_);
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+}
+
+void engine_impl::emit(run_event::kind what, const run_state& st, std::string step, int attempt,
+                       std::string detail) const {
+  if (!options_.on_event) return;
+  emit(run_event{what, st.claim.id, st.claim.workflow, std::move(step), attempt, std::move(detail)});
+}
+
+void engine_impl::emit(run_event event) const {
+  if (!options_.on_event) return;
+  try {
+    options_.on_event(event);
+  } catch (const std::exception& e) {
+    log::warn("engine", std::string("on_event threw: ") + e.what());
+  }
+}
+
+template <class T>
+T engine_impl::block_on(asio::awaitable<T> aw) {
+  if (ioc_.get_executor().running_in_this_thread()) {
+    throw std::logic_error(
+        "keel::engine: a _blocking call from one of the engine's own threads would deadlock");
+  }
+  return asio::co_spawn(ioc_, std::move(aw), asio::use_future).get();
+}
+
+result<void> engine_impl::migrate_blocking() {
+  if (migrated_ || !options_.migrate) return {};
+  auto r = store_.migrate_blocking();
+  if (r) migrated_ = true;
+  return r;
+}
+
+std::vector<std::string> engine_impl::workflow_names() const {
+  std::vector<std::string> names;
+  names.reserve(workflows_.size());
+  for (const auto& [name, def] : workflows_)
+    names.push_back(name);
+  return names;
+}
+
+void engine_impl::notify_changed() {
+  changed_.cancel();
+}
+
+asio::awaitable<void> engine_impl::wait_changed() {
+  co_await changed_.async_wait(asio::as_tuple(use_awaitable));
+}
+
+void engine_impl::wake_claimer() {
+  asio::dispatch(ctl_, [this] {
+    if (claim_waiting_) {
+      claim_wait_.cancel();
+    } else {
+      wake_pending_ = true;
+    }
+  });
+}
+
+result<void> engine_impl::start() {
+  if (auto m = migrate_blocking(); !m) return m;
+  asio::post(ctl_, [this] {
+    if (started_ || stopping()) return;
+    started_ = true;
+    claim_loop_active_ = true;
+    heartbeat_active_ = true;
+    auto log_failure = [](const char* what) {
+      return [what](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::error("engine", std::string(what) + " stopped: " + ex.what());
+        }
+      };
+    };
+    asio::co_spawn(ctl_, claim_loop(), log_failure("claim loop"));
+    asio::co_spawn(ctl_, heartbeat_loop(), log_failure("heartbeat loop"));
+  });
+  return {};
+}
+
+asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
+  auto claimed = co_await store_.claim(worker_id_, workflow_names(), max, options_.lease);
+  co_await asio::dispatch(ctl_, use_awaitable);
+  if (!claimed) {
+    log::warn("engine", "claim failed: " + claimed.error().message());
+    co_return 0;
+  }
+  const std::size_t n = claimed->size();
+  for (auto& c : *claimed) {
+    if (stopping()) {
+      // Claimed while stopping: hand it straight back.
+      storage::lease_token lease{c.id, worker_id_, c.epoch};
+      auto r = co_await store_.release(std::move(lease));
+      co_await asio::dispatch(ctl_, use_awaitable);
+      if (!r) log::warn("engine", "release of " + c.id + " failed: " + r.error().message());
+      continue;
+    }
+    launch(std::move(c));
+  }
+  co_return n;
+}
+
+asio::awaitable<void> engine_impl::claim_loop() {
+  std::chrono::milliseconds error_backoff{0};
+  while (!stopping()) {
+    const std::size_t free = options_.concurrency - std::min(options_.concurrency, inflight_.size());
+    if (free == 0) {
+      co_await wait_changed();
+      continue;
+    }
+    const std::size_t got = co_await claim_batch(free);
+    if (got > 0 || stopping()) continue;
+    // Nothing due: sleep until a local enqueue, a freed slot or the poll interval.
+    if (wake_pending_) {
+      wake_pending_ = false;
+      continue;
+    }
+    claim_wait_.expires_after(options_.poll_interval + error_backoff);
+    claim_waiting_ = true;
+    co_await claim_wait_.async_wait(asio::as_tuple(use_awaitable));
+    claim_waiting_ = false;
+    wake_pending_ = false;
+  }
+  claim_loop_active_ = false;
+  notify_changed();
+}
+
+asio::awaitable<void> engine_impl::heartbeat_loop() {
+  while (!(stopping() && inflight_.empty())) {
+    heartbeat_wait_.expires_after(options_.heartbeat);
+    co_await heartbeat_wait_.async_wait(asio::as_tuple(use_awaitable));
+    if (inflight_.empty()) continue;
+    std::vector<storage::lease_token> held;
+    held.reserve(inflight_.size());
+    for (const auto& [id, st] : inflight_)
+      held.push_back(st->lease());
+    auto lost = co_await store_.heartbeat(std::move(held), options_.lease);
+    co_await asio::dispatch(ctl_, use_awaitable);
+    if (!lost) {
+      log::warn("engine", "heartbeat failed: " + lost.error().message());
+      continue;
+    }
+    for (const auto& id : *lost) {
+      auto it = inflight_.find(id);
+      if (it == inflight_.end()) continue;  // finished meanwhile
+      log::warn("engine", "lease lost for run " + id + "; abandoning it");
+      auto st = it->second;
+      st->lost.store(true, std::memory_order_release);
+      asio::post(st->strand, [st] { st->backoff.cancel(); });
+    }
+  }
+  heartbeat_active_ = false;
+  notify_changed();
+}
+
+void engine_impl::launch(storage::claimed_run claim) {
+  auto st = std::make_shared<run_state>(*this, std::move(claim), asio::make_strand(ioc_));
+  inflight_.emplace(st->claim.id, st);
+  asio::co_spawn(st->strand, execute(st), [this, st](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("engine", "run " + st->claim.id + " crashed the executor: " + ex.what());
+      } catch (...) {
+        log::error("engine", "run " + st->claim.id + " crashed the executor");
+      }
+    }
+    asio::post(ctl_, [this, st] {
+      inflight_.erase(st->claim.id);
+      notify_changed();
+      wake_claimer();
+    });
+  });
+}
+
+asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
+  emit(run_event::kind::claimed, *st, {}, st->claim.claims);
+  storage::run_finish fin{st->lease(), storage::run_status::completed, nullptr, nullptr};
+  auto it = workflows_.find(st->claim.workflow);
+  std::optional<run_interrupted> interrupted;
+  if (it == workflows_.end()) {
+    fin.status = storage::run_status::failed;
+    fin.error =
+        error_json(code_name(errc::unknown_workflow), "no workflow named '" + st->claim.workflow + "'");
+  } else {
+    context ctx(*st);
+    try {
+      fin.output = co_await it->second.body(ctx, st->claim.input);
+    } catch (const run_interrupted& i) {
+      interrupted = i;
+    } catch (const step_failed_error& e) {
+      fin.status = storage::run_status::failed;
+      fin.error = e.error();
+    } catch (const nondeterminism_error& e) {
+      fin.status = storage::run_status::failed;
+      fin.error = error_json(code_name(errc::nondeterminism), e.what());
+    } catch (const invalid_input_error& e) {
+      fin.status = storage::run_status::failed;
+      fin.error = error_json(code_name(errc::invalid_input), e.what());
+    } catch (const std::exception& e) {
+      fin.status = storage::run_status::failed;
+      fin.error = error_json("workflow_error", e.what());
+    }
+  }
+  if (!interrupted && st->poisoned) {
+    // Workflow code swallowed an interruption (catch (...)): honour it anyway.
+    try {
+      std::rethrow_exception(st->poisoned);
+    } catch (const run_interrupted& i) {
+      interrupted = i;
+    } catch (...) {
+    }
+  }
+  if (!interrupted && st->lost.load(std::memory_order_acquire))
+    interrupted = run_interrupted{run_interrupted::why::lease_lost};
+
+  if (interrupted && interrupted->reason == run_interrupted::why::released) {
+    auto r = co_await store_.release(st->lease());
+    if (r) {
+      emit(run_event::kind::released, *st);
+    } else {
+      emit(run_event::kind::abandoned, *st, {}, 0, r.error().message());
+    }
+    co_return;
+  }
+  if (interrupted) {
+    emit(run_event::kind::abandoned, *st, {}, 0, "lease lost");
+    co_return;
+  }
+  const bool ok = fin.status == storage::run_status::completed;
+  std::string detail = json::serialize(ok ? fin.output : fin.error);
+  auto r = co_await store_.finish(std::move(fin));
+  if (!r) {
+    emit(run_event::kind::abandoned, *st, {}, 0, r.error().message());
+    co_return;
+  }
+  emit(ok ? run_event::kind::completed : run_event::kind::failed, *st, {}, 0, std::move(detail));
+}
+
+asio::awaitable<void> engine_impl::stop() {
+  co_await asio::dispatch(ctl_, use_awaitable);
+  stopping_.store(true, std::memory_order_release);
+  wake_claimer();
+  // Cut retry backoffs short: each run stops at its next step boundary and is released.
+  for (auto& [id, st] : inflight_)
+    asio::post(st->strand, [st] { st->backoff.cancel(); });
+  while (!inflight_.empty() || claim_loop_active_)
+    co_await wait_changed();
+  heartbeat_wait_.cancel();
+  while (heartbeat_active_)
+    co_await wait_changed();
+}
+
+asio::awaitable<result<std::size_t>> engine_impl::tick() {
+  co_await asio::dispatch(ctl_, use_awaitable);
+  if (stopping()) co_return errc::shutting_down;
+  const std::size_t got = co_await claim_batch(options_.concurrency);
+  while (!inflight_.empty())
+    co_await wait_changed();
+  co_return got;
+}
+
+asio::awaitable<result<run_id>> engine_impl::enqueue(std::string workflow, json::value input,
+                                                     enqueue_options options) {
+  auto it = workflows_.find(workflow);
+  if (it == workflows_.end()) co_return errc::unknown_workflow;
+  storage::new_run run{new_run_id(),
+                       std::move(workflow),
+                       it->second.version,
+                       std::move(input),
+                       std::move(options.idempotency_key),
+                       options.priority,
+                       options.run_at};
+  auto r = co_await store_.enqueue(std::move(run));
+  if (!r) co_return r.error();
+  if (r->conflict) co_return errc::idempotency_conflict;
+  emit(run_event{run_event::kind::enqueued, r->id, it->second.name, {}, 0, r->created ? "new" : "existing"});
+  wake_claimer();
+  co_return r->id;
+}
+
+asio::awaitable<result<run_info>> engine_impl::get(run_id id) {
+  if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
+  auto r = co_await store_.get(std::move(id));
+  if (!r) co_return engine_error(r.error());
+  co_return std::move(*r);
+}
+
+asio::awaitable<result<run_info>> engine_impl::wait(run_id id, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::chrono::milliseconds delay{2};
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  for (;;) {
+    auto r = co_await get(id);
+    if (!r) co_return r.error();
+    if (storage::is_terminal(r->status)) co_return r;
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) co_return errc::wait_timeout;
+    timer.expires_after(std::min<std::chrono::steady_clock::duration>(delay, deadline - now));
+    co_await timer.async_wait(asio::as_tuple(use_awaitable));
+    delay = std::min(delay * 2, std::chrono::milliseconds{100});
+  }
+}
+
+asio::awaitable<result<run_status>> engine_impl::cancel(run_id id) {
+  if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
+  auto r = co_await store_.cancel(id);
+  if (!r) co_return engine_error(r.error());
+  if (*r == run_status::cancelled) {
+    // A run in flight here stops at its next step boundary (its writes are fenced by the new epoch).
+    co_await asio::dispatch(ctl_, use_awaitable);
+    if (auto it = inflight_.find(id); it != inflight_.end()) {
+      auto st = it->second;
+      st->lost.store(true, std::memory_order_release);
+      asio::post(st->strand, [st] { st->backoff.cancel(); });
+    }
+  }
+  co_return *r;
+}
+
+}  // namespace detail
+
+std::string_view to_string(run_event::kind k) noexcept {
+  switch (k) {
+    case run_event::kind::enqueued:
+      return "enqueued";
+    case run_event::kind::claimed:
+      return "claimed";
+    case run_event::kind::step_completed:
+      return "step_completed";
+    case run_event::kind::step_retrying:
+      return "step_retrying";
+    case run_event::kind::step_failed:
+      return "step_failed";
+    case run_event::kind::completed:
+      return "completed";
+    case run_event::kind::failed:
+      return "failed";
+    case run_event::kind::released:
+      return "released";
+    case run_event::kind::abandoned:
+      return "abandoned";
+  }
+  return "unknown";
+}
+
+engine::engine(engine_options options) : impl_(std::make_unique<detail::engine_impl>(std::move(options))) {}
+
+engine::~engine() {
+  try {
+    stop_blocking();
+  } catch (const std::exception& e) {
+    log::error("engine", std::string("stop failed: ") + e.what());
+  }
+}
+
+void engine::register_workflow(workflow_definition def) {
+  auto name = def.name;
+  impl_->workflows_.insert_or_assign(std::move(name), std::move(def));
+}
+
+result<void> engine::start() {
+  return impl_->start();
+}
+boost::asio::awaitable<void> engine::stop() {
+  return impl_->stop();
+}
+void engine::stop_blocking() {
+  impl_->block_on(impl_->stop());
+}
+
+boost::asio::awaitable<result<std::size_t>> engine::tick() {
+  return impl_->tick();
+}
+result<std::size_t> engine::tick_blocking() {
+  if (auto m = impl_->migrate_blocking(); !m) return m.error();
+  return impl_->block_on(impl_->tick());
+}
+
+boost::asio::awaitable<result<run_id>> engine::enqueue(std::string workflow, boost::json::value input,
+                                                       enqueue_options options) {
+  return impl_->enqueue(std::move(workflow), std::move(input), std::move(options));
+}
+result<run_id> engine::enqueue_blocking(std::string workflow, boost::json::value input,
+                                        enqueue_options options) {
+  return impl_->block_on(impl_->enqueue(std::move(workflow), std::move(input), std::move(options)));
+}
+
+boost::asio::awaitable<result<run_info>> engine::get(run_id id) {
+  return impl_->get(std::move(id));
+}
+result<run_info> engine::get_blocking(run_id id) {
+  return impl_->block_on(impl_->get(std::move(id)));
+}
+
+boost::asio::awaitable<result<run_info>> engine::wait(run_id id, std::chrono::milliseconds timeout) {
+  return impl_->wait(std::move(id), timeout);
+}
+result<run_info> engine::wait_blocking(run_id id, std::chrono::milliseconds timeout) {
+  return impl_->block_on(impl_->wait(std::move(id), timeout));
+}
+
+boost::asio::awaitable<result<run_status>> engine::cancel(run_id id) {
+  return impl_->cancel(std::move(id));
+}
+result<run_status> engine::cancel_blocking(run_id id) {
+  return impl_->block_on(impl_->cancel(std::move(id)));
+}
+
+const std::string& engine::worker_id() const noexcept {
+  return impl_->worker_id_;
+}
+boost::asio::any_io_executor engine::get_executor() const noexcept {
+  return impl_->ioc_.get_executor();
+}
+storage::store& engine::store() noexcept {
+  return impl_->store_;
+}
+
+}  // namespace keel

@@ -1,0 +1,85 @@
+// The engine's private state: io_context threads, the store, the in-flight table and the control loops.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <memory>
+#include <optional>
+#include <random>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "keel/engine/engine.hpp"
+#include "run_state.hpp"
+
+namespace keel::detail {
+
+class engine_impl {
+ public:
+  using strand_t = boost::asio::strand<boost::asio::io_context::executor_type>;
+
+  explicit engine_impl(engine_options options);
+  ~engine_impl();
+
+  // Called from run strands.
+  void emit(run_event::kind what, const run_state& st, std::string step = {}, int attempt = 0,
+            std::string detail = {}) const;
+  void emit(run_event event) const;
+  [[nodiscard]] bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
+  /// A uniformly random number in [0, 1) for backoff jitter; thread-safe.
+  double random_unit();
+
+  result<void> migrate_blocking();
+  result<void> start();
+  boost::asio::awaitable<void> stop();
+  boost::asio::awaitable<result<std::size_t>> tick();
+  boost::asio::awaitable<result<run_id>> enqueue(std::string workflow, boost::json::value input,
+                                                 enqueue_options options);
+  boost::asio::awaitable<result<run_info>> get(run_id id);
+  boost::asio::awaitable<result<run_info>> wait(run_id id, std::chrono::milliseconds timeout);
+  boost::asio::awaitable<result<run_status>> cancel(run_id id);
+
+  /// Runs `aw` on the engine's threads and blocks the calling thread for its result.
+  template <class T>
+  T block_on(boost::asio::awaitable<T> aw);
+
+  engine_options options_;
+  std::string worker_id_;
+  std::unordered_map<std::string, workflow_definition> workflows_;  // immutable once started
+  boost::asio::io_context ioc_;
+  storage::store store_;
+
+ private:
+  boost::asio::awaitable<void> claim_loop();
+  boost::asio::awaitable<void> heartbeat_loop();
+  boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
+  void launch(storage::claimed_run claim);
+  boost::asio::awaitable<void> execute(std::shared_ptr<run_state> st);
+  void notify_changed();
+  boost::asio::awaitable<void> wait_changed();
+  void wake_claimer();
+  std::vector<std::string> workflow_names() const;
+
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+  strand_t ctl_;  // owns everything below
+  std::unordered_map<run_id, std::shared_ptr<run_state>> inflight_;
+  boost::asio::steady_timer changed_;     // cancelled whenever in-flight runs or loops change
+  boost::asio::steady_timer claim_wait_;  // the claim loop's idle wait
+  bool claim_waiting_ = false;
+  bool wake_pending_ = false;
+  boost::asio::steady_timer heartbeat_wait_;
+  bool claim_loop_active_ = false;
+  bool heartbeat_active_ = false;
+  bool started_ = false;
+  bool migrated_ = false;
+  std::atomic<bool> stopping_{false};
+  std::mutex rng_mutex_;
+  std::mt19937_64 rng_;
+};
+
+}  // namespace keel::detail

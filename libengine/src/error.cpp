@@ -1,0 +1,85 @@
+#include "keel/engine/error.hpp"
+
+namespace keel {
+namespace {
+
+class category final : public boost::system::error_category {
+ public:
+  const char* name() const noexcept override { return "keel"; }
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::unknown_workflow:
+        return "unknown workflow";
+      case errc::idempotency_conflict:
+        return "idempotency key already used with a different input";
+      case errc::run_not_found:
+        return "run not found";
+      case errc::invalid_run_id:
+        return "invalid run id";
+      case errc::invalid_input:
+        return "input does not match the workflow's input type";
+      case errc::wait_timeout:
+        return "timed out waiting for the run to finish";
+      case errc::nondeterminism:
+        return "workflow is not deterministic: step differs from the recorded one";
+      case errc::step_failed:
+        return "step failed";
+      case errc::step_timeout:
+        return "step timed out";
+      case errc::lease_lost:
+        return "lease lost";
+      case errc::cancelled:
+        return "run cancelled";
+      case errc::shutting_down:
+        return "engine shutting down";
+    }
+    return "unknown keel error";
+  }
+};
+
+}  // namespace
+
+const boost::system::error_category& engine_category() noexcept {
+  static const category c;
+  return c;
+}
+
+std::string code_name(errc e) {
+  switch (e) {
+    case errc::unknown_workflow:
+      return "unknown_workflow";
+    case errc::idempotency_conflict:
+      return "idempotency_conflict";
+    case errc::run_not_found:
+      return "run_not_found";
+    case errc::invalid_run_id:
+      return "invalid_run_id";
+    case errc::invalid_input:
+      return "invalid_input";
+    case errc::wait_timeout:
+      return "wait_timeout";
+    case errc::nondeterminism:
+      return "nondeterminism";
+    case errc::step_failed:
+      return "step_failed";
+    case errc::step_timeout:
+      return "step_timeout";
+    case errc::lease_lost:
+      return "lease_lost";
+    case errc::cancelled:
+      return "cancelled";
+    case errc::shutting_down:
+      return "shutting_down";
+  }
+  return "unknown";
+}
+
+step_failed_error::step_failed_error(boost::json::value error)
+    : std::runtime_error([&] {
+        const auto* o = error.if_object();
+        const auto* m = o ? o->if_contains("message") : nullptr;
+        return m && m->is_string() ? std::string(m->as_string()) : std::string("step failed");
+      }()),
+      error_(std::move(error)) {}
+
+}  // namespace keel

@@ -1,0 +1,44 @@
+// What the engine holds for one run in flight on this worker.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <memory>
+
+#include "keel/engine/engine.hpp"
+
+namespace keel::detail {
+
+class engine_impl;
+
+/// Owned by the run's coroutine and by the engine's in-flight table; touched only on the run's strand,
+/// except `lost` and `stopping`, which other strands set.
+struct run_state {
+  run_state(engine_impl& e, storage::claimed_run c,
+            boost::asio::strand<boost::asio::io_context::executor_type> s)
+      : engine(e), claim(std::move(c)), strand(s), backoff(s) {}
+
+  engine_impl& engine;
+  storage::claimed_run claim;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand;
+  /// Retry backoff; cancelled to cut the wait short when the engine stops or the run is lost.
+  boost::asio::steady_timer backoff;
+  /// Position of the next ctx.step call.
+  int next_seq = 0;
+  /// The lease is gone (heartbeat or a write said so): write nothing more.
+  std::atomic<bool> lost{false};
+  /// Set once the context threw a terminal error (nondeterminism, lease lost): later steps rethrow it.
+  std::exception_ptr poisoned;
+
+  [[nodiscard]] storage::lease_token lease() const;
+};
+
+/// Thrown inside a run when it must stop executing without writing an outcome: the lease was lost, or the
+/// engine is stopping and the run is handed back to the queue. Deliberately not a std::exception, so that
+/// `catch (const std::exception&)` in workflow code does not swallow it.
+struct run_interrupted {
+  enum class why { lease_lost, released } reason;
+};
+
+}  // namespace keel::detail

@@ -1,0 +1,43 @@
+// Storage error codes (a boost::system category, after Beast's http/error.hpp).
+#pragma once
+
+#include <boost/system/error_code.hpp>
+#include <string_view>
+#include <type_traits>
+
+namespace keel::storage {
+
+/// Why a storage operation failed.
+enum class errc {
+  /// The database could not be reached or the connection broke; the operation may be retried.
+  connection_lost = 1,
+  /// Serialization failure or deadlock (SQLSTATE 40001 / 40P01); retrying the transaction is safe.
+  retryable,
+  /// A unique constraint rejected the write (SQLSTATE 23505).
+  unique_violation,
+  /// The statement failed for another reason (bad SQL, constraint, data error); see the log.
+  query_failed,
+  /// The worker no longer holds the run's lease (owner or epoch changed): the write was not applied.
+  fenced,
+  /// No row with that id.
+  not_found,
+  /// An external tool (initdb, pg_ctl) failed or the embedded server could not start.
+  server_failed,
+  /// Storage is shutting down.
+  shut_down,
+};
+
+/// The category of keel::storage::errc values.
+const boost::system::error_category& storage_category() noexcept;
+
+inline boost::system::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), storage_category()};
+}
+
+/// Maps a SQLSTATE (5 characters) to an errc; the one place this mapping lives.
+errc errc_from_sqlstate(std::string_view sqlstate) noexcept;
+
+}  // namespace keel::storage
+
+template <>
+struct boost::system::is_error_code_enum<keel::storage::errc> : std::true_type {};

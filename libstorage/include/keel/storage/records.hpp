@@ -1,0 +1,108 @@
+// Plain data exchanged between the engine and the store: new runs, claims, checkpoints, run snapshots.
+#pragma once
+
+#include <boost/json/value.hpp>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "keel/common/run_id.hpp"
+
+namespace keel::storage {
+
+using clock = std::chrono::system_clock;
+
+/// Run statuses as stored. sleeping/waiting are reserved for durable timers, events and hooks.
+enum class run_status { queued, running, sleeping, waiting, completed, failed, cancelled };
+
+[[nodiscard]] std::string_view to_string(run_status s) noexcept;
+[[nodiscard]] std::optional<run_status> run_status_from(std::string_view s) noexcept;
+[[nodiscard]] inline bool is_terminal(run_status s) noexcept {
+  return s == run_status::completed || s == run_status::failed || s == run_status::cancelled;
+}
+
+/// A run to insert.
+struct new_run {
+  run_id id;
+  std::string workflow;
+  int version = 1;
+  boost::json::value input;
+  std::optional<std::string> idempotency_key;
+  int priority = 0;
+  std::optional<clock::time_point> run_at;
+};
+
+/// What an enqueue did.
+struct enqueue_outcome {
+  run_id id;              ///< the new run, or the existing one with the same idempotency key
+  bool created = false;   ///< false when an existing run was returned
+  bool conflict = false;  ///< the key exists with a different workflow or input (id is the existing run)
+};
+
+/// A step as recorded.
+struct step_record {
+  int seq = 0;
+  std::string name;
+  bool failed = false;
+  boost::json::value output;  ///< null when failed
+  boost::json::value error;   ///< null when completed
+  int attempts = 0;
+  clock::time_point started_at;
+  clock::time_point finished_at;
+};
+
+/// A run this worker now holds, with what earlier attempts recorded.
+struct claimed_run {
+  run_id id;
+  std::string workflow;
+  int version = 1;
+  boost::json::value input;
+  std::int64_t epoch = 0;  ///< fencing token for every write this claim makes
+  int claims = 0;          ///< 1 on first execution
+  std::vector<step_record> steps;
+};
+
+/// A lease as held by a worker: the fencing condition of every write.
+struct lease_token {
+  run_id id;
+  std::string owner;
+  std::int64_t epoch = 0;
+};
+
+/// One step's checkpoint.
+struct step_checkpoint {
+  lease_token lease;
+  step_record step;
+};
+
+/// A run's final state written by its worker.
+struct run_finish {
+  lease_token lease;
+  run_status status = run_status::completed;  ///< completed or failed
+  boost::json::value output;
+  boost::json::value error;
+};
+
+/// A snapshot of a run for get().
+struct run_record {
+  run_id id;
+  std::string workflow;
+  int version = 1;
+  run_status status = run_status::queued;
+  boost::json::value input;
+  boost::json::value output;
+  boost::json::value error;
+  std::optional<std::string> idempotency_key;
+  int priority = 0;
+  std::optional<std::string> owner;
+  std::int64_t epoch = 0;
+  int claims = 0;
+  clock::time_point created_at;
+  std::optional<clock::time_point> started_at;
+  std::optional<clock::time_point> finished_at;
+  std::vector<step_record> steps;
+};
+
+}  // namespace keel::storage

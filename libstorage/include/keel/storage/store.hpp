@@ -1,0 +1,96 @@
+// The PostgreSQL store: migrations, enqueue, claims and leases, group-committed checkpoints, run queries.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "keel/common/result.hpp"
+#include "keel/storage/error.hpp"
+#include "keel/storage/records.hpp"
+
+namespace keel::storage {
+
+/// Tuning of a store.
+struct store_options {
+  /// libpq connection string.
+  std::string conninfo;
+  /// Connections (and threads) for claims, heartbeats and queries.
+  std::size_t pool_size = 2;
+  /// Connections (and threads) that group-commit writes; each batch is one transaction.
+  std::size_t writers = 1;
+  /// Most writes one transaction carries.
+  std::size_t max_batch = 512;
+  /// How long a caller-facing operation (enqueue, get, cancel) waits for an unreachable database before it
+  /// fails with errc::connection_lost. Engine writes (checkpoints, finishes) wait as long as it takes.
+  std::chrono::milliseconds request_timeout{10'000};
+};
+
+/// Counters for benchmarks and metrics.
+struct store_stats {
+  std::uint64_t batches = 0;  ///< write transactions committed
+  std::uint64_t writes = 0;   ///< writes they carried
+};
+
+namespace detail {
+class store_impl;
+}
+
+/// Thread-safe. Every awaitable completes on the awaiting coroutine's executor; no database I/O ever runs on
+/// it (dedicated connection threads do the work). Writes are fenced by the lease (owner + epoch): a write
+/// made under a lost lease fails with errc::fenced and changes nothing.
+class store {
+ public:
+  explicit store(store_options options);
+  ~store();
+  store(const store&) = delete;
+  store& operator=(const store&) = delete;
+
+  /// Creates the `keel` schema and applies pending migrations under an advisory lock. Idempotent. Blocking.
+  result<void> migrate_blocking();
+
+  /// Inserts a run (group-committed with other writes). An existing idempotency key returns the existing run
+  /// (`created == false`), with `conflict` set when its workflow or input differ.
+  boost::asio::awaitable<result<enqueue_outcome>> enqueue(new_run run);
+
+  /// Claims up to `max` runs of the given workflows that are due (queued, or running with an expired lease)
+  /// for `owner`, ordered by priority then due time, with a lease of `lease`. Returns them with their
+  /// recorded steps.
+  boost::asio::awaitable<result<std::vector<claimed_run>>> claim(std::string owner,
+                                                                 std::vector<std::string> workflows,
+                                                                 std::size_t max,
+                                                                 std::chrono::milliseconds lease);
+
+  /// Extends the leases in `held`; returns the ids whose lease is no longer this worker's.
+  boost::asio::awaitable<result<std::vector<run_id>>> heartbeat(std::vector<lease_token> held,
+                                                                std::chrono::milliseconds lease);
+
+  /// Durably records a step; resumes only after the transaction that carries it committed. Errors: fenced.
+  boost::asio::awaitable<result<void>> checkpoint(step_checkpoint cp);
+
+  /// Durably completes or fails a run. Errors: fenced.
+  boost::asio::awaitable<result<void>> finish(run_finish f);
+
+  /// Hands a held run back to the queue (due now). Errors: fenced.
+  boost::asio::awaitable<result<void>> release(lease_token lease);
+
+  /// A run with its steps. Errors: not_found.
+  boost::asio::awaitable<result<run_record>> get(run_id id);
+
+  /// Cancels a queued or running run (bumping its epoch fences the current worker). Returns the status after
+  /// the call: cancelled, or the terminal status it already had. Errors: not_found.
+  boost::asio::awaitable<result<run_status>> cancel(run_id id);
+
+  /// Write counters since construction.
+  [[nodiscard]] store_stats stats() const noexcept;
+
+  /// Fails pending operations with errc::shut_down and joins the connection threads. Idempotent. Blocking.
+  void stop_blocking();
+
+ private:
+  std::unique_ptr<detail::store_impl> impl_;
+};
+
+}  // namespace keel::storage

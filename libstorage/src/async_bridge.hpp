@@ -1,0 +1,31 @@
+// Turns a job that completes on a database thread into an awaitable that resumes on the caller's executor.
+#pragma once
+
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <functional>
+#include <memory>
+
+#include "keel/common/result.hpp"
+
+namespace keel::storage::detail {
+
+/// Calls `start(done)`; `done(result<T>)` may be invoked once from any thread, and the awaiting coroutine
+/// resumes with that result on its own executor (its strand), never on the database thread.
+template <class T, class Start>
+boost::asio::awaitable<result<T>> await_completion(Start start) {
+  return boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&, void(result<T>)>(
+      [start = std::move(start)](auto handler) mutable {
+        using handler_t = decltype(handler);
+        auto shared = std::make_shared<handler_t>(std::move(handler));
+        start(std::function<void(result<T>)>([shared](result<T> r) mutable {
+          auto ex = boost::asio::get_associated_executor(*shared);
+          boost::asio::post(ex, [shared, r = std::move(r)]() mutable { (*shared)(std::move(r)); });
+        }));
+      },
+      boost::asio::use_awaitable);
+}
+
+}  // namespace keel::storage::detail

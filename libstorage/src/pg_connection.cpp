@@ -1,0 +1,163 @@
+#include "pg_connection.hpp"
+
+#include <optional>
+
+#include "keel/common/log.hpp"
+
+namespace keel::storage::detail {
+namespace {
+
+std::vector<const char*> param_pointers(const std::vector<std::optional<std::string>>& params) {
+  std::vector<const char*> out;
+  out.reserve(params.size());
+  for (const auto& p : params)
+    out.push_back(p ? p->c_str() : nullptr);
+  return out;
+}
+
+}  // namespace
+
+pg_connection::pg_connection(std::string conninfo) : conninfo_(std::move(conninfo)) {}
+
+pg_connection::~pg_connection() {
+  close();
+}
+
+void pg_connection::close() noexcept {
+  if (conn_ != nullptr) PQfinish(conn_);
+  conn_ = nullptr;
+  prepared_.clear();
+}
+
+bool pg_connection::healthy() const noexcept {
+  return conn_ != nullptr && PQstatus(conn_) == CONNECTION_OK;
+}
+
+std::string pg_connection::last_error() const {
+  return last_error_;
+}
+
+result<void> pg_connection::connect_blocking() {
+  close();
+  conn_ = PQconnectdb(conninfo_.c_str());
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    last_error_ = PQerrorMessage(conn_);
+    close();
+    return errc::connection_lost;
+  }
+  // Quiet NOTICEs (e.g. "relation already exists, skipping") that would otherwise go to stderr.
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char*) {}, nullptr);
+  return {};
+}
+
+error_code pg_connection::error_from(const PGresult* r) {
+  last_error_ = r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn_);
+  while (!last_error_.empty() && (last_error_.back() == '\n' || last_error_.back() == ' '))
+    last_error_.pop_back();
+  if (conn_ == nullptr || PQstatus(conn_) != CONNECTION_OK) return errc::connection_lost;
+  const char* state = r != nullptr ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : nullptr;
+  if (state == nullptr) return errc::connection_lost;
+  return errc_from_sqlstate(state);
+}
+
+result<void> pg_connection::prepare_blocking(const statement& stmt) {
+  if (prepared_.contains(stmt.name)) return {};
+  pg_result r{PQprepare(conn_, stmt.name, stmt.sql, 0, nullptr)};
+  if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+    auto ec = error_from(r.get());
+    log::error("storage", std::string("prepare ") + stmt.name + " failed: " + last_error_);
+    return ec;
+  }
+  prepared_.insert(stmt.name);
+  return {};
+}
+
+result<pg_result> pg_connection::exec_blocking(const statement& stmt,
+                                               const std::vector<std::optional<std::string>>& params) {
+  if (!healthy()) return errc::connection_lost;
+  if (auto p = prepare_blocking(stmt); !p) return p.error();
+  auto ptrs = param_pointers(params);
+  pg_result r{
+      PQexecPrepared(conn_, stmt.name, static_cast<int>(ptrs.size()), ptrs.data(), nullptr, nullptr, 0)};
+  const auto st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return error_from(r.get());
+  return r;
+}
+
+result<void> pg_connection::exec_script_blocking(std::string_view sql) {
+  if (!healthy()) return errc::connection_lost;
+  std::string text(sql);
+  pg_result r{PQexec(conn_, text.c_str())};
+  const auto st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return error_from(r.get());
+  return {};
+}
+
+result<std::vector<pg_result>> pg_connection::exec_pipeline_blocking(
+    const std::vector<pipeline_query>& queries) {
+  if (!healthy()) return errc::connection_lost;
+  for (const auto& q : queries) {
+    if (auto p = prepare_blocking(*q.stmt); !p) return p.error();
+  }
+  if (PQenterPipelineMode(conn_) != 1) return error_from(nullptr);
+  std::optional<error_code> failure;
+  for (const auto& q : queries) {
+    auto ptrs = param_pointers(q.params);
+    if (PQsendQueryPrepared(conn_, q.stmt->name, static_cast<int>(ptrs.size()), ptrs.data(), nullptr, nullptr,
+                            0) != 1) {
+      failure = error_from(nullptr);
+      break;
+    }
+  }
+  if (!failure && PQpipelineSync(conn_) != 1) failure = error_from(nullptr);
+  if (failure) {
+    // The connection is in an unknown pipeline state: drop it; the caller reconnects.
+    close();
+    return errc::connection_lost;
+  }
+
+  std::vector<pg_result> results;
+  results.reserve(queries.size());
+  std::size_t index = 0;
+  for (;;) {
+    pg_result r{PQgetResult(conn_)};
+    if (!r) {
+      // NULL ends one query's results; between queries, and after a broken connection.
+      if (!healthy()) {
+        failure = errc::connection_lost;
+        break;
+      }
+      continue;
+    }
+    const auto st = PQresultStatus(r.get());
+    if (st == PGRES_PIPELINE_SYNC) break;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+      if (index < queries.size()) results.push_back(std::move(r));
+      ++index;
+      continue;
+    }
+    if (st == PGRES_PIPELINE_ABORTED) {
+      ++index;
+      continue;
+    }
+    // A failing query: remember the first error, keep reading to the sync.
+    if (!failure) {
+      failure = error_from(r.get());
+      if (*failure == errc::connection_lost) break;
+    }
+    ++index;
+  }
+  if (failure && *failure == errc::connection_lost) {
+    close();
+    return errc::connection_lost;
+  }
+  if (PQexitPipelineMode(conn_) != 1) {
+    close();
+    return errc::connection_lost;
+  }
+  if (failure) return *failure;
+  return results;
+}
+
+}  // namespace keel::storage::detail

@@ -1,0 +1,81 @@
+// A blocking libpq connection owned by one storage thread: connect, prepared statements, pipelined batches.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_set>
+#include <vector>
+
+#include "keel/common/result.hpp"
+#include "keel/storage/error.hpp"
+
+namespace keel::storage::detail {
+
+/// Owns a PGresult.
+struct pg_result_deleter {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using pg_result = std::unique_ptr<PGresult, pg_result_deleter>;
+
+/// A named SQL statement; the name shows in logs and in pg_stat_statements.
+struct statement {
+  const char* name;
+  const char* sql;
+};
+
+/// One query of a pipelined batch: a statement and its text parameters (nullopt = SQL NULL).
+struct pipeline_query {
+  const statement* stmt;
+  std::vector<std::optional<std::string>> params;
+};
+
+/// A blocking connection. Only the thread that owns it may use it; never use one on an io_context thread.
+class pg_connection {
+ public:
+  explicit pg_connection(std::string conninfo);
+  ~pg_connection();
+  pg_connection(const pg_connection&) = delete;
+  pg_connection& operator=(const pg_connection&) = delete;
+
+  /// (Re)connects. Errors: connection_lost.
+  result<void> connect_blocking();
+  [[nodiscard]] bool healthy() const noexcept;
+  void close() noexcept;
+
+  /// Runs a prepared statement (preparing it on first use on this connection). Errors map SQLSTATE via errc.
+  result<pg_result> exec_blocking(const statement& stmt,
+                                  const std::vector<std::optional<std::string>>& params);
+
+  /// Runs plain SQL with no parameters (may hold several statements).
+  result<void> exec_script_blocking(std::string_view sql);
+
+  /// Sends every query in one pipeline followed by a single sync and returns their results in order.
+  /// The first failing query fails the whole call (PostgreSQL aborts the rest up to the sync).
+  result<std::vector<pg_result>> exec_pipeline_blocking(const std::vector<pipeline_query>& queries);
+
+  /// The last error message from the server or libpq, for logs.
+  [[nodiscard]] std::string last_error() const;
+
+  PGconn* native() noexcept { return conn_; }
+
+ private:
+  result<void> prepare_blocking(const statement& stmt);
+  error_code error_from(const PGresult* r);
+
+  std::string conninfo_;
+  PGconn* conn_ = nullptr;
+  std::unordered_set<std::string> prepared_;
+  std::string last_error_;
+};
+
+/// Text of a column, or empty view for NULL.
+inline std::string_view get_text(const PGresult* r, int row, int col) {
+  if (PQgetisnull(r, row, col)) return {};
+  return {PQgetvalue(r, row, col), static_cast<std::size_t>(PQgetlength(r, row, col))};
+}
+
+}  // namespace keel::storage::detail

@@ -1,0 +1,35 @@
+#include "keel/storage/records.hpp"
+
+#include <array>
+#include <utility>
+
+namespace keel::storage {
+namespace {
+
+constexpr std::array<std::pair<run_status, std::string_view>, 7> k_names{{
+    {run_status::queued, "queued"},
+    {run_status::running, "running"},
+    {run_status::sleeping, "sleeping"},
+    {run_status::waiting, "waiting"},
+    {run_status::completed, "completed"},
+    {run_status::failed, "failed"},
+    {run_status::cancelled, "cancelled"},
+}};
+
+}  // namespace
+
+std::string_view to_string(run_status s) noexcept {
+  for (const auto& [v, n] : k_names) {
+    if (v == s) return n;
+  }
+  return "unknown";
+}
+
+std::optional<run_status> run_status_from(std::string_view s) noexcept {
+  for (const auto& [v, n] : k_names) {
+    if (n == s) return v;
+  }
+  return std::nullopt;
+}
+
+}  // namespace keel::storage

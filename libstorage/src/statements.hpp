@@ -1,0 +1,22 @@
+// Every SQL statement the store runs, named so it shows in logs and pg_stat_statements.
+#pragma once
+
+#include "pg_connection.hpp"
+
+namespace keel::storage::detail::sql {
+
+extern const statement begin;
+extern const statement commit;
+extern const statement enqueue_insert;
+extern const statement enqueue_resolve;
+extern const statement checkpoint_steps;
+extern const statement finish_runs;
+extern const statement claim_runs;
+extern const statement load_steps;
+extern const statement heartbeat;
+extern const statement release_run;
+extern const statement get_run;
+extern const statement cancel_run;
+extern const statement run_status_of;
+
+}  // namespace keel::storage::detail::sql
