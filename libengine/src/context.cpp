@@ -28,6 +28,16 @@ json::value step_error(errc code, std::string_view message, const std::string& s
   return o;
 }
 
+/// Runs one attempt and hands back its value or the exception it threw.
+asio::awaitable<std::pair<json::value, std::exception_ptr>> capture_outcome(
+    const std::function<asio::awaitable<json::value>()>& fn) {
+  try {
+    co_return std::pair<json::value, std::exception_ptr>{co_await fn(), nullptr};
+  } catch (...) {
+    co_return std::pair<json::value, std::exception_ptr>{nullptr, std::current_exception()};
+  }
+}
+
 }  // namespace
 
 const run_id& context::id() const noexcept {
@@ -79,13 +89,17 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     bool retriable = true;
     try {
       if (options.timeout) {
+        // `||` completes on the first *success*: the attempt reports its exception as a value so that a
+        // failing attempt wins the race too, instead of waiting for the timer.
         asio::steady_timer timer(st.strand, *options.timeout);
-        auto winner = co_await (fn() || timer.async_wait(asio::use_awaitable));
-        if (winner.index() == 0) {
-          output = std::move(std::get<0>(winner));
-        } else {
+        auto winner = co_await (capture_outcome(fn) || timer.async_wait(asio::use_awaitable));
+        if (winner.index() == 1) {
           code = errc::step_timeout;
           failure = "step '" + name + "' timed out after " + std::to_string(options.timeout->count()) + " ms";
+        } else {
+          auto& [value, thrown] = std::get<0>(winner);
+          if (thrown) std::rethrow_exception(thrown);
+          output = std::move(value);
         }
       } else {
         output = co_await fn();

@@ -164,8 +164,9 @@ result<void> engine_impl::start() {
 }
 
 asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
-  auto claimed = co_await store_.claim(worker_id_, workflow_names(), max, options_.lease);
-  co_await asio::dispatch(ctl_, use_awaitable);
+  // Runs on ctl_: storage completions resume a coroutine on its own executor, which is ctl_ here.
+  const auto names = workflow_names();
+  auto claimed = co_await store_.claim(worker_id_, names, max, options_.lease);
   if (!claimed) {
     log::warn("engine", "claim failed: " + claimed.error().message());
     co_return 0;
@@ -176,7 +177,6 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
       // Claimed while stopping: hand it straight back.
       storage::lease_token lease{c.id, worker_id_, c.epoch};
       auto r = co_await store_.release(std::move(lease));
-      co_await asio::dispatch(ctl_, use_awaitable);
       if (!r) log::warn("engine", "release of " + c.id + " failed: " + r.error().message());
       continue;
     }
@@ -220,7 +220,6 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
     for (const auto& [id, st] : inflight_)
       held.push_back(st->lease());
     auto lost = co_await store_.heartbeat(std::move(held), options_.lease);
-    co_await asio::dispatch(ctl_, use_awaitable);
     if (!lost) {
       log::warn("engine", "heartbeat failed: " + lost.error().message());
       continue;
@@ -228,9 +227,9 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
     for (const auto& id : *lost) {
       auto it = inflight_.find(id);
       if (it == inflight_.end()) continue;  // finished meanwhile
-      log::warn("engine", "lease lost for run " + id + "; abandoning it");
       auto st = it->second;
-      st->lost.store(true, std::memory_order_release);
+      if (st->lost.exchange(true, std::memory_order_acq_rel)) continue;  // already known
+      log::warn("engine", "lease lost for run " + id + "; abandoning it");
       asio::post(st->strand, [st] { st->backoff.cancel(); });
     }
   }
@@ -301,7 +300,8 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     interrupted = run_interrupted{run_interrupted::why::lease_lost};
 
   if (interrupted && interrupted->reason == run_interrupted::why::released) {
-    auto r = co_await store_.release(st->lease());
+    const auto lease = st->lease();
+    auto r = co_await store_.release(lease);
     if (r) {
       emit(run_event::kind::released, *st);
     } else {
@@ -324,7 +324,11 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
 }
 
 asio::awaitable<void> engine_impl::stop() {
-  co_await asio::dispatch(ctl_, use_awaitable);
+  // The control state belongs to ctl_: run the body there, whatever executor the caller is on.
+  co_await asio::co_spawn(ctl_, stop_on_ctl(), use_awaitable);
+}
+
+asio::awaitable<void> engine_impl::stop_on_ctl() {
   stopping_.store(true, std::memory_order_release);
   wake_claimer();
   // Cut retry backoffs short: each run stops at its next step boundary and is released.
@@ -338,7 +342,10 @@ asio::awaitable<void> engine_impl::stop() {
 }
 
 asio::awaitable<result<std::size_t>> engine_impl::tick() {
-  co_await asio::dispatch(ctl_, use_awaitable);
+  co_return co_await asio::co_spawn(ctl_, tick_on_ctl(), use_awaitable);
+}
+
+asio::awaitable<result<std::size_t>> engine_impl::tick_on_ctl() {
   if (stopping()) co_return errc::shutting_down;
   const std::size_t got = co_await claim_batch(options_.concurrency);
   while (!inflight_.empty())
@@ -367,7 +374,7 @@ asio::awaitable<result<run_id>> engine_impl::enqueue(std::string workflow, json:
 
 asio::awaitable<result<run_info>> engine_impl::get(run_id id) {
   if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
-  auto r = co_await store_.get(std::move(id));
+  auto r = co_await store_.get(id);
   if (!r) co_return engine_error(r.error());
   co_return std::move(*r);
 }
@@ -394,12 +401,13 @@ asio::awaitable<result<run_status>> engine_impl::cancel(run_id id) {
   if (!r) co_return engine_error(r.error());
   if (*r == run_status::cancelled) {
     // A run in flight here stops at its next step boundary (its writes are fenced by the new epoch).
-    co_await asio::dispatch(ctl_, use_awaitable);
-    if (auto it = inflight_.find(id); it != inflight_.end()) {
-      auto st = it->second;
-      st->lost.store(true, std::memory_order_release);
-      asio::post(st->strand, [st] { st->backoff.cancel(); });
-    }
+    asio::post(ctl_, [this, id] {
+      if (auto it = inflight_.find(id); it != inflight_.end()) {
+        auto st = it->second;
+        st->lost.store(true, std::memory_order_release);
+        asio::post(st->strand, [st] { st->backoff.cancel(); });
+      }
+    });
   }
   co_return *r;
 }
@@ -463,34 +471,36 @@ result<std::size_t> engine::tick_blocking() {
   return impl_->block_on(impl_->tick());
 }
 
-boost::asio::awaitable<result<run_id>> engine::enqueue(std::string workflow, boost::json::value input,
-                                                       enqueue_options options) {
-  return impl_->enqueue(std::move(workflow), std::move(input), std::move(options));
+boost::asio::awaitable<result<run_id>> engine::enqueue(std::string_view workflow,
+                                                       const boost::json::value& input,
+                                                       const enqueue_options& options) {
+  return impl_->enqueue(std::string(workflow), input, options);
 }
-result<run_id> engine::enqueue_blocking(std::string workflow, boost::json::value input,
-                                        enqueue_options options) {
-  return impl_->block_on(impl_->enqueue(std::move(workflow), std::move(input), std::move(options)));
-}
-
-boost::asio::awaitable<result<run_info>> engine::get(run_id id) {
-  return impl_->get(std::move(id));
-}
-result<run_info> engine::get_blocking(run_id id) {
-  return impl_->block_on(impl_->get(std::move(id)));
+result<run_id> engine::enqueue_blocking(std::string_view workflow, const boost::json::value& input,
+                                        const enqueue_options& options) {
+  return impl_->block_on(impl_->enqueue(std::string(workflow), input, options));
 }
 
-boost::asio::awaitable<result<run_info>> engine::wait(run_id id, std::chrono::milliseconds timeout) {
-  return impl_->wait(std::move(id), timeout);
+boost::asio::awaitable<result<run_info>> engine::get(std::string_view id) {
+  return impl_->get(run_id(id));
 }
-result<run_info> engine::wait_blocking(run_id id, std::chrono::milliseconds timeout) {
-  return impl_->block_on(impl_->wait(std::move(id), timeout));
+result<run_info> engine::get_blocking(std::string_view id) {
+  return impl_->block_on(impl_->get(run_id(id)));
 }
 
-boost::asio::awaitable<result<run_status>> engine::cancel(run_id id) {
-  return impl_->cancel(std::move(id));
+boost::asio::awaitable<result<run_info>> engine::wait(std::string_view id,
+                                                      std::chrono::milliseconds timeout) {
+  return impl_->wait(run_id(id), timeout);
 }
-result<run_status> engine::cancel_blocking(run_id id) {
-  return impl_->block_on(impl_->cancel(std::move(id)));
+result<run_info> engine::wait_blocking(std::string_view id, std::chrono::milliseconds timeout) {
+  return impl_->block_on(impl_->wait(run_id(id), timeout));
+}
+
+boost::asio::awaitable<result<run_status>> engine::cancel(std::string_view id) {
+  return impl_->cancel(run_id(id));
+}
+result<run_status> engine::cancel_blocking(std::string_view id) {
+  return impl_->block_on(impl_->cancel(run_id(id)));
 }
 
 const std::string& engine::worker_id() const noexcept {

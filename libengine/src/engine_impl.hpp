@@ -54,6 +54,8 @@ class engine_impl {
   storage::store store_;
 
  private:
+  boost::asio::awaitable<void> stop_on_ctl();
+  boost::asio::awaitable<result<std::size_t>> tick_on_ctl();
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> heartbeat_loop();
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);

@@ -670,7 +670,8 @@ result<void> embedded_postgres::start_blocking() {
     }
   }
 
-  unsigned short port = options_.port;
+  // A restart keeps the port it had, so connection strings handed out before stay valid.
+  unsigned short port = options_.port != 0 ? options_.port : port_;
   if (port == 0) {
     auto picked = pick_free_port();
     if (!picked) return picked.error();

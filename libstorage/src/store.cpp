@@ -117,6 +117,13 @@ class store_impl {
     });
   }
 
+  /// A write the engine makes for a run it holds: waits out database outages (no deadline).
+  boost::asio::awaitable<result<void>> write_void(write_op::kind k, json::object row) {
+    auto r = co_await write(k, std::move(row), steady_clock::time_point::max());
+    if (!r) co_return r.error();
+    co_return result<void>{};
+  }
+
   steady_clock::time_point request_deadline() const { return steady_clock::now() + options_.request_timeout; }
 
   boost::asio::awaitable<result<enqueue_outcome>> write(write_op::kind k, json::object row,
@@ -202,12 +209,12 @@ result<void> store::migrate_blocking() {
   return {};
 }
 
-boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(new_run run) {
+boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& run) {
   json::object row;
   row["id"] = run.id;
   row["workflow"] = run.workflow;
   row["version"] = run.version;
-  row["input"] = std::move(run.input);
+  row["input"] = run.input;
   if (run.idempotency_key) {
     row["key"] = *run.idempotency_key;
   } else {
@@ -222,39 +229,32 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(new_run run) {
   return impl_->write(detail::write_op::kind::enqueue, std::move(row), impl_->request_deadline());
 }
 
-boost::asio::awaitable<result<void>> store::checkpoint(step_checkpoint cp) {
+boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp) {
   auto row = detail::lease_row(cp.lease);
   row["seq"] = cp.step.seq;
   row["name"] = cp.step.name;
   row["status"] = cp.step.failed ? "failed" : "completed";
-  row["output"] = std::move(cp.step.output);
-  row["error"] = std::move(cp.step.error);
+  row["output"] = cp.step.output;
+  row["error"] = cp.step.error;
   row["attempts"] = cp.step.attempts;
   row["started"] = detail::to_micros(cp.step.started_at);
   row["finished"] = detail::to_micros(cp.step.finished_at);
-  auto r = co_await impl_->write(detail::write_op::kind::checkpoint, std::move(row),
-                                 std::chrono::steady_clock::time_point::max());
-  if (!r) co_return r.error();
-  co_return result<void>{};
+  return impl_->write_void(detail::write_op::kind::checkpoint, std::move(row));
 }
 
-boost::asio::awaitable<result<void>> store::finish(run_finish f) {
+boost::asio::awaitable<result<void>> store::finish(const run_finish& f) {
   auto row = detail::lease_row(f.lease);
   row["status"] = to_string(f.status);
-  row["output"] = std::move(f.output);
-  row["error"] = std::move(f.error);
-  auto r = co_await impl_->write(detail::write_op::kind::finish, std::move(row),
-                                 std::chrono::steady_clock::time_point::max());
-  if (!r) co_return r.error();
-  co_return result<void>{};
+  row["output"] = f.output;
+  row["error"] = f.error;
+  return impl_->write_void(detail::write_op::kind::finish, std::move(row));
 }
 
-boost::asio::awaitable<result<std::vector<claimed_run>>> store::claim(std::string owner,
-                                                                      std::vector<std::string> workflows,
-                                                                      std::size_t max,
-                                                                      std::chrono::milliseconds lease) {
+boost::asio::awaitable<result<std::vector<claimed_run>>> store::claim(
+    const std::string& owner, const std::vector<std::string>& workflows, std::size_t max,
+    std::chrono::milliseconds lease) {
   return impl_->on_pool<std::vector<claimed_run>>(
-      [owner = std::move(owner), names = detail::text_array(workflows), max,
+      [owner, names = detail::text_array(workflows), max,
        lease](pg_connection& c) -> result<std::vector<claimed_run>> {
         auto r = c.exec_blocking(detail::sql::claim_runs,
                                  {owner, std::to_string(max), std::to_string(lease.count()), names});
@@ -292,7 +292,7 @@ boost::asio::awaitable<result<std::vector<claimed_run>>> store::claim(std::strin
       std::chrono::steady_clock::time_point::max());
 }
 
-boost::asio::awaitable<result<std::vector<run_id>>> store::heartbeat(std::vector<lease_token> held,
+boost::asio::awaitable<result<std::vector<run_id>>> store::heartbeat(const std::vector<lease_token>& held,
                                                                      std::chrono::milliseconds lease) {
   json::array rows;
   for (const auto& l : held)
@@ -315,9 +315,9 @@ boost::asio::awaitable<result<std::vector<run_id>>> store::heartbeat(std::vector
       impl_->request_deadline());
 }
 
-boost::asio::awaitable<result<void>> store::release(lease_token lease) {
+boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {
   return impl_->on_pool<void>(
-      [lease = std::move(lease)](pg_connection& c) -> result<void> {
+      [lease](pg_connection& c) -> result<void> {
         auto r =
             c.exec_blocking(detail::sql::release_run, {lease.id, lease.owner, std::to_string(lease.epoch)});
         if (!r) return r.error();
@@ -327,9 +327,9 @@ boost::asio::awaitable<result<void>> store::release(lease_token lease) {
       impl_->request_deadline());
 }
 
-boost::asio::awaitable<result<run_record>> store::get(run_id id) {
+boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
   return impl_->on_pool<run_record>(
-      [id = std::move(id)](pg_connection& c) -> result<run_record> {
+      [id](pg_connection& c) -> result<run_record> {
         auto r = c.exec_blocking(detail::sql::get_run, {id});
         if (!r) return r.error();
         const PGresult* res = r->get();
@@ -358,9 +358,9 @@ boost::asio::awaitable<result<run_record>> store::get(run_id id) {
       impl_->request_deadline());
 }
 
-boost::asio::awaitable<result<run_status>> store::cancel(run_id id) {
+boost::asio::awaitable<result<run_status>> store::cancel(const run_id& id) {
   return impl_->on_pool<run_status>(
-      [id = std::move(id)](pg_connection& c) -> result<run_status> {
+      [id](pg_connection& c) -> result<run_status> {
         auto r = c.exec_blocking(detail::sql::cancel_run, {id});
         if (!r) return r.error();
         if (PQntuples(r->get()) == 1) return run_status::cancelled;

@@ -419,4 +419,20 @@ BOOST_AUTO_TEST_CASE(higher_priority_runs_are_claimed_first) {
   BOOST_TEST((order == std::vector<std::int64_t>{5, 3, 1}));
 }
 
+BOOST_AUTO_TEST_CASE(an_unreachable_database_gives_typed_errors_after_the_request_timeout) {
+  // Nothing listens on this socket directory: every connection attempt fails.
+  temp_dir nowhere;
+  auto o = options_for("host=" + nowhere.path() + " port=1 user=postgres dbname=none connect_timeout=1");
+  o.store.request_timeout = 300ms;
+  engine e(o);
+  add_workflow(e, "wf", [](context&, json::value v) -> asio::awaitable<json::value> { co_return v; });
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = e.enqueue_blocking("wf", json::object{});
+  BOOST_REQUIRE(!r);
+  BOOST_TEST(r.error() == make_error_code(storage::errc::connection_lost));
+  BOOST_TEST(e.get_blocking(new_run_id()).error() == make_error_code(storage::errc::connection_lost));
+  BOOST_TEST((std::chrono::steady_clock::now() - t0) < 10s);
+  BOOST_TEST(!e.start());  // the migration cannot run: start reports it
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -7,6 +7,7 @@
 #include <boost/json/value_to.hpp>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include "keel/common/run_id.hpp"
@@ -28,6 +29,13 @@ struct awaitable_value<boost::asio::awaitable<T, Executor>> {
   using type = T;
   static constexpr bool is_awaitable = true;
 };
+
+/// Converts a step's recorded JSON to the step function's value type.
+template <class T>
+boost::asio::awaitable<T> typed_step(boost::asio::awaitable<boost::json::value> step) {
+  boost::json::value v = co_await std::move(step);
+  if constexpr (!std::is_void_v<T>) co_return boost::json::value_to<T>(v);
+}
 
 /// The value a step function produces: T for `awaitable<T> fn()`, else fn's return type.
 template <class F>
@@ -55,20 +63,31 @@ class context {
   /// nondeterminism_error when the recorded step at this position has another name.
   /// The output type must convert to and from boost::json (value_from / value_to); void steps store null.
   template <class F>
-  boost::asio::awaitable<detail::step_value_t<F>> step(std::string name, F fn, step_options options = {}) {
-    using value_t = detail::step_value_t<F>;
-    boost::json::value v = co_await run_step(std::move(name), erase(std::move(fn)), options);
-    if constexpr (!std::is_void_v<value_t>) co_return boost::json::value_to<value_t>(v);
+  boost::asio::awaitable<detail::step_value_t<std::decay_t<F>>> step(std::string_view name, F&& fn,
+                                                                     const step_options& options = {}) {
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+    // GCC 12 destroys a closure (or braced aggregate) temporary written inside a co_await expression twice.
+    // Harmless when its captures are trivially destructible; a double free otherwise. Refuse to compile it.
+    static_assert(
+        !std::is_rvalue_reference_v<F&&> || std::is_trivially_destructible_v<std::decay_t<F>>,
+        "keel::context::step: with GCC 12, a lambda temporary inside `co_await ctx.step(...)` must not "
+        "capture values with destructors (std::string, shared_ptr, ...): GCC destroys it twice. Name "
+        "the lambda first (`auto charge = [...] {...}; co_await ctx.step(\"charge\", charge);`) or "
+        "capture by reference.");
+#endif
+    return detail::typed_step<detail::step_value_t<std::decay_t<F>>>(
+        run_step(std::string(name), erase(std::forward<F>(fn)), options));
   }
 
  private:
   using erased_step = std::function<boost::asio::awaitable<boost::json::value>()>;
 
   template <class F>
-  static erased_step erase(F fn) {
-    using result_t = std::invoke_result_t<F&>;
-    using value_t = detail::step_value_t<F>;
-    return [fn = std::move(fn)]() mutable -> boost::asio::awaitable<boost::json::value> {
+  static erased_step erase(F&& f) {
+    using fn_t = std::decay_t<F>;
+    using result_t = std::invoke_result_t<fn_t&>;
+    using value_t = detail::step_value_t<fn_t>;
+    return [fn = fn_t(std::forward<F>(f))]() mutable -> boost::asio::awaitable<boost::json::value> {
       if constexpr (detail::awaitable_value<result_t>::is_awaitable) {
         if constexpr (std::is_void_v<value_t>) {
           co_await fn();

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "keel/common/result.hpp"
 #include "keel/common/run_id.hpp"
@@ -82,6 +83,10 @@ namespace detail {
 class engine_impl;
 }
 
+/// Arguments are taken by reference or view and copied before a call returns (GCC 12 destroys by-value class
+/// arguments built inside a co_await expression twice), so `co_await e.enqueue("wf", json::value{...})` is
+/// safe.
+///
 /// Thread-safe: every member may be called from any thread. The awaitable members complete on the caller's
 /// executor; the `_blocking` ones must not be called from this engine's own threads.
 class engine {
@@ -117,23 +122,23 @@ class engine {
   result<std::size_t> tick_blocking();
 
   /// Enqueues a run of `workflow` with `input`. Errors: unknown_workflow, idempotency_conflict, storage.
-  boost::asio::awaitable<result<run_id>> enqueue(std::string workflow, boost::json::value input,
-                                                 enqueue_options options = {});
-  result<run_id> enqueue_blocking(std::string workflow, boost::json::value input,
-                                  enqueue_options options = {});
+  boost::asio::awaitable<result<run_id>> enqueue(std::string_view workflow, const boost::json::value& input,
+                                                 const enqueue_options& options = {});
+  result<run_id> enqueue_blocking(std::string_view workflow, const boost::json::value& input,
+                                  const enqueue_options& options = {});
 
   /// The run's current record. Errors: invalid_run_id, run_not_found, storage.
-  boost::asio::awaitable<result<run_info>> get(run_id id);
-  result<run_info> get_blocking(run_id id);
+  boost::asio::awaitable<result<run_info>> get(std::string_view id);
+  result<run_info> get_blocking(std::string_view id);
 
   /// Waits until the run is completed, failed or cancelled, and returns it. Errors: wait_timeout, as get().
-  boost::asio::awaitable<result<run_info>> wait(run_id id, std::chrono::milliseconds timeout);
-  result<run_info> wait_blocking(run_id id, std::chrono::milliseconds timeout);
+  boost::asio::awaitable<result<run_info>> wait(std::string_view id, std::chrono::milliseconds timeout);
+  result<run_info> wait_blocking(std::string_view id, std::chrono::milliseconds timeout);
 
   /// Cancels a queued or running run; a worker running it is fenced off at its next write. Returns the status
   /// after the call (cancelled, or the terminal status it already had). Errors: as get().
-  boost::asio::awaitable<result<run_status>> cancel(run_id id);
-  result<run_status> cancel_blocking(run_id id);
+  boost::asio::awaitable<result<run_status>> cancel(std::string_view id);
+  result<run_status> cancel_blocking(std::string_view id);
 
   /// This worker's lease owner name.
   [[nodiscard]] const std::string& worker_id() const noexcept;

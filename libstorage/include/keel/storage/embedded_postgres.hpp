@@ -14,7 +14,7 @@ namespace keel::storage {
 struct embedded_postgres_options {
   /// Data directory; created with initdb when it holds no cluster yet. The unix socket lives inside it.
   std::filesystem::path data_dir = "keel-data";
-  /// TCP port on 127.0.0.1; 0 picks a free one.
+  /// TCP port on 127.0.0.1; 0 picks a free one (a restart of the same object keeps the one it picked).
   unsigned short port = 0;
   /// fsync and synchronous_commit; turn off only for throwaway test clusters.
   bool durable = true;

@@ -38,6 +38,9 @@ namespace detail {
 class store_impl;
 }
 
+/// Parameters are taken by reference and copied before the call returns: GCC 12 destroys a by-value class
+/// argument built in a co_await expression twice, so no awaitable-returning API here takes one.
+///
 /// Thread-safe. Every awaitable completes on the awaiting coroutine's executor; no database I/O ever runs on
 /// it (dedicated connection threads do the work). Writes are fenced by the lease (owner + epoch): a write
 /// made under a lost lease fails with errc::fenced and changes nothing.
@@ -53,35 +56,35 @@ class store {
 
   /// Inserts a run (group-committed with other writes). An existing idempotency key returns the existing run
   /// (`created == false`), with `conflict` set when its workflow or input differ.
-  boost::asio::awaitable<result<enqueue_outcome>> enqueue(new_run run);
+  boost::asio::awaitable<result<enqueue_outcome>> enqueue(const new_run& run);
 
   /// Claims up to `max` runs of the given workflows that are due (queued, or running with an expired lease)
   /// for `owner`, ordered by priority then due time, with a lease of `lease`. Returns them with their
   /// recorded steps.
-  boost::asio::awaitable<result<std::vector<claimed_run>>> claim(std::string owner,
-                                                                 std::vector<std::string> workflows,
+  boost::asio::awaitable<result<std::vector<claimed_run>>> claim(const std::string& owner,
+                                                                 const std::vector<std::string>& workflows,
                                                                  std::size_t max,
                                                                  std::chrono::milliseconds lease);
 
   /// Extends the leases in `held`; returns the ids whose lease is no longer this worker's.
-  boost::asio::awaitable<result<std::vector<run_id>>> heartbeat(std::vector<lease_token> held,
+  boost::asio::awaitable<result<std::vector<run_id>>> heartbeat(const std::vector<lease_token>& held,
                                                                 std::chrono::milliseconds lease);
 
   /// Durably records a step; resumes only after the transaction that carries it committed. Errors: fenced.
-  boost::asio::awaitable<result<void>> checkpoint(step_checkpoint cp);
+  boost::asio::awaitable<result<void>> checkpoint(const step_checkpoint& cp);
 
   /// Durably completes or fails a run. Errors: fenced.
-  boost::asio::awaitable<result<void>> finish(run_finish f);
+  boost::asio::awaitable<result<void>> finish(const run_finish& f);
 
   /// Hands a held run back to the queue (due now). Errors: fenced.
-  boost::asio::awaitable<result<void>> release(lease_token lease);
+  boost::asio::awaitable<result<void>> release(const lease_token& lease);
 
   /// A run with its steps. Errors: not_found.
-  boost::asio::awaitable<result<run_record>> get(run_id id);
+  boost::asio::awaitable<result<run_record>> get(const run_id& id);
 
   /// Cancels a queued or running run (bumping its epoch fences the current worker). Returns the status after
   /// the call: cancelled, or the terminal status it already had. Errors: not_found.
-  boost::asio::awaitable<result<run_status>> cancel(run_id id);
+  boost::asio::awaitable<result<run_status>> cancel(const run_id& id);
 
   /// Write counters since construction.
   [[nodiscard]] store_stats stats() const noexcept;

@@ -1,0 +1,166 @@
+// keeld: the Keel server. Wires the engine to PostgreSQL (embedded by default) and runs the example
+// workflows. Until the HTTP front end lands it enqueues a demonstration batch and prints run transitions.
+#include <signal.h>
+
+#include <boost/json/serialize.hpp>
+#include <boost/program_options.hpp>
+#include <condition_variable>
+#include <cstdlib>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <thread>
+
+#include "example_workflows.hpp"
+#include "keel/common/log.hpp"
+#include "keel/engine.hpp"
+#include "keel/storage/embedded_postgres.hpp"
+
+namespace po = boost::program_options;
+namespace json = boost::json;
+
+namespace {
+
+std::mutex g_out;
+
+void print_event(const keel::run_event& ev) {
+  std::string line = ev.id + " " + ev.workflow + " " + std::string(keel::to_string(ev.what));
+  if (!ev.step.empty()) line += " " + ev.step + " (attempt " + std::to_string(ev.attempt) + ")";
+  if (ev.what == keel::run_event::kind::claimed && ev.attempt > 1)
+    line += " (execution " + std::to_string(ev.attempt) + ")";
+  if (!ev.detail.empty()) line += ": " + ev.detail;
+  std::lock_guard lock(g_out);
+  std::cout << line << std::endl;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  po::options_description desc("keeld — the Keel durable workflow server\nOptions");
+  std::string database_url, data_dir;
+  std::size_t concurrency = 64, demo_runs = 10;
+  bool serve = false;
+  desc.add_options()("help,h", "show this help")(
+      "database-url", po::value(&database_url),
+      "PostgreSQL connection string (libpq form or postgresql:// URL); default: $KEEL_DATABASE_URL, else an "
+      "embedded server in --data-dir")("data-dir", po::value(&data_dir)->default_value("keel-data"),
+                                       "data directory of the embedded PostgreSQL")(
+      "concurrency", po::value(&concurrency)->default_value(64), "runs in flight at once on this worker")(
+      "demo-runs", po::value(&demo_runs)->default_value(10),
+      "demonstration runs to enqueue at start (0: none)")(
+      "serve", po::bool_switch(&serve), "keep running after the demonstration batch, until SIGINT/SIGTERM");
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, desc), vm);
+    po::notify(vm);
+  } catch (const std::exception& e) {
+    std::cerr << "keeld: " << e.what() << "\n" << desc << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return 0;
+  }
+  if (database_url.empty()) {
+    if (const char* env = std::getenv("KEEL_DATABASE_URL")) database_url = env;
+  }
+
+  // Signals are taken by sigwait below, never by an engine thread: block them before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::optional<keel::storage::embedded_postgres> embedded;
+  if (database_url.empty()) {
+    keel::storage::embedded_postgres_options pg;
+    pg.data_dir = data_dir;
+    embedded.emplace(pg);
+    if (auto r = embedded->start_blocking(); !r) {
+      std::cerr << "keeld: the embedded PostgreSQL did not start: " << r.error().message() << "\n";
+      return 1;
+    }
+    if (auto r = embedded->create_database_blocking("keel"); !r) {
+      std::cerr << "keeld: cannot create database 'keel': " << r.error().message() << "\n";
+      return 1;
+    }
+    database_url = embedded->connection_string("keel");
+    keel::log::info("keeld", "using embedded PostgreSQL in " + embedded->data_dir().string());
+  }
+
+  std::mutex m;
+  std::condition_variable cv;
+  std::set<std::string> demo_ids, finished;  // a run may finish before enqueue_blocking returns its id
+  bool demo_enqueued = false;
+  auto demo_done = [&] {
+    if (!demo_enqueued) return false;
+    for (const auto& id : demo_ids) {
+      if (!finished.contains(id)) return false;
+    }
+    return true;
+  };
+  keel::engine_options o;
+  o.store.conninfo = database_url;
+  o.concurrency = concurrency;
+  o.on_event = [&](const keel::run_event& ev) {
+    print_event(ev);
+    if (ev.what == keel::run_event::kind::completed || ev.what == keel::run_event::kind::failed) {
+      std::lock_guard lock(m);
+      finished.insert(ev.id);
+      cv.notify_all();
+    }
+  };
+  keel::engine engine(o);
+  keel::examples::register_example_workflows(engine);
+  if (auto r = engine.start(); !r) {
+    std::cerr << "keeld: cannot start the engine (database migration failed): " << r.error().message()
+              << "\n";
+    return 1;
+  }
+  keel::log::info("keeld", "worker " + engine.worker_id() + " running");
+
+  for (std::size_t i = 0; i < demo_runs; ++i) {
+    const std::string wf = i % 2 == 0 ? "order_fulfillment" : "user_onboarding";
+    auto id = engine.enqueue_blocking(wf, keel::examples::example_input(wf, static_cast<int>(i)));
+    if (!id) {
+      std::cerr << "keeld: enqueue failed: " << id.error().message() << "\n";
+      continue;
+    }
+    std::lock_guard lock(m);
+    demo_ids.insert(*id);
+  }
+  {
+    std::lock_guard lock(m);
+    demo_enqueued = true;
+  }
+
+  // Wait for the demonstration batch (or a signal), then for a signal if serving.
+  std::atomic<bool> signalled{false};
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    signalled = true;
+    std::lock_guard lock(m);
+    cv.notify_all();
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return signalled || demo_done(); });
+  }
+  if (demo_runs > 0 && !signalled) {
+    std::lock_guard lock(g_out);
+    std::cout << "demonstration batch of " << demo_runs << " runs finished"
+              << (serve ? "; serving until SIGINT/SIGTERM" : "") << std::endl;
+  }
+  if (serve) {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return signalled.load(); });
+  }
+  keel::log::info("keeld", "stopping: finishing in-flight steps and releasing leases");
+  engine.stop_blocking();
+  if (!signalled) pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  return 0;
+}

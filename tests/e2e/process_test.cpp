@@ -1,0 +1,276 @@
+// Real worker processes on one database: SIGKILL mid-step, lease takeover, multi-process drain, DB restart.
+#define BOOST_TEST_MODULE processes
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/use_future.hpp>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "engine_fixture.hpp"
+
+extern char** environ;
+
+using namespace keel;
+using namespace keel::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A keel-test-worker child process; SIGKILLed by the destructor if still running.
+class worker_process {
+ public:
+  explicit worker_process(std::vector<std::string> args) {
+    args.insert(args.begin(), KEEL_TEST_WORKER_PATH);
+    std::vector<char*> argv;
+    for (auto& a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    if (posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
+      throw std::runtime_error("cannot spawn keel-test-worker");
+    }
+  }
+  ~worker_process() {
+    if (pid_ > 0) kill_hard();
+  }
+  void signal(int sig) { ::kill(pid_, sig); }
+  void kill_hard() {
+    ::kill(pid_, SIGKILL);
+    reap();
+  }
+  /// SIGTERM, then the exit status (0 when it stopped cleanly).
+  int terminate() {
+    ::kill(pid_, SIGTERM);
+    return reap();
+  }
+
+ private:
+  int reap() {
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  pid_t pid_ = -1;
+};
+
+std::vector<std::string> read_lines(const std::string& path) {
+  std::ifstream in(path);
+  std::vector<std::string> out;
+  for (std::string line; std::getline(in, line);)
+    out.push_back(line);
+  return out;
+}
+
+std::map<std::string, int> count_lines(const std::string& path) {
+  std::map<std::string, int> counts;
+  for (auto& l : read_lines(path))
+    ++counts[l];
+  return counts;
+}
+
+/// An engine used only to migrate and enqueue (workflow bodies live in the worker processes).
+struct producer {
+  engine e;
+  explicit producer(const std::string& db) : e(options_for(db)) {
+    for (const char* name : {"crashable", "noop3", "sleepy"}) {
+      add_workflow(e, name, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
+    }
+    BOOST_REQUIRE(e.tick_blocking());
+  }
+};
+
+long count_of(const std::string& db, const std::string& sql) {
+  return std::stol(query_value(db, sql));
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(unit)
+
+BOOST_AUTO_TEST_CASE(a_run_killed_mid_step_is_reclaimed_and_completed_without_rerunning_earlier_steps) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects", marker = dir.path() + "/marker";
+  producer p(db);
+  auto id = p.e.enqueue_blocking("crashable", json::object{}).value();
+
+  worker_process first(
+      {"--db", db, "--effects", effects, "--lease-ms", "1000", "--hold-ms", "60000", "--marker", marker});
+  BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 30s));
+  first.kill_hard();  // SIGKILL in the middle of step s2
+  BOOST_TEST(query_value(db, "SELECT status FROM keel.runs") == "running");
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 1);
+
+  worker_process second({"--db", db, "--effects", effects, "--lease-ms", "1000"});
+  auto run = p.e.wait_blocking(id, 60s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  BOOST_TEST(run->claims == 2);
+  BOOST_REQUIRE_EQUAL(run->steps.size(), 3u);
+  // The second worker took the run only once the killed worker's lease (1 s) had lapsed.
+  BOOST_TEST((run->steps[1].started_at - run->steps[0].finished_at) >= 900ms);
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts[id + " s1"] == 1);  // completed before the kill: never run again
+  BOOST_TEST(counts[id + " s2"] == 2);  // interrupted: run again by the second worker
+  BOOST_TEST(counts[id + " s3"] == 1);
+  BOOST_TEST(counts[id + " completed"] == 1);
+  BOOST_TEST(second.terminate() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_worker_whose_lease_was_taken_over_cannot_write) {
+  auto db = fresh_database();
+  producer p(db);
+  auto id = p.e.enqueue_blocking("crashable", json::object{}).value();
+  storage::store s({db});
+  asio::io_context ioc;
+  auto run_co = [&](auto aw) {
+    auto f = asio::co_spawn(ioc, std::move(aw), asio::use_future);
+    ioc.restart();
+    ioc.run();
+    return f.get();
+  };
+  auto a = run_co(s.claim("worker-a", {"crashable"}, 10, 50ms)).value();
+  BOOST_REQUIRE_EQUAL(a.size(), 1u);
+  std::this_thread::sleep_for(100ms);  // a's lease lapses
+  auto b = run_co(s.claim("worker-b", {"crashable"}, 10, 30s)).value();
+  BOOST_REQUIRE_EQUAL(b.size(), 1u);
+  BOOST_TEST(b[0].epoch == a[0].epoch + 1);
+
+  const auto now = std::chrono::system_clock::now();
+  storage::step_checkpoint late{{id, "worker-a", a[0].epoch},
+                                {0, "s1", false, json::value(1), nullptr, 1, now, now}};
+  auto rejected = run_co(s.checkpoint(late));
+  BOOST_REQUIRE(!rejected);
+  BOOST_TEST(rejected.error() == make_error_code(storage::errc::fenced));
+  storage::run_finish late_finish{
+      {id, "worker-a", a[0].epoch}, storage::run_status::completed, json::value(1), nullptr};
+  BOOST_TEST(run_co(s.finish(late_finish)).error() == make_error_code(storage::errc::fenced));
+  auto late_heartbeat = run_co(s.heartbeat({{id, "worker-a", a[0].epoch}}, 30s)).value();
+  BOOST_TEST(late_heartbeat.size() == 1u);
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 0);
+
+  storage::step_checkpoint current{{id, "worker-b", b[0].epoch},
+                                   {0, "s1", false, json::value(2), nullptr, 1, now, now}};
+  BOOST_TEST(bool(run_co(s.checkpoint(current))));
+  BOOST_TEST(query_value(db, "SELECT output::text FROM keel.steps") == "2");
+  BOOST_TEST(query_value(db, "SELECT owner FROM keel.runs") == "worker-b");
+  s.stop_blocking();
+}
+
+BOOST_AUTO_TEST_CASE(a_frozen_workers_late_checkpoint_is_rejected_after_takeover) {
+  // The first worker is frozen (SIGSTOP) inside step s2: its heartbeats stop, its lease lapses and a second
+  // worker takes the run over and completes it. Thawed, the first worker finishes s2; its checkpoint is
+  // fenced, it abandons the run and writes nothing.
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects", marker = dir.path() + "/marker";
+  producer p(db);
+  auto id = p.e.enqueue_blocking("crashable", json::object{}).value();
+  worker_process first(
+      {"--db", db, "--effects", effects, "--lease-ms", "600", "--hold-ms", "1500", "--marker", marker});
+  BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 30s));
+  first.signal(SIGSTOP);
+  worker_process second({"--db", db, "--effects", effects, "--lease-ms", "600"});
+  auto run = p.e.wait_blocking(id, 60s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  const auto owner = *run->owner;
+  first.signal(SIGCONT);
+  BOOST_REQUIRE(wait_until([&] { return count_lines(effects)[id + " abandoned"] == 1; }, 30s));
+  auto after = p.e.get_blocking(id).value();
+  BOOST_TEST(to_string(after.status) == "completed");
+  BOOST_TEST(*after.owner == owner);
+  BOOST_TEST(after.epoch == run->epoch);
+  BOOST_REQUIRE_EQUAL(after.steps.size(), 3u);
+  BOOST_TEST(json::serialize(after.output) == json::serialize(run->output));
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts[id + " s1"] == 1);
+  BOOST_TEST(counts[id + " s2"] == 2);
+  BOOST_TEST(counts[id + " completed"] == 1);
+  BOOST_TEST(first.terminate() == 0);
+  BOOST_TEST(second.terminate() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(three_worker_processes_drain_a_thousand_runs_exactly_once) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects";
+  producer p(db);
+  std::vector<std::future<result<run_id>>> pending;
+  for (int i = 0; i < 1000; ++i) {
+    pending.push_back(
+        asio::co_spawn(p.e.get_executor(), p.e.enqueue("noop3", json::value{{"i", i}}), asio::use_future));
+  }
+  std::vector<std::string> ids;
+  for (auto& f : pending)
+    ids.push_back(f.get().value());
+
+  std::vector<std::unique_ptr<worker_process>> workers;
+  for (int w = 0; w < 3; ++w) {
+    workers.push_back(std::make_unique<worker_process>(
+        std::vector<std::string>{"--db", db, "--effects", effects, "--concurrency", "32"}));
+  }
+  BOOST_REQUIRE(wait_until(
+      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE status = 'completed'") == 1000; },
+      120s));
+  for (auto& w : workers)
+    BOOST_TEST(w->terminate() == 0);
+
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 3000);
+  BOOST_TEST(
+      count_of(
+          db,
+          "SELECT count(*) FROM (SELECT run_id FROM keel.steps GROUP BY run_id HAVING count(*) <> 3) x") ==
+      0);
+  BOOST_TEST(count_of(db, "SELECT count(DISTINCT owner) FROM keel.runs") >= 2);  // the work was shared
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts.size() == 4000u);  // 3 steps + 1 completion for each of 1000 runs
+  for (const auto& id : ids) {
+    for (const char* what : {" s1", " s2", " s3", " completed"}) {
+      if (counts[id + what] != 1) BOOST_ERROR(id << what << " happened " << counts[id + what] << " times");
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(runs_continue_after_the_database_restarts_under_load) {
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.concurrency = 32;
+  engine e(o);
+  std::atomic<int> steps_run{0};
+  add_workflow(e, "sleepy", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    for (const char* name : {"s1", "s2", "s3"}) {
+      co_await ctx.step(name, [&]() -> asio::awaitable<int> {
+        ++steps_run;
+        co_await async_sleep(5ms);
+        co_return 1;
+      });
+    }
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(e.start());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 300; ++i)
+    ids.push_back(e.enqueue_blocking("sleepy", json::object{}).value());
+  BOOST_REQUIRE(wait_until([&] { return steps_run.load() > 150; }, 60s));
+  stop_cluster();  // fast shutdown: every connection is cut
+  std::this_thread::sleep_for(1s);
+  start_cluster();
+  BOOST_REQUIRE(wait_until(
+      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE status = 'completed'") == 300; },
+      120s));
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 900);
+  for (const auto& id : ids)
+    BOOST_TEST(to_string(e.get_blocking(id).value().status) == "completed");
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,0 +1,114 @@
+// keel-test-worker: a real worker process for crash, fencing and multi-process tests.
+// Every step appends "<run id> <step>" to the effects file before it returns, and every completion appends
+// "<run id> completed", so the test can count what really ran. SIGTERM/SIGINT stop it gracefully.
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+#include "keel/common/log.hpp"
+#include "keel/engine.hpp"
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+namespace {
+
+std::string g_effects;
+
+void append_line(const std::string& path, const std::string& line) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd < 0) std::abort();
+  const std::string text = line + "\n";
+  // One write with O_APPEND: lines from concurrent processes never interleave.
+  if (::write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size())) std::abort();
+  ::close(fd);
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
+  asio::steady_timer t(co_await asio::this_coro::executor, d);
+  co_await t.async_wait(asio::as_tuple(asio::use_awaitable));
+}
+
+std::string arg(int argc, char** argv, const char* name, const char* fallback = "") {
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], name) == 0) return argv[i + 1];
+  }
+  return fallback;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string db = arg(argc, argv, "--db");
+  g_effects = arg(argc, argv, "--effects");
+  const std::string marker = arg(argc, argv, "--marker");
+  const auto hold = std::chrono::milliseconds(std::stol(arg(argc, argv, "--hold-ms", "0")));
+  if (db.empty() || g_effects.empty()) {
+    std::cerr << "usage: keel-test-worker --db CONNINFO --effects FILE [--lease-ms N] [--concurrency N]"
+                 " [--hold-ms N --marker FILE]\n";
+    return 2;
+  }
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // inherited by the engine's threads
+
+  keel::engine_options o;
+  o.store.conninfo = db;
+  o.lease = std::chrono::milliseconds(std::stol(arg(argc, argv, "--lease-ms", "30000")));
+  o.concurrency = std::stoul(arg(argc, argv, "--concurrency", "64"));
+  o.poll_interval = std::chrono::milliseconds(20);
+  o.threads = 2;
+  o.on_event = [](const keel::run_event& ev) {
+    if (ev.what == keel::run_event::kind::completed) append_line(g_effects, ev.id + " completed");
+    if (ev.what == keel::run_event::kind::abandoned) append_line(g_effects, ev.id + " abandoned");
+  };
+  keel::engine engine(o);
+
+  // crashable: step s2 announces itself with the marker file and can be held open (to be killed in it).
+  engine.register_workflow<json::value, json::value>(
+      "crashable", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {
+        for (const char* name : {"s1", "s2", "s3"}) {
+          co_await ctx.step(name, [&, name]() -> asio::awaitable<int> {
+            append_line(g_effects, ctx.id() + " " + name);
+            if (std::strcmp(name, "s2") == 0 && !marker.empty()) {
+              append_line(marker, ctx.id());
+              co_await sleep_for(hold);
+            }
+            co_return 1;
+          });
+        }
+        co_return json::value{{"done", true}};
+      });
+  engine.register_workflow<json::value, json::value>(
+      "noop3", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {
+        for (const char* name : {"s1", "s2", "s3"}) {
+          co_await ctx.step(name, [&, name] {
+            append_line(g_effects, ctx.id() + " " + name);
+            return json::value{{"i", 1}};
+          });
+        }
+        co_return json::value{{"done", true}};
+      });
+
+  if (auto r = engine.start(); !r) {
+    std::cerr << "start failed: " << r.error().message() << "\n";
+    return 1;
+  }
+  std::cout << "ready " << engine.worker_id() << std::endl;
+  int sig = 0;
+  sigwait(&signals, &sig);
+  engine.stop_blocking();
+  return 0;
+}
