@@ -59,7 +59,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
   // Replay: the step at this position was recorded by an earlier execution.
   if (static_cast<std::size_t>(seq) < st.claim.steps.size()) {
     const auto& rec = st.claim.steps[static_cast<std::size_t>(seq)];
-    if (rec.name != name) {
+    if (rec.seq != seq || rec.name != name) {
       st.poisoned = std::make_exception_ptr(nondeterminism_error(
           "step #" + std::to_string(seq) + " is '" + name + "' but the run recorded '" + rec.name +
           "' at that position: the workflow code changed or is not deterministic"));

@@ -271,6 +271,11 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     context ctx(*st);
     try {
       fin.output = co_await it->second.body(ctx, st->claim.input);
+      if (static_cast<std::size_t>(st->next_seq) < st->claim.steps.size() && !st->poisoned) {
+        throw nondeterminism_error("the workflow finished after " + std::to_string(st->next_seq) +
+                                   " steps but the run recorded " + std::to_string(st->claim.steps.size()) +
+                                   ": the workflow code changed or is not deterministic");
+      }
     } catch (const run_interrupted& i) {
       interrupted = i;
     } catch (const step_failed_error& e) {

@@ -133,6 +133,38 @@ BOOST_AUTO_TEST_CASE(fails_the_run_when_a_recorded_step_has_another_name) {
   BOOST_TEST(renamed_ran == 0);
 }
 
+BOOST_AUTO_TEST_CASE(fails_the_run_when_the_workflow_now_ends_before_its_recorded_steps) {
+  auto db = fresh_database();
+  std::atomic<bool> in_second{false};
+  run_id id;
+  {
+    engine first(options_for(db));
+    add_workflow(first, "shrinking", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+      co_await ctx.step("one", [] { return 1; });
+      co_await ctx.step("two", [&]() -> asio::awaitable<int> {
+        in_second = true;
+        co_await async_sleep(200ms);
+        co_return 2;
+      });
+      co_await ctx.step("three", [] { return 3; });
+      co_return nullptr;
+    });
+    BOOST_REQUIRE(first.start());
+    id = first.enqueue_blocking("shrinking", json::object{}).value();
+    BOOST_REQUIRE(wait_until([&] { return in_second.load(); }, 10s));
+    first.stop_blocking();
+  }
+  engine second(options_for(db));
+  add_workflow(second, "shrinking", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.step("one", [] { return 1; });
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(second.tick_blocking());
+  auto run = second.get_blocking(id).value();
+  BOOST_TEST(to_string(run.status) == "failed");
+  BOOST_TEST(run.error.at("code").as_string() == "nondeterminism");
+}
+
 BOOST_AUTO_TEST_CASE(same_idempotency_key_and_input_return_the_same_run) {
   auto db = fresh_database();
   engine e(options_for(db));

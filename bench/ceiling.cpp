@@ -1,0 +1,170 @@
+#include "ceiling.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <stdexcept>
+#include <vector>
+
+#include "keel/common/run_id.hpp"
+#include "pg_util.hpp"
+
+namespace keel::bench {
+namespace {
+
+/// A prepared statement of the timed loop. Prepared once, before timing, as the engine prepares its own.
+struct ceiling_statement {
+  const char* name;
+  const char* sql;
+};
+
+const ceiling_statement k_begin{"ceiling_begin", "BEGIN"};
+// The fenced advance, as the engine's checkpoint does it: the lease (owner, epoch) must still match.
+const ceiling_statement k_advance{"ceiling_advance", R"sql(
+UPDATE bench_ceiling_runs SET next_seq = $2::int
+WHERE id = ANY($1::uuid[]) AND owner = 'ceiling' AND epoch = 1)sql"};
+// The checkpoint rows: one per run of the chunk, each with its own small JSON output.
+const ceiling_statement k_insert{"ceiling_insert", R"sql(
+INSERT INTO bench_ceiling_steps (run_id, seq, name, status, output, attempts, started_at, finished_at, epoch)
+SELECT t.id, $2::int, $3::text, 'completed', t.output, 1, now(), now(), 1
+FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, output))sql"};
+const ceiling_statement k_commit{"ceiling_commit", "COMMIT"};
+
+constexpr std::size_t k_setup_chunk = 5000;
+
+/// "{id,id,...}" for ids[first, last).
+std::string uuid_array(const std::vector<std::string>& ids, std::size_t first, std::size_t last) {
+  std::string out;
+  out.reserve((last - first) * 37 + 2);
+  out.push_back('{');
+  for (std::size_t i = first; i < last; ++i) {
+    if (i != first) out.push_back(',');
+    out += ids[i];
+  }
+  out.push_back('}');
+  return out;
+}
+
+/// A jsonb[] literal of `n` outputs {"i":<value>}: what a step of the noop3 workload returns.
+std::string output_array(std::size_t n, int value) {
+  const std::string element = "\"{\\\"i\\\":" + std::to_string(value) + "}\"";
+  std::string out;
+  out.reserve(n * (element.size() + 1) + 2);
+  out.push_back('{');
+  for (std::size_t i = 0; i < n; ++i) {
+    if (i != 0) out.push_back(',');
+    out += element;
+  }
+  out.push_back('}');
+  return out;
+}
+
+void prepare(PGconn* conn, const ceiling_statement& s) {
+  pg_result r(PQprepare(conn, s.name, s.sql, 0, nullptr));
+  if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) throw_pg_error(s.name, conn, r.get());
+}
+
+void send(PGconn* conn, const ceiling_statement& s, const std::vector<const char*>& params) {
+  if (PQsendQueryPrepared(conn, s.name, static_cast<int>(params.size()), params.data(), nullptr, nullptr,
+                          0) != 1) {
+    throw_pg_error(s.name, conn, nullptr);
+  }
+}
+
+/// Reads one transaction's results up to its sync; checks that both writes touched `rows` rows.
+void read_transaction(PGconn* conn, std::size_t rows) {
+  const std::string expected = std::to_string(rows);
+  int index = 0;
+  for (;;) {
+    pg_result r(PQgetResult(conn));
+    if (!r) {
+      // NULL separates one query's results from the next.
+      if (PQstatus(conn) != CONNECTION_OK) throw_pg_error("ceiling transaction", conn, nullptr);
+      continue;
+    }
+    const auto st = PQresultStatus(r.get());
+    if (st == PGRES_PIPELINE_SYNC) break;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) throw_pg_error("ceiling transaction", conn, r.get());
+    // Queries 1 and 2 are the UPDATE and the INSERT.
+    if ((index == 1 || index == 2) && expected != PQcmdTuples(r.get())) {
+      throw std::runtime_error("ceiling: a write touched " + std::string(PQcmdTuples(r.get())) +
+                               " rows instead of " + expected);
+    }
+    ++index;
+  }
+  if (index != 4)
+    throw std::runtime_error("ceiling: a transaction returned " + std::to_string(index) + " results");
+}
+
+}  // namespace
+
+ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
+                                        int steps_per_run) {
+  if (runs == 0 || batch == 0 || steps_per_run <= 0)
+    throw std::invalid_argument("ceiling: nothing to measure");
+  auto conn = connect_blocking(conninfo);
+  PGconn* c = conn.get();
+
+  // Setup, not timed. LIKE ... INCLUDING ALL copies defaults, checks and indexes (the primary keys, the
+  // unique idempotency key and the partial claim index) but not foreign keys: add the one keel.steps has.
+  exec_blocking(c,
+                "DROP TABLE IF EXISTS bench_ceiling_steps, bench_ceiling_runs;\n"
+                "CREATE TABLE bench_ceiling_runs (LIKE keel.runs INCLUDING ALL);\n"
+                "CREATE TABLE bench_ceiling_steps (LIKE keel.steps INCLUDING ALL);\n"
+                "ALTER TABLE bench_ceiling_steps ADD FOREIGN KEY (run_id)\n"
+                "  REFERENCES bench_ceiling_runs (id) ON DELETE CASCADE;");
+  // Time-ordered ids (UUIDv7) from the engine's generator: the same index locality as keel.steps gets.
+  std::vector<std::string> ids;
+  ids.reserve(runs);
+  for (std::size_t i = 0; i < runs; ++i)
+    ids.push_back(new_run_id());
+  for (std::size_t first = 0; first < runs; first += k_setup_chunk) {
+    const std::size_t last = std::min(runs, first + k_setup_chunk);
+    exec_params_blocking(
+        c,
+        "INSERT INTO bench_ceiling_runs (id, workflow, version, status, input, owner, epoch,\n"
+        "  due_at, claims, started_at)\n"
+        "SELECT id, 'noop3', 1, 'running', '{}', 'ceiling', 1, now() + interval '30 seconds',\n"
+        "  1, now()\n"
+        "FROM unnest($1::uuid[]) AS id",
+        {uuid_array(ids, first, last)});
+  }
+  // Statistics, so that the planner sees the table as it is: the ceiling is the best case.
+  exec_blocking(c, "ANALYZE bench_ceiling_runs");
+  for (const auto* s : {&k_begin, &k_advance, &k_insert, &k_commit})
+    prepare(c, *s);
+  if (PQenterPipelineMode(c) != 1) throw_pg_error("enter pipeline mode", c, nullptr);
+
+  ceiling_result out;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int seq = 0; seq < steps_per_run; ++seq) {
+    const std::string seq_text = std::to_string(seq);
+    const std::string next_seq = std::to_string(seq + 1);
+    const std::string name = "step" + std::to_string(seq + 1);
+    for (std::size_t first = 0; first < runs; first += batch) {
+      const std::size_t last = std::min(runs, first + batch);
+      const std::string id_list = uuid_array(ids, first, last);
+      const std::string outputs = output_array(last - first, seq + 1);
+      send(c, k_begin, {});
+      send(c, k_advance, {id_list.c_str(), next_seq.c_str()});
+      send(c, k_insert, {id_list.c_str(), seq_text.c_str(), name.c_str(), outputs.c_str()});
+      send(c, k_commit, {});
+      if (PQpipelineSync(c) != 1) throw_pg_error("pipeline sync", c, nullptr);
+      // Like the engine's writer: the next transaction goes out once this one has committed.
+      read_transaction(c, last - first);
+      ++out.transactions;
+    }
+  }
+  out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (PQexitPipelineMode(c) != 1) throw_pg_error("exit pipeline mode", c, nullptr);
+
+  out.steps = runs * static_cast<std::size_t>(steps_per_run);
+  auto count = exec_blocking(c, "SELECT count(*) FROM bench_ceiling_steps");
+  if (field(count.get(), 0, 0) != std::to_string(out.steps)) {
+    throw std::runtime_error("ceiling: bench_ceiling_steps holds " + field(count.get(), 0, 0) +
+                             " rows, expected " + std::to_string(out.steps));
+  }
+  return out;
+}
+
+}  // namespace keel::bench

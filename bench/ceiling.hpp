@@ -1,0 +1,25 @@
+// The raw-SQL ceiling: the fewest writes a checkpointed step needs, issued by a minimal pipelined libpq loop.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace keel::bench {
+
+/// What the ceiling loop did.
+struct ceiling_result {
+  double seconds = 0;            ///< wall time of the timed loop
+  std::size_t steps = 0;         ///< step rows written (runs * steps per run)
+  std::size_t transactions = 0;  ///< transactions committed
+};
+
+/// On `conninfo` (a database the engine has migrated: it copies keel.runs and keel.steps), creates
+/// bench_ceiling_runs and bench_ceiling_steps with the same columns, defaults, checks, indexes and the steps
+/// → runs foreign key, inserts `runs` running runs (not timed), then times `steps_per_run` rounds: for each
+/// chunk of `batch` runs, one transaction that advances the runs' next_seq and inserts their step rows, sent
+/// as one pipeline on one connection, each committed before the next is sent. Verifies the row count
+/// afterwards. Blocking. Throws std::runtime_error on any database error or a wrong row count.
+ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
+                                        int steps_per_run);
+
+}  // namespace keel::bench

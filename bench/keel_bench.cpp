@@ -1,0 +1,647 @@
+// keel-bench: Keel's throughput and latency on a standard workload, beside a raw-SQL ceiling measured on the
+// same database. Prints one JSON line on stdout; progress and errors go to stderr. See bench/README.md.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <future>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ceiling.hpp"
+#include "keel/common/log.hpp"
+#include "keel/engine.hpp"
+#include "keel/storage/embedded_postgres.hpp"
+#include "pg_util.hpp"
+
+namespace keel::bench {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+namespace po = boost::program_options;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+constexpr std::string_view k_component = "bench";
+constexpr int k_exit_failed = 1;
+constexpr int k_exit_usage = 2;
+constexpr int k_exit_interrupted = 130;
+constexpr std::string_view k_noop3 = "noop3";
+constexpr int k_noop3_steps = 3;
+constexpr auto k_progress_every = 2s;
+/// How long the engine may take to stop before the benchmark gives up on it.
+constexpr std::chrono::seconds k_stop_limit{60};
+
+/// Set by the first SIGINT or SIGTERM (the handler then reverts, so a second one kills the process at once).
+std::atomic<bool> g_interrupted{false};
+
+void on_signal(int) noexcept {
+  g_interrupted.store(true, std::memory_order_relaxed);
+}
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+/// Thrown when a signal asked the benchmark to stop; unwinding stops the engine and the server.
+struct interrupted_error : std::runtime_error {
+  interrupted_error() : std::runtime_error("interrupted") {}
+};
+
+void throw_if_interrupted() {
+  if (g_interrupted.load(std::memory_order_relaxed)) throw interrupted_error();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Options.
+
+struct bench_options {
+  std::string workload{k_noop3};
+  std::size_t runs = 20'000;
+  // 512 drained fastest on the 2-core development VM (64: ~2k runs/s, 256: ~7k, 512: ~11k, 1024: ~12k with
+  // twice the in-engine latency); see README.md.
+  std::size_t concurrency = 512;
+  std::size_t threads = 2;
+  std::size_t writers = 1;
+  std::size_t max_batch = 512;
+  std::size_t pool = 2;
+  std::size_t enqueuers = 1024;
+  bool skip_ceiling = false;
+  bool analyze = false;
+  std::optional<std::string> database_url;
+  bool keep_database = false;
+  std::vector<std::string> pg_settings;
+  std::chrono::seconds timeout{600};
+};
+
+/// The parsed options, or the exit code to leave with (0 after --help).
+struct parsed_options {
+  std::optional<bench_options> options;
+  int exit_code = 0;
+};
+
+parsed_options parse_options(int argc, char** argv) {
+  bench_options o;
+  // Parsed as signed so that "-5" is an error rather than a huge unsigned value.
+  std::int64_t runs = static_cast<std::int64_t>(o.runs),
+               concurrency = static_cast<std::int64_t>(o.concurrency),
+               threads = static_cast<std::int64_t>(o.threads), writers = static_cast<std::int64_t>(o.writers),
+               max_batch = static_cast<std::int64_t>(o.max_batch), pool = static_cast<std::int64_t>(o.pool),
+               enqueuers = static_cast<std::int64_t>(o.enqueuers), timeout = o.timeout.count();
+  std::string url;
+  po::options_description desc(
+      "keel-bench: Keel's throughput and latency on a standard workload against a raw-SQL ceiling.\n"
+      "Prints one JSON line on stdout; progress goes to stderr.\n\nOptions");
+  // clang-format off
+  desc.add_options()
+      ("help,h", "show this help")
+      ("workload", po::value(&o.workload)->default_value(o.workload), "workload to run: noop3")
+      ("runs", po::value(&runs)->default_value(runs), "runs to enqueue, then drain")
+      ("concurrency", po::value(&concurrency)->default_value(concurrency), "engine concurrency (runs in flight)")
+      ("threads", po::value(&threads)->default_value(threads), "engine io threads (0 = one per core)")
+      ("writers", po::value(&writers)->default_value(writers),
+       "group-commit writer connections (store_options.writers)")
+      ("max-batch", po::value(&max_batch)->default_value(max_batch),
+       "most writes per transaction (store_options.max_batch); also the ceiling's batch cap")
+      ("pool", po::value(&pool)->default_value(pool),
+       "connections for claims and heartbeats (store_options.pool_size)")
+      ("enqueuers", po::value(&enqueuers)->default_value(enqueuers), "enqueue calls in flight while enqueueing")
+      ("skip-ceiling", po::bool_switch(&o.skip_ceiling), "do not measure the raw-SQL ceiling")
+      ("analyze", po::bool_switch(&o.analyze),
+       "diagnostic: ANALYZE keel.runs after enqueueing, before the drain (not timed)")
+      ("database-url", po::value(&url),
+       "use this PostgreSQL server (a fresh database keel_bench_<pid> on it) instead of an embedded one")
+      ("keep-database", po::bool_switch(&o.keep_database),
+       "with --database-url: keep the database afterwards (default: drop it)")
+      ("pg-setting", po::value(&o.pg_settings)->composing(),
+       "NAME=VALUE setting for the embedded server (repeatable), e.g. shared_buffers=256MB")
+      ("timeout", po::value(&timeout)->default_value(timeout), "fail when the drain takes longer (seconds)");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "keel-bench: " << e.what() << " (see --help)\n";
+    return {std::nullopt, k_exit_usage};
+  }
+  if (vm.count("help")) {
+    std::cout << desc << "\n";
+    return {std::nullopt, 0};
+  }
+  auto check = [](const char* name, std::int64_t v, std::int64_t min) {
+    if (v >= min) return true;
+    std::cerr << "keel-bench: --" << name << " must be at least " << min << ", not " << v << "\n";
+    return false;
+  };
+  if (!check("runs", runs, 1) || !check("concurrency", concurrency, 1) || !check("threads", threads, 0) ||
+      !check("writers", writers, 1) || !check("max-batch", max_batch, 1) || !check("pool", pool, 1) ||
+      !check("enqueuers", enqueuers, 1) || !check("timeout", timeout, 1)) {
+    return {std::nullopt, k_exit_usage};
+  }
+  if (o.workload != k_noop3) {
+    std::cerr << "keel-bench: unknown workload '" << o.workload << "' (known: noop3)\n";
+    return {std::nullopt, k_exit_usage};
+  }
+  for (const auto& s : o.pg_settings) {
+    if (s.find('=') == std::string::npos || s.front() == '=') {
+      std::cerr << "keel-bench: --pg-setting wants NAME=VALUE, not '" << s << "'\n";
+      return {std::nullopt, k_exit_usage};
+    }
+  }
+  if (vm.count("database-url")) {
+    if (!o.pg_settings.empty()) {
+      std::cerr << "keel-bench: --pg-setting applies to the embedded server only, not with --database-url\n";
+      return {std::nullopt, k_exit_usage};
+    }
+    o.database_url = url;
+  }
+  o.runs = static_cast<std::size_t>(runs);
+  o.concurrency = static_cast<std::size_t>(concurrency);
+  o.threads = static_cast<std::size_t>(threads);
+  o.writers = static_cast<std::size_t>(writers);
+  o.max_batch = static_cast<std::size_t>(max_batch);
+  o.pool = static_cast<std::size_t>(pool);
+  o.enqueuers = static_cast<std::size_t>(enqueuers);
+  o.timeout = std::chrono::seconds(timeout);
+  return {o, 0};
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The database: an embedded server in a temporary directory, or a fresh database on a given server.
+
+/// A fresh directory under /tmp, traversable by the server's user when we run as root; removed on
+/// destruction.
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string tmpl = "/tmp/keel-bench.XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp under /tmp failed");
+    ::chmod(tmpl.c_str(), 0755);
+    path_ = tmpl;
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+    if (ec) log::warn(k_component, "cannot remove " + path_.string() + ": " + ec.message());
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Owns the benchmark's database for the life of the process. Blocking; throws on failure.
+class bench_database {
+ public:
+  explicit bench_database(const bench_options& o) : name_("keel_bench_" + std::to_string(::getpid())) {
+    if (o.database_url) {
+      admin_ = *o.database_url;
+      auto conn = connect_blocking(admin_);
+      exec_blocking(conn.get(), "CREATE DATABASE " + name_);
+      drop_ = !o.keep_database;
+      conninfo_ = with_database(admin_, name_);
+      log::info(k_component, "created database " + name_ + " on the given server");
+      return;
+    }
+    dir_.emplace();
+    storage::embedded_postgres_options pgo;
+    pgo.data_dir = dir_->path() / "data";
+    pgo.durable = true;  // fsync and synchronous_commit on: commits cost what they cost
+    for (const auto& s : o.pg_settings) {
+      const auto eq = s.find('=');
+      pgo.settings[s.substr(0, eq)] = s.substr(eq + 1);
+    }
+    server_ = std::make_unique<storage::embedded_postgres>(pgo);
+    if (auto r = server_->start_blocking(); !r)
+      throw std::runtime_error("embedded PostgreSQL failed to start: " + r.error().message());
+    if (auto r = server_->create_database_blocking(name_); !r)
+      throw std::runtime_error("CREATE DATABASE " + name_ + " failed: " + r.error().message());
+    conninfo_ = server_->connection_string(name_);
+  }
+
+  ~bench_database() { cleanup_blocking(); }
+
+  /// Drops the database (given server) or stops the server and removes its directory (embedded). Idempotent;
+  /// may run on another thread while the main one is stuck (the hung-engine watchdog).
+  void cleanup_blocking() {
+    std::lock_guard lock(cleanup_mutex_);
+    if (drop_) {
+      drop_ = false;
+      try {
+        auto conn = connect_blocking(admin_);
+        exec_blocking(conn.get(), "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
+      } catch (const std::exception& e) {
+        log::warn(k_component, std::string("cannot drop the benchmark database: ") + e.what());
+      }
+    }
+    // The server stops before its directory goes.
+    if (server_) {
+      if (auto r = server_->stop_blocking(); !r)
+        log::warn(k_component, "stopping the embedded server failed: " + r.error().message());
+      server_.reset();
+    }
+    dir_.reset();
+  }
+
+  bench_database(const bench_database&) = delete;
+  bench_database& operator=(const bench_database&) = delete;
+
+  [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
+
+ private:
+  std::string name_;
+  std::string admin_;
+  bool drop_ = false;
+  std::optional<temp_dir> dir_;
+  std::unique_ptr<storage::embedded_postgres> server_;
+  std::string conninfo_;
+  std::mutex cleanup_mutex_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// The workload.
+
+/// noop3: three steps that each return a small object ({"i": 1}, {"i": 2}, {"i": 3}); the run returns
+/// {"steps": 3}. Measures the engine's per-step overhead: the steps themselves do nothing.
+asio::awaitable<json::value> noop3(context& ctx, json::value) {
+  for (int i = 1; i <= k_noop3_steps; ++i) {
+    const std::string name = "step" + std::to_string(i);
+    co_await ctx.step(name, [i] {
+      json::object out;
+      out["i"] = i;
+      return json::value(std::move(out));
+    });
+  }
+  json::object result;
+  result["steps"] = k_noop3_steps;
+  co_return json::value(std::move(result));
+}
+
+/// Counts runs that reached an outcome; fed by engine_options::on_event (run strands, any engine thread).
+class outcome_counter {
+ public:
+  explicit outcome_counter(std::size_t target) : target_(target) {}
+
+  void on_event(const run_event& ev) noexcept {
+    switch (ev.what) {
+      case run_event::kind::completed:
+        completed_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case run_event::kind::failed:
+      case run_event::kind::abandoned:
+        // Counted so that the wait ends; the verification afterwards reports them.
+        unsuccessful_.fetch_add(1, std::memory_order_relaxed);
+        break;
+      default:
+        return;
+    }
+    if (finished_.fetch_add(1, std::memory_order_acq_rel) + 1 == target_) {
+      {
+        std::lock_guard lock(mutex_);
+        last_ = steady::now();
+      }
+      cv_.notify_all();
+    }
+  }
+
+  /// Waits up to `d` for every run's outcome; true once they are all in.
+  bool wait_for(std::chrono::milliseconds d) {
+    std::unique_lock lock(mutex_);
+    return cv_.wait_for(lock, d, [&] { return finished() >= target_; });
+  }
+
+  [[nodiscard]] std::size_t finished() const noexcept { return finished_.load(std::memory_order_acquire); }
+  [[nodiscard]] std::size_t completed() const noexcept { return completed_.load(std::memory_order_relaxed); }
+  [[nodiscard]] std::size_t unsuccessful() const noexcept {
+    return unsuccessful_.load(std::memory_order_relaxed);
+  }
+  /// When the last outcome arrived (valid once wait_for returned true).
+  [[nodiscard]] steady::time_point last() {
+    std::lock_guard lock(mutex_);
+    return last_;
+  }
+
+ private:
+  const std::size_t target_;
+  std::atomic<std::size_t> finished_{0};
+  std::atomic<std::size_t> completed_{0};
+  std::atomic<std::size_t> unsuccessful_{0};
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  steady::time_point last_;
+};
+
+/// Shared by the enqueuing coroutines.
+struct enqueue_state {
+  std::size_t total = 0;
+  std::atomic<std::size_t> next{0};  // the next run index to enqueue
+  std::atomic<std::size_t> enqueued{0};
+  std::atomic<std::size_t> live{0};  // coroutines still running
+  std::promise<void> done;
+  std::mutex mutex;
+  std::size_t failures = 0;  // guarded by mutex
+  std::string first_error;   // guarded by mutex
+
+  void fail(std::string message) {
+    std::lock_guard lock(mutex);
+    if (failures++ == 0) first_error = std::move(message);
+  }
+};
+
+/// Enqueues runs until the shared index passes the total. Many run at once so the store group-commits them.
+asio::awaitable<void> enqueue_some(engine& e, std::shared_ptr<enqueue_state> s) {
+  for (std::size_t i = s->next.fetch_add(1); i < s->total; i = s->next.fetch_add(1)) {
+    json::object input;
+    input["n"] = i;
+    auto r = co_await e.enqueue(k_noop3, json::value(std::move(input)));
+    if (r) {
+      s->enqueued.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      s->fail(r.error().message());
+      s->next.store(s->total);  // no point in going on
+    }
+  }
+}
+
+/// Enqueues `runs` noop3 runs with `in_flight` enqueue calls at a time; returns the wall time it took.
+double enqueue_all_blocking(engine& e, std::size_t runs, std::size_t in_flight) {
+  // Shared with the coroutines: the last one may still be inside set_value() when this function returns.
+  auto s = std::make_shared<enqueue_state>();
+  s->total = runs;
+  const std::size_t k = std::min(in_flight, runs);
+  s->live = k;
+  auto done = s->done.get_future();
+  const auto t0 = steady::now();
+  for (std::size_t i = 0; i < k; ++i) {
+    asio::co_spawn(e.get_executor(), enqueue_some(e, s), [s](std::exception_ptr ep) {
+      if (ep) {
+        try {
+          std::rethrow_exception(ep);
+        } catch (const std::exception& ex) {
+          s->fail(ex.what());
+        } catch (...) {
+          s->fail("unknown exception");
+        }
+      }
+      if (s->live.fetch_sub(1) == 1) s->done.set_value();
+    });
+  }
+  auto last_log = t0;
+  while (done.wait_for(200ms) != std::future_status::ready) {
+    // On a signal, stop handing out runs; the enqueues in flight end on their own (request_timeout).
+    if (g_interrupted.load(std::memory_order_relaxed)) s->next.store(runs);
+    if (steady::now() - last_log >= k_progress_every) {
+      last_log = steady::now();
+      log::info(k_component, "enqueued " + std::to_string(s->enqueued.load()) + "/" + std::to_string(runs));
+    }
+  }
+  const double seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  throw_if_interrupted();
+  std::lock_guard lock(s->mutex);
+  if (s->failures > 0) {
+    throw std::runtime_error(std::to_string(s->failures) + " enqueue(s) failed; first: " + s->first_error);
+  }
+  return seconds;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Measuring.
+
+/// Stops the engine when it goes out of scope (also on an exception), within `limit`: an engine that does not
+/// stop cannot be destroyed safely, so after the limit the watchdog reports the hang, cleans up the database
+/// and ends the process with k_exit_failed.
+class engine_stopper {
+ public:
+  engine_stopper(engine& e, bench_database& db, std::chrono::seconds limit) : e_(e), db_(db), limit_(limit) {}
+  ~engine_stopper() { stop_blocking(); }
+  engine_stopper(const engine_stopper&) = delete;
+  engine_stopper& operator=(const engine_stopper&) = delete;
+
+  void stop_blocking() {
+    if (stopped_) return;
+    stopped_ = true;
+    std::promise<void> done;
+    std::thread watchdog([this, f = done.get_future()] {
+      if (f.wait_for(limit_) == std::future_status::ready) return;
+      log::error(k_component, "the engine did not stop within " + std::to_string(limit_.count()) +
+                                  " s; cleaning up and exiting");
+      db_.cleanup_blocking();
+      std::_Exit(k_exit_failed);
+    });
+    e_.stop_blocking();
+    done.set_value();
+    watchdog.join();
+  }
+
+ private:
+  engine& e_;
+  bench_database& db_;
+  std::chrono::seconds limit_;
+  bool stopped_ = false;
+};
+
+struct engine_figures {
+  double enqueue_seconds = 0;
+  double seconds = 0;
+  std::uint64_t batches = 0;  // write transactions during the drain
+  std::uint64_t writes = 0;   // writes they carried
+};
+
+engine_figures run_engine_blocking(const bench_options& o, bench_database& db) {
+  const std::string& conninfo = db.conninfo();
+  outcome_counter counter(o.runs);
+  engine_options eo;
+  eo.store.conninfo = conninfo;
+  eo.store.writers = o.writers;
+  eo.store.max_batch = o.max_batch;
+  eo.store.pool_size = o.pool;
+  eo.concurrency = o.concurrency;
+  eo.threads = o.threads;
+  eo.migrate = true;
+  eo.on_event = [&counter](const run_event& ev) { counter.on_event(ev); };
+  engine e(eo);
+  engine_stopper stopper(e, db, k_stop_limit);
+  e.register_workflow<json::value, json::value>(std::string(k_noop3), 1, noop3);
+  // Migrates and claims nothing (the queue is empty), so start() below does no migration inside the timing.
+  if (auto r = e.tick_blocking(); !r) throw std::runtime_error("engine setup failed: " + r.error().message());
+
+  engine_figures f;
+  log::info(k_component, "enqueueing " + std::to_string(o.runs) + " runs");
+  f.enqueue_seconds = enqueue_all_blocking(e, o.runs, o.enqueuers);
+  log::info(k_component, "enqueued in " + std::to_string(f.enqueue_seconds) + " s; draining");
+  if (o.analyze) {
+    // A fresh table has no statistics until autovacuum gets to it; this shows what the plans do with them.
+    auto conn = connect_blocking(conninfo);
+    exec_blocking(conn.get(), "ANALYZE keel.runs");
+  }
+
+  const auto before = e.store().stats();
+  const auto t0 = steady::now();
+  if (auto r = e.start(); !r) throw std::runtime_error("engine start failed: " + r.error().message());
+  auto last_log = t0;
+  while (!counter.wait_for(200ms)) {
+    throw_if_interrupted();
+    const auto now = steady::now();
+    if (now - t0 > o.timeout) {
+      throw std::runtime_error("drain timed out after " + std::to_string(o.timeout.count()) + " s with " +
+                               std::to_string(counter.finished()) + "/" + std::to_string(o.runs) +
+                               " runs done");
+    }
+    if (now - last_log >= k_progress_every) {
+      last_log = now;
+      const double secs = std::chrono::duration<double>(now - t0).count();
+      log::info(k_component, "completed " + std::to_string(counter.completed()) + "/" +
+                                 std::to_string(o.runs) + " (" +
+                                 std::to_string(static_cast<long>(counter.completed() / secs)) + " runs/s)");
+    }
+  }
+  f.seconds = std::chrono::duration<double>(counter.last() - t0).count();
+  const auto after = e.store().stats();
+  f.batches = after.batches - before.batches;
+  f.writes = after.writes - before.writes;
+  log::info(k_component, "drained in " + std::to_string(f.seconds) + " s; stopping the engine");
+  stopper.stop_blocking();
+  if (counter.unsuccessful() > 0) {
+    throw std::runtime_error(std::to_string(counter.unsuccessful()) + " run(s) failed or were abandoned");
+  }
+  return f;
+}
+
+struct database_figures {
+  double p50_ms = 0, p99_ms = 0;            // enqueue to completed
+  double exec_p50_ms = 0, exec_p99_ms = 0;  // claimed to completed
+  std::string fsync, synchronous_commit, server_version;
+};
+
+/// Reads the latencies from keel.runs and checks every run completed with its 3 steps; throws otherwise.
+database_figures read_and_verify_blocking(const std::string& conninfo, std::size_t runs, int steps_per_run) {
+  auto conn = connect_blocking(conninfo);
+  auto r = exec_blocking(conn.get(), R"sql(
+SELECT count(*), count(*) FILTER (WHERE status = 'completed'), (SELECT count(*) FROM keel.steps),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY total_ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY total_ms),
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY exec_ms), percentile_cont(0.99) WITHIN GROUP (ORDER BY exec_ms),
+       current_setting('fsync'), current_setting('synchronous_commit'), current_setting('server_version')
+FROM (SELECT status, extract(epoch FROM finished_at - created_at) * 1000 AS total_ms,
+             extract(epoch FROM finished_at - started_at) * 1000 AS exec_ms
+      FROM keel.runs) r)sql");
+  const PGresult* res = r.get();
+  const auto total = field(res, 0, 0), completed = field(res, 0, 1), steps = field(res, 0, 2);
+  const auto expected_steps = std::to_string(runs * static_cast<std::size_t>(steps_per_run));
+  if (total != std::to_string(runs) || completed != total || steps != expected_steps) {
+    throw std::runtime_error("verification failed: keel.runs holds " + total + " runs (" + completed +
+                             " completed), keel.steps " + steps + " rows; expected " + std::to_string(runs) +
+                             " completed runs and " + expected_steps + " steps");
+  }
+  database_figures f;
+  f.p50_ms = std::stod(field(res, 0, 3));
+  f.p99_ms = std::stod(field(res, 0, 4));
+  f.exec_p50_ms = std::stod(field(res, 0, 5));
+  f.exec_p99_ms = std::stod(field(res, 0, 6));
+  f.fsync = field(res, 0, 7);
+  f.synchronous_commit = field(res, 0, 8);
+  f.server_version = field(res, 0, 9);
+  return f;
+}
+
+std::string fixed(double v, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
+  return buf;
+}
+
+std::string json_string(std::string_view s) {
+  return json::serialize(json::value(json::string_view(s.data(), s.size())));
+}
+
+int run(const bench_options& o) {
+  bench_database db(o);
+  const auto ef = run_engine_blocking(o, db);
+  const auto df = read_and_verify_blocking(db.conninfo(), o.runs, k_noop3_steps);
+  const auto steps = o.runs * static_cast<std::size_t>(k_noop3_steps);
+  const double steps_per_s = static_cast<double>(steps) / ef.seconds;
+
+  std::optional<ceiling_result> ceiling;
+  if (!o.skip_ceiling) {
+    throw_if_interrupted();
+    // The ceiling batches like the engine's writer can: up to `concurrency` runs' writes, capped by
+    // max_batch.
+    const std::size_t batch = std::min(o.concurrency, o.max_batch);
+    log::info(k_component,
+              "measuring the raw-SQL ceiling (" + std::to_string(batch) + " runs per transaction)");
+    ceiling = measure_ceiling_blocking(db.conninfo(), o.runs, batch, k_noop3_steps);
+  }
+
+  std::string line = "{\"workload\":" + json_string(o.workload) + ",\"runs\":" + std::to_string(o.runs) +
+                     ",\"steps\":" + std::to_string(steps) + ",\"seconds\":" + fixed(ef.seconds, 3) +
+                     ",\"runs_per_s\":" + fixed(static_cast<double>(o.runs) / ef.seconds, 1) +
+                     ",\"steps_per_s\":" + fixed(steps_per_s, 1) + ",\"p50_ms\":" + fixed(df.p50_ms, 2) +
+                     ",\"p99_ms\":" + fixed(df.p99_ms, 2);
+  if (ceiling) {
+    const double ceiling_per_s = static_cast<double>(ceiling->steps) / ceiling->seconds;
+    line += ",\"ceiling_steps_per_s\":" + fixed(ceiling_per_s, 1) +
+            ",\"ratio\":" + fixed(steps_per_s / ceiling_per_s, 2);
+  } else {
+    line += ",\"ceiling_steps_per_s\":null,\"ratio\":null";
+  }
+  line += ",\"concurrency\":" + std::to_string(o.concurrency) + ",\"threads\":" + std::to_string(o.threads) +
+          ",\"writers\":" + std::to_string(o.writers) + ",\"max_batch\":" + std::to_string(o.max_batch) +
+          ",\"batches\":" + std::to_string(ef.batches) + ",\"writes_per_batch\":" +
+          fixed(ef.batches ? static_cast<double>(ef.writes) / static_cast<double>(ef.batches) : 0.0, 1) +
+          ",\"exec_p50_ms\":" + fixed(df.exec_p50_ms, 2) + ",\"exec_p99_ms\":" + fixed(df.exec_p99_ms, 2) +
+          ",\"enqueue_seconds\":" + fixed(ef.enqueue_seconds, 3) +
+          ",\"analyzed\":" + (o.analyze ? "true" : "false");
+  if (ceiling) {
+    line += ",\"ceiling_seconds\":" + fixed(ceiling->seconds, 3) +
+            ",\"ceiling_batches\":" + std::to_string(ceiling->transactions);
+  }
+  line += ",\"fsync\":" + json_string(df.fsync) +
+          ",\"synchronous_commit\":" + json_string(df.synchronous_commit) +
+          ",\"server_version\":" + json_string(df.server_version) + "}";
+  std::cout << line << std::endl;
+  return 0;
+}
+
+}  // namespace
+}  // namespace keel::bench
+
+int main(int argc, char** argv) {
+  using namespace keel::bench;
+  auto parsed = parse_options(argc, argv);
+  if (!parsed.options) return parsed.exit_code;
+  install_signal_handlers();
+  try {
+    return run(*parsed.options);
+  } catch (const interrupted_error&) {
+    keel::log::error(k_component, "interrupted; cleaned up");
+    return k_exit_interrupted;
+  } catch (const std::exception& e) {
+    keel::log::error(k_component, e.what());
+    return k_exit_failed;
+  }
+}
