@@ -106,13 +106,18 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
   PGconn* c = conn.get();
 
   // Setup, not timed. LIKE ... INCLUDING ALL copies defaults, checks and indexes (the primary keys, the
-  // unique idempotency key and the partial claim index) but not foreign keys: add the one keel.steps has.
-  exec_blocking(c,
-                "DROP TABLE IF EXISTS bench_ceiling_steps, bench_ceiling_runs;\n"
-                "CREATE TABLE bench_ceiling_runs (LIKE keel.runs INCLUDING ALL);\n"
-                "CREATE TABLE bench_ceiling_steps (LIKE keel.steps INCLUDING ALL);\n"
-                "ALTER TABLE bench_ceiling_steps ADD FOREIGN KEY (run_id)\n"
-                "  REFERENCES bench_ceiling_runs (id) ON DELETE CASCADE;");
+  // partial unique idempotency key and the partial claim index); the storage parameters (fillfactor) are
+  // copied too, so the ceiling's updates stay HOT exactly when the engine's do. keel.steps has no foreign
+  // key.
+  exec_blocking(
+      c,
+      "DROP TABLE IF EXISTS bench_ceiling_steps, bench_ceiling_runs;\n"
+      "CREATE TABLE bench_ceiling_runs (LIKE keel.runs INCLUDING ALL);\n"
+      "CREATE TABLE bench_ceiling_steps (LIKE keel.steps INCLUDING ALL);\n"
+      "DO $$ DECLARE o text; BEGIN\n"
+      "  SELECT array_to_string(reloptions, ', ') INTO o FROM pg_class WHERE oid = 'keel.runs'::regclass;\n"
+      "  IF o IS NOT NULL THEN EXECUTE 'ALTER TABLE bench_ceiling_runs SET (' || o || ')'; END IF;\n"
+      "END $$;");
   // Time-ordered ids (UUIDv7) from the engine's generator: the same index locality as keel.steps gets.
   std::vector<std::string> ids;
   ids.reserve(runs);

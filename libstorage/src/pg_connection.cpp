@@ -48,6 +48,19 @@ result<void> pg_connection::connect_blocking() {
   // Quiet NOTICEs (e.g. "relation already exists, skipping") that would otherwise go to stderr.
   PQsetNoticeProcessor(
       conn_, [](void*, const char*) {}, nullptr);
+  // Every statement Keel runs reaches keel.runs and keel.steps by key over a bounded batch (ids, or the
+  // claim index in order), so an index plan is always the right one. Under load the statistics of keel.runs
+  // go stale within seconds (status and owner churn), and a stale estimate flips the batched joins to
+  // sequential scans of the whole table (measured: the noop3 drain 3x slower once keel.runs had been
+  // analyzed). Pin the access paths on the store's own sessions; nothing else runs on them. Hash joins stay
+  // allowed: they only ever pair a batch with a batch.
+  pg_result r{
+      PQexec(conn_, "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_mergejoin = off")};
+  if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
+    last_error_ = PQerrorMessage(conn_);
+    close();
+    return errc::connection_lost;
+  }
   return {};
 }
 

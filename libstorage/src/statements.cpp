@@ -23,28 +23,27 @@ RETURNING id::text)sql"};
 const statement enqueue_resolve{"keel_enqueue_resolve", R"sql(
 SELECT x.ord, r.id::text, (r.workflow = x.workflow AND r.input = x.input) AS same
 FROM jsonb_to_recordset($1::jsonb) AS x(ord int, workflow text, input jsonb, key text)
-JOIN keel.runs r ON r.idempotency_key = x.key
+JOIN keel.runs r ON r.idempotency_key = x.key AND r.idempotency_key IS NOT NULL
 WHERE x.key IS NOT NULL)sql"};
 
-// Fenced checkpoints: advance each run whose lease still matches, then insert the step rows of those runs.
-// The UPDATE locks the run row, so a concurrent reclaim (which bumps epoch) either waits for this write or
-// fences it. A retried batch re-applies the same update and skips the existing step rows.
+// Fenced checkpoints: advance each run whose lease still matches and insert the step rows of exactly those
+// runs, straight from the UPDATE's RETURNING (no second join). The UPDATE locks the run row, so a concurrent
+// reclaim (which bumps epoch) either waits for this write or fences it. A retried batch re-applies the same
+// update and skips the existing step rows. A batch holds at most one checkpoint per run: a run's next step
+// starts only after its previous checkpoint committed.
 const statement checkpoint_steps{"keel_checkpoint_steps", R"sql(
-WITH x AS (
-  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, owner text, epoch bigint, seq int, name text,
-                                                   status text, output jsonb, error jsonb, attempts int,
-                                                   started bigint, finished bigint)),
-fenced AS (
+WITH fenced AS (
   UPDATE keel.runs r SET next_seq = greatest(r.next_seq, x.seq + 1)
-  FROM x
+  FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, owner text, epoch bigint, seq int, name text, status text,
+                                          output jsonb, error jsonb, attempts int, started bigint,
+                                          finished bigint)
   WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
-  RETURNING r.id),
+  RETURNING x.*),
 ins AS (
   INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
-  SELECT x.id, x.seq, x.name, x.status, x.output, x.error, x.attempts,
-         to_timestamp(x.started::double precision / 1e6), to_timestamp(x.finished::double precision / 1e6),
-         x.epoch
-  FROM x JOIN fenced f ON f.id = x.id
+  SELECT id, seq, name, status, output, error, attempts, to_timestamp(started::double precision / 1e6),
+         to_timestamp(finished::double precision / 1e6), epoch
+  FROM fenced
   ON CONFLICT (run_id, seq) DO NOTHING)
 SELECT id::text FROM fenced)sql"};
 
