@@ -11,8 +11,14 @@ if [ "${1:-}" = "--sanitize" ]; then
   shift 2
 fi
 dir="build${sanitize:+-$sanitize}"
+extra=()
+if [ -n "$sanitize" ]; then
+  extra+=(-DKEEL_BUILD_BENCH=OFF)  # benchmarks mean nothing under a sanitizer
+fi
+# ccache keys on paths relative to the checkout, so clones elsewhere (CI) reuse the cache.
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 jobs="${KEEL_JOBS:-$(nproc)}"
 # Progress goes to stderr; stdout carries only the build directory, for the calling script.
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_SANITIZE="$sanitize" "$@" >&2
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_SANITIZE="$sanitize" "${extra[@]}" "$@" >&2
 cmake --build "$dir" -j "$jobs" >&2
 echo "$dir"

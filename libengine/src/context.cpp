@@ -109,6 +109,10 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       retriable = false;
     } catch (const std::exception& e) {
       failure = e.what();
+    } catch (const detail::run_interrupted&) {
+      throw;
+    } catch (...) {
+      failure = "step '" + name + "' threw an exception not derived from std::exception";
     }
 
     storage::step_record rec{seq,     name,    false,   nullptr,

@@ -186,7 +186,6 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
 }
 
 asio::awaitable<void> engine_impl::claim_loop() {
-  std::chrono::milliseconds error_backoff{0};
   while (!stopping()) {
     const std::size_t free = options_.concurrency - std::min(options_.concurrency, inflight_.size());
     if (free == 0) {
@@ -200,7 +199,7 @@ asio::awaitable<void> engine_impl::claim_loop() {
       wake_pending_ = false;
       continue;
     }
-    claim_wait_.expires_after(options_.poll_interval + error_backoff);
+    claim_wait_.expires_after(options_.poll_interval);
     claim_waiting_ = true;
     co_await claim_wait_.async_wait(asio::as_tuple(use_awaitable));
     claim_waiting_ = false;
@@ -290,6 +289,10 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     } catch (const std::exception& e) {
       fin.status = storage::run_status::failed;
       fin.error = error_json("workflow_error", e.what());
+    } catch (...) {
+      fin.status = storage::run_status::failed;
+      fin.error =
+          error_json("workflow_error", "the workflow threw an exception not derived from std::exception");
     }
   }
   if (!interrupted && st->poisoned) {

@@ -290,6 +290,30 @@ BOOST_AUTO_TEST_CASE(records_a_structured_error_when_retries_are_exhausted) {
   BOOST_TEST(run.steps[0].failed);
 }
 
+BOOST_AUTO_TEST_CASE(exceptions_not_derived_from_std_exception_fail_the_step_and_the_run) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "odd_step", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    step_options so;
+    so.retry.max_attempts = 1;
+    co_await ctx.step(
+        "throws_int", []() -> int { throw 42; }, so);
+    co_return nullptr;
+  });
+  add_workflow(e, "odd_body", [&](context&, json::value) -> asio::awaitable<json::value> {
+    throw 7;
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(e.start());
+  auto step_run = e.wait_blocking(e.enqueue_blocking("odd_step", json::object{}).value(), 20s).value();
+  BOOST_TEST(to_string(step_run.status) == "failed");
+  BOOST_TEST(step_run.error.at("code").as_string() == "step_failed");
+  BOOST_TEST(step_run.error.at("step").as_string() == "throws_int");
+  auto body_run = e.wait_blocking(e.enqueue_blocking("odd_body", json::object{}).value(), 20s).value();
+  BOOST_TEST(to_string(body_run.status) == "failed");
+  BOOST_TEST(body_run.error.at("code").as_string() == "workflow_error");
+}
+
 BOOST_AUTO_TEST_CASE(a_non_retriable_error_fails_the_step_at_once) {
   auto db = fresh_database();
   engine e(options_for(db));

@@ -26,8 +26,9 @@ struct retry_policy {
 /// Options of one ctx.step call.
 struct step_options {
   retry_policy retry{};
-  /// An attempt of a coroutine step that runs longer is cancelled and counts as failed (code step_timeout).
-  /// A plain callable runs to completion on the run's strand and is not interrupted.
+  /// An attempt of a coroutine step that runs longer is cancelled (Asio per-operation cancellation of what
+  /// it awaits) and counts as failed (code step_timeout). An operation that ignores cancellation delays the
+  /// timeout until it completes. A plain callable runs to completion on the run's strand, uninterrupted.
   std::optional<std::chrono::milliseconds> timeout;
 };
 
