@@ -28,6 +28,7 @@
 #include "ceiling.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
+#include "keel/storage/conninfo.hpp"
 #include "keel/storage/embedded_postgres.hpp"
 #include "pg_util.hpp"
 
@@ -225,7 +226,7 @@ class bench_database {
       auto conn = connect_blocking(admin_);
       exec_blocking(conn.get(), "CREATE DATABASE " + name_);
       drop_ = !o.keep_database;
-      conninfo_ = with_database(admin_, name_);
+      conninfo_ = storage::conninfo_with_database(admin_, name_);
       log::info(k_component, "created database " + name_ + " on the given server");
       return;
     }

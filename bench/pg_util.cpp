@@ -11,17 +11,6 @@ std::string trimmed(std::string s) {
   return s;
 }
 
-/// A conninfo value in single quotes, with quotes and backslashes escaped (libpq's key=value syntax).
-std::string quote_value(std::string_view v) {
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('\'');
-  return out;
-}
-
 }  // namespace
 
 void throw_pg_error(std::string_view what, PGconn* conn, const PGresult* r) {
@@ -62,23 +51,6 @@ pg_result exec_params_blocking(PGconn* conn, const std::string& sql, const std::
 std::string field(const PGresult* r, int row, int col) {
   if (PQgetisnull(r, row, col)) return {};
   return {PQgetvalue(r, row, col), static_cast<std::size_t>(PQgetlength(r, row, col))};
-}
-
-std::string with_database(const std::string& conninfo, const std::string& dbname) {
-  char* error = nullptr;
-  PQconninfoOption* options = PQconninfoParse(conninfo.c_str(), &error);
-  if (options == nullptr) {
-    std::string message = error != nullptr ? trimmed(error) : "out of memory";
-    PQfreemem(error);
-    throw std::invalid_argument("cannot parse database URL: " + message);
-  }
-  std::string out;
-  for (const PQconninfoOption* o = options; o->keyword != nullptr; ++o) {
-    if (o->val == nullptr || std::string_view(o->keyword) == "dbname") continue;
-    out += std::string(o->keyword) + "=" + quote_value(o->val) + " ";
-  }
-  PQconninfoFree(options);
-  return out + "dbname=" + quote_value(dbname);
 }
 
 }  // namespace keel::bench

@@ -34,10 +34,6 @@ pg_result exec_params_blocking(PGconn* conn, const std::string& sql, const std::
 /// The text of a field ("" for NULL).
 std::string field(const PGresult* r, int row, int col);
 
-/// `conninfo` (a URL or key=value string) with its database replaced by `dbname`, as a key=value string.
-/// Throws std::invalid_argument when libpq cannot parse it.
-std::string with_database(const std::string& conninfo, const std::string& dbname);
-
 /// Throws std::runtime_error naming `what` with the result's (or connection's) error message.
 [[noreturn]] void throw_pg_error(std::string_view what, PGconn* conn, const PGresult* r);
 

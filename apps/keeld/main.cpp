@@ -79,9 +79,10 @@ int main(int argc, char** argv) {
     pg.data_dir = data_dir;
     embedded.emplace(pg);
     if (auto r = embedded->start_blocking(); !r) {
-      std::cerr << "keeld: the embedded PostgreSQL did not start (" << r.error().message()
-                << "; the log above says why). Use --data-dir DIR for a directory the server's user can reach, "
-                   "or --database-url for an existing server.\n";
+      std::cerr
+          << "keeld: the embedded PostgreSQL did not start (" << r.error().message()
+          << "; the log above says why). Use --data-dir DIR for a directory the server's user can reach, "
+             "or --database-url for an existing server.\n";
       return 1;
     }
     if (auto r = embedded->create_database_blocking("keel"); !r) {

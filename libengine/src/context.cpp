@@ -133,8 +133,20 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       rec.output = output;
     }
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
-    storage::step_checkpoint cp{st.lease(), std::move(rec)};
-    auto written = co_await engine.store_.checkpoint(std::move(cp));
+    storage::step_checkpoint cp{st.lease(), rec};
+    auto written = co_await engine.store_.checkpoint(cp);
+    if (!written && written.error() == storage::errc::query_failed && !failure) {
+      // The database refused the output itself (e.g. "\u0000" in a string, which jsonb cannot hold): running
+      // the step again would produce it again, so the step fails for good, with the failure recorded instead.
+      failure = "step '" + name + "' returned an output the database cannot store";
+      retriable = false;
+      error = step_error(errc::step_failed, *failure, name, attempt, retriable);
+      rec.failed = true;
+      rec.output = nullptr;
+      rec.error = error;
+      storage::step_checkpoint failed_cp{st.lease(), std::move(rec)};
+      written = co_await engine.store_.checkpoint(failed_cp);
+    }
     if (!written) {
       // Fenced (the lease moved on) or storage shut down: this worker must not continue the run.
       st.lost.store(true, std::memory_order_release);

@@ -321,9 +321,17 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     emit(run_event::kind::abandoned, *st, {}, 0, "lease lost");
     co_return;
   }
+  std::string detail = json::serialize(fin.status == storage::run_status::completed ? fin.output : fin.error);
+  auto r = co_await store_.finish(fin);
+  if (!r && r.error() == storage::errc::query_failed && fin.status == storage::run_status::completed) {
+    // The database refused the output itself (e.g. "\u0000" in a string): fail the run instead, for good.
+    fin.status = storage::run_status::failed;
+    fin.output = nullptr;
+    fin.error = error_json("output_rejected", "the workflow returned an output the database cannot store");
+    detail = json::serialize(fin.error);
+    r = co_await store_.finish(fin);
+  }
   const bool ok = fin.status == storage::run_status::completed;
-  std::string detail = json::serialize(ok ? fin.output : fin.error);
-  auto r = co_await store_.finish(std::move(fin));
   if (!r) {
     emit(run_event::kind::abandoned, *st, {}, 0, r.error().message());
     co_return;
@@ -372,7 +380,9 @@ asio::awaitable<result<run_id>> engine_impl::enqueue(std::string workflow, json:
                        std::move(options.idempotency_key),
                        options.priority,
                        options.run_at};
-  auto r = co_await store_.enqueue(std::move(run));
+  auto r = co_await store_.enqueue(run);
+  // The only data an enqueue carries is the input (and key): a statement the server refuses means bad input.
+  if (!r && r.error() == storage::errc::query_failed) co_return errc::invalid_input;
   if (!r) co_return r.error();
   if (r->conflict) co_return errc::idempotency_conflict;
   emit(run_event{run_event::kind::enqueued, r->id, it->second.name, {}, 0, r->created ? "new" : "existing"});

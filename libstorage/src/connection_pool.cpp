@@ -13,6 +13,25 @@ bool backoff_wait(std::mutex& m, std::condition_variable& cv, const bool& stoppi
   return !stopping;
 }
 
+bool reconnector::ensure_connected() {
+  if (conn_.healthy()) return true;
+  if (conn_.connect_blocking()) {
+    if (outage_) log::info("storage", who_ + ": database connection re-established");
+    outage_ = false;
+    delay_ = std::chrono::milliseconds{50};
+    return true;
+  }
+  if (!outage_) log::warn("storage", who_ + ": database unreachable, retrying: " + conn_.last_error());
+  outage_ = true;
+  return false;
+}
+
+std::chrono::milliseconds reconnector::next_delay() {
+  const auto d = delay_;
+  delay_ = std::min(delay_ * 2, std::chrono::milliseconds{2000});
+  return d;
+}
+
 connection_pool::connection_pool(std::string conninfo, std::size_t threads, std::string name)
     : conninfo_(std::move(conninfo)), name_(std::move(name)) {
   threads_.reserve(threads);
@@ -55,10 +74,8 @@ void connection_pool::stop() {
 }
 
 void connection_pool::thread_main(std::size_t index) {
-  const std::string who = name_ + "#" + std::to_string(index);
   pg_connection conn(conninfo_);
-  std::chrono::milliseconds delay{50};
-  bool outage_logged = false;
+  reconnector link(conn, name_ + "#" + std::to_string(index));
   for (;;) {
     db_job job;
     {
@@ -69,31 +86,22 @@ void connection_pool::thread_main(std::size_t index) {
       queue_.pop_front();
     }
     for (;;) {
-      if (!conn.healthy()) {
-        if (auto c = conn.connect_blocking(); !c) {
-          if (!outage_logged) {
-            log::warn("storage", who + ": database unreachable, retrying: " + conn.last_error());
-            outage_logged = true;
-          }
-          bool stopping;
-          {
-            std::lock_guard lock(mutex_);
-            stopping = stopping_;
-          }
-          if (stopping || std::chrono::steady_clock::now() + delay > job.deadline) {
-            job.fail(stopping ? errc::shut_down : errc::connection_lost);
-            break;
-          }
-          if (!backoff_wait(mutex_, stop_cv_, stopping_, delay)) {
-            job.fail(errc::shut_down);
-            break;
-          }
-          delay = std::min(delay * 2, std::chrono::milliseconds{2000});
-          continue;
+      if (!link.ensure_connected()) {
+        bool stopping;
+        {
+          std::lock_guard lock(mutex_);
+          stopping = stopping_;
         }
-        if (outage_logged) log::info("storage", who + ": database connection re-established");
-        outage_logged = false;
-        delay = std::chrono::milliseconds{50};
+        const auto delay = link.next_delay();
+        if (stopping || std::chrono::steady_clock::now() + delay > job.deadline) {
+          job.fail(stopping ? errc::shut_down : errc::connection_lost);
+          break;
+        }
+        if (!backoff_wait(mutex_, stop_cv_, stopping_, delay)) {
+          job.fail(errc::shut_down);
+          break;
+        }
+        continue;
       }
       if (job.run(conn) == job_outcome::done) break;
       conn.close();

@@ -56,6 +56,23 @@ class connection_pool {
   std::vector<std::thread> threads_;
 };
 
+/// Keeps one thread's connection up: connects when needed, logs an outage once when it starts and once when
+/// it ends, and hands out capped exponential backoff delays (50 ms doubling to 2 s) while it lasts.
+class reconnector {
+ public:
+  reconnector(pg_connection& conn, std::string who) : conn_(conn), who_(std::move(who)) {}
+  /// True when the connection is usable (connecting first if it is not).
+  bool ensure_connected();
+  /// How long to wait before the next attempt.
+  std::chrono::milliseconds next_delay();
+
+ private:
+  pg_connection& conn_;
+  std::string who_;
+  std::chrono::milliseconds delay_{50};
+  bool outage_ = false;
+};
+
 /// Sleeps for `delay` unless `stopping` becomes true first; returns false if stopping. Used by reconnect
 /// loops.
 bool backoff_wait(std::mutex& m, std::condition_variable& cv, const bool& stopping,

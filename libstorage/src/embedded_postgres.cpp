@@ -1,5 +1,7 @@
 #include "keel/storage/embedded_postgres.hpp"
 
+#include "keel/storage/conninfo.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -497,18 +499,6 @@ bool same_directory(const std::string& a, const fs::path& b) {
   if (fs::path(a).lexically_normal() == b) return true;
   std::error_code ec;
   return fs::equivalent(a, b, ec) && !ec;
-}
-
-std::string quote_conninfo_value(std::string_view v) {
-  bool needs = v.empty() || v.find_first_of(" \t\n\r\f\v'\\") != std::string_view::npos;
-  if (!needs) return std::string(v);
-  std::string out = "'";
-  for (char c : v) {
-    if (c == '\'' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('\'');
-  return out;
 }
 
 enum class wait_outcome { ready, died, timed_out };

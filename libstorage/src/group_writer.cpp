@@ -58,8 +58,7 @@ void group_writer::stop() {
 void group_writer::thread_main(std::size_t index) {
   const std::string who = "writer#" + std::to_string(index);
   pg_connection conn(conninfo_);
-  std::chrono::milliseconds delay{50};
-  bool outage_logged = false;
+  reconnector link(conn, who);
   std::vector<write_op> batch;
   for (;;) {
     {
@@ -72,32 +71,21 @@ void group_writer::thread_main(std::size_t index) {
       }
     }
     while (!batch.empty()) {
-      if (!conn.healthy()) {
-        if (auto c = conn.connect_blocking(); !c) {
-          if (!outage_logged) {
-            log::warn("storage", who + ": database unreachable, " + std::to_string(batch.size()) +
-                                     " writes waiting: " + conn.last_error());
-            outage_logged = true;
-          }
-          // Callers with a deadline (enqueue) get an error; engine writes wait for the database.
-          const auto now = std::chrono::steady_clock::now();
-          std::erase_if(batch, [&](write_op& op) {
-            if (now < op.deadline) return false;
-            op.done(errc::connection_lost);
-            return true;
-          });
-          if (!backoff_wait(mutex_, stop_cv_, stopping_, delay)) {
-            for (auto& op : batch)
-              op.done(errc::shut_down);
-            batch.clear();
-            break;
-          }
-          delay = std::min(delay * 2, std::chrono::milliseconds{2000});
-          continue;
+      if (!link.ensure_connected()) {
+        // Callers with a deadline (enqueue) get an error; engine writes wait for the database.
+        const auto now = std::chrono::steady_clock::now();
+        std::erase_if(batch, [&](write_op& op) {
+          if (now < op.deadline) return false;
+          op.done(errc::connection_lost);
+          return true;
+        });
+        if (!backoff_wait(mutex_, stop_cv_, stopping_, link.next_delay())) {
+          for (auto& op : batch)
+            op.done(errc::shut_down);
+          batch.clear();
+          break;
         }
-        if (outage_logged) log::info("storage", who + ": database connection re-established");
-        outage_logged = false;
-        delay = std::chrono::milliseconds{50};
+        continue;
       }
       auto r = commit_blocking(conn, batch);
       if (r) {
@@ -116,20 +104,16 @@ void group_writer::thread_main(std::size_t index) {
       for (auto& op : rest) {
         std::vector<write_op> single;
         single.push_back(std::move(op));
-        for (;;) {
-          auto one = commit_blocking(conn, single);
-          if (one || one.error() != errc::connection_lost) {
-            if (!one) {
-              log::error("storage", who + ": write rejected: " + conn.last_error());
-              single.front().done(one.error());
-            }
-            break;
-          }
-          // Connection lost mid-way: the remaining writes go back to the outer retry loop.
+        auto one = commit_blocking(conn, single);
+        if (one) continue;
+        if (one.error() == errc::connection_lost) {
+          // This write and the ones after it go back to the outer loop, which reconnects and retries.
           conn.close();
           batch.push_back(std::move(single.front()));
-          break;
+          continue;
         }
+        log::error("storage", who + ": write rejected: " + conn.last_error());
+        single.front().done(one.error());
       }
     }
   }

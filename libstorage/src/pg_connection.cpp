@@ -169,7 +169,14 @@ result<std::vector<pg_result>> pg_connection::exec_pipeline_blocking(
     close();
     return errc::connection_lost;
   }
-  if (failure) return *failure;
+  if (failure) {
+    // A failed statement leaves an explicit transaction (BEGIN ... COMMIT in the pipeline) open and aborted.
+    if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+      pg_result rb{PQexec(conn_, "ROLLBACK")};
+      if (!rb || PQresultStatus(rb.get()) != PGRES_COMMAND_OK) close();
+    }
+    return *failure;
+  }
   return results;
 }
 

@@ -314,6 +314,36 @@ BOOST_AUTO_TEST_CASE(exceptions_not_derived_from_std_exception_fail_the_step_and
   BOOST_TEST(body_run.error.at("code").as_string() == "workflow_error");
 }
 
+BOOST_AUTO_TEST_CASE(outputs_and_inputs_the_database_cannot_store_fail_with_typed_errors) {
+  // jsonb cannot hold "\u0000": the step, the run and the enqueue each fail for good instead of looping.
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> calls{0};
+  add_workflow(e, "nul_step", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.step("emit", [&] {
+      ++calls;
+      return std::string("a\0b", 3);
+    });
+    co_return nullptr;
+  });
+  add_workflow(e, "nul_output", [&](context&, json::value) -> asio::awaitable<json::value> {
+    co_return json::value(std::string("x\0y", 3));
+  });
+  BOOST_REQUIRE(e.start());
+  auto step_run = e.wait_blocking(e.enqueue_blocking("nul_step", json::object{}).value(), 20s).value();
+  BOOST_TEST(to_string(step_run.status) == "failed");
+  BOOST_TEST(step_run.error.at("step").as_string() == "emit");
+  BOOST_TEST(calls == 1);
+  auto out_run = e.wait_blocking(e.enqueue_blocking("nul_output", json::object{}).value(), 20s).value();
+  BOOST_TEST(to_string(out_run.status) == "failed");
+  BOOST_TEST(out_run.error.at("code").as_string() == "output_rejected");
+  auto bad = e.enqueue_blocking("nul_output", json::value(std::string("\0", 1)));
+  BOOST_TEST(bad.error() == make_error_code(errc::invalid_input));
+  // The batch that carried the bad rows did not sink the good ones.
+  auto good = e.enqueue_blocking("nul_step", json::object{});
+  BOOST_TEST(bool(good));
+}
+
 BOOST_AUTO_TEST_CASE(a_non_retriable_error_fails_the_step_at_once) {
   auto db = fresh_database();
   engine e(options_for(db));

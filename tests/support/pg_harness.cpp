@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "keel/storage/conninfo.hpp"
 #include "keel/storage/embedded_postgres.hpp"
 
 namespace keel::test {
@@ -68,7 +69,7 @@ std::string fresh_database() {
   const std::string name = "keel_t" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
   if (const char* url = external_url()) {
     query_value(url, "CREATE DATABASE " + name);
-    return std::string(url) + " dbname=" + name;
+    return storage::conninfo_with_database(url, name);
   }
   std::lock_guard lock(g_mutex);
   auto& c = the_cluster();
