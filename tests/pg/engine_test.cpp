@@ -473,6 +473,50 @@ BOOST_AUTO_TEST_CASE(cancel_stops_a_queued_run_and_fences_a_running_one) {
   BOOST_TEST(to_string(e.cancel_blocking(running).value()) == "cancelled");
 }
 
+BOOST_AUTO_TEST_CASE(stop_cuts_a_retry_backoff_short_and_hands_the_run_back) {
+  auto db = fresh_database();
+  std::atomic<int> calls{0};
+  run_id id;
+  {
+    engine e(options_for(db));
+    add_workflow(e, "backoff", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+      step_options so;
+      so.retry.max_attempts = 5;
+      so.retry.initial_delay = 60s;
+      co_await ctx.step(
+          "flaky",
+          [&]() -> int {
+            ++calls;
+            throw std::runtime_error("not yet");
+          },
+          so);
+      co_return nullptr;
+    });
+    BOOST_REQUIRE(e.start());
+    id = e.enqueue_blocking("backoff", json::object{}).value();
+    BOOST_REQUIRE(wait_until([&] { return calls.load() == 1; }, 10s));
+    const auto t0 = std::chrono::steady_clock::now();
+    e.stop_blocking();
+    BOOST_TEST((std::chrono::steady_clock::now() - t0) < 5s);  // not the 60 s backoff
+  }
+  BOOST_TEST(calls == 1);
+  BOOST_TEST(query_value(db, "SELECT status || ' ' || (owner IS NULL) FROM keel.runs") == "queued true");
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.steps") == "0");
+}
+
+BOOST_AUTO_TEST_CASE(a_run_due_later_is_not_claimed_before_its_time) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "later", [](context&, json::value v) -> asio::awaitable<json::value> { co_return v; });
+  BOOST_REQUIRE(e.start());
+  enqueue_options o;
+  o.run_at = std::chrono::system_clock::now() + 400ms;
+  auto id = e.enqueue_blocking("later", json::value(1), o).value();
+  auto run = e.wait_blocking(id, 20s).value();
+  BOOST_TEST(to_string(run.status) == "completed");
+  BOOST_TEST((*run.started_at - run.created_at) >= 350ms);
+}
+
 BOOST_AUTO_TEST_CASE(wait_times_out_with_a_typed_error) {
   auto db = fresh_database();
   engine e(options_for(db));
