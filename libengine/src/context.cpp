@@ -31,11 +31,13 @@ json::value step_error(errc code, std::string_view message, const std::string& s
 /// Runs one attempt and hands back its value or the exception it threw.
 asio::awaitable<std::pair<json::value, std::exception_ptr>> capture_outcome(
     const std::function<asio::awaitable<json::value>()>& fn) {
+  std::pair<json::value, std::exception_ptr> outcome;
   try {
-    co_return std::pair<json::value, std::exception_ptr>{co_await fn(), nullptr};
+    outcome.first = co_await fn();
   } catch (...) {
-    co_return std::pair<json::value, std::exception_ptr>{nullptr, std::current_exception()};
+    outcome.second = std::current_exception();
   }
+  co_return outcome;
 }
 
 }  // namespace
@@ -70,6 +72,9 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
   }
 
   auto interrupt_if_needed = [&] {
+    if (std::chrono::steady_clock::now() > st.lease_deadline.load(std::memory_order_acquire)) {
+      st.lost.store(true, std::memory_order_release);
+    }
     if (st.lost.load(std::memory_order_acquire)) {
       st.poisoned =
           std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
@@ -119,6 +124,9 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
                              nullptr, attempt, started, std::chrono::system_clock::now()};
     if (failure && retriable && attempt < max_attempts) {
       engine.emit(run_event::kind::step_retrying, st, name, attempt, *failure);
+      // A stop, cancel or lost lease that arrived during the attempt found no wait to cut short: check now.
+      // (Same strand as the posted cancel, so nothing slips between this check and the wait.)
+      interrupt_if_needed();
       st.backoff.expires_after(options.retry.delay_after(attempt, engine.random_unit()));
       co_await st.backoff.async_wait(asio::as_tuple(asio::use_awaitable));
       interrupt_if_needed();
@@ -135,7 +143,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
     storage::step_checkpoint cp{st.lease(), rec};
     auto written = co_await engine.store_.checkpoint(cp);
-    if (!written && written.error() == storage::errc::query_failed && !failure) {
+    if (!written && written.error() == storage::errc::data_rejected && !failure) {
       // The database refused the output itself (e.g. "\u0000" in a string, which jsonb cannot hold): running
       // the step again would produce it again, so the step fails for good, with the failure recorded instead.
       failure = "step '" + name + "' returned an output the database cannot store";

@@ -39,6 +39,20 @@ json::value error_json(std::string_view code, std::string_view message) {
   return o;
 }
 
+/// A completion handler for a control coroutine: logs how it ended, if it ended by an exception.
+auto log_failure(const char* what) {
+  return [what](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::error("engine", std::string(what) + " stopped: " + ex.what());
+    } catch (...) {
+      log::error("engine", std::string(what) + " stopped");
+    }
+  };
+}
+
 /// An error from storage, as the engine reports it: not_found becomes run_not_found.
 error_code engine_error(error_code ec) {
   if (ec == storage::errc::not_found) return errc::run_not_found;
@@ -146,19 +160,8 @@ result<void> engine_impl::start() {
     if (started_ || stopping()) return;
     started_ = true;
     claim_loop_active_ = true;
-    heartbeat_active_ = true;
-    auto log_failure = [](const char* what) {
-      return [what](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("engine", std::string(what) + " stopped: " + ex.what());
-        }
-      };
-    };
     asio::co_spawn(ctl_, claim_loop(), log_failure("claim loop"));
-    asio::co_spawn(ctl_, heartbeat_loop(), log_failure("heartbeat loop"));
+    ensure_heartbeat();
   });
   return {};
 }
@@ -166,6 +169,7 @@ result<void> engine_impl::start() {
 asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
   // Runs on ctl_: storage completions resume a coroutine on its own executor, which is ctl_ here.
   const auto names = workflow_names();
+  const auto lease_until = std::chrono::steady_clock::now() + options_.lease;  // counted from the request
   auto claimed = co_await store_.claim(worker_id_, names, max, options_.lease);
   if (!claimed) {
     log::warn("engine", "claim failed: " + claimed.error().message());
@@ -180,7 +184,7 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
       if (!r) log::warn("engine", "release of " + c.id + " failed: " + r.error().message());
       continue;
     }
-    launch(std::move(c));
+    launch(std::move(c), lease_until);
   }
   co_return n;
 }
@@ -209,8 +213,15 @@ asio::awaitable<void> engine_impl::claim_loop() {
   notify_changed();
 }
 
+void engine_impl::ensure_heartbeat() {
+  if (heartbeat_active_) return;
+  heartbeat_active_ = true;
+  asio::co_spawn(ctl_, heartbeat_loop(), log_failure("heartbeat loop"));
+}
+
 asio::awaitable<void> engine_impl::heartbeat_loop() {
-  while (!(stopping() && inflight_.empty())) {
+  // Runs while the engine is started, and otherwise (tick) while runs are in flight.
+  while (!((stopping() || !started_) && inflight_.empty())) {
     heartbeat_wait_.expires_after(options_.heartbeat);
     co_await heartbeat_wait_.async_wait(asio::as_tuple(use_awaitable));
     if (inflight_.empty()) continue;
@@ -218,10 +229,18 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
     held.reserve(inflight_.size());
     for (const auto& [id, st] : inflight_)
       held.push_back(st->lease());
-    auto lost = co_await store_.heartbeat(std::move(held), options_.lease);
+    const auto lease_until = std::chrono::steady_clock::now() + options_.lease;  // counted from the request
+    auto lost = co_await store_.heartbeat(held, options_.lease);
     if (!lost) {
       log::warn("engine", "heartbeat failed: " + lost.error().message());
       continue;
+    }
+    for (const auto& lease : held) {
+      auto it = inflight_.find(lease.id);
+      if (it != inflight_.end() && it->second->claim.epoch == lease.epoch &&
+          std::find(lost->begin(), lost->end(), lease.id) == lost->end()) {
+        it->second->lease_deadline.store(lease_until, std::memory_order_release);
+      }
     }
     for (const auto& id : *lost) {
       auto it = inflight_.find(id);
@@ -236,9 +255,18 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
   notify_changed();
 }
 
-void engine_impl::launch(storage::claimed_run claim) {
-  auto st = std::make_shared<run_state>(*this, std::move(claim), asio::make_strand(ioc_));
-  inflight_.emplace(st->claim.id, st);
+void engine_impl::launch(storage::claimed_run claim, std::chrono::steady_clock::time_point lease_until) {
+  auto st = std::make_shared<run_state>(*this, std::move(claim), asio::make_strand(ioc_), lease_until);
+  auto [it, inserted] = inflight_.try_emplace(st->claim.id, st);
+  if (!inserted) {
+    // This worker reclaimed a run it was still executing (its own lease had lapsed, e.g. through a database
+    // outage longer than the lease): the older execution is fenced already; make it stop and track the new
+    // one.
+    auto old = it->second;
+    old->lost.store(true, std::memory_order_release);
+    asio::post(old->strand, [old] { old->backoff.cancel(); });
+    it->second = st;
+  }
   asio::co_spawn(st->strand, execute(st), [this, st](std::exception_ptr e) {
     if (e) {
       try {
@@ -250,7 +278,9 @@ void engine_impl::launch(storage::claimed_run claim) {
       }
     }
     asio::post(ctl_, [this, st] {
-      inflight_.erase(st->claim.id);
+      // Only this execution's entry: a newer execution of the same run may have replaced it.
+      if (auto it = inflight_.find(st->claim.id); it != inflight_.end() && it->second == st)
+        inflight_.erase(it);
       notify_changed();
       wake_claimer();
     });
@@ -295,12 +325,17 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
           error_json("workflow_error", "the workflow threw an exception not derived from std::exception");
     }
   }
-  if (!interrupted && st->poisoned) {
-    // Workflow code swallowed an interruption (catch (...)): honour it anyway.
+  if (!interrupted && st->poisoned && fin.status == storage::run_status::completed) {
+    // Workflow code swallowed what ctx.step threw (catch (...), or catch (const std::exception&) around a
+    // nondeterminism error): the run must not complete as if nothing happened.
     try {
       std::rethrow_exception(st->poisoned);
     } catch (const run_interrupted& i) {
       interrupted = i;
+    } catch (const nondeterminism_error& e) {
+      fin.status = storage::run_status::failed;
+      fin.output = nullptr;
+      fin.error = error_json(code_name(errc::nondeterminism), e.what());
     } catch (...) {
     }
   }
@@ -323,7 +358,7 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   }
   std::string detail = json::serialize(fin.status == storage::run_status::completed ? fin.output : fin.error);
   auto r = co_await store_.finish(fin);
-  if (!r && r.error() == storage::errc::query_failed && fin.status == storage::run_status::completed) {
+  if (!r && r.error() == storage::errc::data_rejected && fin.status == storage::run_status::completed) {
     // The database refused the output itself (e.g. "\u0000" in a string): fail the run instead, for good.
     fin.status = storage::run_status::failed;
     fin.output = nullptr;
@@ -364,8 +399,10 @@ asio::awaitable<result<std::size_t>> engine_impl::tick() {
 asio::awaitable<result<std::size_t>> engine_impl::tick_on_ctl() {
   if (stopping()) co_return errc::shutting_down;
   const std::size_t got = co_await claim_batch(options_.concurrency);
+  ensure_heartbeat();  // runs longer than a lease must keep it
   while (!inflight_.empty())
     co_await wait_changed();
+  if (!started_) heartbeat_wait_.cancel();  // let the tick's heartbeat loop end now
   co_return got;
 }
 
@@ -382,7 +419,7 @@ asio::awaitable<result<run_id>> engine_impl::enqueue(std::string workflow, json:
                        options.run_at};
   auto r = co_await store_.enqueue(run);
   // The only data an enqueue carries is the input (and key): a statement the server refuses means bad input.
-  if (!r && r.error() == storage::errc::query_failed) co_return errc::invalid_input;
+  if (!r && r.error() == storage::errc::data_rejected) co_return errc::invalid_input;
   if (!r) co_return r.error();
   if (r->conflict) co_return errc::idempotency_conflict;
   emit(run_event{run_event::kind::enqueued, r->id, it->second.name, {}, 0, r->created ? "new" : "existing"});

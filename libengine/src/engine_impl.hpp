@@ -58,8 +58,9 @@ class engine_impl {
   boost::asio::awaitable<result<std::size_t>> tick_on_ctl();
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> heartbeat_loop();
+  void ensure_heartbeat();
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
-  void launch(storage::claimed_run claim);
+  void launch(storage::claimed_run claim, std::chrono::steady_clock::time_point lease_until);
   boost::asio::awaitable<void> execute(std::shared_ptr<run_state> st);
   void notify_changed();
   boost::asio::awaitable<void> wait_changed();

@@ -1,9 +1,11 @@
 // What the engine holds for one run in flight on this worker.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <chrono>
 #include <memory>
 
 #include "keel/engine/engine.hpp"
@@ -16,8 +18,9 @@ class engine_impl;
 /// except `lost` and `stopping`, which other strands set.
 struct run_state {
   run_state(engine_impl& e, storage::claimed_run c,
-            boost::asio::strand<boost::asio::io_context::executor_type> s)
-      : engine(e), claim(std::move(c)), strand(s), backoff(s) {}
+            boost::asio::strand<boost::asio::io_context::executor_type> s,
+            std::chrono::steady_clock::time_point lease_until)
+      : engine(e), claim(std::move(c)), strand(s), backoff(s), lease_deadline(lease_until) {}
 
   engine_impl& engine;
   storage::claimed_run claim;
@@ -28,6 +31,10 @@ struct run_state {
   int next_seq = 0;
   /// The lease is gone (heartbeat or a write said so): write nothing more.
   std::atomic<bool> lost{false};
+  /// The latest time this worker can be sure it still holds the lease: when the claim or the last successful
+  /// heartbeat was sent, plus the lease. Past it, no new step attempt starts (the database may have handed
+  /// the run to another worker even if no write has been fenced yet).
+  std::atomic<std::chrono::steady_clock::time_point> lease_deadline;
   /// Set once the context threw a terminal error (nondeterminism, lease lost): later steps rethrow it.
   std::exception_ptr poisoned;
 

@@ -47,7 +47,11 @@ void connection_pool::submit(db_job job) {
   {
     std::lock_guard lock(mutex_);
     if (!stopping_) {
-      queue_.push_back(std::move(job));
+      if (job.urgent) {
+        queue_.push_front(std::move(job));
+      } else {
+        queue_.push_back(std::move(job));
+      }
       cv_.notify_one();
       return;
     }

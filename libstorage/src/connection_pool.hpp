@@ -27,6 +27,8 @@ struct db_job {
   std::function<job_outcome(pg_connection&)> run;
   std::function<void(error_code)> fail;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  /// Jumps the queue (heartbeats: late ones cost leases).
+  bool urgent = false;
 };
 
 /// N threads, each with its own connection, reconnecting with capped exponential backoff and logging outages.

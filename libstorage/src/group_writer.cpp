@@ -12,6 +12,9 @@
 namespace keel::storage::detail {
 namespace {
 
+/// After this many connection losses in a row on one batch, the batch is split (it may be what breaks it).
+constexpr int k_losses_before_split = 3;
+
 std::string_view text_of(const PGresult* r, int row, int col) {
   return get_text(r, row, col);
 }
@@ -70,50 +73,78 @@ void group_writer::thread_main(std::size_t index) {
         queue_.pop_front();
       }
     }
+    int losses = 0;  // consecutive connection losses while committing this batch
+    std::chrono::milliseconds transient_delay{100};
+    // Callers with a deadline (enqueue) get `ec` once it passes; engine writes wait as long as it takes.
+    auto expire = [&](error_code ec) {
+      const auto now = std::chrono::steady_clock::now();
+      std::erase_if(batch, [&](write_op& op) {
+        if (now < op.deadline) return false;
+        op.done(ec);
+        return true;
+      });
+    };
     while (!batch.empty()) {
       if (!link.ensure_connected()) {
-        // Callers with a deadline (enqueue) get an error; engine writes wait for the database.
-        const auto now = std::chrono::steady_clock::now();
-        std::erase_if(batch, [&](write_op& op) {
-          if (now < op.deadline) return false;
-          op.done(errc::connection_lost);
-          return true;
-        });
+        expire(errc::connection_lost);
         if (!backoff_wait(mutex_, stop_cv_, stopping_, link.next_delay())) {
           for (auto& op : batch)
             op.done(errc::shut_down);
           batch.clear();
-          break;
         }
         continue;
       }
-      auto r = commit_blocking(conn, batch);
-      if (r) {
-        batch.clear();
-        break;
+      if (losses < k_losses_before_split || batch.size() == 1) {
+        auto r = commit_blocking(conn, batch);
+        if (r) {
+          batch.clear();
+          break;
+        }
+        if (r.error() == errc::connection_lost) {
+          // Reconnect and retry: every statement is idempotent on retry.
+          conn.close();
+          ++losses;
+          continue;
+        }
+        log::warn("storage", who + ": batch of " + std::to_string(batch.size()) +
+                                 " failed, committing one write at a time: " + conn.last_error());
+      } else {
+        log::warn("storage", who + ": batch of " + std::to_string(batch.size()) + " lost the connection " +
+                                 std::to_string(losses) + " times in a row; committing one write at a time");
       }
-      if (r.error() == errc::connection_lost) {
-        conn.close();
-        continue;  // reconnect and retry: every statement is idempotent on retry
-      }
-      // A row the server rejects must not sink its neighbours: commit each write alone.
-      log::warn("storage", who + ": batch of " + std::to_string(batch.size()) +
-                               " failed, retrying one by one: " + conn.last_error());
+      losses = 0;
+      // One at a time: a row the server rejects fails alone, and cannot sink its neighbours; anything else
+      // (a timeout, a full disk, a read-only server, a lost connection) goes back for another try.
       std::vector<write_op> rest = std::move(batch);
       batch.clear();
+      bool transient = false;
       for (auto& op : rest) {
         std::vector<write_op> single;
         single.push_back(std::move(op));
         auto one = commit_blocking(conn, single);
         if (one) continue;
-        if (one.error() == errc::connection_lost) {
-          // This write and the ones after it go back to the outer loop, which reconnects and retries.
-          conn.close();
-          batch.push_back(std::move(single.front()));
+        if (one.error() == errc::data_rejected) {
+          log::error("storage", who + ": write rejected: " + conn.last_error());
+          single.front().done(one.error());
           continue;
         }
-        log::error("storage", who + ": write rejected: " + conn.last_error());
-        single.front().done(one.error());
+        if (one.error() == errc::connection_lost) {
+          conn.close();
+        } else {
+          transient = true;
+        }
+        batch.push_back(std::move(single.front()));
+      }
+      if (transient && !batch.empty()) {
+        log::warn("storage", who + ": " + std::to_string(batch.size()) + " writes failed, retrying in " +
+                                 std::to_string(transient_delay.count()) + " ms: " + conn.last_error());
+        expire(errc::query_failed);
+        if (!backoff_wait(mutex_, stop_cv_, stopping_, transient_delay)) {
+          for (auto& op : batch)
+            op.done(errc::shut_down);
+          batch.clear();
+        }
+        transient_delay = std::min(transient_delay * 2, std::chrono::milliseconds{2000});
       }
     }
   }
@@ -199,13 +230,19 @@ result<void> group_writer::commit_blocking(pg_connection& conn, std::vector<writ
   }
   auto complete_fenced = [&](int q, const std::vector<std::size_t>& ops) {
     if (q < 0) return;
+    // Keyed by (id, epoch, seq): two executions of one run in a batch are told apart by their epochs.
+    auto key = [](std::string_view id, std::string_view epoch, std::string_view seq) {
+      return std::string(id).append("/").append(epoch).append("/").append(seq);
+    };
     std::unordered_set<std::string> ok;
     const PGresult* r = res[static_cast<std::size_t>(q)].get();
     for (int row = 0; row < PQntuples(r); ++row)
-      ok.emplace(text_of(r, row, 0));
+      ok.emplace(key(text_of(r, row, 0), text_of(r, row, 1), text_of(r, row, 2)));
     for (auto i : ops) {
       auto& op = batch[i];
-      if (ok.contains(std::string(op.row.at("id").as_string()))) {
+      const auto* seq = op.row.if_contains("seq");
+      if (ok.contains(key(op.row.at("id").as_string(), std::to_string(op.row.at("epoch").as_int64()),
+                          seq ? std::to_string(seq->as_int64()) : "0"))) {
         op.done(enqueue_outcome{});
       } else {
         op.done(errc::fenced);

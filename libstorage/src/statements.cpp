@@ -45,9 +45,10 @@ ins AS (
          to_timestamp(finished::double precision / 1e6), epoch
   FROM fenced
   ON CONFLICT (run_id, seq) DO NOTHING)
-SELECT id::text FROM fenced)sql"};
+SELECT id::text, epoch, seq FROM fenced)sql"};
 
 // Fenced completion or failure. Matching on owner+epoch (not status) keeps a retried batch idempotent.
+// Both fenced statements return (id, epoch, seq): a write is acknowledged only by the row it wrote.
 const statement finish_runs{"keel_finish_runs", R"sql(
 UPDATE keel.runs r
 SET status = x.status, output = x.output, error = x.error, due_at = NULL, finished_at = now()
@@ -55,7 +56,7 @@ FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, owner text, epoch bigint, statu
                                         error jsonb)
 WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch
   AND (r.status = 'running' OR r.status = x.status)
-RETURNING r.id::text)sql"};
+RETURNING r.id::text, r.epoch, 0)sql"};
 
 // Atomic claim: due runs (queued, or running with an expired lease) by priority then due time; SKIP LOCKED
 // lets many workers claim at once without waiting on each other. Each claim bumps the epoch.

@@ -104,8 +104,9 @@ class store_impl {
   /// errc::connection_lost to be retried on a fresh connection (only for statements safe to repeat).
   template <class T>
   boost::asio::awaitable<result<T>> on_pool(std::function<result<T>(pg_connection&)> fn,
-                                            steady_clock::time_point deadline) {
-    return await_completion<T>([this, fn = std::move(fn), deadline](std::function<void(result<T>)> done) {
+                                            steady_clock::time_point deadline, bool urgent = false) {
+    return await_completion<T>([this, fn = std::move(fn), deadline,
+                                urgent](std::function<void(result<T>)> done) {
       auto shared_done = std::make_shared<std::function<void(result<T>)>>(std::move(done));
       pool_.submit(db_job{[fn, shared_done](pg_connection& c) {
                             auto r = fn(c);
@@ -113,7 +114,7 @@ class store_impl {
                             (*shared_done)(std::move(r));
                             return job_outcome::done;
                           },
-                          [shared_done](error_code ec) { (*shared_done)(result<T>(ec)); }, deadline});
+                          [shared_done](error_code ec) { (*shared_done)(result<T>(ec)); }, deadline, urgent});
     });
   }
 
@@ -312,7 +313,7 @@ boost::asio::awaitable<result<std::vector<run_id>>> store::heartbeat(const std::
         }
         return lost;
       },
-      impl_->request_deadline());
+      impl_->request_deadline(), /*urgent=*/true);
 }
 
 boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {

@@ -517,6 +517,25 @@ BOOST_AUTO_TEST_CASE(a_run_due_later_is_not_claimed_before_its_time) {
   BOOST_TEST((*run.started_at - run.created_at) >= 350ms);
 }
 
+BOOST_AUTO_TEST_CASE(tick_keeps_the_lease_of_a_run_longer_than_the_lease) {
+  auto db = fresh_database();
+  engine e(options_for(db, 400ms));
+  add_workflow(e, "slow", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.step("long", []() -> asio::awaitable<int> {
+      co_await async_sleep(1200ms);
+      co_return 1;
+    });
+    co_await ctx.step("after", [] { return 2; });
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(e.tick_blocking());
+  auto id = e.enqueue_blocking("slow", json::object{}).value();
+  BOOST_TEST(e.tick_blocking().value() == 1u);
+  auto run = e.get_blocking(id).value();
+  BOOST_TEST(to_string(run.status) == "completed");
+  BOOST_TEST(run.claims == 1);  // heartbeats kept it: never reclaimed, never abandoned
+}
+
 BOOST_AUTO_TEST_CASE(wait_times_out_with_a_typed_error) {
   auto db = fresh_database();
   engine e(options_for(db));

@@ -51,6 +51,9 @@ BOOST_AUTO_TEST_CASE(sqlstates_map_to_storage_errors) {
   BOOST_TEST((keel::storage::errc_from_sqlstate("08006") == errc::connection_lost));
   BOOST_TEST((keel::storage::errc_from_sqlstate("57P01") == errc::connection_lost));
   BOOST_TEST((keel::storage::errc_from_sqlstate("42601") == errc::query_failed));
+  BOOST_TEST((keel::storage::errc_from_sqlstate("22P05") == errc::data_rejected));  // \u0000 in jsonb
+  BOOST_TEST((keel::storage::errc_from_sqlstate("23502") == errc::data_rejected));
+  BOOST_TEST((keel::storage::errc_from_sqlstate("57014") == errc::query_failed));  // statement timeout
 }
 
 BOOST_AUTO_TEST_CASE(engine_errors_have_stable_codes_and_messages) {

@@ -34,11 +34,14 @@ workflow_definition make_workflow(std::string name, int version,
     } catch (const std::exception& e) {
       throw invalid_input_error(e.what());
     }
+    // The call is made outside the co_await expression (GCC 12 mishandles by-value temporaries there).
+    auto run = body(ctx, std::move(*typed));
     if constexpr (std::is_void_v<Output>) {
-      co_await body(ctx, std::move(*typed));
+      co_await std::move(run);
       co_return nullptr;
     } else {
-      co_return boost::json::value_from(co_await body(ctx, std::move(*typed)));
+      auto output = co_await std::move(run);
+      co_return boost::json::value_from(std::move(output));
     }
   };
   return def;

@@ -15,7 +15,10 @@ enum class errc {
   retryable,
   /// A unique constraint rejected the write (SQLSTATE 23505).
   unique_violation,
-  /// The statement failed for another reason (bad SQL, constraint, data error); see the log.
+  /// The server refused the data itself (SQLSTATE class 22 data exception or 23 integrity violation, e.g. a
+  /// "\u0000" in jsonb): retrying the same write cannot succeed.
+  data_rejected,
+  /// The statement failed for another reason (a timeout, disk full, read-only server, bad SQL); see the log.
   query_failed,
   /// The worker no longer holds the run's lease (owner or epoch changed): the write was not applied.
   fenced,
