@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Configures and builds Keel into build/ (or build-<sanitizer>/ with --sanitize address|thread).
 # Usage: scripts/build.sh [--sanitize address|thread] [extra cmake -D options...]
+# KEEL_TARGET=name builds only that target (and what it needs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
@@ -21,5 +22,5 @@ export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 jobs="${KEEL_JOBS:-$(nproc)}"
 # Progress goes to stderr; stdout carries only the build directory, for the calling script.
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKEEL_SANITIZE="$sanitize" "${extra[@]}" "$@" >&2
-cmake --build "$dir" -j "$jobs" >&2
+cmake --build "$dir" -j "$jobs" ${KEEL_TARGET:+--target "$KEEL_TARGET"} >&2
 echo "$dir"

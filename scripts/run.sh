@@ -3,5 +3,5 @@
 # Arguments go to keeld (e.g. --serve, --demo-runs 50, --database-url ...; see keeld --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh >/dev/null
+KEEL_TARGET=keeld bash scripts/build.sh >/dev/null
 exec build/apps/keeld/keeld "$@"
