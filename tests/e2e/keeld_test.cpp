@@ -7,7 +7,7 @@
 
 #include <array>
 #include <cstdio>
-#include <regex>
+#include <sstream>
 #include <string>
 
 #include "pg_harness.hpp"
@@ -32,8 +32,17 @@ outcome run(const std::string& command) {
   return o;
 }
 
-std::size_t count(const std::string& text, const std::regex& re) {
-  return static_cast<std::size_t>(std::distance(std::sregex_iterator(text.begin(), text.end(), re), {}));
+/// Lines of `text` that contain every one of `parts`. (No std::regex: GCC 12 warns inside it under -O1.)
+std::size_t count_lines(const std::string& text, std::initializer_list<std::string_view> parts) {
+  std::istringstream in(text);
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    bool all = true;
+    for (auto p : parts)
+      all = all && line.find(p) != std::string::npos;
+    if (all) ++n;
+  }
+  return n;
 }
 
 }  // namespace
@@ -46,11 +55,11 @@ BOOST_AUTO_TEST_CASE(keeld_runs_its_demonstration_batch_on_an_embedded_postgres_
   auto first = run(cmd + " --demo-runs 4");
   BOOST_TEST_INFO(first.output);
   BOOST_TEST(first.status == 0);
-  BOOST_TEST(count(first.output, std::regex(R"(\S+ (order_fulfillment|user_onboarding) completed: \{)")) ==
-             4u);
+  BOOST_TEST(count_lines(first.output, {" order_fulfillment completed: {"}) == 2u);
+  BOOST_TEST(count_lines(first.output, {" user_onboarding completed: {"}) == 2u);
   BOOST_TEST(first.output.find("demonstration batch of 4 runs finished") != std::string::npos);
   // The retrying payment step shows its retry (every third order fails its first attempt).
-  BOOST_TEST(count(first.output, std::regex(R"(step_retrying charge_payment)")) >= 1u);
+  BOOST_TEST(count_lines(first.output, {"step_retrying charge_payment"}) >= 1u);
 
   // A second start reuses the same data directory: the cluster and its runs are still there.
   auto second = run(cmd + " --demo-runs 1");
