@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(
-  g++ cmake make ccache pkg-config
+  g++ cmake make ccache
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-test1.81-dev
   libboost-program-options1.81-dev
   libpq-dev postgresql-15
