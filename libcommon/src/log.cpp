@@ -50,8 +50,34 @@ bool enabled(level l) noexcept {
   return l >= current().load(std::memory_order_relaxed);
 }
 
+namespace {
+
+std::mutex& sink_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+sink& current_sink() {
+  static sink s;
+  return s;
+}
+
+}  // namespace
+
+void set_sink(sink s) {
+  std::lock_guard lock(sink_mutex());
+  current_sink() = std::move(s);
+}
+
 void write(level l, std::string_view component, std::string_view message) {
   if (!enabled(l)) return;
+  {
+    std::lock_guard lock(sink_mutex());
+    if (current_sink()) {
+      current_sink()(l, component, message);
+      return;
+    }
+  }
   auto now = std::chrono::system_clock::now();
   auto t = std::chrono::system_clock::to_time_t(now);
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;

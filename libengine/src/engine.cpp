@@ -162,6 +162,11 @@ result<void> engine_impl::start() {
     claim_loop_active_ = true;
     asio::co_spawn(ctl_, claim_loop(), log_failure("claim loop"));
     ensure_heartbeat();
+    if (options_.lag_warning.count() > 0) {
+      watchdog_active_ = true;
+      // On its own strand: it measures whether any pool thread is free, not whether ctl_ is busy.
+      asio::co_spawn(asio::make_strand(ioc_), watchdog_loop(), log_failure("watchdog"));
+    }
   });
   return {};
 }
@@ -211,6 +216,30 @@ asio::awaitable<void> engine_impl::claim_loop() {
   }
   claim_loop_active_ = false;
   notify_changed();
+}
+
+asio::awaitable<void> engine_impl::watchdog_loop() {
+  const auto period = std::chrono::milliseconds(50);
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  auto last_warning = std::chrono::steady_clock::time_point{};
+  while (!stopping()) {
+    const auto due = std::chrono::steady_clock::now() + period;
+    timer.expires_at(due);
+    co_await timer.async_wait(asio::as_tuple(use_awaitable));
+    const auto now = std::chrono::steady_clock::now();
+    const auto late = std::chrono::duration_cast<std::chrono::milliseconds>(now - due);
+    if (late > options_.lag_warning && now - last_warning > std::chrono::seconds(5)) {
+      last_warning = now;
+      log::warn("engine",
+                "the io_context threads were blocked for " + std::to_string(late.count()) +
+                    " ms: step code or a callback is blocking them (run blocking work in a coroutine "
+                    "step that awaits it, or on another thread)");
+    }
+  }
+  asio::post(ctl_, [this] {
+    watchdog_active_ = false;
+    notify_changed();
+  });
 }
 
 void engine_impl::ensure_heartbeat() {
@@ -388,7 +417,7 @@ asio::awaitable<void> engine_impl::stop_on_ctl() {
   while (!inflight_.empty() || claim_loop_active_)
     co_await wait_changed();
   heartbeat_wait_.cancel();
-  while (heartbeat_active_)
+  while (heartbeat_active_ || watchdog_active_)
     co_await wait_changed();
 }
 

@@ -58,6 +58,7 @@ class engine_impl {
   boost::asio::awaitable<result<std::size_t>> tick_on_ctl();
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> heartbeat_loop();
+  boost::asio::awaitable<void> watchdog_loop();
   void ensure_heartbeat();
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
   void launch(storage::claimed_run claim, std::chrono::steady_clock::time_point lease_until);
@@ -78,6 +79,7 @@ class engine_impl {
   boost::asio::steady_timer heartbeat_wait_;
   bool claim_loop_active_ = false;
   bool heartbeat_active_ = false;
+  bool watchdog_active_ = false;
   bool started_ = false;
   bool migrated_ = false;
   std::atomic<bool> stopping_{false};

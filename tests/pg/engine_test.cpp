@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "engine_fixture.hpp"
+#include "keel/common/log.hpp"
 
 using namespace keel;
 using namespace keel::test;
@@ -534,6 +535,46 @@ BOOST_AUTO_TEST_CASE(tick_keeps_the_lease_of_a_run_longer_than_the_lease) {
   auto run = e.get_blocking(id).value();
   BOOST_TEST(to_string(run.status) == "completed");
   BOOST_TEST(run.claims == 1);  // heartbeats kept it: never reclaimed, never abandoned
+}
+
+BOOST_AUTO_TEST_CASE(the_watchdog_warns_when_step_code_blocks_the_io_threads) {
+  std::mutex m;
+  std::vector<std::string> warnings;
+  keel::log::set_sink([&](keel::log::level l, std::string_view component, std::string_view message) {
+    std::lock_guard lock(m);
+    if (l == keel::log::level::warn && component == "engine") warnings.emplace_back(message);
+  });
+  auto blocked_warnings = [&] {
+    std::lock_guard lock(m);
+    return std::count_if(warnings.begin(), warnings.end(),
+                         [](const std::string& w) { return w.find("blocked for") != std::string::npos; });
+  };
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.threads = 1;
+  o.lag_warning = 100ms;
+  engine e(o);
+  add_workflow(e, "polite", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.step("waits", []() -> asio::awaitable<int> {
+      co_await async_sleep(400ms);  // awaits: the thread stays free
+      co_return 1;
+    });
+    co_return nullptr;
+  });
+  add_workflow(e, "rude", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.step("sleeps", [] {
+      std::this_thread::sleep_for(400ms);  // blocks the only io thread
+      return 1;
+    });
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.wait_blocking(e.enqueue_blocking("polite", json::object{}).value(), 20s));
+  BOOST_TEST(blocked_warnings() == 0);
+  BOOST_REQUIRE(e.wait_blocking(e.enqueue_blocking("rude", json::object{}).value(), 20s));
+  BOOST_TEST(wait_until([&] { return blocked_warnings() == 1; }, 5s));
+  e.stop_blocking();
+  keel::log::set_sink({});
 }
 
 BOOST_AUTO_TEST_CASE(wait_times_out_with_a_typed_error) {

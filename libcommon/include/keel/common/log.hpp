@@ -1,6 +1,7 @@
 // Minimal leveled logging to stderr, safe from any thread.
 #pragma once
 
+#include <functional>
 #include <string_view>
 
 namespace keel::log {
@@ -11,7 +12,13 @@ enum class level { debug, info, warn, error };
 void set_level(level l) noexcept;
 [[nodiscard]] bool enabled(level l) noexcept;
 
-/// Writes one line "<time> <level> <component>: <message>" atomically with respect to other log lines.
+/// Where log lines go instead of stderr (e.g. the service's own logger). Called from any thread, one line at
+/// a time; must not block for long. An empty function restores stderr.
+using sink = std::function<void(level, std::string_view component, std::string_view message)>;
+void set_sink(sink s);
+
+/// Writes one line "<time> <level> <component>: <message>" atomically with respect to other log lines (to the
+/// sink, if one is set).
 void write(level l, std::string_view component, std::string_view message);
 
 inline void debug(std::string_view c, std::string_view m) {

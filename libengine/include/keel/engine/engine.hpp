@@ -63,6 +63,9 @@ struct engine_options {
   std::chrono::milliseconds poll_interval{100};
   /// This worker's name in leases (`owner`); empty = "<host>:<pid>:<random>".
   std::string worker_id;
+  /// Log a warning when the io_context threads were all unavailable for longer than this: step code or a
+  /// callback is blocking them (heartbeats and checkpoints wait meanwhile). 0 disables the watchdog.
+  std::chrono::milliseconds lag_warning{250};
   /// Apply migrations when the engine starts (start() / first tick()).
   bool migrate = true;
   /// Called for every run_event, from the run's strand (any pool thread). Must not block.
