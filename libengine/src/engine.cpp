@@ -328,7 +328,8 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   } else {
     context ctx(*st);
     try {
-      fin.output = co_await it->second.body(ctx, st->claim.input);
+      auto body = it->second.body(ctx, st->claim.input);  // called outside the co_await (GCC 12)
+      fin.output = co_await std::move(body);
       if (static_cast<std::size_t>(st->next_seq) < st->claim.steps.size() && !st->poisoned) {
         throw nondeterminism_error("the workflow finished after " + std::to_string(st->next_seq) +
                                    " steps but the run recorded " + std::to_string(st->claim.steps.size()) +
