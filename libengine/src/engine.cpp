@@ -156,6 +156,8 @@ void engine_impl::wake_claimer() {
 
 result<void> engine_impl::start() {
   if (auto m = migrate_blocking(); !m) return m;
+  // Runs enqueued by other processes wake the claim loop at once instead of at its next poll.
+  if (!started_once_.exchange(true)) store_.on_runs_enqueued([this] { wake_claimer(); });
   asio::post(ctl_, [this] {
     if (started_ || stopping()) return;
     started_ = true;

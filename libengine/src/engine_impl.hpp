@@ -83,6 +83,7 @@ class engine_impl {
   bool started_ = false;
   bool migrated_ = false;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> started_once_{false};
   std::mutex rng_mutex_;
   std::mt19937_64 rng_;
 };

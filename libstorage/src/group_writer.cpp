@@ -187,6 +187,7 @@ result<void> group_writer::commit_blocking(pg_connection& conn, std::vector<writ
       q_resolve = static_cast<int>(queries.size());
       queries.push_back({&sql::enqueue_resolve, {std::move(rows)}});
     }
+    queries.push_back({&sql::notify_runs, {}});
   }
   if (!checkpoints.empty()) {
     q_checkpoint = static_cast<int>(queries.size());

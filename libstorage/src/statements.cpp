@@ -26,6 +26,10 @@ FROM jsonb_to_recordset($1::jsonb) AS x(ord int, workflow text, input jsonb, key
 JOIN keel.runs r ON r.idempotency_key = x.key AND r.idempotency_key IS NOT NULL
 WHERE x.key IS NOT NULL)sql"};
 
+// Wakes idle workers in other processes (delivered at commit; several in one transaction fold into one).
+// Sent once per batch that enqueues: a NOTIFY takes a global lock at commit, so never once per run.
+const statement notify_runs{"keel_notify_runs", "SELECT pg_notify('keel_runs', '')"};
+
 // Fenced checkpoints: advance each run whose lease still matches and insert the step rows of exactly those
 // runs, straight from the UPDATE's RETURNING (no second join). The UPDATE locks the run row, so a concurrent
 // reclaim (which bumps epoch) either waits for this write or fences it. A retried batch re-applies the same

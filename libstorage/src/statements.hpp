@@ -9,6 +9,7 @@ extern const statement begin;
 extern const statement commit;
 extern const statement enqueue_insert;
 extern const statement enqueue_resolve;
+extern const statement notify_runs;
 extern const statement checkpoint_steps;
 extern const statement finish_runs;
 extern const statement claim_runs;

@@ -8,6 +8,7 @@
 #include "group_writer.hpp"
 #include "keel/common/log.hpp"
 #include "migrations.hpp"
+#include "run_listener.hpp"
 #include "statements.hpp"
 
 namespace keel::storage {
@@ -138,6 +139,7 @@ class store_impl {
   store_options options_;
   connection_pool pool_;
   group_writer writer_;
+  std::unique_ptr<run_listener> listener_;
 };
 
 }  // namespace detail
@@ -151,7 +153,12 @@ store::~store() {
   stop_blocking();
 }
 
+void store::on_runs_enqueued(std::function<void()> callback) {
+  impl_->listener_ = std::make_unique<detail::run_listener>(impl_->options_.conninfo, std::move(callback));
+}
+
 void store::stop_blocking() {
+  if (impl_->listener_) impl_->listener_->stop();
   // Writes first: finishing runs may still be committing; then the pool.
   impl_->writer_.stop();
   impl_->pool_.stop();

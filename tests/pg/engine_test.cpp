@@ -577,6 +577,26 @@ BOOST_AUTO_TEST_CASE(the_watchdog_warns_when_step_code_blocks_the_io_threads) {
   keel::log::set_sink({});
 }
 
+BOOST_AUTO_TEST_CASE(an_enqueue_in_another_engine_wakes_an_idle_worker_at_once) {
+  auto db = fresh_database();
+  auto wf = [](context&, json::value v) -> asio::awaitable<json::value> { co_return v; };
+  engine producer(options_for(db));
+  add_workflow(producer, "wf", wf);
+  BOOST_REQUIRE(producer.tick_blocking());  // migrates; never started: it only enqueues
+  auto o = options_for(db);
+  o.poll_interval = 60s;  // without a notification the worker would not look again for a minute
+  engine worker(o);
+  add_workflow(worker, "wf", wf);
+  BOOST_REQUIRE(worker.start());
+  std::this_thread::sleep_for(200ms);  // let the worker go idle
+  const auto t0 = std::chrono::steady_clock::now();
+  auto id = producer.enqueue_blocking("wf", json::value(5)).value();
+  auto run = producer.wait_blocking(id, 20s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  BOOST_TEST((std::chrono::steady_clock::now() - t0) < 10s);
+}
+
 BOOST_AUTO_TEST_CASE(wait_times_out_with_a_typed_error) {
   auto db = fresh_database();
   engine e(options_for(db));

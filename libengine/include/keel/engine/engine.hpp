@@ -59,7 +59,9 @@ struct engine_options {
   std::chrono::milliseconds lease{30'000};
   /// Heartbeat period; 0 = lease / 3.
   std::chrono::milliseconds heartbeat{0};
-  /// How often an idle worker looks for due runs enqueued by other processes.
+  /// How often an idle worker looks for due runs without being told: runs that became due by time (run_at,
+  /// expired leases) or whose notification was missed. Enqueues anywhere wake workers at once
+  /// (LISTEN/NOTIFY).
   std::chrono::milliseconds poll_interval{100};
   /// This worker's name in leases (`owner`); empty = "<host>:<pid>:<random>".
   std::string worker_id;

@@ -3,6 +3,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,6 +86,10 @@ class store {
   /// Cancels a queued or running run (bumping its epoch fences the current worker). Returns the status after
   /// the call: cancelled, or the terminal status it already had. Errors: not_found.
   boost::asio::awaitable<result<run_status>> cancel(const run_id& id);
+
+  /// Calls `callback` (from a storage thread; it must not block) whenever runs were enqueued, by any process
+  /// on this database: LISTEN/NOTIFY on a dedicated connection. Call once, before work starts.
+  void on_runs_enqueued(std::function<void()> callback);
 
   /// Write counters since construction.
   [[nodiscard]] store_stats stats() const noexcept;

@@ -1,0 +1,36 @@
+// LISTEN keel_runs on a dedicated connection: tells idle workers at once that runs were enqueued elsewhere.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+
+namespace keel::storage::detail {
+
+/// The channel the group writer notifies (once per committed batch that enqueued runs).
+inline constexpr const char* k_runs_channel = "keel_runs";
+
+/// A thread holding one connection that LISTENs on k_runs_channel and calls `on_notify` for each
+/// notification (several may be folded into one call). Reconnects with backoff; a notification sent while
+/// it was reconnecting is lost, which only delays a claim until the worker's next poll.
+class run_listener {
+ public:
+  run_listener(std::string conninfo, std::function<void()> on_notify);
+  ~run_listener();
+  run_listener(const run_listener&) = delete;
+  run_listener& operator=(const run_listener&) = delete;
+
+  /// Stops and joins the thread. Idempotent.
+  void stop();
+
+ private:
+  void thread_main();
+
+  std::string conninfo_;
+  std::function<void()> on_notify_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace keel::storage::detail
