@@ -58,17 +58,7 @@ void read_steps(const PGresult* r, const std::function<std::vector<step_record>*
   }
 }
 
-std::string uuid_array(const std::vector<std::string>& ids) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < ids.size(); ++i) {
-    if (i) out.push_back(',');
-    out += ids[i];
-  }
-  out.push_back('}');
-  return out;
-}
-
-/// A PostgreSQL text[] literal; every element quoted, so any name is safe.
+/// A PostgreSQL array literal (text[], uuid[]); every element quoted, so any name is safe.
 std::string text_array(const std::vector<std::string>& items) {
   std::string out = "{";
   for (std::size_t i = 0; i < items.size(); ++i) {
@@ -284,7 +274,7 @@ boost::asio::awaitable<result<std::vector<claimed_run>>> store::claim(
         }
         if (!with_steps.empty()) {
           // Only runs that checkpointed before (a reclaim or a resume) need a second round trip.
-          auto steps = c.exec_blocking(detail::sql::load_steps, {detail::uuid_array(with_steps)});
+          auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array(with_steps)});
           // The claim committed; if the steps cannot be read now, the runs' leases lapse and they are
           // claimed again later. Report the error so the caller does not run them without their history.
           if (!steps) return steps.error() == errc::connection_lost ? errc::query_failed : steps.error();
@@ -358,7 +348,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
         rec.created_at = detail::from_micros(detail::get_text(res, 0, 12));
         rec.started_at = detail::opt_time(res, 0, 13);
         rec.finished_at = detail::opt_time(res, 0, 14);
-        auto steps = c.exec_blocking(detail::sql::load_steps, {"{" + rec.id + "}"});
+        auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });
         return rec;
