@@ -504,7 +504,7 @@ engine_figures run_engine_blocking(const bench_options& o, bench_database& db) {
 
   const auto before = e.store().stats();
   const auto t0 = steady::now();
-  if (auto r = e.start(); !r) throw std::runtime_error("engine start failed: " + r.error().message());
+  if (auto r = e.start_blocking(); !r) throw std::runtime_error("engine start failed: " + r.error().message());
   auto last_log = t0;
   while (!counter.wait_for(200ms)) {
     throw_if_interrupted();

@@ -117,7 +117,7 @@ int main(int argc, char** argv) {
   };
   keel::engine engine(o);
   keel::examples::register_example_workflows(engine);
-  if (auto r = engine.start(); !r) {
+  if (auto r = engine.start_blocking(); !r) {
     std::cerr << "keeld: cannot start the engine (database migration failed): " << r.error().message()
               << "\n";
     return 1;

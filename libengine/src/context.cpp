@@ -9,6 +9,7 @@
 
 #include "engine_impl.hpp"
 #include "keel/common/log.hpp"
+#include "keel/storage/json_limits.hpp"
 
 namespace keel {
 namespace {
@@ -17,12 +18,16 @@ namespace asio = boost::asio;
 namespace json = boost::json;
 using namespace boost::asio::experimental::awaitable_operators;
 
+/// Longest failure message recorded for a step: what an exception says may be anything.
+constexpr std::size_t k_max_message_bytes = 8192;
+
 json::value step_error(errc code, std::string_view message, const std::string& step, int attempts,
                        bool retriable) {
   json::object o;
   o["code"] = code_name(code);
-  o["message"] = message;
-  o["step"] = step;
+  // Valid UTF-8, bounded: a step that throws garbage must not make its own failure unrecordable.
+  o["message"] = storage::valid_utf8(message.substr(0, k_max_message_bytes));
+  o["step"] = storage::valid_utf8(step);
   o["attempts"] = attempts;
   if (!retriable) o["retriable"] = false;
   return o;
@@ -56,6 +61,22 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
   auto& st = *state_;
   auto& engine = st.engine;
   if (st.poisoned) std::rethrow_exception(st.poisoned);
+  if (st.in_step) {
+    // Positional replay, fencing and the backoff timer all assume one step at a time.
+    st.poisoned = std::make_exception_ptr(concurrent_step_error(
+        "step '" + name +
+        "' started while another step of the same run was in progress: ctx.step calls of "
+        "one run must not overlap (await each before starting the next)"));
+    std::rethrow_exception(st.poisoned);
+  }
+  // Cleared when this call ends, however it ends (also when its frame is destroyed mid-await).
+  struct step_guard {
+    bool& flag;
+    explicit step_guard(bool& f) : flag(f) { flag = true; }
+    ~step_guard() { flag = false; }
+    step_guard(const step_guard&) = delete;
+    step_guard& operator=(const step_guard&) = delete;
+  } guard(st.in_step);
   const int seq = st.next_seq++;
 
   // Replay: the step at this position was recorded by an earlier execution.
@@ -119,6 +140,20 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     } catch (...) {
       failure = "step '" + name + "' threw an exception not derived from std::exception";
     }
+    if (!failure) {
+      // Checked before the output is copied or serialized (a value nested too deep must not recurse), and
+      // before SQL: an output over the limits fails the step for good, since another attempt would return
+      // the same.
+      std::string why;
+      if (auto c = storage::check_json(output, engine.store_.options().limits, &why); !c) {
+        if (c.error() == storage::errc::payload_too_deep) storage::destroy_deep(std::move(output));
+        output = nullptr;
+        failure = "step '" + name + "' returned an output that cannot be stored (" + c.error().message() +
+                  "): " + why;
+        code = errc::output_rejected;
+        retriable = false;
+      }
+    }
 
     storage::step_record rec{seq,     name,    false,   nullptr,
                              nullptr, attempt, started, std::chrono::system_clock::now()};
@@ -143,12 +178,20 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
     storage::step_checkpoint cp{st.lease(), rec};
     auto written = co_await engine.store_.checkpoint(cp);
-    if (!written && written.error() == storage::errc::data_rejected && !failure) {
-      // The database refused the output itself (e.g. "\u0000" in a string, which jsonb cannot hold): running
-      // the step again would produce it again, so the step fails for good, with the failure recorded instead.
-      failure = "step '" + name + "' returned an output the database cannot store";
+    auto refused = [](const result<void>& w) {
+      return !w && w.error() != storage::errc::fenced && w.error() != storage::errc::shut_down &&
+             !storage::is_transient(w.error());
+    };
+    if (refused(written)) {
+      // The database refused the record itself: a refused write is not a lost lease. Running the step again
+      // would produce the same, so the step fails for good, with a failure that carries no user data.
+      log::error("engine", "run " + st.claim.id + ": the checkpoint of step '" + storage::valid_utf8(name) +
+                               "' was refused (" + written.error().message() + "); failing the step");
+      failure = "step '" + name + "': its " + std::string(rec.failed ? "failure" : "output") +
+                " could not be stored (" + written.error().message() + ")";
+      code = errc::output_rejected;
       retriable = false;
-      error = step_error(errc::step_failed, *failure, name, attempt, retriable);
+      error = step_error(code, *failure, name, attempt, retriable);
       rec.failed = true;
       rec.output = nullptr;
       rec.error = error;

@@ -14,6 +14,7 @@
 
 #include "engine_impl.hpp"
 #include "keel/common/log.hpp"
+#include "keel/storage/json_limits.hpp"
 
 namespace keel {
 namespace detail {
@@ -32,10 +33,14 @@ std::string default_worker_id() {
   return std::string(host.data()) + ":" + std::to_string(::getpid()) + ":" + suffix;
 }
 
+/// Longest message stored in a run's error: an exception's what() may be anything, and a failure must
+/// always be recordable.
+constexpr std::size_t k_max_message_bytes = 8192;
+
 json::value error_json(std::string_view code, std::string_view message) {
   json::object o;
   o["code"] = code;
-  o["message"] = message;
+  o["message"] = storage::valid_utf8(message.substr(0, k_max_message_bytes));
   return o;
 }
 
@@ -128,12 +133,20 @@ result<void> engine_impl::migrate_blocking() {
   return r;
 }
 
-std::vector<std::string> engine_impl::workflow_names() const {
-  std::vector<std::string> names;
-  names.reserve(workflows_.size());
-  for (const auto& [name, def] : workflows_)
-    names.push_back(name);
-  return names;
+std::vector<storage::workflow_version> engine_impl::workflow_versions() const {
+  std::vector<storage::workflow_version> out;
+  for (const auto& [name, versions] : workflows_) {
+    for (const auto& [version, def] : versions)
+      out.push_back({name, version});
+  }
+  return out;
+}
+
+const workflow_definition* engine_impl::find_workflow(const std::string& name, int version) const {
+  auto it = workflows_.find(name);
+  if (it == workflows_.end()) return nullptr;
+  auto v = it->second.find(version);
+  return v == it->second.end() ? nullptr : &v->second;
 }
 
 void engine_impl::notify_changed() {
@@ -175,15 +188,21 @@ result<void> engine_impl::start() {
 
 asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
   // Runs on ctl_: storage completions resume a coroutine on its own executor, which is ctl_ here.
-  const auto names = workflow_names();
+  storage::claim_request request{worker_id_, workflow_versions(), max, options_.lease,
+                                 options_.max_recoveries};
   const auto lease_until = std::chrono::steady_clock::now() + options_.lease;  // counted from the request
-  auto claimed = co_await store_.claim(worker_id_, names, max, options_.lease);
+  auto claimed = co_await store_.claim(request);
   if (!claimed) {
     log::warn("engine", "claim failed: " + claimed.error().message());
     co_return 0;
   }
-  const std::size_t n = claimed->size();
-  for (auto& c : *claimed) {
+  for (const auto& id : claimed->dead_lettered) {
+    log::warn("engine", "run " + id + " lost its worker more than " +
+                            std::to_string(options_.max_recoveries) + " times: failed as dead_lettered");
+    emit(run_event{run_event::kind::dead_lettered, id, {}, {}, 0, {}});
+  }
+  const std::size_t n = claimed->runs.size();
+  for (auto& c : claimed->runs) {
     if (stopping()) {
       // Claimed while stopping: hand it straight back.
       storage::lease_token lease{c.id, worker_id_, c.epoch};
@@ -266,19 +285,21 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
       log::warn("engine", "heartbeat failed: " + lost.error().message());
       continue;
     }
+    auto is_lost = [&](const storage::lease_token& l) {
+      return std::any_of(lost->begin(), lost->end(),
+                         [&](const storage::lease_token& x) { return x.id == l.id && x.epoch == l.epoch; });
+    };
     for (const auto& lease : held) {
       auto it = inflight_.find(lease.id);
-      if (it != inflight_.end() && it->second->claim.epoch == lease.epoch &&
-          std::find(lost->begin(), lost->end(), lease.id) == lost->end()) {
-        it->second->lease_deadline.store(lease_until, std::memory_order_release);
-      }
-    }
-    for (const auto& id : *lost) {
-      auto it = inflight_.find(id);
-      if (it == inflight_.end()) continue;  // finished meanwhile
+      // Matched by epoch: the reply may be about an execution that a newer one of the same run replaced.
+      if (it == inflight_.end() || it->second->claim.epoch != lease.epoch) continue;
       auto st = it->second;
+      if (!is_lost(lease)) {
+        st->lease_deadline.store(lease_until, std::memory_order_release);
+        continue;
+      }
       if (st->lost.exchange(true, std::memory_order_acq_rel)) continue;  // already known
-      log::warn("engine", "lease lost for run " + id + "; abandoning it");
+      log::warn("engine", "lease lost for run " + lease.id + "; abandoning it");
       asio::post(st->strand, [st] { st->backoff.cancel(); });
     }
   }
@@ -321,16 +342,18 @@ void engine_impl::launch(storage::claimed_run claim, std::chrono::steady_clock::
 asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   emit(run_event::kind::claimed, *st, {}, st->claim.claims);
   storage::run_finish fin{st->lease(), storage::run_status::completed, nullptr, nullptr};
-  auto it = workflows_.find(st->claim.workflow);
+  const auto* def = find_workflow(st->claim.workflow, st->claim.version);
   std::optional<run_interrupted> interrupted;
-  if (it == workflows_.end()) {
+  if (def == nullptr) {
+    // Claims ask only for registered versions; this is a defence, not a path.
     fin.status = storage::run_status::failed;
     fin.error =
-        error_json(code_name(errc::unknown_workflow), "no workflow named '" + st->claim.workflow + "'");
+        error_json(code_name(errc::unknown_workflow), "no workflow named '" + st->claim.workflow +
+                                                          "' version " + std::to_string(st->claim.version));
   } else {
     context ctx(*st);
     try {
-      auto body = it->second.body(ctx, st->claim.input);  // called outside the co_await (GCC 12)
+      auto body = def->body(ctx, st->claim.input);  // called outside the co_await (GCC 12)
       fin.output = co_await std::move(body);
       if (static_cast<std::size_t>(st->next_seq) < st->claim.steps.size() && !st->poisoned) {
         throw nondeterminism_error("the workflow finished after " + std::to_string(st->next_seq) +
@@ -345,6 +368,9 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     } catch (const nondeterminism_error& e) {
       fin.status = storage::run_status::failed;
       fin.error = error_json(code_name(errc::nondeterminism), e.what());
+    } catch (const concurrent_step_error& e) {
+      fin.status = storage::run_status::failed;
+      fin.error = error_json(code_name(errc::concurrent_step), e.what());
     } catch (const invalid_input_error& e) {
       fin.status = storage::run_status::failed;
       fin.error = error_json(code_name(errc::invalid_input), e.what());
@@ -368,6 +394,10 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
       fin.status = storage::run_status::failed;
       fin.output = nullptr;
       fin.error = error_json(code_name(errc::nondeterminism), e.what());
+    } catch (const concurrent_step_error& e) {
+      fin.status = storage::run_status::failed;
+      fin.output = nullptr;
+      fin.error = error_json(code_name(errc::concurrent_step), e.what());
     } catch (...) {
     }
   }
@@ -388,13 +418,30 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     emit(run_event::kind::abandoned, *st, {}, 0, "lease lost");
     co_return;
   }
-  std::string detail = json::serialize(fin.status == storage::run_status::completed ? fin.output : fin.error);
+  std::string detail;
+  if (fin.status == storage::run_status::completed) {
+    // Checked before the output is serialized or copied: a value nested too deep must not recurse.
+    std::string why;
+    if (auto c = storage::check_json(fin.output, store_.options().limits, &why); !c) {
+      if (c.error() == storage::errc::payload_too_deep) storage::destroy_deep(std::move(fin.output));
+      fin.status = storage::run_status::failed;
+      fin.output = nullptr;
+      fin.error = error_json(code_name(errc::output_rejected),
+                             "the workflow's output cannot be stored (" + c.error().message() + "): " + why);
+    }
+  }
+  detail = json::serialize(fin.status == storage::run_status::completed ? fin.output : fin.error);
   auto r = co_await store_.finish(fin);
-  if (!r && r.error() == storage::errc::data_rejected && fin.status == storage::run_status::completed) {
-    // The database refused the output itself (e.g. "\u0000" in a string): fail the run instead, for good.
+  if (!r && r.error() != storage::errc::fenced && !storage::is_transient(r.error()) &&
+      r.error() != storage::errc::shut_down) {
+    // The database refused the outcome itself. A refused write is not a lost lease: record a failure that
+    // carries nothing the database could refuse, so the run ends instead of being re-run by the next worker.
+    log::error("engine", "run " + st->claim.id + ": its outcome was refused (" + r.error().message() +
+                             "); failing it with output_rejected");
     fin.status = storage::run_status::failed;
     fin.output = nullptr;
-    fin.error = error_json("output_rejected", "the workflow returned an output the database cannot store");
+    fin.error = error_json(code_name(errc::output_rejected),
+                           "the run's outcome could not be stored: " + r.error().message());
     detail = json::serialize(fin.error);
     r = co_await store_.finish(fin);
   }
@@ -406,21 +453,41 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   emit(ok ? run_event::kind::completed : run_event::kind::failed, *st, {}, 0, std::move(detail));
 }
 
-asio::awaitable<void> engine_impl::stop() {
+asio::awaitable<void> engine_impl::stop(std::chrono::milliseconds deadline) {
   // The control state belongs to ctl_: run the body there, whatever executor the caller is on.
-  co_await asio::co_spawn(ctl_, stop_on_ctl(), use_awaitable);
+  co_await asio::co_spawn(ctl_, stop_on_ctl(deadline), use_awaitable);
+  // No background thread is left polling the database (the listener would log an outage that no longer
+  // concerns anyone). The writer and the pool stay: gets and waits still work until destruction.
+  store_.stop_listening_blocking();
 }
 
-asio::awaitable<void> engine_impl::stop_on_ctl() {
+asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadline) {
   stopping_.store(true, std::memory_order_release);
   wake_claimer();
   // Cut retry backoffs short: each run stops at its next step boundary and is released.
   for (auto& [id, st] : inflight_)
     asio::post(st->strand, [st] { st->backoff.cancel(); });
-  while (!inflight_.empty() || claim_loop_active_)
+  asio::steady_timer limit(ctl_, deadline);
+  bool expired = false;
+  limit.async_wait([this, &expired](boost::system::error_code ec) {
+    if (ec) return;
+    expired = true;
+    notify_changed();
+  });
+  while ((!inflight_.empty() || claim_loop_active_) && !expired)
     co_await wait_changed();
+  if (!inflight_.empty()) {
+    // Past the deadline: whatever is still running (a step that ignores cancellation, a write waiting out a
+    // database outage) is abandoned. It writes nothing more; its lease lapses and another worker resumes it.
+    log::warn("engine", "stop: " + std::to_string(inflight_.size()) +
+                            " run(s) still in flight after the deadline; abandoning them");
+    for (auto& [id, st] : inflight_)
+      st->lost.store(true, std::memory_order_release);
+    inflight_.clear();
+  }
+  limit.cancel();
   heartbeat_wait_.cancel();
-  while (heartbeat_active_ || watchdog_active_)
+  while (heartbeat_active_ || watchdog_active_ || claim_loop_active_)
     co_await wait_changed();
 }
 
@@ -441,20 +508,19 @@ asio::awaitable<result<std::size_t>> engine_impl::tick_on_ctl() {
 asio::awaitable<result<run_id>> engine_impl::enqueue(std::string workflow, json::value input,
                                                      enqueue_options options) {
   auto it = workflows_.find(workflow);
-  if (it == workflows_.end()) co_return errc::unknown_workflow;
-  storage::new_run run{new_run_id(),
-                       std::move(workflow),
-                       it->second.version,
-                       std::move(input),
-                       std::move(options.idempotency_key),
-                       options.priority,
-                       options.run_at};
+  if (it == workflows_.end() || it->second.empty()) co_return errc::unknown_workflow;
+  // The newest version unless told otherwise.
+  const int version = options.version.value_or(it->second.rbegin()->first);
+  if (!it->second.contains(version)) co_return errc::unknown_workflow;
+  storage::new_run run{
+      new_run_id(),     std::move(workflow), version, std::move(input), std::move(options.idempotency_key),
+      options.priority, options.run_at};
   auto r = co_await store_.enqueue(run);
   // The only data an enqueue carries is the input (and key): a statement the server refuses means bad input.
   if (!r && r.error() == storage::errc::data_rejected) co_return errc::invalid_input;
   if (!r) co_return r.error();
   if (r->conflict) co_return errc::idempotency_conflict;
-  emit(run_event{run_event::kind::enqueued, r->id, it->second.name, {}, 0, r->created ? "new" : "existing"});
+  emit(run_event{run_event::kind::enqueued, r->id, it->first, {}, 0, r->created ? "new" : "existing"});
   wake_claimer();
   co_return r->id;
 }
@@ -521,6 +587,8 @@ std::string_view to_string(run_event::kind k) noexcept {
       return "released";
     case run_event::kind::abandoned:
       return "abandoned";
+    case run_event::kind::dead_lettered:
+      return "dead_lettered";
   }
   return "unknown";
 }
@@ -537,17 +605,18 @@ engine::~engine() {
 
 void engine::register_workflow(workflow_definition def) {
   auto name = def.name;
-  impl_->workflows_.insert_or_assign(std::move(name), std::move(def));
+  const int version = def.version;
+  impl_->workflows_[std::move(name)].insert_or_assign(version, std::move(def));
 }
 
-result<void> engine::start() {
+result<void> engine::start_blocking() {
   return impl_->start();
 }
-boost::asio::awaitable<void> engine::stop() {
-  return impl_->stop();
+boost::asio::awaitable<void> engine::stop(std::chrono::milliseconds deadline) {
+  return impl_->stop(deadline);
 }
-void engine::stop_blocking() {
-  impl_->block_on(impl_->stop());
+void engine::stop_blocking(std::chrono::milliseconds deadline) {
+  impl_->block_on(impl_->stop(deadline));
 }
 
 boost::asio::awaitable<result<std::size_t>> engine::tick() {
@@ -558,13 +627,33 @@ result<std::size_t> engine::tick_blocking() {
   return impl_->block_on(impl_->tick());
 }
 
+namespace {
+
+/// The input's limits, checked before the value is copied (a copy of a value nested too deep recurses past
+/// the stack).
+result<void> check_input(const boost::json::value& input, const storage::json_limits& limits) {
+  std::string why;
+  auto r = storage::check_json(input, limits, &why);
+  if (!r) log::warn("engine", "enqueue refused: input " + why);
+  return r;
+}
+
+boost::asio::awaitable<result<run_id>> refused(error_code ec) {
+  co_return ec;
+}
+
+}  // namespace
+
 boost::asio::awaitable<result<run_id>> engine::enqueue(std::string_view workflow,
                                                        const boost::json::value& input,
                                                        const enqueue_options& options) {
+  // Not a coroutine itself: the arguments are copied (or refused) before this returns.
+  if (auto c = check_input(input, impl_->store_.options().limits); !c) return refused(c.error());
   return impl_->enqueue(std::string(workflow), input, options);
 }
 result<run_id> engine::enqueue_blocking(std::string_view workflow, const boost::json::value& input,
                                         const enqueue_options& options) {
+  if (auto c = check_input(input, impl_->store_.options().limits); !c) return c.error();
   return impl_->block_on(impl_->enqueue(std::string(workflow), input, options));
 }
 

@@ -6,6 +6,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <map>
 #include <memory>
 #include <optional>
 #include <random>
@@ -35,7 +36,7 @@ class engine_impl {
 
   result<void> migrate_blocking();
   result<void> start();
-  boost::asio::awaitable<void> stop();
+  boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);
   boost::asio::awaitable<result<std::size_t>> tick();
   boost::asio::awaitable<result<run_id>> enqueue(std::string workflow, boost::json::value input,
                                                  enqueue_options options);
@@ -49,12 +50,16 @@ class engine_impl {
 
   engine_options options_;
   std::string worker_id_;
-  std::unordered_map<std::string, workflow_definition> workflows_;  // immutable once started
+  /// The definition registered for (name, version), or nullptr.
+  [[nodiscard]] const workflow_definition* find_workflow(const std::string& name, int version) const;
+
+  /// name -> version -> definition; immutable once started.
+  std::unordered_map<std::string, std::map<int, workflow_definition>> workflows_;
   boost::asio::io_context ioc_;
   storage::store store_;
 
  private:
-  boost::asio::awaitable<void> stop_on_ctl();
+  boost::asio::awaitable<void> stop_on_ctl(std::chrono::milliseconds deadline);
   boost::asio::awaitable<result<std::size_t>> tick_on_ctl();
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> heartbeat_loop();
@@ -66,7 +71,7 @@ class engine_impl {
   void notify_changed();
   boost::asio::awaitable<void> wait_changed();
   void wake_claimer();
-  std::vector<std::string> workflow_names() const;
+  std::vector<storage::workflow_version> workflow_versions() const;
 
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;

@@ -32,6 +32,12 @@ class category final : public boost::system::error_category {
         return "run cancelled";
       case errc::shutting_down:
         return "engine shutting down";
+      case errc::concurrent_step:
+        return "two steps of one run were in progress at once";
+      case errc::dead_lettered:
+        return "the run lost its worker too many times and was dead-lettered";
+      case errc::output_rejected:
+        return "an output could not be stored";
     }
     return "unknown keel error";
   }
@@ -70,6 +76,12 @@ std::string code_name(errc e) {
       return "cancelled";
     case errc::shutting_down:
       return "shutting_down";
+    case errc::concurrent_step:
+      return "concurrent_step";
+    case errc::dead_lettered:
+      return "dead_lettered";
+    case errc::output_rejected:
+      return "output_rejected";
   }
   return "unknown";
 }

@@ -29,6 +29,8 @@ struct run_state {
   boost::asio::steady_timer backoff;
   /// Position of the next ctx.step call.
   int next_seq = 0;
+  /// A ctx.step call is in progress (steps of one run must not overlap).
+  bool in_step = false;
   /// The lease is gone (heartbeat or a write said so): write nothing more.
   std::atomic<bool> lost{false};
   /// The latest time this worker can be sure it still holds the lease: when the claim or the last successful

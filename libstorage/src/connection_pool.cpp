@@ -32,8 +32,8 @@ std::chrono::milliseconds reconnector::next_delay() {
   return d;
 }
 
-connection_pool::connection_pool(std::string conninfo, std::size_t threads, std::string name)
-    : conninfo_(std::move(conninfo)), name_(std::move(name)) {
+connection_pool::connection_pool(connection_config config, std::size_t threads, std::string name)
+    : config_(std::move(config)), name_(std::move(name)) {
   threads_.reserve(threads);
   for (std::size_t i = 0; i < threads; ++i)
     threads_.emplace_back([this, i] { thread_main(i); });
@@ -78,7 +78,7 @@ void connection_pool::stop() {
 }
 
 void connection_pool::thread_main(std::size_t index) {
-  pg_connection conn(conninfo_);
+  pg_connection conn(config_);
   reconnector link(conn, name_ + "#" + std::to_string(index));
   for (;;) {
     db_job job;

@@ -34,7 +34,7 @@ struct db_job {
 /// N threads, each with its own connection, reconnecting with capped exponential backoff and logging outages.
 class connection_pool {
  public:
-  connection_pool(std::string conninfo, std::size_t threads, std::string name);
+  connection_pool(connection_config config, std::size_t threads, std::string name);
   ~connection_pool();
   connection_pool(const connection_pool&) = delete;
   connection_pool& operator=(const connection_pool&) = delete;
@@ -48,7 +48,7 @@ class connection_pool {
  private:
   void thread_main(std::size_t index);
 
-  std::string conninfo_;
+  connection_config config_;
   std::string name_;
   std::mutex mutex_;
   std::condition_variable cv_;       // work queued or stopping

@@ -2,43 +2,35 @@
 #pragma once
 
 #include <atomic>
-#include <boost/json/object.hpp>
-#include <chrono>
 #include <condition_variable>
 #include <deque>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "keel/storage/records.hpp"
 #include "pg_connection.hpp"
+#include "write_kind.hpp"
 
 namespace keel::storage::detail {
 
-/// One write waiting for a transaction.
-struct write_op {
-  enum class kind { enqueue, checkpoint, finish };
-  kind k;
-  boost::json::object row;  ///< one row for the kind's jsonb_to_recordset statement
-  /// Called once, from a writer thread: the outcome (enqueue) or success, or the error (fenced, ...).
-  std::function<void(result<enqueue_outcome>)> done;
-  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
-};
-
 /// Writer threads, each with its own connection. A thread takes everything queued (up to max_batch) and
-/// commits it as one transaction: BEGIN, one statement per kind of write, COMMIT, sent as a single pipeline.
-/// While it commits, new writes queue up and form the next batch: with one run in flight nothing waits.
+/// commits it as one transaction: BEGIN, each kind's statements, COMMIT, sent as a single pipeline. While it
+/// commits, new writes queue up and form the next batch: with one run in flight nothing waits.
+///
+/// Failures: errors that are transient by nature (is_transient) retry the batch, with a backoff; any other
+/// error means some write in the batch is refused for good, and the batch is bisected until each refused
+/// write fails alone with its error while every other write commits. A poisoned write costs its batch
+/// O(log n) extra transactions, never a stall.
 class group_writer {
  public:
-  group_writer(std::string conninfo, std::size_t threads, std::size_t max_batch);
+  group_writer(connection_config config, std::size_t threads, std::size_t max_batch);
   ~group_writer();
   group_writer(const group_writer&) = delete;
   group_writer& operator=(const group_writer&) = delete;
 
   /// Queues a write. Thread-safe. After stop() it fails at once with errc::shut_down.
-  void submit(write_op op);
+  void submit(write_ptr w);
 
   /// Commits what is queued, fails what cannot be committed with shut_down, joins the threads. Idempotent.
   void stop();
@@ -48,15 +40,20 @@ class group_writer {
 
  private:
   void thread_main(std::size_t index);
-  /// Runs one batch as one transaction; on success completes every op.
-  result<void> commit_blocking(pg_connection& conn, std::vector<write_op>& batch);
+  /// Runs `batch` as one transaction; on success completes every write in it.
+  result<void> commit_blocking(pg_connection& conn, std::vector<write_ptr>& batch);
+  /// After a non-transient failure of `part`: commits it in halves, recursively, so that each refused write
+  /// fails alone. Writes that meet a transient error go to `retry`.
+  void isolate_blocking(pg_connection& conn, const std::string& who, std::vector<write_ptr> part,
+                        std::vector<write_ptr>& retry);
+  [[nodiscard]] bool stopping();
 
-  std::string conninfo_;
+  connection_config config_;
   std::size_t max_batch_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::condition_variable stop_cv_;
-  std::deque<write_op> queue_;
+  std::deque<write_ptr> queue_;
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };

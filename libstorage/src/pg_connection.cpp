@@ -17,7 +17,7 @@ std::vector<const char*> param_pointers(const std::vector<std::optional<std::str
 
 }  // namespace
 
-pg_connection::pg_connection(std::string conninfo) : conninfo_(std::move(conninfo)) {}
+pg_connection::pg_connection(connection_config config) : config_(std::move(config)) {}
 
 pg_connection::~pg_connection() {
   close();
@@ -39,7 +39,18 @@ std::string pg_connection::last_error() const {
 
 result<void> pg_connection::connect_blocking() {
   close();
-  conn_ = PQconnectdb(conninfo_.c_str());
+  // The defaults come first and the connection string last, expanded (expand_dbname): what the string sets
+  // overrides a default.
+  std::vector<const char*> keywords, values;
+  for (const auto& [k, v] : config_.defaults) {
+    keywords.push_back(k.c_str());
+    values.push_back(v.c_str());
+  }
+  keywords.push_back("dbname");
+  values.push_back(config_.conninfo.c_str());
+  keywords.push_back(nullptr);
+  values.push_back(nullptr);
+  conn_ = PQconnectdbParams(keywords.data(), values.data(), 1);
   if (PQstatus(conn_) != CONNECTION_OK) {
     last_error_ = PQerrorMessage(conn_);
     close();
@@ -54,8 +65,9 @@ result<void> pg_connection::connect_blocking() {
   // sequential scans of the whole table (measured: the noop3 drain 3x slower once keel.runs had been
   // analyzed). Pin the access paths on the store's own sessions; nothing else runs on them. Hash joins stay
   // allowed: they only ever pair a batch with a batch.
-  pg_result r{
-      PQexec(conn_, "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_mergejoin = off")};
+  std::string setup = "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_mergejoin = off;";
+  setup += config_.session_sql;
+  pg_result r{PQexec(conn_, setup.c_str())};
   if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK) {
     last_error_ = PQerrorMessage(conn_);
     close();

@@ -33,10 +33,19 @@ struct pipeline_query {
   std::vector<std::optional<std::string>> params;
 };
 
+/// How to open a store session: where, with which libpq defaults, and what every session pins.
+struct connection_config {
+  std::string conninfo;
+  /// libpq keywords applied unless `conninfo` sets them (connect_timeout, tcp_user_timeout, keepalives).
+  std::vector<std::pair<std::string, std::string>> defaults;
+  /// Run on every new session before anything else: settings that durability and latency depend on.
+  std::string session_sql;
+};
+
 /// A blocking connection. Only the thread that owns it may use it; never use one on an io_context thread.
 class pg_connection {
  public:
-  explicit pg_connection(std::string conninfo);
+  explicit pg_connection(connection_config config);
   ~pg_connection();
   pg_connection(const pg_connection&) = delete;
   pg_connection& operator=(const pg_connection&) = delete;
@@ -66,7 +75,7 @@ class pg_connection {
   result<void> prepare_blocking(const statement& stmt);
   error_code error_from(const PGresult* r);
 
-  std::string conninfo_;
+  connection_config config_;
   PGconn* conn_ = nullptr;
   std::unordered_set<std::string> prepared_;
   std::string last_error_;

@@ -14,8 +14,8 @@ constexpr int k_poll_ms = 100;
 
 }  // namespace
 
-run_listener::run_listener(std::string conninfo, std::function<void()> on_notify)
-    : conninfo_(std::move(conninfo)), on_notify_(std::move(on_notify)), thread_([this] { thread_main(); }) {}
+run_listener::run_listener(connection_config config, std::function<void()> on_notify)
+    : config_(std::move(config)), on_notify_(std::move(on_notify)), thread_([this] { thread_main(); }) {}
 
 run_listener::~run_listener() {
   stop();
@@ -27,7 +27,7 @@ void run_listener::stop() {
 }
 
 void run_listener::thread_main() {
-  pg_connection conn(conninfo_);
+  pg_connection conn(config_);
   reconnector link(conn, "listener");
   bool listening = false;
   while (!stopping_.load(std::memory_order_acquire)) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <thread>
 
+#include "pg_connection.hpp"
+
 namespace keel::storage::detail {
 
 /// The channel the group writer notifies (once per committed batch that enqueued runs).
@@ -16,7 +18,7 @@ inline constexpr const char* k_runs_channel = "keel_runs";
 /// it was reconnecting is lost, which only delays a claim until the worker's next poll.
 class run_listener {
  public:
-  run_listener(std::string conninfo, std::function<void()> on_notify);
+  run_listener(connection_config config, std::function<void()> on_notify);
   ~run_listener();
   run_listener(const run_listener&) = delete;
   run_listener& operator=(const run_listener&) = delete;
@@ -27,7 +29,7 @@ class run_listener {
  private:
   void thread_main();
 
-  std::string conninfo_;
+  connection_config config_;
   std::function<void()> on_notify_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;

@@ -1,28 +1,29 @@
 #include "statements.hpp"
 
 // Batched statements take one jsonb array of rows ($1) and expand it with jsonb_to_recordset: one statement
-// per kind of write, whatever the batch size, and no array-literal escaping of user JSON.
-// Timestamps travel as microseconds since the Unix epoch.
+// per kind of write, whatever the batch size, and no array-literal escaping of user JSON. WITH ORDINALITY
+// numbers the rows (`ord`, from 1), and a fenced statement returns the `ord` of each row it applied: a write
+// is acknowledged only by the row it wrote. Timestamps travel as microseconds since the Unix epoch.
 namespace keel::storage::detail::sql {
 
 const statement begin{"keel_begin", "BEGIN"};
 const statement commit{"keel_commit", "COMMIT"};
 
-// Inserts new runs; an existing id (a retried batch) or idempotency key is skipped. Returns the inserted ids.
+// Inserts new runs; an existing id (a retried batch) or idempotency key is skipped.
 const statement enqueue_insert{"keel_enqueue_insert", R"sql(
 INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at)
 SELECT x.id, x.workflow, x.version, 'queued', x.input, x.key, x.priority,
        coalesce(to_timestamp(x.run_at::double precision / 1e6), now())
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, workflow text, version int, input jsonb, key text,
                                         priority int, run_at bigint)
-ON CONFLICT DO NOTHING
-RETURNING id::text)sql"};
+ON CONFLICT DO NOTHING)sql"};
 
 // For rows with an idempotency key: the run that holds the key, and whether it matches the request.
 // Runs after enqueue_insert in the same transaction, so it sees this batch's inserts and any committed rival.
 const statement enqueue_resolve{"keel_enqueue_resolve", R"sql(
 SELECT x.ord, r.id::text, (r.workflow = x.workflow AND r.input = x.input) AS same
-FROM jsonb_to_recordset($1::jsonb) AS x(ord int, workflow text, input jsonb, key text)
+FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (workflow text, input jsonb, key text))
+     WITH ORDINALITY AS x(workflow, input, key, ord)
 JOIN keel.runs r ON r.idempotency_key = x.key AND r.idempotency_key IS NOT NULL
 WHERE x.key IS NOT NULL)sql"};
 
@@ -38,9 +39,11 @@ const statement notify_runs{"keel_notify_runs", "SELECT pg_notify('keel_runs', '
 const statement checkpoint_steps{"keel_checkpoint_steps", R"sql(
 WITH fenced AS (
   UPDATE keel.runs r SET next_seq = greatest(r.next_seq, x.seq + 1)
-  FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, owner text, epoch bigint, seq int, name text, status text,
-                                          output jsonb, error jsonb, attempts int, started bigint,
-                                          finished bigint)
+  FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int, name text,
+                                                    status text, output jsonb, error jsonb, attempts int,
+                                                    started bigint, finished bigint))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, name, status, output, error, attempts, started, finished,
+                            ord)
   WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
   RETURNING x.*),
 ins AS (
@@ -49,55 +52,94 @@ ins AS (
          to_timestamp(finished::double precision / 1e6), epoch
   FROM fenced
   ON CONFLICT (run_id, seq) DO NOTHING)
-SELECT id::text, epoch, seq FROM fenced)sql"};
+SELECT ord FROM fenced)sql"};
 
 // Fenced completion or failure. Matching on owner+epoch (not status) keeps a retried batch idempotent.
-// Both fenced statements return (id, epoch, seq): a write is acknowledged only by the row it wrote.
 const statement finish_runs{"keel_finish_runs", R"sql(
 UPDATE keel.runs r
 SET status = x.status, output = x.output, error = x.error, due_at = NULL, finished_at = now()
-FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, owner text, epoch bigint, status text, output jsonb,
-                                        error jsonb)
+FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, status text,
+                                                  output jsonb, error jsonb))
+     WITH ORDINALITY AS x(id, owner, epoch, status, output, error, ord)
 WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch
   AND (r.status = 'running' OR r.status = x.status)
-RETURNING r.id::text, r.epoch, 0)sql"};
+RETURNING x.ord)sql"};
 
-// Atomic claim: due runs (queued, or running with an expired lease) by priority then due time; SKIP LOCKED
-// lets many workers claim at once without waiting on each other. Each claim bumps the epoch.
+// Hands held runs back to the queue, due now. The epoch is left as it is (the next claim bumps it; clearing
+// the owner already fences this worker), so that a retried batch finds its own release and acknowledges it.
+// Not a recovery: the run was handed back, not lost.
+const statement release_runs{"keel_release_runs", R"sql(
+UPDATE keel.runs r SET status = 'queued', owner = NULL, due_at = now()
+FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint))
+     WITH ORDINALITY AS x(id, owner, epoch, ord)
+WHERE r.id = x.id AND r.epoch = x.epoch
+  AND ((r.owner = x.owner AND r.status = 'running') OR (r.owner IS NULL AND r.status = 'queued'))
+RETURNING x.ord)sql"};
+
+// Atomic claim of due runs (queued, or running with an expired lease) by priority then due time, for the
+// (workflow, version) pairs this worker has registered. SKIP LOCKED lets many workers claim at once.
+//
+// The scan reads only due work, however many runs are parked in the future: it walks the distinct priority
+// bands of runs_claimable (one index descent each) and, inside a band, the index range due_at <= now(),
+// so 200,000 runs queued for tomorrow cost one descent, not 200,000 index entries.
+//
+// A run whose lease expired is a recovery (its worker crashed or stalled); past $5 recoveries it is failed
+// as dead_lettered instead of claimed again, so a run that crashes every worker stops and shows.
+// Each claim bumps the epoch.
 const statement claim_runs{"keel_claim_runs", R"sql(
-WITH c AS (
-  SELECT id FROM keel.runs
-  WHERE status IN ('queued', 'running') AND due_at <= now() AND workflow = ANY($4::text[])
-  ORDER BY priority DESC, due_at
-  LIMIT $2
-  FOR UPDATE SKIP LOCKED)
+WITH RECURSIVE band(p) AS (
+  (SELECT priority FROM keel.runs WHERE status IN ('queued', 'running') ORDER BY priority DESC LIMIT 1)
+  UNION ALL
+  SELECT (SELECT priority FROM keel.runs WHERE status IN ('queued', 'running') AND priority < band.p
+          ORDER BY priority DESC LIMIT 1)
+  FROM band WHERE band.p IS NOT NULL),
+wanted AS (SELECT w.workflow, w.version FROM jsonb_to_recordset($4::jsonb) AS w(workflow text, version int)),
+c AS (
+  SELECT x.id, x.status = 'running' AS recovery, x.status = 'running' AND x.recoveries >= $5::int AS dead
+  FROM band CROSS JOIN LATERAL (
+    SELECT id, status, recoveries FROM keel.runs
+    WHERE status IN ('queued', 'running') AND priority = band.p AND due_at <= now()
+      AND (workflow, version) IN (SELECT workflow, version FROM wanted)
+    ORDER BY due_at
+    LIMIT $2::int
+    FOR UPDATE SKIP LOCKED) x
+  WHERE band.p IS NOT NULL
+  LIMIT $2::int)
 UPDATE keel.runs r
-SET status = 'running', owner = $1, epoch = r.epoch + 1, claims = r.claims + 1,
-    due_at = now() + $3::bigint * interval '1 millisecond', started_at = coalesce(r.started_at, now())
+SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
+    owner = CASE WHEN c.dead THEN NULL ELSE $1 END,
+    epoch = r.epoch + 1,
+    claims = r.claims + CASE WHEN c.dead THEN 0 ELSE 1 END,
+    recoveries = r.recoveries + CASE WHEN c.recovery AND NOT c.dead THEN 1 ELSE 0 END,
+    due_at = CASE WHEN c.dead THEN NULL ELSE now() + $3::bigint * interval '1 millisecond' END,
+    started_at = coalesce(r.started_at, now()),
+    finished_at = CASE WHEN c.dead THEN now() END,
+    error = CASE WHEN c.dead THEN jsonb_build_object(
+              'code', 'dead_lettered',
+              'message', 'the run lost its worker ' || (r.recoveries + 1) || ' times (a crash, a kill or a '
+                         'stall past its lease each time); max_recoveries is ' || $5::int,
+              'recoveries', r.recoveries + 1, 'claims', r.claims, 'last_owner', r.owner)
+            ELSE r.error END
 FROM c WHERE r.id = c.id
-RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.next_seq)sql"};
+RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.next_seq, r.recoveries, c.dead)sql"};
 
 const statement load_steps{"keel_load_steps", R"sql(
 SELECT run_id::text, seq, name, status, output::text, error::text, attempts,
        (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM finished_at) * 1e6)::bigint
 FROM keel.steps WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, seq)sql"};
 
-// Extends held leases; rows not returned were taken over, cancelled or finished elsewhere.
+// Extends held leases; the (id, epoch) pairs not returned were taken over, cancelled or finished elsewhere.
 const statement heartbeat{"keel_heartbeat", R"sql(
 UPDATE keel.runs r SET due_at = now() + $2::bigint * interval '1 millisecond'
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, owner text, epoch bigint)
 WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
-RETURNING r.id::text)sql"};
-
-const statement release_run{"keel_release_run", R"sql(
-UPDATE keel.runs SET status = 'queued', owner = NULL, epoch = epoch + 1, due_at = now()
-WHERE id = $1::uuid AND owner = $2 AND epoch = $3::bigint AND status = 'running'
-RETURNING id::text)sql"};
+RETURNING r.id::text, r.epoch)sql"};
 
 const statement get_run{"keel_get_run", R"sql(
 SELECT id::text, workflow, version, status, input::text, output::text, error::text, idempotency_key, priority,
        owner, epoch, claims, (extract(epoch FROM created_at) * 1e6)::bigint,
-       (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM finished_at) * 1e6)::bigint
+       (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM finished_at) * 1e6)::bigint,
+       recoveries
 FROM keel.runs WHERE id = $1::uuid)sql"};
 
 const statement cancel_run{"keel_cancel_run", R"sql(

@@ -1,15 +1,17 @@
 #include "keel/storage/store.hpp"
 
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <unordered_set>
 
 #include "async_bridge.hpp"
 #include "connection_pool.hpp"
 #include "group_writer.hpp"
 #include "keel/common/log.hpp"
 #include "migrations.hpp"
+#include "row_text.hpp"
 #include "run_listener.hpp"
 #include "statements.hpp"
+#include "write_kinds.hpp"
 
 namespace keel::storage {
 namespace detail {
@@ -33,11 +35,7 @@ std::optional<clock::time_point> opt_time(const PGresult* r, int row, int col) {
 
 json::value parse_json(const PGresult* r, int row, int col) {
   if (PQgetisnull(r, row, col)) return nullptr;
-  return json::parse(get_text(r, row, col));
-}
-
-int to_int(std::string_view s) {
-  return static_cast<int>(std::stol(std::string(s)));
+  return parse_stored_json(get_text(r, row, col));
 }
 
 /// Rows of keel_load_steps (first column run_id) grouped onto their runs, in seq order.
@@ -74,12 +72,39 @@ std::string text_array(const std::vector<std::string>& items) {
   return out;
 }
 
-json::object lease_row(const lease_token& l) {
-  json::object row;
-  row["id"] = l.id;
-  row["owner"] = l.owner;
-  row["epoch"] = l.epoch;
+row_text lease_row(const lease_token& l) {
+  row_text row;
+  row.str("id", l.id).str("owner", l.owner).num("epoch", l.epoch);
   return row;
+}
+
+/// What every session pins, whatever the server's, database's or role's defaults say.
+std::string session_sql(const store_options& o) {
+  auto ms = [](auto d) { return std::to_string(std::chrono::milliseconds(d).count()); };
+  return "SET synchronous_commit = on;"
+         "SET default_transaction_isolation = 'read committed';"
+         "SET statement_timeout = " +
+         ms(o.statement_timeout) + ";SET lock_timeout = " + ms(o.lock_timeout) +
+         ";SET idle_in_transaction_session_timeout = " + ms(o.idle_in_transaction_timeout) + ";";
+}
+
+connection_config config_for(const store_options& o) {
+  connection_config c;
+  c.conninfo = o.conninfo;
+  c.defaults = {{"connect_timeout", std::to_string(std::max<std::int64_t>(1, o.connect_timeout.count()))},
+                {"tcp_user_timeout", std::to_string(o.tcp_user_timeout.count())},
+                // An idle connection (the listener) to a vanished server is noticed within ~25 s.
+                {"keepalives", "1"},
+                {"keepalives_idle", "10"},
+                {"keepalives_interval", "5"},
+                {"keepalives_count", "3"}};
+  c.session_sql = session_sql(o);
+  return c;
+}
+
+/// A name or key that reaches SQL: present, at most k_max_key_bytes, valid UTF-8.
+bool valid_key(std::string_view s) {
+  return !s.empty() && s.size() <= k_max_key_bytes && is_valid_utf8(s);
 }
 
 }  // namespace
@@ -88,8 +113,9 @@ class store_impl {
  public:
   explicit store_impl(store_options o)
       : options_(std::move(o)),
-        pool_(options_.conninfo, options_.pool_size, "pool"),
-        writer_(options_.conninfo, options_.writers, options_.max_batch) {}
+        config_(config_for(options_)),
+        pool_(config_, options_.pool_size, "pool"),
+        writer_(config_, options_.writers, options_.max_batch) {}
 
   /// Runs `fn` on a pool connection and resumes the caller with its result. `fn` returns the result, or
   /// errc::connection_lost to be retried on a fresh connection (only for statements safe to repeat).
@@ -109,24 +135,36 @@ class store_impl {
     });
   }
 
-  /// A write the engine makes for a run it holds: waits out database outages (no deadline).
-  boost::asio::awaitable<result<void>> write_void(write_op::kind k, json::object row) {
-    auto r = co_await write(k, std::move(row), steady_clock::time_point::max());
+  steady_clock::time_point request_deadline() const { return steady_clock::now() + options_.request_timeout; }
+
+  /// Queues a write of `kind` and resumes once its transaction committed (or it failed).
+  template <class T>
+  boost::asio::awaitable<result<T>> write(const write_kind& kind, std::string&& row,
+                                          steady_clock::time_point deadline) {
+    return await_completion<T>(
+        [this, &kind, row = std::move(row), deadline](std::function<void(result<T>)> done) mutable {
+          writer_.submit(std::make_unique<typed_write<T>>(kind, std::move(row), deadline, std::move(done)));
+        });
+  }
+
+  /// A fenced write the engine makes for a run it holds: waits out database outages (no deadline).
+  /// `row` is moved from before the first suspension; pass a named string (GCC 12, see store.hpp).
+  boost::asio::awaitable<result<void>> write_fenced(const write_kind& kind, std::string&& row) {
+    auto r = co_await write<applied>(kind, std::move(row), steady_clock::time_point::max());
     if (!r) co_return r.error();
     co_return result<void>{};
   }
 
-  steady_clock::time_point request_deadline() const { return steady_clock::now() + options_.request_timeout; }
-
-  boost::asio::awaitable<result<enqueue_outcome>> write(write_op::kind k, json::object row,
-                                                        steady_clock::time_point deadline) {
-    return await_completion<enqueue_outcome>(
-        [this, k, row = std::move(row), deadline](std::function<void(result<enqueue_outcome>)> done) mutable {
-          writer_.submit(write_op{k, std::move(row), std::move(done), deadline});
-        });
+  /// Checks a payload against the limits; logs what was wrong.
+  result<void> check(const json::value& v, std::string_view what, const run_id& id) const {
+    std::string why;
+    auto r = check_json(v, options_.limits, &why);
+    if (!r) log::warn("storage", std::string(what) + " of run " + id + " refused: " + why);
+    return r;
   }
 
   store_options options_;
+  connection_config config_;
   connection_pool pool_;
   group_writer writer_;
   std::unique_ptr<run_listener> listener_;
@@ -144,14 +182,22 @@ store::~store() {
 }
 
 void store::on_runs_enqueued(std::function<void()> callback) {
-  impl_->listener_ = std::make_unique<detail::run_listener>(impl_->options_.conninfo, std::move(callback));
+  impl_->listener_ = std::make_unique<detail::run_listener>(impl_->config_, std::move(callback));
+}
+
+void store::stop_listening_blocking() {
+  if (impl_->listener_) impl_->listener_->stop();
 }
 
 void store::stop_blocking() {
-  if (impl_->listener_) impl_->listener_->stop();
+  stop_listening_blocking();
   // Writes first: finishing runs may still be committing; then the pool.
   impl_->writer_.stop();
   impl_->pool_.stop();
+}
+
+const store_options& store::options() const noexcept {
+  return impl_->options_;
 }
 
 store_stats store::stats() const noexcept {
@@ -160,7 +206,7 @@ store_stats store::stats() const noexcept {
 }
 
 result<void> store::migrate_blocking() {
-  pg_connection conn(impl_->options_.conninfo);
+  pg_connection conn(impl_->config_);
   if (auto c = conn.connect_blocking(); !c) {
     log::error("storage", "migrate: cannot connect: " + conn.last_error());
     return c;
@@ -208,121 +254,131 @@ result<void> store::migrate_blocking() {
 }
 
 boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& run) {
-  json::object row;
-  row["id"] = run.id;
-  row["workflow"] = run.workflow;
-  row["version"] = run.version;
-  row["input"] = run.input;
+  // Limits before SQL: a refused write must fail here, alone, not inside a batch.
+  if (!detail::valid_key(run.workflow) || (run.idempotency_key && !detail::valid_key(*run.idempotency_key)) ||
+      !is_valid_run_id(run.id)) {
+    co_return errc::invalid_argument;
+  }
+  if (auto c = impl_->check(run.input, "input", run.id); !c) co_return c.error();
+  detail::row_text row;
+  row.str("id", run.id).str("workflow", run.workflow).num("version", run.version).value("input", run.input);
   if (run.idempotency_key) {
-    row["key"] = *run.idempotency_key;
+    row.str("key", *run.idempotency_key);
   } else {
-    row["key"] = nullptr;
+    row.null("key");
   }
-  row["priority"] = run.priority;
+  row.num("priority", run.priority);
   if (run.run_at) {
-    row["run_at"] = detail::to_micros(*run.run_at);
+    row.num("run_at", detail::to_micros(*run.run_at));
   } else {
-    row["run_at"] = nullptr;
+    row.null("run_at");
   }
-  return impl_->write(detail::write_op::kind::enqueue, std::move(row), impl_->request_deadline());
+  // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
+  auto text = std::move(row).finish();
+  co_return co_await impl_->write<enqueue_outcome>(detail::enqueue_kind(), std::move(text),
+                                                   impl_->request_deadline());
 }
 
 boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp) {
+  if (auto c = impl_->check(cp.step.output, "step output", cp.lease.id); !c) co_return c.error();
+  if (auto c = impl_->check(cp.step.error, "step error", cp.lease.id); !c) co_return c.error();
   auto row = detail::lease_row(cp.lease);
-  row["seq"] = cp.step.seq;
-  row["name"] = cp.step.name;
-  row["status"] = cp.step.failed ? "failed" : "completed";
-  row["output"] = cp.step.output;
-  row["error"] = cp.step.error;
-  row["attempts"] = cp.step.attempts;
-  row["started"] = detail::to_micros(cp.step.started_at);
-  row["finished"] = detail::to_micros(cp.step.finished_at);
-  return impl_->write_void(detail::write_op::kind::checkpoint, std::move(row));
+  row.num("seq", cp.step.seq)
+      .str("name", valid_utf8(cp.step.name))
+      .str("status", cp.step.failed ? "failed" : "completed")
+      .value("output", cp.step.output)
+      .value("error", cp.step.error)
+      .num("attempts", cp.step.attempts)
+      .num("started", detail::to_micros(cp.step.started_at))
+      .num("finished", detail::to_micros(cp.step.finished_at));
+  auto text = std::move(row).finish();
+  co_return co_await impl_->write_fenced(detail::checkpoint_kind(), std::move(text));
 }
 
 boost::asio::awaitable<result<void>> store::finish(const run_finish& f) {
+  if (auto c = impl_->check(f.output, "output", f.lease.id); !c) co_return c.error();
+  if (auto c = impl_->check(f.error, "error", f.lease.id); !c) co_return c.error();
   auto row = detail::lease_row(f.lease);
-  row["status"] = to_string(f.status);
-  row["output"] = f.output;
-  row["error"] = f.error;
-  return impl_->write_void(detail::write_op::kind::finish, std::move(row));
+  row.str("status", to_string(f.status)).value("output", f.output).value("error", f.error);
+  auto text = std::move(row).finish();
+  co_return co_await impl_->write_fenced(detail::finish_kind(), std::move(text));
 }
 
-boost::asio::awaitable<result<std::vector<claimed_run>>> store::claim(
-    const std::string& owner, const std::vector<std::string>& workflows, std::size_t max,
-    std::chrono::milliseconds lease) {
-  return impl_->on_pool<std::vector<claimed_run>>(
-      [owner, names = detail::text_array(workflows), max,
-       lease](pg_connection& c) -> result<std::vector<claimed_run>> {
-        auto r = c.exec_blocking(detail::sql::claim_runs,
-                                 {owner, std::to_string(max), std::to_string(lease.count()), names});
-        if (!r) return r.error();
-        std::vector<claimed_run> out;
-        const PGresult* res = r->get();
-        std::vector<std::string> with_steps;
-        out.reserve(static_cast<std::size_t>(PQntuples(res)));
-        for (int row = 0; row < PQntuples(res); ++row) {
-          claimed_run run;
-          run.id = std::string(detail::get_text(res, row, 0));
-          run.workflow = std::string(detail::get_text(res, row, 1));
-          run.version = detail::to_int(detail::get_text(res, row, 2));
-          run.input = detail::parse_json(res, row, 3);
-          run.epoch = std::stoll(std::string(detail::get_text(res, row, 4)));
-          run.claims = detail::to_int(detail::get_text(res, row, 5));
-          if (detail::to_int(detail::get_text(res, row, 6)) > 0) with_steps.push_back(run.id);
-          out.push_back(std::move(run));
-        }
-        if (!with_steps.empty()) {
-          // Only runs that checkpointed before (a reclaim or a resume) need a second round trip.
-          auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array(with_steps)});
-          // The claim committed; if the steps cannot be read now, the runs' leases lapse and they are
-          // claimed again later. Report the error so the caller does not run them without their history.
-          if (!steps) return steps.error() == errc::connection_lost ? errc::query_failed : steps.error();
-          detail::read_steps(steps->get(), [&](std::string_view id) -> std::vector<step_record>* {
-            for (auto& run : out) {
-              if (run.id == id) return &run.steps;
-            }
-            return nullptr;
-          });
-        }
-        return out;
-      },
-      std::chrono::steady_clock::time_point::max());
+boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {
+  auto text = detail::lease_row(lease).finish();
+  co_return co_await impl_->write_fenced(detail::release_kind(), std::move(text));
 }
 
-boost::asio::awaitable<result<std::vector<run_id>>> store::heartbeat(const std::vector<lease_token>& held,
-                                                                     std::chrono::milliseconds lease) {
-  json::array rows;
-  for (const auto& l : held)
-    rows.push_back(detail::lease_row(l));
-  return impl_->on_pool<std::vector<run_id>>(
-      [held = std::move(held), rows = json::serialize(rows),
-       lease](pg_connection& c) -> result<std::vector<run_id>> {
+boost::asio::awaitable<result<claim_outcome>> store::claim(const claim_request& request) {
+  std::string wanted = "[";
+  for (const auto& w : request.workflows) {
+    if (wanted.size() > 1) wanted.push_back(',');
+    detail::row_text row;
+    row.str("workflow", valid_utf8(w.name)).num("version", w.version);
+    wanted += std::move(row).finish();
+  }
+  wanted.push_back(']');
+  std::vector<std::optional<std::string>> params{request.owner, std::to_string(request.max),
+                                                 std::to_string(request.lease.count()), std::move(wanted),
+                                                 std::to_string(request.max_recoveries)};
+  // In the writer's transactions: a claim shares its commit with the checkpoints and finishes of the batch.
+  auto claimed = co_await detail::await_completion<claim_outcome>(
+      [this, &params](std::function<void(result<claim_outcome>)> done) {
+        impl_->writer_.submit(
+            std::make_unique<detail::claim_write>(detail::claim_kind(), std::move(params), std::move(done)));
+      });
+  if (!claimed) co_return claimed.error();
+  std::vector<std::string> with_steps;
+  for (const auto& run : claimed->runs) {
+    if (run.recorded_steps > 0) with_steps.push_back(run.id);
+  }
+  if (with_steps.empty()) co_return std::move(claimed);
+  // Only runs that checkpointed before (a reclaim or a resume) need their history.
+  auto outcome = std::make_shared<claim_outcome>(std::move(*claimed));
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<void>(pg_connection&)> load =
+      [outcome, ids = detail::text_array(with_steps)](pg_connection& c) -> result<void> {
+    auto steps = c.exec_blocking(detail::sql::load_steps, {ids});
+    if (!steps) return steps.error();
+    detail::read_steps(steps->get(), [&](std::string_view id) -> std::vector<step_record>* {
+      for (auto& run : outcome->runs) {
+        if (run.id == id) return &run.steps;
+      }
+      return nullptr;
+    });
+    return {};
+  };
+  auto loaded = co_await impl_->on_pool<void>(std::move(load), std::chrono::steady_clock::time_point::max());
+  // The claim committed; if the steps cannot be read, the runs' leases lapse and they are claimed again
+  // later. Report the error so the caller does not run them without their history.
+  if (!loaded) co_return loaded.error();
+  co_return std::move(*outcome);
+}
+
+boost::asio::awaitable<result<std::vector<lease_token>>> store::heartbeat(
+    const std::vector<lease_token>& held, std::chrono::milliseconds lease) {
+  std::string rows = "[";
+  for (const auto& l : held) {
+    if (rows.size() > 1) rows.push_back(',');
+    rows += detail::lease_row(l).finish();
+  }
+  rows.push_back(']');
+  return impl_->on_pool<std::vector<lease_token>>(
+      [held, rows = std::move(rows), lease](pg_connection& c) -> result<std::vector<lease_token>> {
         auto r = c.exec_blocking(detail::sql::heartbeat, {rows, std::to_string(lease.count())});
         if (!r) return r.error();
-        std::vector<run_id> lost;
         const PGresult* res = r->get();
+        std::unordered_set<std::string> kept;
+        for (int row = 0; row < PQntuples(res); ++row)
+          kept.emplace(std::string(detail::get_text(res, row, 0)) + "/" +
+                       std::string(detail::get_text(res, row, 1)));
+        std::vector<lease_token> lost;
         for (const auto& l : held) {
-          bool kept = false;
-          for (int row = 0; row < PQntuples(res) && !kept; ++row)
-            kept = detail::get_text(res, row, 0) == l.id;
-          if (!kept) lost.push_back(l.id);
+          if (!kept.contains(l.id + "/" + std::to_string(l.epoch))) lost.push_back(l);
         }
         return lost;
       },
       impl_->request_deadline(), /*urgent=*/true);
-}
-
-boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {
-  return impl_->on_pool<void>(
-      [lease](pg_connection& c) -> result<void> {
-        auto r =
-            c.exec_blocking(detail::sql::release_run, {lease.id, lease.owner, std::to_string(lease.epoch)});
-        if (!r) return r.error();
-        if (PQntuples(r->get()) == 0) return errc::fenced;
-        return {};
-      },
-      impl_->request_deadline());
 }
 
 boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
@@ -348,6 +404,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
         rec.created_at = detail::from_micros(detail::get_text(res, 0, 12));
         rec.started_at = detail::opt_time(res, 0, 13);
         rec.finished_at = detail::opt_time(res, 0, 14);
+        rec.recoveries = detail::to_int(detail::get_text(res, 0, 15));
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });

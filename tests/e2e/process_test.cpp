@@ -138,10 +138,13 @@ BOOST_AUTO_TEST_CASE(a_worker_whose_lease_was_taken_over_cannot_write) {
     ioc.run();
     return f.get();
   };
-  auto a = run_co(s.claim("worker-a", {"crashable"}, 10, 50ms)).value();
+  const std::vector<storage::workflow_version> crashable{{"crashable", 1}};
+  const storage::claim_request claim_a{"worker-a", crashable, 10, 50ms};
+  auto a = run_co(s.claim(claim_a)).value().runs;
   BOOST_REQUIRE_EQUAL(a.size(), 1u);
   std::this_thread::sleep_for(100ms);  // a's lease lapses
-  auto b = run_co(s.claim("worker-b", {"crashable"}, 10, 30s)).value();
+  const storage::claim_request claim_b{"worker-b", crashable, 10, 30s};
+  auto b = run_co(s.claim(claim_b)).value().runs;
   BOOST_REQUIRE_EQUAL(b.size(), 1u);
   BOOST_TEST(b[0].epoch == a[0].epoch + 1);
 
@@ -257,7 +260,7 @@ BOOST_AUTO_TEST_CASE(runs_continue_after_the_database_restarts_under_load) {
     }
     co_return nullptr;
   });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   std::vector<std::string> ids;
   for (int i = 0; i < 300; ++i)
     ids.push_back(e.enqueue_blocking("sleepy", json::object{}).value());

@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
         co_return json::value{{"done", true}};
       });
 
-  if (auto r = engine.start(); !r) {
+  if (auto r = engine.start_blocking(); !r) {
     std::cerr << "start failed: " << r.error().message() << "\n";
     return 1;
   }

@@ -52,7 +52,7 @@ BOOST_AUTO_TEST_CASE(runs_a_workflow_to_completion_and_records_each_step) {
   engine e(options_for(db));
   three_steps wf;
   add_workflow(e, "three", wf.body());
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   auto id = e.enqueue_blocking("three", json::value{{"n", 1}});
   BOOST_REQUIRE(id);
   auto run = e.wait_blocking(*id, 20s);
@@ -76,7 +76,7 @@ BOOST_AUTO_TEST_CASE(replays_completed_steps_without_rerunning_them) {
     // First worker: stopped while step b runs; b finishes and is checkpointed, then the run is released.
     engine first(options_for(db));
     add_workflow(first, "three", wf.body());
-    BOOST_REQUIRE(first.start());
+    BOOST_REQUIRE(first.start_blocking());
     id = first.enqueue_blocking("three", json::value{{"n", 4}}).value();
     BOOST_REQUIRE(wait_until([&] { return wf.in_b.load(); }, 10s));
     first.stop_blocking();
@@ -115,7 +115,7 @@ BOOST_AUTO_TEST_CASE(fails_the_run_when_a_recorded_step_has_another_name) {
       co_await ctx.step("ship", [] { return 2; });
       co_return nullptr;
     });
-    BOOST_REQUIRE(first.start());
+    BOOST_REQUIRE(first.start_blocking());
     id = first.enqueue_blocking("nd", json::object{}).value();
     BOOST_REQUIRE(wait_until([&] { return in_first.load(); }, 10s));
     first.stop_blocking();
@@ -150,7 +150,7 @@ BOOST_AUTO_TEST_CASE(fails_the_run_when_the_workflow_now_ends_before_its_recorde
       co_await ctx.step("three", [] { return 3; });
       co_return nullptr;
     });
-    BOOST_REQUIRE(first.start());
+    BOOST_REQUIRE(first.start_blocking());
     id = first.enqueue_blocking("shrinking", json::object{}).value();
     BOOST_REQUIRE(wait_until([&] { return in_second.load(); }, 10s));
     first.stop_blocking();
@@ -224,7 +224,7 @@ BOOST_AUTO_TEST_CASE(fails_a_run_whose_input_does_not_convert) {
   auto db = fresh_database();
   engine e(options_for(db));
   e.register_workflow<int, int>("typed", 1, [](context&, int v) -> asio::awaitable<int> { co_return v + 1; });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   auto id = e.enqueue_blocking("typed", json::value("not a number")).value();
   auto run = e.wait_blocking(id, 20s).value();
   BOOST_TEST(to_string(run.status) == "failed");
@@ -251,7 +251,7 @@ BOOST_AUTO_TEST_CASE(retries_a_failing_step_with_backoff_then_succeeds) {
         so);
     co_return json::value(v);
   });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   auto id = e.enqueue_blocking("flaky", json::object{}).value();
   auto run = e.wait_blocking(id, 20s).value();
   BOOST_TEST(to_string(run.status) == "completed");
@@ -279,7 +279,7 @@ BOOST_AUTO_TEST_CASE(records_a_structured_error_when_retries_are_exhausted) {
         so);
     co_return nullptr;
   });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   auto run = e.wait_blocking(e.enqueue_blocking("doomed", json::object{}).value(), 20s).value();
   BOOST_TEST(to_string(run.status) == "failed");
   BOOST_TEST(calls == 2);
@@ -305,7 +305,7 @@ BOOST_AUTO_TEST_CASE(exceptions_not_derived_from_std_exception_fail_the_step_and
     throw 7;
     co_return nullptr;
   });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   auto step_run = e.wait_blocking(e.enqueue_blocking("odd_step", json::object{}).value(), 20s).value();
   BOOST_TEST(to_string(step_run.status) == "failed");
   BOOST_TEST(step_run.error.at("code").as_string() == "step_failed");
@@ -330,7 +330,7 @@ BOOST_AUTO_TEST_CASE(outputs_and_inputs_the_database_cannot_store_fail_with_type
   add_workflow(e, "nul_output", [&](context&, json::value) -> asio::awaitable<json::value> {
     co_return json::value(std::string("x\0y", 3));
   });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   auto step_run = e.wait_blocking(e.enqueue_blocking("nul_step", json::object{}).value(), 20s).value();
   BOOST_TEST(to_string(step_run.status) == "failed");
   BOOST_TEST(step_run.error.at("step").as_string() == "emit");
@@ -339,7 +339,7 @@ BOOST_AUTO_TEST_CASE(outputs_and_inputs_the_database_cannot_store_fail_with_type
   BOOST_TEST(to_string(out_run.status) == "failed");
   BOOST_TEST(out_run.error.at("code").as_string() == "output_rejected");
   auto bad = e.enqueue_blocking("nul_output", json::value(std::string("\0", 1)));
-  BOOST_TEST(bad.error() == make_error_code(errc::invalid_input));
+  BOOST_TEST(bad.error() == make_error_code(storage::errc::invalid_argument));
   // The batch that carried the bad rows did not sink the good ones.
   auto good = e.enqueue_blocking("nul_step", json::object{});
   BOOST_TEST(bool(good));
@@ -361,7 +361,7 @@ BOOST_AUTO_TEST_CASE(a_non_retriable_error_fails_the_step_at_once) {
         so);
     co_return nullptr;
   });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   auto run = e.wait_blocking(e.enqueue_blocking("permanent", json::object{}).value(), 20s).value();
   BOOST_TEST(to_string(run.status) == "failed");
   BOOST_TEST(calls == 1);
@@ -400,7 +400,7 @@ BOOST_AUTO_TEST_CASE(a_caught_step_failure_replays_as_the_same_failure) {
   {
     engine first(options_for(db));
     add_workflow(first, "compensate", body);
-    BOOST_REQUIRE(first.start());
+    BOOST_REQUIRE(first.start_blocking());
     id = first.enqueue_blocking("compensate", json::object{}).value();
     BOOST_REQUIRE(wait_until([&] { return in_after.load(); }, 10s));
     first.stop_blocking();
@@ -431,7 +431,7 @@ BOOST_AUTO_TEST_CASE(a_step_that_outlives_its_timeout_fails_with_step_timeout) {
         so);
     co_return nullptr;
   });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   const auto t0 = std::chrono::steady_clock::now();
   auto run = e.wait_blocking(e.enqueue_blocking("slow", json::object{}).value(), 20s).value();
   BOOST_TEST(to_string(run.status) == "failed");
@@ -461,7 +461,7 @@ BOOST_AUTO_TEST_CASE(cancel_stops_a_queued_run_and_fences_a_running_one) {
   BOOST_TEST(to_string(e.cancel_blocking(queued).value()) == "cancelled");
   BOOST_TEST(to_string(e.get_blocking(queued).value().status) == "cancelled");
 
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   auto running = e.enqueue_blocking("long", json::object{}).value();
   BOOST_REQUIRE(wait_until([&] { return in_step.load(); }, 10s));
   BOOST_TEST(to_string(e.cancel_blocking(running).value()) == "cancelled");
@@ -493,7 +493,7 @@ BOOST_AUTO_TEST_CASE(stop_cuts_a_retry_backoff_short_and_hands_the_run_back) {
           so);
       co_return nullptr;
     });
-    BOOST_REQUIRE(e.start());
+    BOOST_REQUIRE(e.start_blocking());
     id = e.enqueue_blocking("backoff", json::object{}).value();
     BOOST_REQUIRE(wait_until([&] { return calls.load() == 1; }, 10s));
     const auto t0 = std::chrono::steady_clock::now();
@@ -509,7 +509,7 @@ BOOST_AUTO_TEST_CASE(a_run_due_later_is_not_claimed_before_its_time) {
   auto db = fresh_database();
   engine e(options_for(db));
   add_workflow(e, "later", [](context&, json::value v) -> asio::awaitable<json::value> { co_return v; });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   enqueue_options o;
   o.run_at = std::chrono::system_clock::now() + 400ms;
   auto id = e.enqueue_blocking("later", json::value(1), o).value();
@@ -568,7 +568,7 @@ BOOST_AUTO_TEST_CASE(the_watchdog_warns_when_step_code_blocks_the_io_threads) {
     });
     co_return nullptr;
   });
-  BOOST_REQUIRE(e.start());
+  BOOST_REQUIRE(e.start_blocking());
   BOOST_REQUIRE(e.wait_blocking(e.enqueue_blocking("polite", json::object{}).value(), 20s));
   BOOST_TEST(blocked_warnings() == 0);
   BOOST_REQUIRE(e.wait_blocking(e.enqueue_blocking("rude", json::object{}).value(), 20s));
@@ -587,7 +587,7 @@ BOOST_AUTO_TEST_CASE(an_enqueue_in_another_engine_wakes_an_idle_worker_at_once) 
   o.poll_interval = 60s;  // without a notification the worker would not look again for a minute
   engine worker(o);
   add_workflow(worker, "wf", wf);
-  BOOST_REQUIRE(worker.start());
+  BOOST_REQUIRE(worker.start_blocking());
   std::this_thread::sleep_for(200ms);  // let the worker go idle
   const auto t0 = std::chrono::steady_clock::now();
   auto id = producer.enqueue_blocking("wf", json::value(5)).value();
@@ -642,7 +642,7 @@ BOOST_AUTO_TEST_CASE(an_unreachable_database_gives_typed_errors_after_the_reques
   BOOST_TEST(r.error() == make_error_code(storage::errc::connection_lost));
   BOOST_TEST(e.get_blocking(new_run_id()).error() == make_error_code(storage::errc::connection_lost));
   BOOST_TEST((std::chrono::steady_clock::now() - t0) < 10s);
-  BOOST_TEST(!e.start());  // the migration cannot run: start reports it
+  BOOST_TEST(!e.start_blocking());  // the migration cannot run: start reports it
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -35,8 +35,9 @@ struct run_event {
     step_failed,     ///< the step failed for good; its failure is recorded
     completed,
     failed,
-    released,   ///< handed back to the queue (engine stopping)
-    abandoned,  ///< the lease was lost (reclaimed elsewhere or cancelled); nothing more is written
+    released,       ///< handed back to the queue (engine stopping)
+    abandoned,      ///< the lease was lost (reclaimed elsewhere or cancelled); nothing more is written
+    dead_lettered,  ///< failed by this worker's claim: it had lost its worker more than max_recoveries times
   };
   kind what;
   run_id id;
@@ -68,8 +69,12 @@ struct engine_options {
   /// Log a warning when the io_context threads were all unavailable for longer than this: step code or a
   /// callback is blocking them (heartbeats and checkpoints wait meanwhile). 0 disables the watchdog.
   std::chrono::milliseconds lag_warning{250};
-  /// Apply migrations when the engine starts (start() / first tick()).
+  /// Apply migrations when the engine starts (start_blocking() / first tick()).
   bool migrate = true;
+  /// A run whose lease expired (its worker crashed, was killed or stalled) more than this many times is
+  /// failed with code dead_lettered instead of being run again: a run that crashes every worker stops and
+  /// shows.
+  int max_recoveries = 5;
   /// Called for every run_event, from the run's strand (any pool thread). Must not block.
   std::function<void(const run_event&)> on_event;
 };
@@ -82,6 +87,9 @@ struct enqueue_options {
   int priority = 0;
   /// Not before this time.
   std::optional<std::chrono::system_clock::time_point> run_at;
+  /// The workflow version to run; empty = the newest version registered on this engine. A run of a version
+  /// that no worker has registered stays queued.
+  std::optional<int> version;
 };
 
 namespace detail {
@@ -102,7 +110,9 @@ class engine {
   engine(const engine&) = delete;
   engine& operator=(const engine&) = delete;
 
-  /// Registers a workflow; do it before start(). A second registration of a name replaces the first.
+  /// Registers a workflow version; do it before start_blocking(). Several versions of one workflow may be
+  /// registered: this worker claims runs of each, and runs each with the body of its own version. A second
+  /// registration of the same name and version replaces the first.
   void register_workflow(workflow_definition def);
 
   /// Registers a typed workflow body `awaitable<Output>(context&, Input)`.
@@ -112,21 +122,26 @@ class engine {
     register_workflow(make_workflow<Input, Output>(std::move(name), version, std::move(body)));
   }
 
-  /// Applies migrations (if enabled) and claims and runs work continuously until stop(). Blocking only on
-  /// the migration. Errors: the migration's.
-  result<void> start();
+  /// Applies migrations (if enabled; this blocks the calling thread on the database), then claims and runs
+  /// work continuously until stop(). Errors: the migration's.
+  result<void> start_blocking();
 
   /// Stops claiming, lets each in-flight run finish its current step (retry backoffs are cut short), hands
-  /// the runs back to the queue and releases their leases. Completes when nothing is in flight.
-  boost::asio::awaitable<void> stop();
-  void stop_blocking();
+  /// the runs back to the queue and releases their leases, then stops the store's listener. Completes when
+  /// nothing is in flight, or at `deadline`: runs still in flight then are abandoned (they write nothing
+  /// more; their leases lapse and another worker resumes them).
+  boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline = std::chrono::seconds(30));
+  void stop_blocking(std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
   /// Claims one batch (up to `concurrency`) and runs it until each run completes, fails or is released.
   /// Returns how many runs it claimed. For tests and CLI tools; do not mix with start().
   boost::asio::awaitable<result<std::size_t>> tick();
   result<std::size_t> tick_blocking();
 
-  /// Enqueues a run of `workflow` with `input`. Errors: unknown_workflow, idempotency_conflict, storage.
+  /// Enqueues a run of `workflow` with `input`. Errors: unknown_workflow (or a version not registered here),
+  /// idempotency_conflict, and from storage: invalid_argument (key or name over 255 bytes or not UTF-8, NUL
+  /// or bad UTF-8 in the input), payload_too_large, payload_too_deep (checked before anything is copied),
+  /// connection_lost.
   boost::asio::awaitable<result<run_id>> enqueue(std::string_view workflow, const boost::json::value& input,
                                                  const enqueue_options& options = {});
   result<run_id> enqueue_blocking(std::string_view workflow, const boost::json::value& input,

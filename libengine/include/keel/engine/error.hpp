@@ -36,6 +36,13 @@ enum class errc {
   cancelled,
   /// The engine is stopping and accepts no more work.
   shutting_down,
+  /// Two ctx.step calls of one run were in progress at once (e.g. `co_await (ctx.step(a) && ctx.step(b))`):
+  /// steps of one context run one after the other.
+  concurrent_step,
+  /// The run lost its worker (lease expired) more than max_recoveries times and was failed for good.
+  dead_lettered,
+  /// A step's output or the run's output could not be stored (over the limits, or refused by the database).
+  output_rejected,
 };
 
 const boost::system::error_category& engine_category() noexcept;
@@ -73,6 +80,12 @@ class invalid_input_error : public std::invalid_argument {
 
 /// Thrown by ctx.step when the step's name differs from the recorded one at the same position.
 class nondeterminism_error : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+/// Thrown by ctx.step when another step of the same run is still in progress; fails the run.
+class concurrent_step_error : public std::logic_error {
  public:
   using std::logic_error::logic_error;
 };

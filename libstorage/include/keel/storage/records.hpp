@@ -61,7 +61,32 @@ struct claimed_run {
   boost::json::value input;
   std::int64_t epoch = 0;  ///< fencing token for every write this claim makes
   int claims = 0;          ///< 1 on first execution
+  int recoveries = 0;      ///< how many times a worker lost it (lease expired) before this claim
+  int recorded_steps = 0;  ///< steps checkpointed by earlier executions (loaded into `steps`)
   std::vector<step_record> steps;
+};
+
+/// What a claim did: the runs this worker now holds, and the runs it failed as dead_lettered instead (they
+/// had lost their worker more than max_recoveries times).
+struct claim_outcome {
+  std::vector<claimed_run> runs;
+  std::vector<run_id> dead_lettered;
+};
+
+/// What a worker can run: a workflow name and one of its versions.
+struct workflow_version {
+  std::string name;
+  int version = 1;
+};
+
+/// A claim request.
+struct claim_request {
+  std::string owner;
+  std::vector<workflow_version> workflows;
+  std::size_t max = 1;
+  std::chrono::milliseconds lease{30'000};
+  /// A run whose lease expired more than this many times is failed as dead_lettered instead of claimed.
+  int max_recoveries = 5;
 };
 
 /// A lease as held by a worker: the fencing condition of every write.
@@ -99,6 +124,7 @@ struct run_record {
   std::optional<std::string> owner;
   std::int64_t epoch = 0;
   int claims = 0;
+  int recoveries = 0;  ///< how many times a worker lost the run (its lease expired)
   clock::time_point created_at;
   std::optional<clock::time_point> started_at;
   std::optional<clock::time_point> finished_at;

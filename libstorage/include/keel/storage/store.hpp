@@ -10,6 +10,7 @@
 
 #include "keel/common/result.hpp"
 #include "keel/storage/error.hpp"
+#include "keel/storage/json_limits.hpp"
 #include "keel/storage/records.hpp"
 
 namespace keel::storage {
@@ -27,7 +28,21 @@ struct store_options {
   /// How long a caller-facing operation (enqueue, get, cancel) waits for an unreachable database before it
   /// fails with errc::connection_lost. Engine writes (checkpoints, finishes) wait as long as it takes.
   std::chrono::milliseconds request_timeout{10'000};
+  /// Limits on inputs, outputs and errors, checked before any SQL.
+  json_limits limits{};
+  /// Pinned on every session, whatever the server's or role's defaults: a statement, a lock wait or an idle
+  /// open transaction past these is cut off (the write fails alone, or the connection is replaced).
+  std::chrono::milliseconds statement_timeout{30'000};
+  std::chrono::milliseconds lock_timeout{10'000};
+  std::chrono::milliseconds idle_in_transaction_timeout{60'000};
+  /// libpq connect_timeout and tcp_user_timeout unless the connection string sets them: a black-holed
+  /// database is detected in seconds, not after the kernel's 15 minutes of TCP retransmissions.
+  std::chrono::seconds connect_timeout{5};
+  std::chrono::milliseconds tcp_user_timeout{10'000};
 };
+
+/// Longest idempotency key, workflow name or owner, in bytes.
+inline constexpr std::size_t k_max_key_bytes = 255;
 
 /// Counters for benchmarks and metrics.
 struct store_stats {
@@ -56,25 +71,27 @@ class store {
   result<void> migrate_blocking();
 
   /// Inserts a run (group-committed with other writes). An existing idempotency key returns the existing run
-  /// (`created == false`), with `conflict` set when its workflow or input differ.
+  /// (`created == false`), with `conflict` set when its workflow or input differ. Errors: invalid_argument
+  /// (key or workflow name empty, too long or not UTF-8; a NUL or bad UTF-8 in the input),
+  /// payload_too_large, payload_too_deep, connection_lost (past request_timeout).
   boost::asio::awaitable<result<enqueue_outcome>> enqueue(const new_run& run);
 
-  /// Claims up to `max` runs of the given workflows that are due (queued, or running with an expired lease)
-  /// for `owner`, ordered by priority then due time, with a lease of `lease`. Returns them with their
-  /// recorded steps.
-  boost::asio::awaitable<result<std::vector<claimed_run>>> claim(const std::string& owner,
-                                                                 const std::vector<std::string>& workflows,
-                                                                 std::size_t max,
-                                                                 std::chrono::milliseconds lease);
+  /// Claims up to `max` due runs (queued, or running with an expired lease) of the requested (workflow,
+  /// version) pairs for `owner`, by priority then due time, with a lease of `lease`; group-committed with
+  /// other writes. Returns them with their recorded steps, and the runs it dead-lettered instead.
+  boost::asio::awaitable<result<claim_outcome>> claim(const claim_request& request);
 
-  /// Extends the leases in `held`; returns the ids whose lease is no longer this worker's.
-  boost::asio::awaitable<result<std::vector<run_id>>> heartbeat(const std::vector<lease_token>& held,
-                                                                std::chrono::milliseconds lease);
+  /// Extends the leases in `held`; returns those that are no longer this worker's (matched by run and epoch,
+  /// so an old execution's lease never stands for a newer one).
+  boost::asio::awaitable<result<std::vector<lease_token>>> heartbeat(const std::vector<lease_token>& held,
+                                                                     std::chrono::milliseconds lease);
 
-  /// Durably records a step; resumes only after the transaction that carries it committed. Errors: fenced.
+  /// Durably records a step; resumes only after the transaction that carries it committed. Errors: fenced;
+  /// payload_too_large, payload_too_deep, invalid_argument (output or error over the limits; nothing was
+  /// written); data_rejected, query_failed (the database refused the write; nothing was written).
   boost::asio::awaitable<result<void>> checkpoint(const step_checkpoint& cp);
 
-  /// Durably completes or fails a run. Errors: fenced.
+  /// Durably completes or fails a run. Errors: as checkpoint().
   boost::asio::awaitable<result<void>> finish(const run_finish& f);
 
   /// Hands a held run back to the queue (due now). Errors: fenced.
@@ -88,8 +105,15 @@ class store {
   boost::asio::awaitable<result<run_status>> cancel(const run_id& id);
 
   /// Calls `callback` (from a storage thread; it must not block) whenever runs were enqueued, by any process
-  /// on this database: LISTEN/NOTIFY on a dedicated connection. Call once, before work starts.
+  /// on this database: LISTEN/NOTIFY on a dedicated connection. Call once, before work starts; the listener
+  /// runs until stop_listening_blocking() or stop_blocking().
   void on_runs_enqueued(std::function<void()> callback);
+
+  /// Stops the listener thread (if any) and joins it. Idempotent. Blocking.
+  void stop_listening_blocking();
+
+  /// The options the store runs with.
+  [[nodiscard]] const store_options& options() const noexcept;
 
   /// Write counters since construction.
   [[nodiscard]] store_stats stats() const noexcept;

@@ -1,0 +1,157 @@
+#include "write_kinds.hpp"
+
+#include <boost/json/parse.hpp>
+#include <charconv>
+
+#include "row_text.hpp"
+#include "statements.hpp"
+
+namespace keel::storage::detail {
+namespace {
+
+std::size_t to_index(std::string_view ord) {
+  std::size_t v = 0;
+  std::from_chars(ord.data(), ord.data() + ord.size(), v);
+  return v;
+}
+
+template <class T>
+typed_write<T>& as(pending_write* w) {
+  return static_cast<typed_write<T>&>(*w);
+}
+
+/// Inserts runs; resolves idempotency keys to the run that holds them; wakes idle workers elsewhere.
+class enqueue_kind_t final : public write_kind {
+ public:
+  [[nodiscard]] int order() const noexcept override { return 0; }
+
+  void add_statements(std::vector<pipeline_query>& tx,
+                      std::span<pending_write* const> writes) const override {
+    auto rows = rows_array(writes);
+    tx.push_back({&sql::enqueue_insert, {rows}});
+    tx.push_back({&sql::enqueue_resolve, {std::move(rows)}});
+    tx.push_back({&sql::notify_runs, {}});
+  }
+
+  void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override {
+    std::vector<std::optional<enqueue_outcome>> resolved(writes.size());
+    const PGresult* rr = results[1].get();
+    for (int row = 0; row < PQntuples(rr); ++row) {
+      const auto i = to_index(get_text(rr, row, 0)) - 1;
+      if (i >= writes.size()) continue;
+      std::string existing(get_text(rr, row, 1));
+      const bool same = get_text(rr, row, 2) == "t";
+      // The id is chosen by the client, so a run holding the key under our id is ours (inserted now, or by an
+      // earlier attempt of this batch that committed before its connection broke).
+      const bool ours = existing == row_field(writes[i]->row(), "id");
+      resolved[i] = enqueue_outcome{std::move(existing), ours, !ours && !same};
+    }
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+      if (resolved[i]) {
+        as<enqueue_outcome>(writes[i]).succeed(std::move(*resolved[i]));
+      } else {
+        // No key: the id is ours, inserted now or by an earlier attempt of this same batch.
+        as<enqueue_outcome>(writes[i]).succeed(
+            enqueue_outcome{std::string(row_field(writes[i]->row(), "id")), true, false});
+      }
+    }
+  }
+};
+
+/// One claim statement per claim write (each with its own owner, limit and workflows).
+class claim_kind_t final : public write_kind {
+ public:
+  [[nodiscard]] int order() const noexcept override { return 1; }
+
+  void add_statements(std::vector<pipeline_query>& tx,
+                      std::span<pending_write* const> writes) const override {
+    for (auto* w : writes)
+      tx.push_back({&sql::claim_runs, static_cast<claim_write*>(w)->params()});
+  }
+
+  void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override {
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+      const PGresult* res = results[i].get();
+      claim_outcome out;
+      out.runs.reserve(static_cast<std::size_t>(PQntuples(res)));
+      for (int row = 0; row < PQntuples(res); ++row) {
+        if (get_text(res, row, 8) == "t") {
+          out.dead_lettered.emplace_back(get_text(res, row, 0));
+          continue;
+        }
+        claimed_run run;
+        run.id = std::string(get_text(res, row, 0));
+        run.workflow = std::string(get_text(res, row, 1));
+        run.version = to_int(get_text(res, row, 2));
+        run.input = parse_stored_json(get_text(res, row, 3));
+        run.epoch = std::stoll(std::string(get_text(res, row, 4)));
+        run.claims = to_int(get_text(res, row, 5));
+        run.recorded_steps = to_int(get_text(res, row, 6));
+        run.recoveries = to_int(get_text(res, row, 7));
+        out.runs.push_back(std::move(run));
+      }
+      as<claim_outcome>(writes[i]).succeed(std::move(out));
+    }
+  }
+};
+
+}  // namespace
+
+std::string rows_array(std::span<pending_write* const> writes) {
+  std::size_t size = 2;
+  for (auto* w : writes)
+    size += w->row().size() + 1;
+  std::string out;
+  out.reserve(size);
+  out.push_back('[');
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    if (i != 0) out.push_back(',');
+    out += writes[i]->row();
+  }
+  out.push_back(']');
+  return out;
+}
+
+void fenced_kind::add_statements(std::vector<pipeline_query>& tx,
+                                 std::span<pending_write* const> writes) const {
+  tx.push_back({&stmt_, {rows_array(writes)}});
+}
+
+void fenced_kind::complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const {
+  std::vector<char> done(writes.size(), 0);
+  const PGresult* r = results[0].get();
+  for (int row = 0; row < PQntuples(r); ++row) {
+    const auto i = to_index(get_text(r, row, 0)) - 1;
+    if (i < done.size()) done[i] = 1;
+  }
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    if (done[i]) {
+      as<applied>(writes[i]).succeed(applied{});
+    } else {
+      writes[i]->fail(errc::fenced);
+    }
+  }
+}
+
+const write_kind& enqueue_kind() {
+  static const enqueue_kind_t k;
+  return k;
+}
+const write_kind& claim_kind() {
+  static const claim_kind_t k;
+  return k;
+}
+const write_kind& checkpoint_kind() {
+  static const fenced_kind k(sql::checkpoint_steps, 2);
+  return k;
+}
+const write_kind& finish_kind() {
+  static const fenced_kind k(sql::finish_runs, 3);
+  return k;
+}
+const write_kind& release_kind() {
+  static const fenced_kind k(sql::release_runs, 4);
+  return k;
+}
+
+}  // namespace keel::storage::detail

@@ -1,0 +1,35 @@
+// The kinds of write the store makes through the group writer: enqueues, claims, checkpoints, finishes and
+// releases.
+#pragma once
+
+#include <variant>
+
+#include "keel/storage/records.hpp"
+#include "write_kind.hpp"
+
+namespace keel::storage::detail {
+
+/// What a fenced write returns when applied.
+using applied = std::monostate;
+
+/// A claim waiting for a transaction; its parameters are positional (no row).
+class claim_write final : public typed_write<claim_outcome> {
+ public:
+  claim_write(const write_kind& kind, std::vector<std::optional<std::string>> params,
+              std::function<void(result<claim_outcome>)> done)
+      : typed_write(kind, {}, std::chrono::steady_clock::time_point::max(), std::move(done)),
+        params_(std::move(params)) {}
+  [[nodiscard]] const std::vector<std::optional<std::string>>& params() const noexcept { return params_; }
+
+ private:
+  std::vector<std::optional<std::string>> params_;
+};
+
+/// The kinds, in transaction order.
+const write_kind& enqueue_kind();
+const write_kind& claim_kind();
+const write_kind& checkpoint_kind();
+const write_kind& finish_kind();
+const write_kind& release_kind();
+
+}  // namespace keel::storage::detail
