@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <memory>
@@ -46,6 +47,8 @@ constexpr int k_exit_failed = 1;
 constexpr int k_exit_usage = 2;
 constexpr int k_exit_interrupted = 130;
 constexpr std::string_view k_noop3 = "noop3";
+/// The noop3 drain twice, with and without parked runs (queued for tomorrow) in the table.
+constexpr std::string_view k_parked = "parked";
 constexpr int k_noop3_steps = 3;
 constexpr auto k_progress_every = 2s;
 /// How long the engine may take to stop before the benchmark gives up on it.
@@ -82,6 +85,7 @@ void throw_if_interrupted() {
 struct bench_options {
   std::string workload{k_noop3};
   std::size_t runs = 20'000;
+  std::size_t parked = 200'000;
   // 512 drained fastest on the 2-core development VM (64: ~2k runs/s, 256: ~7k, 512: ~11k, 1024: ~12k with
   // twice the in-engine latency); see README.md.
   std::size_t concurrency = 512;
@@ -107,7 +111,7 @@ struct parsed_options {
 parsed_options parse_options(int argc, char** argv) {
   bench_options o;
   // Parsed as signed so that "-5" is an error rather than a huge unsigned value.
-  std::int64_t runs = static_cast<std::int64_t>(o.runs),
+  std::int64_t runs = static_cast<std::int64_t>(o.runs), parked = static_cast<std::int64_t>(o.parked),
                concurrency = static_cast<std::int64_t>(o.concurrency),
                threads = static_cast<std::int64_t>(o.threads), writers = static_cast<std::int64_t>(o.writers),
                max_batch = static_cast<std::int64_t>(o.max_batch), pool = static_cast<std::int64_t>(o.pool),
@@ -119,8 +123,10 @@ parsed_options parse_options(int argc, char** argv) {
   // clang-format off
   desc.add_options()
       ("help,h", "show this help")
-      ("workload", po::value(&o.workload)->default_value(o.workload), "workload to run: noop3")
+      ("workload", po::value(&o.workload)->default_value(o.workload), "workload to run: noop3 or parked")
       ("runs", po::value(&runs)->default_value(runs), "runs to enqueue, then drain")
+      ("parked", po::value(&parked)->default_value(parked),
+       "parked workload: runs queued for a day later beside the drain")
       ("concurrency", po::value(&concurrency)->default_value(concurrency), "engine concurrency (runs in flight)")
       ("threads", po::value(&threads)->default_value(threads), "engine io threads (0 = one per core)")
       ("writers", po::value(&writers)->default_value(writers),
@@ -158,13 +164,13 @@ parsed_options parse_options(int argc, char** argv) {
     std::cerr << "keel-bench: --" << name << " must be at least " << min << ", not " << v << "\n";
     return false;
   };
-  if (!check("runs", runs, 1) || !check("concurrency", concurrency, 1) || !check("threads", threads, 0) ||
-      !check("writers", writers, 1) || !check("max-batch", max_batch, 1) || !check("pool", pool, 1) ||
-      !check("enqueuers", enqueuers, 1) || !check("timeout", timeout, 1)) {
+  if (!check("runs", runs, 1) || !check("parked", parked, 0) || !check("concurrency", concurrency, 1) ||
+      !check("threads", threads, 0) || !check("writers", writers, 1) || !check("max-batch", max_batch, 1) ||
+      !check("pool", pool, 1) || !check("enqueuers", enqueuers, 1) || !check("timeout", timeout, 1)) {
     return {std::nullopt, k_exit_usage};
   }
-  if (o.workload != k_noop3) {
-    std::cerr << "keel-bench: unknown workload '" << o.workload << "' (known: noop3)\n";
+  if (o.workload != k_noop3 && o.workload != k_parked) {
+    std::cerr << "keel-bench: unknown workload '" << o.workload << "' (known: noop3, parked)\n";
     return {std::nullopt, k_exit_usage};
   }
   for (const auto& s : o.pg_settings) {
@@ -181,6 +187,7 @@ parsed_options parse_options(int argc, char** argv) {
     o.database_url = url;
   }
   o.runs = static_cast<std::size_t>(runs);
+  o.parked = static_cast<std::size_t>(parked);
   o.concurrency = static_cast<std::size_t>(concurrency);
   o.threads = static_cast<std::size_t>(threads);
   o.writers = static_cast<std::size_t>(writers);
@@ -256,6 +263,8 @@ class bench_database {
       drop_ = false;
       try {
         auto conn = connect_blocking(admin_);
+        for (const auto& extra : extra_)
+          exec_blocking(conn.get(), "DROP DATABASE IF EXISTS " + extra + " WITH (FORCE)");
         exec_blocking(conn.get(), "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
       } catch (const std::exception& e) {
         log::warn(k_component, std::string("cannot drop the benchmark database: ") + e.what());
@@ -275,7 +284,22 @@ class bench_database {
 
   [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
 
+  /// Creates a second database on the same server (dropped with the first); returns its connection string.
+  std::string add_database_blocking(const std::string& suffix) {
+    const std::string name = name_ + "_" + suffix;
+    if (server_) {
+      if (auto r = server_->create_database_blocking(name); !r)
+        throw std::runtime_error("CREATE DATABASE " + name + " failed: " + r.error().message());
+      return server_->connection_string(name);
+    }
+    auto conn = connect_blocking(admin_);
+    exec_blocking(conn.get(), "CREATE DATABASE " + name);
+    extra_.push_back(name);
+    return storage::conninfo_with_database(admin_, name);
+  }
+
  private:
+  std::vector<std::string> extra_;
   std::string name_;
   std::string admin_;
   bool drop_ = false;
@@ -474,8 +498,9 @@ struct engine_figures {
   std::uint64_t writes = 0;   // writes they carried
 };
 
-engine_figures run_engine_blocking(const bench_options& o, bench_database& db) {
-  const std::string& conninfo = db.conninfo();
+/// Runs the noop3 drain on `conninfo`; `before_enqueue` (if any) runs on a migrated, empty schema.
+engine_figures run_engine_blocking(const bench_options& o, bench_database& db, const std::string& conninfo,
+                                   const std::function<void(const std::string&)>& before_enqueue = {}) {
   outcome_counter counter(o.runs);
   engine_options eo;
   eo.store.conninfo = conninfo;
@@ -491,6 +516,7 @@ engine_figures run_engine_blocking(const bench_options& o, bench_database& db) {
   e.register_workflow<json::value, json::value>(std::string(k_noop3), 1, noop3);
   // Migrates and claims nothing (the queue is empty), so start() below does no migration inside the timing.
   if (auto r = e.tick_blocking(); !r) throw std::runtime_error("engine setup failed: " + r.error().message());
+  if (before_enqueue) before_enqueue(conninfo);
 
   engine_figures f;
   log::info(k_component, "enqueueing " + std::to_string(o.runs) + " runs");
@@ -504,7 +530,8 @@ engine_figures run_engine_blocking(const bench_options& o, bench_database& db) {
 
   const auto before = e.store().stats();
   const auto t0 = steady::now();
-  if (auto r = e.start_blocking(); !r) throw std::runtime_error("engine start failed: " + r.error().message());
+  if (auto r = e.start_blocking(); !r)
+    throw std::runtime_error("engine start failed: " + r.error().message());
   auto last_log = t0;
   while (!counter.wait_for(200ms)) {
     throw_if_interrupted();
@@ -540,7 +567,23 @@ struct database_figures {
   std::string fsync, synchronous_commit, server_version;
 };
 
+/// Marks the parked workload's extra runs, which the figures and the verification leave out.
+constexpr std::string_view k_parked_marker = "parked";
+
+/// Inserts `n` noop3 runs due a day from now (not timed; plain SQL, like a backlog left by earlier days).
+void park_runs_blocking(const std::string& conninfo, std::size_t n) {
+  auto conn = connect_blocking(conninfo);
+  exec_blocking(conn.get(),
+                "INSERT INTO keel.runs (id, workflow, version, status, input, priority, due_at) "
+                "SELECT gen_random_uuid(), 'noop3', 1, 'queued', '{\"" +
+                    std::string(k_parked_marker) +
+                    "\": true}'::jsonb, 0, now() + interval '1 day' FROM generate_series(1, " +
+                    std::to_string(n) + ")");
+  exec_blocking(conn.get(), "VACUUM ANALYZE keel.runs");
+}
+
 /// Reads the latencies from keel.runs and checks every run completed with its 3 steps; throws otherwise.
+/// Parked runs are left out.
 database_figures read_and_verify_blocking(const std::string& conninfo, std::size_t runs, int steps_per_run) {
   auto conn = connect_blocking(conninfo);
   auto r = exec_blocking(conn.get(), R"sql(
@@ -550,7 +593,7 @@ SELECT count(*), count(*) FILTER (WHERE status = 'completed'), (SELECT count(*) 
        current_setting('fsync'), current_setting('synchronous_commit'), current_setting('server_version')
 FROM (SELECT status, extract(epoch FROM finished_at - created_at) * 1000 AS total_ms,
              extract(epoch FROM finished_at - started_at) * 1000 AS exec_ms
-      FROM keel.runs) r)sql");
+      FROM keel.runs WHERE NOT input ? 'parked') r)sql");
   const PGresult* res = r.get();
   const auto total = field(res, 0, 0), completed = field(res, 0, 1), steps = field(res, 0, 2);
   const auto expected_steps = std::to_string(runs * static_cast<std::size_t>(steps_per_run));
@@ -580,9 +623,33 @@ std::string json_string(std::string_view s) {
   return json::serialize(json::value(json::string_view(s.data(), s.size())));
 }
 
-int run(const bench_options& o) {
+/// The parked workload: the same drain with and without `o.parked` runs queued for tomorrow, each on a
+/// database of its own on the same server.
+int run_parked(const bench_options& o) {
   bench_database db(o);
-  const auto ef = run_engine_blocking(o, db);
+  const auto plain = run_engine_blocking(o, db, db.conninfo());
+  const auto plain_db = read_and_verify_blocking(db.conninfo(), o.runs, k_noop3_steps);
+  const auto parked_conninfo = db.add_database_blocking("parked");
+  log::info(k_component, "again, with " + std::to_string(o.parked) + " runs parked for tomorrow");
+  const auto parked = run_engine_blocking(
+      o, db, parked_conninfo, [&](const std::string& conninfo) { park_runs_blocking(conninfo, o.parked); });
+  const auto parked_db = read_and_verify_blocking(parked_conninfo, o.runs, k_noop3_steps);
+  const double steps = static_cast<double>(o.runs * static_cast<std::size_t>(k_noop3_steps));
+  const double plain_rate = steps / plain.seconds, parked_rate = steps / parked.seconds;
+  std::cout << "{\"workload\":" << json_string(o.workload) << ",\"runs\":" << o.runs
+            << ",\"parked\":" << o.parked << ",\"steps_per_s\":" << fixed(plain_rate, 1)
+            << ",\"parked_steps_per_s\":" << fixed(parked_rate, 1)
+            << ",\"ratio\":" << fixed(parked_rate / plain_rate, 2)
+            << ",\"p99_ms\":" << fixed(plain_db.p99_ms, 2)
+            << ",\"parked_p99_ms\":" << fixed(parked_db.p99_ms, 2) << ",\"concurrency\":" << o.concurrency
+            << ",\"fsync\":" << json_string(plain_db.fsync) << "}" << std::endl;
+  return 0;
+}
+
+int run(const bench_options& o) {
+  if (o.workload == k_parked) return run_parked(o);
+  bench_database db(o);
+  const auto ef = run_engine_blocking(o, db, db.conninfo());
   const auto df = read_and_verify_blocking(db.conninfo(), o.runs, k_noop3_steps);
   const auto steps = o.runs * static_cast<std::size_t>(k_noop3_steps);
   const double steps_per_s = static_cast<double>(steps) / ef.seconds;

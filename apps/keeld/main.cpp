@@ -141,12 +141,29 @@ int main(int argc, char** argv) {
 
   // Wait for the demonstration batch (or a signal), then for a signal if serving.
   std::atomic<bool> signalled{false};
+  std::atomic<bool> stopped{false};
+  // Polls, so that the waiter can be joined once the engine stopped without a signal ever arriving.
+  auto next_signal = [&]() -> int {
+    const timespec tick{0, 100'000'000};
+    while (!stopped) {
+      const int sig = sigtimedwait(&signals, nullptr, &tick);
+      if (sig > 0) return sig;
+    }
+    return 0;
+  };
   std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
+    if (next_signal() == 0) return;
     signalled = true;
-    std::lock_guard lock(m);
-    cv.notify_all();
+    {
+      std::lock_guard lock(m);
+      cv.notify_all();
+    }
+    // A second signal while the graceful stop is under way means "now": leave at once. Runs still in
+    // flight are abandoned; their leases lapse and another worker resumes them from their checkpoints.
+    const int sig = next_signal();
+    if (sig == 0) return;
+    keel::log::warn("keeld", "second signal: exiting at once");
+    std::_Exit(128 + sig);
   });
   {
     std::unique_lock lock(m);
@@ -163,7 +180,7 @@ int main(int argc, char** argv) {
   }
   keel::log::info("keeld", "stopping: finishing in-flight steps and releasing leases");
   engine.stop_blocking();
-  if (!signalled) pthread_kill(waiter.native_handle(), SIGTERM);
+  stopped = true;
   waiter.join();
   return 0;
 }

@@ -142,6 +142,11 @@ std::vector<storage::workflow_version> engine_impl::workflow_versions() const {
   return out;
 }
 
+std::chrono::milliseconds engine_impl::worker_ttl() const {
+  // Three missed refreshes, and never less than a lease: a worker that stopped answering is gone by then.
+  return std::max(options_.heartbeat * 3, options_.lease);
+}
+
 const workflow_definition* engine_impl::find_workflow(const std::string& name, int version) const {
   auto it = workflows_.find(name);
   if (it == workflows_.end()) return nullptr;
@@ -169,6 +174,9 @@ void engine_impl::wake_claimer() {
 
 result<void> engine_impl::start() {
   if (auto m = migrate_blocking(); !m) return m;
+  // Announce what this worker runs, so that a run of a version registered nowhere says so.
+  if (auto r = block_on(store_.register_worker(worker_id_, workflow_versions(), worker_ttl())); !r)
+    log::warn("engine", "cannot register this worker: " + r.error().message());
   // Runs enqueued by other processes wake the claim loop at once instead of at its next poll.
   if (!started_once_.exchange(true)) store_.on_runs_enqueued([this] { wake_claimer(); });
   asio::post(ctl_, [this] {
@@ -274,6 +282,10 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
   while (!((stopping() || !started_) && inflight_.empty())) {
     heartbeat_wait_.expires_after(options_.heartbeat);
     co_await heartbeat_wait_.async_wait(asio::as_tuple(use_awaitable));
+    if (started_ && !stopping()) {
+      auto r = co_await store_.register_worker(worker_id_, workflow_versions(), worker_ttl());
+      if (!r) log::warn("engine", "worker registry refresh failed: " + r.error().message());
+    }
     if (inflight_.empty()) continue;
     std::vector<storage::lease_token> held;
     held.reserve(inflight_.size());
@@ -456,6 +468,10 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
 asio::awaitable<void> engine_impl::stop(std::chrono::milliseconds deadline) {
   // The control state belongs to ctl_: run the body there, whatever executor the caller is on.
   co_await asio::co_spawn(ctl_, stop_on_ctl(deadline), use_awaitable);
+  if (started_once_.load()) {
+    auto r = co_await store_.unregister_worker(worker_id_);
+    if (!r) log::warn("engine", "cannot unregister this worker: " + r.error().message());
+  }
   // No background thread is left polling the database (the listener would log an outage that no longer
   // concerns anyone). The writer and the pool stay: gets and waits still work until destruction.
   store_.stop_listening_blocking();

@@ -72,6 +72,8 @@ class engine_impl {
   boost::asio::awaitable<void> wait_changed();
   void wake_claimer();
   std::vector<storage::workflow_version> workflow_versions() const;
+  /// How long this worker's registry entry lasts without a refresh.
+  std::chrono::milliseconds worker_ttl() const;
 
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;

@@ -139,8 +139,20 @@ const statement get_run{"keel_get_run", R"sql(
 SELECT id::text, workflow, version, status, input::text, output::text, error::text, idempotency_key, priority,
        owner, epoch, claims, (extract(epoch FROM created_at) * 1e6)::bigint,
        (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM finished_at) * 1e6)::bigint,
-       recoveries
-FROM keel.runs WHERE id = $1::uuid)sql"};
+       recoveries,
+       status = 'queued' AND NOT EXISTS (
+         SELECT 1 FROM keel.workers w
+         WHERE w.expires_at > now()
+           AND w.workflows @> jsonb_build_array(jsonb_build_object('workflow', r.workflow, 'version', r.version)))
+FROM keel.runs r WHERE id = $1::uuid)sql"};
+
+// A worker announces (or refreshes) what it runs; its row lapses unless refreshed before `expires_at`.
+const statement register_worker{"keel_register_worker", R"sql(
+INSERT INTO keel.workers (id, workflows, expires_at)
+VALUES ($1, $2::jsonb, now() + $3::bigint * interval '1 millisecond')
+ON CONFLICT (id) DO UPDATE SET workflows = excluded.workflows, expires_at = excluded.expires_at)sql"};
+
+const statement unregister_worker{"keel_unregister_worker", "DELETE FROM keel.workers WHERE id = $1"};
 
 const statement cancel_run{"keel_cancel_run", R"sql(
 UPDATE keel.runs

@@ -19,5 +19,7 @@ extern const statement heartbeat;
 extern const statement get_run;
 extern const statement cancel_run;
 extern const statement run_status_of;
+extern const statement register_worker;
+extern const statement unregister_worker;
 
 }  // namespace keel::storage::detail::sql

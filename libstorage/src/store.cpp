@@ -78,6 +78,19 @@ row_text lease_row(const lease_token& l) {
   return row;
 }
 
+/// `[{"workflow": name, "version": n}, ...]`.
+std::string versions_json(const std::vector<workflow_version>& workflows) {
+  std::string out = "[";
+  for (const auto& w : workflows) {
+    if (out.size() > 1) out.push_back(',');
+    row_text row;
+    row.str("workflow", valid_utf8(w.name)).num("version", w.version);
+    out += std::move(row).finish();
+  }
+  out.push_back(']');
+  return out;
+}
+
 /// What every session pins, whatever the server's, database's or role's defaults say.
 std::string session_sql(const store_options& o) {
   auto ms = [](auto d) { return std::to_string(std::chrono::milliseconds(d).count()); };
@@ -310,14 +323,7 @@ boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {
 }
 
 boost::asio::awaitable<result<claim_outcome>> store::claim(const claim_request& request) {
-  std::string wanted = "[";
-  for (const auto& w : request.workflows) {
-    if (wanted.size() > 1) wanted.push_back(',');
-    detail::row_text row;
-    row.str("workflow", valid_utf8(w.name)).num("version", w.version);
-    wanted += std::move(row).finish();
-  }
-  wanted.push_back(']');
+  auto wanted = detail::versions_json(request.workflows);
   std::vector<std::optional<std::string>> params{request.owner, std::to_string(request.max),
                                                  std::to_string(request.lease.count()), std::move(wanted),
                                                  std::to_string(request.max_recoveries)};
@@ -381,6 +387,29 @@ boost::asio::awaitable<result<std::vector<lease_token>>> store::heartbeat(
       impl_->request_deadline(), /*urgent=*/true);
 }
 
+boost::asio::awaitable<result<void>> store::register_worker(const std::string& owner,
+                                                            const std::vector<workflow_version>& workflows,
+                                                            std::chrono::milliseconds ttl) {
+  auto wanted = detail::versions_json(workflows);
+  return impl_->on_pool<void>(
+      [owner, wanted = std::move(wanted), ttl](pg_connection& c) -> result<void> {
+        auto r = c.exec_blocking(detail::sql::register_worker, {owner, wanted, std::to_string(ttl.count())});
+        if (!r) return r.error();
+        return {};
+      },
+      impl_->request_deadline());
+}
+
+boost::asio::awaitable<result<void>> store::unregister_worker(const std::string& owner) {
+  return impl_->on_pool<void>(
+      [owner](pg_connection& c) -> result<void> {
+        auto r = c.exec_blocking(detail::sql::unregister_worker, {owner});
+        if (!r) return r.error();
+        return {};
+      },
+      impl_->request_deadline());
+}
+
 boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
   return impl_->on_pool<run_record>(
       [id](pg_connection& c) -> result<run_record> {
@@ -405,6 +434,10 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
         rec.started_at = detail::opt_time(res, 0, 13);
         rec.finished_at = detail::opt_time(res, 0, 14);
         rec.recoveries = detail::to_int(detail::get_text(res, 0, 15));
+        if (detail::get_text(res, 0, 16) == "t") {
+          rec.unclaimable = "no live worker has registered workflow '" + rec.workflow + "' version " +
+                            std::to_string(rec.version);
+        }
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });

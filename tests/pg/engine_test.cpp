@@ -4,6 +4,9 @@
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
+#include <future>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "engine_fixture.hpp"
@@ -338,11 +341,17 @@ BOOST_AUTO_TEST_CASE(outputs_and_inputs_the_database_cannot_store_fail_with_type
   auto out_run = e.wait_blocking(e.enqueue_blocking("nul_output", json::object{}).value(), 20s).value();
   BOOST_TEST(to_string(out_run.status) == "failed");
   BOOST_TEST(out_run.error.at("code").as_string() == "output_rejected");
-  auto bad = e.enqueue_blocking("nul_output", json::value(std::string("\0", 1)));
-  BOOST_TEST(bad.error() == make_error_code(storage::errc::invalid_argument));
-  // The batch that carried the bad rows did not sink the good ones.
-  auto good = e.enqueue_blocking("nul_step", json::object{});
-  BOOST_TEST(bool(good));
+  // Bad and good enqueues at once, so that they would share a batch if the bad one reached the writer: the
+  // bad one is refused with a typed error, and none of the good ones is held back by it.
+  std::vector<std::future<result<run_id>>> good;
+  auto bad = std::async(std::launch::async,
+                        [&] { return e.enqueue_blocking("nul_output", json::value(std::string("\0", 1))); });
+  for (int i = 0; i < 20; ++i)
+    good.push_back(
+        std::async(std::launch::async, [&] { return e.enqueue_blocking("nul_step", json::object{}); }));
+  BOOST_TEST(bad.get().error() == make_error_code(storage::errc::invalid_argument));
+  for (auto& g : good)
+    BOOST_TEST(bool(g.get()));
 }
 
 BOOST_AUTO_TEST_CASE(a_non_retriable_error_fails_the_step_at_once) {
@@ -442,7 +451,14 @@ BOOST_AUTO_TEST_CASE(a_step_that_outlives_its_timeout_fails_with_step_timeout) {
 
 BOOST_AUTO_TEST_CASE(cancel_stops_a_queued_run_and_fences_a_running_one) {
   auto db = fresh_database();
-  engine e(options_for(db));
+  auto o = options_for(db);
+  std::mutex m;
+  std::set<std::string> abandoned;
+  o.on_event = [&](const run_event& ev) {
+    std::lock_guard lock(m);
+    if (ev.what == run_event::kind::abandoned) abandoned.insert(ev.id);
+  };
+  engine e(o);
   std::atomic<bool> in_step{false};
   std::atomic<int> after{0};
   add_workflow(e, "long", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
@@ -467,8 +483,13 @@ BOOST_AUTO_TEST_CASE(cancel_stops_a_queued_run_and_fences_a_running_one) {
   BOOST_TEST(to_string(e.cancel_blocking(running).value()) == "cancelled");
   auto run = e.wait_blocking(running, 10s).value();
   BOOST_TEST(to_string(run.status) == "cancelled");
-  // The in-flight step's late checkpoint was fenced and nothing after it ran.
-  std::this_thread::sleep_for(500ms);
+  // The in-flight step's late checkpoint was fenced, the execution gave up, and nothing after it ran.
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        std::lock_guard lock(m);
+        return abandoned.contains(running);
+      },
+      10s));
   BOOST_TEST(after == 0);
   BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.steps WHERE run_id = '" + running + "'") == "0");
   BOOST_TEST(to_string(e.cancel_blocking(running).value()) == "cancelled");
@@ -544,10 +565,14 @@ BOOST_AUTO_TEST_CASE(the_watchdog_warns_when_step_code_blocks_the_io_threads) {
     std::lock_guard lock(m);
     if (l == keel::log::level::warn && component == "engine") warnings.emplace_back(message);
   });
+  // Counts warnings of a stall of at least 300 ms: the rude step blocks for 400 ms, while a loaded machine
+  // may delay an idle thread by some tens of milliseconds, never by that much.
   auto blocked_warnings = [&] {
     std::lock_guard lock(m);
-    return std::count_if(warnings.begin(), warnings.end(),
-                         [](const std::string& w) { return w.find("blocked for") != std::string::npos; });
+    return std::count_if(warnings.begin(), warnings.end(), [](const std::string& w) {
+      const auto at = w.find("blocked for ");
+      return at != std::string::npos && std::stol(w.substr(at + 12)) >= 300;
+    });
   };
   auto db = fresh_database();
   auto o = options_for(db);
@@ -572,7 +597,7 @@ BOOST_AUTO_TEST_CASE(the_watchdog_warns_when_step_code_blocks_the_io_threads) {
   BOOST_REQUIRE(e.wait_blocking(e.enqueue_blocking("polite", json::object{}).value(), 20s));
   BOOST_TEST(blocked_warnings() == 0);
   BOOST_REQUIRE(e.wait_blocking(e.enqueue_blocking("rude", json::object{}).value(), 20s));
-  BOOST_TEST(wait_until([&] { return blocked_warnings() == 1; }, 5s));
+  BOOST_TEST(wait_until([&] { return blocked_warnings() >= 1; }, 5s));
   e.stop_blocking();
   keel::log::set_sink({});
 }

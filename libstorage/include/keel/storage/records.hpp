@@ -125,6 +125,8 @@ struct run_record {
   std::int64_t epoch = 0;
   int claims = 0;
   int recoveries = 0;  ///< how many times a worker lost the run (its lease expired)
+  /// Set while the run is queued and no live worker has registered its (workflow, version): why it waits.
+  std::optional<std::string> unclaimable;
   clock::time_point created_at;
   std::optional<clock::time_point> started_at;
   std::optional<clock::time_point> finished_at;

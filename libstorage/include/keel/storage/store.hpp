@@ -86,6 +86,14 @@ class store {
   boost::asio::awaitable<result<std::vector<lease_token>>> heartbeat(const std::vector<lease_token>& held,
                                                                      std::chrono::milliseconds lease);
 
+  /// Announces (or refreshes) worker `owner` and the workflow versions it runs, for `ttl`; runs whose
+  /// version no live worker has are reported as unclaimable by get().
+  boost::asio::awaitable<result<void>> register_worker(const std::string& owner,
+                                                       const std::vector<workflow_version>& workflows,
+                                                       std::chrono::milliseconds ttl);
+  /// Removes worker `owner` from the registry.
+  boost::asio::awaitable<result<void>> unregister_worker(const std::string& owner);
+
   /// Durably records a step; resumes only after the transaction that carries it committed. Errors: fenced;
   /// payload_too_large, payload_too_deep, invalid_argument (output or error over the limits; nothing was
   /// written); data_rejected, query_failed (the database refused the write; nothing was written).
