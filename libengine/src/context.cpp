@@ -173,10 +173,10 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       rec.failed = true;
       rec.error = error;
     } else {
-      rec.output = output;
+      rec.output = std::move(output);  // moved back out once durable: no copy of the output on the hot path
     }
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
-    storage::step_checkpoint cp{st.lease(), rec};
+    storage::step_checkpoint cp{st.lease(), std::move(rec)};
     auto written = co_await engine.store_.checkpoint(cp);
     auto refused = [](const result<void>& w) {
       return !w && w.error() != storage::errc::fenced && w.error() != storage::errc::shut_down &&
@@ -187,16 +187,15 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       // would produce the same, so the step fails for good, with a failure that carries no user data.
       log::error("engine", "run " + st.claim.id + ": the checkpoint of step '" + storage::valid_utf8(name) +
                                "' was refused (" + written.error().message() + "); failing the step");
-      failure = "step '" + name + "': its " + std::string(rec.failed ? "failure" : "output") +
+      failure = "step '" + name + "': its " + std::string(cp.step.failed ? "failure" : "output") +
                 " could not be stored (" + written.error().message() + ")";
       code = errc::output_rejected;
       retriable = false;
       error = step_error(code, *failure, name, attempt, retriable);
-      rec.failed = true;
-      rec.output = nullptr;
-      rec.error = error;
-      storage::step_checkpoint failed_cp{st.lease(), std::move(rec)};
-      written = co_await engine.store_.checkpoint(failed_cp);
+      cp.step.failed = true;
+      cp.step.output = nullptr;
+      cp.step.error = error;
+      written = co_await engine.store_.checkpoint(cp);
     }
     if (!written) {
       // Fenced (the lease moved on) or storage shut down: this worker must not continue the run.
@@ -210,7 +209,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       throw step_failed_error(std::move(error));
     }
     engine.emit(run_event::kind::step_completed, st, name, attempt);
-    co_return output;
+    co_return std::move(cp.step.output);
   }
 }
 

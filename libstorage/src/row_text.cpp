@@ -1,7 +1,8 @@
 #include "row_text.hpp"
 
+#include <algorithm>
 #include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
+#include <boost/json/serializer.hpp>
 #include <charconv>
 
 #include "keel/common/log.hpp"
@@ -55,7 +56,15 @@ row_text& row_text::null(std::string_view k) {
 
 row_text& row_text::value(std::string_view k, const boost::json::value& v) {
   key(k);
-  text_ += boost::json::serialize(v);
+  // Serialized in place, without an intermediate string.
+  boost::json::serializer sr;
+  sr.reset(&v);
+  while (!sr.done()) {
+    const std::size_t at = text_.size();
+    text_.resize(at + std::max<std::size_t>(256, text_.capacity() - at));
+    const auto chunk = sr.read(text_.data() + at, text_.size() - at);
+    text_.resize(at + chunk.size());
+  }
   return *this;
 }
 

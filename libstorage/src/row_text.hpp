@@ -15,7 +15,10 @@ namespace keel::storage::detail {
 /// repairs them first).
 class row_text {
  public:
-  row_text() { text_.push_back('{'); }
+  row_text() {
+    text_.reserve(256);  // a checkpoint row of a small step fits: one allocation
+    text_.push_back('{');
+  }
   row_text& str(std::string_view key, std::string_view value);
   row_text& num(std::string_view key, std::int64_t value);
   row_text& null(std::string_view key);
