@@ -83,6 +83,11 @@ RETURNING x.ord)sql"};
 // bands of runs_claimable (one index descent each) and, inside a band, the index range due_at <= now(),
 // so 200,000 runs queued for tomorrow cost one descent, not 200,000 index entries.
 //
+// Idempotent on retry: each claim request carries a token ($6), stored on the runs it takes. A retry ($7
+// true: the first attempt may have committed with its acknowledgement lost) first adopts the runs still held
+// under that token — found among running runs, in the same index, so only the rare retry pays for it — and
+// claims only the rest.
+//
 // A run whose lease expired is a recovery (its worker crashed or stalled); past $5 recoveries it is failed
 // as dead_lettered instead of claimed again, so a run that crashes every worker stops and shows.
 // Each claim bumps the epoch.
@@ -94,6 +99,9 @@ WITH RECURSIVE band(p) AS (
           ORDER BY priority DESC LIMIT 1)
   FROM band WHERE band.p IS NOT NULL),
 wanted AS (SELECT w.workflow, w.version FROM jsonb_to_recordset($4::jsonb) AS w(workflow text, version int)),
+prior AS (
+  SELECT id FROM keel.runs
+  WHERE $7::bool AND status = 'running' AND owner = $1 AND claim_token = $6::uuid),
 c AS (
   SELECT x.id, x.status = 'running' AS recovery, x.status = 'running' AND x.recoveries >= $5::int AS dead
   FROM band CROSS JOIN LATERAL (
@@ -104,7 +112,8 @@ c AS (
     LIMIT $2::int
     FOR UPDATE SKIP LOCKED) x
   WHERE band.p IS NOT NULL
-  LIMIT $2::int)
+  LIMIT greatest($2::int - (SELECT count(*) FROM prior), 0)),
+claimed AS (
 UPDATE keel.runs r
 SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
     owner = CASE WHEN c.dead THEN NULL ELSE $1 END,
@@ -114,6 +123,7 @@ SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
     due_at = CASE WHEN c.dead THEN NULL ELSE now() + $3::bigint * interval '1 millisecond' END,
     started_at = coalesce(r.started_at, now()),
     finished_at = CASE WHEN c.dead THEN now() END,
+    claim_token = $6::uuid,
     error = CASE WHEN c.dead THEN jsonb_build_object(
               'code', 'dead_lettered',
               'message', 'the run lost its worker ' || (r.recoveries + 1) || ' times (a crash, a kill or a '
@@ -121,7 +131,11 @@ SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
               'recoveries', r.recoveries + 1, 'claims', r.claims, 'last_owner', r.owner)
             ELSE r.error END
 FROM c WHERE r.id = c.id
-RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.next_seq, r.recoveries, c.dead)sql"};
+RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.next_seq, r.recoveries, c.dead)
+SELECT * FROM claimed
+UNION ALL
+SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.next_seq, r.recoveries, false
+FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
 
 const statement load_steps{"keel_load_steps", R"sql(
 SELECT run_id::text, seq, name, status, output::text, error::text, attempts,

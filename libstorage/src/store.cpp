@@ -324,9 +324,13 @@ boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {
 
 boost::asio::awaitable<result<claim_outcome>> store::claim(const claim_request& request) {
   auto wanted = detail::versions_json(request.workflows);
-  std::vector<std::optional<std::string>> params{request.owner, std::to_string(request.max),
-                                                 std::to_string(request.lease.count()), std::move(wanted),
-                                                 std::to_string(request.max_recoveries)};
+  std::vector<std::optional<std::string>> params{request.owner,
+                                                 std::to_string(request.max),
+                                                 std::to_string(request.lease.count()),
+                                                 std::move(wanted),
+                                                 std::to_string(request.max_recoveries),
+                                                 new_run_id(),  // the claim's token (a UUIDv7)
+                                                 "false"};      // set per attempt by the claim kind
   // In the writer's transactions: a claim shares its commit with the checkpoints and finishes of the batch.
   auto claimed = co_await detail::await_completion<claim_outcome>(
       [this, &params](std::function<void(result<claim_outcome>)> done) {

@@ -66,7 +66,7 @@ class claim_kind_t final : public write_kind {
   void add_statements(std::vector<pipeline_query>& tx,
                       std::span<pending_write* const> writes) const override {
     for (auto* w : writes)
-      tx.push_back({&sql::claim_runs, static_cast<claim_write*>(w)->params()});
+      tx.push_back({&sql::claim_runs, static_cast<claim_write*>(w)->next_attempt()});
   }
 
   void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override {

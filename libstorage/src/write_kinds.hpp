@@ -19,10 +19,17 @@ class claim_write final : public typed_write<claim_outcome> {
               std::function<void(result<claim_outcome>)> done)
       : typed_write(kind, {}, std::chrono::steady_clock::time_point::max(), std::move(done)),
         params_(std::move(params)) {}
-  [[nodiscard]] const std::vector<std::optional<std::string>>& params() const noexcept { return params_; }
+  /// The parameters for the next attempt: the last one ($7) says whether an earlier attempt was sent (and
+  /// may have committed), so that the claim adopts what that attempt took.
+  [[nodiscard]] const std::vector<std::optional<std::string>>& next_attempt() {
+    params_.back() = sent_ ? "true" : "false";
+    sent_ = true;
+    return params_;
+  }
 
  private:
   std::vector<std::optional<std::string>> params_;
+  bool sent_ = false;
 };
 
 /// The kinds, in transaction order.
