@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   const auto hold = std::chrono::milliseconds(std::stol(arg(argc, argv, "--hold-ms", "0")));
   if (db.empty() || g_effects.empty()) {
     std::cerr << "usage: keel-test-worker --db CONNINFO --effects FILE [--lease-ms N] [--concurrency N]"
-                 " [--hold-ms N --marker FILE]\n";
+                 " [--hold-ms N --marker FILE] [--max-recoveries N]\n";
     return 2;
   }
 
@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
   o.concurrency = std::stoul(arg(argc, argv, "--concurrency", "64"));
   o.poll_interval = std::chrono::milliseconds(20);
   o.threads = 2;
+  if (auto m = arg(argc, argv, "--max-recoveries"); !m.empty()) o.max_recoveries = std::stoi(m);
   o.on_event = [](const keel::run_event& ev) {
     if (ev.what == keel::run_event::kind::completed) append_line(g_effects, ev.id + " completed");
     if (ev.what == keel::run_event::kind::abandoned) append_line(g_effects, ev.id + " abandoned");
