@@ -196,6 +196,20 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       cp.step.output = nullptr;
       cp.step.error = error;
       written = co_await engine.store_.checkpoint(cp);
+      if (refused(written)) {
+        // Even a failure is refused (the step's name itself, say): nothing of this step can be recorded, and
+        // abandoning the run would only re-run the step on the next worker. The run fails instead; its
+        // finish writes no step row. Poisoned, so that workflow code catching this cannot go on.
+        json::object unrecordable;
+        unrecordable["code"] = code_name(errc::output_rejected);
+        unrecordable["message"] = "step #" + std::to_string(seq) +
+                                  ": neither its outcome nor its failure could be "
+                                  "stored (" +
+                                  written.error().message() + ")";
+        unrecordable["attempts"] = attempt;
+        st.poisoned = std::make_exception_ptr(step_failed_error(std::move(unrecordable)));
+        std::rethrow_exception(st.poisoned);
+      }
     }
     if (!written) {
       // Fenced (the lease moved on) or storage shut down: this worker must not continue the run.

@@ -395,13 +395,18 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
           error_json("workflow_error", "the workflow threw an exception not derived from std::exception");
     }
   }
-  if (!interrupted && st->poisoned && fin.status == storage::run_status::completed) {
-    // Workflow code swallowed what ctx.step threw (catch (...), or catch (const std::exception&) around a
-    // nondeterminism error): the run must not complete as if nothing happened.
+  if (!interrupted && st->poisoned) {
+    // What ctx.step recorded as fatal decides the outcome, however the body ended: workflow code may have
+    // swallowed it (catch (...)), or it may have come back wrapped (an `&&` of two steps throws
+    // multiple_exceptions when one side hit concurrent_step and the other was cancelled).
     try {
       std::rethrow_exception(st->poisoned);
     } catch (const run_interrupted& i) {
       interrupted = i;
+    } catch (const step_failed_error& e) {
+      fin.status = storage::run_status::failed;
+      fin.output = nullptr;
+      fin.error = e.error();
     } catch (const nondeterminism_error& e) {
       fin.status = storage::run_status::failed;
       fin.output = nullptr;
