@@ -1,0 +1,40 @@
+// The embedded cluster's data directory: preparing it, and reading what the server records in it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "keel/common/result.hpp"
+#include "os_process.hpp"
+
+namespace keel::storage::detail {
+
+/// Why pg_ctl's shell command line or the server's socket directory list would misread path `p`, if they
+/// would.
+std::optional<std::string> unsafe_path_reason(const std::string& p);
+
+/// Creates `dir` (and missing parents) when absent and, when `as` is given (we are root), hands it to that
+/// user and checks that it can reach it. Errors are logged.
+result<void> prepare_data_dir(const std::filesystem::path& dir, const identity* as);
+
+/// The lines of postmaster.pid we use (src/include/miscadmin.h: LOCK_FILE_LINE_*).
+struct pid_file {
+  pid_t pid = 0;
+  std::string data_dir;
+  unsigned short port = 0;
+  std::string status;
+};
+
+/// postmaster.pid of `dir`, if present and well-formed.
+std::optional<pid_file> read_pid_file(const std::filesystem::path& dir);
+
+/// True when `pid` is a live (not zombie) process that looks like a postgres server.
+bool alive_postgres(pid_t pid);
+
+/// True when path `a` (as the server wrote it) names directory `b`.
+bool same_directory(const std::string& a, const std::filesystem::path& b);
+
+}  // namespace keel::storage::detail
