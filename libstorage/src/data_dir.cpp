@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <vector>
 
 #include "embedded_common.hpp"
@@ -84,21 +85,43 @@ result<void> prepare_data_dir(const fs::path& dir, const identity* as) {
     created_parents.push_back(p);
   }
   std::error_code ec;
-  fs::create_directories(dir, ec);
+  fs::create_directories(dir.parent_path(), ec);
   if (ec) return server_failed("cannot create data directory " + dir.string() + ": " + ec.message());
+  // Private from the first moment, not from initdb's chmod on.
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return server_failed("cannot create data directory " + dir.string() + ": " + errno_text(errno));
+  }
   if (!fs::is_directory(dir, ec))
     return server_failed("data directory " + dir.string() + " is not a directory");
-  if (as == nullptr) return {};
 
-  // Parents we created as root follow the umask; the server's user must still be able to pass through them.
-  for (const auto& p : created_parents) {
-    fs::permissions(p, fs::perms::owner_exec | fs::perms::group_exec | fs::perms::others_exec,
-                    fs::perm_options::add, ec);
+  if (as != nullptr) {
+    // Parents we created as root follow the umask; the server's user must still be able to pass through them.
+    for (const auto& p : created_parents) {
+      fs::permissions(p, fs::perms::owner_exec | fs::perms::group_exec | fs::perms::others_exec,
+                      fs::perm_options::add, ec);
+    }
+    if (::chown(dir.c_str(), as->uid, as->gid) != 0) {
+      return server_failed("cannot chown data directory " + dir.string() + " to " + as->name + ": " +
+                           errno_text(errno));
+    }
   }
-  if (::chown(dir.c_str(), as->uid, as->gid) != 0) {
-    return server_failed("cannot chown data directory " + dir.string() + " to " + as->name + ": " +
-                         errno_text(errno));
+  // The socket lives here and local connections are trusted, so this mode is the server's access control.
+  // PostgreSQL itself would also accept 0750 (a cluster made with initdb -g): that would admit the group.
+  if (::chmod(dir.c_str(), 0700) != 0) {
+    return server_failed("cannot make data directory " + dir.string() +
+                         " private (mode 0700): " + errno_text(errno) + stat_text(dir.string()));
   }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    return server_failed("cannot inspect data directory " + dir.string() + ": " + errno_text(errno));
+  }
+  const uid_t server_uid = as != nullptr ? as->uid : ::geteuid();
+  if (st.st_uid != server_uid || (st.st_mode & 0777) != 0700) {
+    return server_failed("data directory " + dir.string() + stat_text(dir.string()) +
+                         " must be mode 0700 and owned by the server's user (uid " +
+                         std::to_string(server_uid) + ")");
+  }
+  if (as == nullptr) return {};
   return check_reachable_as(*as, dir);
 }
 
@@ -115,8 +138,25 @@ std::optional<pid_file> read_pid_file(const fs::path& dir) {
   pf.pid = *pid;
   if (lines.size() > 1) pf.data_dir = lines[1];
   if (lines.size() > 3) pf.port = parse_int<unsigned short>(lines[3]).value_or(0);
+  if (lines.size() > 5) pf.listen_address = lines[5];
   if (lines.size() > 7) pf.status = lines[7];
   return pf;
+}
+
+std::optional<unsigned short> recorded_port(const fs::path& dir) {
+  // One line: the server's argv, each argument in double quotes: ... "-p" "51234" ...
+  std::ifstream in(dir / "postmaster.opts");
+  if (!in) return std::nullopt;
+  const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  constexpr std::string_view flag = "\"-p\" \"";
+  auto at = text.find(flag);
+  if (at == std::string::npos) return std::nullopt;
+  auto begin = at + flag.size();
+  auto end = text.find('"', begin);
+  if (end == std::string::npos) return std::nullopt;
+  auto port = parse_int<unsigned short>(std::string_view(text).substr(begin, end - begin));
+  if (!port || *port == 0) return std::nullopt;
+  return port;
 }
 
 bool alive_postgres(pid_t pid) {

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstdint>
 #include <cstdlib>
@@ -38,7 +39,7 @@ constexpr std::size_t k_tail_lines = 20;
 constexpr std::size_t k_max_log = 1 << 20;
 /// pg_ctl enforces options.timeout itself; this margin only catches a hung tool.
 constexpr std::chrono::seconds k_tool_grace{10};
-/// The first start attempt plus three retries when a picked port was taken in the meantime.
+/// The first start attempt plus three retries when a picked port's socket was taken in the meantime.
 constexpr int k_port_attempts = 4;
 constexpr auto k_poll_interval = std::chrono::milliseconds(20);
 
@@ -100,6 +101,18 @@ result<binaries> find_binaries() {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Starting.
+
+/// The settings start_blocking decides itself: where the server listens, and so what connection_string says.
+std::optional<std::string> reserved_setting(const std::map<std::string, std::string>& settings) {
+  for (const auto& [name, value] : settings) {
+    // The server folds case and reads '-' as '_' in option names.
+    std::string key = name;
+    for (char& c : key)
+      c = c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (key == "listen_addresses" || key == "port" || key == "unix_socket_directories") return name;
+  }
+  return std::nullopt;
+}
 
 enum class wait_outcome { ready, died, timed_out };
 
@@ -188,6 +201,11 @@ result<void> embedded_postgres::start_blocking() {
   if (auto why = detail::unsafe_path_reason(dir.string())) {
     return server_failed("data_dir " + dir.string() + " " + *why);
   }
+  if (auto name = reserved_setting(options_.settings)) {
+    return server_failed("setting '" + *name +
+                         "' is not allowed: the embedded server listens only on its unix socket in the data "
+                         "directory (choose the socket's name with embedded_postgres_options::port)");
+  }
 
   auto as = detail::tool_identity(options_.os_user);
   if (!as) return as.error();
@@ -213,15 +231,26 @@ result<void> embedded_postgres::start_blocking() {
     } else {
       port_ = pf->port;
       if (options_.port != 0 && options_.port != port_) {
-        log::warn(k_component, "adopted server listens on port " + std::to_string(port_) +
-                                   ", not the configured " + std::to_string(options_.port));
+        log::warn(k_component, "adopted server uses port " + std::to_string(port_) + ", not the configured " +
+                                   std::to_string(options_.port));
       }
       switch (wait_until_ready(pf->pid, connection_string("postgres"), deadline)) {
-        case wait_outcome::ready:
+        case wait_outcome::ready: {
           running_ = true;
-          log::info(k_component, "adopted running server pid " + std::to_string(pf->pid) + " on port " +
-                                     std::to_string(port_) + " for " + dir.string());
-          return {};
+          // Re-read: the listen address is recorded once the server has opened its sockets.
+          auto now = detail::read_pid_file(dir);
+          if (!now || now->pid != pf->pid || now->listen_address.empty()) {
+            log::info(k_component, "adopted running server pid " + std::to_string(pf->pid) + " on port " +
+                                       std::to_string(port_) + " for " + dir.string());
+            return {};
+          }
+          // Started by an older Keel or by hand: with trust authentication a TCP listener admits any local
+          // user as superuser. Its owner is gone, so restart it the private way, on the same port.
+          log::warn(k_component, "adopted server pid " + std::to_string(pf->pid) + " listens on TCP (" +
+                                     now->listen_address + "); restarting it on its unix socket only");
+          if (auto r = stop_blocking(); !r) return r;
+          break;
+        }
         case wait_outcome::died:
           log::warn(k_component,
                     "server pid " + std::to_string(pf->pid) + " exited while being adopted; starting anew");
@@ -234,10 +263,13 @@ result<void> embedded_postgres::start_blocking() {
     }
   }
 
-  // A restart keeps the port it had, so connection strings handed out before stay valid.
+  // A restart keeps the port it had, so connection strings handed out before stay valid: this object's last
+  // one, else the last server's on this data directory (from another process, say before a crash). Reusing it
+  // is safe because the socket is private to the directory; a live holder makes the loop below pick anew.
   unsigned short port = options_.port != 0 ? options_.port : port_;
+  if (port == 0) port = detail::recorded_port(dir).value_or(0);
   if (port == 0) {
-    auto picked = detail::pick_free_port();
+    auto picked = detail::pick_port(dir);
     if (!picked) return picked.error();
     port = *picked;
   }
@@ -247,9 +279,19 @@ result<void> embedded_postgres::start_blocking() {
   bool has_cluster = fs::exists(dir / "PG_VERSION", ec);
   if (ec) return server_failed("cannot inspect data directory " + dir.string() + ": " + ec.message());
   if (!has_cluster) {
-    const std::vector<std::string> args{
-        bins->initdb.string(), "-D",       dir.string(), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-        "--locale=C.UTF-8",    "--no-sync"};
+    // Local connections are trusted (the socket's 0700 directory is the access control); TCP ones are
+    // rejected, should a listener ever be opened.
+    const std::vector<std::string> args{bins->initdb.string(),
+                                        "-D",
+                                        dir.string(),
+                                        "-U",
+                                        "postgres",
+                                        "--auth-local=trust",
+                                        "--auth-host=reject",
+                                        "-E",
+                                        "UTF8",
+                                        "--locale=C.UTF-8",
+                                        "--no-sync"};
     log::info(k_component, "initializing a new cluster in " + dir.string());
     auto run = detail::run_tool(args, as_ptr, clock::now() + tool_allowance);
     if (!run) return run.error();
@@ -264,8 +306,10 @@ result<void> embedded_postgres::start_blocking() {
   const fs::path server_log = dir / "server.log";
   const auto timeout_secs = std::to_string(std::max<long long>(1, options_.timeout.count()));
   for (int attempt = 1;; ++attempt) {
-    std::string opts =
-        "-k " + shell_quote(dir.string()) + " -p " + std::to_string(port) + " -c listen_addresses=127.0.0.1";
+    // No TCP listener; the socket file itself is the owner's alone too, in case the directory's mode is ever
+    // loosened.
+    std::string opts = "-k " + shell_quote(dir.string()) + " -p " + std::to_string(port) + " -c " +
+                       shell_quote("listen_addresses=") + " -c unix_socket_permissions=0700";
     if (!options_.durable) opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off";
     for (const auto& [name, value] : options_.settings)
       opts += " -c " + shell_quote(name + "=" + value);
@@ -281,19 +325,18 @@ result<void> embedded_postgres::start_blocking() {
       running_ = true;
       log::info(
           k_component,
-          "server started on port " + std::to_string(port_) + " for " + dir.string() + " in " +
+          "server started on " + detail::socket_file(dir, port_).string() + " in " +
               std::to_string(
                   std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - started).count()) +
               " ms");
       return {};
     }
     const std::string new_log = read_from(server_log, log_offset);
-    if (options_.port == 0 && attempt < k_port_attempts && detail::port_was_taken(new_log)) {
-      auto picked = detail::pick_free_port();
+    if (options_.port == 0 && attempt < k_port_attempts && detail::socket_was_taken(new_log)) {
+      auto picked = detail::pick_port(dir);
       if (!picked) return picked.error();
-      log::warn(k_component, "port " + std::to_string(port) +
-                                 " was taken before the server bound it; retrying on " +
-                                 std::to_string(*picked));
+      log::warn(k_component, "the socket for port " + std::to_string(port) +
+                                 " is held by another process; retrying on " + std::to_string(*picked));
       port = *picked;
       if (auto why = detail::socket_path_problem(dir, port)) return server_failed(*why);
       continue;
