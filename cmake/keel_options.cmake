@@ -1,11 +1,14 @@
 # Compile flags shared by every project target: warnings, sanitizers.
+# The static libraries link it PRIVATE, so install(EXPORT) must export it too; BUILD_INTERFACE keeps the flags
+# out of that export, so a find_package(keel) consumer never gets our warnings or -Werror.
 add_library(keel_project_options INTERFACE)
-target_compile_options(keel_project_options INTERFACE -Wall -Wextra -Wpedantic
+set(keel_warning_flags -Wall -Wextra -Wpedantic
   # GCC 12 misreports Asio's coroutine frame allocator (operator new/delete pair) as mismatched.
   -Wno-mismatched-new-delete)
 if(KEEL_WERROR)
-  target_compile_options(keel_project_options INTERFACE -Werror)
+  list(APPEND keel_warning_flags -Werror)
 endif()
+target_compile_options(keel_project_options INTERFACE "$<BUILD_INTERFACE:${keel_warning_flags}>")
 
 if(NOT KEEL_SANITIZE STREQUAL "")
   # -O1 (after the build type's -O2): sanitizer builds compile faster and keep usable stacks.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds Keel and runs the whole test suite (unit, PostgreSQL, multi-process) with ctest.
-# Usage: scripts/test.sh [--sanitize address|thread]   (each configuration builds in its own directory)
+# Usage: scripts/test.sh [--sanitize address|thread] [--build-type TYPE]   (each configuration builds in its own
+# directory; see scripts/build.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(bash scripts/build.sh "$@" | tail -n 1)

@@ -12,13 +12,18 @@ namespace keel::storage {
 
 /// Settings for an embedded cluster.
 struct embedded_postgres_options {
-  /// Data directory; created with initdb when it holds no cluster yet. The unix socket lives inside it.
+  /// Data directory; created with initdb when it holds no cluster yet, and kept mode 0700 and owned by the
+  /// server's user. The server listens only on a unix socket inside it (no TCP): local connections are
+  /// trusted, so this directory's permissions decide who may connect (that user, and root).
   std::filesystem::path data_dir = "keel-data";
-  /// TCP port on 127.0.0.1; 0 picks a free one (a restart of the same object keeps the one it picked).
+  /// Names the unix socket, <data_dir>/.s.PGSQL.<port>; no TCP port is opened. 0 keeps the port of the last
+  /// server on this data directory (this object's, else the one recorded in postmaster.opts) or picks one
+  /// whose socket is not in use, so that connection strings survive restarts.
   unsigned short port = 0;
   /// fsync and synchronous_commit; turn off only for throwaway test clusters.
   bool durable = true;
-  /// Extra `-c name=value` server settings.
+  /// Extra `-c name=value` server settings. listen_addresses, port and unix_socket_directories are the
+  /// embedded server's own: start_blocking refuses them.
   std::map<std::string, std::string> settings;
   /// When running as root the server runs as this unprivileged user (PostgreSQL refuses root).
   std::string os_user = "postgres";
@@ -36,7 +41,8 @@ class embedded_postgres {
   embedded_postgres& operator=(const embedded_postgres&) = delete;
 
   /// Runs initdb if needed, then starts the server and waits until it accepts connections.
-  /// A server left running on this data directory by a killed process is adopted.
+  /// A server left running on this data directory by a killed process is adopted (restarted first when it
+  /// listens on TCP, as servers started by older versions did).
   /// Errors: the tool's exit status and the tail of its log in the message (logged), returned as an error
   /// code.
   result<void> start_blocking();
@@ -47,11 +53,11 @@ class embedded_postgres {
   /// True between a successful start and stop.
   [[nodiscard]] bool running() const noexcept { return running_; }
 
-  /// The port the server listens on (valid once started).
+  /// The port in the name of the server's unix socket (valid once started); the server has no TCP listener.
   [[nodiscard]] unsigned short port() const noexcept { return port_; }
 
-  /// libpq connection string for `database` ("host=<socket dir> port=<port> user=postgres
-  /// dbname=<database>").
+  /// libpq connection string for `database` ("host=<data_dir> port=<port> user=postgres dbname=<database>"):
+  /// the unix socket, which only the server's user and root can reach.
   [[nodiscard]] std::string connection_string(const std::string& database = "postgres") const;
 
   /// Creates a database (no-op if it exists). Blocking.
