@@ -225,7 +225,10 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
 
 asio::awaitable<void> engine_impl::claim_loop() {
   while (!stopping()) {
-    const std::size_t free = options_.concurrency - std::min(options_.concurrency, inflight_.size());
+    // A run whose finish is on its way to the writer no longer needs its slot: claiming for it now lets the
+    // claim share the finish's transaction instead of waiting for the next one.
+    const std::size_t busy = inflight_.size() - std::min(inflight_.size(), finishing_.load());
+    const std::size_t free = options_.concurrency - std::min(options_.concurrency, busy);
     if (free == 0) {
       co_await wait_changed();
       continue;
@@ -342,6 +345,7 @@ void engine_impl::launch(storage::claimed_run claim, std::chrono::steady_clock::
       }
     }
     asio::post(ctl_, [this, st] {
+      if (st->finishing) finishing_.fetch_sub(1);
       // Only this execution's entry: a newer execution of the same run may have replaced it.
       if (auto it = inflight_.find(st->claim.id); it != inflight_.end() && it->second == st)
         inflight_.erase(it);
@@ -448,6 +452,9 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     }
   }
   detail = json::serialize(fin.status == storage::run_status::completed ? fin.output : fin.error);
+  st->finishing = true;
+  finishing_.fetch_add(1);
+  wake_claimer();
   auto r = co_await store_.finish(fin);
   if (!r && r.error() != storage::errc::fenced && !storage::is_transient(r.error()) &&
       r.error() != storage::errc::shut_down) {

@@ -91,6 +91,8 @@ class engine_impl {
   bool migrated_ = false;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> started_once_{false};
+  /// Runs in flight whose finish was submitted (their slots are claimed for ahead of the commit).
+  std::atomic<std::size_t> finishing_{0};
   std::mutex rng_mutex_;
   std::mt19937_64 rng_;
 };

@@ -31,6 +31,8 @@ struct run_state {
   int next_seq = 0;
   /// A ctx.step call is in progress (steps of one run must not overlap).
   bool in_step = false;
+  /// The run's finish was submitted (set on the run's strand before the completion handler reads it).
+  bool finishing = false;
   /// The lease is gone (heartbeat or a write said so): write nothing more.
   std::atomic<bool> lost{false};
   /// The latest time this worker can be sure it still holds the lease: when the claim or the last successful
