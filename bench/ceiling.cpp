@@ -4,6 +4,7 @@
 #include <array>
 #include <chrono>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 #include "keel/common/run_id.hpp"
@@ -99,7 +100,7 @@ void read_transaction(PGconn* conn, std::size_t rows) {
 }  // namespace
 
 ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
-                                        int steps_per_run) {
+                                        int steps_per_run, std::size_t connections) {
   if (runs == 0 || batch == 0 || steps_per_run <= 0)
     throw std::invalid_argument("ceiling: nothing to measure");
   auto conn = connect_blocking(conninfo);
@@ -136,32 +137,66 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
   }
   // Statistics, so that the planner sees the table as it is: the ceiling is the best case.
   exec_blocking(c, "ANALYZE bench_ceiling_runs");
-  for (const auto* s : {&k_begin, &k_advance, &k_insert, &k_commit})
-    prepare(c, *s);
-  if (PQenterPipelineMode(c) != 1) throw_pg_error("enter pipeline mode", c, nullptr);
+  // One connection per engine writer: each takes a disjoint slice of the runs, prepared and connected before
+  // the clock starts, and runs the same minimal loop on it.
+  connections = std::max<std::size_t>(1, std::min(connections, runs));
+  struct lane {
+    pg_conn conn;
+    std::size_t first = 0, last = 0, transactions = 0;
+    std::exception_ptr error;
+  };
+  std::vector<lane> lanes(connections);
+  for (std::size_t i = 0; i < connections; ++i) {
+    lanes[i].conn = connect_blocking(conninfo);
+    lanes[i].first = runs * i / connections;
+    lanes[i].last = runs * (i + 1) / connections;
+    for (const auto* s : {&k_begin, &k_advance, &k_insert, &k_commit})
+      prepare(lanes[i].conn.get(), *s);
+    if (PQenterPipelineMode(lanes[i].conn.get()) != 1)
+      throw_pg_error("enter pipeline mode", lanes[i].conn.get(), nullptr);
+  }
+  auto drive = [&](lane& l) {
+    try {
+      PGconn* lc = l.conn.get();
+      for (int seq = 0; seq < steps_per_run; ++seq) {
+        const std::string seq_text = std::to_string(seq);
+        const std::string next_seq = std::to_string(seq + 1);
+        const std::string name = "step" + std::to_string(seq + 1);
+        for (std::size_t first = l.first; first < l.last; first += batch) {
+          const std::size_t last = std::min(l.last, first + batch);
+          const std::string id_list = uuid_array(ids, first, last);
+          const std::string outputs = output_array(last - first, seq + 1);
+          send(lc, k_begin, {});
+          send(lc, k_advance, {id_list.c_str(), next_seq.c_str()});
+          send(lc, k_insert, {id_list.c_str(), seq_text.c_str(), name.c_str(), outputs.c_str()});
+          send(lc, k_commit, {});
+          if (PQpipelineSync(lc) != 1) throw_pg_error("pipeline sync", lc, nullptr);
+          // Like the engine's writer: the next transaction goes out once this one has committed.
+          read_transaction(lc, last - first);
+          ++l.transactions;
+        }
+      }
+      if (PQexitPipelineMode(lc) != 1) throw_pg_error("exit pipeline mode", lc, nullptr);
+    } catch (...) {
+      l.error = std::current_exception();
+    }
+  };
 
   ceiling_result out;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int seq = 0; seq < steps_per_run; ++seq) {
-    const std::string seq_text = std::to_string(seq);
-    const std::string next_seq = std::to_string(seq + 1);
-    const std::string name = "step" + std::to_string(seq + 1);
-    for (std::size_t first = 0; first < runs; first += batch) {
-      const std::size_t last = std::min(runs, first + batch);
-      const std::string id_list = uuid_array(ids, first, last);
-      const std::string outputs = output_array(last - first, seq + 1);
-      send(c, k_begin, {});
-      send(c, k_advance, {id_list.c_str(), next_seq.c_str()});
-      send(c, k_insert, {id_list.c_str(), seq_text.c_str(), name.c_str(), outputs.c_str()});
-      send(c, k_commit, {});
-      if (PQpipelineSync(c) != 1) throw_pg_error("pipeline sync", c, nullptr);
-      // Like the engine's writer: the next transaction goes out once this one has committed.
-      read_transaction(c, last - first);
-      ++out.transactions;
-    }
+  {
+    std::vector<std::thread> threads;
+    for (std::size_t i = 1; i < connections; ++i)
+      threads.emplace_back([&, i] { drive(lanes[i]); });
+    drive(lanes[0]);
+    for (auto& t : threads)
+      t.join();
   }
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (PQexitPipelineMode(c) != 1) throw_pg_error("exit pipeline mode", c, nullptr);
+  for (auto& l : lanes) {
+    if (l.error) std::rethrow_exception(l.error);
+    out.transactions += l.transactions;
+  }
 
   out.steps = runs * static_cast<std::size_t>(steps_per_run);
   auto count = exec_blocking(c, "SELECT count(*) FROM bench_ceiling_steps");

@@ -662,7 +662,8 @@ int run(const bench_options& o) {
     const std::size_t batch = std::min(o.concurrency, o.max_batch);
     log::info(k_component,
               "measuring the raw-SQL ceiling (" + std::to_string(batch) + " runs per transaction)");
-    ceiling = measure_ceiling_blocking(db.conninfo(), o.runs, batch, k_noop3_steps);
+    // As many connections as the engine has writers: the ceiling stays the best the same means can do.
+    ceiling = measure_ceiling_blocking(db.conninfo(), o.runs, batch, k_noop3_steps, o.writers);
   }
 
   std::string line = "{\"workload\":" + json_string(o.workload) + ",\"runs\":" + std::to_string(o.runs) +
