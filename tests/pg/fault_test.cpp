@@ -1,13 +1,15 @@
 // Faults between one engine and PostgreSQL, injected by a protocol-aware proxy: COMMITs whose acknowledgement
-// is lost; and several writer connections.
+// is lost, heartbeats that stall until the worker's own lease lapses; and several writer connections.
 #define BOOST_TEST_MODULE faults
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 
 #include "engine_fixture.hpp"
 #include "tcp_proxy.hpp"
@@ -19,6 +21,8 @@ using namespace std::chrono_literals;
 namespace {
 
 // Prepared statements of the store (libstorage/src/statements.cpp) that the proxy holds back.
+/// Every heartbeat: held, heartbeats stall and the lease lapses.
+constexpr const char* k_heartbeat_statement = "keel_heartbeat";
 /// Ends each write batch: held, the writer waits while further writes queue up.
 constexpr const char* k_commit_statement = "keel_commit";
 
@@ -197,6 +201,120 @@ BOOST_AUTO_TEST_CASE(three_writers_drain_a_thousand_runs_exactly_once) {
   book.expect_exactly_once(ids);
   // The writes were really shared: more than one writer connection committed.
   BOOST_TEST(proxy.committing_connections() >= 2);
+}
+
+namespace {
+
+/// One run of "lapse" under a 1.5 s lease, on an engine that reaches the database through a proxy. Step s2
+/// of the first execution is held back in the way the test chooses, while the proxy holds heartbeats until
+/// the lease lapses and the engine's own claim loop takes the run again.
+struct lapse_fixture {
+  enum class first_s2 {
+    fails_into_backoff,    // fails once, then waits a minute before its retry
+    waits_for_the_reclaim  // still running when the run is claimed again
+  };
+
+  std::string db = fresh_database();
+  tcp_proxy proxy{db};
+  ledger book;
+  std::atomic<bool> reclaimed{false};
+  std::atomic<bool> let_s3_finish;  // the second execution waits inside s3 until this is set
+  std::unique_ptr<engine> e;
+  release_at_exit release_heartbeats{proxy};  // also when the constructor throws
+  std::string id;
+
+  explicit lapse_fixture(first_s2 mode, bool hold_second_s3 = false) : let_s3_finish(!hold_second_s3) {
+    auto o = options_for(proxy.conninfo(), 1500ms);  // heartbeats every 500 ms
+    o.on_event = [this, observe = book.observer()](const run_event& ev) {
+      observe(ev);
+      if (ev.what == run_event::kind::claimed && ev.attempt == 2) reclaimed = true;
+    };
+    e = std::make_unique<engine>(o);
+    step_options s2_options;
+    s2_options.retry.max_attempts = 2;
+    s2_options.retry.initial_delay = 60s;
+    s2_options.retry.max_delay = 60s;
+    s2_options.retry.jitter = 0;
+    add_workflow(
+        *e, "lapse", [this, mode, s2_options](context& ctx, json::value) -> asio::awaitable<json::value> {
+          co_await ctx.step("s1", [&] {
+            book.note(ctx.id(), "s1");
+            return 1;
+          });
+          co_await ctx.step(
+              "s2",
+              [&]() -> asio::awaitable<int> {
+                book.note(ctx.id(), "s2");
+                if (ctx.execution() == 1 && mode == first_s2::fails_into_backoff)
+                  throw std::runtime_error("first attempt fails");
+                if (ctx.execution() == 1 && mode == first_s2::waits_for_the_reclaim) {
+                  const auto give_up = std::chrono::steady_clock::now() + 30s;
+                  while (!reclaimed && std::chrono::steady_clock::now() < give_up)
+                    co_await async_sleep(5ms);
+                }
+                co_return 2;
+              },
+              s2_options);
+          co_await ctx.step("s3", [&]() -> asio::awaitable<int> {
+            book.note(ctx.id(), "s3");
+            const auto give_up = std::chrono::steady_clock::now() + 30s;
+            while (ctx.execution() == 2 && !let_s3_finish && std::chrono::steady_clock::now() < give_up)
+              co_await async_sleep(5ms);
+            co_return 3;
+          });
+          co_return json::value{{"done", true}};
+        });
+    BOOST_REQUIRE(e->start_blocking());
+    id = e->enqueue_blocking("lapse", json::object{}).value();
+    // s1 is checkpointed and the first execution is inside s2 (or its backoff).
+    BOOST_REQUIRE(wait_until([&] { return book.count(id, "s2") == 1; }, 30s));
+    // From now on no heartbeat reaches the server: the lease lapses 1.5 s after the last one that did.
+    proxy.hold(k_heartbeat_statement);
+    BOOST_REQUIRE(wait_until([&] { return reclaimed.load(); }, 30s));
+  }
+
+  ~lapse_fixture() {
+    proxy.release();
+    let_s3_finish = true;
+    e->stop_blocking();
+  }
+
+  /// The run completed once, by this worker's second execution; the first one stopped; s1, checkpointed by
+  /// the first execution, ran once; s2 ran in both (the first execution never checkpointed it).
+  void expect_one_completion_after_one_reclaim() {
+    auto run = e->wait_blocking(id, 30s);
+    BOOST_REQUIRE(run);
+    BOOST_TEST(to_string(run->status) == "completed");
+    BOOST_TEST(run->claims == 2);
+    BOOST_TEST(run->epoch == 2);
+    BOOST_TEST(run->owner.value_or("") == e->worker_id());
+    BOOST_REQUIRE_EQUAL(run->steps.size(), 3u);
+    BOOST_TEST(run->steps[1].attempts == 1);  // recorded by the second execution
+    BOOST_TEST(wait_until([&] { return book.count(id, "abandoned") >= 1; }, 20s));
+    BOOST_TEST(book.count(id, "claimed") == 2);
+    BOOST_TEST(book.count(id, "s1") == 1);
+    BOOST_TEST(book.count(id, "s2") == 2);
+    BOOST_TEST(book.count(id, "s3") == 1);
+    BOOST_TEST(book.count(id, "completed") == 1);
+    BOOST_TEST(book.count(id, "abandoned") == 1);
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_worker_reclaiming_its_own_lapsed_run_cuts_the_old_executions_backoff_short) {
+  // The first execution waits out a one-minute retry backoff in s2 when its own claim loop takes the run
+  // again: the reclaim must stop it at once (it is fenced already), not after the minute.
+  lapse_fixture f(lapse_fixture::first_s2::fails_into_backoff);
+  // It waits at most 20 s for the first execution to be abandoned: a third of the backoff.
+  f.expect_one_completion_after_one_reclaim();
+}
+
+BOOST_AUTO_TEST_CASE(a_worker_reclaiming_its_own_lapsed_run_fences_the_old_execution_mid_step) {
+  // The first execution is still inside s2 when its own claim loop takes the run again. Once s2 returns, its
+  // checkpoint carries the old epoch: it must be refused, and that execution must stop writing.
+  lapse_fixture f(lapse_fixture::first_s2::waits_for_the_reclaim);
+  f.expect_one_completion_after_one_reclaim();
 }
 
 BOOST_AUTO_TEST_SUITE_END()
