@@ -370,13 +370,9 @@ BOOST_AUTO_TEST_CASE(a_worker_reclaiming_its_own_lapsed_run_fences_the_old_execu
   f.expect_one_completion_after_one_reclaim();
 }
 
-// KNOWN ENGINE BUG (reported, not fixed here: libengine is changed elsewhere): this case fails until
-// engine_impl::heartbeat_loop compares epochs before it marks a run lost. Today it looks the lost run up by
-// id alone, so a late reply about epoch 1 marks the epoch-2 execution lost: that execution is abandoned, the
-// run waits out another lease and is claimed a third time (claims == 3, two "abandoned" events). No
-// checkpointed step runs twice, but the run stalls for a lease and a healthy execution is thrown away.
-BOOST_AUTO_TEST_CASE(a_late_heartbeat_reply_for_a_replaced_execution_does_not_stop_the_new_one,
-                     *boost::unit_test::label("engine_bug")) {
+// A regression test: before the engine matched heartbeat replies by epoch, the late reply marked the epoch-2
+// execution lost; it was abandoned and the run claimed a third time, a lease later.
+BOOST_AUTO_TEST_CASE(a_late_heartbeat_reply_for_a_replaced_execution_does_not_stop_the_new_one) {
   // The heartbeat that stalled while the lease lapsed was sent for the first execution (epoch 1); released
   // while the second execution (epoch 2) is still running, its reply lists the run as lost. That reply is
   // about epoch 1 only: the second execution must carry on and complete without a further reclaim.
