@@ -1,5 +1,6 @@
 // Faults between one engine and PostgreSQL, injected by a protocol-aware proxy: COMMITs whose acknowledgement
-// is lost, heartbeats that stall until the worker's own lease lapses; and several writer connections.
+// is lost (of enqueues, checkpoints, finishes, claims), heartbeats that stall until the worker's own lease
+// lapses; and several writer connections.
 #define BOOST_TEST_MODULE faults
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
@@ -36,7 +37,8 @@ struct release_at_exit {
 };
 
 /// What really happened to each run, from the step functions and the engine's events: "<id> <step>" for
-/// every call of a step function, "<id> completed", "<id> abandoned", "<id> claimed". Thread-safe.
+/// every call of a step function, "<id> returned" for each return of a body, and "<id> claimed",
+/// "<id> checkpointed", "<id> completed", "<id> abandoned" for those events. Thread-safe.
 class ledger {
  public:
   void note(const std::string& id, std::string_view what) {
