@@ -1,4 +1,5 @@
-// Real worker processes on one database: SIGKILL mid-step, lease takeover, multi-process drain, DB restart.
+// Real worker processes on one database: SIGKILL mid-step, lease takeover, multi-process drain, DB restart
+// and crash.
 #define BOOST_TEST_MODULE processes
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
@@ -7,6 +8,7 @@
 #include <spawn.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
 #include <fstream>
@@ -274,6 +276,56 @@ BOOST_AUTO_TEST_CASE(runs_continue_after_the_database_restarts_under_load) {
   BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 900);
   for (const auto& id : ids)
     BOOST_TEST(to_string(e.get_blocking(id).value().status) == "completed");
+}
+
+BOOST_AUTO_TEST_CASE(runs_complete_exactly_once_after_the_database_crashes_under_load) {
+  // An immediate shutdown kills every server process mid-transaction, as a crash would, and the restart runs
+  // crash recovery. Commits acknowledged before the crash must survive it (hence synchronous_commit on for
+  // this database), and what the workers retry afterwards must neither lose nor repeat anything.
+  auto db = fresh_database();
+  make_commits_crash_safe(db);
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects";
+  producer p(db);
+  constexpr int k_runs = 300;
+  std::vector<std::future<result<run_id>>> pending;
+  for (int i = 0; i < k_runs; ++i) {
+    pending.push_back(
+        asio::co_spawn(p.e.get_executor(), p.e.enqueue("sleepy", json::value{{"i", i}}), asio::use_future));
+  }
+  std::vector<std::string> ids;
+  for (auto& f : pending)
+    ids.push_back(f.get().value());
+
+  // 32 runs in flight and 50 ms steps: the drain takes a couple of seconds, so the crash lands inside it.
+  std::vector<std::unique_ptr<worker_process>> workers;
+  for (int w = 0; w < 2; ++w) {
+    workers.push_back(std::make_unique<worker_process>(std::vector<std::string>{
+        "--db", db, "--effects", effects, "--concurrency", "16", "--step-ms", "50"}));
+  }
+  BOOST_REQUIRE(wait_until([&] { return read_lines(effects).size() > k_runs; }, 60s));
+  stop_cluster(stop_mode::immediate);
+  const auto lines_at_crash = read_lines(effects);
+  const auto completed_at_crash =
+      std::count_if(lines_at_crash.begin(), lines_at_crash.end(),
+                    [](const std::string& l) { return l.ends_with(" completed"); });
+  BOOST_TEST_MESSAGE("crashed the server with " << completed_at_crash << " runs completed");
+  BOOST_REQUIRE(completed_at_crash < k_runs);  // otherwise the crash tested nothing
+  start_cluster();
+  BOOST_REQUIRE(wait_until(
+      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE status = 'completed'") == k_runs; },
+      120s));
+  for (auto& w : workers)
+    BOOST_TEST(w->terminate() == 0);
+
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 3 * k_runs);
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts.size() == 4u * k_runs);
+  for (const auto& id : ids) {
+    for (const char* what : {" s1", " s2", " s3", " completed"}) {
+      if (counts[id + what] != 1) BOOST_ERROR(id << what << " happened " << counts[id + what] << " times");
+    }
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -52,9 +52,10 @@ int main(int argc, char** argv) {
   g_effects = arg(argc, argv, "--effects");
   const std::string marker = arg(argc, argv, "--marker");
   const auto hold = std::chrono::milliseconds(std::stol(arg(argc, argv, "--hold-ms", "0")));
+  const auto step_time = std::chrono::milliseconds(std::stol(arg(argc, argv, "--step-ms", "5")));
   if (db.empty() || g_effects.empty()) {
     std::cerr << "usage: keel-test-worker --db CONNINFO --effects FILE [--lease-ms N] [--concurrency N]"
-                 " [--hold-ms N --marker FILE] [--max-recoveries N]\n";
+                 " [--hold-ms N --marker FILE] [--max-recoveries N] [--step-ms N]\n";
     return 2;
   }
 
@@ -98,6 +99,19 @@ int main(int argc, char** argv) {
           co_await ctx.step(name, [&, name] {
             append_line(g_effects, ctx.id() + " " + name);
             return json::value{{"i", 1}};
+          });
+        }
+        co_return json::value{{"done", true}};
+      });
+
+  // sleepy: three steps of --step-ms each, so that a drain is still under way when the test breaks something.
+  engine.register_workflow<json::value, json::value>(
+      "sleepy", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {
+        for (const char* name : {"s1", "s2", "s3"}) {
+          co_await ctx.step(name, [&, name]() -> asio::awaitable<int> {
+            append_line(g_effects, ctx.id() + " " + name);
+            co_await sleep_for(step_time);
+            co_return 1;
           });
         }
         co_return json::value{{"done", true}};

@@ -15,9 +15,20 @@ std::string fresh_database();
 /// Connection string of the cluster's maintenance database (for CREATE DATABASE and the like).
 std::string admin_conninfo();
 
+/// How stop_cluster stops the server (pg_ctl's shutdown modes).
+enum class stop_mode {
+  fast,       ///< clients disconnected, a checkpoint written: a clean restart
+  immediate,  ///< every server process quits at once, as in a crash: the restart runs crash recovery
+};
+
 /// Stops and restarts the test cluster on the same port (to test outages). Not with KEEL_TEST_DATABASE_URL.
-void stop_cluster();
+void stop_cluster(stop_mode mode = stop_mode::fast);
 void start_cluster();
+
+/// Makes every later session on the database of `conninfo` wait for its commits to reach the WAL on disk. The
+/// test cluster runs with synchronous_commit off (fast, and safe across a fast shutdown); a test that crashes
+/// the server needs it on, or acknowledged commits may be lost by the crash.
+void make_commits_crash_safe(const std::string& conninfo);
 
 /// Polls `pred` every few milliseconds until it is true or `timeout` passes; returns its last value.
 bool wait_until(const std::function<bool()>& pred, std::chrono::milliseconds timeout);
