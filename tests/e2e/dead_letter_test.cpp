@@ -4,16 +4,13 @@
 #include <boost/test/unit_test.hpp>
 
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include <filesystem>
 #include <fstream>
 #include <map>
 
 #include "engine_fixture.hpp"
-
-extern char** environ;
+#include "worker_process.hpp"
 
 using namespace keel;
 using namespace keel::test;
@@ -21,60 +18,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A keel-test-worker child process; SIGKILLed by the destructor if still running.
-class worker_process {
+/// A keel-test-worker child process.
+class spawned_worker : public keel::test::worker_process {
  public:
-  explicit worker_process(std::vector<std::string> args) {
-    args.insert(args.begin(), KEEL_TEST_WORKER_PATH);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
-      throw std::runtime_error("cannot spawn keel-test-worker");
-    }
-  }
-  ~worker_process() {
-    if (pid_ > 0) kill_hard();
-  }
-  worker_process(const worker_process&) = delete;
-  worker_process& operator=(const worker_process&) = delete;
-
-  void kill_hard() {
-    ::kill(pid_, SIGKILL);
-    reap();
-  }
-  /// SIGTERM, then the exit status (0 when it stopped cleanly).
-  int terminate() {
-    ::kill(pid_, SIGTERM);
-    return reap();
-  }
-
- private:
-  int reap() {
-    int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  pid_t pid_ = -1;
+  explicit spawned_worker(std::vector<std::string> args)
+      : keel::test::worker_process(KEEL_TEST_WORKER_PATH, std::move(args)) {}
 };
-
-std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(in, line);)
-    out.push_back(line);
-  return out;
-}
-
-std::map<std::string, int> count_lines(const std::string& path) {
-  std::map<std::string, int> counts;
-  for (auto& l : read_lines(path))
-    ++counts[l];
-  return counts;
-}
 
 }  // namespace
 
@@ -98,7 +47,7 @@ BOOST_AUTO_TEST_CASE(a_run_that_loses_its_worker_past_max_recoveries_is_dead_let
   // Killed inside step s2 three times: the first execution, then two recoveries (max_recoveries = 2).
   for (int kill = 1; kill <= 3; ++kill) {
     BOOST_TEST_CONTEXT("kill " << kill) {
-      worker_process w(args);
+      spawned_worker w(args);
       BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 30s));
       w.kill_hard();
       std::filesystem::remove(marker);
@@ -108,7 +57,7 @@ BOOST_AUTO_TEST_CASE(a_run_that_loses_its_worker_past_max_recoveries_is_dead_let
   }
 
   // A third loss is past the limit: the next claim fails the run instead of running s2 a fourth time.
-  worker_process last(args);
+  spawned_worker last(args);
   auto run = producer.wait_blocking(id, 30s);
   BOOST_REQUIRE(run);
   BOOST_TEST(to_string(run->status) == "failed");

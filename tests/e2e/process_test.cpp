@@ -5,8 +5,6 @@
 #include <boost/test/unit_test.hpp>
 
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
@@ -17,8 +15,7 @@
 #include <thread>
 
 #include "engine_fixture.hpp"
-
-extern char** environ;
+#include "worker_process.hpp"
 
 using namespace keel;
 using namespace keel::test;
@@ -26,58 +23,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A keel-test-worker child process; SIGKILLed by the destructor if still running.
-class worker_process {
+/// A keel-test-worker child process.
+class spawned_worker : public keel::test::worker_process {
  public:
-  explicit worker_process(std::vector<std::string> args) {
-    args.insert(args.begin(), KEEL_TEST_WORKER_PATH);
-    std::vector<char*> argv;
-    for (auto& a : args)
-      argv.push_back(a.data());
-    argv.push_back(nullptr);
-    if (posix_spawn(&pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
-      throw std::runtime_error("cannot spawn keel-test-worker");
-    }
-  }
-  ~worker_process() {
-    if (pid_ > 0) kill_hard();
-  }
-  void signal(int sig) { ::kill(pid_, sig); }
-  void kill_hard() {
-    ::kill(pid_, SIGKILL);
-    reap();
-  }
-  /// SIGTERM, then the exit status (0 when it stopped cleanly).
-  int terminate() {
-    ::kill(pid_, SIGTERM);
-    return reap();
-  }
-
- private:
-  int reap() {
-    int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  pid_t pid_ = -1;
+  explicit spawned_worker(std::vector<std::string> args)
+      : keel::test::worker_process(KEEL_TEST_WORKER_PATH, std::move(args)) {}
 };
-
-std::vector<std::string> read_lines(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> out;
-  for (std::string line; std::getline(in, line);)
-    out.push_back(line);
-  return out;
-}
-
-std::map<std::string, int> count_lines(const std::string& path) {
-  std::map<std::string, int> counts;
-  for (auto& l : read_lines(path))
-    ++counts[l];
-  return counts;
-}
 
 /// An engine used only to migrate and enqueue (workflow bodies live in the worker processes).
 struct producer {
@@ -105,14 +56,14 @@ BOOST_AUTO_TEST_CASE(a_run_killed_mid_step_is_reclaimed_and_completed_without_re
   producer p(db);
   auto id = p.e.enqueue_blocking("crashable", json::object{}).value();
 
-  worker_process first(
+  spawned_worker first(
       {"--db", db, "--effects", effects, "--lease-ms", "1000", "--hold-ms", "60000", "--marker", marker});
   BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 30s));
   first.kill_hard();  // SIGKILL in the middle of step s2
   BOOST_TEST(query_value(db, "SELECT status FROM keel.runs") == "running");
   BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 1);
 
-  worker_process second({"--db", db, "--effects", effects, "--lease-ms", "1000"});
+  spawned_worker second({"--db", db, "--effects", effects, "--lease-ms", "1000"});
   auto run = p.e.wait_blocking(id, 60s);
   BOOST_REQUIRE(run);
   BOOST_TEST(to_string(run->status) == "completed");
@@ -180,11 +131,11 @@ BOOST_AUTO_TEST_CASE(a_frozen_workers_late_checkpoint_is_rejected_after_takeover
   const std::string effects = dir.path() + "/effects", marker = dir.path() + "/marker";
   producer p(db);
   auto id = p.e.enqueue_blocking("crashable", json::object{}).value();
-  worker_process first(
+  spawned_worker first(
       {"--db", db, "--effects", effects, "--lease-ms", "600", "--hold-ms", "1500", "--marker", marker});
   BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 30s));
   first.signal(SIGSTOP);
-  worker_process second({"--db", db, "--effects", effects, "--lease-ms", "600"});
+  spawned_worker second({"--db", db, "--effects", effects, "--lease-ms", "600"});
   auto run = p.e.wait_blocking(id, 60s);
   BOOST_REQUIRE(run);
   BOOST_TEST(to_string(run->status) == "completed");
@@ -219,9 +170,9 @@ BOOST_AUTO_TEST_CASE(three_worker_processes_drain_a_thousand_runs_exactly_once) 
   for (auto& f : pending)
     ids.push_back(f.get().value());
 
-  std::vector<std::unique_ptr<worker_process>> workers;
+  std::vector<std::unique_ptr<spawned_worker>> workers;
   for (int w = 0; w < 3; ++w) {
-    workers.push_back(std::make_unique<worker_process>(
+    workers.push_back(std::make_unique<spawned_worker>(
         std::vector<std::string>{"--db", db, "--effects", effects, "--concurrency", "32"}));
   }
   BOOST_REQUIRE(wait_until(
@@ -298,9 +249,9 @@ BOOST_AUTO_TEST_CASE(runs_complete_exactly_once_after_the_database_crashes_under
     ids.push_back(f.get().value());
 
   // 32 runs in flight and 50 ms steps: the drain takes a couple of seconds, so the crash lands inside it.
-  std::vector<std::unique_ptr<worker_process>> workers;
+  std::vector<std::unique_ptr<spawned_worker>> workers;
   for (int w = 0; w < 2; ++w) {
-    workers.push_back(std::make_unique<worker_process>(std::vector<std::string>{
+    workers.push_back(std::make_unique<spawned_worker>(std::vector<std::string>{
         "--db", db, "--effects", effects, "--concurrency", "16", "--step-ms", "50"}));
   }
   BOOST_REQUIRE(wait_until([&] { return read_lines(effects).size() > k_runs; }, 60s));
