@@ -416,6 +416,24 @@ BOOST_AUTO_TEST_CASE(each_run_executes_the_body_of_its_own_workflow_version, *ut
   BOOST_TEST(queued.version == 3);
   BOOST_TEST(queued.claims == 0);
 
+  // The record says why it waits: no live worker has version 3. A worker that runs version 2 makes a queued
+  // version-2 run claimable, and stops counting once it stopped.
+  engine live(options_for(db));
+  add_workflow(live, "wf", body_of(1), 1);
+  add_workflow(live, "wf", body_of(2), 2);
+  BOOST_REQUIRE(live.start_blocking());
+  auto waiting = live.get_blocking(*v3).value();
+  BOOST_REQUIRE(waiting.unclaimable.has_value());
+  BOOST_TEST(waiting.unclaimable->find("version 3") != std::string::npos);
+  enqueue_options tomorrow;
+  tomorrow.run_at = std::chrono::system_clock::now() + 24h;
+  const auto later_v2 = live.enqueue_blocking("wf", json::object{}, tomorrow).value();
+  auto later_record = live.get_blocking(later_v2).value();
+  BOOST_TEST(to_string(later_record.status) == "queued");
+  BOOST_TEST(!later_record.unclaimable.has_value());
+  live.stop_blocking();
+  BOOST_TEST(live.get_blocking(later_v2).value().unclaimable.has_value());
+
   enqueue_options v7;
   v7.version = 7;
   auto missing = worker.enqueue_blocking("wf", json::object{}, v7);
