@@ -94,7 +94,10 @@ std::string versions_json(const std::vector<workflow_version>& workflows) {
 /// What every session pins, whatever the server's, database's or role's defaults say.
 std::string session_sql(const store_options& o) {
   auto ms = [](auto d) { return std::to_string(std::chrono::milliseconds(d).count()); };
+  // jit off: every statement here is short and key-driven, and the pinned access paths make the planner's
+  // cost of an unavoidable small scan (keel.workers) huge, which would JIT-compile each get (~100 ms).
   return "SET synchronous_commit = on;"
+         "SET jit = off;"
          "SET default_transaction_isolation = 'read committed';"
          "SET statement_timeout = " +
          ms(o.statement_timeout) + ";SET lock_timeout = " + ms(o.lock_timeout) +
