@@ -486,7 +486,7 @@ asio::awaitable<void> engine_impl::stop(std::chrono::milliseconds deadline) {
   }
   // No background thread is left polling the database (the listener would log an outage that no longer
   // concerns anyone). The writer and the pool stay: gets and waits still work until destruction.
-  store_.stop_listening_blocking();
+  store_.stop_listening();
 }
 
 asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadline) {

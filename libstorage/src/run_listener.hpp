@@ -23,7 +23,11 @@ class run_listener {
   run_listener(const run_listener&) = delete;
   run_listener& operator=(const run_listener&) = delete;
 
-  /// Stops and joins the thread. Idempotent.
+  /// Asks the thread to stop; it ends within its poll interval (100 ms) without touching the database again.
+  /// Non-blocking. Idempotent.
+  void request_stop() noexcept { stopping_.store(true, std::memory_order_release); }
+
+  /// Stops and joins the thread. Idempotent. Blocking.
   void stop();
 
  private:

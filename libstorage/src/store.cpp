@@ -201,12 +201,12 @@ void store::on_runs_enqueued(std::function<void()> callback) {
   impl_->listener_ = std::make_unique<detail::run_listener>(impl_->config_, std::move(callback));
 }
 
-void store::stop_listening_blocking() {
-  if (impl_->listener_) impl_->listener_->stop();
+void store::stop_listening() noexcept {
+  if (impl_->listener_) impl_->listener_->request_stop();
 }
 
 void store::stop_blocking() {
-  stop_listening_blocking();
+  if (impl_->listener_) impl_->listener_->stop();
   // Writes first: finishing runs may still be committing; then the pool.
   impl_->writer_.stop();
   impl_->pool_.stop();

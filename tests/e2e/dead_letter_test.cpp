@@ -16,16 +16,7 @@ using namespace keel;
 using namespace keel::test;
 using namespace std::chrono_literals;
 
-namespace {
-
-/// A keel-test-worker child process.
-class spawned_worker : public keel::test::worker_process {
- public:
-  explicit spawned_worker(std::vector<std::string> args)
-      : keel::test::worker_process(KEEL_TEST_WORKER_PATH, std::move(args)) {}
-};
-
-}  // namespace
+namespace {}  // namespace
 
 BOOST_AUTO_TEST_SUITE(unit)
 

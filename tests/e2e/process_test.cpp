@@ -23,13 +23,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// A keel-test-worker child process.
-class spawned_worker : public keel::test::worker_process {
- public:
-  explicit spawned_worker(std::vector<std::string> args)
-      : keel::test::worker_process(KEEL_TEST_WORKER_PATH, std::move(args)) {}
-};
-
 /// An engine used only to migrate and enqueue (workflow bodies live in the worker processes).
 struct producer {
   engine e;

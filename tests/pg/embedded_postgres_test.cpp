@@ -496,16 +496,22 @@ BOOST_AUTO_TEST_CASE(refuses_settings_that_would_open_tcp_or_move_its_socket) {
   }
 }
 
+namespace {
+
+/// Starts and stops a server on `options`' data directory; returns the port it had.
+unsigned short port_of_a_server_that_ran_on(const embedded_postgres_options& options) {
+  embedded_postgres first(options);
+  auto started = first.start_blocking();
+  BOOST_TEST_REQUIRE(started.has_value(), why(started));
+  return first.port();
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_CASE(a_new_owner_keeps_the_port_of_the_last_server_on_the_data_directory) {
   temp_dir tmp;
   const auto options = test_options(tmp.path / "data");
-  unsigned short first_port = 0;
-  {
-    embedded_postgres first(options);
-    auto started = first.start_blocking();
-    BOOST_TEST_REQUIRE(started.has_value(), why(started));
-    first_port = first.port();
-  }
+  const unsigned short first_port = port_of_a_server_that_ran_on(options);
   embedded_postgres second(options);
   auto started = second.start_blocking();
   BOOST_TEST_REQUIRE(started.has_value(), why(started));
@@ -517,13 +523,7 @@ BOOST_AUTO_TEST_CASE(a_new_owner_keeps_the_port_of_the_last_server_on_the_data_d
 BOOST_AUTO_TEST_CASE(moves_to_another_port_when_a_live_process_holds_the_socket_lock) {
   temp_dir tmp;
   const auto options = test_options(tmp.path / "data");
-  unsigned short first_port = 0;
-  {
-    embedded_postgres first(options);
-    auto started = first.start_blocking();
-    BOOST_TEST_REQUIRE(started.has_value(), why(started));
-    first_port = first.port();
-  }
+  const unsigned short first_port = port_of_a_server_that_ran_on(options);
   // The socket's lock held by a live process of the server's user, as another server sharing this socket
   // directory would hold it: PostgreSQL refuses to take over such a lock.
   idle_process holder;

@@ -199,9 +199,9 @@ BOOST_AUTO_TEST_CASE(commits_whose_acknowledgement_was_lost_are_retried_without_
   BOOST_TEST(book.total("abandoned") == 0);
 }
 
-// A claim is retried like any write after its COMMIT's acknowledgement was lost. Its retry must adopt the runs
-// its first attempt took (claim token), not claim others and strand those until their lease lapses (which would
-// also count as a recovery towards dead-lettering).
+// A claim is retried like any write after its COMMIT's acknowledgement was lost. Its retry must adopt the
+// runs its first attempt took (claim token), not claim others and strand those until their lease lapses
+// (which would also count as a recovery towards dead-lettering).
 BOOST_AUTO_TEST_CASE(a_claim_whose_acknowledgement_was_lost_does_not_strand_its_runs) {
   auto db = fresh_database();
   tcp_proxy proxy(db);

@@ -57,6 +57,15 @@ class worker_process {
   pid_t pid_ = -1;
 };
 
+#ifdef KEEL_TEST_WORKER_PATH
+/// A keel-test-worker child process (the path comes from the test target's compile definitions).
+class spawned_worker : public worker_process {
+ public:
+  explicit spawned_worker(std::vector<std::string> args)
+      : worker_process(KEEL_TEST_WORKER_PATH, std::move(args)) {}
+};
+#endif
+
 /// The lines of a file (a worker's effects file: one line per step execution).
 inline std::vector<std::string> read_lines(const std::string& path) {
   std::ifstream in(path);

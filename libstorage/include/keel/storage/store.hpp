@@ -114,11 +114,12 @@ class store {
 
   /// Calls `callback` (from a storage thread; it must not block) whenever runs were enqueued, by any process
   /// on this database: LISTEN/NOTIFY on a dedicated connection. Call once, before work starts; the listener
-  /// runs until stop_listening_blocking() or stop_blocking().
+  /// runs until stop_listening() or stop_blocking().
   void on_runs_enqueued(std::function<void()> callback);
 
-  /// Stops the listener thread (if any) and joins it. Idempotent. Blocking.
-  void stop_listening_blocking();
+  /// Asks the listener thread (if any) to stop: it ends within 100 ms and is joined by stop_blocking().
+  /// Non-blocking (safe on an io_context thread). Idempotent.
+  void stop_listening() noexcept;
 
   /// The options the store runs with.
   [[nodiscard]] const store_options& options() const noexcept;
