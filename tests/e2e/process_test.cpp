@@ -76,8 +76,8 @@ BOOST_AUTO_TEST_CASE(a_worker_whose_lease_was_taken_over_cannot_write) {
   auto db = fresh_database();
   producer p(db);
   auto id = p.e.enqueue_blocking("crashable", json::object{}).value();
+  asio::io_context ioc;  // outlives the store (see store.hpp)
   storage::store s({db});
-  asio::io_context ioc;
   auto run_co = [&](auto aw) {
     auto f = asio::co_spawn(ioc, std::move(aw), asio::use_future);
     ioc.restart();

@@ -572,9 +572,9 @@ BOOST_AUTO_TEST_CASE(stop_leaves_no_listener_session_behind, *utf::timeout(60)) 
 
 BOOST_AUTO_TEST_CASE(a_heartbeat_for_an_older_execution_does_not_stand_for_the_newer_one, *utf::timeout(60)) {
   auto db = fresh_database();
+  asio::io_context ioc;  // outlives the store (see store.hpp)
   storage::store s({db});
   BOOST_REQUIRE(s.migrate_blocking());
-  asio::io_context ioc;
   const storage::new_run run{new_run_id(), "wf", 1, json::object{}, std::nullopt, 0, std::nullopt};
   BOOST_REQUIRE(run_on(ioc, s.enqueue(run)));
   const std::vector<storage::workflow_version> wf{{"wf", 1}};

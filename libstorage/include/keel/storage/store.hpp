@@ -59,7 +59,9 @@ class store_impl;
 ///
 /// Thread-safe. Every awaitable completes on the awaiting coroutine's executor; no database I/O ever runs on
 /// it (dedicated connection threads do the work). Writes are fenced by the lease (owner + epoch): a write
-/// made under a lost lease fails with errc::fenced and changes nothing.
+/// made under a lost lease fails with errc::fenced and changes nothing. An execution context that awaits
+/// the store must outlive it: a connection thread may still be inside its post() when the awaiting
+/// coroutine resumes, and only stop_blocking() (or the destructor) joins those threads.
 class store {
  public:
   explicit store(store_options options);
