@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <deque>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -20,10 +21,12 @@ struct ceiling_statement {
 };
 
 const ceiling_statement k_begin{"ceiling_begin", "BEGIN"};
-// The fenced advance, as the engine's checkpoint does it: the lease (owner, epoch) must still match.
-const ceiling_statement k_advance{"ceiling_advance", R"sql(
-UPDATE bench_ceiling_runs SET next_seq = $2::int
-WHERE id = ANY($1::uuid[]) AND owner = 'ceiling' AND epoch = 1)sql"};
+// The fence, as the engine's checkpoint does it: the lease (owner, epoch) must still match, checked under a
+// share lock on the run row (which a reclaim's UPDATE would wait for).
+const ceiling_statement k_fence{"ceiling_fence", R"sql(
+SELECT 1 FROM bench_ceiling_runs
+WHERE id = ANY($1::uuid[]) AND owner = 'ceiling' AND epoch = 1
+FOR SHARE)sql"};
 // The checkpoint rows: one per run of the chunk, each with its own small JSON output.
 const ceiling_statement k_insert{"ceiling_insert", R"sql(
 INSERT INTO bench_ceiling_steps (run_id, seq, name, status, output, attempts, started_at, finished_at, epoch)
@@ -32,6 +35,8 @@ FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, output))sql"};
 const ceiling_statement k_commit{"ceiling_commit", "COMMIT"};
 
 constexpr std::size_t k_setup_chunk = 5000;
+/// Transactions in flight on one connection: as many as the engine's group writer keeps.
+constexpr std::size_t k_pipeline_depth = 2;
 
 /// "{id,id,...}" for ids[first, last).
 std::string uuid_array(const std::vector<std::string>& ids, std::size_t first, std::size_t last) {
@@ -86,7 +91,7 @@ void read_transaction(PGconn* conn, std::size_t rows) {
     const auto st = PQresultStatus(r.get());
     if (st == PGRES_PIPELINE_SYNC) break;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) throw_pg_error("ceiling transaction", conn, r.get());
-    // Queries 1 and 2 are the UPDATE and the INSERT.
+    // Queries 1 and 2 are the fence and the INSERT.
     if ((index == 1 || index == 2) && expected != PQcmdTuples(r.get())) {
       throw std::runtime_error("ceiling: a write touched " + std::string(PQcmdTuples(r.get())) +
                                " rows instead of " + expected);
@@ -150,7 +155,7 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
     lanes[i].conn = connect_blocking(conninfo);
     lanes[i].first = runs * i / connections;
     lanes[i].last = runs * (i + 1) / connections;
-    for (const auto* s : {&k_begin, &k_advance, &k_insert, &k_commit})
+    for (const auto* s : {&k_begin, &k_fence, &k_insert, &k_commit})
       prepare(lanes[i].conn.get(), *s);
     if (PQenterPipelineMode(lanes[i].conn.get()) != 1)
       throw_pg_error("enter pipeline mode", lanes[i].conn.get(), nullptr);
@@ -158,23 +163,31 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
   auto drive = [&](lane& l) {
     try {
       PGconn* lc = l.conn.get();
+      std::deque<std::size_t> in_flight;  // row counts of the transactions sent and not yet read
       for (int seq = 0; seq < steps_per_run; ++seq) {
         const std::string seq_text = std::to_string(seq);
-        const std::string next_seq = std::to_string(seq + 1);
         const std::string name = "step" + std::to_string(seq + 1);
         for (std::size_t first = l.first; first < l.last; first += batch) {
           const std::size_t last = std::min(l.last, first + batch);
           const std::string id_list = uuid_array(ids, first, last);
           const std::string outputs = output_array(last - first, seq + 1);
           send(lc, k_begin, {});
-          send(lc, k_advance, {id_list.c_str(), next_seq.c_str()});
+          send(lc, k_fence, {id_list.c_str()});
           send(lc, k_insert, {id_list.c_str(), seq_text.c_str(), name.c_str(), outputs.c_str()});
           send(lc, k_commit, {});
           if (PQpipelineSync(lc) != 1) throw_pg_error("pipeline sync", lc, nullptr);
-          // Like the engine's writer: the next transaction goes out once this one has committed.
-          read_transaction(lc, last - first);
-          ++l.transactions;
+          in_flight.push_back(last - first);
+          // Like the engine's writer: at most k_pipeline_depth transactions in flight.
+          if (in_flight.size() == k_pipeline_depth) {
+            read_transaction(lc, in_flight.front());
+            in_flight.pop_front();
+            ++l.transactions;
+          }
         }
+      }
+      for (; !in_flight.empty(); in_flight.pop_front()) {
+        read_transaction(lc, in_flight.front());
+        ++l.transactions;
       }
       if (PQexitPipelineMode(lc) != 1) throw_pg_error("exit pipeline mode", lc, nullptr);
     } catch (...) {

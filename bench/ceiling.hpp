@@ -14,12 +14,12 @@ struct ceiling_result {
 };
 
 /// On `conninfo` (a database the engine has migrated: it copies keel.runs and keel.steps), creates
-/// bench_ceiling_runs and bench_ceiling_steps with the same columns, defaults, checks, indexes and the steps
-/// → runs foreign key, inserts `runs` running runs (not timed), then times `steps_per_run` rounds: for each
-/// chunk of `batch` runs, one transaction that advances the runs' next_seq and inserts their step rows, sent
-/// as one pipeline on one connection, each committed before the next is sent. With `connections` > 1 (one per
-/// engine writer) each connection runs that loop on its own slice of the runs, in its own thread. Verifies
-/// the row count afterwards. Blocking. Throws std::runtime_error on any database error or a wrong row count.
+/// bench_ceiling_runs and bench_ceiling_steps with the same columns, defaults, checks and indexes, inserts
+/// `runs` running runs (not timed), then times `steps_per_run` rounds: for each chunk of `batch` runs, one
+/// transaction that checks the runs' lease under a share lock and inserts their step rows, sent as one
+/// pipeline on one connection, two transactions in flight (as the engine's writer). With `connections` > 1
+/// (one per engine writer) each connection runs that loop on its own slice of the runs, in its own thread.
+/// Verifies the row count afterwards. Blocking. Throws std::runtime_error on any database error or a wrong row count.
 ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
                                         int steps_per_run, std::size_t connections = 1);
 

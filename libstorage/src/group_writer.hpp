@@ -5,10 +5,13 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "connection_pool.hpp"
 #include "pg_connection.hpp"
 #include "write_kind.hpp"
 
@@ -16,7 +19,9 @@ namespace keel::storage::detail {
 
 /// Writer threads, each with its own connection. A thread takes everything queued (up to max_batch) and
 /// commits it as one transaction: BEGIN, each kind's statements, COMMIT, sent as a single pipeline. While it
-/// commits, new writes queue up and form the next batch: with one run in flight nothing waits.
+/// commits, new writes queue up and form the next batch: with one run in flight nothing waits. Two
+/// transactions are in flight at once (libpq pipeline mode), and the next one is sent before the writes of
+/// the one acknowledged are handed their outcomes, so the server always has the next batch in hand.
 ///
 /// Failures: errors that are transient by nature (is_transient) retry the batch, with a backoff; any other
 /// error means some write in the batch is refused for good, and the batch is bisected until each refused
@@ -39,9 +44,38 @@ class group_writer {
   std::atomic<std::uint64_t> writes{0};
 
  private:
+  /// A batch as one transaction: BEGIN, each kind's statements, COMMIT; and which results go to which writes.
+  struct transaction {
+    /// `again`: see write_kind::add_statements.
+    transaction(std::vector<write_ptr> batch, bool again);
+    struct group {
+      const write_kind* kind;
+      std::span<pending_write* const> writes;
+      std::size_t first_result;
+      std::size_t results;
+    };
+    std::vector<write_ptr> writes;
+    std::vector<pending_write*> sorted;  // into `writes`, grouped by kind
+    std::vector<group> groups;
+    std::vector<pipeline_query> queries;
+  };
+
   void thread_main(std::size_t index);
-  /// Runs `batch` as one transaction; on success completes every write in it.
+  /// Up to max_batch queued writes, oldest first.
+  std::vector<write_ptr> take_queued();
+  /// Sends queued writes as new transactions while the pipeline has room. Returns false if the connection
+  /// broke: then every write in flight, and the batch being sent, are in `doubt` and `flights` is empty.
+  bool fill_pipeline(pg_connection& conn, std::deque<transaction>& flights, std::vector<write_ptr>& doubt);
+  /// After COMMIT: completes every write of `tx` from `results`.
+  void complete(transaction& tx, const std::vector<pg_result>& results);
+  /// Runs `batch` as one transaction, with nothing else in flight; on success completes every write in it.
+  /// On failure `batch` still holds every write.
   result<void> commit_blocking(pg_connection& conn, std::vector<write_ptr>& batch);
+  /// Writes whose transaction failed (`failure`, or none yet): committed one transaction at a time until each
+  /// write is committed or failed. Transient errors are retried with a backoff; any other error bisects
+  /// the batch (isolate_blocking).
+  void settle_blocking(pg_connection& conn, reconnector& link, const std::string& who,
+                       std::vector<write_ptr>& batch, std::optional<error_code> failure);
   /// After a non-transient failure of `part`: commits it in halves, recursively, so that each refused write
   /// fails alone. Writes that meet a transient error go to `retry`.
   void isolate_blocking(pg_connection& conn, const std::string& who, std::vector<write_ptr> part,

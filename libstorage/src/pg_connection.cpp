@@ -27,6 +27,7 @@ void pg_connection::close() noexcept {
   if (conn_ != nullptr) PQfinish(conn_);
   conn_ = nullptr;
   prepared_.clear();
+  in_flight_.clear();
 }
 
 bool pg_connection::healthy() const noexcept {
@@ -121,75 +122,108 @@ result<void> pg_connection::exec_script_blocking(std::string_view sql) {
 
 result<std::vector<pg_result>> pg_connection::exec_pipeline_blocking(
     const std::vector<pipeline_query>& queries) {
-  if (!healthy()) return errc::connection_lost;
-  for (const auto& q : queries) {
-    if (auto p = prepare_blocking(*q.stmt); !p) return p.error();
+  if (in_flight() != 0) return errc::invalid_argument;  // a caller bug: results would interleave
+  if (auto sent = send_pipeline(queries); !sent) return sent.error();
+  auto results = receive_pipeline();
+  if (!results) {
+    if (results.error() == errc::connection_lost) return results.error();
+    if (auto ended = end_failed_transaction_blocking(); !ended) return ended.error();
   }
-  if (PQenterPipelineMode(conn_) != 1) return error_from(nullptr);
-  std::optional<error_code> failure;
+  return results;
+}
+
+result<void> pg_connection::send_pipeline(const std::vector<pipeline_query>& queries) {
+  if (!healthy()) return errc::connection_lost;
+  auto lost = [&] {
+    // The connection is in an unknown pipeline state: drop it; the caller reconnects.
+    last_error_ = PQerrorMessage(conn_);
+    close();
+    return errc::connection_lost;
+  };
+  if (PQpipelineStatus(conn_) == PQ_PIPELINE_OFF && PQenterPipelineMode(conn_) != 1) return lost();
+  // A statement's first use prepares it in the same pipeline; its result precedes the queries'.
+  std::vector<const char*> prepares;
+  for (const auto& q : queries) {
+    if (prepared_.contains(q.stmt->name)) continue;
+    if (PQsendPrepare(conn_, q.stmt->name, q.stmt->sql, 0, nullptr) != 1) return lost();
+    prepared_.insert(q.stmt->name);
+    prepares.push_back(q.stmt->name);
+  }
   for (const auto& q : queries) {
     auto ptrs = param_pointers(q.params);
     if (PQsendQueryPrepared(conn_, q.stmt->name, static_cast<int>(ptrs.size()), ptrs.data(), nullptr, nullptr,
                             0) != 1) {
-      failure = error_from(nullptr);
-      break;
+      return lost();
     }
   }
-  if (!failure && PQpipelineSync(conn_) != 1) failure = error_from(nullptr);
-  if (failure) {
-    // The connection is in an unknown pipeline state: drop it; the caller reconnects.
-    close();
-    return errc::connection_lost;
-  }
+  if (PQpipelineSync(conn_) != 1) return lost();
+  in_flight_.push_back(std::move(prepares));
+  return {};
+}
 
+result<std::vector<pg_result>> pg_connection::receive_pipeline() {
+  if (in_flight_.empty()) return errc::invalid_argument;
+  const std::vector<const char*> prepares = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  std::size_t prepare_results = 0;
   std::vector<pg_result> results;
-  results.reserve(queries.size());
-  std::size_t index = 0;
+  std::optional<error_code> failure;
   for (;;) {
+    if (!healthy()) {
+      failure = errc::connection_lost;
+      break;
+    }
     pg_result r{PQgetResult(conn_)};
-    if (!r) {
-      // NULL ends one query's results; between queries, and after a broken connection.
-      if (!healthy()) {
-        failure = errc::connection_lost;
-        break;
+    if (!r) continue;  // NULL ends one query's results
+    const auto st = PQresultStatus(r.get());
+    if (st == PGRES_PIPELINE_SYNC) break;
+    if (prepare_results < prepares.size()) {
+      const char* name = prepares[prepare_results++];
+      if (st != PGRES_COMMAND_OK) {
+        // Not prepared (refused, or skipped after an earlier failure): prepared again on its next use.
+        prepared_.erase(name);
+        if (st != PGRES_PIPELINE_ABORTED && !failure) {
+          failure = error_from(r.get());
+          log::error("storage", std::string("prepare ") + name + " failed: " + last_error_);
+        }
       }
       continue;
     }
-    const auto st = PQresultStatus(r.get());
-    if (st == PGRES_PIPELINE_SYNC) break;
     if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-      if (index < queries.size()) results.push_back(std::move(r));
-      ++index;
+      results.push_back(std::move(r));
       continue;
     }
-    if (st == PGRES_PIPELINE_ABORTED) {
-      ++index;
-      continue;
-    }
+    if (st == PGRES_PIPELINE_ABORTED) continue;
     // A failing query: remember the first error, keep reading to the sync.
     if (!failure) {
       failure = error_from(r.get());
       if (*failure == errc::connection_lost) break;
     }
-    ++index;
   }
   if (failure && *failure == errc::connection_lost) {
     close();
     return errc::connection_lost;
   }
-  if (PQexitPipelineMode(conn_) != 1) {
+  if (in_flight_.empty() && PQexitPipelineMode(conn_) != 1) {
+    last_error_ = PQerrorMessage(conn_);
     close();
     return errc::connection_lost;
   }
-  if (failure) {
-    // A failed statement leaves an explicit transaction (BEGIN ... COMMIT in the pipeline) open and aborted.
-    if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
-      pg_result rb{PQexec(conn_, "ROLLBACK")};
-      if (!rb || PQresultStatus(rb.get()) != PGRES_COMMAND_OK) close();
-    }
-    return *failure;
-  }
+  if (failure) return *failure;
   return results;
+}
+
+result<void> pg_connection::end_failed_transaction_blocking() {
+  if (!healthy() || in_flight() != 0) return errc::connection_lost;
+  // A failed statement leaves an explicit transaction (BEGIN ... COMMIT in the pipeline) open and aborted.
+  if (PQtransactionStatus(conn_) != PQTRANS_IDLE) {
+    pg_result rb{PQexec(conn_, "ROLLBACK")};
+    if (!rb || PQresultStatus(rb.get()) != PGRES_COMMAND_OK) {
+      close();
+      return errc::connection_lost;
+    }
+  }
+  return {};
 }
 
 }  // namespace keel::storage::detail

@@ -3,6 +3,7 @@
 
 #include <libpq-fe.h>
 
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -66,6 +67,20 @@ class pg_connection {
   /// The first failing query fails the whole call (PostgreSQL aborts the rest up to the sync).
   result<std::vector<pg_result>> exec_pipeline_blocking(const std::vector<pipeline_query>& queries);
 
+  /// Pipelining: queues `queries` and a sync without waiting for the results of what is already in flight,
+  /// so the server starts on them as soon as it is done with the previous ones. Statements not yet prepared
+  /// on this connection are prepared in the same pipeline. Errors: connection_lost (the connection is
+  /// closed: everything in flight is in doubt).
+  result<void> send_pipeline(const std::vector<pipeline_query>& queries);
+  /// The results of the oldest pipeline in flight, up to its sync. Errors: the first failing query's (the
+  /// server skipped the rest up to the sync); connection_lost (closed: everything in flight is in doubt).
+  result<std::vector<pg_result>> receive_pipeline();
+  /// Pipelines sent and not yet received.
+  [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_.size(); }
+  /// After a failed pipeline, with none in flight: rolls back the explicit transaction it left open and
+  /// aborted, if any. Errors: connection_lost (closed).
+  result<void> end_failed_transaction_blocking();
+
   /// The last error message from the server or libpq, for logs.
   [[nodiscard]] std::string last_error() const;
 
@@ -78,6 +93,8 @@ class pg_connection {
   connection_config config_;
   PGconn* conn_ = nullptr;
   std::unordered_set<std::string> prepared_;
+  /// Per pipeline in flight, oldest first: the statements it prepares (their results come first).
+  std::deque<std::vector<const char*>> in_flight_;
   std::string last_error_;
 };
 

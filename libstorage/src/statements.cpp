@@ -1,5 +1,8 @@
 #include "statements.hpp"
 
+#include <string>
+#include <string_view>
+
 // Batched statements take one jsonb array of rows ($1) and expand it with jsonb_to_recordset: one statement
 // per kind of write, whatever the batch size, and no array-literal escaping of user JSON. WITH ORDINALITY
 // numbers the rows (`ord`, from 1), and a fenced statement returns the `ord` of each row it applied: a write
@@ -31,28 +34,42 @@ WHERE x.key IS NOT NULL)sql"};
 // Sent once per batch that enqueues: a NOTIFY takes a global lock at commit, so never once per run.
 const statement notify_runs{"keel_notify_runs", "SELECT pg_notify('keel_runs', '')"};
 
-// Fenced checkpoints: advance each run whose lease still matches and insert the step rows of exactly those
-// runs, straight from the UPDATE's RETURNING (no second join). The UPDATE locks the run row, so a concurrent
-// reclaim (which bumps epoch) either waits for this write or fences it. A retried batch re-applies the same
-// update and skips the existing step rows. A batch holds at most one checkpoint per run: a run's next step
-// starts only after its previous checkpoint committed.
-const statement checkpoint_steps{"keel_checkpoint_steps", R"sql(
-WITH fenced AS (
-  UPDATE keel.runs r SET next_seq = greatest(r.next_seq, x.seq + 1)
-  FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int, name text,
-                                                    status text, output jsonb, error jsonb, attempts int,
-                                                    started bigint, finished bigint))
+// Fenced checkpoints: the step rows of exactly the runs whose lease (owner, epoch) still holds. The lease is
+// checked under a share lock on the run row, not by updating it: a reclaim or a cancel (which bump the
+// epoch, an UPDATE) waits for this transaction, so a step row never lands after its lease was lost, and the
+// run row gets no new version per step (measured: a third of the statement's cost). A batch holds at most
+// one checkpoint per run: a run's next step starts only after its previous checkpoint committed.
+namespace {
+std::string checkpoint_steps_sql(std::string_view on_conflict) {
+  std::string sql = R"sql(
+WITH x AS (
+  SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
+                                                             name text, status text, output jsonb,
+                                                             error jsonb, attempts int, started bigint,
+                                                             finished bigint))
        WITH ORDINALITY AS x(id, owner, epoch, seq, name, status, output, error, attempts, started, finished,
-                            ord)
-  WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
-  RETURNING x.*),
+                            ord)),
+fenced AS (
+  SELECT x.* FROM x JOIN keel.runs r
+    ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
+  FOR SHARE OF r),
 ins AS (
   INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
   SELECT id, seq, name, status, output, error, attempts, to_timestamp(started::double precision / 1e6),
          to_timestamp(finished::double precision / 1e6), epoch
-  FROM fenced
-  ON CONFLICT (run_id, seq) DO NOTHING)
-SELECT ord FROM fenced)sql"};
+  FROM fenced)sql";
+  sql += on_conflict;
+  sql += ")\nSELECT ord FROM fenced";
+  return sql;
+}
+// A first attempt inserts plainly: its step rows cannot exist yet.
+const std::string checkpoint_first_sql = checkpoint_steps_sql("");
+// A batch retried after its COMMIT's acknowledgement was lost may find its own rows: they count as written.
+const std::string checkpoint_again_sql = checkpoint_steps_sql("\n  ON CONFLICT (run_id, seq) DO NOTHING");
+}  // namespace
+
+const statement checkpoint_steps{"keel_checkpoint_steps", checkpoint_first_sql.c_str()};
+const statement checkpoint_steps_again{"keel_checkpoint_steps_again", checkpoint_again_sql.c_str()};
 
 // Fenced completion or failure. Matching on owner+epoch (not status) keeps a retried batch idempotent.
 const statement finish_runs{"keel_finish_runs", R"sql(
@@ -131,10 +148,12 @@ SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
               'recoveries', r.recoveries + 1, 'claims', r.claims, 'last_owner', r.owner)
             ELSE r.error END
 FROM c WHERE r.id = c.id
-RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.next_seq, r.recoveries, c.dead)
+RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims,
+          EXISTS (SELECT 1 FROM keel.steps s WHERE s.run_id = r.id), r.recoveries, c.dead)
 SELECT * FROM claimed
 UNION ALL
-SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.next_seq, r.recoveries, false
+SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims,
+       EXISTS (SELECT 1 FROM keel.steps s WHERE s.run_id = r.id), r.recoveries, false
 FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
 
 const statement load_steps{"keel_load_steps", R"sql(

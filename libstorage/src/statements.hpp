@@ -11,6 +11,7 @@ extern const statement enqueue_insert;
 extern const statement enqueue_resolve;
 extern const statement notify_runs;
 extern const statement checkpoint_steps;
+extern const statement checkpoint_steps_again;
 extern const statement finish_runs;
 extern const statement release_runs;
 extern const statement claim_runs;

@@ -365,6 +365,8 @@ boost::asio::awaitable<result<claim_outcome>> store::claim(const claim_request& 
   // The claim committed; if the steps cannot be read, the runs' leases lapse and they are claimed again
   // later. Report the error so the caller does not run them without their history.
   if (!loaded) co_return loaded.error();
+  for (auto& run : outcome->runs)
+    run.recorded_steps = static_cast<int>(run.steps.size());
   co_return std::move(*outcome);
 }
 

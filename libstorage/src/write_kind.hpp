@@ -69,8 +69,10 @@ class write_kind {
   /// the same batch can take the runs just enqueued).
   [[nodiscard]] virtual int order() const noexcept = 0;
   /// Appends this kind's statements for `writes` (all of this kind, in batch order) to the transaction.
-  virtual void add_statements(std::vector<pipeline_query>& tx,
-                              std::span<pending_write* const> writes) const = 0;
+  /// `again`: an earlier attempt of some of these writes may have committed (its acknowledgement was lost,
+  /// or it failed in a way that leaves that open), so the statements must accept their own earlier effects.
+  virtual void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
+                              bool again) const = 0;
   /// After COMMIT: completes every write of `writes` from `results`, the results of the statements
   /// add_statements appended (same count, same order).
   virtual void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const = 0;
@@ -81,15 +83,20 @@ std::string rows_array(std::span<pending_write* const> writes);
 
 /// A kind whose writes are one fenced row each, acknowledged by the `ord` (1-based position in `$1`) that its
 /// statement returns in its first column for every row it applied; a row not returned was fenced.
+/// `again` is the statement for a retry, when the first one is not idempotent by itself.
 class fenced_kind : public write_kind {
  public:
-  fenced_kind(const statement& stmt, int order) : stmt_(stmt), order_(order) {}
+  fenced_kind(const statement& stmt, int order) : fenced_kind(stmt, stmt, order) {}
+  fenced_kind(const statement& first, const statement& again, int order)
+      : first_(first), again_(again), order_(order) {}
   [[nodiscard]] int order() const noexcept override { return order_; }
-  void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes) const override;
+  void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
+                      bool again) const override;
   void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override;
 
  private:
-  const statement& stmt_;
+  const statement& first_;
+  const statement& again_;
   int order_;
 };
 

@@ -25,8 +25,8 @@ class enqueue_kind_t final : public write_kind {
  public:
   [[nodiscard]] int order() const noexcept override { return 0; }
 
-  void add_statements(std::vector<pipeline_query>& tx,
-                      std::span<pending_write* const> writes) const override {
+  void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
+                      bool /*again: inserts skip existing ids and keys, resolve reads them*/) const override {
     auto rows = rows_array(writes);
     tx.push_back({&sql::enqueue_insert, {rows}});
     tx.push_back({&sql::enqueue_resolve, {std::move(rows)}});
@@ -63,8 +63,8 @@ class claim_kind_t final : public write_kind {
  public:
   [[nodiscard]] int order() const noexcept override { return 1; }
 
-  void add_statements(std::vector<pipeline_query>& tx,
-                      std::span<pending_write* const> writes) const override {
+  void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
+                      bool /*again: each claim counts its own attempts (claim token)*/) const override {
     for (auto* w : writes)
       tx.push_back({&sql::claim_runs, static_cast<claim_write*>(w)->next_attempt()});
   }
@@ -86,7 +86,7 @@ class claim_kind_t final : public write_kind {
         run.input = parse_stored_json(get_text(res, row, 3));
         run.epoch = std::stoll(std::string(get_text(res, row, 4)));
         run.claims = to_int(get_text(res, row, 5));
-        run.recorded_steps = to_int(get_text(res, row, 6));
+        run.recorded_steps = get_text(res, row, 6) == "t" ? 1 : 0;  // how many: once they are loaded
         run.recoveries = to_int(get_text(res, row, 7));
         out.runs.push_back(std::move(run));
       }
@@ -112,9 +112,9 @@ std::string rows_array(std::span<pending_write* const> writes) {
   return out;
 }
 
-void fenced_kind::add_statements(std::vector<pipeline_query>& tx,
-                                 std::span<pending_write* const> writes) const {
-  tx.push_back({&stmt_, {rows_array(writes)}});
+void fenced_kind::add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
+                                 bool again) const {
+  tx.push_back({again ? &again_ : &first_, {rows_array(writes)}});
 }
 
 void fenced_kind::complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const {
@@ -142,7 +142,7 @@ const write_kind& claim_kind() {
   return k;
 }
 const write_kind& checkpoint_kind() {
-  static const fenced_kind k(sql::checkpoint_steps, 2);
+  static const fenced_kind k(sql::checkpoint_steps, sql::checkpoint_steps_again, 2);
   return k;
 }
 const write_kind& finish_kind() {
