@@ -19,7 +19,8 @@ struct ceiling_result {
 /// transaction that checks the runs' lease under a share lock and inserts their step rows, sent as one
 /// pipeline on one connection, two transactions in flight (as the engine's writer). With `connections` > 1
 /// (one per engine writer) each connection runs that loop on its own slice of the runs, in its own thread.
-/// Verifies the row count afterwards. Blocking. Throws std::runtime_error on any database error or a wrong row count.
+/// Verifies the row count afterwards. Blocking. Throws std::runtime_error on any database error or a wrong
+/// row count.
 ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
                                         int steps_per_run, std::size_t connections = 1);
 
