@@ -57,26 +57,38 @@ int context::execution() const noexcept {
   return state_->claim.claims;
 }
 
-asio::awaitable<json::value> context::run_step(std::string name, erased_step fn, step_options options) {
-  auto& st = *state_;
-  auto& engine = st.engine;
+namespace detail {
+
+step_slot::step_slot(run_state& st, const std::string& name) : st_(st) {
   if (st.poisoned) std::rethrow_exception(st.poisoned);
   if (st.in_step) {
-    // Positional replay, fencing and the backoff timer all assume one step at a time.
     st.poisoned = std::make_exception_ptr(concurrent_step_error(
         "step '" + name +
         "' started while another step of the same run was in progress: ctx.step calls of "
         "one run must not overlap (await each before starting the next)"));
     std::rethrow_exception(st.poisoned);
   }
-  // Cleared when this call ends, however it ends (also when its frame is destroyed mid-await).
-  struct step_guard {
-    bool& flag;
-    explicit step_guard(bool& f) : flag(f) { flag = true; }
-    ~step_guard() { flag = false; }
-    step_guard(const step_guard&) = delete;
-    step_guard& operator=(const step_guard&) = delete;
-  } guard(st.in_step);
+  st.in_step = true;
+}
+
+void check_interrupt(run_state& st) {
+  if (std::chrono::steady_clock::now() > st.lease_deadline.load(std::memory_order_acquire)) {
+    st.lost.store(true, std::memory_order_release);
+  }
+  if (st.lost.load(std::memory_order_acquire)) {
+    st.poisoned = std::make_exception_ptr(run_interrupted{run_interrupted::why::lease_lost});
+  } else if (st.engine.stopping()) {
+    st.poisoned = std::make_exception_ptr(run_interrupted{run_interrupted::why::released});
+  }
+  if (st.poisoned) std::rethrow_exception(st.poisoned);
+}
+
+}  // namespace detail
+
+asio::awaitable<json::value> context::run_step(std::string name, erased_step fn, step_options options) {
+  auto& st = *state_;
+  auto& engine = st.engine;
+  const detail::step_slot slot(st, name);
   const int seq = st.next_seq++;
 
   // Replay: the step at this position was recorded by an earlier execution.
@@ -92,18 +104,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     co_return rec.output;
   }
 
-  auto interrupt_if_needed = [&] {
-    if (std::chrono::steady_clock::now() > st.lease_deadline.load(std::memory_order_acquire)) {
-      st.lost.store(true, std::memory_order_release);
-    }
-    if (st.lost.load(std::memory_order_acquire)) {
-      st.poisoned =
-          std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
-    } else if (engine.stopping()) {
-      st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::released});
-    }
-    if (st.poisoned) std::rethrow_exception(st.poisoned);
-  };
+  auto interrupt_if_needed = [&] { detail::check_interrupt(st); };
   interrupt_if_needed();
 
   const int max_attempts = std::max(1, options.retry.max_attempts);

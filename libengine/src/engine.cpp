@@ -78,6 +78,7 @@ engine_impl::engine_impl(engine_options options)
       changed_(ctl_, asio::steady_timer::time_point::max()),
       claim_wait_(ctl_),
       heartbeat_wait_(ctl_),
+      wakeup_timer_(ctl_),
       rng_(std::random_device{}()) {
   if (options_.concurrency == 0) options_.concurrency = 1;
   if (options_.heartbeat.count() <= 0) options_.heartbeat = options_.lease / 3;
@@ -184,6 +185,8 @@ result<void> engine_impl::start() {
     started_ = true;
     claim_loop_active_ = true;
     asio::co_spawn(ctl_, claim_loop(), log_failure("claim loop"));
+    wakeup_active_ = true;
+    asio::co_spawn(ctl_, wakeup_loop(), log_failure("wakeup loop"));
     ensure_heartbeat();
     if (options_.lag_warning.count() > 0) {
       watchdog_active_ = true;
@@ -425,6 +428,14 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   if (!interrupted && st->lost.load(std::memory_order_acquire))
     interrupted = run_interrupted{run_interrupted::why::lease_lost};
 
+  if (interrupted && interrupted->reason == run_interrupted::why::parked && st->parked) {
+    // The wait's statement parked the run and released its lease: nothing more to write.
+    const bool sleeping = st->parked->kind == storage::wait_kind::sleep;
+    if (st->parked->until) schedule_wakeup(*st->parked->until);
+    emit(sleeping ? run_event::kind::sleeping : run_event::kind::waiting, *st, {}, 0,
+         sleeping ? std::string() : st->parked->event);
+    co_return;
+  }
   if (interrupted && interrupted->reason == run_interrupted::why::released) {
     const auto lease = st->lease();
     auto r = co_await store_.release(lease);
@@ -515,7 +526,8 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   }
   limit.cancel();
   heartbeat_wait_.cancel();
-  while (heartbeat_active_ || watchdog_active_ || claim_loop_active_)
+  wakeup_timer_.cancel();
+  while (heartbeat_active_ || watchdog_active_ || claim_loop_active_ || wakeup_active_)
     co_await wait_changed();
 }
 
@@ -593,6 +605,18 @@ asio::awaitable<result<run_status>> engine_impl::cancel(run_id id) {
   co_return *r;
 }
 
+asio::awaitable<result<void>> engine_impl::send_event(storage::event_delivery event) {
+  if (!is_valid_run_id(event.run)) co_return errc::invalid_run_id;
+  auto r = co_await store_.send_event(event);
+  if (!r) {
+    if (r.error() == storage::errc::run_finished) co_return errc::run_finished;
+    co_return engine_error(r.error());
+  }
+  // The run may be due now; this worker may have room for it (other workers hear the notification).
+  wake_claimer();
+  co_return result<void>{};
+}
+
 }  // namespace detail
 
 std::string_view to_string(run_event::kind k) noexcept {
@@ -617,6 +641,10 @@ std::string_view to_string(run_event::kind k) noexcept {
       return "abandoned";
     case run_event::kind::dead_lettered:
       return "dead_lettered";
+    case run_event::kind::sleeping:
+      return "sleeping";
+    case run_event::kind::waiting:
+      return "waiting";
   }
   return "unknown";
 }
@@ -670,6 +698,10 @@ boost::asio::awaitable<result<run_id>> refused(error_code ec) {
   co_return ec;
 }
 
+boost::asio::awaitable<result<void>> refused_void(error_code ec) {
+  co_return ec;
+}
+
 }  // namespace
 
 boost::asio::awaitable<result<run_id>> engine::enqueue(std::string_view workflow,
@@ -705,6 +737,30 @@ boost::asio::awaitable<result<run_status>> engine::cancel(std::string_view id) {
 }
 result<run_status> engine::cancel_blocking(std::string_view id) {
   return impl_->block_on(impl_->cancel(run_id(id)));
+}
+
+boost::asio::awaitable<result<void>> engine::send_event(std::string_view id, std::string_view name,
+                                                        const boost::json::value& payload,
+                                                        const event_options& options) {
+  // Not a coroutine itself: the payload is checked before it is copied, and the arguments are copied (or
+  // refused) before this returns.
+  std::string why;
+  if (auto c = storage::check_json(payload, impl_->store_.options().limits, &why); !c) {
+    log::warn("engine", "event refused: payload " + why);
+    return refused_void(c.error());
+  }
+  return impl_->send_event(
+      storage::event_delivery{run_id(id), std::string(name), payload, options.idempotency_key});
+}
+result<void> engine::send_event_blocking(std::string_view id, std::string_view name,
+                                         const boost::json::value& payload, const event_options& options) {
+  std::string why;
+  if (auto c = storage::check_json(payload, impl_->store_.options().limits, &why); !c) {
+    log::warn("engine", "event refused: payload " + why);
+    return c.error();
+  }
+  return impl_->block_on(impl_->send_event(
+      storage::event_delivery{run_id(id), std::string(name), payload, options.idempotency_key}));
 }
 
 const std::string& engine::worker_id() const noexcept {

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -43,6 +44,9 @@ class engine_impl {
   boost::asio::awaitable<result<run_info>> get(run_id id);
   boost::asio::awaitable<result<run_info>> wait(run_id id, std::chrono::milliseconds timeout);
   boost::asio::awaitable<result<run_status>> cancel(run_id id);
+  boost::asio::awaitable<result<void>> send_event(storage::event_delivery event);
+  /// Wakes the claim loop at `until`: a run this worker parked becomes due then (wakeups.cpp).
+  void schedule_wakeup(std::chrono::system_clock::time_point until);
 
   /// Runs `aw` on the engine's threads and blocks the calling thread for its result.
   template <class T>
@@ -64,6 +68,7 @@ class engine_impl {
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> heartbeat_loop();
   boost::asio::awaitable<void> watchdog_loop();
+  boost::asio::awaitable<void> wakeup_loop();
   void ensure_heartbeat();
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
   void launch(storage::claimed_run claim, std::chrono::steady_clock::time_point lease_until);
@@ -87,6 +92,10 @@ class engine_impl {
   bool claim_loop_active_ = false;
   bool heartbeat_active_ = false;
   bool watchdog_active_ = false;
+  /// Wake times of runs parked here, soonest first, and the timer set to the soonest.
+  std::multiset<std::chrono::steady_clock::time_point> wakeups_;
+  boost::asio::steady_timer wakeup_timer_;
+  bool wakeup_active_ = false;
   bool started_ = false;
   bool migrated_ = false;
   std::atomic<bool> stopping_{false};

@@ -38,6 +38,8 @@ class category final : public boost::system::error_category {
         return "the run lost its worker too many times and was dead-lettered";
       case errc::output_rejected:
         return "an output could not be stored";
+      case errc::run_finished:
+        return "the run has finished";
     }
     return "unknown keel error";
   }
@@ -82,6 +84,8 @@ std::string code_name(errc e) {
       return "dead_lettered";
     case errc::output_rejected:
       return "output_rejected";
+    case errc::run_finished:
+      return "run_finished";
   }
   return "unknown";
 }

@@ -7,6 +7,8 @@
 #include <boost/asio/strand.hpp>
 #include <chrono>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "keel/engine/engine.hpp"
 
@@ -41,6 +43,13 @@ struct run_state {
   std::atomic<std::chrono::steady_clock::time_point> lease_deadline;
   /// Set once the context threw a terminal error (nondeterminism, lease lost): later steps rethrow it.
   std::exception_ptr poisoned;
+  /// Set when a wait parked the run (sleeping or waiting): this execution ends without a finish.
+  struct parked_wait {
+    storage::wait_kind kind = storage::wait_kind::sleep;
+    std::string event;
+    std::optional<std::chrono::system_clock::time_point> until;
+  };
+  std::optional<parked_wait> parked;
 
   [[nodiscard]] storage::lease_token lease() const;
 };
@@ -49,7 +58,24 @@ struct run_state {
 /// engine is stopping and the run is handed back to the queue. Deliberately not a std::exception, so that
 /// `catch (const std::exception&)` in workflow code does not swallow it.
 struct run_interrupted {
-  enum class why { lease_lost, released } reason;
+  enum class why { lease_lost, released, parked } reason;
 };
+
+/// Marks a ctx.step or wait in progress for the duration of the call, however it ends (also when its frame is
+/// destroyed mid-await). Throws concurrent_step_error (poisoning the run) if one is already in progress:
+/// positional replay, fencing and the backoff timer all assume one at a time.
+class step_slot {
+ public:
+  step_slot(run_state& st, const std::string& name);
+  ~step_slot() { st_.in_step = false; }
+  step_slot(const step_slot&) = delete;
+  step_slot& operator=(const step_slot&) = delete;
+
+ private:
+  run_state& st_;
+};
+
+/// Before new work of a run: rethrows (and records) a lost lease, or the engine stopping.
+void check_interrupt(run_state& st);
 
 }  // namespace keel::detail

@@ -34,6 +34,8 @@ class category final : public boost::system::error_category {
         return "payload nested too deeply";
       case errc::invalid_argument:
         return "invalid argument";
+      case errc::run_finished:
+        return "the run has finished";
     }
     return "unknown storage error";
   }

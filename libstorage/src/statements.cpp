@@ -35,12 +35,12 @@ WHERE x.key IS NOT NULL)sql"};
 const statement notify_runs{"keel_notify_runs", "SELECT pg_notify('keel_runs', '')"};
 
 // Fenced checkpoints: the step rows of exactly the runs whose lease (owner, epoch) still holds. The lease is
-// checked under a share lock on the run row, not by updating it: a reclaim or a cancel (which bump the
-// epoch, an UPDATE) waits for this transaction, so a step row never lands after its lease was lost, and the
-// run row gets no new version per step (measured: a third of the statement's cost). A batch holds at most
-// one checkpoint per run: a run's next step starts only after its previous checkpoint committed.
+// checked under a share lock on the run row, not by updating it: a cancel or heartbeat (an UPDATE) waits
+// for this transaction, and a claim skips the locked row (SKIP LOCKED) until it committed, so a step row
+// never lands after its lease was lost; and the run row gets no new version per step. Today a batch holds at
+// most one checkpoint per run (a run's next step starts only after its previous checkpoint committed).
 namespace {
-std::string checkpoint_steps_sql(std::string_view on_conflict) {
+std::string checkpoint_steps_sql(bool again) {
   std::string sql = R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
@@ -58,14 +58,23 @@ ins AS (
   SELECT id, seq, name, status, output, error, attempts, to_timestamp(started::double precision / 1e6),
          to_timestamp(finished::double precision / 1e6), epoch
   FROM fenced)sql";
-  sql += on_conflict;
-  sql += ")\nSELECT ord FROM fenced";
-  return sql;
+  if (!again) return sql + ")\nSELECT ord FROM fenced";
+  // A retry acknowledges what it inserted now, and the rows its own lost attempt wrote (same epoch, same
+  // record); a different record at that position is not this write's, and is reported as fenced.
+  return sql + R"sql(
+  ON CONFLICT (run_id, seq) DO NOTHING
+  RETURNING run_id, seq)
+SELECT f.ord FROM fenced f
+WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_id = f.id AND ins.seq = f.seq)
+   OR EXISTS (SELECT 1 FROM keel.steps s
+              WHERE s.run_id = f.id AND s.seq = f.seq AND s.epoch = f.epoch AND s.name = f.name
+                AND s.status = f.status AND s.output IS NOT DISTINCT FROM f.output
+                AND s.error IS NOT DISTINCT FROM f.error))sql";
 }
-// A first attempt inserts plainly: its step rows cannot exist yet.
-const std::string checkpoint_first_sql = checkpoint_steps_sql("");
-// A batch retried after its COMMIT's acknowledgement was lost may find its own rows: they count as written.
-const std::string checkpoint_again_sql = checkpoint_steps_sql("\n  ON CONFLICT (run_id, seq) DO NOTHING");
+// A first attempt inserts plainly: its step rows cannot exist yet (a conflict is an error, never silence).
+const std::string checkpoint_first_sql = checkpoint_steps_sql(false);
+// A batch retried after its COMMIT's acknowledgement was lost may find its own rows.
+const std::string checkpoint_again_sql = checkpoint_steps_sql(true);
 }  // namespace
 
 const statement checkpoint_steps{"keel_checkpoint_steps", checkpoint_first_sql.c_str()};
@@ -108,11 +117,17 @@ RETURNING x.ord)sql"};
 // A run whose lease expired is a recovery (its worker crashed or stalled); past $5 recoveries it is failed
 // as dead_lettered instead of claimed again, so a run that crashes every worker stops and shows.
 // Each claim bumps the epoch.
+//
+// Whether the run has history to load (column 7) is read from the locked row, never from keel.steps: a
+// checkpoint that committed after this statement's snapshot (a stalled worker's, just before its lease was
+// taken over) would be missed by a read of keel.steps here, and its step run again. Any run claimed before
+// may have steps; the caller loads them after this transaction commits, and the bumped epoch fences
+// everything later.
 const statement claim_runs{"keel_claim_runs", R"sql(
 WITH RECURSIVE band(p) AS (
-  (SELECT priority FROM keel.runs WHERE status IN ('queued', 'running') ORDER BY priority DESC LIMIT 1)
+  (SELECT priority FROM keel.runs WHERE status IN ('queued', 'running', 'sleeping', 'waiting') ORDER BY priority DESC LIMIT 1)
   UNION ALL
-  SELECT (SELECT priority FROM keel.runs WHERE status IN ('queued', 'running') AND priority < band.p
+  SELECT (SELECT priority FROM keel.runs WHERE status IN ('queued', 'running', 'sleeping', 'waiting') AND priority < band.p
           ORDER BY priority DESC LIMIT 1)
   FROM band WHERE band.p IS NOT NULL),
 wanted AS (SELECT w.workflow, w.version FROM jsonb_to_recordset($4::jsonb) AS w(workflow text, version int)),
@@ -123,7 +138,7 @@ c AS (
   SELECT x.id, x.status = 'running' AS recovery, x.status = 'running' AND x.recoveries >= $5::int AS dead
   FROM band CROSS JOIN LATERAL (
     SELECT id, status, recoveries FROM keel.runs
-    WHERE status IN ('queued', 'running') AND priority = band.p AND due_at <= now()
+    WHERE status IN ('queued', 'running', 'sleeping', 'waiting') AND priority = band.p AND due_at <= now()
       AND (workflow, version) IN (SELECT workflow, version FROM wanted)
     ORDER BY due_at
     LIMIT $2::int
@@ -148,12 +163,11 @@ SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
               'recoveries', r.recoveries + 1, 'claims', r.claims, 'last_owner', r.owner)
             ELSE r.error END
 FROM c WHERE r.id = c.id
-RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims,
-          EXISTS (SELECT 1 FROM keel.steps s WHERE s.run_id = r.id), r.recoveries, c.dead)
+RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
+          c.dead)
 SELECT * FROM claimed
 UNION ALL
-SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims,
-       EXISTS (SELECT 1 FROM keel.steps s WHERE s.run_id = r.id), r.recoveries, false
+SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, false
 FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
 
 const statement load_steps{"keel_load_steps", R"sql(
@@ -173,10 +187,11 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
        owner, epoch, claims, (extract(epoch FROM created_at) * 1e6)::bigint,
        (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM finished_at) * 1e6)::bigint,
        recoveries,
-       status = 'queued' AND NOT EXISTS (
+       status IN ('queued', 'sleeping', 'waiting') AND NOT EXISTS (
          SELECT 1 FROM keel.workers w
          WHERE w.expires_at > now()
            AND w.workflows @> jsonb_build_array(jsonb_build_object('workflow', r.workflow, 'version', r.version)))
+       , CASE WHEN status IN ('sleeping', 'waiting') THEN waiting_for::text END
 FROM keel.runs r WHERE id = $1::uuid)sql"};
 
 // A worker announces (or refreshes) what it runs; its row lapses unless refreshed before `expires_at`.
@@ -195,5 +210,109 @@ WHERE id = $1::uuid AND status NOT IN ('completed', 'failed', 'cancelled')
 RETURNING id::text)sql"};
 
 const statement run_status_of{"keel_run_status", "SELECT status FROM keel.runs WHERE id = $1::uuid"};
+
+// Waits (sleep, event) in two statements, so that the second reads events with a snapshot taken after the
+// first locked the run rows: an event sent concurrently either committed before the lock (and is seen) or
+// waits for it and then finds the run `waiting` (and wakes it). First, the fence: the runs whose lease holds,
+// locked.
+const statement wait_lock{"keel_wait_lock", R"sql(
+SELECT x.ord
+FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint))
+     WITH ORDINALITY AS x(id, owner, epoch, ord)
+JOIN keel.runs r ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
+FOR UPDATE OF r)sql"};
+
+// Then each fenced wait is decided: a wait recorded by an earlier attempt returns its record; an event wait
+// consumes the oldest pending event of its name (recorded as the step's output in the same statement), or
+// times out once its deadline passed; anything else parks the run — `sleeping` or `waiting`, due at its wake
+// time or timeout, its lease released. Returns (ord, outcome, output) per fenced row; outcome is 'recorded',
+// 'consumed', 'timed_out' or 'parked'. Idempotent on retry: a parked run no longer matches the fence, and a
+// consumed event's step row is found as recorded.
+const statement wait_decide{"keel_wait_decide", R"sql(
+WITH x AS (
+  SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
+                                                             name text, kind text, event text, until bigint,
+                                                             started bigint))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, name, kind, event, until, started, ord)),
+fenced AS (
+  -- A wait that parked before keeps the deadline it parked with: a timeout counts from the first execution
+  -- that reached the wait, not from each resume. (The claim leaves waiting_for in place for this.)
+  SELECT x.id, x.owner, x.epoch, x.seq, x.name, x.kind, x.event, x.started, x.ord,
+         coalesce(CASE WHEN r.waiting_for->>'step' = x.seq::text AND r.waiting_for->>'kind' = x.kind
+                       THEN (r.waiting_for->>'until')::bigint END,
+                  x.until) AS until
+  FROM x JOIN keel.runs r
+    ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'),
+recorded AS (
+  SELECT f.ord, s.output FROM fenced f JOIN keel.steps s ON s.run_id = f.id AND s.seq = f.seq
+  WHERE f.kind = 'event'),
+ev AS (
+  SELECT f.ord, e.id AS event_id, e.payload
+  FROM fenced f CROSS JOIN LATERAL (
+    SELECT id, payload FROM keel.events e
+    WHERE e.run_id = f.id AND e.name = f.event AND e.consumed_seq IS NULL
+    ORDER BY e.id LIMIT 1
+    FOR UPDATE) e
+  WHERE f.kind = 'event' AND f.ord NOT IN (SELECT ord FROM recorded)),
+consumed AS (
+  UPDATE keel.events e SET consumed_seq = f.seq, consumed_at = now()
+  FROM ev JOIN fenced f ON f.ord = ev.ord
+  WHERE e.id = ev.event_id
+  RETURNING e.id),
+decided AS (
+  SELECT f.*,
+         CASE WHEN rec.ord IS NOT NULL THEN 'recorded'
+              WHEN ev.ord IS NOT NULL THEN 'consumed'
+              WHEN f.kind = 'event' AND f.until IS NOT NULL AND to_timestamp(f.until / 1e6) <= now()
+                THEN 'timed_out'
+              ELSE 'parked' END AS outcome,
+         CASE WHEN rec.ord IS NOT NULL THEN rec.output
+              WHEN ev.ord IS NOT NULL THEN jsonb_build_object('payload', ev.payload)
+              WHEN f.kind = 'event' AND f.until IS NOT NULL AND to_timestamp(f.until / 1e6) <= now()
+                THEN jsonb_build_object('timed_out', true)
+              WHEN f.kind = 'event' THEN jsonb_strip_nulls(jsonb_build_object('until', f.until))
+              ELSE jsonb_build_object('wake_at', f.until) END AS output
+  FROM fenced f LEFT JOIN recorded rec ON rec.ord = f.ord LEFT JOIN ev ON ev.ord = f.ord),
+step AS (
+  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
+  SELECT id, seq, name, 'completed', output, NULL, 1, to_timestamp(started / 1e6), now(), epoch
+  FROM decided
+  WHERE outcome IN ('consumed', 'timed_out') OR (outcome = 'parked' AND kind = 'sleep')
+  ON CONFLICT (run_id, seq) DO NOTHING),
+parked AS (
+  UPDATE keel.runs r
+  SET status = CASE WHEN d.kind = 'sleep' THEN 'sleeping' ELSE 'waiting' END,
+      owner = NULL,
+      due_at = to_timestamp(d.until / 1e6),
+      waiting_for = jsonb_strip_nulls(jsonb_build_object('kind', d.kind, 'event', d.event, 'until', d.until,
+                                                         'step', d.seq))
+  FROM decided d
+  WHERE r.id = d.id AND d.outcome = 'parked'
+  RETURNING d.ord)
+SELECT ord, outcome, output::text FROM decided)sql"};
+
+// Delivers an event: kept for the run's wait, and the run woken if it waits for that name right now. The
+// UPDATE locks the run row first (see wait_lock). Rejected (no row) when the run is finished. Returns
+// (live, inserted): live = 0 when the run is finished or unknown; inserted = 0 when the idempotency key was
+// seen before (a no-op).
+const statement send_event{"keel_send_event", R"sql(
+WITH run AS (
+  -- The wake condition reads the target row itself: after waiting for the row lock, PostgreSQL re-evaluates
+  -- it on the newest version (a subquery's values would be the stale snapshot's).
+  UPDATE keel.runs r
+  SET status = CASE WHEN r.status = 'waiting' AND r.waiting_for->>'event' = $2 THEN 'queued'
+                    ELSE r.status END,
+      due_at = CASE WHEN r.status = 'waiting' AND r.waiting_for->>'event' = $2 THEN now() ELSE r.due_at END,
+      waiting_for = CASE WHEN r.status = 'waiting' AND r.waiting_for->>'event' = $2 THEN NULL
+                         ELSE r.waiting_for END
+  WHERE r.id = $1::uuid AND r.status NOT IN ('completed', 'failed', 'cancelled')
+  RETURNING r.id, r.status = 'queued' AS wakes),
+ins AS (
+  INSERT INTO keel.events (run_id, name, payload, idempotency_key)
+  SELECT id, $2, $3::jsonb, $4 FROM run
+  ON CONFLICT (run_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+  RETURNING id),
+woken AS (SELECT pg_notify('keel_runs', '') FROM run WHERE wakes)
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM ins), (SELECT count(*) FROM woken))sql"};
 
 }  // namespace keel::storage::detail::sql

@@ -20,6 +20,9 @@ extern const statement heartbeat;
 extern const statement get_run;
 extern const statement cancel_run;
 extern const statement run_status_of;
+extern const statement wait_lock;
+extern const statement wait_decide;
+extern const statement send_event;
 extern const statement register_worker;
 extern const statement unregister_worker;
 

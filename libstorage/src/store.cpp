@@ -320,6 +320,48 @@ boost::asio::awaitable<result<void>> store::finish(const run_finish& f) {
   co_return co_await impl_->write_fenced(detail::finish_kind(), std::move(text));
 }
 
+boost::asio::awaitable<result<wait_outcome>> store::wait(const wait_request& w) {
+  if (w.kind == wait_kind::event && !detail::valid_key(w.event)) co_return errc::invalid_argument;
+  auto row = detail::lease_row(w.lease);
+  row.num("seq", w.seq)
+      .str("name", valid_utf8(w.name))
+      .str("kind", w.kind == wait_kind::sleep ? "sleep" : "event");
+  if (w.kind == wait_kind::event) row.str("event", w.event);
+  if (w.until) {
+    row.num("until", detail::to_micros(*w.until));
+  } else {
+    row.null("until");
+  }
+  row.num("started", detail::to_micros(w.started_at));
+  // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
+  auto text = std::move(row).finish();
+  co_return co_await impl_->write<wait_outcome>(detail::wait_kind(), std::move(text),
+                                                std::chrono::steady_clock::time_point::max());
+}
+
+boost::asio::awaitable<result<event_sent>> store::send_event(const event_delivery& e) {
+  if (!is_valid_run_id(e.run) || !detail::valid_key(e.name)) co_return errc::invalid_argument;
+  if (e.idempotency_key && !detail::valid_key(*e.idempotency_key)) co_return errc::invalid_argument;
+  if (auto c = impl_->check(e.payload, "event payload", e.run); !c) co_return c.error();
+  std::vector<std::optional<std::string>> params{e.run, e.name, boost::json::serialize(e.payload),
+                                                 e.idempotency_key};
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<event_sent>(pg_connection&)> send =
+      [params = std::move(params)](pg_connection& c) -> result<event_sent> {
+    auto r = c.exec_blocking(detail::sql::send_event, params);
+    if (!r) return r.error();
+    const PGresult* res = r->get();
+    if (detail::get_text(res, 0, 0) == "0") {
+      auto s = c.exec_blocking(detail::sql::run_status_of, {params[0]});
+      if (!s) return s.error();
+      if (PQntuples(s->get()) == 0) return errc::not_found;
+      return errc::run_finished;
+    }
+    return event_sent{detail::get_text(res, 0, 1) == "0"};
+  };
+  co_return co_await impl_->on_pool<event_sent>(std::move(send), impl_->request_deadline());
+}
+
 boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {
   auto text = detail::lease_row(lease).finish();
   co_return co_await impl_->write_fenced(detail::release_kind(), std::move(text));
@@ -447,6 +489,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
           rec.unclaimable = "no live worker has registered workflow '" + rec.workflow + "' version " +
                             std::to_string(rec.version);
         }
+        rec.waiting_for = detail::parse_json(res, 0, 17);
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });

@@ -86,11 +86,48 @@ class claim_kind_t final : public write_kind {
         run.input = parse_stored_json(get_text(res, row, 3));
         run.epoch = std::stoll(std::string(get_text(res, row, 4)));
         run.claims = to_int(get_text(res, row, 5));
-        run.recorded_steps = get_text(res, row, 6) == "t" ? 1 : 0;  // how many: once they are loaded
+        run.recorded_steps = get_text(res, row, 6) == "t" ? 1 : 0;  // may have some: counted once loaded
         run.recoveries = to_int(get_text(res, row, 7));
         out.runs.push_back(std::move(run));
       }
       as<claim_outcome>(writes[i]).succeed(std::move(out));
+    }
+  }
+};
+
+/// Durable waits: the fence (locking the run rows), then each wait decided (see sql::wait_decide).
+class wait_kind_t final : public write_kind {
+ public:
+  [[nodiscard]] int order() const noexcept override { return 5; }
+
+  void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
+                      bool /*again: a retry finds its run parked (fenced) or its record*/) const override {
+    auto rows = rows_array(writes);
+    tx.push_back({&sql::wait_lock, {rows}});
+    tx.push_back({&sql::wait_decide, {std::move(rows)}});
+  }
+
+  void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override {
+    std::vector<std::optional<wait_outcome>> decided(writes.size());
+    const PGresult* r = results[1].get();
+    for (int row = 0; row < PQntuples(r); ++row) {
+      const auto i = to_index(get_text(r, row, 0)) - 1;
+      if (i >= writes.size()) continue;
+      const auto what = get_text(r, row, 1);
+      wait_outcome out;
+      out.outcome = what == "recorded"    ? wait_outcome::what::recorded
+                    : what == "consumed"  ? wait_outcome::what::consumed
+                    : what == "timed_out" ? wait_outcome::what::timed_out
+                                          : wait_outcome::what::parked;
+      out.output = parse_stored_json(get_text(r, row, 2));
+      decided[i] = std::move(out);
+    }
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+      if (decided[i]) {
+        as<wait_outcome>(writes[i]).succeed(std::move(*decided[i]));
+      } else {
+        writes[i]->fail(errc::fenced);
+      }
     }
   }
 };
@@ -151,6 +188,11 @@ const write_kind& finish_kind() {
 }
 const write_kind& release_kind() {
   static const fenced_kind k(sql::release_runs, 4);
+  return k;
+}
+
+const write_kind& wait_kind() {
+  static const wait_kind_t k;
   return k;
 }
 

@@ -1,5 +1,5 @@
-// The kinds of write the store makes through the group writer: enqueues, claims, checkpoints, finishes and
-// releases.
+// The kinds of write the store makes through the group writer: enqueues, claims, checkpoints, finishes,
+// releases and waits.
 #pragma once
 
 #include <variant>
@@ -38,5 +38,7 @@ const write_kind& claim_kind();
 const write_kind& checkpoint_kind();
 const write_kind& finish_kind();
 const write_kind& release_kind();
+/// Durable waits (sleep, event): completes with wait_outcome, or fails with fenced.
+const write_kind& wait_kind();
 
 }  // namespace keel::storage::detail

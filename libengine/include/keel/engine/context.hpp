@@ -5,7 +5,9 @@
 #include <boost/json/value.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
+#include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -57,6 +59,28 @@ class context {
   /// 1 on the run's first execution; higher after a reclaim or resume (steps then replay from records).
   [[nodiscard]] int execution() const noexcept;
 
+  /// Sleeps durably until `wake`. One fenced statement records the wake time at this step position, marks
+  /// the run `sleeping` (due at `wake`) and releases its lease: the run holds no worker, lease or memory
+  /// while it sleeps, survives restarts of every worker, and continues on whichever worker claims it when
+  /// it is due (its steps replay from their records). A time already past records the step and goes on.
+  boost::asio::awaitable<void> sleep_until(std::chrono::system_clock::time_point wake);
+  /// Sleeps durably for `duration`, counted from the first execution that reached this position.
+  boost::asio::awaitable<void> sleep(std::chrono::milliseconds duration);
+
+  /// Waits durably for the event `name` sent to this run (engine::send_event) and returns its payload, or
+  /// nullopt once `timeout` (counted from the first execution that reached this position) passed first. An
+  /// event sent before the run reached this wait was kept and is consumed here at once; each event is
+  /// consumed by one wait, oldest first. While it waits the run is `waiting` and holds no worker.
+  boost::asio::awaitable<std::optional<boost::json::value>> wait_for_event(
+      std::string_view name, std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+
+  /// The time, recorded at this step position on first execution: replays return the same value.
+  boost::asio::awaitable<std::chrono::system_clock::time_point> now();
+  /// A uniformly random number in [0, 1), recorded like now().
+  boost::asio::awaitable<double> random();
+  /// A new UUID (time-ordered, version 7), recorded like now().
+  boost::asio::awaitable<std::string> uuid();
+
   /// Runs `fn` (a plain callable or one returning asio::awaitable<T>) as the next step and checkpoints its
   /// output before returning it. On re-execution a step recorded at this position returns its recorded output
   /// without calling `fn`. Retries per `options`. Throws step_failed_error when the step fails for good,
@@ -107,6 +131,10 @@ class context {
   }
 
   boost::asio::awaitable<boost::json::value> run_step(std::string name, erased_step fn, step_options options);
+  /// A durable wait at the next step position; returns its record ({"wake_at"}, {"payload"}, {"timed_out"}).
+  boost::asio::awaitable<boost::json::value> run_wait(
+      bool sleep, std::string name, std::string event,
+      std::optional<std::chrono::system_clock::time_point> until);
 
   detail::run_state* state_;
 };

@@ -38,6 +38,8 @@ struct run_event {
     released,       ///< handed back to the queue (engine stopping)
     abandoned,      ///< the lease was lost (reclaimed elsewhere or cancelled); nothing more is written
     dead_lettered,  ///< failed by this worker's claim: it had lost its worker more than max_recoveries times
+    sleeping,       ///< parked by ctx.sleep until its wake time (detail: the step); no worker holds it
+    waiting,        ///< parked by ctx.wait_for_event (detail: the event name); no worker holds it
   };
   kind what;
   run_id id;
@@ -77,6 +79,12 @@ struct engine_options {
   int max_recoveries = 5;
   /// Called for every run_event, from the run's strand (any pool thread). Must not block.
   std::function<void(const run_event&)> on_event;
+};
+
+/// Per-event options.
+struct event_options {
+  /// A repeat with the same key, for the same run, is a no-op.
+  std::optional<std::string> idempotency_key;
 };
 
 /// Per-enqueue options.
@@ -159,6 +167,17 @@ class engine {
   /// after the call (cancelled, or the terminal status it already had). Errors: as get().
   boost::asio::awaitable<result<run_status>> cancel(std::string_view id);
   result<run_status> cancel_blocking(std::string_view id);
+
+  /// Sends the event `name` with `payload` to a run. It is kept until the run's ctx.wait_for_event(name)
+  /// consumes it (oldest first, each once): an event sent before the run reaches its wait is not lost. A
+  /// run waiting for it now is woken (on any worker). Errors: invalid_run_id, run_not_found, run_finished;
+  /// from storage: invalid_argument (name or key over 255 bytes or not UTF-8), payload_too_large,
+  /// payload_too_deep, connection_lost.
+  boost::asio::awaitable<result<void>> send_event(std::string_view id, std::string_view name,
+                                                  const boost::json::value& payload,
+                                                  const event_options& options = {});
+  result<void> send_event_blocking(std::string_view id, std::string_view name,
+                                   const boost::json::value& payload, const event_options& options = {});
 
   /// This worker's lease owner name.
   [[nodiscard]] const std::string& worker_id() const noexcept;

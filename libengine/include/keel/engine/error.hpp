@@ -43,6 +43,8 @@ enum class errc {
   dead_lettered,
   /// A step's output or the run's output could not be stored (over the limits, or refused by the database).
   output_rejected,
+  /// The run has finished (completed, failed or cancelled): it takes no more events.
+  run_finished,
 };
 
 const boost::system::error_category& engine_category() noexcept;

@@ -37,6 +37,8 @@ enum class errc {
   /// An argument is malformed or out of bounds: an over-long idempotency key or name, invalid UTF-8 or a NUL
   /// character in a payload.
   invalid_argument,
+  /// The run has finished (completed, failed or cancelled): it takes no more events.
+  run_finished,
 };
 
 /// True for errors that retrying the same write can cure (connection loss, serialization failure, deadlock,

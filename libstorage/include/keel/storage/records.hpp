@@ -130,7 +130,51 @@ struct run_record {
   clock::time_point created_at;
   std::optional<clock::time_point> started_at;
   std::optional<clock::time_point> finished_at;
+  /// While sleeping or waiting: what for, e.g. {"kind": "event", "event": "approved", "until": µs, "step":
+  /// 3}.
+  boost::json::value waiting_for;
   std::vector<step_record> steps;
+};
+
+/// What a durable wait waits for.
+enum class wait_kind { sleep, event };
+
+/// A wait at a step position of a run this worker holds: decided at once (a recorded or pending outcome)
+/// or parked (the run releases its lease until it is due or woken).
+struct wait_request {
+  lease_token lease;
+  int seq = 0;
+  std::string name;  ///< the step name recorded for the wait
+  wait_kind kind = wait_kind::sleep;
+  std::string event;  ///< for event waits
+  /// Sleep: the wake time. Event: the timeout (none: wait for as long as it takes).
+  std::optional<clock::time_point> until;
+  clock::time_point started_at;
+};
+
+/// How a wait was decided.
+struct wait_outcome {
+  enum class what {
+    recorded,   ///< an earlier attempt recorded it: `output` is the record
+    consumed,   ///< an event was consumed: `output` is {"payload": ...}
+    timed_out,  ///< the event wait's timeout passed: `output` is {"timed_out": true}
+    parked,     ///< the run now sleeps or waits; this worker no longer holds it
+  } outcome = what::parked;
+  boost::json::value output;
+};
+
+/// An event for a run.
+struct event_delivery {
+  run_id run;
+  std::string name;
+  boost::json::value payload;
+  /// A repeat with the same key (for the same run) is a no-op.
+  std::optional<std::string> idempotency_key;
+};
+
+/// What sending an event did.
+struct event_sent {
+  bool duplicate = false;  ///< the key was seen before: nothing was added
 };
 
 }  // namespace keel::storage

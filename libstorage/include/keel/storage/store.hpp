@@ -104,6 +104,15 @@ class store {
   /// Durably completes or fails a run. Errors: as checkpoint().
   boost::asio::awaitable<result<void>> finish(const run_finish& f);
 
+  /// A durable wait (sleep, event) at a step position of a held run: decided at once or parked (see
+  /// wait_outcome). Errors: fenced; invalid_argument (an over-long or invalid event name).
+  boost::asio::awaitable<result<wait_outcome>> wait(const wait_request& w);
+
+  /// Sends an event to a run: kept until a wait for its name consumes it (oldest first), and the run is woken
+  /// if it waits for that name now. Errors: not_found; run_finished; payload_too_large, payload_too_deep,
+  /// invalid_argument (payload, name or key over the limits).
+  boost::asio::awaitable<result<event_sent>> send_event(const event_delivery& e);
+
   /// Hands a held run back to the queue (due now). Errors: fenced.
   boost::asio::awaitable<result<void>> release(const lease_token& lease);
 

@@ -1,0 +1,151 @@
+// Durable waits (ctx.sleep, ctx.wait_for_event) and recorded values (ctx.now, ctx.random, ctx.uuid).
+#include <boost/json/value.hpp>
+
+#include "engine_impl.hpp"
+#include "keel/engine/context.hpp"
+#include "keel/storage/json_limits.hpp"
+
+namespace keel {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using std::chrono::system_clock;
+
+constexpr std::string_view k_sleep_step = "keel.sleep";
+constexpr std::string_view k_event_step_prefix = "keel.event:";
+
+std::int64_t to_micros(system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
+system_clock::time_point from_micros(std::int64_t us) {
+  return system_clock::time_point(
+      std::chrono::duration_cast<system_clock::duration>(std::chrono::microseconds(us)));
+}
+
+/// The wake time a sleep's record holds, if it holds one.
+std::optional<system_clock::time_point> recorded_wake(const json::value& record) {
+  const auto* o = record.if_object();
+  const auto* w = o ? o->if_contains("wake_at") : nullptr;
+  if (w == nullptr || !w->is_int64()) return std::nullopt;
+  return from_micros(w->as_int64());
+}
+
+}  // namespace
+
+asio::awaitable<void> context::sleep_until(system_clock::time_point wake) {
+  co_await run_wait(true, std::string(k_sleep_step), {}, wake);
+}
+
+asio::awaitable<void> context::sleep(std::chrono::milliseconds duration) {
+  // On replay the recorded wake time wins; this one only counts on the first execution.
+  co_await run_wait(true, std::string(k_sleep_step), {}, system_clock::now() + duration);
+}
+
+asio::awaitable<std::optional<json::value>> context::wait_for_event(
+    std::string_view name, std::optional<std::chrono::milliseconds> timeout) {
+  std::optional<system_clock::time_point> until;
+  if (timeout) until = system_clock::now() + *timeout;
+  std::string event(name);
+  std::string step = std::string(k_event_step_prefix) + event;
+  auto record = co_await run_wait(false, std::move(step), std::move(event), until);
+  auto* o = record.if_object();
+  if (o != nullptr) {
+    if (auto* p = o->if_contains("payload")) co_return std::move(*p);
+  }
+  co_return std::nullopt;
+}
+
+asio::awaitable<system_clock::time_point> context::now() {
+  auto read = [] { return to_micros(system_clock::now()); };
+  const std::int64_t us = co_await step("keel.now", read);
+  co_return from_micros(us);
+}
+
+asio::awaitable<double> context::random() {
+  auto draw = [this] { return state_->engine.random_unit(); };
+  co_return co_await step("keel.random", draw);
+}
+
+asio::awaitable<std::string> context::uuid() {
+  auto make = [] { return new_run_id(); };
+  co_return co_await step("keel.uuid", make);
+}
+
+asio::awaitable<json::value> context::run_wait(bool sleep, std::string name, std::string event,
+                                               std::optional<system_clock::time_point> until) {
+  auto& st = *state_;
+  auto& engine = st.engine;
+  const detail::step_slot slot(st, name);
+  const int seq = st.next_seq++;
+
+  if (static_cast<std::size_t>(seq) < st.claim.steps.size()) {
+    const auto& rec = st.claim.steps[static_cast<std::size_t>(seq)];
+    if (rec.seq != seq || rec.name != name) {
+      st.poisoned = std::make_exception_ptr(nondeterminism_error(
+          "step #" + std::to_string(seq) + " is '" + name + "' but the run recorded '" + rec.name +
+          "' at that position: the workflow code changed or is not deterministic"));
+      std::rethrow_exception(st.poisoned);
+    }
+    if (!sleep) co_return rec.output;
+    // A sleep recorded with its wake time: over once that time came (claimed early, it parks again until
+    // then).
+    const auto wake = recorded_wake(rec.output);
+    if (!wake || *wake <= system_clock::now()) co_return rec.output;
+    until = wake;
+  }
+  detail::check_interrupt(st);
+
+  const auto started = system_clock::now();
+  if (sleep && until && *until <= started) {
+    // Nothing to wait for: recorded as an ordinary step.
+    json::object record;
+    record["wake_at"] = to_micros(*until);
+    storage::step_checkpoint cp{
+        st.lease(), {seq, name, false, json::value(std::move(record)), nullptr, 1, started, started}};
+    auto written = co_await engine.store_.checkpoint(cp);
+    if (!written) {
+      st.lost.store(true, std::memory_order_release);
+      st.poisoned =
+          std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
+      std::rethrow_exception(st.poisoned);
+    }
+    co_return std::move(cp.step.output);
+  }
+
+  // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
+  storage::wait_request request{
+      st.lease(), seq,   name,   sleep ? storage::wait_kind::sleep : storage::wait_kind::event,
+      event,      until, started};
+  auto decided = co_await engine.store_.wait(request);
+  if (!decided) {
+    if (decided.error() == storage::errc::invalid_argument) {
+      // The event name itself cannot be stored (empty, over 255 bytes, not UTF-8): a bug in the workflow.
+      json::object error;
+      error["code"] = "invalid_argument";
+      error["message"] = "wait_for_event: the event name must be 1 to 255 bytes of UTF-8";
+      error["step"] = storage::valid_utf8(name);
+      st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
+      std::rethrow_exception(st.poisoned);
+    }
+    // Fenced, or the store is shutting down: this worker must not continue the run.
+    st.lost.store(true, std::memory_order_release);
+    st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
+    std::rethrow_exception(st.poisoned);
+  }
+  if (decided->outcome != storage::wait_outcome::what::parked) co_return std::move(decided->output);
+  // Parked: the run sleeps or waits in the database; this execution ends here, holding nothing. The
+  // deadline is the one the database kept (a resumed wait keeps its first deadline).
+  std::optional<system_clock::time_point> due;
+  if (auto* o = decided->output.if_object()) {
+    for (const auto* key : {"wake_at", "until"}) {
+      if (auto* v = o->if_contains(key); v && v->is_int64()) due = from_micros(v->as_int64());
+    }
+  }
+  st.parked = detail::run_state::parked_wait{request.kind, event, due};
+  st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::parked});
+  std::rethrow_exception(st.poisoned);
+}
+
+}  // namespace keel

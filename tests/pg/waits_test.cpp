@@ -1,0 +1,298 @@
+// Durable waits against a real PostgreSQL: sleeps that hold no worker and survive a worker restart, events
+// kept until their wait, consumed once and in order, timeouts, and recorded values that replay unchanged.
+#define BOOST_TEST_MODULE waits
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "engine_fixture.hpp"
+
+using namespace keel;
+using namespace keel::test;
+using namespace std::chrono_literals;
+namespace utf = boost::unit_test;
+
+namespace {
+
+/// Counts the run events an engine reports, by kind.
+struct event_counts {
+  std::mutex m;
+  std::map<std::string, int> n;
+  std::function<void(const run_event&)> observer() {
+    return [this](const run_event& ev) {
+      std::lock_guard lock(m);
+      ++n[std::string(to_string(ev.what))];
+    };
+  }
+  int operator[](const std::string& kind) {
+    std::lock_guard lock(m);
+    return n[kind];
+  }
+};
+
+/// Applies the migrations, so that runs can be enqueued (and sent events) before any engine starts.
+void migrate(const std::string& db) {
+  storage::store_options so;
+  so.conninfo = db;
+  BOOST_REQUIRE(storage::store(so).migrate_blocking());
+}
+
+std::string status_of(engine& e, const std::string& id) {
+  auto r = e.get_blocking(id);
+  return r ? std::string(to_string(r->status)) : "?";
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(unit)
+
+BOOST_AUTO_TEST_CASE(a_sleeping_run_holds_no_worker_and_wakes_on_another_after_a_restart, *utf::timeout(60)) {
+  auto db = fresh_database();
+  std::atomic<int> before{0}, after{0};
+  auto body = [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto first = [&] { return ++before; };
+    co_await ctx.step("before", first);
+    co_await ctx.sleep(1500ms);
+    auto second = [&] { return ++after; };
+    co_await ctx.step("after", second);
+    co_return json::value("woke");
+  };
+  std::string id;
+  const auto enqueued = std::chrono::system_clock::now();
+  {
+    event_counts seen;
+    auto o = options_for(db);
+    o.on_event = seen.observer();
+    engine first(o);
+    add_workflow(first, "nap", body);
+    BOOST_REQUIRE(first.start_blocking());
+    id = first.enqueue_blocking("nap", json::object{}).value();
+    BOOST_REQUIRE(wait_until([&] { return seen["sleeping"] == 1; }, 10s));
+    // Parked in the database: no owner, due at the wake time, and its record says what it waits for.
+    auto run = first.get_blocking(id).value();
+    BOOST_TEST(to_string(run.status) == "sleeping");
+    BOOST_TEST(!run.owner.has_value());
+    BOOST_TEST(run.waiting_for.at("kind").as_string() == "sleep");
+    BOOST_TEST(run.waiting_for.at("until").as_int64() > 0);
+    first.stop_blocking();
+  }
+  // Another worker, started after the first one is gone, picks it up when it is due.
+  engine second(options_for(db));
+  add_workflow(second, "nap", body);
+  BOOST_REQUIRE(second.start_blocking());
+  auto done = second.wait_blocking(id, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.as_string() == "woke");
+  BOOST_TEST(before == 1);
+  BOOST_TEST(after == 1);
+  BOOST_TEST(done->claims == 2);
+  BOOST_TEST(done->recoveries == 0);  // a resume, not a recovery
+  BOOST_TEST((*done->finished_at - enqueued) >= 1500ms);
+  BOOST_REQUIRE_EQUAL(done->steps.size(), 3u);
+  BOOST_TEST(done->steps[1].name == "keel.sleep");
+  BOOST_TEST(done->waiting_for.is_null());
+}
+
+BOOST_AUTO_TEST_CASE(a_sleep_ends_soon_after_its_wake_time_on_the_worker_that_parked_it, *utf::timeout(60)) {
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.poll_interval = 10s;  // only the wake-up timer can resume it in time
+  engine e(o);
+  std::mutex m;
+  std::vector<std::chrono::system_clock::time_point> resumed;
+  add_workflow(e, "nap", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.sleep(300ms);
+    auto note = [&] {
+      std::lock_guard lock(m);
+      resumed.push_back(std::chrono::system_clock::now());
+      return 0;
+    };
+    co_await ctx.step("after", note);
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  const auto started = std::chrono::system_clock::now();
+  auto id = e.enqueue_blocking("nap", json::object{}).value();
+  BOOST_REQUIRE(e.wait_blocking(id, 10s));
+  std::lock_guard lock(m);
+  BOOST_REQUIRE_EQUAL(resumed.size(), 1u);
+  const auto took = resumed[0] - started;
+  BOOST_TEST(took >= 300ms);
+  BOOST_TEST(took < 1500ms);  // far below the 10 s poll: the timer woke the claim loop
+}
+
+BOOST_AUTO_TEST_CASE(events_sent_before_the_wait_are_kept_and_consumed_once_in_order, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "collect", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    json::array got;
+    for (int i = 0; i < 2; ++i) {
+      auto ev = co_await ctx.wait_for_event("item");
+      got.push_back(ev ? *ev : json::value("none"));
+    }
+    // A third wait finds nothing left and times out: each event was consumed once.
+    auto third = co_await ctx.wait_for_event("item", 200ms);
+    got.push_back(third ? *third : json::value("timed out"));
+    co_return got;
+  });
+  // Not started yet: the events reach the run long before its waits.
+  migrate(db);
+  auto id = e.enqueue_blocking("collect", json::object{}).value();
+  BOOST_REQUIRE(e.send_event_blocking(id, "item", json::value(1)));
+  BOOST_REQUIRE(e.send_event_blocking(id, "other", json::value("ignored")));
+  BOOST_REQUIRE(e.send_event_blocking(id, "item", json::value(2)));
+  BOOST_REQUIRE(e.start_blocking());
+  auto done = e.wait_blocking(id, 20s);
+  if (!done) {
+    auto r = e.get_blocking(id).value();
+    BOOST_TEST_MESSAGE("status " << to_string(r.status) << " waiting_for " << json::serialize(r.waiting_for)
+                                 << " steps " << r.steps.size() << " claims " << r.claims);
+  }
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(json::serialize(done->output) == R"([1,2,"timed out"])");
+}
+
+BOOST_AUTO_TEST_CASE(a_waiting_run_is_woken_by_its_event_and_says_what_it_waits_for, *utf::timeout(60)) {
+  auto db = fresh_database();
+  event_counts seen;
+  auto o = options_for(db);
+  o.poll_interval = 10s;  // the event's notification must wake the worker, not a poll
+  o.on_event = seen.observer();
+  engine e(o);
+  add_workflow(e, "approval", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto decision = co_await ctx.wait_for_event("approved");
+    co_return decision ? *decision : json::value("no decision");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("approval", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return seen["waiting"] == 1; }, 10s));
+  auto run = e.get_blocking(id).value();
+  BOOST_TEST(to_string(run.status) == "waiting");
+  BOOST_TEST(!run.owner.has_value());
+  BOOST_TEST(run.waiting_for.at("kind").as_string() == "event");
+  BOOST_TEST(run.waiting_for.at("event").as_string() == "approved");
+  BOOST_TEST(!run.waiting_for.as_object().contains("until"));  // no timeout: it waits as long as it takes
+
+  // Another process sends it: a second engine on the same database, which does not run the workflow.
+  engine sender(options_for(db));
+  const auto sent = std::chrono::steady_clock::now();
+  BOOST_REQUIRE(sender.send_event_blocking(id, "approved", json::value{{"by", "ada"}}));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.at("by").as_string() == "ada");
+  BOOST_TEST((std::chrono::steady_clock::now() - sent) < 5s);
+}
+
+BOOST_AUTO_TEST_CASE(an_event_wait_times_out_durably_and_a_repeated_key_is_a_no_op, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "deadline", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto first = co_await ctx.wait_for_event("ping", 5s);
+    auto second = co_await ctx.wait_for_event("ping", 300ms);
+    co_return json::value{{"first", first ? *first : json::value("timed out")},
+                          {"second", second ? *second : json::value("timed out")}};
+  });
+  migrate(db);
+  auto id = e.enqueue_blocking("deadline", json::object{}).value();
+  event_options once;
+  once.idempotency_key = "ping-1";
+  BOOST_REQUIRE(e.send_event_blocking(id, "ping", json::value("a"), once));
+  BOOST_REQUIRE(e.send_event_blocking(id, "ping", json::value("a again"), once));  // same key: nothing added
+  BOOST_REQUIRE(e.start_blocking());
+  auto done = e.wait_blocking(id, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(json::serialize(done->output) == R"({"first":"a","second":"timed out"})");
+  BOOST_REQUIRE_EQUAL(done->steps.size(), 2u);
+  BOOST_TEST(json::serialize(done->steps[1].output) == R"({"timed_out":true})");
+}
+
+BOOST_AUTO_TEST_CASE(events_for_finished_unknown_or_malformed_runs_are_typed_errors, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "quick", [](context&, json::value) -> asio::awaitable<json::value> { co_return 1; });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("quick", json::object{}).value();
+  BOOST_REQUIRE(e.wait_blocking(id, 10s));
+  auto finished = e.send_event_blocking(id, "late", json::value(1));
+  BOOST_REQUIRE(!finished);
+  BOOST_TEST((finished.error() == errc::run_finished));
+  auto unknown = e.send_event_blocking(new_run_id(), "x", json::value(1));
+  BOOST_REQUIRE(!unknown);
+  BOOST_TEST((unknown.error() == errc::run_not_found));
+  auto malformed = e.send_event_blocking("not-a-uuid", "x", json::value(1));
+  BOOST_REQUIRE(!malformed);
+  BOOST_TEST((malformed.error() == errc::invalid_run_id));
+  auto nameless = e.send_event_blocking(id, "", json::value(1));
+  BOOST_REQUIRE(!nameless);
+  BOOST_TEST((nameless.error() == storage::errc::invalid_argument));
+  std::string huge(2 << 20, 'x');
+  auto oversize = e.send_event_blocking(id, "big", json::value(huge));
+  BOOST_REQUIRE(!oversize);
+  BOOST_TEST((oversize.error() == storage::errc::payload_too_large));
+}
+
+BOOST_AUTO_TEST_CASE(recorded_values_replay_unchanged_after_a_resume, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::mutex m;
+  std::vector<std::string> seen;  // what each execution observed, before its sleep
+  add_workflow(e, "values", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    const auto t = co_await ctx.now();
+    const double r = co_await ctx.random();
+    const std::string u = co_await ctx.uuid();
+    {
+      std::lock_guard lock(m);
+      seen.push_back(std::to_string(t.time_since_epoch().count()) + "/" + std::to_string(r) + "/" + u);
+    }
+    co_await ctx.sleep(100ms);  // the run resumes in a second execution, which replays the values
+    std::lock_guard lock(m);
+    co_return json::value(seen.size());
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("values", json::object{}).value();
+  auto done = e.wait_blocking(id, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  std::lock_guard lock(m);
+  BOOST_REQUIRE_EQUAL(seen.size(), 2u);
+  BOOST_TEST(seen[0] == seen[1]);
+  BOOST_TEST(done->claims == 2);
+}
+
+BOOST_AUTO_TEST_CASE(a_cancelled_sleeping_run_never_resumes, *utf::timeout(60)) {
+  auto db = fresh_database();
+  event_counts seen;
+  auto o = options_for(db);
+  o.on_event = seen.observer();
+  engine e(o);
+  std::atomic<int> after{0};
+  add_workflow(e, "nap", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.sleep(500ms);
+    auto note = [&] { return ++after; };
+    co_await ctx.step("after", note);
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("nap", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return seen["sleeping"] == 1; }, 10s));
+  auto c = e.cancel_blocking(id);
+  BOOST_REQUIRE(c);
+  BOOST_TEST(to_string(*c) == "cancelled");
+  std::this_thread::sleep_for(1s);  // past the wake time
+  BOOST_TEST(status_of(e, id) == "cancelled");
+  BOOST_TEST(after == 0);
+  auto late = e.send_event_blocking(id, "x", json::value(1));
+  BOOST_REQUIRE(!late);
+  BOOST_TEST((late.error() == errc::run_finished));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
