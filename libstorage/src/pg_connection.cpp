@@ -1,5 +1,8 @@
 #include "pg_connection.hpp"
 
+#include <poll.h>
+
+#include <cerrno>
 #include <optional>
 
 #include "keel/common/log.hpp"
@@ -140,6 +143,10 @@ result<void> pg_connection::send_pipeline(const std::vector<pipeline_query>& que
     close();
     return errc::connection_lost;
   };
+  // Non-blocking sends: a large batch queued behind one the server is still executing must not hold the
+  // caller (the writer completes the acknowledged writes meanwhile); what is left goes out while the next
+  // receive_pipeline waits. PQexec-style calls on this connection still block as before.
+  if (PQisnonblocking(conn_) == 0 && PQsetnonblocking(conn_, 1) != 0) return lost();
   if (PQpipelineStatus(conn_) == PQ_PIPELINE_OFF && PQenterPipelineMode(conn_) != 1) return lost();
   // A statement's first use prepares it in the same pipeline; its result precedes the queries'.
   std::vector<const char*> prepares;
@@ -161,8 +168,25 @@ result<void> pg_connection::send_pipeline(const std::vector<pipeline_query>& que
   return {};
 }
 
+result<void> pg_connection::flush_blocking() {
+  // Waits for both directions: the server may be blocked sending us results of an earlier pipeline while
+  // we send it the next one, so input is read into libpq's buffer while output waits.
+  for (;;) {
+    const int pending = PQflush(conn_);
+    if (pending == 0) return {};
+    if (pending < 0) break;
+    pollfd p{PQsocket(conn_), POLLIN | POLLOUT, 0};
+    if (::poll(&p, 1, -1) < 0 && errno != EINTR) break;
+    if ((p.revents & POLLIN) != 0 && PQconsumeInput(conn_) != 1) break;
+  }
+  last_error_ = PQerrorMessage(conn_);
+  close();
+  return errc::connection_lost;
+}
+
 result<std::vector<pg_result>> pg_connection::receive_pipeline() {
   if (in_flight_.empty()) return errc::invalid_argument;
+  if (auto flushed = flush_blocking(); !flushed) return flushed.error();
   const std::vector<const char*> prepares = std::move(in_flight_.front());
   in_flight_.pop_front();
   std::size_t prepare_results = 0;

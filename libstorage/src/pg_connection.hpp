@@ -68,9 +68,10 @@ class pg_connection {
   result<std::vector<pg_result>> exec_pipeline_blocking(const std::vector<pipeline_query>& queries);
 
   /// Pipelining: queues `queries` and a sync without waiting for the results of what is already in flight,
-  /// so the server starts on them as soon as it is done with the previous ones. Statements not yet prepared
-  /// on this connection are prepared in the same pipeline. Errors: connection_lost (the connection is
-  /// closed: everything in flight is in doubt).
+  /// so the server starts on them as soon as it is done with the previous ones. Does not wait for the socket
+  /// either: what the socket does not take now is sent by the next receive_pipeline(). Statements not yet
+  /// prepared on this connection are prepared in the same pipeline. Errors: connection_lost (the connection
+  /// is closed: everything in flight is in doubt).
   result<void> send_pipeline(const std::vector<pipeline_query>& queries);
   /// The results of the oldest pipeline in flight, up to its sync. Errors: the first failing query's (the
   /// server skipped the rest up to the sync); connection_lost (closed: everything in flight is in doubt).
@@ -88,6 +89,8 @@ class pg_connection {
 
  private:
   result<void> prepare_blocking(const statement& stmt);
+  /// Sends what libpq holds back (non-blocking sends), reading input meanwhile. Errors: connection_lost.
+  result<void> flush_blocking();
   error_code error_from(const PGresult* r);
 
   connection_config config_;
