@@ -2,6 +2,7 @@
 #include <boost/json/value.hpp>
 
 #include "engine_impl.hpp"
+#include "hook_token.hpp"
 #include "keel/engine/context.hpp"
 #include "keel/storage/json_limits.hpp"
 
@@ -14,6 +15,16 @@ using std::chrono::system_clock;
 
 constexpr std::string_view k_sleep_step = "keel.sleep";
 constexpr std::string_view k_event_step_prefix = "keel.event:";
+constexpr std::string_view k_hook_step_prefix = "keel.hook:";
+constexpr std::string_view k_hook_wait_prefix = "keel.hook_wait:";
+constexpr int k_sleep = 0, k_event = 1, k_hook = 2;
+
+std::optional<json::value> payload_of(json::value record) {
+  if (auto* o = record.if_object()) {
+    if (auto* p = o->if_contains("payload")) return std::move(*p);
+  }
+  return std::nullopt;
+}
 
 std::int64_t to_micros(system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
@@ -35,12 +46,16 @@ std::optional<system_clock::time_point> recorded_wake(const json::value& record)
 }  // namespace
 
 asio::awaitable<void> context::sleep_until(system_clock::time_point wake) {
-  co_await run_wait(true, std::string(k_sleep_step), {}, wake);
+  // Named, not temporaries inside the co_await expression (GCC 12 destroys those twice).
+  std::string step(k_sleep_step), none;
+  co_await run_wait(k_sleep, std::move(step), std::move(none), 0, wake);
 }
 
 asio::awaitable<void> context::sleep(std::chrono::milliseconds duration) {
   // On replay the recorded wake time wins; this one only counts on the first execution.
-  co_await run_wait(true, std::string(k_sleep_step), {}, system_clock::now() + duration);
+  std::string step(k_sleep_step), none;
+  const auto wake = system_clock::now() + duration;
+  co_await run_wait(k_sleep, std::move(step), std::move(none), 0, wake);
 }
 
 asio::awaitable<std::optional<json::value>> context::wait_for_event(
@@ -49,12 +64,69 @@ asio::awaitable<std::optional<json::value>> context::wait_for_event(
   if (timeout) until = system_clock::now() + *timeout;
   std::string event(name);
   std::string step = std::string(k_event_step_prefix) + event;
-  auto record = co_await run_wait(false, std::move(step), std::move(event), until);
-  auto* o = record.if_object();
-  if (o != nullptr) {
-    if (auto* p = o->if_contains("payload")) co_return std::move(*p);
+  auto record = co_await run_wait(k_event, std::move(step), std::move(event), 0, until);
+  co_return payload_of(std::move(record));
+}
+
+asio::awaitable<hook> context::create_hook(std::string_view name) {
+  const hook_options none;
+  co_return co_await create_hook(name, none);
+}
+
+asio::awaitable<hook> context::create_hook(std::string_view name_view, const hook_options& options) {
+  // Copied before the first suspension.
+  std::string name(name_view);
+  const auto ttl = options.ttl;
+  json::value metadata = options.metadata;
+  auto& st = *state_;
+  if (name.empty() || name.size() > storage::k_max_key_bytes || !storage::is_valid_utf8(name)) {
+    json::object error;
+    error["code"] = "invalid_argument";
+    error["message"] = "create_hook: the name must be 1 to 255 bytes of UTF-8";
+    st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
+    std::rethrow_exception(st.poisoned);
   }
-  co_return std::nullopt;
+  auto secret = co_await st.engine.hook_secret();
+  if (!secret) {
+    json::object error;
+    error["code"] = "hook_secret_unavailable";
+    error["message"] = "create_hook: cannot read the hook secret: " + secret.error().message();
+    throw step_failed_error(json::value(std::move(error)));
+  }
+  const int seq = st.next_seq;  // the position the step below takes
+  hook h;
+  h.ctx_ = this;
+  h.name_ = name;
+  h.seq_ = seq;
+  h.token_ = detail::hook_token(*secret, st.claim.id, seq);
+  const std::string hash = detail::hook_token_hash(h.token_);
+  // First execution: the hook row, then the step's record (its expiry). A crash between the two replays
+  // this step: the same token finds its row (a no-op) and the record follows.
+  auto create = [&st, &name, &metadata, &hash, ttl, seq]() -> asio::awaitable<json::value> {
+    std::optional<system_clock::time_point> expires;
+    if (ttl) expires = system_clock::now() + *ttl;
+    const storage::hook_record rec{st.claim.id, seq, name, hash, metadata, expires};
+    auto created = co_await st.engine.store_.create_hook(rec);
+    if (!created) throw std::runtime_error("cannot create hook '" + name + "': " + created.error().message());
+    json::object out;
+    out["hook"] = name;
+    if (expires) out["expires_at"] = to_micros(*expires);
+    co_return json::value(std::move(out));
+  };
+  const std::string step_name = std::string(k_hook_step_prefix) + name;
+  const json::value record = co_await step(step_name, create);
+  if (const auto* o = record.if_object()) {
+    if (const auto* e = o->if_contains("expires_at"); e && e->is_int64())
+      h.expires_at_ = from_micros(e->as_int64());
+  }
+  co_return h;
+}
+
+asio::awaitable<std::optional<json::value>> hook::wait() {
+  std::string step = std::string(k_hook_wait_prefix) + name_;
+  std::string hook_name = name_;
+  auto record = co_await ctx_->run_wait(k_hook, std::move(step), std::move(hook_name), seq_, expires_at_);
+  co_return payload_of(std::move(record));
 }
 
 asio::awaitable<system_clock::time_point> context::now() {
@@ -73,8 +145,9 @@ asio::awaitable<std::string> context::uuid() {
   co_return co_await step("keel.uuid", make);
 }
 
-asio::awaitable<json::value> context::run_wait(bool sleep, std::string name, std::string event,
+asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::string event, int hook_seq,
                                                std::optional<system_clock::time_point> until) {
+  const bool sleep = kind == k_sleep;
   auto& st = *state_;
   auto& engine = st.engine;
   const detail::step_slot slot(st, name);
@@ -115,9 +188,10 @@ asio::awaitable<json::value> context::run_wait(bool sleep, std::string name, std
   }
 
   // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
-  storage::wait_request request{
-      st.lease(), seq,   name,   sleep ? storage::wait_kind::sleep : storage::wait_kind::event,
-      event,      until, started};
+  const auto wait_kind = sleep             ? storage::wait_kind::sleep
+                         : kind == k_event ? storage::wait_kind::event
+                                           : storage::wait_kind::hook;
+  storage::wait_request request{st.lease(), seq, name, wait_kind, event, hook_seq, until, started};
   auto decided = co_await engine.store_.wait(request);
   if (!decided) {
     if (decided.error() == storage::errc::invalid_argument) {

@@ -13,6 +13,7 @@
 #include <future>
 
 #include "engine_impl.hpp"
+#include "hook_token.hpp"
 #include "keel/common/log.hpp"
 #include "keel/storage/json_limits.hpp"
 
@@ -605,6 +606,45 @@ asio::awaitable<result<run_status>> engine_impl::cancel(run_id id) {
   co_return *r;
 }
 
+asio::awaitable<result<std::string>> engine_impl::hook_secret() {
+  if (!options_.hook_secret.empty()) co_return options_.hook_secret;
+  {
+    std::lock_guard lock(secret_mutex_);
+    if (!database_hook_secret_.empty()) co_return database_hook_secret_;
+  }
+  auto s = co_await store_.hook_secret();
+  if (!s) co_return s.error();
+  std::lock_guard lock(secret_mutex_);
+  database_hook_secret_ = *s;
+  co_return std::move(*s);
+}
+
+asio::awaitable<result<void>> engine_impl::resume_hook(std::string token, storage::hook_resume resume) {
+  // A token is 43 URL-safe characters; anything else names no hook (and never reaches SQL).
+  const bool well_formed = token.size() == 43 && std::all_of(token.begin(), token.end(), [](char c) {
+                             return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+                           });
+  if (!well_formed) co_return errc::hook_not_found;
+  resume.token_hash = hook_token_hash(token);
+  auto r = co_await store_.resume_hook(resume);
+  if (!r) co_return r.error();
+  switch (*r) {
+    case storage::hook_resume_outcome::resumed:
+    case storage::hook_resume_outcome::repeated:
+      wake_claimer();  // the run may be due now
+      co_return result<void>{};
+    case storage::hook_resume_outcome::not_found:
+      co_return errc::hook_not_found;
+    case storage::hook_resume_outcome::expired:
+      co_return errc::hook_expired;
+    case storage::hook_resume_outcome::already_resumed:
+      co_return errc::hook_already_resumed;
+    case storage::hook_resume_outcome::closed:
+      co_return errc::hook_closed;
+  }
+  co_return errc::hook_not_found;
+}
+
 asio::awaitable<result<void>> engine_impl::send_event(storage::event_delivery event) {
   if (!is_valid_run_id(event.run)) co_return errc::invalid_run_id;
   auto r = co_await store_.send_event(event);
@@ -761,6 +801,27 @@ result<void> engine::send_event_blocking(std::string_view id, std::string_view n
   }
   return impl_->block_on(impl_->send_event(
       storage::event_delivery{run_id(id), std::string(name), payload, options.idempotency_key}));
+}
+
+boost::asio::awaitable<result<void>> engine::resume_hook(std::string_view token,
+                                                         const boost::json::value& payload,
+                                                         const resume_options& options) {
+  std::string why;
+  if (auto c = storage::check_json(payload, impl_->store_.options().limits, &why); !c) {
+    log::warn("engine", "hook resume refused: payload " + why);
+    return refused_void(c.error());
+  }
+  return impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by});
+}
+result<void> engine::resume_hook_blocking(std::string_view token, const boost::json::value& payload,
+                                          const resume_options& options) {
+  std::string why;
+  if (auto c = storage::check_json(payload, impl_->store_.options().limits, &why); !c) {
+    log::warn("engine", "hook resume refused: payload " + why);
+    return c.error();
+  }
+  return impl_->block_on(
+      impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by}));
 }
 
 const std::string& engine::worker_id() const noexcept {

@@ -45,6 +45,9 @@ class engine_impl {
   boost::asio::awaitable<result<run_info>> wait(run_id id, std::chrono::milliseconds timeout);
   boost::asio::awaitable<result<run_status>> cancel(run_id id);
   boost::asio::awaitable<result<void>> send_event(storage::event_delivery event);
+  boost::asio::awaitable<result<void>> resume_hook(std::string token, storage::hook_resume resume);
+  /// The hook secret: engine_options::hook_secret, or the database's (read once, then cached).
+  boost::asio::awaitable<result<std::string>> hook_secret();
   /// Wakes the claim loop at `until`: a run this worker parked becomes due then (wakeups.cpp).
   void schedule_wakeup(std::chrono::system_clock::time_point until);
 
@@ -102,6 +105,8 @@ class engine_impl {
   std::atomic<bool> started_once_{false};
   /// Runs in flight whose finish was submitted (their slots are claimed for ahead of the commit).
   std::atomic<std::size_t> finishing_{0};
+  std::mutex secret_mutex_;
+  std::string database_hook_secret_;  // under secret_mutex_
   std::mutex rng_mutex_;
   std::mt19937_64 rng_;
 };

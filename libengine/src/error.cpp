@@ -40,6 +40,14 @@ class category final : public boost::system::error_category {
         return "an output could not be stored";
       case errc::run_finished:
         return "the run has finished";
+      case errc::hook_not_found:
+        return "no hook has that token";
+      case errc::hook_expired:
+        return "the hook expired";
+      case errc::hook_already_resumed:
+        return "the hook was already resumed with another payload";
+      case errc::hook_closed:
+        return "the hook is closed";
     }
     return "unknown keel error";
   }
@@ -86,6 +94,14 @@ std::string code_name(errc e) {
       return "output_rejected";
     case errc::run_finished:
       return "run_finished";
+    case errc::hook_not_found:
+      return "hook_not_found";
+    case errc::hook_expired:
+      return "hook_expired";
+    case errc::hook_already_resumed:
+      return "hook_already_resumed";
+    case errc::hook_closed:
+      return "hook_closed";
   }
   return "unknown";
 }

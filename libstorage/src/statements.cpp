@@ -231,13 +231,13 @@ FOR UPDATE OF r)sql"};
 const statement wait_decide{"keel_wait_decide", R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
-                                                             name text, kind text, event text, until bigint,
-                                                             started bigint))
-       WITH ORDINALITY AS x(id, owner, epoch, seq, name, kind, event, until, started, ord)),
+                                                             name text, kind text, event text,
+                                                             hook_seq int, until bigint, started bigint))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, name, kind, event, hook_seq, until, started, ord)),
 fenced AS (
   -- A wait that parked before keeps the deadline it parked with: a timeout counts from the first execution
   -- that reached the wait, not from each resume. (The claim leaves waiting_for in place for this.)
-  SELECT x.id, x.owner, x.epoch, x.seq, x.name, x.kind, x.event, x.started, x.ord,
+  SELECT x.id, x.owner, x.epoch, x.seq, x.name, x.kind, x.event, x.hook_seq, x.started, x.ord,
          coalesce(CASE WHEN r.waiting_for->>'step' = x.seq::text AND r.waiting_for->>'kind' = x.kind
                        THEN (r.waiting_for->>'until')::bigint END,
                   x.until) AS until
@@ -245,7 +245,10 @@ fenced AS (
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'),
 recorded AS (
   SELECT f.ord, s.output FROM fenced f JOIN keel.steps s ON s.run_id = f.id AND s.seq = f.seq
-  WHERE f.kind = 'event'),
+  WHERE f.kind IN ('event', 'hook')),
+hk AS (
+  SELECT f.ord, h.payload FROM fenced f JOIN keel.hooks h ON h.run_id = f.id AND h.seq = f.hook_seq
+  WHERE f.kind = 'hook' AND h.status = 'resumed' AND f.ord NOT IN (SELECT ord FROM recorded)),
 ev AS (
   SELECT f.ord, e.id AS event_id, e.payload
   FROM fenced f CROSS JOIN LATERAL (
@@ -262,17 +265,19 @@ consumed AS (
 decided AS (
   SELECT f.*,
          CASE WHEN rec.ord IS NOT NULL THEN 'recorded'
-              WHEN ev.ord IS NOT NULL THEN 'consumed'
-              WHEN f.kind = 'event' AND f.until IS NOT NULL AND to_timestamp(f.until / 1e6) <= now()
+              WHEN ev.ord IS NOT NULL OR hk.ord IS NOT NULL THEN 'consumed'
+              WHEN f.kind <> 'sleep' AND f.until IS NOT NULL AND to_timestamp(f.until / 1e6) <= now()
                 THEN 'timed_out'
               ELSE 'parked' END AS outcome,
          CASE WHEN rec.ord IS NOT NULL THEN rec.output
               WHEN ev.ord IS NOT NULL THEN jsonb_build_object('payload', ev.payload)
-              WHEN f.kind = 'event' AND f.until IS NOT NULL AND to_timestamp(f.until / 1e6) <= now()
+              WHEN hk.ord IS NOT NULL THEN jsonb_build_object('payload', hk.payload)
+              WHEN f.kind <> 'sleep' AND f.until IS NOT NULL AND to_timestamp(f.until / 1e6) <= now()
                 THEN jsonb_build_object('timed_out', true)
-              WHEN f.kind = 'event' THEN jsonb_strip_nulls(jsonb_build_object('until', f.until))
+              WHEN f.kind <> 'sleep' THEN jsonb_strip_nulls(jsonb_build_object('until', f.until))
               ELSE jsonb_build_object('wake_at', f.until) END AS output
-  FROM fenced f LEFT JOIN recorded rec ON rec.ord = f.ord LEFT JOIN ev ON ev.ord = f.ord),
+  FROM fenced f LEFT JOIN recorded rec ON rec.ord = f.ord LEFT JOIN ev ON ev.ord = f.ord
+       LEFT JOIN hk ON hk.ord = f.ord),
 step AS (
   INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
   SELECT id, seq, name, 'completed', output, NULL, 1, to_timestamp(started / 1e6), now(), epoch
@@ -284,8 +289,10 @@ parked AS (
   SET status = CASE WHEN d.kind = 'sleep' THEN 'sleeping' ELSE 'waiting' END,
       owner = NULL,
       due_at = to_timestamp(d.until / 1e6),
-      waiting_for = jsonb_strip_nulls(jsonb_build_object('kind', d.kind, 'event', d.event, 'until', d.until,
-                                                         'step', d.seq))
+      waiting_for = jsonb_strip_nulls(jsonb_build_object(
+                      'kind', d.kind, 'until', d.until, 'step', d.seq,
+                      CASE WHEN d.kind = 'hook' THEN 'hook' ELSE 'event' END, d.event,
+                      'hook_step', CASE WHEN d.kind = 'hook' THEN d.hook_seq END))
   FROM decided d
   WHERE r.id = d.id AND d.outcome = 'parked'
   RETURNING d.ord)
@@ -314,5 +321,45 @@ ins AS (
   RETURNING id),
 woken AS (SELECT pg_notify('keel_runs', '') FROM run WHERE wakes)
 SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM ins), (SELECT count(*) FROM woken))sql"};
+
+const statement hook_secret{"keel_hook_secret", "SELECT value FROM keel.secrets WHERE name = 'hook'"};
+
+// A hook is created once per (run, step position): a replay derives the same token and finds it.
+const statement create_hook{"keel_create_hook", R"sql(
+INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at)
+VALUES (decode($1, 'hex'), $2::uuid, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6))
+ON CONFLICT (token_hash) DO NOTHING)sql"};
+
+// A resume is two statements in one transaction, for the same reason as waits: the run row is locked
+// first, then the hook is read and changed with a snapshot taken after the lock, so a resume racing the
+// run's wait either is seen by it or finds the run waiting and wakes it. Returns the run's status (no row:
+// no such hook).
+const statement resume_hook_lock{"keel_resume_hook_lock", R"sql(
+SELECT r.status FROM keel.hooks h JOIN keel.runs r ON r.id = h.run_id
+WHERE h.token_hash = decode($1, 'hex')
+FOR UPDATE OF r)sql"};
+
+// Then: resumes an open, unexpired hook of a live run ($4: the run is live), wakes the run if it waits for
+// it now, and says what the hook was: (status, expired, same payload, resumed now).
+const statement resume_hook{"keel_resume_hook", R"sql(
+WITH h AS (SELECT * FROM keel.hooks WHERE token_hash = decode($1, 'hex') FOR UPDATE),
+upd AS (
+  UPDATE keel.hooks k
+  SET status = 'resumed', payload = $2::jsonb, payload_hash = sha256(convert_to($2::jsonb::text, 'UTF8')),
+      resumed_at = now(), resumed_by = $3
+  FROM h
+  WHERE k.token_hash = h.token_hash AND $4::bool AND h.status = 'open'
+    AND (h.expires_at IS NULL OR h.expires_at > now())
+  RETURNING k.run_id, k.seq),
+wake AS (
+  UPDATE keel.runs r SET status = 'queued', due_at = now()
+  FROM upd
+  WHERE r.id = upd.run_id AND r.status = 'waiting' AND r.waiting_for->>'kind' = 'hook'
+    AND (r.waiting_for->>'hook_step')::int = upd.seq
+  RETURNING r.id),
+notified AS (SELECT pg_notify('keel_runs', '') FROM wake)
+SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload = $2::jsonb,
+       (SELECT count(*) FROM upd), (SELECT count(*) FROM notified)
+FROM h)sql"};
 
 }  // namespace keel::storage::detail::sql

@@ -23,6 +23,10 @@ extern const statement run_status_of;
 extern const statement wait_lock;
 extern const statement wait_decide;
 extern const statement send_event;
+extern const statement hook_secret;
+extern const statement create_hook;
+extern const statement resume_hook_lock;
+extern const statement resume_hook;
 extern const statement register_worker;
 extern const statement unregister_worker;
 

@@ -321,12 +321,15 @@ boost::asio::awaitable<result<void>> store::finish(const run_finish& f) {
 }
 
 boost::asio::awaitable<result<wait_outcome>> store::wait(const wait_request& w) {
-  if (w.kind == wait_kind::event && !detail::valid_key(w.event)) co_return errc::invalid_argument;
+  if (w.kind != wait_kind::sleep && !detail::valid_key(w.event)) co_return errc::invalid_argument;
   auto row = detail::lease_row(w.lease);
   row.num("seq", w.seq)
       .str("name", valid_utf8(w.name))
-      .str("kind", w.kind == wait_kind::sleep ? "sleep" : "event");
-  if (w.kind == wait_kind::event) row.str("event", w.event);
+      .str("kind", w.kind == wait_kind::sleep   ? "sleep"
+                   : w.kind == wait_kind::event ? "event"
+                                                : "hook");
+  if (w.kind != wait_kind::sleep) row.str("event", w.event);
+  if (w.kind == wait_kind::hook) row.num("hook_seq", w.hook_seq);
   if (w.until) {
     row.num("until", detail::to_micros(*w.until));
   } else {
@@ -360,6 +363,78 @@ boost::asio::awaitable<result<event_sent>> store::send_event(const event_deliver
     return event_sent{detail::get_text(res, 0, 1) == "0"};
   };
   co_return co_await impl_->on_pool<event_sent>(std::move(send), impl_->request_deadline());
+}
+
+boost::asio::awaitable<result<std::string>> store::hook_secret() {
+  return impl_->on_pool<std::string>(
+      [](pg_connection& c) -> result<std::string> {
+        auto r = c.exec_blocking(detail::sql::hook_secret, {});
+        if (!r) return r.error();
+        if (PQntuples(r->get()) == 0) return errc::not_found;
+        return std::string(detail::get_text(r->get(), 0, 0));
+      },
+      impl_->request_deadline());
+}
+
+boost::asio::awaitable<result<void>> store::create_hook(const hook_record& h) {
+  if (!detail::valid_key(h.name)) co_return errc::invalid_argument;
+  if (auto c = impl_->check(h.metadata, "hook metadata", h.run); !c) co_return c.error();
+  std::vector<std::optional<std::string>> params{
+      h.token_hash,
+      h.run,
+      std::to_string(h.seq),
+      h.name,
+      boost::json::serialize(h.metadata),
+      h.expires_at ? std::optional<std::string>(std::to_string(detail::to_micros(*h.expires_at)))
+                   : std::nullopt};
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<void>(pg_connection&)> insert =
+      [params = std::move(params)](pg_connection& c) -> result<void> {
+    auto r = c.exec_blocking(detail::sql::create_hook, params);
+    if (!r) return r.error();
+    return {};
+  };
+  co_return co_await impl_->on_pool<void>(std::move(insert), impl_->request_deadline());
+}
+
+boost::asio::awaitable<result<hook_resume_outcome>> store::resume_hook(const hook_resume& r) {
+  if (r.resumed_by && (r.resumed_by->size() > k_max_key_bytes || !is_valid_utf8(*r.resumed_by)))
+    co_return errc::invalid_argument;
+  if (auto c = impl_->check(r.payload, "hook payload", "(hook)"); !c) co_return c.error();
+  std::vector<std::optional<std::string>> params{r.token_hash, boost::json::serialize(r.payload),
+                                                 r.resumed_by, "true"};
+  // One transaction: lock the run row, then resume (see sql::resume_hook_lock). Safe to repeat after a lost
+  // connection: a resume with the same payload is an idempotent success.
+  std::function<result<hook_resume_outcome>(pg_connection&)> resume =
+      [params = std::move(params)](pg_connection& c) mutable -> result<hook_resume_outcome> {
+    auto run = [&]() -> result<hook_resume_outcome> {
+      auto locked = c.exec_blocking(detail::sql::resume_hook_lock, {params[0]});
+      if (!locked) return locked.error();
+      if (PQntuples(locked->get()) == 0) return hook_resume_outcome::not_found;
+      const auto status = run_status_from(detail::get_text(locked->get(), 0, 0));
+      params[3] = status && is_terminal(*status) ? "false" : "true";
+      auto res = c.exec_blocking(detail::sql::resume_hook, params);
+      if (!res) return res.error();
+      const PGresult* row = res->get();
+      if (PQntuples(row) == 0) return hook_resume_outcome::not_found;
+      if (detail::get_text(row, 0, 3) == "1") return hook_resume_outcome::resumed;
+      const auto hook_status = detail::get_text(row, 0, 0);
+      if (hook_status == "resumed")
+        return detail::get_text(row, 0, 2) == "t" ? hook_resume_outcome::repeated
+                                                  : hook_resume_outcome::already_resumed;
+      if (hook_status == "open" && detail::get_text(row, 0, 1) == "t") return hook_resume_outcome::expired;
+      return hook_resume_outcome::closed;  // closed, or its run finished
+    };
+    if (auto b = c.exec_script_blocking("BEGIN"); !b) return b.error();
+    auto out = run();
+    if (!out) {
+      (void)c.exec_script_blocking("ROLLBACK");
+      return out.error();
+    }
+    if (auto e = c.exec_script_blocking("COMMIT"); !e) return e.error();
+    return out;
+  };
+  co_return co_await impl_->on_pool<hook_resume_outcome>(std::move(resume), impl_->request_deadline());
 }
 
 boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {

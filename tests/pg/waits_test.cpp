@@ -295,4 +295,162 @@ BOOST_AUTO_TEST_CASE(a_cancelled_sleeping_run_never_resumes, *utf::timeout(60)) 
   BOOST_TEST((late.error() == errc::run_finished));
 }
 
+BOOST_AUTO_TEST_CASE(a_hook_resumed_before_its_wait_keeps_the_payload_and_repeats_are_idempotent,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  event_counts seen;
+  auto o = options_for(db);
+  o.on_event = seen.observer();
+  engine e(o);
+  std::mutex m;
+  std::string token;
+  std::atomic<bool> resumed{false};
+  add_workflow(e, "approval", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto h = co_await ctx.create_hook("approve");
+    auto hand_out = [&]() -> asio::awaitable<std::string> {
+      {
+        std::lock_guard lock(m);
+        token = h.token();
+      }
+      // Whoever got the link answers before the run reaches its wait.
+      const auto give_up = std::chrono::steady_clock::now() + 20s;
+      while (!resumed && std::chrono::steady_clock::now() < give_up)
+        co_await async_sleep(5ms);
+      co_return h.path();
+    };
+    const std::string path = co_await ctx.step("hand out", hand_out);
+    auto answer = co_await h.wait();
+    co_return json::value{{"path", path}, {"answer", answer ? *answer : json::value("expired")}};
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("approval", json::object{}).value();
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        std::lock_guard lock(m);
+        return !token.empty();
+      },
+      10s));
+  std::string t;
+  {
+    std::lock_guard lock(m);
+    t = token;
+  }
+  BOOST_TEST(t.size() == 43u);
+  resume_options who;
+  who.resumed_by = "ada@example.com";
+  const json::value yes{{"approved", true}};
+  BOOST_REQUIRE(e.resume_hook_blocking(t, yes, who));
+  BOOST_REQUIRE(e.resume_hook_blocking(t, yes, who));  // the same answer again: an idempotent success
+  const json::value no{{"approved", false}};
+  auto conflicting = e.resume_hook_blocking(t, no);
+  BOOST_REQUIRE(!conflicting);
+  BOOST_TEST((conflicting.error() == errc::hook_already_resumed));
+  resumed = true;
+  auto done = e.wait_blocking(id, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.at("answer").at("approved").as_bool());
+  BOOST_TEST(done->output.at("path").as_string() == "/v1/hooks/" + t);
+  BOOST_TEST(seen["waiting"] == 0);  // the payload was there when the run reached its wait
+  // Only the token's hash is stored; the audit says who resumed it.
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.hooks h WHERE h::text LIKE '%" + t + "%'") == "0");
+  BOOST_TEST(query_value(db, "SELECT resumed_by FROM keel.hooks") == "ada@example.com");
+  BOOST_TEST(query_value(db, "SELECT payload_hash IS NOT NULL AND resumed_at IS NOT NULL FROM keel.hooks") ==
+             "t");
+  // The run has finished: its hooks take no more resumes.
+  auto late = e.resume_hook_blocking(t, yes);
+  BOOST_REQUIRE(late);  // still the same payload: the same answer
+}
+
+BOOST_AUTO_TEST_CASE(a_waiting_hook_is_resumed_from_another_engine_and_keeps_its_token_on_replay,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  event_counts seen;
+  auto o = options_for(db);
+  o.poll_interval = 10s;  // the resume's notification must wake the worker
+  o.on_event = seen.observer();
+  engine e(o);
+  std::mutex m;
+  std::vector<std::string> tokens;  // per execution
+  add_workflow(e, "approval", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto h = co_await ctx.create_hook("approve");
+    {
+      std::lock_guard lock(m);
+      tokens.push_back(h.token());
+    }
+    auto answer = co_await h.wait();
+    co_return answer ? *answer : json::value("expired");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("approval", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return seen["waiting"] == 1; }, 10s));
+  auto run = e.get_blocking(id).value();
+  BOOST_TEST(to_string(run.status) == "waiting");
+  BOOST_TEST(run.waiting_for.at("kind").as_string() == "hook");
+  BOOST_TEST(run.waiting_for.at("hook").as_string() == "approve");
+  std::string t;
+  {
+    std::lock_guard lock(m);
+    t = tokens.at(0);
+  }
+  engine other(options_for(db));
+  BOOST_REQUIRE(other.resume_hook_blocking(t, json::value("yes")));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.as_string() == "yes");
+  std::lock_guard lock(m);
+  BOOST_REQUIRE_EQUAL(tokens.size(), 2u);  // the resumed execution replayed create_hook
+  BOOST_TEST(tokens[0] == tokens[1]);
+}
+
+BOOST_AUTO_TEST_CASE(expired_unknown_and_closed_hooks_are_typed_errors, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::mutex m;
+  std::map<std::string, std::string> tokens;  // by workflow
+  add_workflow(e, "short", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    hook_options brief;
+    brief.ttl = 300ms;
+    auto h = co_await ctx.create_hook("brief", brief);
+    {
+      std::lock_guard lock(m);
+      tokens["short"] = h.token();
+    }
+    auto answer = co_await h.wait();
+    co_return answer ? *answer : json::value("expired");
+  });
+  add_workflow(e, "forgets", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto h = co_await ctx.create_hook("unused");
+    std::lock_guard lock(m);
+    tokens["forgets"] = h.token();
+    co_return json::value("done without waiting");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto short_id = e.enqueue_blocking("short", json::object{}).value();
+  auto forgets_id = e.enqueue_blocking("forgets", json::object{}).value();
+  auto expired_run = e.wait_blocking(short_id, 20s);
+  BOOST_REQUIRE(expired_run);
+  BOOST_TEST(expired_run->output.as_string() == "expired");  // wait() ended with the hook's expiry
+  BOOST_REQUIRE(e.wait_blocking(forgets_id, 20s));
+  std::map<std::string, std::string> t;
+  {
+    std::lock_guard lock(m);
+    t = tokens;
+  }
+  auto expired = e.resume_hook_blocking(t["short"], json::value(1));
+  BOOST_REQUIRE(!expired);
+  BOOST_TEST((expired.error() == errc::hook_expired));
+  auto closed = e.resume_hook_blocking(t["forgets"], json::value(1));
+  BOOST_REQUIRE(!closed);
+  BOOST_TEST((closed.error() == errc::hook_closed));
+  std::string unknown(43, 'A');
+  auto missing = e.resume_hook_blocking(unknown, json::value(1));
+  BOOST_REQUIRE(!missing);
+  BOOST_TEST((missing.error() == errc::hook_not_found));
+  auto malformed = e.resume_hook_blocking("../../etc/passwd", json::value(1));
+  BOOST_REQUIRE(!malformed);
+  BOOST_TEST((malformed.error() == errc::hook_not_found));
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -46,6 +46,43 @@ using step_value_t =
                        typename awaitable_value<std::invoke_result_t<F&>>::type, std::invoke_result_t<F&>>;
 }  // namespace detail
 
+class context;
+
+/// Options of ctx.create_hook.
+struct hook_options {
+  /// After this long (from the first execution that created it) resumes are refused (hook_expired) and
+  /// hook::wait() returns nullopt. None: the hook lasts as long as its run.
+  std::optional<std::chrono::milliseconds> ttl;
+  /// Stored with the hook, for whoever lists or resumes it.
+  boost::json::value metadata;
+};
+
+/// A point where a person or a webhook resumes the run (ctx.create_hook): an unguessable token, and the
+/// URL path that carries it. Resumable from the moment it is created, before the run reaches wait() (the
+/// payload is kept).
+class hook {
+ public:
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  /// 256 random-looking bits, URL-safe. Whoever holds it can resume the run: hand it only to them.
+  [[nodiscard]] const std::string& token() const noexcept { return token_; }
+  /// `/v1/hooks/<token>`: where keeld accepts the resume.
+  [[nodiscard]] std::string path() const { return "/v1/hooks/" + token_; }
+  [[nodiscard]] std::optional<std::chrono::system_clock::time_point> expires_at() const noexcept {
+    return expires_at_;
+  }
+  /// Waits durably (like ctx.wait_for_event) for the resume's payload; nullopt once the hook expired. Takes
+  /// a step position.
+  boost::asio::awaitable<std::optional<boost::json::value>> wait();
+
+ private:
+  friend class context;
+  context* ctx_ = nullptr;
+  std::string name_;
+  std::string token_;
+  int seq_ = 0;
+  std::optional<std::chrono::system_clock::time_point> expires_at_;
+};
+
 /// Handed to a workflow body for one execution of a run. Use it only from that body (it is bound to the
 /// run's strand); it is not thread-safe and must not outlive the body.
 class context {
@@ -73,6 +110,12 @@ class context {
   /// consumed by one wait, oldest first. While it waits the run is `waiting` and holds no worker.
   boost::asio::awaitable<std::optional<boost::json::value>> wait_for_event(
       std::string_view name, std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+
+  /// Creates a hook (one step position): a token that engine::resume_hook (or keeld's `POST /v1/hooks/...`)
+  /// takes to resume this run with a payload, once. The same token on every replay. Pass options by name
+  /// (GCC 12: no braced temporaries inside a co_await expression).
+  boost::asio::awaitable<hook> create_hook(std::string_view name);
+  boost::asio::awaitable<hook> create_hook(std::string_view name, const hook_options& options);
 
   /// The time, recorded at this step position on first execution: replays return the same value.
   boost::asio::awaitable<std::chrono::system_clock::time_point> now();
@@ -131,9 +174,11 @@ class context {
   }
 
   boost::asio::awaitable<boost::json::value> run_step(std::string name, erased_step fn, step_options options);
+  friend class hook;
   /// A durable wait at the next step position; returns its record ({"wake_at"}, {"payload"}, {"timed_out"}).
+  /// `kind`: 0 sleep, 1 event (`event` = its name), 2 hook (`event` = its name, `hook_seq` its position).
   boost::asio::awaitable<boost::json::value> run_wait(
-      bool sleep, std::string name, std::string event,
+      int kind, std::string name, std::string event, int hook_seq,
       std::optional<std::chrono::system_clock::time_point> until);
 
   detail::run_state* state_;

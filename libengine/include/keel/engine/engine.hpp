@@ -77,6 +77,10 @@ struct engine_options {
   /// failed with code dead_lettered instead of being run again: a run that crashes every worker stops and
   /// shows.
   int max_recoveries = 5;
+  /// The secret hook tokens are derived from (HMAC-SHA256); every engine of one database must use the same.
+  /// Empty: a secret generated in the database (keel.secrets) at migration, which needs no setup but lets
+  /// anyone who can read the database compute live tokens. Set it (e.g. from a secret store) in production.
+  std::string hook_secret;
   /// Called for every run_event, from the run's strand (any pool thread). Must not block.
   std::function<void(const run_event&)> on_event;
 };
@@ -85,6 +89,12 @@ struct engine_options {
 struct event_options {
   /// A repeat with the same key, for the same run, is a no-op.
   std::optional<std::string> idempotency_key;
+};
+
+/// Per-resume options.
+struct resume_options {
+  /// Who resumes, for the hook's audit (e.g. the authenticated user). At most 255 bytes of UTF-8.
+  std::optional<std::string> resumed_by;
 };
 
 /// Per-enqueue options.
@@ -178,6 +188,16 @@ class engine {
                                                   const event_options& options = {});
   result<void> send_event_blocking(std::string_view id, std::string_view name,
                                    const boost::json::value& payload, const event_options& options = {});
+
+  /// Resumes the hook whose token this is (see context::create_hook) with `payload`, once: the run's
+  /// hook.wait() returns it, at once if the run waits now (on any worker), or when it gets there. A repeat
+  /// with the same payload succeeds again (the same answer). Errors: hook_not_found, hook_expired,
+  /// hook_already_resumed (another payload came first), hook_closed (its run finished); from storage:
+  /// payload_too_large, payload_too_deep, invalid_argument, connection_lost.
+  boost::asio::awaitable<result<void>> resume_hook(std::string_view token, const boost::json::value& payload,
+                                                   const resume_options& options = {});
+  result<void> resume_hook_blocking(std::string_view token, const boost::json::value& payload,
+                                    const resume_options& options = {});
 
   /// This worker's lease owner name.
   [[nodiscard]] const std::string& worker_id() const noexcept;

@@ -45,6 +45,14 @@ enum class errc {
   output_rejected,
   /// The run has finished (completed, failed or cancelled): it takes no more events.
   run_finished,
+  /// No hook has that token.
+  hook_not_found,
+  /// The hook's time to live passed before anyone resumed it.
+  hook_expired,
+  /// The hook was resumed before, with another payload (a repeat with the same payload succeeds).
+  hook_already_resumed,
+  /// The hook's run has finished, or the hook was closed.
+  hook_closed,
 };
 
 const boost::system::error_category& engine_category() noexcept;

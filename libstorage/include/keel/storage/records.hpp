@@ -137,7 +137,7 @@ struct run_record {
 };
 
 /// What a durable wait waits for.
-enum class wait_kind { sleep, event };
+enum class wait_kind { sleep, event, hook };
 
 /// A wait at a step position of a run this worker holds: decided at once (a recorded or pending outcome)
 /// or parked (the run releases its lease until it is due or woken).
@@ -146,8 +146,9 @@ struct wait_request {
   int seq = 0;
   std::string name;  ///< the step name recorded for the wait
   wait_kind kind = wait_kind::sleep;
-  std::string event;  ///< for event waits
-  /// Sleep: the wake time. Event: the timeout (none: wait for as long as it takes).
+  std::string event;  ///< for event waits: the event's name; for hook waits: the hook's name
+  int hook_seq = 0;   ///< for hook waits: the step position that created the hook
+  /// Sleep: the wake time. Event: the timeout. Hook: its expiry. None: wait for as long as it takes.
   std::optional<clock::time_point> until;
   clock::time_point started_at;
 };
@@ -170,6 +171,33 @@ struct event_delivery {
   boost::json::value payload;
   /// A repeat with the same key (for the same run) is a no-op.
   std::optional<std::string> idempotency_key;
+};
+
+/// A hook to create (by the run at step position `seq`). The token itself is never stored.
+struct hook_record {
+  run_id run;
+  int seq = 0;
+  std::string name;
+  std::string token_hash;  ///< SHA-256 of the token, lowercase hex
+  boost::json::value metadata;
+  std::optional<clock::time_point> expires_at;
+};
+
+/// A resume of a hook by its token's hash.
+struct hook_resume {
+  std::string token_hash;
+  boost::json::value payload;
+  std::optional<std::string> resumed_by;  ///< the caller's identity, when known (audit)
+};
+
+/// What a resume did.
+enum class hook_resume_outcome {
+  resumed,          ///< the hook was open: it holds the payload now, and its run was woken if it waited
+  repeated,         ///< already resumed with the same payload: an idempotent success
+  not_found,        ///< no hook has that token
+  expired,          ///< past its expiry, never resumed
+  already_resumed,  ///< resumed before with another payload
+  closed,           ///< its run finished, or the hook was closed
 };
 
 /// What sending an event did.

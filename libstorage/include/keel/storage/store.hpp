@@ -113,6 +113,18 @@ class store {
   /// invalid_argument (payload, name or key over the limits).
   boost::asio::awaitable<result<event_sent>> send_event(const event_delivery& e);
 
+  /// The database's shared hook secret (used when the engine is given none). Errors: not_found.
+  boost::asio::awaitable<result<std::string>> hook_secret();
+
+  /// Records a hook (idempotent: the same token hash again is a no-op). Errors: invalid_argument (name),
+  /// payload_too_large, payload_too_deep (metadata).
+  boost::asio::awaitable<result<void>> create_hook(const hook_record& h);
+
+  /// Resumes a hook: kept in the hook until its run's wait reads it, and the run woken if it waits for it
+  /// now. The outcome says what happened, including the refusals. Errors: payload_too_large,
+  /// payload_too_deep, invalid_argument (payload or caller identity), connection_lost.
+  boost::asio::awaitable<result<hook_resume_outcome>> resume_hook(const hook_resume& r);
+
   /// Hands a held run back to the queue (due now). Errors: fenced.
   boost::asio::awaitable<result<void>> release(const lease_token& lease);
 

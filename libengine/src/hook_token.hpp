@@ -1,0 +1,16 @@
+// Hook tokens: derived from a secret, the run and the step position (so that a replay hands the workflow the
+// same URL again), and never stored: only their SHA-256 reaches the database.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace keel::detail {
+
+/// 256 bits, base64url without padding (43 characters): HMAC-SHA256(secret, run_id "/" seq).
+std::string hook_token(std::string_view secret, std::string_view run_id, int seq);
+
+/// SHA-256 of `token`, lowercase hex: how the database knows it.
+std::string hook_token_hash(std::string_view token);
+
+}  // namespace keel::detail
