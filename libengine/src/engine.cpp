@@ -593,17 +593,37 @@ asio::awaitable<result<run_status>> engine_impl::cancel(run_id id) {
   if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
   auto r = co_await store_.cancel(id);
   if (!r) co_return engine_error(r.error());
-  if (*r == run_status::cancelled) {
-    // A run in flight here stops at its next step boundary (its writes are fenced by the new epoch).
-    asio::post(ctl_, [this, id] {
-      if (auto it = inflight_.find(id); it != inflight_.end()) {
-        auto st = it->second;
-        st->lost.store(true, std::memory_order_release);
-        asio::post(st->strand, [st] { st->backoff.cancel(); });
-      }
-    });
-  }
+  if (*r == run_status::cancelled) fence_local(id);
   co_return *r;
+}
+
+void engine_impl::fence_local(const run_id& id) {
+  // A run in flight here stops at its next step boundary (its writes are fenced by the new epoch).
+  asio::post(ctl_, [this, id] {
+    if (auto it = inflight_.find(id); it != inflight_.end()) {
+      auto st = it->second;
+      st->lost.store(true, std::memory_order_release);
+      asio::post(st->strand, [st] { st->backoff.cancel(); });
+    }
+  });
+}
+
+asio::awaitable<result<void>> engine_impl::retry(run_id id) {
+  if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
+  auto r = co_await store_.retry(id);
+  if (!r) co_return engine_error(r.error());
+  if (*r == storage::retry_outcome::not_failed) co_return errc::run_not_failed;
+  wake_claimer();
+  co_return result<void>{};
+}
+
+asio::awaitable<result<void>> engine_impl::rewind(run_id id, int from_step) {
+  if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
+  auto r = co_await store_.rewind(id, from_step);
+  if (!r) co_return engine_error(r.error());
+  fence_local(id);
+  wake_claimer();
+  co_return result<void>{};
 }
 
 asio::awaitable<result<std::string>> engine_impl::hook_secret() {
@@ -822,6 +842,20 @@ result<void> engine::resume_hook_blocking(std::string_view token, const boost::j
   }
   return impl_->block_on(
       impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by}));
+}
+
+boost::asio::awaitable<result<void>> engine::retry(std::string_view id) {
+  return impl_->retry(run_id(id));
+}
+result<void> engine::retry_blocking(std::string_view id) {
+  return impl_->block_on(impl_->retry(run_id(id)));
+}
+
+boost::asio::awaitable<result<void>> engine::rewind(std::string_view id, int from_step) {
+  return impl_->rewind(run_id(id), from_step);
+}
+result<void> engine::rewind_blocking(std::string_view id, int from_step) {
+  return impl_->block_on(impl_->rewind(run_id(id), from_step));
 }
 
 const std::string& engine::worker_id() const noexcept {

@@ -48,6 +48,8 @@ class category final : public boost::system::error_category {
         return "the hook was already resumed with another payload";
       case errc::hook_closed:
         return "the hook is closed";
+      case errc::run_not_failed:
+        return "the run has not failed";
     }
     return "unknown keel error";
   }
@@ -102,6 +104,8 @@ std::string code_name(errc e) {
       return "hook_already_resumed";
     case errc::hook_closed:
       return "hook_closed";
+    case errc::run_not_failed:
+      return "run_not_failed";
   }
   return "unknown";
 }

@@ -362,4 +362,62 @@ SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload =
        (SELECT count(*) FROM upd), (SELECT count(*) FROM notified)
 FROM h)sql"};
 
+// Retry: a failed run continues from its failed step. Its failed step rows go (the step runs again), the
+// checkpoints before them stay; the epoch is bumped (nothing of the failed execution can write again) and
+// the recoveries start over. Recorded in keel.run_history. Returns one row if the run was failed.
+const statement retry_run{"keel_retry_run", R"sql(
+WITH r AS (
+  UPDATE keel.runs
+  SET status = 'queued', due_at = now(), owner = NULL, epoch = epoch + 1, error = NULL, finished_at = NULL,
+      recoveries = 0, waiting_for = NULL
+  WHERE id = $1::uuid AND status = 'failed'
+  RETURNING id, epoch),
+gone AS (
+  DELETE FROM keel.steps s USING r WHERE s.run_id = r.id AND s.status = 'failed'
+  RETURNING s.seq),
+logged AS (
+  INSERT INTO keel.run_history (run_id, what, detail)
+  SELECT id, 'retried', jsonb_build_object('epoch', epoch, 'failed_steps', (SELECT jsonb_agg(seq) FROM gone))
+  FROM r),
+notified AS (SELECT pg_notify('keel_runs', '') FROM r)
+SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified))sql"};
+
+// Rewind: the checkpoints from step position $2 on are discarded and the run queued to run again from
+// there: on any status (a worker running it is fenced by the epoch bump, as by a cancel). Events those
+// steps consumed are pending again and hooks they created go (their replay creates them again, with the
+// same tokens). Recorded in keel.run_history with what was discarded. Returns one row if the run exists.
+const statement rewind_run{"keel_rewind_run", R"sql(
+WITH r AS (
+  UPDATE keel.runs
+  SET status = 'queued', due_at = now(), owner = NULL, epoch = epoch + 1, output = NULL, error = NULL,
+      finished_at = NULL, recoveries = 0, waiting_for = NULL
+  WHERE id = $1::uuid
+  RETURNING id, epoch),
+gone AS (
+  DELETE FROM keel.steps s USING r WHERE s.run_id = r.id AND s.seq >= $2::int
+  RETURNING s.seq, s.name),
+events AS (
+  UPDATE keel.events e SET consumed_seq = NULL, consumed_at = NULL
+  FROM r WHERE e.run_id = r.id AND e.consumed_seq >= $2::int
+  RETURNING e.id),
+hooks AS (
+  DELETE FROM keel.hooks h USING r WHERE h.run_id = r.id AND h.seq >= $2::int
+  RETURNING h.seq),
+logged AS (
+  INSERT INTO keel.run_history (run_id, what, detail)
+  SELECT id, 'rewound',
+         jsonb_build_object('epoch', epoch, 'from_step', $2::int,
+                            'discarded', coalesce((SELECT jsonb_agg(jsonb_build_object('step', seq, 'name', name)
+                                                                    ORDER BY seq) FROM gone), '[]'::jsonb),
+                            'events_pending_again', (SELECT count(*) FROM events),
+                            'hooks_removed', (SELECT count(*) FROM hooks))
+  FROM r),
+notified AS (SELECT pg_notify('keel_runs', '') FROM r)
+SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified))sql"};
+
+const statement run_history{"keel_run_history", R"sql(
+SELECT coalesce(jsonb_agg(jsonb_build_object('at', (extract(epoch FROM at) * 1e6)::bigint, 'what', what,
+                                             'detail', detail) ORDER BY id), '[]'::jsonb)::text
+FROM keel.run_history WHERE run_id = $1::uuid)sql"};
+
 }  // namespace keel::storage::detail::sql

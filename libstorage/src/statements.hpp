@@ -27,6 +27,9 @@ extern const statement hook_secret;
 extern const statement create_hook;
 extern const statement resume_hook_lock;
 extern const statement resume_hook;
+extern const statement retry_run;
+extern const statement rewind_run;
+extern const statement run_history;
 extern const statement register_worker;
 extern const statement unregister_worker;
 

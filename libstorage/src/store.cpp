@@ -437,6 +437,31 @@ boost::asio::awaitable<result<hook_resume_outcome>> store::resume_hook(const hoo
   co_return co_await impl_->on_pool<hook_resume_outcome>(std::move(resume), impl_->request_deadline());
 }
 
+boost::asio::awaitable<result<retry_outcome>> store::retry(const run_id& id) {
+  return impl_->on_pool<retry_outcome>(
+      [id](pg_connection& c) -> result<retry_outcome> {
+        auto r = c.exec_blocking(detail::sql::retry_run, {id});
+        if (!r) return r.error();
+        if (detail::get_text(r->get(), 0, 0) == "1") return retry_outcome::retried;
+        auto s = c.exec_blocking(detail::sql::run_status_of, {id});
+        if (!s) return s.error();
+        if (PQntuples(s->get()) == 0) return errc::not_found;
+        return retry_outcome::not_failed;
+      },
+      impl_->request_deadline());
+}
+
+boost::asio::awaitable<result<void>> store::rewind(const run_id& id, int from_step) {
+  if (from_step < 0) co_return errc::invalid_argument;
+  std::function<result<void>(pg_connection&)> rewind = [id, from_step](pg_connection& c) -> result<void> {
+    auto r = c.exec_blocking(detail::sql::rewind_run, {id, std::to_string(from_step)});
+    if (!r) return r.error();
+    if (detail::get_text(r->get(), 0, 0) != "1") return errc::not_found;
+    return {};
+  };
+  co_return co_await impl_->on_pool<void>(std::move(rewind), impl_->request_deadline());
+}
+
 boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {
   auto text = detail::lease_row(lease).finish();
   co_return co_await impl_->write_fenced(detail::release_kind(), std::move(text));
@@ -565,6 +590,9 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
                             std::to_string(rec.version);
         }
         rec.waiting_for = detail::parse_json(res, 0, 17);
+        auto history = c.exec_blocking(detail::sql::run_history, {rec.id});
+        if (!history) return history.error();
+        rec.history = detail::parse_json(history->get(), 0, 0);
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });

@@ -199,6 +199,18 @@ class engine {
   result<void> resume_hook_blocking(std::string_view token, const boost::json::value& payload,
                                     const resume_options& options = {});
 
+  /// Continues a failed run from its failed step: the failed step runs again, the checkpoints before it are
+  /// replayed (recorded in the run's history). Errors: run_not_failed, invalid_run_id, run_not_found.
+  boost::asio::awaitable<result<void>> retry(std::string_view id);
+  result<void> retry_blocking(std::string_view id);
+
+  /// Discards the run's checkpoints from step position `from_step` on and runs it again from there, whatever
+  /// its status (a worker running it is fenced off at its next write). Events those steps consumed are
+  /// delivered again, hooks they created are created again (same tokens). Recorded in the run's history
+  /// with what was discarded. Errors: invalid_run_id, run_not_found, storage::errc::invalid_argument.
+  boost::asio::awaitable<result<void>> rewind(std::string_view id, int from_step);
+  result<void> rewind_blocking(std::string_view id, int from_step);
+
   /// This worker's lease owner name.
   [[nodiscard]] const std::string& worker_id() const noexcept;
   /// The engine's io_context executor.

@@ -53,6 +53,8 @@ enum class errc {
   hook_already_resumed,
   /// The hook's run has finished, or the hook was closed.
   hook_closed,
+  /// retry() of a run that has not failed.
+  run_not_failed,
 };
 
 const boost::system::error_category& engine_category() noexcept;

@@ -133,6 +133,8 @@ struct run_record {
   /// While sleeping or waiting: what for, e.g. {"kind": "event", "event": "approved", "until": µs, "step":
   /// 3}.
   boost::json::value waiting_for;
+  /// What was done to the run (retries, rewinds): [{"at": µs, "what": "rewound", "detail": {...}}, ...].
+  boost::json::value history;
   std::vector<step_record> steps;
 };
 
@@ -199,6 +201,9 @@ enum class hook_resume_outcome {
   already_resumed,  ///< resumed before with another payload
   closed,           ///< its run finished, or the hook was closed
 };
+
+/// What a retry did.
+enum class retry_outcome { retried, not_failed };
 
 /// What sending an event did.
 struct event_sent {

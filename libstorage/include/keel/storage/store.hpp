@@ -125,6 +125,15 @@ class store {
   /// payload_too_deep, invalid_argument (payload or caller identity), connection_lost.
   boost::asio::awaitable<result<hook_resume_outcome>> resume_hook(const hook_resume& r);
 
+  /// Queues a failed run to continue from its failed step (its earlier checkpoints stay); recorded in its
+  /// history. Returns not_failed (and changes nothing) when the run has not failed. Errors: not_found.
+  boost::asio::awaitable<result<retry_outcome>> retry(const run_id& id);
+
+  /// Discards the run's checkpoints from step position `from_step` on and queues it to run again from there
+  /// (any status; a worker running it is fenced off); recorded in its history with what was discarded.
+  /// Errors: not_found, invalid_argument (a negative position).
+  boost::asio::awaitable<result<void>> rewind(const run_id& id, int from_step);
+
   /// Hands a held run back to the queue (due now). Errors: fenced.
   boost::asio::awaitable<result<void>> release(const lease_token& lease);
 

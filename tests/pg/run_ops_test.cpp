@@ -1,0 +1,110 @@
+// Operating on runs against a real PostgreSQL: retry a failed run from its failed step, rewind a run to an
+// earlier step; both recorded in the run's history.
+#define BOOST_TEST_MODULE run_ops
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+
+#include "engine_fixture.hpp"
+
+using namespace keel;
+using namespace keel::test;
+using namespace std::chrono_literals;
+namespace utf = boost::unit_test;
+
+BOOST_AUTO_TEST_SUITE(unit)
+
+BOOST_AUTO_TEST_CASE(a_retried_run_continues_from_its_failed_step, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> a{0}, b{0}, c{0};
+  std::atomic<bool> b_fails{true};
+  add_workflow(e, "flaky", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto first = [&] { return ++a; };
+    co_await ctx.step("a", first);
+    auto second = [&] {
+      ++b;
+      if (b_fails) throw non_retriable_error("the partner is down");
+      return 2;
+    };
+    co_await ctx.step("b", second);
+    auto third = [&] { return ++c; };
+    co_await ctx.step("c", third);
+    co_return json::value("done");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("flaky", json::object{}).value();
+  auto failed = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(failed);
+  BOOST_TEST(to_string(failed->status) == "failed");
+
+  BOOST_TEST(b == 1);
+  b_fails = false;  // the partner is back
+  BOOST_REQUIRE(e.retry_blocking(id));
+  BOOST_REQUIRE(wait_until([&] { return c == 1; }, 10s));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(a == 1);  // replayed from its checkpoint, never run again
+  BOOST_TEST(b == 2);
+  BOOST_TEST(c == 1);
+  BOOST_REQUIRE_EQUAL(done->steps.size(), 3u);
+  BOOST_TEST(!done->steps[1].failed);
+  BOOST_REQUIRE(done->history.is_array());
+  BOOST_TEST(done->history.as_array().at(0).at("what").as_string() == "retried");
+
+  auto again = e.retry_blocking(id);  // completed: nothing to retry
+  BOOST_REQUIRE(!again);
+  BOOST_TEST((again.error() == errc::run_not_failed));
+  auto unknown = e.retry_blocking(new_run_id());
+  BOOST_REQUIRE(!unknown);
+  BOOST_TEST((unknown.error() == errc::run_not_found));
+}
+
+BOOST_AUTO_TEST_CASE(a_rewound_run_runs_again_from_the_chosen_step_and_says_so, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> a{0}, b{0}, c{0};
+  add_workflow(e, "three", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto first = [&] { return ++a; };
+    co_await ctx.step("a", first);
+    auto second = [&] { return ++b; };
+    const int second_run = co_await ctx.step("b", second);
+    auto event = co_await ctx.wait_for_event("go", 5s);
+    auto third = [&] { return ++c; };
+    co_await ctx.step("c", third);
+    co_return json::value{{"b", second_run}, {"event", event ? *event : json::value(nullptr)}};
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("three", json::object{}).value();
+  BOOST_REQUIRE(e.send_event_blocking(id, "go", json::value("first")));
+  auto first = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(first);
+  BOOST_TEST(to_string(first->status) == "completed");
+  BOOST_TEST(first->output.at("b").as_int64() == 1);
+
+  // Back to step "b" (position 1): b, the event wait and c run again; a is replayed.
+  BOOST_REQUIRE(e.rewind_blocking(id, 1));
+  BOOST_REQUIRE(wait_until([&] { return c == 2; }, 10s));
+  auto second = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(second);
+  BOOST_TEST(to_string(second->status) == "completed");
+  BOOST_TEST(a == 1);
+  BOOST_TEST(b == 2);
+  BOOST_TEST(second->output.at("b").as_int64() == 2);
+  BOOST_TEST(second->output.at("event").as_string() == "first");  // the consumed event was delivered again
+  const auto& entry = second->history.as_array().at(0);
+  BOOST_TEST(entry.at("what").as_string() == "rewound");
+  BOOST_TEST(entry.at("detail").at("from_step").as_int64() == 1);
+  BOOST_TEST(entry.at("detail").at("discarded").as_array().size() == 3u);
+
+  auto negative = e.rewind_blocking(id, -1);
+  BOOST_REQUIRE(!negative);
+  BOOST_TEST((negative.error() == storage::errc::invalid_argument));
+  auto unknown = e.rewind_blocking(new_run_id(), 0);
+  BOOST_REQUIRE(!unknown);
+  BOOST_TEST((unknown.error() == errc::run_not_found));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
