@@ -31,6 +31,7 @@
 #include "keel/engine.hpp"
 #include "keel/storage/conninfo.hpp"
 #include "keel/storage/embedded_postgres.hpp"
+#include "latency_workloads.hpp"
 #include "pg_util.hpp"
 
 namespace keel::bench {
@@ -84,7 +85,7 @@ void throw_if_interrupted() {
 
 struct bench_options {
   std::string workload{k_noop3};
-  std::size_t runs = 20'000;
+  std::size_t runs = 20'000;  // k_latency_default_runs for the latency workloads
   std::size_t parked = 200'000;
   // 512 drained fastest on the 2-core development VM (64: ~2k runs/s, 256: ~7k, 512: ~11k, 1024: ~12k with
   // twice the in-engine latency); see README.md.
@@ -118,13 +119,17 @@ parsed_options parse_options(int argc, char** argv) {
                enqueuers = static_cast<std::int64_t>(o.enqueuers), timeout = o.timeout.count();
   std::string url;
   po::options_description desc(
-      "keel-bench: Keel's throughput and latency on a standard workload against a raw-SQL ceiling.\n"
-      "Prints one JSON line on stdout; progress goes to stderr.\n\nOptions");
+      "keel-bench: Keel's throughput and latency on a standard workload against a raw-SQL ceiling,\n"
+      "or its start latency and sleep lateness. Prints one JSON line on stdout; progress goes to stderr.\n\n"
+      "Options");
   // clang-format off
   desc.add_options()
       ("help,h", "show this help")
-      ("workload", po::value(&o.workload)->default_value(o.workload), "workload to run: noop3 or parked")
-      ("runs", po::value(&runs)->default_value(runs), "runs to enqueue, then drain")
+      ("workload", po::value(&o.workload)->default_value(o.workload),
+       "workload to run: noop3, parked, start-latency (enqueue to first step, one run at a time) or "
+       "sleep-lateness (wake time to resume of 0.5-2 s sleeps)")
+      ("runs", po::value(&runs)->default_value(runs),
+       "runs to enqueue, then drain (start-latency and sleep-lateness: runs to measure, default 1000)")
       ("parked", po::value(&parked)->default_value(parked),
        "parked workload: runs queued for a day later beside the drain")
       ("concurrency", po::value(&concurrency)->default_value(concurrency), "engine concurrency (runs in flight)")
@@ -169,10 +174,13 @@ parsed_options parse_options(int argc, char** argv) {
       !check("pool", pool, 1) || !check("enqueuers", enqueuers, 1) || !check("timeout", timeout, 1)) {
     return {std::nullopt, k_exit_usage};
   }
-  if (o.workload != k_noop3 && o.workload != k_parked) {
-    std::cerr << "keel-bench: unknown workload '" << o.workload << "' (known: noop3, parked)\n";
+  if (o.workload != k_noop3 && o.workload != k_parked && !is_latency_workload(o.workload)) {
+    std::cerr << "keel-bench: unknown workload '" << o.workload
+              << "' (known: noop3, parked, start-latency, sleep-lateness)\n";
     return {std::nullopt, k_exit_usage};
   }
+  if (is_latency_workload(o.workload) && vm["runs"].defaulted())
+    runs = static_cast<std::int64_t>(k_latency_default_runs);
   for (const auto& s : o.pg_settings) {
     if (s.find('=') == std::string::npos || s.front() == '=') {
       std::cerr << "keel-bench: --pg-setting wants NAME=VALUE, not '" << s << "'\n";
@@ -646,8 +654,28 @@ int run_parked(const bench_options& o) {
   return 0;
 }
 
+/// start-latency and sleep-lateness (latency_workloads.cpp) on a fresh database.
+int run_latency(const bench_options& o) {
+  bench_database db(o);
+  latency_setup s;
+  s.workload = o.workload;
+  s.conninfo = db.conninfo();
+  s.runs = o.runs;
+  s.concurrency = o.concurrency;
+  s.threads = o.threads;
+  s.writers = o.writers;
+  s.max_batch = o.max_batch;
+  s.pool = o.pool;
+  s.timeout = o.timeout;
+  s.check_interrupted = throw_if_interrupted;
+  s.stop_engine_blocking = [&db](engine& e) { engine_stopper(e, db, k_stop_limit).stop_blocking(); };
+  std::cout << run_latency_workload_blocking(s) << std::endl;
+  return 0;
+}
+
 int run(const bench_options& o) {
   if (o.workload == k_parked) return run_parked(o);
+  if (is_latency_workload(o.workload)) return run_latency(o);
   bench_database db(o);
   const auto ef = run_engine_blocking(o, db, db.conninfo());
   const auto df = read_and_verify_blocking(db.conninfo(), o.runs, k_noop3_steps);
