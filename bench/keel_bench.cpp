@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "ceiling.hpp"
+#include "json_line.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
 #include "keel/storage/conninfo.hpp"
@@ -619,16 +620,6 @@ FROM (SELECT status, extract(epoch FROM finished_at - created_at) * 1000 AS tota
   f.synchronous_commit = field(res, 0, 8);
   f.server_version = field(res, 0, 9);
   return f;
-}
-
-std::string fixed(double v, int decimals) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-  return buf;
-}
-
-std::string json_string(std::string_view s) {
-  return json::serialize(json::value(json::string_view(s.data(), s.size())));
 }
 
 /// The parked workload: the same drain with and without `o.parked` runs queued for tomorrow, each on a

@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "json_line.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
 #include "pg_util.hpp"
@@ -48,16 +49,6 @@ constexpr auto k_enqueue_spread = 1s;
 /// A fixed seed, so that every measurement draws the same sleeps.
 constexpr std::uint64_t k_seed = 7;
 constexpr auto k_progress_every = 2s;
-
-std::string fixed(double v, int decimals) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.*f", decimals, v);
-  return buf;
-}
-
-std::string json_string(std::string_view s) {
-  return json::serialize(json::value(json::string_view(s.data(), s.size())));
-}
 
 double to_ms(steady::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();

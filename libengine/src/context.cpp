@@ -83,6 +83,24 @@ void check_interrupt(run_state& st) {
   if (st.poisoned) std::rethrow_exception(st.poisoned);
 }
 
+void lose_lease(run_state& st) {
+  st.lost.store(true, std::memory_order_release);
+  st.poisoned = std::make_exception_ptr(run_interrupted{run_interrupted::why::lease_lost});
+  std::rethrow_exception(st.poisoned);
+}
+
+const storage::step_record* replayed_step(run_state& st, int seq, const std::string& name) {
+  if (static_cast<std::size_t>(seq) >= st.claim.steps.size()) return nullptr;
+  const auto& rec = st.claim.steps[static_cast<std::size_t>(seq)];
+  if (rec.seq != seq || rec.name != name) {
+    st.poisoned = std::make_exception_ptr(nondeterminism_error(
+        "step #" + std::to_string(seq) + " is '" + name + "' but the run recorded '" + rec.name +
+        "' at that position: the workflow code changed or is not deterministic"));
+    std::rethrow_exception(st.poisoned);
+  }
+  return &rec;
+}
+
 }  // namespace detail
 
 asio::awaitable<json::value> context::run_step(std::string name, erased_step fn, step_options options) {
@@ -92,16 +110,9 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
   const int seq = st.next_seq++;
 
   // Replay: the step at this position was recorded by an earlier execution.
-  if (static_cast<std::size_t>(seq) < st.claim.steps.size()) {
-    const auto& rec = st.claim.steps[static_cast<std::size_t>(seq)];
-    if (rec.seq != seq || rec.name != name) {
-      st.poisoned = std::make_exception_ptr(nondeterminism_error(
-          "step #" + std::to_string(seq) + " is '" + name + "' but the run recorded '" + rec.name +
-          "' at that position: the workflow code changed or is not deterministic"));
-      std::rethrow_exception(st.poisoned);
-    }
-    if (rec.failed) throw step_failed_error(rec.error);
-    co_return rec.output;
+  if (const auto* rec = detail::replayed_step(st, seq, name)) {
+    if (rec->failed) throw step_failed_error(rec->error);
+    co_return rec->output;
   }
 
   auto interrupt_if_needed = [&] { detail::check_interrupt(st); };
@@ -212,13 +223,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
         std::rethrow_exception(st.poisoned);
       }
     }
-    if (!written) {
-      // Fenced (the lease moved on) or storage shut down: this worker must not continue the run.
-      st.lost.store(true, std::memory_order_release);
-      st.poisoned =
-          std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
-      std::rethrow_exception(st.poisoned);
-    }
+    if (!written) detail::lose_lease(st);
     if (failure) {
       engine.emit(run_event::kind::step_failed, st, name, attempt, *failure);
       throw step_failed_error(std::move(error));

@@ -153,19 +153,12 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
   const detail::step_slot slot(st, name);
   const int seq = st.next_seq++;
 
-  if (static_cast<std::size_t>(seq) < st.claim.steps.size()) {
-    const auto& rec = st.claim.steps[static_cast<std::size_t>(seq)];
-    if (rec.seq != seq || rec.name != name) {
-      st.poisoned = std::make_exception_ptr(nondeterminism_error(
-          "step #" + std::to_string(seq) + " is '" + name + "' but the run recorded '" + rec.name +
-          "' at that position: the workflow code changed or is not deterministic"));
-      std::rethrow_exception(st.poisoned);
-    }
-    if (!sleep) co_return rec.output;
+  if (const auto* rec = detail::replayed_step(st, seq, name)) {
+    if (!sleep) co_return rec->output;
     // A sleep recorded with its wake time: over once that time came (claimed early, it parks again until
     // then).
-    const auto wake = recorded_wake(rec.output);
-    if (!wake || *wake <= system_clock::now()) co_return rec.output;
+    const auto wake = recorded_wake(rec->output);
+    if (!wake || *wake <= system_clock::now()) co_return rec->output;
     until = wake;
   }
   detail::check_interrupt(st);
@@ -178,12 +171,7 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
     storage::step_checkpoint cp{
         st.lease(), {seq, name, false, json::value(std::move(record)), nullptr, 1, started, started}};
     auto written = co_await engine.store_.checkpoint(cp);
-    if (!written) {
-      st.lost.store(true, std::memory_order_release);
-      st.poisoned =
-          std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
-      std::rethrow_exception(st.poisoned);
-    }
+    if (!written) detail::lose_lease(st);
     co_return std::move(cp.step.output);
   }
 
@@ -203,10 +191,7 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
       st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
       std::rethrow_exception(st.poisoned);
     }
-    // Fenced, or the store is shutting down: this worker must not continue the run.
-    st.lost.store(true, std::memory_order_release);
-    st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::lease_lost});
-    std::rethrow_exception(st.poisoned);
+    detail::lose_lease(st);
   }
   if (decided->outcome != storage::wait_outcome::what::parked) co_return std::move(decided->output);
   // Parked: the run sleeps or waits in the database; this execution ends here, holding nothing. The

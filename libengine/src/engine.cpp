@@ -745,12 +745,13 @@ result<std::size_t> engine::tick_blocking() {
 
 namespace {
 
-/// The input's limits, checked before the value is copied (a copy of a value nested too deep recurses past
-/// the stack).
-result<void> check_input(const boost::json::value& input, const storage::json_limits& limits) {
+/// A payload's limits, checked before the value is copied (a copy of a value nested too deep recurses past
+/// the stack). `what` names the call in the log ("enqueue refused: input ...").
+result<void> check_payload(const boost::json::value& payload, const storage::json_limits& limits,
+                           std::string_view what) {
   std::string why;
-  auto r = storage::check_json(input, limits, &why);
-  if (!r) log::warn("engine", "enqueue refused: input " + why);
+  auto r = storage::check_json(payload, limits, &why);
+  if (!r) log::warn("engine", std::string(what) + " " + why);
   return r;
 }
 
@@ -768,12 +769,14 @@ boost::asio::awaitable<result<run_id>> engine::enqueue(std::string_view workflow
                                                        const boost::json::value& input,
                                                        const enqueue_options& options) {
   // Not a coroutine itself: the arguments are copied (or refused) before this returns.
-  if (auto c = check_input(input, impl_->store_.options().limits); !c) return refused(c.error());
+  if (auto c = check_payload(input, impl_->store_.options().limits, "enqueue refused: input"); !c)
+    return refused(c.error());
   return impl_->enqueue(std::string(workflow), input, options);
 }
 result<run_id> engine::enqueue_blocking(std::string_view workflow, const boost::json::value& input,
                                         const enqueue_options& options) {
-  if (auto c = check_input(input, impl_->store_.options().limits); !c) return c.error();
+  if (auto c = check_payload(input, impl_->store_.options().limits, "enqueue refused: input"); !c)
+    return c.error();
   return impl_->block_on(impl_->enqueue(std::string(workflow), input, options));
 }
 
@@ -804,21 +807,15 @@ boost::asio::awaitable<result<void>> engine::send_event(std::string_view id, std
                                                         const event_options& options) {
   // Not a coroutine itself: the payload is checked before it is copied, and the arguments are copied (or
   // refused) before this returns.
-  std::string why;
-  if (auto c = storage::check_json(payload, impl_->store_.options().limits, &why); !c) {
-    log::warn("engine", "event refused: payload " + why);
+  if (auto c = check_payload(payload, impl_->store_.options().limits, "event refused: payload"); !c)
     return refused_void(c.error());
-  }
   return impl_->send_event(
       storage::event_delivery{run_id(id), std::string(name), payload, options.idempotency_key});
 }
 result<void> engine::send_event_blocking(std::string_view id, std::string_view name,
                                          const boost::json::value& payload, const event_options& options) {
-  std::string why;
-  if (auto c = storage::check_json(payload, impl_->store_.options().limits, &why); !c) {
-    log::warn("engine", "event refused: payload " + why);
+  if (auto c = check_payload(payload, impl_->store_.options().limits, "event refused: payload"); !c)
     return c.error();
-  }
   return impl_->block_on(impl_->send_event(
       storage::event_delivery{run_id(id), std::string(name), payload, options.idempotency_key}));
 }
@@ -826,20 +823,14 @@ result<void> engine::send_event_blocking(std::string_view id, std::string_view n
 boost::asio::awaitable<result<void>> engine::resume_hook(std::string_view token,
                                                          const boost::json::value& payload,
                                                          const resume_options& options) {
-  std::string why;
-  if (auto c = storage::check_json(payload, impl_->store_.options().limits, &why); !c) {
-    log::warn("engine", "hook resume refused: payload " + why);
+  if (auto c = check_payload(payload, impl_->store_.options().limits, "hook resume refused: payload"); !c)
     return refused_void(c.error());
-  }
   return impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by});
 }
 result<void> engine::resume_hook_blocking(std::string_view token, const boost::json::value& payload,
                                           const resume_options& options) {
-  std::string why;
-  if (auto c = storage::check_json(payload, impl_->store_.options().limits, &why); !c) {
-    log::warn("engine", "hook resume refused: payload " + why);
+  if (auto c = check_payload(payload, impl_->store_.options().limits, "hook resume refused: payload"); !c)
     return c.error();
-  }
   return impl_->block_on(
       impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by}));
 }

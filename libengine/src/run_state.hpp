@@ -78,4 +78,12 @@ class step_slot {
 /// Before new work of a run: rethrows (and records) a lost lease, or the engine stopping.
 void check_interrupt(run_state& st);
 
+/// A write of the run was fenced (the lease moved on) or storage shut down: this worker must not continue
+/// the run. Records it and throws.
+[[noreturn]] void lose_lease(run_state& st);
+
+/// The record an earlier execution made at step position `seq`, or nullptr if there is none. Throws (and
+/// poisons the run with) nondeterminism_error when the record has another name.
+const storage::step_record* replayed_step(run_state& st, int seq, const std::string& name);
+
 }  // namespace keel::detail
