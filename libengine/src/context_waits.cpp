@@ -3,6 +3,7 @@
 
 #include "engine_impl.hpp"
 #include "hook_token.hpp"
+#include "keel/common/log.hpp"
 #include "keel/engine/context.hpp"
 #include "keel/storage/json_limits.hpp"
 
@@ -88,25 +89,31 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   }
   auto secret = co_await st.engine.hook_secret();
   if (!secret) {
-    json::object error;
-    error["code"] = "hook_secret_unavailable";
-    error["message"] = "create_hook: cannot read the hook secret: " + secret.error().message();
-    throw step_failed_error(json::value(std::move(error)));
+    // The database cannot be read now: not the workflow's fault. The run is handed back and tried again.
+    log::warn("engine", "run " + st.claim.id + ": cannot read the hook secret (" + secret.error().message() +
+                            "); releasing the run");
+    st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::released});
+    std::rethrow_exception(st.poisoned);
   }
   const int seq = st.next_seq;  // the position the step below takes
   hook h;
   h.ctx_ = this;
   h.name_ = name;
   h.seq_ = seq;
-  h.token_ = detail::hook_token(*secret, st.claim.id, seq);
+  h.token_ = detail::hook_token(*secret, st.claim.id, seq, name);
   const std::string hash = detail::hook_token_hash(h.token_);
   // First execution: the hook row, then the step's record (its expiry). A crash between the two replays
   // this step: the same token finds its row (a no-op) and the record follows.
   auto create = [&st, &name, &metadata, &hash, ttl, seq]() -> asio::awaitable<json::value> {
     std::optional<system_clock::time_point> expires;
     if (ttl) expires = system_clock::now() + *ttl;
-    const storage::hook_record rec{st.claim.id, seq, name, hash, metadata, expires};
+    const storage::hook_record rec{st.lease(), seq, name, hash, metadata, expires};
     auto created = co_await st.engine.store_.create_hook(rec);
+    if (!created && created.error() == storage::errc::fenced) detail::lose_lease(st);
+    if (!created && storage::is_transient(created.error())) {
+      // The database is out of reach: retried by another execution, not counted against the step.
+      throw detail::run_interrupted{detail::run_interrupted::why::released};
+    }
     if (!created) throw std::runtime_error("cannot create hook '" + name + "': " + created.error().message());
     json::object out;
     out["hook"] = name;

@@ -48,8 +48,8 @@ std::string base64url(const unsigned char* data, std::size_t n) {
 
 }  // namespace
 
-std::string hook_token(std::string_view secret, std::string_view run_id, int seq) {
-  const std::string message = std::string(run_id) + "/" + std::to_string(seq);
+std::string hook_token(std::string_view secret, std::string_view run_id, int seq, std::string_view name) {
+  const std::string message = std::string(run_id) + "/" + std::to_string(seq) + "/" + std::string(name);
   std::array<unsigned char, EVP_MAX_MD_SIZE> mac{};
   unsigned int length = 0;
   if (HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),

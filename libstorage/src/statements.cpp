@@ -298,37 +298,39 @@ parked AS (
   RETURNING d.ord)
 SELECT ord, outcome, output::text FROM decided)sql"};
 
-// Delivers an event: kept for the run's wait, and the run woken if it waits for that name right now. The
-// UPDATE locks the run row first (see wait_lock). Rejected (no row) when the run is finished. Returns
-// (live, inserted): live = 0 when the run is finished or unknown; inserted = 0 when the idempotency key was
-// seen before (a no-op).
+// Delivers an event, in two statements of one transaction (like waits): first the run row is locked
+// (send_event_lock returns its status; no row: no such run), then the event is kept and the run woken if it
+// waits for that name now — only when the event is new (a repeated idempotency key changes nothing).
+const statement send_event_lock{"keel_send_event_lock",
+                                "SELECT status FROM keel.runs WHERE id = $1::uuid FOR UPDATE"};
 const statement send_event{"keel_send_event", R"sql(
-WITH run AS (
-  -- The wake condition reads the target row itself: after waiting for the row lock, PostgreSQL re-evaluates
-  -- it on the newest version (a subquery's values would be the stale snapshot's).
-  UPDATE keel.runs r
-  SET status = CASE WHEN r.status = 'waiting' AND r.waiting_for->>'event' = $2 THEN 'queued'
-                    ELSE r.status END,
-      due_at = CASE WHEN r.status = 'waiting' AND r.waiting_for->>'event' = $2 THEN now() ELSE r.due_at END,
-      waiting_for = CASE WHEN r.status = 'waiting' AND r.waiting_for->>'event' = $2 THEN NULL
-                         ELSE r.waiting_for END
-  WHERE r.id = $1::uuid AND r.status NOT IN ('completed', 'failed', 'cancelled')
-  RETURNING r.id, r.status = 'queued' AS wakes),
-ins AS (
+WITH ins AS (
   INSERT INTO keel.events (run_id, name, payload, idempotency_key)
-  SELECT id, $2, $3::jsonb, $4 FROM run
+  VALUES ($1::uuid, $2, $3::jsonb, $4)
   ON CONFLICT (run_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING id),
-woken AS (SELECT pg_notify('keel_runs', '') FROM run WHERE wakes)
-SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM ins), (SELECT count(*) FROM woken))sql"};
+run AS (
+  UPDATE keel.runs r SET status = 'queued', due_at = now()
+  WHERE r.id = $1::uuid AND EXISTS (SELECT 1 FROM ins) AND r.status = 'waiting'
+    AND r.waiting_for->>'kind' = 'event' AND r.waiting_for->>'event' = $2
+  RETURNING r.id),
+woken AS (SELECT pg_notify('keel_runs', '') FROM run)
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken))sql"};
 
 const statement hook_secret{"keel_hook_secret", "SELECT value FROM keel.secrets WHERE name = 'hook'"};
 
-// A hook is created once per (run, step position): a replay derives the same token and finds it.
+// A hook is created once per (run, step position), by the execution that holds the run's lease (a fenced
+// execution creates nothing): a replay derives the same token and finds it. Returns whether the lease held.
 const statement create_hook{"keel_create_hook", R"sql(
-INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at)
-VALUES (decode($1, 'hex'), $2::uuid, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6))
-ON CONFLICT (token_hash) DO NOTHING)sql"};
+WITH fence AS (
+  SELECT id FROM keel.runs
+  WHERE id = $2::uuid AND owner = $7 AND epoch = $8::bigint AND status = 'running'
+  FOR SHARE),
+ins AS (
+  INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at)
+  SELECT decode($1, 'hex'), id, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6) FROM fence
+  ON CONFLICT (token_hash) DO NOTHING)
+SELECT count(*) FROM fence)sql"};
 
 // A resume is two statements in one transaction, for the same reason as waits: the run row is locked
 // first, then the hook is read and changed with a snapshot taken after the lock, so a resume racing the
@@ -362,8 +364,8 @@ SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload =
        (SELECT count(*) FROM upd), (SELECT count(*) FROM notified)
 FROM h)sql"};
 
-// Retry: a failed run continues from its failed step. Its failed step rows go (the step runs again), the
-// checkpoints before them stay; the epoch is bumped (nothing of the failed execution can write again) and
+// Retry: a failed run continues from its failed step. That step's record goes (the step runs again), the
+// checkpoints before it stay; the epoch is bumped (nothing of the failed execution can write again) and
 // the recoveries start over. Recorded in keel.run_history. Returns one row if the run was failed.
 const statement retry_run{"keel_retry_run", R"sql(
 WITH r AS (
@@ -373,7 +375,11 @@ WITH r AS (
   WHERE id = $1::uuid AND status = 'failed'
   RETURNING id, epoch),
 gone AS (
-  DELETE FROM keel.steps s USING r WHERE s.run_id = r.id AND s.status = 'failed'
+  -- Only the step the run failed at: its last record. A failure the workflow caught earlier (and went on
+  -- from) is part of the history the replay must see again.
+  DELETE FROM keel.steps s USING r
+  WHERE s.run_id = r.id AND s.status = 'failed'
+    AND s.seq = (SELECT max(seq) FROM keel.steps WHERE run_id = r.id)
   RETURNING s.seq),
 logged AS (
   INSERT INTO keel.run_history (run_id, what, detail)
@@ -381,6 +387,11 @@ logged AS (
   FROM r),
 notified AS (SELECT pg_notify('keel_runs', '') FROM r)
 SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified))sql"};
+
+// Rewind, in two statements of one transaction: the run row locked first (rewind_lock), so that the second
+// statement's snapshot holds every checkpoint and consumed event committed before — a writer that held the
+// row's share lock when the rewind began has committed by then.
+const statement rewind_lock{"keel_rewind_lock", "SELECT 1 FROM keel.runs WHERE id = $1::uuid FOR UPDATE"};
 
 // Rewind: the checkpoints from step position $2 on are discarded and the run queued to run again from
 // there: on any status (a worker running it is fenced by the epoch bump, as by a cancel). Events those

@@ -125,6 +125,20 @@ bool valid_key(std::string_view s) {
 
 }  // namespace
 
+/// Runs `body` in a transaction on `c` (a pool connection): committed if it returns a value, rolled back
+/// otherwise.
+template <class T>
+result<T> in_transaction(pg_connection& c, const std::function<result<T>()>& body) {
+  if (auto b = c.exec_script_blocking("BEGIN"); !b) return b.error();
+  auto out = body();
+  if (!out) {
+    (void)c.exec_script_blocking("ROLLBACK");  // a lost connection rolls back by itself
+    return out;
+  }
+  if (auto e = c.exec_script_blocking("COMMIT"); !e) return e.error();
+  return out;
+}
+
 class store_impl {
  public:
   explicit store_impl(store_options o)
@@ -351,16 +365,17 @@ boost::asio::awaitable<result<event_sent>> store::send_event(const event_deliver
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<event_sent>(pg_connection&)> send =
       [params = std::move(params)](pg_connection& c) -> result<event_sent> {
-    auto r = c.exec_blocking(detail::sql::send_event, params);
-    if (!r) return r.error();
-    const PGresult* res = r->get();
-    if (detail::get_text(res, 0, 0) == "0") {
-      auto s = c.exec_blocking(detail::sql::run_status_of, {params[0]});
-      if (!s) return s.error();
-      if (PQntuples(s->get()) == 0) return errc::not_found;
-      return errc::run_finished;
-    }
-    return event_sent{detail::get_text(res, 0, 1) == "0"};
+    const std::function<result<event_sent>()> body = [&]() -> result<event_sent> {
+      auto locked = c.exec_blocking(detail::sql::send_event_lock, {params[0]});
+      if (!locked) return locked.error();
+      if (PQntuples(locked->get()) == 0) return errc::not_found;
+      const auto status = run_status_from(detail::get_text(locked->get(), 0, 0));
+      if (status && is_terminal(*status)) return errc::run_finished;
+      auto r = c.exec_blocking(detail::sql::send_event, params);
+      if (!r) return r.error();
+      return event_sent{detail::get_text(r->get(), 0, 0) == "0"};
+    };
+    return detail::in_transaction(c, body);
   };
   co_return co_await impl_->on_pool<event_sent>(std::move(send), impl_->request_deadline());
 }
@@ -378,20 +393,23 @@ boost::asio::awaitable<result<std::string>> store::hook_secret() {
 
 boost::asio::awaitable<result<void>> store::create_hook(const hook_record& h) {
   if (!detail::valid_key(h.name)) co_return errc::invalid_argument;
-  if (auto c = impl_->check(h.metadata, "hook metadata", h.run); !c) co_return c.error();
+  if (auto c = impl_->check(h.metadata, "hook metadata", h.lease.id); !c) co_return c.error();
   std::vector<std::optional<std::string>> params{
       h.token_hash,
-      h.run,
+      h.lease.id,
       std::to_string(h.seq),
       h.name,
       boost::json::serialize(h.metadata),
       h.expires_at ? std::optional<std::string>(std::to_string(detail::to_micros(*h.expires_at)))
-                   : std::nullopt};
+                   : std::nullopt,
+      h.lease.owner,
+      std::to_string(h.lease.epoch)};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<void>(pg_connection&)> insert =
       [params = std::move(params)](pg_connection& c) -> result<void> {
     auto r = c.exec_blocking(detail::sql::create_hook, params);
     if (!r) return r.error();
+    if (detail::get_text(r->get(), 0, 0) == "0") return errc::fenced;
     return {};
   };
   co_return co_await impl_->on_pool<void>(std::move(insert), impl_->request_deadline());
@@ -425,14 +443,8 @@ boost::asio::awaitable<result<hook_resume_outcome>> store::resume_hook(const hoo
       if (hook_status == "open" && detail::get_text(row, 0, 1) == "t") return hook_resume_outcome::expired;
       return hook_resume_outcome::closed;  // closed, or its run finished
     };
-    if (auto b = c.exec_script_blocking("BEGIN"); !b) return b.error();
-    auto out = run();
-    if (!out) {
-      (void)c.exec_script_blocking("ROLLBACK");
-      return out.error();
-    }
-    if (auto e = c.exec_script_blocking("COMMIT"); !e) return e.error();
-    return out;
+    const std::function<result<hook_resume_outcome>()> body = run;
+    return detail::in_transaction(c, body);
   };
   co_return co_await impl_->on_pool<hook_resume_outcome>(std::move(resume), impl_->request_deadline());
 }
@@ -454,10 +466,15 @@ boost::asio::awaitable<result<retry_outcome>> store::retry(const run_id& id) {
 boost::asio::awaitable<result<void>> store::rewind(const run_id& id, int from_step) {
   if (from_step < 0) co_return errc::invalid_argument;
   std::function<result<void>(pg_connection&)> rewind = [id, from_step](pg_connection& c) -> result<void> {
-    auto r = c.exec_blocking(detail::sql::rewind_run, {id, std::to_string(from_step)});
-    if (!r) return r.error();
-    if (detail::get_text(r->get(), 0, 0) != "1") return errc::not_found;
-    return {};
+    const std::function<result<void>()> body = [&]() -> result<void> {
+      auto locked = c.exec_blocking(detail::sql::rewind_lock, {id});
+      if (!locked) return locked.error();
+      if (PQntuples(locked->get()) == 0) return errc::not_found;
+      auto r = c.exec_blocking(detail::sql::rewind_run, {id, std::to_string(from_step)});
+      if (!r) return r.error();
+      return {};
+    };
+    return detail::in_transaction(c, body);
   };
   co_return co_await impl_->on_pool<void>(std::move(rewind), impl_->request_deadline());
 }

@@ -175,9 +175,9 @@ struct event_delivery {
   std::optional<std::string> idempotency_key;
 };
 
-/// A hook to create (by the run at step position `seq`). The token itself is never stored.
+/// A hook to create (by the run at step position `seq`, under its lease). The token itself is never stored.
 struct hook_record {
-  run_id run;
+  lease_token lease;
   int seq = 0;
   std::string name;
   std::string token_hash;  ///< SHA-256 of the token, lowercase hex

@@ -116,8 +116,8 @@ class store {
   /// The database's shared hook secret (used when the engine is given none). Errors: not_found.
   boost::asio::awaitable<result<std::string>> hook_secret();
 
-  /// Records a hook (idempotent: the same token hash again is a no-op). Errors: invalid_argument (name),
-  /// payload_too_large, payload_too_deep (metadata).
+  /// Records a hook for a run this worker holds (idempotent: the same token hash again is a no-op). Errors:
+  /// fenced; invalid_argument (name), payload_too_large, payload_too_deep (metadata).
   boost::asio::awaitable<result<void>> create_hook(const hook_record& h);
 
   /// Resumes a hook: kept in the hook until its run's wait reads it, and the run woken if it waits for it
