@@ -107,4 +107,45 @@ BOOST_AUTO_TEST_CASE(a_rewound_run_runs_again_from_the_chosen_step_and_says_so, 
   BOOST_TEST((unknown.error() == errc::run_not_found));
 }
 
+BOOST_AUTO_TEST_CASE(a_retry_keeps_a_failure_the_workflow_caught_earlier, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> probe{0}, last{0};
+  std::atomic<bool> last_fails{true};
+  add_workflow(e, "careful", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    bool probed = true;
+    auto try_partner = [&]() -> int {
+      ++probe;
+      throw non_retriable_error("the partner is down");
+    };
+    try {
+      co_await ctx.step("probe", try_partner);
+    } catch (const step_failed_error&) {
+      probed = false;  // recorded as a failure, and the workflow goes on without the partner
+    }
+    auto finish = [&] {
+      ++last;
+      if (last_fails) throw non_retriable_error("not yet");
+      return 1;
+    };
+    co_await ctx.step("finish", finish);
+    co_return json::value(probed);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("careful", json::object{}).value();
+  auto failed = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(failed);
+  BOOST_TEST(to_string(failed->status) == "failed");
+  last_fails = false;
+  BOOST_REQUIRE(e.retry_blocking(id));
+  BOOST_REQUIRE(wait_until([&] { return last == 2; }, 10s));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(probe == 1);  // the caught failure replayed from its record: the probe did not run again
+  BOOST_TEST(done->output.as_bool() == false);
+  BOOST_REQUIRE_EQUAL(done->steps.size(), 2u);
+  BOOST_TEST(done->steps[0].failed);
+}
+
 BOOST_AUTO_TEST_SUITE_END()

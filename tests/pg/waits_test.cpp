@@ -453,4 +453,37 @@ BOOST_AUTO_TEST_CASE(expired_unknown_and_closed_hooks_are_typed_errors, *utf::ti
   BOOST_TEST((malformed.error() == errc::hook_not_found));
 }
 
+BOOST_AUTO_TEST_CASE(a_repeated_event_key_neither_adds_an_event_nor_wakes_the_run, *utf::timeout(60)) {
+  auto db = fresh_database();
+  event_counts seen;
+  auto o = options_for(db);
+  o.on_event = seen.observer();
+  engine e(o);
+  add_workflow(e, "twice", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto first = co_await ctx.wait_for_event("x");
+    auto second = co_await ctx.wait_for_event("x");
+    co_return json::value{{"first", first ? *first : json::value(nullptr)},
+                          {"second", second ? *second : json::value(nullptr)}};
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("twice", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return seen["waiting"] == 1; }, 10s));
+  event_options k1;
+  k1.idempotency_key = "k1";
+  BOOST_REQUIRE(e.send_event_blocking(id, "x", json::value(1), k1));
+  BOOST_REQUIRE(wait_until([&] { return seen["waiting"] == 2; }, 10s));  // the second wait parked
+  const int claims_before = e.get_blocking(id).value().claims;
+  BOOST_REQUIRE(e.send_event_blocking(id, "x", json::value("repeat"), k1));  // no-op
+  std::this_thread::sleep_for(300ms);
+  auto run = e.get_blocking(id).value();
+  BOOST_TEST(to_string(run.status) == "waiting");  // not woken by the repeat
+  BOOST_TEST(run.claims == claims_before);
+  event_options k2;
+  k2.idempotency_key = "k2";
+  BOOST_REQUIRE(e.send_event_blocking(id, "x", json::value(2), k2));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(json::serialize(done->output) == R"({"first":1,"second":2})");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
