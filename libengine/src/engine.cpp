@@ -11,6 +11,7 @@
 #include <boost/asio/use_future.hpp>
 #include <boost/json/serialize.hpp>
 #include <future>
+#include <limits>
 
 #include "engine_impl.hpp"
 #include "hook_token.hpp"
@@ -593,14 +594,14 @@ asio::awaitable<result<run_status>> engine_impl::cancel(run_id id) {
   if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
   auto r = co_await store_.cancel(id);
   if (!r) co_return engine_error(r.error());
-  if (*r == run_status::cancelled) fence_local(id);
+  if (*r == run_status::cancelled) fence_local(id, std::numeric_limits<std::int64_t>::max());
   co_return *r;
 }
 
-void engine_impl::fence_local(const run_id& id) {
+void engine_impl::fence_local(const run_id& id, std::int64_t epoch) {
   // A run in flight here stops at its next step boundary (its writes are fenced by the new epoch).
-  asio::post(ctl_, [this, id] {
-    if (auto it = inflight_.find(id); it != inflight_.end()) {
+  asio::post(ctl_, [this, id, epoch] {
+    if (auto it = inflight_.find(id); it != inflight_.end() && it->second->claim.epoch < epoch) {
       auto st = it->second;
       st->lost.store(true, std::memory_order_release);
       asio::post(st->strand, [st] { st->backoff.cancel(); });
@@ -621,7 +622,7 @@ asio::awaitable<result<void>> engine_impl::rewind(run_id id, int from_step) {
   if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
   auto r = co_await store_.rewind(id, from_step);
   if (!r) co_return engine_error(r.error());
-  fence_local(id);
+  fence_local(id, *r);
   wake_claimer();
   co_return result<void>{};
 }
@@ -642,7 +643,8 @@ asio::awaitable<result<std::string>> engine_impl::hook_secret() {
 asio::awaitable<result<void>> engine_impl::resume_hook(std::string token, storage::hook_resume resume) {
   // A token is 43 URL-safe characters; anything else names no hook (and never reaches SQL).
   const bool well_formed = token.size() == 43 && std::all_of(token.begin(), token.end(), [](char c) {
-                             return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+                             return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                    (c >= '0' && c <= '9') || c == '-' || c == '_';
                            });
   if (!well_formed) co_return errc::hook_not_found;
   resume.token_hash = hook_token_hash(token);

@@ -47,8 +47,9 @@ class engine_impl {
   boost::asio::awaitable<result<void>> send_event(storage::event_delivery event);
   boost::asio::awaitable<result<void>> retry(run_id id);
   boost::asio::awaitable<result<void>> rewind(run_id id, int from_step);
-  /// A run in flight here whose epoch moved on elsewhere (cancel, rewind): stop it at its next boundary.
-  void fence_local(const run_id& id);
+  /// A run in flight here whose epoch moved on elsewhere (cancel, rewind): stop its executions older than
+  /// `epoch` at their next boundary (a newer one, claimed since, goes on).
+  void fence_local(const run_id& id, std::int64_t epoch);
   boost::asio::awaitable<result<void>> resume_hook(std::string token, storage::hook_resume resume);
   /// The hook secret: engine_options::hook_secret, or the database's (read once, then cached).
   boost::asio::awaitable<result<std::string>> hook_secret();

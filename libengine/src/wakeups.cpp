@@ -23,7 +23,7 @@ void engine_impl::schedule_wakeup(std::chrono::system_clock::time_point until) {
                       until - std::chrono::system_clock::now()) +
                   k_wakeup_slack;
   asio::post(ctl_, [this, at] {
-    if (stopping()) return;
+    if (stopping() || !wakeup_active_) return;  // no wake-up loop (tick mode): the caller polls
     const bool soonest = wakeups_.empty() || at < *wakeups_.begin();
     wakeups_.insert(at);
     if (soonest) wakeup_timer_.cancel();  // the loop re-arms for the new soonest time

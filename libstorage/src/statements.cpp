@@ -266,6 +266,9 @@ decided AS (
   SELECT f.*,
          CASE WHEN rec.ord IS NOT NULL THEN 'recorded'
               WHEN ev.ord IS NOT NULL OR hk.ord IS NOT NULL THEN 'consumed'
+              -- A sleep whose wake time has come by the database's clock (the one the claim uses) is over,
+              -- whatever the worker's clock says: parking it again would make it due at once, in a loop.
+              WHEN f.kind = 'sleep' AND to_timestamp(f.until / 1e6) <= now() THEN 'timed_out'
               WHEN f.kind <> 'sleep' AND f.until IS NOT NULL AND to_timestamp(f.until / 1e6) <= now()
                 THEN 'timed_out'
               ELSE 'parked' END AS outcome,
@@ -396,7 +399,7 @@ const statement rewind_lock{"keel_rewind_lock", "SELECT 1 FROM keel.runs WHERE i
 // Rewind: the checkpoints from step position $2 on are discarded and the run queued to run again from
 // there: on any status (a worker running it is fenced by the epoch bump, as by a cancel). Events those
 // steps consumed are pending again and hooks they created go (their replay creates them again, with the
-// same tokens). Recorded in keel.run_history with what was discarded. Returns one row if the run exists.
+// same tokens). Recorded in keel.run_history with what was discarded. Returns the run's new epoch.
 const statement rewind_run{"keel_rewind_run", R"sql(
 WITH r AS (
   UPDATE keel.runs
@@ -424,7 +427,7 @@ logged AS (
                             'hooks_removed', (SELECT count(*) FROM hooks))
   FROM r),
 notified AS (SELECT pg_notify('keel_runs', '') FROM r)
-SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified))sql"};
+SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified), (SELECT epoch FROM r))sql"};
 
 const statement run_history{"keel_run_history", R"sql(
 SELECT coalesce(jsonb_agg(jsonb_build_object('at', (extract(epoch FROM at) * 1e6)::bigint, 'what', what,

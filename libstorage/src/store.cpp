@@ -463,20 +463,21 @@ boost::asio::awaitable<result<retry_outcome>> store::retry(const run_id& id) {
       impl_->request_deadline());
 }
 
-boost::asio::awaitable<result<void>> store::rewind(const run_id& id, int from_step) {
+boost::asio::awaitable<result<std::int64_t>> store::rewind(const run_id& id, int from_step) {
   if (from_step < 0) co_return errc::invalid_argument;
-  std::function<result<void>(pg_connection&)> rewind = [id, from_step](pg_connection& c) -> result<void> {
-    const std::function<result<void>()> body = [&]() -> result<void> {
+  std::function<result<std::int64_t>(pg_connection&)> rewind =
+      [id, from_step](pg_connection& c) -> result<std::int64_t> {
+    const std::function<result<std::int64_t>()> body = [&]() -> result<std::int64_t> {
       auto locked = c.exec_blocking(detail::sql::rewind_lock, {id});
       if (!locked) return locked.error();
       if (PQntuples(locked->get()) == 0) return errc::not_found;
       auto r = c.exec_blocking(detail::sql::rewind_run, {id, std::to_string(from_step)});
       if (!r) return r.error();
-      return {};
+      return std::int64_t{std::stoll(std::string(detail::get_text(r->get(), 0, 2)))};
     };
     return detail::in_transaction(c, body);
   };
-  co_return co_await impl_->on_pool<void>(std::move(rewind), impl_->request_deadline());
+  co_return co_await impl_->on_pool<std::int64_t>(std::move(rewind), impl_->request_deadline());
 }
 
 boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {

@@ -131,8 +131,8 @@ class store {
 
   /// Discards the run's checkpoints from step position `from_step` on and queues it to run again from there
   /// (any status; a worker running it is fenced off); recorded in its history with what was discarded.
-  /// Errors: not_found, invalid_argument (a negative position).
-  boost::asio::awaitable<result<void>> rewind(const run_id& id, int from_step);
+  /// Returns the run's new epoch. Errors: not_found, invalid_argument (a negative position).
+  boost::asio::awaitable<result<std::int64_t>> rewind(const run_id& id, int from_step);
 
   /// Hands a held run back to the queue (due now). Errors: fenced.
   boost::asio::awaitable<result<void>> release(const lease_token& lease);
