@@ -27,7 +27,7 @@ namespace {
 struct producer {
   engine e;
   explicit producer(const std::string& db) : e(options_for(db)) {
-    for (const char* name : {"crashable", "noop3", "sleepy"}) {
+    for (const char* name : {"crashable", "noop3", "sleepy", "napper"}) {
       add_workflow(e, name, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
     }
     BOOST_REQUIRE(e.tick_blocking());
@@ -68,6 +68,33 @@ BOOST_AUTO_TEST_CASE(a_run_killed_mid_step_is_reclaimed_and_completed_without_re
   BOOST_TEST(counts[id + " s1"] == 1);  // completed before the kill: never run again
   BOOST_TEST(counts[id + " s2"] == 2);  // interrupted: run again by the second worker
   BOOST_TEST(counts[id + " s3"] == 1);
+  BOOST_TEST(counts[id + " completed"] == 1);
+  BOOST_TEST(second.terminate() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_sleeping_run_outlives_the_killed_worker_that_parked_it) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects";
+  producer p(db);
+  const auto enqueued = std::chrono::system_clock::now();
+  auto id = p.e.enqueue_blocking("napper", json::object{}).value();
+
+  spawned_worker first({"--db", db, "--effects", effects, "--step-ms", "3000"});
+  BOOST_REQUIRE(
+      wait_until([&] { return query_value(db, "SELECT status FROM keel.runs") == "sleeping"; }, 30s));
+  first.kill_hard();  // SIGKILL while the run sleeps: it held nothing there, so nothing is lost
+  BOOST_TEST(query_value(db, "SELECT owner IS NULL FROM keel.runs") == "t");
+
+  spawned_worker second({"--db", db, "--effects", effects, "--step-ms", "3000"});
+  auto run = p.e.wait_blocking(id, 60s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  BOOST_TEST(run->recoveries == 0);  // a resume, not a recovery: no lease lapsed
+  BOOST_TEST((*run->finished_at - enqueued) >= 3s);
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts[id + " before"] == 1);
+  BOOST_TEST(counts[id + " after"] == 1);
   BOOST_TEST(counts[id + " completed"] == 1);
   BOOST_TEST(second.terminate() == 0);
 }

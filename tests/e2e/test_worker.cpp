@@ -117,6 +117,23 @@ int main(int argc, char** argv) {
         co_return json::value{{"done", true}};
       });
 
+  // napper: a step, a durable sleep of --step-ms, a step: the worker that parked it can be killed meanwhile.
+  engine.register_workflow<json::value, json::value>(
+      "napper", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {
+        auto before = [&] {
+          append_line(g_effects, ctx.id() + " before");
+          return 1;
+        };
+        co_await ctx.step("before", before);
+        co_await ctx.sleep(step_time);
+        auto after = [&] {
+          append_line(g_effects, ctx.id() + " after");
+          return 2;
+        };
+        co_await ctx.step("after", after);
+        co_return json::value{{"done", true}};
+      });
+
   if (auto r = engine.start_blocking(); !r) {
     std::cerr << "start failed: " << r.error().message() << "\n";
     return 1;
