@@ -64,6 +64,8 @@ BOOST_AUTO_TEST_CASE(a_run_killed_mid_step_is_reclaimed_and_completed_without_re
   BOOST_REQUIRE_EQUAL(run->steps.size(), 3u);
   // The second worker took the run only once the killed worker's lease (1 s) had lapsed.
   BOOST_TEST((run->steps[1].started_at - run->steps[0].finished_at) >= 900ms);
+  // The worker notes a completion after the commit the wait above saw: it may come a moment later.
+  BOOST_REQUIRE(wait_until([&] { return count_lines(effects)[id + " completed"] >= 1; }, 20s));
   auto counts = count_lines(effects);
   BOOST_TEST(counts[id + " s1"] == 1);  // completed before the kill: never run again
   BOOST_TEST(counts[id + " s2"] == 2);  // interrupted: run again by the second worker
@@ -92,6 +94,8 @@ BOOST_AUTO_TEST_CASE(a_sleeping_run_outlives_the_killed_worker_that_parked_it) {
   BOOST_TEST(to_string(run->status) == "completed");
   BOOST_TEST(run->recoveries == 0);  // a resume, not a recovery: no lease lapsed
   BOOST_TEST((*run->finished_at - enqueued) >= 3s);
+  // The worker notes a completion after the commit the wait above saw: it may come a moment later.
+  BOOST_REQUIRE(wait_until([&] { return count_lines(effects)[id + " completed"] >= 1; }, 20s));
   auto counts = count_lines(effects);
   BOOST_TEST(counts[id + " before"] == 1);
   BOOST_TEST(counts[id + " after"] == 1);
@@ -168,6 +172,8 @@ BOOST_AUTO_TEST_CASE(a_frozen_workers_late_checkpoint_is_rejected_after_takeover
   BOOST_TEST(after.epoch == run->epoch);
   BOOST_REQUIRE_EQUAL(after.steps.size(), 3u);
   BOOST_TEST(json::serialize(after.output) == json::serialize(run->output));
+  // The worker notes a completion after the commit the wait above saw: it may come a moment later.
+  BOOST_REQUIRE(wait_until([&] { return count_lines(effects)[id + " completed"] >= 1; }, 20s));
   auto counts = count_lines(effects);
   BOOST_TEST(counts[id + " s1"] == 1);
   BOOST_TEST(counts[id + " s2"] == 2);

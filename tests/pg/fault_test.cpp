@@ -5,6 +5,7 @@
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
@@ -71,8 +72,15 @@ class ledger {
     return total("s1") + total("s2") + total("s3") - total("checkpointed") + total("returned") -
            total("completed");
   }
-  /// Fails the test for every run in `ids` whose steps or completion did not happen exactly once.
+  /// Fails the test for every run in `ids` whose steps or completion did not happen exactly once. A run's
+  /// completed event follows the commit that a wait on the database sees: it may come a moment later.
   void expect_exactly_once(const std::vector<std::string>& ids) const {
+    wait_until(
+        [&] {
+          return std::all_of(ids.begin(), ids.end(),
+                             [&](const std::string& id) { return count(id, "completed") >= 1; });
+        },
+        std::chrono::seconds(20));
     for (const auto& id : ids) {
       for (const char* what : {"s1", "s2", "s3", "returned", "completed"}) {
         if (count(id, what) != 1)
