@@ -191,7 +191,11 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
          SELECT 1 FROM keel.workers w
          WHERE w.expires_at > now()
            AND w.workflows @> jsonb_build_array(jsonb_build_object('workflow', r.workflow, 'version', r.version)))
-       , CASE WHEN status IN ('sleeping', 'waiting') THEN waiting_for::text END
+       , CASE WHEN status IN ('sleeping', 'waiting') THEN waiting_for::text END,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('at', (extract(epoch FROM h.at) * 1e6)::bigint,
+                                                     'what', h.what, 'detail', h.detail) ORDER BY h.id),
+                        '[]'::jsonb)::text
+        FROM keel.run_history h WHERE h.run_id = r.id)
 FROM keel.runs r WHERE id = $1::uuid)sql"};
 
 // A worker announces (or refreshes) what it runs; its row lapses unless refreshed before `expires_at`.
@@ -428,10 +432,5 @@ logged AS (
   FROM r),
 notified AS (SELECT pg_notify('keel_runs', '') FROM r)
 SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified), (SELECT epoch FROM r))sql"};
-
-const statement run_history{"keel_run_history", R"sql(
-SELECT coalesce(jsonb_agg(jsonb_build_object('at', (extract(epoch FROM at) * 1e6)::bigint, 'what', what,
-                                             'detail', detail) ORDER BY id), '[]'::jsonb)::text
-FROM keel.run_history WHERE run_id = $1::uuid)sql"};
 
 }  // namespace keel::storage::detail::sql

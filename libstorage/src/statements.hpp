@@ -31,7 +31,6 @@ extern const statement resume_hook;
 extern const statement retry_run;
 extern const statement rewind_lock;
 extern const statement rewind_run;
-extern const statement run_history;
 extern const statement register_worker;
 extern const statement unregister_worker;
 

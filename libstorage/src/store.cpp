@@ -608,9 +608,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
                             std::to_string(rec.version);
         }
         rec.waiting_for = detail::parse_json(res, 0, 17);
-        auto history = c.exec_blocking(detail::sql::run_history, {rec.id});
-        if (!history) return history.error();
-        rec.history = detail::parse_json(history->get(), 0, 0);
+        rec.history = detail::parse_json(res, 0, 18);
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });
