@@ -5,6 +5,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
+#include <chrono>
 
 namespace keel::examples {
 namespace {
@@ -68,11 +69,45 @@ asio::awaitable<json::value> user_onboarding(context& ctx, json::value in) {
   co_return json::value{{"user_id", user_id}, {"plan", plan}};
 }
 
+/// Stands in for an email or chat message carrying an approver's link; the step records where it went.
+asio::awaitable<json::value> notify(context& ctx, const hook& h, const std::string& who) {
+  auto send = [&h, &who]() -> asio::awaitable<json::value> {
+    co_await pretend_io(std::chrono::milliseconds(5));
+    co_return json::value{{"to", who}, {"link", h.path()}};
+  };
+  const std::string step_name = "notify_" + who;
+  co_return co_await ctx.step(step_name, send);
+}
+
+/// Human in the loop: the manager approves within the deadline (24 h unless the input's `approve_within_ms`
+/// says otherwise), or the request escalates to a director, who has no deadline. Each approver gets a link
+/// (`/v1/hooks/<token>`); the run holds no worker while it waits, and the manager's link stops working once
+/// the request escalated.
+asio::awaitable<json::value> expense_approval(context& ctx, json::value in) {
+  const auto* within = in.as_object().if_contains("approve_within_ms");
+  const std::chrono::milliseconds deadline =
+      within ? std::chrono::milliseconds(within->to_number<std::int64_t>()) : std::chrono::hours(24);
+  // Named, not temporaries inside the co_await expressions (GCC 12 destroys those twice).
+  const std::string to_manager = "manager", to_director = "director";
+  const keel::timer manager_deadline(deadline);
+
+  auto manager = co_await ctx.create_hook(to_manager);
+  co_await notify(ctx, manager, to_manager);
+  auto first = co_await ctx.any(manager, manager_deadline);
+  if (first.index == 0) co_return json::value{{"decided_by", "manager"}, {"decision", *first.payload}};
+
+  auto director = co_await ctx.create_hook(to_director);
+  co_await notify(ctx, director, to_director);
+  auto decision = co_await director.wait();
+  co_return json::value{{"decided_by", "director"}, {"decision", decision ? *decision : json::value()}};
+}
+
 }  // namespace
 
 void register_example_workflows(engine& e) {
   e.register_workflow<order, json::value>("order_fulfillment", 1, order_fulfillment);
   e.register_workflow<json::value, json::value>("user_onboarding", 1, user_onboarding);
+  e.register_workflow<json::value, json::value>("expense_approval", 1, expense_approval);
 }
 
 json::value example_input(const std::string& workflow, int n) {

@@ -1,5 +1,5 @@
-// Example workflows shipped with keeld: an order that is reserved, charged and shipped, and a user
-// onboarding.
+// Example workflows shipped with keeld: an order that is reserved, charged and shipped, a user onboarding,
+// and an expense approval that escalates when the manager does not answer in time.
 #pragma once
 
 #include <boost/json/value.hpp>
@@ -9,7 +9,7 @@
 
 namespace keel::examples {
 
-/// Registers "order_fulfillment" and "user_onboarding" on `e`.
+/// Registers "order_fulfillment", "user_onboarding" and "expense_approval" on `e`.
 void register_example_workflows(engine& e);
 
 /// A demonstration input for `workflow` number `n`.

@@ -1,4 +1,5 @@
-// Durable waits (ctx.sleep, ctx.wait_for_event) and recorded values (ctx.now, ctx.random, ctx.uuid).
+// Durable waits (ctx.sleep, ctx.wait_for_event, hooks, ctx.any / ctx.all) and recorded values (ctx.now,
+// ctx.random, ctx.uuid).
 #include <boost/json/value.hpp>
 
 #include "engine_impl.hpp"
@@ -18,7 +19,9 @@ constexpr std::string_view k_sleep_step = "keel.sleep";
 constexpr std::string_view k_event_step_prefix = "keel.event:";
 constexpr std::string_view k_hook_step_prefix = "keel.hook:";
 constexpr std::string_view k_hook_wait_prefix = "keel.hook_wait:";
-constexpr int k_sleep = 0, k_event = 1, k_hook = 2;
+constexpr std::string_view k_any_step_prefix = "keel.any:";
+constexpr std::string_view k_all_step_prefix = "keel.all:";
+constexpr int k_sleep = 0, k_event = 1, k_hook = 2, k_any = 3;
 
 std::optional<json::value> payload_of(json::value record) {
   if (auto* o = record.if_object()) {
@@ -136,6 +139,102 @@ asio::awaitable<std::optional<json::value>> hook::wait() {
   co_return payload_of(std::move(record));
 }
 
+detail::wait_alternative context::alternative_of(const hook& h) {
+  return {detail::wait_alternative::what::hook, h.name_, h.seq_, std::nullopt, h.expires_at_};
+}
+
+detail::wait_alternative context::alternative_of(const timer& t) {
+  return {detail::wait_alternative::what::timer, {}, 0, t.at ? std::nullopt : std::optional(t.after), t.at};
+}
+
+detail::wait_alternative context::alternative_of(const event_wait& e) {
+  return {detail::wait_alternative::what::event, std::string(e.name), 0, std::nullopt, std::nullopt};
+}
+
+namespace {
+
+/// The step name of a wait for any or all: its alternatives, so that a replay against a changed list is
+/// caught as nondeterminism. E.g. "keel.any:hook=approve,timer".
+std::string alternatives_step(std::string_view prefix, const std::vector<detail::wait_alternative>& alts) {
+  std::string name(prefix);
+  for (std::size_t i = 0; i < alts.size(); ++i) {
+    if (i != 0) name += ',';
+    switch (alts[i].kind) {
+      case detail::wait_alternative::what::timer:
+        name += "timer";
+        break;
+      case detail::wait_alternative::what::event:
+        name += "event=" + alts[i].name;
+        break;
+      case detail::wait_alternative::what::hook:
+        name += "hook=" + alts[i].name;
+        break;
+    }
+  }
+  // Step names are capped like keys; the tail of a very long list is still checked by its arms' count.
+  if (name.size() > storage::k_max_key_bytes) {
+    name.resize(storage::k_max_key_bytes - 16);
+    name += "~" + std::to_string(alts.size());
+  }
+  return storage::valid_utf8(name);
+}
+
+}  // namespace
+
+asio::awaitable<any_result> context::run_any(std::vector<detail::wait_alternative> alternatives) {
+  const auto started = system_clock::now();
+  for (auto& a : alternatives) {
+    if (a.after) a.until = started + *a.after;
+  }
+  std::string step = alternatives_step(k_any_step_prefix, alternatives);
+  std::string none;
+  const auto count = alternatives.size();
+  auto record =
+      co_await run_wait(k_any, std::move(step), std::move(none), 0, std::nullopt, std::move(alternatives));
+  any_result out;
+  if (auto* o = record.if_object()) {
+    if (auto* i = o->if_contains("index"); i && i->is_int64() && i->as_int64() >= 0)
+      out.index = static_cast<std::size_t>(i->as_int64());
+  }
+  if (out.index >= count) {
+    // Recorded by another version of the workflow with more alternatives at this position.
+    auto& st = *state_;
+    st.poisoned = std::make_exception_ptr(nondeterminism_error(
+        "run " + st.claim.id + ": the wait for any at this position was won by alternative " +
+        std::to_string(out.index) + ", but the workflow now gives " + std::to_string(count)));
+    std::rethrow_exception(st.poisoned);
+  }
+  out.payload = payload_of(std::move(record));
+  co_return out;
+}
+
+asio::awaitable<std::vector<std::optional<json::value>>> context::run_all(
+    std::vector<detail::wait_alternative> alternatives) {
+  // Timers count from the first execution that reached the call: that time is recorded first.
+  bool relative = false;
+  for (const auto& a : alternatives)
+    relative = relative || a.after.has_value();
+  if (relative) {
+    const auto start = co_await now();
+    for (auto& a : alternatives) {
+      if (a.after) a.until = start + *a.after;
+      a.after.reset();
+    }
+  }
+  std::vector<std::optional<json::value>> payloads;
+  payloads.reserve(alternatives.size());
+  for (auto& a : alternatives) {
+    // Each one in turn, as a wait for any of one: events and hook payloads are kept until consumed, so
+    // waiting for them one after another misses none, and a timer's due time is already fixed.
+    std::vector<detail::wait_alternative> one{std::move(a)};
+    std::string step = alternatives_step(k_all_step_prefix, one);
+    std::string none;
+    auto record = co_await run_wait(k_any, std::move(step), std::move(none), 0, std::nullopt, std::move(one));
+    payloads.push_back(payload_of(std::move(record)));
+  }
+  co_return payloads;
+}
+
 asio::awaitable<system_clock::time_point> context::now() {
   auto read = [] { return to_micros(system_clock::now()); };
   const std::int64_t us = co_await step("keel.now", read);
@@ -153,7 +252,8 @@ asio::awaitable<std::string> context::uuid() {
 }
 
 asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::string event, int hook_seq,
-                                               std::optional<system_clock::time_point> until) {
+                                               std::optional<system_clock::time_point> until,
+                                               std::vector<detail::wait_alternative> alternatives) {
   const bool sleep = kind == k_sleep;
   auto& st = *state_;
   auto& engine = st.engine;
@@ -185,15 +285,26 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
   // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
   const auto wait_kind = sleep             ? storage::wait_kind::sleep
                          : kind == k_event ? storage::wait_kind::event
-                                           : storage::wait_kind::hook;
-  storage::wait_request request{st.lease(), seq, name, wait_kind, event, hook_seq, until, started};
+                         : kind == k_hook  ? storage::wait_kind::hook
+                                           : storage::wait_kind::any;
+  storage::wait_request request{st.lease(), seq, name, wait_kind, event, hook_seq, until, started, {}};
+  request.arms.reserve(alternatives.size());
+  for (auto& a : alternatives) {
+    using what = detail::wait_alternative::what;
+    const auto arm_kind = a.kind == what::timer   ? storage::wait_kind::sleep
+                          : a.kind == what::event ? storage::wait_kind::event
+                                                  : storage::wait_kind::hook;
+    request.arms.push_back({arm_kind, std::move(a.name), a.hook_seq, a.until});
+  }
   auto decided = co_await engine.store_.wait(request);
   if (!decided) {
     if (decided.error() == storage::errc::invalid_argument) {
       // The event name itself cannot be stored (empty, over 255 bytes, not UTF-8): a bug in the workflow.
       json::object error;
       error["code"] = "invalid_argument";
-      error["message"] = "wait_for_event: the event name must be 1 to 255 bytes of UTF-8";
+      error["message"] = kind == k_any
+                             ? "any/all: 1 to 64 alternatives; event names of 1 to 255 bytes of UTF-8"
+                             : "wait_for_event: the event name must be 1 to 255 bytes of UTF-8";
       error["step"] = storage::valid_utf8(name);
       st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
       std::rethrow_exception(st.poisoned);
@@ -209,7 +320,7 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
       if (auto* v = o->if_contains(key); v && v->is_int64()) due = from_micros(v->as_int64());
     }
   }
-  st.parked = detail::run_state::parked_wait{request.kind, event, due};
+  st.parked = detail::run_state::parked_wait{request.kind, kind == k_any ? name : event, due};
   st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::parked});
   std::rethrow_exception(st.poisoned);
 }

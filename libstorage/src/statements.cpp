@@ -305,6 +305,81 @@ parked AS (
   RETURNING d.ord)
 SELECT ord, outcome, output::text FROM decided)sql"};
 
+// A wait for any of several alternatives (arms: timers, events, hooks), after wait_lock like the others.
+// Each arm that is ready has a completion time — an event's send, a hook's resume, a timer's due time — and
+// the earliest wins (ties: the earlier arm), so the winner does not depend on how late the run was claimed.
+// The winner's event is consumed; the losers consume nothing, their open hooks close (a later resume gets
+// hook_closed) and their timers are forgotten with the wait. Nothing ready: the run parks `waiting`, due at
+// its soonest timer, and keeps its arms (with their deadlines) in waiting_for for the next decision. Every
+// consumer and sender of a run's events and hooks locks the run row first, so the reads here need no locks.
+const statement wait_any_decide{"keel_wait_any_decide", R"sql(
+WITH x AS (
+  SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
+                                                             name text, arms jsonb, started bigint))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, name, arms, started, ord)),
+fenced AS (
+  SELECT x.id, x.epoch, x.seq, x.name, x.started, x.ord,
+         CASE WHEN r.waiting_for->>'kind' = 'any' AND r.waiting_for->>'step' = x.seq::text
+              THEN r.waiting_for->'arms' ELSE x.arms END AS arms
+  FROM x JOIN keel.runs r
+    ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'),
+recorded AS (
+  SELECT f.ord, s.output FROM fenced f JOIN keel.steps s ON s.run_id = f.id AND s.seq = f.seq),
+arm AS (
+  SELECT f.ord, f.id, f.seq, a.kind, a.event, a.hook_seq, a.until, a.n
+  FROM fenced f CROSS JOIN LATERAL ROWS FROM (
+         jsonb_to_recordset(f.arms) AS (kind text, event text, hook_seq int, until bigint))
+       WITH ORDINALITY AS a(kind, event, hook_seq, until, n)
+  WHERE f.ord NOT IN (SELECT ord FROM recorded)),
+ready AS (
+  SELECT a.ord, a.n, e.id AS event_id,
+         CASE WHEN e.id IS NOT NULL THEN e.created_at
+              WHEN h.status = 'resumed' THEN h.resumed_at
+              WHEN h.status = 'closed' THEN now()
+              WHEN to_timestamp(a.until / 1e6) <= now() THEN to_timestamp(a.until / 1e6) END AS at,
+         CASE WHEN e.id IS NOT NULL THEN jsonb_build_object('payload', e.payload)
+              WHEN h.status = 'resumed' THEN jsonb_build_object('payload', h.payload)
+              ELSE jsonb_build_object('timed_out', true) END AS output
+  FROM arm a
+  LEFT JOIN keel.hooks h ON a.kind = 'hook' AND h.run_id = a.id AND h.seq = a.hook_seq
+  LEFT JOIN LATERAL (
+    SELECT ev.id, ev.payload, ev.created_at FROM keel.events ev
+    WHERE a.kind = 'event' AND ev.run_id = a.id AND ev.name = a.event AND ev.consumed_seq IS NULL
+    ORDER BY ev.id LIMIT 1) e ON true),
+winner AS (
+  SELECT DISTINCT ON (ord) ord, n, event_id, output FROM ready WHERE at IS NOT NULL ORDER BY ord, at, n),
+consumed AS (
+  UPDATE keel.events e SET consumed_seq = f.seq, consumed_at = now()
+  FROM winner w JOIN fenced f ON f.ord = w.ord
+  WHERE e.id = w.event_id),
+closed AS (
+  UPDATE keel.hooks h SET status = 'closed'
+  FROM arm a JOIN winner w ON w.ord = a.ord AND w.n <> a.n
+  WHERE a.kind = 'hook' AND h.run_id = a.id AND h.seq = a.hook_seq AND h.status = 'open'),
+decided AS (
+  SELECT f.id, f.epoch, f.seq, f.name, f.started, f.ord, f.arms,
+         CASE WHEN rec.ord IS NOT NULL THEN 'recorded' WHEN w.ord IS NOT NULL THEN 'consumed'
+              ELSE 'parked' END AS outcome,
+         CASE WHEN rec.ord IS NOT NULL THEN rec.output
+              WHEN w.ord IS NOT NULL THEN jsonb_build_object('index', w.n - 1) || w.output
+              ELSE jsonb_strip_nulls(jsonb_build_object(
+                     'until', (SELECT min((a->>'until')::bigint) FROM jsonb_array_elements(f.arms) a))) END
+           AS output
+  FROM fenced f LEFT JOIN recorded rec ON rec.ord = f.ord LEFT JOIN winner w ON w.ord = f.ord),
+step AS (
+  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
+  SELECT id, seq, name, 'completed', output, NULL, 1, to_timestamp(started / 1e6), now(), epoch
+  FROM decided WHERE outcome = 'consumed'
+  ON CONFLICT (run_id, seq) DO NOTHING),
+parked AS (
+  UPDATE keel.runs r
+  SET status = 'waiting', owner = NULL, due_at = to_timestamp((d.output->>'until')::bigint / 1e6),
+      waiting_for = jsonb_strip_nulls(jsonb_build_object('kind', 'any', 'until', d.output->'until',
+                                                         'step', d.seq, 'arms', d.arms))
+  FROM decided d
+  WHERE r.id = d.id AND d.outcome = 'parked')
+SELECT ord, outcome, output::text FROM decided)sql"};
+
 // Delivers an event, in two statements of one transaction (like waits): first the run row is locked
 // (send_event_lock returns its status; no row: no such run), then the event is kept and the run woken if it
 // waits for that name now — only when the event is new (a repeated idempotency key changes nothing).
@@ -319,7 +394,9 @@ WITH ins AS (
 run AS (
   UPDATE keel.runs r SET status = 'queued', due_at = now()
   WHERE r.id = $1::uuid AND EXISTS (SELECT 1 FROM ins) AND r.status = 'waiting'
-    AND r.waiting_for->>'kind' = 'event' AND r.waiting_for->>'event' = $2
+    AND ((r.waiting_for->>'kind' = 'event' AND r.waiting_for->>'event' = $2)
+         OR (r.waiting_for->>'kind' = 'any'
+             AND r.waiting_for->'arms' @> jsonb_build_array(jsonb_build_object('kind', 'event', 'event', $2))))
   RETURNING r.id),
 woken AS (SELECT pg_notify('keel_runs', '') FROM run)
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken))sql"};
@@ -359,12 +436,21 @@ upd AS (
   FROM h
   WHERE k.token_hash = h.token_hash AND $4::bool AND h.status = 'open'
     AND (h.expires_at IS NULL OR h.expires_at > now())
+    -- A hook in a wait for any whose timer is already due has lost, even before the run decides so (it
+    -- decides by completion time): refused as closed, not accepted and then ignored.
+    AND NOT EXISTS (
+      SELECT 1 FROM keel.runs r CROSS JOIN LATERAL jsonb_array_elements(r.waiting_for->'arms') a
+      WHERE r.id = h.run_id AND r.waiting_for->>'kind' = 'any'
+        AND r.waiting_for->'arms' @> jsonb_build_array(jsonb_build_object('kind', 'hook', 'hook_seq', h.seq))
+        AND a->>'kind' = 'sleep' AND to_timestamp((a->>'until')::bigint / 1e6) <= now())
   RETURNING k.run_id, k.seq),
 wake AS (
   UPDATE keel.runs r SET status = 'queued', due_at = now()
   FROM upd
-  WHERE r.id = upd.run_id AND r.status = 'waiting' AND r.waiting_for->>'kind' = 'hook'
-    AND (r.waiting_for->>'hook_step')::int = upd.seq
+  WHERE r.id = upd.run_id AND r.status = 'waiting'
+    AND ((r.waiting_for->>'kind' = 'hook' AND (r.waiting_for->>'hook_step')::int = upd.seq)
+         OR (r.waiting_for->>'kind' = 'any'
+             AND r.waiting_for->'arms' @> jsonb_build_array(jsonb_build_object('kind', 'hook', 'hook_seq', upd.seq))))
   RETURNING r.id),
 notified AS (SELECT pg_notify('keel_runs', '') FROM wake)
 SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload = $2::jsonb,

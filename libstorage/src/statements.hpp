@@ -22,6 +22,7 @@ extern const statement cancel_run;
 extern const statement run_status_of;
 extern const statement wait_lock;
 extern const statement wait_decide;
+extern const statement wait_any_decide;
 extern const statement send_event_lock;
 extern const statement send_event;
 extern const statement hook_secret;

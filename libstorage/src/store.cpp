@@ -334,14 +334,60 @@ boost::asio::awaitable<result<void>> store::finish(const run_finish& f) {
   co_return co_await impl_->write_fenced(detail::finish_kind(), std::move(text));
 }
 
+namespace {
+
+std::string_view wait_kind_name(wait_kind k) {
+  switch (k) {
+    case wait_kind::sleep:
+      return "sleep";
+    case wait_kind::event:
+      return "event";
+    case wait_kind::hook:
+      return "hook";
+    case wait_kind::any:
+      return "any";
+  }
+  return "sleep";
+}
+
+/// The arms of a wait for any as stored in the run's waiting_for; nullopt if one cannot be stored.
+std::optional<boost::json::array> arms_json(const std::vector<wait_arm>& arms) {
+  if (arms.empty() || arms.size() > k_max_wait_arms) return std::nullopt;
+  boost::json::array out;
+  out.reserve(arms.size());
+  for (const auto& a : arms) {
+    if (a.kind == wait_kind::any) return std::nullopt;
+    if (a.kind != wait_kind::sleep && !detail::valid_key(a.event)) return std::nullopt;
+    if (a.kind == wait_kind::sleep && !a.until) return std::nullopt;
+    boost::json::object o;
+    o["kind"] = wait_kind_name(a.kind);
+    if (a.kind != wait_kind::sleep) o["event"] = a.event;
+    if (a.kind == wait_kind::hook) o["hook_seq"] = a.hook_seq;
+    if (a.until) o["until"] = detail::to_micros(*a.until);
+    out.emplace_back(std::move(o));
+  }
+  return out;
+}
+
+}  // namespace
+
 boost::asio::awaitable<result<wait_outcome>> store::wait(const wait_request& w) {
+  if (w.kind == wait_kind::any) {
+    auto arms = arms_json(w.arms);
+    if (!arms) co_return errc::invalid_argument;
+    auto row = detail::lease_row(w.lease);
+    row.num("seq", w.seq)
+        .str("name", valid_utf8(w.name))
+        .value("arms", boost::json::value(std::move(*arms)))
+        .num("started", detail::to_micros(w.started_at));
+    // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
+    auto text = std::move(row).finish();
+    co_return co_await impl_->write<wait_outcome>(detail::wait_any_kind(), std::move(text),
+                                                  std::chrono::steady_clock::time_point::max());
+  }
   if (w.kind != wait_kind::sleep && !detail::valid_key(w.event)) co_return errc::invalid_argument;
   auto row = detail::lease_row(w.lease);
-  row.num("seq", w.seq)
-      .str("name", valid_utf8(w.name))
-      .str("kind", w.kind == wait_kind::sleep   ? "sleep"
-                   : w.kind == wait_kind::event ? "event"
-                                                : "hook");
+  row.num("seq", w.seq).str("name", valid_utf8(w.name)).str("kind", wait_kind_name(w.kind));
   if (w.kind != wait_kind::sleep) row.str("event", w.event);
   if (w.kind == wait_kind::hook) row.num("hook_seq", w.hook_seq);
   if (w.until) {

@@ -95,16 +95,18 @@ class claim_kind_t final : public write_kind {
   }
 };
 
-/// Durable waits: the fence (locking the run rows), then each wait decided (see sql::wait_decide).
+/// Durable waits: the fence (locking the run rows), then each wait decided (see sql::wait_decide and
+/// sql::wait_any_decide).
 class wait_kind_t final : public write_kind {
  public:
-  [[nodiscard]] int order() const noexcept override { return 5; }
+  wait_kind_t(const statement& decide, int order) : decide_(decide), order_(order) {}
+  [[nodiscard]] int order() const noexcept override { return order_; }
 
   void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
                       bool /*again: a retry finds its run parked (fenced) or its record*/) const override {
     auto rows = rows_array(writes);
     tx.push_back({&sql::wait_lock, {rows}});
-    tx.push_back({&sql::wait_decide, {std::move(rows)}});
+    tx.push_back({&decide_, {std::move(rows)}});
   }
 
   void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override {
@@ -130,6 +132,10 @@ class wait_kind_t final : public write_kind {
       }
     }
   }
+
+ private:
+  const statement& decide_;
+  int order_;
 };
 
 }  // namespace
@@ -192,7 +198,11 @@ const write_kind& release_kind() {
 }
 
 const write_kind& wait_kind() {
-  static const wait_kind_t k;
+  static const wait_kind_t k(sql::wait_decide, 5);
+  return k;
+}
+const write_kind& wait_any_kind() {
+  static const wait_kind_t k(sql::wait_any_decide, 6);
   return k;
 }
 

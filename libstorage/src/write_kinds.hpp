@@ -40,5 +40,7 @@ const write_kind& finish_kind();
 const write_kind& release_kind();
 /// Durable waits (sleep, event): completes with wait_outcome, or fails with fenced.
 const write_kind& wait_kind();
+/// Waits for the first of several alternatives (wait_kind::any): like wait_kind.
+const write_kind& wait_any_kind();
 
 }  // namespace keel::storage::detail

@@ -42,11 +42,6 @@ void migrate(const std::string& db) {
   BOOST_REQUIRE(storage::store(so).migrate_blocking());
 }
 
-std::string status_of(engine& e, const std::string& id) {
-  auto r = e.get_blocking(id);
-  return r ? std::string(to_string(r->status)) : "?";
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(unit)

@@ -39,4 +39,10 @@ inline void add_workflow(engine& e, std::string name, wf_fn fn, int version = 1)
   e.register_workflow<json::value, json::value>(std::move(name), version, std::move(fn));
 }
 
+/// The run's status as text ("?" if it cannot be read).
+inline std::string status_of(engine& e, const std::string& id) {
+  auto r = e.get_blocking(id);
+  return r ? std::string(to_string(r->status)) : "?";
+}
+
 }  // namespace keel::test

@@ -11,8 +11,10 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "keel/common/run_id.hpp"
+#include "keel/engine/alternatives.hpp"
 #include "keel/engine/error.hpp"
 #include "keel/engine/step_options.hpp"
 
@@ -117,6 +119,31 @@ class context {
   boost::asio::awaitable<hook> create_hook(std::string_view name);
   boost::asio::awaitable<hook> create_hook(std::string_view name, const hook_options& options);
 
+  /// Waits durably (one step position) for the first of several alternatives to complete — hooks, events
+  /// (keel::event_wait) and timers (keel::timer) — and returns which one and its payload. Replays return the
+  /// same winner. The earliest completion wins (an event's send, a hook's resume, a timer's due time; ties
+  /// go to the earlier argument), however late the run is claimed. The losers are cancelled: an open hook
+  /// is closed (a later resume gets hook_closed; a resume refused once a timer of the wait is due), an event
+  /// wait consumes nothing, a timer never fires. While it waits the run is `waiting` and holds no worker.
+  /// Pass hooks and event names that outlive the call (named, or literals).
+  template <class... Alternatives>
+  boost::asio::awaitable<any_result> any(const Alternatives&... alternatives) {
+    static_assert(sizeof...(Alternatives) >= 1, "ctx.any needs at least one alternative");
+    std::vector<detail::wait_alternative> all{alternative_of(alternatives)...};
+    return run_any(std::move(all));
+  }
+
+  /// Waits durably for every alternative (like ctx.any's) to complete; returns their payloads in argument
+  /// order (nullopt for timers, expired or closed hooks). Timers count from the first execution that reached
+  /// the call. Takes one step position per alternative, plus one for the start time when a timer is given.
+  template <class... Alternatives>
+  boost::asio::awaitable<std::vector<std::optional<boost::json::value>>> all(
+      const Alternatives&... alternatives) {
+    static_assert(sizeof...(Alternatives) >= 1, "ctx.all needs at least one alternative");
+    std::vector<detail::wait_alternative> every{alternative_of(alternatives)...};
+    return run_all(std::move(every));
+  }
+
   /// The time, recorded at this step position on first execution: replays return the same value.
   boost::asio::awaitable<std::chrono::system_clock::time_point> now();
   /// A uniformly random number in [0, 1), recorded like now().
@@ -176,10 +203,19 @@ class context {
   boost::asio::awaitable<boost::json::value> run_step(std::string name, erased_step fn, step_options options);
   friend class hook;
   /// A durable wait at the next step position; returns its record ({"wake_at"}, {"payload"}, {"timed_out"}).
-  /// `kind`: 0 sleep, 1 event (`event` = its name), 2 hook (`event` = its name, `hook_seq` its position).
+  /// `kind`: 0 sleep, 1 event (`event` = its name), 2 hook (`event` = its name, `hook_seq` its position),
+  /// 3 the first of `alternatives` (their deadlines set).
   boost::asio::awaitable<boost::json::value> run_wait(
       int kind, std::string name, std::string event, int hook_seq,
-      std::optional<std::chrono::system_clock::time_point> until);
+      std::optional<std::chrono::system_clock::time_point> until,
+      std::vector<detail::wait_alternative> alternatives = {});
+
+  static detail::wait_alternative alternative_of(const hook& h);
+  static detail::wait_alternative alternative_of(const timer& t);
+  static detail::wait_alternative alternative_of(const event_wait& e);
+  boost::asio::awaitable<any_result> run_any(std::vector<detail::wait_alternative> alternatives);
+  boost::asio::awaitable<std::vector<std::optional<boost::json::value>>> run_all(
+      std::vector<detail::wait_alternative> alternatives);
 
   detail::run_state* state_;
 };

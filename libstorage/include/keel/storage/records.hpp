@@ -138,8 +138,17 @@ struct run_record {
   std::vector<step_record> steps;
 };
 
-/// What a durable wait waits for.
-enum class wait_kind { sleep, event, hook };
+/// What a durable wait waits for. `any`: the first of several alternatives (wait_request::arms).
+enum class wait_kind { sleep, event, hook, any };
+
+/// One alternative of a wait for any: a timer (sleep, due at `until`), an event or a hook's resume.
+struct wait_arm {
+  wait_kind kind = wait_kind::sleep;
+  std::string event;  ///< event: its name; hook: the hook's name
+  int hook_seq = 0;   ///< hook: the step position that created it
+  /// Timer: when it fires. Event: none. Hook: its expiry (the arm then times out), or none.
+  std::optional<clock::time_point> until;
+};
 
 /// A wait at a step position of a run this worker holds: decided at once (a recorded or pending outcome)
 /// or parked (the run releases its lease until it is due or woken).
@@ -153,13 +162,19 @@ struct wait_request {
   /// Sleep: the wake time. Event: the timeout. Hook: its expiry. None: wait for as long as it takes.
   std::optional<clock::time_point> until;
   clock::time_point started_at;
+  /// kind any: the alternatives, at most k_max_wait_arms. The one that completed first wins (ties: the
+  /// earlier arm); the record is {"index": arm, "payload": ...} or {"index": arm, "timed_out": true}.
+  std::vector<wait_arm> arms;
 };
+
+/// The most alternatives one wait for any takes.
+inline constexpr std::size_t k_max_wait_arms = 64;
 
 /// How a wait was decided.
 struct wait_outcome {
   enum class what {
     recorded,   ///< an earlier attempt recorded it: `output` is the record
-    consumed,   ///< an event was consumed: `output` is {"payload": ...}
+    consumed,   ///< an event was consumed (or a hook's payload taken): `output` is {"payload": ...}
     timed_out,  ///< the event wait's timeout passed: `output` is {"timed_out": true}
     parked,     ///< the run now sleeps or waits; this worker no longer holds it
   } outcome = what::parked;

@@ -104,8 +104,9 @@ class store {
   /// Durably completes or fails a run. Errors: as checkpoint().
   boost::asio::awaitable<result<void>> finish(const run_finish& f);
 
-  /// A durable wait (sleep, event) at a step position of a held run: decided at once or parked (see
-  /// wait_outcome). Errors: fenced; invalid_argument (an over-long or invalid event name).
+  /// A durable wait (sleep, event, hook, or the first of several) at a step position of a held run: decided
+  /// at once or parked (see wait_outcome). Errors: fenced; invalid_argument (an over-long or invalid event
+  /// name; no alternatives, or more than k_max_wait_arms).
   boost::asio::awaitable<result<wait_outcome>> wait(const wait_request& w);
 
   /// Sends an event to a run: kept until a wait for its name consumes it (oldest first), and the run is woken
