@@ -547,22 +547,29 @@ asio::awaitable<result<std::size_t>> engine_impl::tick_on_ctl() {
   co_return got;
 }
 
+std::optional<int> engine_impl::registered_version(const std::string& workflow,
+                                                   std::optional<int> wanted) const {
+  auto it = workflows_.find(workflow);
+  if (it == workflows_.end() || it->second.empty()) return std::nullopt;
+  // The newest version unless told otherwise.
+  const int version = wanted.value_or(it->second.rbegin()->first);
+  if (!it->second.contains(version)) return std::nullopt;
+  return version;
+}
+
 asio::awaitable<result<run_id>> engine_impl::enqueue(std::string workflow, json::value input,
                                                      enqueue_options options) {
-  auto it = workflows_.find(workflow);
-  if (it == workflows_.end() || it->second.empty()) co_return errc::unknown_workflow;
-  // The newest version unless told otherwise.
-  const int version = options.version.value_or(it->second.rbegin()->first);
-  if (!it->second.contains(version)) co_return errc::unknown_workflow;
+  const auto version = registered_version(workflow, options.version);
+  if (!version) co_return errc::unknown_workflow;
   storage::new_run run{
-      new_run_id(),     std::move(workflow), version, std::move(input), std::move(options.idempotency_key),
+      new_run_id(),     std::move(workflow), *version, std::move(input), std::move(options.idempotency_key),
       options.priority, options.run_at};
   auto r = co_await store_.enqueue(run);
   // The only data an enqueue carries is the input (and key): a statement the server refuses means bad input.
   if (!r && r.error() == storage::errc::data_rejected) co_return errc::invalid_input;
   if (!r) co_return r.error();
   if (r->conflict) co_return errc::idempotency_conflict;
-  emit(run_event{run_event::kind::enqueued, r->id, it->first, {}, 0, r->created ? "new" : "existing"});
+  emit(run_event{run_event::kind::enqueued, r->id, run.workflow, {}, 0, r->created ? "new" : "existing"});
   wake_claimer();
   co_return r->id;
 }

@@ -53,6 +53,9 @@ class engine_impl {
   boost::asio::awaitable<result<void>> resume_hook(std::string token, storage::hook_resume resume);
   /// The hook secret: engine_options::hook_secret, or the database's (read once, then cached).
   boost::asio::awaitable<result<std::string>> hook_secret();
+  /// The version a run of `workflow` gets: `wanted` if registered here, else the newest registered here.
+  [[nodiscard]] std::optional<int> registered_version(const std::string& workflow,
+                                                      std::optional<int> wanted) const;
   /// Wakes the claim loop at `until`: a run this worker parked becomes due then (wakeups.cpp).
   void schedule_wakeup(std::chrono::system_clock::time_point until);
 

@@ -50,6 +50,8 @@ class category final : public boost::system::error_category {
         return "the hook is closed";
       case errc::run_not_failed:
         return "the run has not failed";
+      case errc::child_failed:
+        return "a child run failed or was cancelled";
     }
     return "unknown keel error";
   }
@@ -106,6 +108,8 @@ std::string code_name(errc e) {
       return "hook_closed";
     case errc::run_not_failed:
       return "run_not_failed";
+    case errc::child_failed:
+      return "child_failed";
   }
   return "unknown";
 }

@@ -213,6 +213,23 @@ SET status = 'cancelled', epoch = epoch + 1, due_at = NULL, finished_at = now(),
 WHERE id = $1::uuid AND status NOT IN ('completed', 'failed', 'cancelled')
 RETURNING id::text)sql"};
 
+// After cancel_run, in the same transaction: the unfinished runs the cancelled run started (ctx.child),
+// recursively. Repeated until it cancels nothing: a run that was inserting a child when it was cancelled
+// held its row lock, so the cancel waited for that insert, and the next repetition (a new snapshot) sees
+// the child.
+const statement cancel_descendants{"keel_cancel_descendants", R"sql(
+WITH RECURSIVE tree(id) AS (
+  SELECT $1::uuid
+  UNION ALL
+  SELECT r.id FROM keel.runs r JOIN tree t ON r.parent_id = t.id AND r.parent_id IS NOT NULL)
+UPDATE keel.runs r
+SET status = 'cancelled', epoch = epoch + 1, due_at = NULL, finished_at = now(),
+    error = jsonb_build_object('code', 'cancelled', 'message', 'run cancelled with its parent',
+                               'cancelled_with', $1::text)
+FROM tree t
+WHERE r.id = t.id AND r.id <> $1::uuid AND r.status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING r.id::text)sql"};
+
 const statement run_status_of{"keel_run_status", "SELECT status FROM keel.runs WHERE id = $1::uuid"};
 
 // Waits (sleep, event) in two statements, so that the second reads events with a snapshot taken after the
@@ -379,6 +396,46 @@ parked AS (
   FROM decided d
   WHERE r.id = d.id AND d.outcome = 'parked')
 SELECT ord, outcome, output::text FROM decided)sql"};
+
+// A child run (ctx.child), after wait_lock like the waits: the child is inserted once per (parent, step
+// position, attempt) — its idempotency key — and its outcome read with a snapshot taken after the parent's
+// lock. A finished child is handed back ('consumed': {"child", "status", "output", "error"}; the engine
+// records the parent's step); an unfinished one parks the parent `waiting` for it, with no deadline: the
+// child's end wakes it (trigger keel.runs_wake_parent, serialised with this by the parent's row lock).
+const statement child_decide{"keel_child_decide", R"sql(
+WITH x AS (
+  SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
+                                                             child uuid, workflow text, version int,
+                                                             input jsonb, key text, priority int))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, child, workflow, version, input, key, priority, ord)),
+fenced AS (
+  SELECT x.* FROM x JOIN keel.runs r
+    ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'),
+existing AS (
+  SELECT f.ord, c.id, c.status, c.output, c.error
+  FROM fenced f JOIN keel.runs c ON c.idempotency_key = f.key AND c.idempotency_key IS NOT NULL),
+ins AS (
+  INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
+                         parent_step)
+  SELECT f.child, f.workflow, f.version, 'queued', f.input, f.key, f.priority, now(), f.id, f.seq
+  FROM fenced f WHERE f.ord NOT IN (SELECT ord FROM existing)
+  ON CONFLICT DO NOTHING
+  RETURNING id),
+decided AS (
+  SELECT f.id, f.seq, f.workflow, f.ord, coalesce(e.id, f.child) AS child,
+         CASE WHEN e.status IN ('completed', 'failed', 'cancelled') THEN 'consumed' ELSE 'parked' END AS outcome,
+         CASE WHEN e.status IN ('completed', 'failed', 'cancelled')
+              THEN jsonb_build_object('child', e.id, 'status', e.status, 'output', e.output, 'error', e.error)
+              ELSE jsonb_build_object('child', coalesce(e.id, f.child)) END AS output
+  FROM fenced f LEFT JOIN existing e ON e.ord = f.ord),
+parked AS (
+  UPDATE keel.runs r
+  SET status = 'waiting', owner = NULL, due_at = NULL,
+      waiting_for = jsonb_build_object('kind', 'child', 'step', d.seq, 'child', d.child, 'workflow', d.workflow)
+  FROM decided d
+  WHERE r.id = d.id AND d.outcome = 'parked'),
+notified AS (SELECT pg_notify('keel_runs', '') WHERE EXISTS (SELECT 1 FROM ins))
+SELECT ord, outcome, output::text, (SELECT count(*) FROM notified) FROM decided)sql"};
 
 // Delivers an event, in two statements of one transaction (like waits): first the run row is locked
 // (send_event_lock returns its status; no row: no such run), then the event is kept and the run woken if it

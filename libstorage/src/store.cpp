@@ -346,6 +346,8 @@ std::string_view wait_kind_name(wait_kind k) {
       return "hook";
     case wait_kind::any:
       return "any";
+    case wait_kind::child:
+      return "child";
   }
   return "sleep";
 }
@@ -356,7 +358,7 @@ std::optional<boost::json::array> arms_json(const std::vector<wait_arm>& arms) {
   boost::json::array out;
   out.reserve(arms.size());
   for (const auto& a : arms) {
-    if (a.kind == wait_kind::any) return std::nullopt;
+    if (a.kind == wait_kind::any || a.kind == wait_kind::child) return std::nullopt;
     if (a.kind != wait_kind::sleep && !detail::valid_key(a.event)) return std::nullopt;
     if (a.kind == wait_kind::sleep && !a.until) return std::nullopt;
     boost::json::object o;
@@ -385,6 +387,7 @@ boost::asio::awaitable<result<wait_outcome>> store::wait(const wait_request& w) 
     co_return co_await impl_->write<wait_outcome>(detail::wait_any_kind(), std::move(text),
                                                   std::chrono::steady_clock::time_point::max());
   }
+  if (w.kind == wait_kind::child) co_return errc::invalid_argument;  // start_child
   if (w.kind != wait_kind::sleep && !detail::valid_key(w.event)) co_return errc::invalid_argument;
   auto row = detail::lease_row(w.lease);
   row.num("seq", w.seq).str("name", valid_utf8(w.name)).str("kind", wait_kind_name(w.kind));
@@ -399,6 +402,27 @@ boost::asio::awaitable<result<wait_outcome>> store::wait(const wait_request& w) 
   // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
   auto text = std::move(row).finish();
   co_return co_await impl_->write<wait_outcome>(detail::wait_kind(), std::move(text),
+                                                std::chrono::steady_clock::time_point::max());
+}
+
+boost::asio::awaitable<result<wait_outcome>> store::start_child(const child_request& c) {
+  const auto& run = c.child;
+  if (!detail::valid_key(run.workflow) || !run.idempotency_key || !detail::valid_key(*run.idempotency_key) ||
+      !is_valid_run_id(run.id)) {
+    co_return errc::invalid_argument;
+  }
+  if (auto checked = impl_->check(run.input, "child input", c.lease.id); !checked) co_return checked.error();
+  auto row = detail::lease_row(c.lease);
+  row.num("seq", c.seq)
+      .str("child", run.id)
+      .str("workflow", run.workflow)
+      .num("version", run.version)
+      .value("input", run.input)
+      .str("key", *run.idempotency_key)
+      .num("priority", run.priority);
+  // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
+  auto text = std::move(row).finish();
+  co_return co_await impl_->write<wait_outcome>(detail::child_kind(), std::move(text),
                                                 std::chrono::steady_clock::time_point::max());
 }
 
@@ -664,17 +688,27 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
 }
 
 boost::asio::awaitable<result<run_status>> store::cancel(const run_id& id) {
-  return impl_->on_pool<run_status>(
-      [id](pg_connection& c) -> result<run_status> {
-        auto r = c.exec_blocking(detail::sql::cancel_run, {id});
-        if (!r) return r.error();
-        if (PQntuples(r->get()) == 1) return run_status::cancelled;
-        auto s = c.exec_blocking(detail::sql::run_status_of, {id});
-        if (!s) return s.error();
-        if (PQntuples(s->get()) == 0) return errc::not_found;
-        return run_status_from(detail::get_text(s->get(), 0, 0)).value_or(run_status::queued);
-      },
-      impl_->request_deadline());
+  std::function<result<run_status>(pg_connection&)> cancel = [id](pg_connection& c) -> result<run_status> {
+    const std::function<result<run_status>()> body = [&]() -> result<run_status> {
+      auto r = c.exec_blocking(detail::sql::cancel_run, {id});
+      if (!r) return r.error();
+      if (PQntuples(r->get()) == 1) {
+        // Its children too, recursively, including one inserted while the cancel waited for the run's lock.
+        for (;;) {
+          auto d = c.exec_blocking(detail::sql::cancel_descendants, {id});
+          if (!d) return d.error();
+          if (PQntuples(d->get()) == 0) break;
+        }
+        return run_status::cancelled;
+      }
+      auto s = c.exec_blocking(detail::sql::run_status_of, {id});
+      if (!s) return s.error();
+      if (PQntuples(s->get()) == 0) return errc::not_found;
+      return run_status_from(detail::get_text(s->get(), 0, 0)).value_or(run_status::queued);
+    };
+    return detail::in_transaction(c, body);
+  };
+  co_return co_await impl_->on_pool<run_status>(std::move(cancel), impl_->request_deadline());
 }
 
 }  // namespace keel::storage

@@ -205,5 +205,9 @@ const write_kind& wait_any_kind() {
   static const wait_kind_t k(sql::wait_any_decide, 6);
   return k;
 }
+const write_kind& child_kind() {
+  static const wait_kind_t k(sql::child_decide, 7);
+  return k;
+}
 
 }  // namespace keel::storage::detail

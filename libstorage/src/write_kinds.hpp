@@ -42,5 +42,7 @@ const write_kind& release_kind();
 const write_kind& wait_kind();
 /// Waits for the first of several alternatives (wait_kind::any): like wait_kind.
 const write_kind& wait_any_kind();
+/// Child runs started by held runs (store::start_child): like wait_kind.
+const write_kind& child_kind();
 
 }  // namespace keel::storage::detail

@@ -1,8 +1,10 @@
 // Composition against a real PostgreSQL: waiting for the first of several alternatives (hooks, events,
-// timers) or for all of them, durably, with the losers cancelled.
+// timers) or for all of them, durably, with the losers cancelled; child runs, their retries and cancels.
 #define BOOST_TEST_MODULE composition
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
+
+#include <libpq-fe.h>
 
 #include <atomic>
 #include <map>
@@ -255,6 +257,242 @@ BOOST_AUTO_TEST_CASE(a_wait_for_any_with_an_invalid_event_name_fails_the_run_wit
   BOOST_REQUIRE(done);
   BOOST_TEST(to_string(done->status) == "failed");
   BOOST_TEST(done->error.at("code").as_string() == "invalid_argument");
+}
+
+BOOST_AUTO_TEST_CASE(a_parent_waits_for_its_child_without_a_worker_and_replays_without_starting_another,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.poll_interval = 10s;  // the child's end must wake the parent
+  engine e(o);
+  std::atomic<int> parent_executions{0}, child_executions{0};
+  std::atomic<bool> release{false};
+  add_workflow(e, "child", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    ++child_executions;
+    auto work = [&]() -> asio::awaitable<std::int64_t> {
+      while (!release)
+        co_await async_sleep(5ms);
+      co_return in.at("n").as_int64() * 2;
+    };
+    co_return co_await ctx.step("double", work);
+  });
+  add_workflow(e, "parent", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    ++parent_executions;
+    const json::value input{{"n", 21}};
+    auto doubled = co_await ctx.child<std::int64_t>("child", input);
+    co_return json::value{{"doubled", doubled}};
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("parent", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, id) == "waiting"; }, 10s));
+  auto run = e.get_blocking(id).value();
+  BOOST_TEST(run.waiting_for.at("kind").as_string() == "child");
+  BOOST_TEST(run.waiting_for.at("workflow").as_string() == "child");
+  const std::string child_id(run.waiting_for.at("child").as_string());
+  BOOST_TEST(query_value(db, "SELECT parent_id::text || '/' || parent_step FROM keel.runs WHERE id = '" +
+                                 child_id + "'") == id + "/0");
+  release = true;
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.at("doubled").as_int64() == 42);
+  BOOST_TEST(parent_executions == 2);  // started, then woken by the child's end (and replayed)
+  BOOST_TEST(child_executions == 1);
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs WHERE parent_id IS NOT NULL") == "1");
+  BOOST_REQUIRE_EQUAL(done->steps.size(), 1u);
+  BOOST_TEST(done->steps[0].name == "keel.child:child");
+}
+
+BOOST_AUTO_TEST_CASE(a_failed_child_is_retried_as_a_new_run_and_then_fails_the_parents_step,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> child_runs{0};
+  add_workflow(e, "flaky", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    auto attempt = [&]() -> std::int64_t {
+      const int n = ++child_runs;
+      if (n <= in.at("fail_first").as_int64())
+        throw non_retriable_error("flaky: run " + std::to_string(n) + " fails");
+      return n;
+    };
+    co_return co_await ctx.step("attempt", attempt);
+  });
+  add_workflow(e, "parent", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    child_options twice;
+    twice.max_attempts = 2;
+    try {
+      auto n = co_await ctx.child("flaky", in, twice);
+      co_return json::value{{"child_run", n}};
+    } catch (const step_failed_error& failed) {
+      co_return json::value{{"caught", failed.error()}};
+    }
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  // The first child fails, the second (a new run) succeeds.
+  auto second_wins = e.enqueue_blocking("parent", json::value{{"fail_first", 1}}).value();
+  auto done = e.wait_blocking(second_wins, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(done->output.at("child_run").as_int64() == 2);
+  BOOST_TEST(query_value(
+                 db, "SELECT string_agg(status, ',' ORDER BY created_at) FROM keel.runs WHERE parent_id = '" +
+                         second_wins + "'") == "failed,completed");
+  // Both attempts fail: the parent's step fails with the last child's error, and the parent may catch it.
+  child_runs = 0;
+  auto both_fail = e.enqueue_blocking("parent", json::value{{"fail_first", 5}}).value();
+  done = e.wait_blocking(both_fail, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  const auto& caught = done->output.at("caught");
+  BOOST_TEST(caught.at("code").as_string() == "child_failed");
+  BOOST_TEST(caught.at("attempts").as_int64() == 2);
+  BOOST_TEST(caught.at("child_status").as_string() == "failed");
+  BOOST_TEST(caught.at("child_error").at("code").as_string() == "step_failed");
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs WHERE parent_id = '" + both_fail + "'") == "2");
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_a_parent_cancels_its_children_and_grandchildren, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "leaf", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.wait_for_event("never");
+    co_return nullptr;
+  });
+  add_workflow(e, "middle", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    co_return co_await ctx.child("leaf", in);
+  });
+  add_workflow(e, "top", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    co_return co_await ctx.child("middle", in);
+  });
+  add_workflow(e, "unrelated", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.wait_for_event("never");
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto top = e.enqueue_blocking("top", json::object{}).value();
+  auto other = e.enqueue_blocking("unrelated", json::object{}).value();
+  BOOST_REQUIRE(wait_until(
+      [&] { return query_value(db, "SELECT count(*) FROM keel.runs WHERE status = 'waiting'") == "4"; },
+      10s));
+  auto cancelled = e.cancel_blocking(top);
+  BOOST_REQUIRE(cancelled);
+  BOOST_TEST(to_string(*cancelled) == "cancelled");
+  BOOST_TEST(
+      query_value(db, "SELECT string_agg(workflow || '=' || status, ',' ORDER BY workflow) FROM keel.runs") ==
+      "leaf=cancelled,middle=cancelled,top=cancelled,unrelated=waiting");
+  BOOST_TEST(query_value(db, "SELECT error->>'cancelled_with' FROM keel.runs WHERE workflow = 'leaf'") ==
+             top);
+  BOOST_TEST(status_of(e, other) == "waiting");
+  // Cancelled means over: an event to the grandchild is refused.
+  const std::string leaf = query_value(db, "SELECT id FROM keel.runs WHERE workflow = 'leaf'");
+  auto refused = e.send_event_blocking(leaf, "never", json::value(1));
+  BOOST_REQUIRE(!refused);
+  BOOST_TEST((refused.error() == errc::run_finished));
+}
+
+BOOST_AUTO_TEST_CASE(parents_and_instant_children_racing_to_park_and_finish_lose_no_wake_up,
+                     *utf::timeout(120)) {
+  // Children that end about when their parent parks, on two engines (two writer connections, so the
+  // parent's park and the child's finish are concurrent transactions): the parent's row lock and the
+  // child's trigger must never both miss each other. A lost wake-up leaves a parent waiting past the test.
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.poll_interval = 60s;  // only wake-ups move parents on
+  auto register_both = [](engine& e) {
+    add_workflow(e, "instant",
+                 [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; });
+    add_workflow(e, "fan", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+      std::int64_t sum = 0;
+      for (int i = 0; i < 5; ++i) {
+        const json::value n(i);
+        sum += co_await ctx.child<std::int64_t>("instant", n);
+      }
+      co_return json::value(sum);
+    });
+  };
+  engine a(o), b(o);
+  register_both(a);
+  register_both(b);
+  BOOST_REQUIRE(a.start_blocking());
+  BOOST_REQUIRE(b.start_blocking());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 60; ++i)
+    ids.push_back((i % 2 ? a : b).enqueue_blocking("fan", json::object{}).value());
+  for (const auto& id : ids) {
+    auto done = a.wait_blocking(id, 30s);
+    BOOST_REQUIRE(done);
+    BOOST_TEST(done->output.as_int64() == 10);
+  }
+  BOOST_TEST(
+      query_value(db, "SELECT count(*) FROM keel.runs WHERE workflow = 'instant' AND status = 'completed'") ==
+      "300");
+}
+
+BOOST_AUTO_TEST_CASE(a_parent_that_parks_while_its_child_is_finishing_is_woken_by_that_finish,
+                     *utf::timeout(60)) {
+  // The interleaving the race test above can only hope to hit, forced: the child's finish has run its
+  // statement (and its wake-up trigger, which found the parent still running) but not committed when the
+  // parent reaches its wait. The parent's wait must not read the child as unfinished and park for good.
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.poll_interval = 60s;  // only the wake-up can move the parent on
+  engine e(o);
+  std::atomic<bool> gate{false};
+  add_workflow(e, "parent", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    auto wait_for_gate = [&]() -> asio::awaitable<int> {
+      while (!gate)
+        co_await async_sleep(5ms);
+      co_return 0;
+    };
+    co_await ctx.step("gate", wait_for_gate);
+    child_options elsewhere;
+    elsewhere.version = 1;  // "external" runs on no worker here: the test finishes it by hand
+    co_return co_await ctx.child("external", in, elsewhere);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("parent", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, id) == "running"; }, 10s));
+  // The child the parent's ctx.child will find (its key is the parent's id and step position), running.
+  const std::string child = query_value(
+      db,
+      "INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, parent_id, parent_step, "
+      "due_at) VALUES (gen_random_uuid(), 'external', 1, 'running', '{}', 'keel.child:" +
+          id + ":1', '" + id + "', 1, now() + interval '1 hour') RETURNING id");
+  BOOST_REQUIRE(!child.empty());
+  PGconn* finisher = PQconnectdb(db.c_str());
+  BOOST_REQUIRE(PQstatus(finisher) == CONNECTION_OK);
+  auto exec = [&](const std::string& sql) {
+    PGresult* r = PQexec(finisher, sql.c_str());
+    const bool ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    PQclear(r);
+    return ok;
+  };
+  BOOST_REQUIRE(exec("BEGIN"));
+  BOOST_REQUIRE(
+      exec("UPDATE keel.runs SET status = 'completed', output = '7', finished_at = now() WHERE id = '" +
+           child + "'"));
+  gate = true;  // the parent goes on to its ctx.child while the finish is uncommitted
+  std::this_thread::sleep_for(500ms);
+  BOOST_REQUIRE(exec("COMMIT"));
+  PQfinish(finisher);
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(json::serialize(done->output) == "7");
+  BOOST_TEST(json::serialize(done->error) == "null");
+}
+
+BOOST_AUTO_TEST_CASE(a_child_of_an_unknown_workflow_fails_the_step_with_a_typed_error, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "parent", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    co_return co_await ctx.child("nowhere", in);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("parent", json::object{}).value();
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "failed");
+  BOOST_TEST(done->error.at("code").as_string() == "unknown_workflow");
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs") == "1");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

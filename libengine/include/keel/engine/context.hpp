@@ -59,6 +59,17 @@ struct hook_options {
   boost::json::value metadata;
 };
 
+/// Options of ctx.child.
+struct child_options {
+  /// The child's workflow version; none: the newest registered on this worker (a workflow registered only
+  /// on other workers needs its version given).
+  std::optional<int> version;
+  /// The child's priority (higher runs first).
+  int priority = 0;
+  /// A child that failed or was cancelled is started again, as a new run, until this many attempts in all.
+  int max_attempts = 1;
+};
+
 /// A point where a person or a webhook resumes the run (ctx.create_hook): an unguessable token, and the
 /// URL path that carries it. Resumable from the moment it is created, before the run reaches wait() (the
 /// payload is kept).
@@ -144,6 +155,18 @@ class context {
     return run_all(std::move(every));
   }
 
+  /// Starts a run of `workflow` with `input` as a child of this run (one step position) and waits durably
+  /// for its output, converted to Out: this run releases its worker while the child runs and is woken (on
+  /// any worker) when the child ends. Started once per position: a replay finds the same child. A child that
+  /// fails or is cancelled fails this step (step_failed_error, code child_failed, with the child's id and
+  /// error) after options.max_attempts. Cancelling this run cancels its children, recursively.
+  /// Pass the input by name (GCC 12: no class temporaries inside a co_await expression).
+  template <class Out = boost::json::value, class In = boost::json::value>
+  boost::asio::awaitable<Out> child(std::string_view workflow, const In& input,
+                                    const child_options& options = {}) {
+    return detail::typed_step<Out>(run_child(std::string(workflow), boost::json::value_from(input), options));
+  }
+
   /// The time, recorded at this step position on first execution: replays return the same value.
   boost::asio::awaitable<std::chrono::system_clock::time_point> now();
   /// A uniformly random number in [0, 1), recorded like now().
@@ -213,6 +236,8 @@ class context {
   static detail::wait_alternative alternative_of(const hook& h);
   static detail::wait_alternative alternative_of(const timer& t);
   static detail::wait_alternative alternative_of(const event_wait& e);
+  boost::asio::awaitable<boost::json::value> run_child(std::string workflow, boost::json::value input,
+                                                       child_options options);
   boost::asio::awaitable<any_result> run_any(std::vector<detail::wait_alternative> alternatives);
   boost::asio::awaitable<std::vector<std::optional<boost::json::value>>> run_all(
       std::vector<detail::wait_alternative> alternatives);

@@ -55,6 +55,8 @@ enum class errc {
   hook_closed,
   /// retry() of a run that has not failed.
   run_not_failed,
+  /// A child run (ctx.child) failed or was cancelled, after its last attempt.
+  child_failed,
 };
 
 const boost::system::error_category& engine_category() noexcept;

@@ -138,8 +138,9 @@ struct run_record {
   std::vector<step_record> steps;
 };
 
-/// What a durable wait waits for. `any`: the first of several alternatives (wait_request::arms).
-enum class wait_kind { sleep, event, hook, any };
+/// What a durable wait waits for. `any`: the first of several alternatives (wait_request::arms); `child`: a
+/// child run (child_request).
+enum class wait_kind { sleep, event, hook, any, child };
 
 /// One alternative of a wait for any: a timer (sleep, due at `until`), an event or a hook's resume.
 struct wait_arm {
@@ -165,6 +166,14 @@ struct wait_request {
   /// kind any: the alternatives, at most k_max_wait_arms. The one that completed first wins (ties: the
   /// earlier arm); the record is {"index": arm, "payload": ...} or {"index": arm, "timed_out": true}.
   std::vector<wait_arm> arms;
+};
+
+/// A child run started by a held run at step position `seq` (its idempotency key makes the start happen
+/// once), which the parent waits for.
+struct child_request {
+  lease_token lease;  ///< the parent's
+  int seq = 0;
+  new_run child;  ///< with a fresh id, and the key that makes it once per (parent, position, attempt)
 };
 
 /// The most alternatives one wait for any takes.

@@ -109,6 +109,11 @@ class store {
   /// name; no alternatives, or more than k_max_wait_arms).
   boost::asio::awaitable<result<wait_outcome>> wait(const wait_request& w);
 
+  /// Starts a child run for a held run's step (once per idempotency key) and hands back its outcome if it
+  /// has finished ('consumed': {"child", "status", "output", "error"}), else parks the parent `waiting` for
+  /// it until the child ends. Errors: fenced; invalid_argument, payload_too_large, payload_too_deep.
+  boost::asio::awaitable<result<wait_outcome>> start_child(const child_request& c);
+
   /// Sends an event to a run: kept until a wait for its name consumes it (oldest first), and the run is woken
   /// if it waits for that name now. Errors: not_found; run_finished; payload_too_large, payload_too_deep,
   /// invalid_argument (payload, name or key over the limits).
@@ -141,8 +146,9 @@ class store {
   /// A run with its steps. Errors: not_found.
   boost::asio::awaitable<result<run_record>> get(const run_id& id);
 
-  /// Cancels a queued or running run (bumping its epoch fences the current worker). Returns the status after
-  /// the call: cancelled, or the terminal status it already had. Errors: not_found.
+  /// Cancels an unfinished run (bumping its epoch fences the current worker), and with it every unfinished
+  /// run it started (child runs, recursively), in one transaction. Returns the status after the call:
+  /// cancelled, or the terminal status it already had. Errors: not_found.
   boost::asio::awaitable<result<run_status>> cancel(const run_id& id);
 
   /// Calls `callback` (from a storage thread; it must not block) whenever runs were enqueued, by any process

@@ -1,0 +1,122 @@
+// Child runs (ctx.child): started once per step position, waited for durably, retried as new runs.
+#include <boost/json/value.hpp>
+
+#include "engine_impl.hpp"
+#include "keel/common/log.hpp"
+#include "keel/engine/context.hpp"
+#include "keel/storage/json_limits.hpp"
+
+namespace keel {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+constexpr std::string_view k_child_step_prefix = "keel.child:";
+
+/// The child's idempotency key: one child per (parent, step position, attempt), whichever execution of the
+/// parent gets there.
+std::string child_key(const run_id& parent, int seq, int attempt) {
+  std::string key = "keel.child:" + parent + ":" + std::to_string(seq);
+  if (attempt > 1) key += ":" + std::to_string(attempt);
+  return key;
+}
+
+json::value child_step_error(std::string_view code, std::string message, const std::string& step,
+                             int attempts) {
+  json::object o;
+  o["code"] = code;
+  o["message"] = storage::valid_utf8(message);
+  o["step"] = storage::valid_utf8(step);
+  o["attempts"] = attempts;
+  return o;
+}
+
+}  // namespace
+
+asio::awaitable<json::value> context::run_child(std::string workflow, json::value input,
+                                                child_options options) {
+  auto& st = *state_;
+  auto& engine = st.engine;
+  const std::string name = std::string(k_child_step_prefix) + workflow;
+  const detail::step_slot slot(st, name);
+  const int seq = st.next_seq++;
+
+  if (const auto* rec = detail::replayed_step(st, seq, name)) {
+    if (rec->failed) throw step_failed_error(rec->error);
+    co_return rec->output;
+  }
+  detail::check_interrupt(st);
+
+  const auto started = std::chrono::system_clock::now();
+  const int max_attempts = std::max(1, options.max_attempts);
+  // A version given may be one only other workers run; none: the newest this worker runs.
+  const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
+  json::value output, error;
+  int attempts = 1;
+  if (!version) {
+    error = child_step_error(code_name(errc::unknown_workflow),
+                             "ctx.child: workflow '" + workflow +
+                                 "' is not registered on this worker; give child_options::version to start "
+                                 "it for other workers",
+                             name, attempts);
+  }
+  for (int attempt = 1; version && error.is_null(); ++attempt) {
+    attempts = attempt;
+    // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
+    storage::child_request request{
+        st.lease(), seq,
+        storage::new_run{new_run_id(), workflow, *version, input, child_key(st.claim.id, seq, attempt),
+                         options.priority, std::nullopt}};
+    auto decided = co_await engine.store_.start_child(request);
+    if (!decided) {
+      const auto e = decided.error();
+      if (e != storage::errc::invalid_argument && e != storage::errc::payload_too_large &&
+          e != storage::errc::payload_too_deep) {
+        detail::lose_lease(st);
+      }
+      // The input cannot be stored (or the name is invalid): another attempt would be the same.
+      error = child_step_error(code_name(errc::invalid_input),
+                               "ctx.child: cannot start '" + workflow + "': " + e.message(), name, attempt);
+      break;
+    }
+    if (decided->outcome == storage::wait_outcome::what::parked) {
+      // This execution ends here, holding nothing; the child's end wakes the run.
+      st.parked = detail::run_state::parked_wait{storage::wait_kind::child, name, std::nullopt};
+      st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::parked});
+      std::rethrow_exception(st.poisoned);
+    }
+    auto& child = decided->output.as_object();
+    const std::string status(child.at("status").as_string());
+    if (status == "completed") {
+      output = std::move(child["output"]);
+      break;
+    }
+    const std::string message =
+        "child run " + std::string(child.at("child").as_string()) + " (" + workflow + ") " + status;
+    if (attempt < max_attempts) {
+      engine.emit(run_event::kind::step_retrying, st, name, attempt, message);
+      continue;
+    }
+    error = child_step_error(code_name(errc::child_failed), message, name, attempt);
+    error.as_object()["child"] = child.at("child");
+    error.as_object()["child_status"] = status;
+    error.as_object()["child_error"] = std::move(child["error"]);
+  }
+
+  const bool failed = !error.is_null();
+  storage::step_checkpoint cp{st.lease(),
+                              {seq, name, failed, failed ? json::value() : std::move(output), error, attempts,
+                               started, std::chrono::system_clock::now()}};
+  auto written = co_await engine.store_.checkpoint(cp);
+  if (!written) detail::lose_lease(st);
+  if (failed) {
+    engine.emit(run_event::kind::step_failed, st, name, cp.step.attempts,
+                std::string(error.at("message").as_string()));
+    throw step_failed_error(std::move(error));
+  }
+  engine.emit(run_event::kind::step_completed, st, name, cp.step.attempts);
+  co_return std::move(cp.step.output);
+}
+
+}  // namespace keel
