@@ -127,10 +127,12 @@ parsed_options parse_options(int argc, char** argv) {
   desc.add_options()
       ("help,h", "show this help")
       ("workload", po::value(&o.workload)->default_value(o.workload),
-       "workload to run: noop3, parked, start-latency (enqueue to first step, one run at a time) or "
-       "sleep-lateness (wake time to resume of 0.5-2 s sleeps)")
+       "workload to run: noop3, parked, start-latency (enqueue to first step, one run at a time), "
+       "hook-latency (resume_hook to next step, one run at a time), sleep-lateness (wake time to resume "
+       "of 0.5-2 s sleeps) or replay (resume of one run with a long history)")
       ("runs", po::value(&runs)->default_value(runs),
-       "runs to enqueue, then drain (start-latency and sleep-lateness: runs to measure, default 1000)")
+       "runs to enqueue, then drain (start-latency, hook-latency, sleep-lateness: runs to measure, default "
+       "1000; replay: recorded steps, default 10000)")
       ("parked", po::value(&parked)->default_value(parked),
        "parked workload: runs queued for a day later beside the drain")
       ("concurrency", po::value(&concurrency)->default_value(concurrency), "engine concurrency (runs in flight)")
@@ -177,11 +179,12 @@ parsed_options parse_options(int argc, char** argv) {
   }
   if (o.workload != k_noop3 && o.workload != k_parked && !is_latency_workload(o.workload)) {
     std::cerr << "keel-bench: unknown workload '" << o.workload
-              << "' (known: noop3, parked, start-latency, sleep-lateness)\n";
+              << "' (known: noop3, parked, start-latency, hook-latency, sleep-lateness, replay)\n";
     return {std::nullopt, k_exit_usage};
   }
   if (is_latency_workload(o.workload) && vm["runs"].defaulted())
-    runs = static_cast<std::int64_t>(k_latency_default_runs);
+    runs =
+        static_cast<std::int64_t>(o.workload == k_replay ? k_replay_default_steps : k_latency_default_runs);
   for (const auto& s : o.pg_settings) {
     if (s.find('=') == std::string::npos || s.front() == '=') {
       std::cerr << "keel-bench: --pg-setting wants NAME=VALUE, not '" << s << "'\n";
@@ -645,7 +648,7 @@ int run_parked(const bench_options& o) {
   return 0;
 }
 
-/// start-latency and sleep-lateness (latency_workloads.cpp) on a fresh database.
+/// The latency workloads (latency_workloads.cpp) on a fresh database.
 int run_latency(const bench_options& o) {
   bench_database db(o);
   latency_setup s;

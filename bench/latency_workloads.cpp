@@ -1,7 +1,9 @@
-// keel-bench's latency workloads (start-latency, sleep-lateness); see latency_workloads.hpp and README.md.
+// keel-bench's latency workloads (start-latency, hook-latency, sleep-lateness, replay); see
+// latency_workloads.hpp and README.md.
 #include "latency_workloads.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/json/object.hpp>
@@ -38,6 +40,8 @@ using std::chrono::system_clock;
 constexpr std::string_view k_component = "bench";
 constexpr std::string_view k_start_workflow = "start1";
 constexpr std::string_view k_nap_workflow = "nap";
+constexpr std::string_view k_hook_workflow = "approve";
+constexpr std::string_view k_replay_workflow = "long_history";
 /// Pause between two start-latency runs, after the previous one completed: the claim that the freed slot
 /// triggers has come back empty by then, so every run is enqueued on an idle engine.
 constexpr auto k_idle_gap = 10ms;
@@ -393,15 +397,203 @@ FROM (SELECT (x.resumed - x.wake) / 1000.0 AS late_ms, (x.resumed - x.planned) /
          ",\"enqueue_seconds\":" + fixed(enqueue_seconds, 3) + server_fields(server) + "}";
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// hook-latency
+
+/// Tokens handed out by the approve workflow, by run.
+class token_book {
+ public:
+  void put(const run_id& id, std::string token) {
+    std::lock_guard lock(mutex_);
+    tokens_.emplace(id, std::move(token));
+  }
+  [[nodiscard]] std::size_t size() {
+    std::lock_guard lock(mutex_);
+    return tokens_.size();
+  }
+  [[nodiscard]] std::string of(const run_id& id) {
+    std::lock_guard lock(mutex_);
+    auto it = tokens_.find(id);
+    return it == tokens_.end() ? std::string() : it->second;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<run_id, std::string> tokens_;
+};
+
+/// One resume_hook call, timed on the engine's executor.
+asio::awaitable<enqueue_timing> timed_resume(engine& e, std::string token, run_id id) {
+  enqueue_timing t;
+  t.called = steady::now();
+  auto r = co_await e.resume_hook(token, json::value(true));
+  t.returned = steady::now();
+  if (r) {
+    t.id = std::move(id);
+  } else {
+    t.error = r.error().message();
+  }
+  co_return t;
+}
+
+std::string hook_latency_blocking(const latency_setup& s) {
+  run_log seen;
+  token_book tokens;
+  std::atomic<std::size_t> parked{0};
+  auto eo = options_for(s);
+  eo.on_event = [&seen, &parked](const run_event& ev) {
+    if (ev.what == run_event::kind::waiting) parked.fetch_add(1, std::memory_order_relaxed);
+    seen.on_event(ev);
+  };
+  engine e(eo);
+  engine_guard guard(e, s);
+  // Creates a hook, hands out its token, waits for it, then notes in a step when it went on.
+  auto body = [&seen, &tokens](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto approval = co_await ctx.create_hook("approve");
+    tokens.put(ctx.id(), approval.token());
+    co_await approval.wait();
+    const run_id& id = ctx.id();
+    auto after = [&seen, &id] {
+      seen.mark(id, steady::now());
+      return 0;
+    };
+    co_await ctx.step("after", after);
+    co_return json::value(nullptr);
+  };
+  e.register_workflow<json::value, json::value>(std::string(k_hook_workflow), 1, body);
+  if (auto r = e.start_blocking(); !r)
+    throw std::runtime_error("engine start failed: " + r.error().message());
+
+  // All runs first, each parked on its hook (holding no worker); then the resumes, one at a time.
+  std::vector<run_id> ids;
+  ids.reserve(s.runs);
+  for (std::size_t i = 0; i < s.runs; ++i) {
+    s.check_interrupted();
+    json::object in;
+    in["i"] = i;
+    auto id = e.enqueue_blocking(k_hook_workflow, json::value(std::move(in)));
+    if (!id) throw std::runtime_error("enqueue failed: " + id.error().message());
+    ids.push_back(*id);
+  }
+  const auto t0 = steady::now();
+  while (parked.load(std::memory_order_relaxed) < s.runs) {
+    s.check_interrupted();
+    if (steady::now() - t0 > s.timeout) throw std::runtime_error("hook-latency: the runs did not all park");
+    std::this_thread::sleep_for(10ms);
+  }
+  log::info(k_component, "all " + std::to_string(s.runs) + " runs wait on their hooks; resuming");
+
+  std::vector<double> from_call, from_return;
+  from_call.reserve(s.runs);
+  from_return.reserve(s.runs);
+  auto last_log = steady::now();
+  for (std::size_t i = 0; i < s.runs; ++i) {
+    s.check_interrupted();
+    std::this_thread::sleep_for(k_idle_gap);
+    const std::string token = tokens.of(ids[i]);
+    if (token.empty()) throw std::runtime_error("run " + ids[i] + " handed out no token");
+    auto timing = asio::co_spawn(e.get_executor(), timed_resume(e, token, ids[i]), asio::use_future);
+    if (timing.wait_for(k_run_limit) != std::future_status::ready)
+      throw std::runtime_error("a resume did not return in time");
+    const auto t = timing.get();
+    if (t.id.empty()) throw std::runtime_error("resume failed: " + t.error);
+    std::optional<steady::time_point> went_on;
+    const bool done = seen.wait_until(steady::now() + k_run_limit, [&](const run_log& l) {
+      went_on = l.mark_of(t.id);
+      return went_on && l.finished(t.id);
+    });
+    if (!done) throw std::runtime_error("run " + t.id + " did not go on after its resume in time");
+    from_call.push_back(to_ms(*went_on - t.called));
+    from_return.push_back(to_ms(*went_on - t.returned));
+    if (steady::now() - last_log >= k_progress_every) {
+      last_log = steady::now();
+      log::info(k_component, "resumed " + std::to_string(i + 1) + "/" + std::to_string(s.runs));
+    }
+  }
+  guard.stop_blocking();
+  if (seen.unsuccessful_blocking() > 0) throw std::runtime_error("some runs failed or were abandoned");
+  const auto server = verify_blocking(s.conninfo, s.runs, 3);
+  return "{\"workload\":" + json_string(s.workload) + ",\"runs\":" + std::to_string(s.runs) +
+         ",\"p50_ms\":" + fixed(percentile(from_call, 0.5), 2) +
+         ",\"p99_ms\":" + fixed(percentile(from_call, 0.99), 2) +
+         ",\"max_ms\":" + fixed(*std::max_element(from_call.begin(), from_call.end()), 2) +
+         ",\"returned_p50_ms\":" + fixed(percentile(from_return, 0.5), 2) +
+         ",\"returned_p99_ms\":" + fixed(percentile(from_return, 0.99), 2) + server_fields(server) + "}";
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// replay
+
+std::string replay_blocking(const latency_setup& s) {
+  run_log seen;
+  std::atomic<int> parked{0};
+  auto eo = options_for(s);
+  eo.on_event = [&seen, &parked](const run_event& ev) {
+    if (ev.what == run_event::kind::waiting) parked.fetch_add(1, std::memory_order_relaxed);
+    seen.on_event(ev);
+  };
+  engine e(eo);
+  engine_guard guard(e, s);
+  // --runs steps, then a wait for an event: the resume replays every step from its record.
+  const std::size_t steps = s.runs;
+  auto body = [&seen, steps](context& ctx, json::value) -> asio::awaitable<json::value> {
+    std::int64_t total = 0;
+    for (std::size_t i = 0; i < steps; ++i) {
+      auto iteration = [i] { return static_cast<std::int64_t>(i); };
+      total += co_await ctx.step("iteration", iteration);
+    }
+    co_await ctx.wait_for_event("go");
+    const run_id& id = ctx.id();
+    auto after = [&seen, &id] {
+      seen.mark(id, steady::now());
+      return 0;
+    };
+    co_await ctx.step("after", after);
+    co_return json::value(total);
+  };
+  e.register_workflow<json::value, json::value>(std::string(k_replay_workflow), 1, body);
+  if (auto r = e.start_blocking(); !r)
+    throw std::runtime_error("engine start failed: " + r.error().message());
+
+  const auto t0 = steady::now();
+  auto id = e.enqueue_blocking(k_replay_workflow, json::object{});
+  if (!id) throw std::runtime_error("enqueue failed: " + id.error().message());
+  while (parked.load(std::memory_order_relaxed) < 1) {
+    s.check_interrupted();
+    if (steady::now() - t0 > s.timeout) throw std::runtime_error("replay: the run did not record its steps");
+    std::this_thread::sleep_for(5ms);
+  }
+  const double record_seconds = std::chrono::duration<double>(steady::now() - t0).count();
+  std::this_thread::sleep_for(k_idle_gap);
+  const auto sent = steady::now();
+  if (auto r = e.send_event_blocking(*id, "go", json::value(true)); !r)
+    throw std::runtime_error("send_event failed: " + r.error().message());
+  std::optional<steady::time_point> went_on;
+  if (!seen.wait_until(steady::now() + k_run_limit, [&](const run_log& l) {
+        went_on = l.mark_of(*id);
+        return went_on && l.finished(*id);
+      }))
+    throw std::runtime_error("the run did not go on after its event in time");
+  guard.stop_blocking();
+  const double resume_ms = to_ms(*went_on - sent);
+  return "{\"workload\":" + json_string(s.workload) + ",\"steps\":" + std::to_string(steps) +
+         ",\"resume_ms\":" + fixed(resume_ms, 2) + ",\"per_step_us\":" +
+         fixed(resume_ms * 1000.0 / static_cast<double>(std::max<std::size_t>(steps, 1)), 3) +
+         ",\"record_seconds\":" + fixed(record_seconds, 3) + "}";
+}
+
 }  // namespace
 
 bool is_latency_workload(std::string_view workload) noexcept {
-  return workload == k_start_latency || workload == k_sleep_lateness;
+  return workload == k_start_latency || workload == k_sleep_lateness || workload == k_hook_latency ||
+         workload == k_replay;
 }
 
 std::string run_latency_workload_blocking(const latency_setup& s) {
   if (s.workload == k_start_latency) return start_latency_blocking(s);
   if (s.workload == k_sleep_lateness) return sleep_lateness_blocking(s);
+  if (s.workload == k_hook_latency) return hook_latency_blocking(s);
+  if (s.workload == k_replay) return replay_blocking(s);
   throw std::invalid_argument("not a latency workload: " + s.workload);
 }
 

@@ -1,4 +1,5 @@
-// keel-bench's latency workloads: how soon an enqueued run starts, and how late a durable sleep wakes.
+// keel-bench's latency workloads: how soon an enqueued run starts, a hook's resume goes on, a durable sleep
+// wakes, and a long history replays.
 #pragma once
 
 #include <chrono>
@@ -17,8 +18,15 @@ namespace keel::bench {
 constexpr std::string_view k_start_latency = "start-latency";
 /// Runs that sleep 0.5–2 s, enqueued over about a second: the sleep's wake time to the next step's start.
 constexpr std::string_view k_sleep_lateness = "sleep-lateness";
+/// Runs parked on hooks, resumed one at a time: resume_hook call to the next step's start.
+constexpr std::string_view k_hook_latency = "hook-latency";
+/// One run of --runs recorded steps resumed by an event: the event's send to the next step's start (the
+/// replay of the whole history in between).
+constexpr std::string_view k_replay = "replay";
 /// What --runs means for these workloads when it is not given.
 constexpr std::size_t k_latency_default_runs = 1'000;
+/// What --runs (the recorded steps) means for replay when it is not given.
+constexpr std::size_t k_replay_default_steps = 10'000;
 
 /// True for the workloads this file runs.
 [[nodiscard]] bool is_latency_workload(std::string_view workload) noexcept;

@@ -314,7 +314,7 @@ parked AS (
       owner = NULL,
       due_at = to_timestamp(d.until / 1e6),
       waiting_for = jsonb_strip_nulls(jsonb_build_object(
-                      'kind', d.kind, 'until', d.until, 'step', d.seq,
+                      'kind', d.kind, 'until', d.until, 'step', d.seq, 'name', d.name, 'started', d.started,
                       CASE WHEN d.kind = 'hook' THEN 'hook' ELSE 'event' END, d.event,
                       'hook_step', CASE WHEN d.kind = 'hook' THEN d.hook_seq END))
   FROM decided d
@@ -442,12 +442,28 @@ SELECT ord, outcome, output::text, (SELECT count(*) FROM notified) FROM decided)
 // waits for that name now — only when the event is new (a repeated idempotency key changes nothing).
 const statement send_event_lock{"keel_send_event_lock",
                                 "SELECT status FROM keel.runs WHERE id = $1::uuid FOR UPDATE"};
+//
+// A run parked in a wait for exactly this event takes it straight into the wait's position: the event is
+// kept already consumed and the wait's step recorded with its payload, so the run's next execution replays
+// the wait instead of deciding it in another transaction.
 const statement send_event{"keel_send_event", R"sql(
-WITH ins AS (
-  INSERT INTO keel.events (run_id, name, payload, idempotency_key)
-  VALUES ($1::uuid, $2, $3::jsonb, $4)
+WITH waiting AS (
+  SELECT r.id, r.epoch, (r.waiting_for->>'step')::int AS step, r.waiting_for->>'name' AS step_name,
+         (r.waiting_for->>'started')::bigint AS started
+  FROM keel.runs r
+  WHERE r.id = $1::uuid AND r.status = 'waiting' AND r.waiting_for->>'kind' = 'event'
+    AND r.waiting_for->>'event' = $2 AND r.waiting_for->>'name' IS NOT NULL),
+ins AS (
+  INSERT INTO keel.events (run_id, name, payload, idempotency_key, consumed_seq, consumed_at)
+  SELECT $1::uuid, $2, $3::jsonb, $4, w.step, CASE WHEN w.step IS NOT NULL THEN now() END
+  FROM (SELECT 1) AS one LEFT JOIN waiting w ON true
   ON CONFLICT (run_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-  RETURNING id),
+  RETURNING id, consumed_seq),
+delivered AS (
+  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
+  SELECT w.id, w.step, w.step_name, 'completed', jsonb_build_object('payload', $3::jsonb), NULL, 1,
+         coalesce(to_timestamp(w.started / 1e6), now()), now(), w.epoch
+  FROM waiting w JOIN ins ON ins.consumed_seq = w.step),
 run AS (
   UPDATE keel.runs r SET status = 'queued', due_at = now()
   WHERE r.id = $1::uuid AND EXISTS (SELECT 1 FROM ins) AND r.status = 'waiting'
@@ -508,7 +524,16 @@ wake AS (
     AND ((r.waiting_for->>'kind' = 'hook' AND (r.waiting_for->>'hook_step')::int = upd.seq)
          OR (r.waiting_for->>'kind' = 'any'
              AND r.waiting_for->'arms' @> jsonb_build_array(jsonb_build_object('kind', 'hook', 'hook_seq', upd.seq))))
-  RETURNING r.id),
+  RETURNING r.id, r.epoch, r.waiting_for),
+-- A run parked in hook.wait() for exactly this hook takes the payload straight into the wait's position
+-- (recorded as its step), so its next execution replays the wait instead of deciding it again.
+delivered AS (
+  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
+  SELECT w.id, (w.waiting_for->>'step')::int, w.waiting_for->>'name', 'completed',
+         jsonb_build_object('payload', $2::jsonb), NULL, 1,
+         coalesce(to_timestamp((w.waiting_for->>'started')::bigint / 1e6), now()), now(), w.epoch
+  FROM wake w
+  WHERE w.waiting_for->>'kind' = 'hook' AND w.waiting_for->>'name' IS NOT NULL),
 notified AS (SELECT pg_notify('keel_runs', '') FROM wake)
 SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload = $2::jsonb,
        (SELECT count(*) FROM upd), (SELECT count(*) FROM notified)

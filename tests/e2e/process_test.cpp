@@ -27,7 +27,7 @@ namespace {
 struct producer {
   engine e;
   explicit producer(const std::string& db) : e(options_for(db)) {
-    for (const char* name : {"crashable", "noop3", "sleepy", "napper"}) {
+    for (const char* name : {"crashable", "noop3", "sleepy", "napper", "family", "looper"}) {
       add_workflow(e, name, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
     }
     BOOST_REQUIRE(e.tick_blocking());
@@ -100,6 +100,72 @@ BOOST_AUTO_TEST_CASE(a_sleeping_run_outlives_the_killed_worker_that_parked_it) {
   BOOST_TEST(counts[id + " before"] == 1);
   BOOST_TEST(counts[id + " after"] == 1);
   BOOST_TEST(counts[id + " completed"] == 1);
+  BOOST_TEST(second.terminate() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_child_killed_mid_step_is_recovered_and_wakes_its_waiting_parent) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects", marker = dir.path() + "/marker";
+  producer p(db);
+  auto id = p.e.enqueue_blocking("family", json::object{}).value();
+
+  spawned_worker first(
+      {"--db", db, "--effects", effects, "--lease-ms", "1000", "--hold-ms", "60000", "--marker", marker});
+  BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 30s));
+  const std::string child = read_lines(marker).at(0);
+  first.kill_hard();  // SIGKILL inside the child's step s2; the parent waits for the child, holding nothing
+  BOOST_TEST(query_value(db, "SELECT status FROM keel.runs WHERE id = '" + id + "'") == "waiting");
+  BOOST_TEST(query_value(db, "SELECT parent_id FROM keel.runs WHERE id = '" + child + "'") == id);
+
+  spawned_worker second({"--db", db, "--effects", effects, "--lease-ms", "1000"});
+  auto run = p.e.wait_blocking(id, 60s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  BOOST_TEST(run->output.at("child").at("done").as_bool());
+  BOOST_TEST(run->recoveries == 0);  // the parent was parked, not lost
+  BOOST_TEST(query_value(db, "SELECT recoveries FROM keel.runs WHERE id = '" + child + "'") == "1");
+  BOOST_REQUIRE(wait_until([&] { return count_lines(effects)[id + " completed"] >= 1; }, 20s));
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts[id + " p1"] == 1);
+  BOOST_TEST(counts[id + " p2"] == 1);
+  BOOST_TEST(counts[child + " s1"] == 1);
+  BOOST_TEST(counts[child + " s2"] == 2);  // interrupted by the kill, run again after the takeover
+  BOOST_TEST(counts[child + " s3"] == 1);
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.runs") == 2);  // the replayed parent started no other
+  BOOST_TEST(second.terminate() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_thousand_iteration_loop_resumes_at_its_last_committed_iteration_after_sigkill) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects", marker = dir.path() + "/marker";
+  producer p(db);
+  auto id = p.e.enqueue_blocking("looper", json::object{}).value();
+
+  spawned_worker first({"--db", db, "--effects", effects, "--lease-ms", "1000", "--hold-ms", "60000",
+                        "--marker", marker, "--iterations", "1000", "--hold-at", "700"});
+  BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 60s));
+  first.kill_hard();  // SIGKILL inside iteration 700
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 700);
+
+  spawned_worker second({"--db", db, "--effects", effects, "--lease-ms", "1000", "--iterations", "1000"});
+  auto run = p.e.wait_blocking(id, 60s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  BOOST_TEST(run->output.at("total").as_int64() == 999 * 1000 / 2);
+  BOOST_REQUIRE(wait_until([&] { return count_lines(effects)[id + " completed"] >= 1; }, 20s));
+  auto counts = count_lines(effects);
+  int rerun = 0, missing = 0;
+  for (int i = 0; i < 1000; ++i) {
+    const int n = counts[id + " i" + std::to_string(i)];
+    if (n == 0) ++missing;
+    if (n > 1) ++rerun;
+  }
+  BOOST_TEST(missing == 0);
+  BOOST_TEST(rerun == 1);  // only the iteration the kill interrupted
+  BOOST_TEST(counts[id + " i700"] == 2);
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 1000);
   BOOST_TEST(second.terminate() == 0);
 }
 

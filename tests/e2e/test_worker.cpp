@@ -55,7 +55,8 @@ int main(int argc, char** argv) {
   const auto step_time = std::chrono::milliseconds(std::stol(arg(argc, argv, "--step-ms", "5")));
   if (db.empty() || g_effects.empty()) {
     std::cerr << "usage: keel-test-worker --db CONNINFO --effects FILE [--lease-ms N] [--concurrency N]"
-                 " [--hold-ms N --marker FILE] [--max-recoveries N] [--step-ms N]\n";
+                 " [--hold-ms N --marker FILE] [--max-recoveries N] [--step-ms N] [--iterations N"
+                 " --hold-at I]\n";
     return 2;
   }
 
@@ -132,6 +133,44 @@ int main(int argc, char** argv) {
         };
         co_await ctx.step("after", after);
         co_return json::value{{"done", true}};
+      });
+
+  // family: a step, a child run of crashable (which can be held and killed in its s2), a step.
+  engine.register_workflow<json::value, json::value>(
+      "family", 1, [&](keel::context& ctx, json::value in) -> asio::awaitable<json::value> {
+        auto before = [&] {
+          append_line(g_effects, ctx.id() + " p1");
+          return 1;
+        };
+        co_await ctx.step("p1", before);
+        auto child = co_await ctx.child("crashable", in);
+        auto after = [&] {
+          append_line(g_effects, ctx.id() + " p2");
+          return 2;
+        };
+        co_await ctx.step("p2", after);
+        co_return json::value{{"child", child}};
+      });
+
+  // looper: an agent-style loop of --iterations steps; iteration --hold-at announces itself with the marker
+  // file and is held open (to be killed in it).
+  const int iterations = std::stoi(arg(argc, argv, "--iterations", "1000"));
+  const int hold_at = std::stoi(arg(argc, argv, "--hold-at", "-1"));
+  engine.register_workflow<json::value, json::value>(
+      "looper", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {
+        std::int64_t total = 0;
+        for (int i = 0; i < iterations; ++i) {
+          auto iteration = [&, i]() -> asio::awaitable<std::int64_t> {
+            append_line(g_effects, ctx.id() + " i" + std::to_string(i));
+            if (i == hold_at && !marker.empty()) {
+              append_line(marker, ctx.id());
+              co_await sleep_for(hold);
+            }
+            co_return i;
+          };
+          total += co_await ctx.step("iteration", iteration);
+        }
+        co_return json::value{{"total", total}};
       });
 
   if (auto r = engine.start_blocking(); !r) {

@@ -448,6 +448,67 @@ BOOST_AUTO_TEST_CASE(expired_unknown_and_closed_hooks_are_typed_errors, *utf::ti
   BOOST_TEST((malformed.error() == errc::hook_not_found));
 }
 
+BOOST_AUTO_TEST_CASE(an_event_or_resume_for_a_parked_wait_is_recorded_at_that_wait_in_the_same_transaction,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  std::mutex m;
+  std::string token;
+  auto body = [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto h = co_await ctx.create_hook("approve");
+    {
+      std::lock_guard lock(m);
+      token = h.token();
+    }
+    auto answer = co_await h.wait();
+    auto event = co_await ctx.wait_for_event("shipped");
+    co_return json::value{{"answer", *answer}, {"event", *event}};
+  };
+  auto parked = [&](const std::string& id) {
+    return query_value(db, "SELECT status FROM keel.runs WHERE id = '" + id + "'") == "waiting";
+  };
+  std::string id;
+  {
+    engine first(options_for(db));
+    add_workflow(first, "deliver", body);
+    BOOST_REQUIRE(first.start_blocking());
+    id = first.enqueue_blocking("deliver", json::object{}).value();
+    BOOST_REQUIRE(wait_until([&] { return parked(id); }, 10s));
+    first.stop_blocking();  // nobody runs it now: what the resume wrote is all there is
+  }
+  engine outside(options_for(db));
+  std::string t;
+  {
+    std::lock_guard lock(m);
+    t = token;
+  }
+  BOOST_REQUIRE(outside.resume_hook_blocking(t, json::value("yes")));
+  // The wait's step (position 1) holds the payload already, and the run is due.
+  BOOST_TEST(
+      query_value(db, "SELECT name || ' ' || (output->'payload')::text FROM keel.steps WHERE seq = 1") ==
+      "keel.hook_wait:approve \"yes\"");
+  BOOST_TEST(query_value(db, "SELECT status FROM keel.runs") == "queued");
+  {
+    engine second(options_for(db));
+    add_workflow(second, "deliver", body);
+    BOOST_REQUIRE(second.start_blocking());
+    BOOST_REQUIRE(wait_until([&] { return parked(id); }, 10s));
+    second.stop_blocking();
+  }
+  BOOST_REQUIRE(outside.send_event_blocking(id, "shipped", json::value(7)));
+  BOOST_TEST(query_value(db, "SELECT (output->'payload')::text FROM keel.steps WHERE seq = 2") == "7");
+  BOOST_TEST(query_value(db, "SELECT consumed_seq FROM keel.events") == "2");
+  // A repeat of the same resume changes nothing.
+  BOOST_REQUIRE(outside.resume_hook_blocking(t, json::value("yes")));
+  engine third(options_for(db));
+  add_workflow(third, "deliver", body);
+  BOOST_REQUIRE(third.start_blocking());
+  auto done = third.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(done->output.at("answer").as_string() == "yes");
+  BOOST_TEST(done->output.at("event").as_int64() == 7);
+  BOOST_TEST(done->steps.size() == 3u);
+}
+
 BOOST_AUTO_TEST_CASE(a_repeated_event_key_neither_adds_an_event_nor_wakes_the_run, *utf::timeout(60)) {
   auto db = fresh_database();
   event_counts seen;
