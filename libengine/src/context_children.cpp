@@ -1,4 +1,5 @@
-// Child runs (ctx.child): started once per step position, waited for durably, retried as new runs.
+// Child runs (ctx.child): started once per step position, waited for durably, retried as new runs; and
+// ctx.continue_as_new, which starts the run itself afresh.
 #include <boost/json/value.hpp>
 
 #include "engine_impl.hpp"
@@ -117,6 +118,39 @@ asio::awaitable<json::value> context::run_child(std::string workflow, json::valu
   }
   engine.emit(run_event::kind::step_completed, st, name, cp.step.attempts);
   co_return std::move(cp.step.output);
+}
+
+int context::generation() const noexcept {
+  return state_->claim.generation;
+}
+
+asio::awaitable<void> context::run_continue_as_new(json::value input) {
+  auto& st = *state_;
+  auto& engine = st.engine;
+  const std::string name = "keel.continue_as_new";
+  const detail::step_slot slot(st, name);
+  detail::check_interrupt(st);
+  auto restarted = co_await engine.store_.continue_as_new(st.lease(), input);
+  if (!restarted) {
+    const auto e = restarted.error();
+    if (e == storage::errc::invalid_argument || e == storage::errc::payload_too_large ||
+        e == storage::errc::payload_too_deep) {
+      // The new input cannot be stored: a bug in the workflow, which another execution would repeat.
+      json::object error;
+      error["code"] = code_name(errc::invalid_input);
+      error["message"] = "continue_as_new: the new input cannot be stored (" + e.message() + ")";
+      st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
+      std::rethrow_exception(st.poisoned);
+    }
+    detail::lose_lease(st);
+  }
+  // Queued afresh, due now: this execution ends here (the engine wakes its claim loop for it).
+  detail::run_state::parked_wait continued;
+  continued.continued = true;
+  continued.event = "generation " + std::to_string(*restarted);
+  st.parked = std::move(continued);
+  st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::parked});
+  std::rethrow_exception(st.poisoned);
 }
 
 }  // namespace keel

@@ -103,7 +103,7 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   h.ctx_ = this;
   h.name_ = name;
   h.seq_ = seq;
-  h.token_ = detail::hook_token(*secret, st.claim.id, seq, name);
+  h.token_ = detail::hook_token(*secret, st.claim.id, st.claim.generation, seq, name);
   const std::string hash = detail::hook_token_hash(h.token_);
   // First execution: the hook row, then the step's record (its expiry). A crash between the two replays
   // this step: the same token finds its row (a no-op) and the record follows.

@@ -430,6 +430,13 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   if (!interrupted && st->lost.load(std::memory_order_acquire))
     interrupted = run_interrupted{run_interrupted::why::lease_lost};
 
+  if (interrupted && interrupted->reason == run_interrupted::why::parked && st->parked &&
+      st->parked->continued) {
+    // Queued afresh by ctx.continue_as_new, due now: this worker may take it at once.
+    emit(run_event::kind::continued, *st, {}, 0, st->parked->event);
+    wake_claimer();
+    co_return;
+  }
   if (interrupted && interrupted->reason == run_interrupted::why::parked && st->parked) {
     // The wait's statement parked the run and released its lease: nothing more to write.
     const bool sleeping = st->parked->kind == storage::wait_kind::sleep;
@@ -714,6 +721,8 @@ std::string_view to_string(run_event::kind k) noexcept {
       return "sleeping";
     case run_event::kind::waiting:
       return "waiting";
+    case run_event::kind::continued:
+      return "continued";
   }
   return "unknown";
 }

@@ -7,8 +7,11 @@
 
 namespace keel::detail {
 
-/// 256 bits, base64url without padding (43 characters): HMAC-SHA256(secret, run_id "/" seq "/" name).
-std::string hook_token(std::string_view secret, std::string_view run_id, int seq, std::string_view name);
+/// 256 bits, base64url without padding (43 characters): HMAC-SHA256(secret, run_id "/" seq "/" name), with
+/// "/g" generation after the run id from the run's first continue_as_new on (an earlier generation's link
+/// never matches a later one's hook at the same position).
+std::string hook_token(std::string_view secret, std::string_view run_id, int generation, int seq,
+                       std::string_view name);
 
 /// SHA-256 of `token`, lowercase hex: how the database knows it.
 std::string hook_token_hash(std::string_view token);

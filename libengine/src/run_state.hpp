@@ -48,6 +48,8 @@ struct run_state {
     storage::wait_kind kind = storage::wait_kind::sleep;
     std::string event;
     std::optional<std::chrono::system_clock::time_point> until;
+    /// Not a wait: ctx.continue_as_new queued the run afresh (due now).
+    bool continued = false;
   };
   std::optional<parked_wait> parked;
 

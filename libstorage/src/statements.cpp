@@ -164,10 +164,11 @@ SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
             ELSE r.error END
 FROM c WHERE r.id = c.id
 RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
-          c.dead)
+          c.dead, r.generation)
 SELECT * FROM claimed
 UNION ALL
-SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, false
+SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, false,
+       r.generation
 FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
 
 const statement load_steps{"keel_load_steps", R"sql(
@@ -538,6 +539,30 @@ notified AS (SELECT pg_notify('keel_runs', '') FROM wake)
 SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload = $2::jsonb,
        (SELECT count(*) FROM upd), (SELECT count(*) FROM notified)
 FROM h)sql"};
+
+// Continue as new (fenced by the lease): the run is queued afresh under the same id with a new input, as the
+// next generation. Its history goes — steps, the hooks its steps created (their links stop working: a
+// resume gets hook_not_found) and the events it consumed; events still pending stay for the new
+// generation. Recorded in keel.run_history. Returns the new generation (no row: fenced).
+const statement continue_as_new{"keel_continue_as_new", R"sql(
+WITH r AS (
+  UPDATE keel.runs
+  SET status = 'queued', due_at = now(), owner = NULL, input = $4::jsonb, generation = generation + 1,
+      waiting_for = NULL, recoveries = 0
+  WHERE id = $1::uuid AND owner = $2 AND epoch = $3::bigint AND status = 'running'
+  RETURNING id, generation),
+steps AS (DELETE FROM keel.steps s USING r WHERE s.run_id = r.id RETURNING 1),
+hooks AS (DELETE FROM keel.hooks h USING r WHERE h.run_id = r.id RETURNING 1),
+events AS (DELETE FROM keel.events e USING r WHERE e.run_id = r.id AND e.consumed_seq IS NOT NULL RETURNING 1),
+logged AS (
+  INSERT INTO keel.run_history (run_id, what, detail)
+  SELECT id, 'continued_as_new',
+         jsonb_build_object('generation', generation, 'steps_cleared', (SELECT count(*) FROM steps),
+                            'hooks_removed', (SELECT count(*) FROM hooks),
+                            'consumed_events_removed', (SELECT count(*) FROM events))
+  FROM r),
+notified AS (SELECT pg_notify('keel_runs', '') FROM r)
+SELECT generation, (SELECT count(*) FROM notified) FROM r)sql"};
 
 // Retry: a failed run continues from its failed step. That step's record goes (the step runs again), the
 // checkpoints before it stay; the epoch is bumped (nothing of the failed execution can write again) and

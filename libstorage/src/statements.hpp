@@ -19,6 +19,7 @@ extern const statement load_steps;
 extern const statement heartbeat;
 extern const statement get_run;
 extern const statement cancel_run;
+extern const statement continue_as_new;
 extern const statement cancel_descendants;
 extern const statement run_status_of;
 extern const statement wait_lock;

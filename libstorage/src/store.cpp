@@ -426,6 +426,23 @@ boost::asio::awaitable<result<wait_outcome>> store::start_child(const child_requ
                                                 std::chrono::steady_clock::time_point::max());
 }
 
+boost::asio::awaitable<result<int>> store::continue_as_new(const lease_token& lease,
+                                                           const boost::json::value& input) {
+  if (auto c = impl_->check(input, "input", lease.id); !c) co_return c.error();
+  std::vector<std::optional<std::string>> params{lease.id, lease.owner, std::to_string(lease.epoch),
+                                                 boost::json::serialize(input)};
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<int>(pg_connection&)> restart =
+      [params = std::move(params)](pg_connection& c) -> result<int> {
+    auto r = c.exec_blocking(detail::sql::continue_as_new, params);
+    if (!r) return r.error();
+    if (PQntuples(r->get()) == 0) return errc::fenced;
+    return detail::to_int(detail::get_text(r->get(), 0, 0));
+  };
+  // A fenced write of a held run: it waits out database outages like the writer's (no deadline).
+  co_return co_await impl_->on_pool<int>(std::move(restart), std::chrono::steady_clock::time_point::max());
+}
+
 boost::asio::awaitable<result<event_sent>> store::send_event(const event_delivery& e) {
   if (!is_valid_run_id(e.run) || !detail::valid_key(e.name)) co_return errc::invalid_argument;
   if (e.idempotency_key && !detail::valid_key(*e.idempotency_key)) co_return errc::invalid_argument;

@@ -88,6 +88,7 @@ class claim_kind_t final : public write_kind {
         run.claims = to_int(get_text(res, row, 5));
         run.recorded_steps = get_text(res, row, 6) == "t" ? 1 : 0;  // may have some: counted once loaded
         run.recoveries = to_int(get_text(res, row, 7));
+        run.generation = to_int(get_text(res, row, 9));
         out.runs.push_back(std::move(run));
       }
       as<claim_outcome>(writes[i]).succeed(std::move(out));

@@ -1,5 +1,6 @@
 // Composition against a real PostgreSQL: waiting for the first of several alternatives (hooks, events,
-// timers) or for all of them, durably, with the losers cancelled; child runs, their retries and cancels.
+// timers) or for all of them, durably, with the losers cancelled; child runs, their retries and cancels;
+// continue_as_new.
 #define BOOST_TEST_MODULE composition
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
@@ -22,18 +23,25 @@ namespace utf = boost::unit_test;
 
 namespace {
 
-/// Tokens a workflow handed out, by hook name.
+/// Tokens a workflow handed out, by hook name, in the order they were handed out.
 struct token_box {
   std::mutex m;
-  std::map<std::string, std::string> by_name;
+  std::map<std::string, std::vector<std::string>> by_name;
   void put(const hook& h) {
     std::lock_guard lock(m);
-    by_name[h.name()] = h.token();
+    by_name[h.name()].push_back(h.token());
   }
+  /// The latest ("" if none).
   std::string get(const std::string& name) {
     std::lock_guard lock(m);
     auto it = by_name.find(name);
-    return it == by_name.end() ? std::string() : it->second;
+    return it == by_name.end() ? std::string() : it->second.back();
+  }
+  /// The first ("" if none).
+  std::string first(const std::string& name) {
+    std::lock_guard lock(m);
+    auto it = by_name.find(name);
+    return it == by_name.end() ? std::string() : it->second.front();
   }
 };
 
@@ -493,6 +501,73 @@ BOOST_AUTO_TEST_CASE(a_child_of_an_unknown_workflow_fails_the_step_with_a_typed_
   BOOST_TEST(to_string(done->status) == "failed");
   BOOST_TEST(done->error.at("code").as_string() == "unknown_workflow");
   BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs") == "1");
+}
+
+BOOST_AUTO_TEST_CASE(continue_as_new_starts_afresh_with_a_bounded_history_and_keeps_pending_events,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> executions{0};
+  // An entity that handles one "tick" per generation, forever in principle; here until its count is 3.
+  add_workflow(e, "counter", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    ++executions;
+    const std::int64_t count = in.at("count").as_int64();
+    auto tick = co_await ctx.wait_for_event("tick");
+    auto add = [&] { return count + tick->as_int64(); };
+    const std::int64_t next = co_await ctx.step("add", add);
+    if (next >= 3) co_return json::value{{"count", next}, {"generation", ctx.generation()}};
+    const json::value again{{"count", next}};
+    co_await ctx.continue_as_new(again);
+    co_return nullptr;  // not reached
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  const json::value start{{"count", 0}};
+  auto id = e.enqueue_blocking("counter", start).value();
+  // Sent at once: the ticks the first generation does not consume wait for the next ones.
+  for (int i = 0; i < 3; ++i)
+    BOOST_REQUIRE(e.send_event_blocking(id, "tick", json::value(1)));
+  auto done = e.wait_blocking(id, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.at("count").as_int64() == 3);
+  BOOST_TEST(done->output.at("generation").as_int64() == 2);
+  // Only the last generation's history is kept; each fresh start is in the run's history.
+  BOOST_TEST(done->steps.size() == 2u);
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.run_history WHERE what = 'continued_as_new'") == "2");
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.events") == "1");  // the last one, consumed
+  BOOST_TEST(query_value(db, "SELECT input->>'count' FROM keel.runs") == "2");
+  BOOST_TEST(executions >= 3);
+}
+
+BOOST_AUTO_TEST_CASE(a_hook_link_from_an_earlier_generation_never_resumes_a_later_one, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  token_box tokens;
+  add_workflow(e, "renewal", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    // Each generation creates the same hook at the same position.
+    auto approve = co_await ctx.create_hook("approve");
+    tokens.put(approve);
+    if (in.at("round").as_int64() == 0) {
+      const json::value next{{"round", 1}};
+      co_await ctx.continue_as_new(next);
+    }
+    auto answer = co_await approve.wait();
+    co_return *answer;
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  const json::value first{{"round", 0}};
+  auto id = e.enqueue_blocking("renewal", first).value();
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, id) == "waiting"; }, 10s));
+  const std::string first_token = tokens.first("approve"), second_token = tokens.get("approve");
+  BOOST_REQUIRE(!first_token.empty());
+  BOOST_TEST(first_token != second_token);
+  auto stale = e.resume_hook_blocking(first_token, json::value("old link"));
+  BOOST_REQUIRE(!stale);
+  BOOST_TEST((stale.error() == errc::hook_not_found));
+  BOOST_REQUIRE(e.resume_hook_blocking(second_token, json::value("current link")));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(done->output.as_string() == "current link");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -167,6 +167,19 @@ class context {
     return detail::typed_step<Out>(run_child(std::string(workflow), boost::json::value_from(input), options));
   }
 
+  /// Ends this execution and starts the workflow afresh under the same run id with `input`: the run's
+  /// history (steps, the hooks it created, the events it consumed) is cleared, so an unbounded loop — an
+  /// entity that handles events forever, an agent that runs for months — keeps a bounded history. Events
+  /// still pending stay for the next generation; hooks of this one stop working (hook_not_found). Recorded
+  /// in the run's history. Never returns: the body ends here (whatever it returns is not used).
+  template <class In>
+  boost::asio::awaitable<void> continue_as_new(const In& input) {
+    return run_continue_as_new(boost::json::value_from(input));
+  }
+
+  /// How many times this run continued as new (0 on its first generation).
+  [[nodiscard]] int generation() const noexcept;
+
   /// The time, recorded at this step position on first execution: replays return the same value.
   boost::asio::awaitable<std::chrono::system_clock::time_point> now();
   /// A uniformly random number in [0, 1), recorded like now().
@@ -236,6 +249,7 @@ class context {
   static detail::wait_alternative alternative_of(const hook& h);
   static detail::wait_alternative alternative_of(const timer& t);
   static detail::wait_alternative alternative_of(const event_wait& e);
+  boost::asio::awaitable<void> run_continue_as_new(boost::json::value input);
   boost::asio::awaitable<boost::json::value> run_child(std::string workflow, boost::json::value input,
                                                        child_options options);
   boost::asio::awaitable<any_result> run_any(std::vector<detail::wait_alternative> alternatives);

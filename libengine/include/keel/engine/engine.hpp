@@ -39,7 +39,8 @@ struct run_event {
     abandoned,      ///< the lease was lost (reclaimed elsewhere or cancelled); nothing more is written
     dead_lettered,  ///< failed by this worker's claim: it had lost its worker more than max_recoveries times
     sleeping,       ///< parked by ctx.sleep until its wake time (detail: the step); no worker holds it
-    waiting,        ///< parked by ctx.wait_for_event (detail: the event name); no worker holds it
+    waiting,        ///< parked by a wait (detail: what for: the event, hook or step name); no worker holds it
+    continued,      ///< started afresh by ctx.continue_as_new (detail: "generation N"); queued, due now
   };
   kind what;
   run_id id;

@@ -63,6 +63,7 @@ struct claimed_run {
   int claims = 0;          ///< 1 on first execution
   int recoveries = 0;      ///< how many times a worker lost it (lease expired) before this claim
   int recorded_steps = 0;  ///< steps checkpointed by earlier executions (loaded into `steps`)
+  int generation = 0;      ///< how many times the run continued as new (ctx.continue_as_new)
   std::vector<step_record> steps;
 };
 

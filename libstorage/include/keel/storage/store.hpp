@@ -109,6 +109,12 @@ class store {
   /// name; no alternatives, or more than k_max_wait_arms).
   boost::asio::awaitable<result<wait_outcome>> wait(const wait_request& w);
 
+  /// Queues a held run afresh under the same id with `input`, as its next generation, its history cleared
+  /// (see ctx.continue_as_new). Returns the new generation. Errors: fenced; invalid_argument,
+  /// payload_too_large, payload_too_deep.
+  boost::asio::awaitable<result<int>> continue_as_new(const lease_token& lease,
+                                                      const boost::json::value& input);
+
   /// Starts a child run for a held run's step (once per idempotency key) and hands back its outcome if it
   /// has finished ('consumed': {"child", "status", "output", "error"}), else parks the parent `waiting` for
   /// it until the child ends. Errors: fenced; invalid_argument, payload_too_large, payload_too_deep.
