@@ -59,16 +59,44 @@ int context::execution() const noexcept {
 
 namespace detail {
 
-step_slot::step_slot(run_state& st, const std::string& name) : st_(st) {
+run_state::run_state(engine_impl& e, storage::claimed_run c,
+                     boost::asio::strand<boost::asio::io_context::executor_type> s,
+                     std::chrono::steady_clock::time_point lease_until)
+    : engine(e), claim(std::move(c)), strand(s), backoff(s), lease_deadline(lease_until) {
+  for (const auto& rec : claim.steps) {
+    if (rec.branch) {
+      by_branch.emplace(std::pair(*rec.branch, rec.branch_seq), &rec);
+    }
+    if (rec.seq < 0) continue;
+    const auto at = static_cast<std::size_t>(rec.seq);
+    if (by_seq.size() <= at) by_seq.resize(at + 1, nullptr);
+    by_seq[at] = &rec;
+  }
+}
+
+int run_state::take_branch_seq() {
+  while (static_cast<std::size_t>(next_free_seq) < by_seq.size() && by_seq[next_free_seq] != nullptr)
+    ++next_free_seq;
+  region_high = std::max(region_high, next_free_seq);
+  return next_free_seq++;
+}
+
+void run_state::cancel_backoffs() {
+  backoff.cancel();
+  for (auto* t : branch_backoffs)
+    t->cancel();
+}
+
+step_slot::step_slot(run_state& st, bool& busy, const std::string& name) : busy_(busy) {
   if (st.poisoned) std::rethrow_exception(st.poisoned);
-  if (st.in_step) {
+  if (busy) {
     st.poisoned = std::make_exception_ptr(concurrent_step_error(
         "step '" + name +
         "' started while another step of the same run was in progress: ctx.step calls of "
         "one run must not overlap (await each before starting the next)"));
     std::rethrow_exception(st.poisoned);
   }
-  st.in_step = true;
+  busy = true;
 }
 
 void check_interrupt(run_state& st) {
@@ -90,14 +118,32 @@ void lose_lease(run_state& st) {
 }
 
 const storage::step_record* replayed_step(run_state& st, int seq, const std::string& name) {
-  if (static_cast<std::size_t>(seq) >= st.claim.steps.size()) return nullptr;
-  const auto& rec = st.claim.steps[static_cast<std::size_t>(seq)];
-  if (rec.seq != seq || rec.name != name) {
-    st.poisoned = std::make_exception_ptr(nondeterminism_error(
-        "step #" + std::to_string(seq) + " is '" + name + "' but the run recorded '" + rec.name +
-        "' at that position: the workflow code changed or is not deterministic"));
+  if (seq < 0 || static_cast<std::size_t>(seq) >= st.by_seq.size() || st.by_seq[seq] == nullptr)
+    return nullptr;
+  const auto& rec = *st.by_seq[seq];
+  if (rec.name != name || rec.branch) {
+    st.poisoned = std::make_exception_ptr(
+        nondeterminism_error("step #" + std::to_string(seq) + " is '" + name + "' but the run recorded '" +
+                             rec.name + (rec.branch ? "' (in parallel branch " + *rec.branch + ")" : "'") +
+                             " at that position: the workflow code changed or is not deterministic"));
     std::rethrow_exception(st.poisoned);
   }
+  return &rec;
+}
+
+const storage::step_record* replayed_branch_step(run_state& st, const std::string& branch, int local,
+                                                 const std::string& name) {
+  auto it = st.by_branch.find(std::pair(branch, local));
+  if (it == st.by_branch.end()) return nullptr;
+  const auto& rec = *it->second;
+  if (rec.name != name) {
+    st.poisoned = std::make_exception_ptr(
+        nondeterminism_error("step #" + std::to_string(local) + " of parallel branch " + branch + " is '" +
+                             name + "' but the run recorded '" + rec.name +
+                             "' at that position: the workflow code changed or is not deterministic"));
+    std::rethrow_exception(st.poisoned);
+  }
+  st.region_high = std::max(st.region_high, rec.seq);
   return &rec;
 }
 
@@ -106,14 +152,19 @@ const storage::step_record* replayed_step(run_state& st, int seq, const std::str
 asio::awaitable<json::value> context::run_step(std::string name, erased_step fn, step_options options) {
   auto& st = *state_;
   auto& engine = st.engine;
-  const detail::step_slot slot(st, name);
-  const int seq = st.next_seq++;
-
+  const detail::step_slot slot(st, branch_ ? branch_->in_step : st.in_step, name);
+  // On the main line the position is the seq; in a parallel branch, the branch's own position, and a seq
+  // from the region once the step is new.
+  const int local = branch_ ? branch_->next_local++ : st.next_seq++;
+  const auto* replayed = branch_ ? detail::replayed_branch_step(st, branch_->path, local, name)
+                                 : detail::replayed_step(st, local, name);
   // Replay: the step at this position was recorded by an earlier execution.
-  if (const auto* rec = detail::replayed_step(st, seq, name)) {
-    if (rec->failed) throw step_failed_error(rec->error);
-    co_return rec->output;
+  if (replayed) {
+    if (replayed->failed) throw step_failed_error(replayed->error);
+    co_return replayed->output;
   }
+  const int seq = branch_ ? st.take_branch_seq() : local;
+  auto& backoff = branch_ ? branch_->backoff : st.backoff;
 
   auto interrupt_if_needed = [&] { detail::check_interrupt(st); };
   interrupt_if_needed();
@@ -167,15 +218,19 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       }
     }
 
-    storage::step_record rec{seq,     name,    false,   nullptr,
-                             nullptr, attempt, started, std::chrono::system_clock::now()};
+    storage::step_record rec{
+        seq, name, false, nullptr, nullptr, attempt, started, std::chrono::system_clock::now(), {}, 0};
+    if (branch_) {
+      rec.branch = branch_->path;
+      rec.branch_seq = local;
+    }
     if (failure && retriable && attempt < max_attempts) {
       engine.emit(run_event::kind::step_retrying, st, name, attempt, *failure);
       // A stop, cancel or lost lease that arrived during the attempt found no wait to cut short: check now.
       // (Same strand as the posted cancel, so nothing slips between this check and the wait.)
       interrupt_if_needed();
-      st.backoff.expires_after(options.retry.delay_after(attempt, engine.random_unit()));
-      co_await st.backoff.async_wait(asio::as_tuple(asio::use_awaitable));
+      backoff.expires_after(options.retry.delay_after(attempt, engine.random_unit()));
+      co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
       interrupt_if_needed();
       continue;
     }

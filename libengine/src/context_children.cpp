@@ -37,10 +37,11 @@ json::value child_step_error(std::string_view code, std::string message, const s
 
 asio::awaitable<json::value> context::run_child(std::string workflow, json::value input,
                                                 child_options options) {
+  main_line_only("ctx.child");
   auto& st = *state_;
   auto& engine = st.engine;
   const std::string name = std::string(k_child_step_prefix) + workflow;
-  const detail::step_slot slot(st, name);
+  const detail::step_slot slot(st, st.in_step, name);
   const int seq = st.next_seq++;
 
   if (const auto* rec = detail::replayed_step(st, seq, name)) {
@@ -107,8 +108,16 @@ asio::awaitable<json::value> context::run_child(std::string workflow, json::valu
 
   const bool failed = !error.is_null();
   storage::step_checkpoint cp{st.lease(),
-                              {seq, name, failed, failed ? json::value() : std::move(output), error, attempts,
-                               started, std::chrono::system_clock::now()}};
+                              {seq,
+                               name,
+                               failed,
+                               failed ? json::value() : std::move(output),
+                               error,
+                               attempts,
+                               started,
+                               std::chrono::system_clock::now(),
+                               {},
+                               0}};
   auto written = co_await engine.store_.checkpoint(cp);
   if (!written) detail::lose_lease(st);
   if (failed) {
@@ -125,10 +134,11 @@ int context::generation() const noexcept {
 }
 
 asio::awaitable<void> context::run_continue_as_new(json::value input) {
+  main_line_only("ctx.continue_as_new");
   auto& st = *state_;
   auto& engine = st.engine;
   const std::string name = "keel.continue_as_new";
-  const detail::step_slot slot(st, name);
+  const detail::step_slot slot(st, st.in_step, name);
   detail::check_interrupt(st);
   auto restarted = co_await engine.store_.continue_as_new(st.lease(), input);
   if (!restarted) {

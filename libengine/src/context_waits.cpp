@@ -79,6 +79,7 @@ asio::awaitable<hook> context::create_hook(std::string_view name) {
 
 asio::awaitable<hook> context::create_hook(std::string_view name_view, const hook_options& options) {
   // Copied before the first suspension.
+  main_line_only("ctx.create_hook");
   std::string name(name_view);
   const auto ttl = options.ttl;
   json::value metadata = options.metadata;
@@ -255,9 +256,13 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
                                                std::optional<system_clock::time_point> until,
                                                std::vector<detail::wait_alternative> alternatives) {
   const bool sleep = kind == k_sleep;
+  main_line_only(kind == k_sleep   ? "ctx.sleep"
+                 : kind == k_event ? "ctx.wait_for_event"
+                 : kind == k_hook  ? "hook::wait"
+                                   : "ctx.any / ctx.all");
   auto& st = *state_;
   auto& engine = st.engine;
-  const detail::step_slot slot(st, name);
+  const detail::step_slot slot(st, st.in_step, name);
   const int seq = st.next_seq++;
 
   if (const auto* rec = detail::replayed_step(st, seq, name)) {
@@ -276,7 +281,7 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
     json::object record;
     record["wake_at"] = to_micros(*until);
     storage::step_checkpoint cp{
-        st.lease(), {seq, name, false, json::value(std::move(record)), nullptr, 1, started, started}};
+        st.lease(), {seq, name, false, json::value(std::move(record)), nullptr, 1, started, started, {}, 0}};
     auto written = co_await engine.store_.checkpoint(cp);
     if (!written) detail::lose_lease(st);
     co_return std::move(cp.step.output);

@@ -320,7 +320,7 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
       }
       if (st->lost.exchange(true, std::memory_order_acq_rel)) continue;  // already known
       log::warn("engine", "lease lost for run " + lease.id + "; abandoning it");
-      asio::post(st->strand, [st] { st->backoff.cancel(); });
+      asio::post(st->strand, [st] { st->cancel_backoffs(); });
     }
   }
   heartbeat_active_ = false;
@@ -336,7 +336,7 @@ void engine_impl::launch(storage::claimed_run claim, std::chrono::steady_clock::
     // one.
     auto old = it->second;
     old->lost.store(true, std::memory_order_release);
-    asio::post(old->strand, [old] { old->backoff.cancel(); });
+    asio::post(old->strand, [old] { old->cancel_backoffs(); });
     it->second = st;
   }
   asio::co_spawn(st->strand, execute(st), [this, st](std::exception_ptr e) {
@@ -514,7 +514,7 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   wake_claimer();
   // Cut retry backoffs short: each run stops at its next step boundary and is released.
   for (auto& [id, st] : inflight_)
-    asio::post(st->strand, [st] { st->backoff.cancel(); });
+    asio::post(st->strand, [st] { st->cancel_backoffs(); });
   asio::steady_timer limit(ctl_, deadline);
   bool expired = false;
   limit.async_wait([this, &expired](boost::system::error_code ec) {
@@ -618,7 +618,7 @@ void engine_impl::fence_local(const run_id& id, std::int64_t epoch) {
     if (auto it = inflight_.find(id); it != inflight_.end() && it->second->claim.epoch < epoch) {
       auto st = it->second;
       st->lost.store(true, std::memory_order_release);
-      asio::post(st->strand, [st] { st->backoff.cancel(); });
+      asio::post(st->strand, [st] { st->cancel_backoffs(); });
     }
   });
 }

@@ -6,9 +6,12 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "keel/engine/engine.hpp"
 
@@ -21,18 +24,27 @@ class engine_impl;
 struct run_state {
   run_state(engine_impl& e, storage::claimed_run c,
             boost::asio::strand<boost::asio::io_context::executor_type> s,
-            std::chrono::steady_clock::time_point lease_until)
-      : engine(e), claim(std::move(c)), strand(s), backoff(s), lease_deadline(lease_until) {}
+            std::chrono::steady_clock::time_point lease_until);
 
   engine_impl& engine;
   storage::claimed_run claim;
   boost::asio::strand<boost::asio::io_context::executor_type> strand;
   /// Retry backoff; cancelled to cut the wait short when the engine stops or the run is lost.
   boost::asio::steady_timer backoff;
-  /// Position of the next ctx.step call.
+  /// Position of the next ctx.step call on the main line (outside parallel branches).
   int next_seq = 0;
-  /// A ctx.step call is in progress (steps of one run must not overlap).
+  /// A ctx.step call is in progress on the main line (its steps must not overlap).
   bool in_step = false;
+  /// The records of earlier executions by position (nullptr where there is none), and those of parallel
+  /// branches by (branch, position in it): branches finish in any order, so their seqs are not positions.
+  std::vector<const storage::step_record*> by_seq;
+  std::map<std::pair<std::string, int>, const storage::step_record*> by_branch;
+  /// Inside the parallel region being executed: the next seq a new branch step may take (recorded seqs are
+  /// skipped), and the highest seq the region holds so far.
+  int next_free_seq = 0;
+  int region_high = -1;
+  /// Retry backoff timers of parallel branches in progress (besides `backoff`): cut short with it.
+  std::vector<boost::asio::steady_timer*> branch_backoffs;
   /// The run's finish was submitted (set on the run's strand before the completion handler reads it).
   bool finishing = false;
   /// The lease is gone (heartbeat or a write said so): write nothing more.
@@ -54,6 +66,20 @@ struct run_state {
   std::optional<parked_wait> parked;
 
   [[nodiscard]] storage::lease_token lease() const;
+  /// A seq for a new step of a parallel branch: the region's next one no record holds.
+  int take_branch_seq();
+  /// Cancels every retry backoff in progress (on the run's strand).
+  void cancel_backoffs();
+};
+
+/// One branch of a ctx.parallel / ctx.map in progress: its path and the position of its next step.
+struct branch_state {
+  std::string path;
+  int next_local = 0;
+  bool in_step = false;
+  boost::asio::steady_timer backoff;
+  branch_state(std::string p, boost::asio::strand<boost::asio::io_context::executor_type> s)
+      : path(std::move(p)), backoff(s) {}
 };
 
 /// Thrown inside a run when it must stop executing without writing an outcome: the lease was lost, or the
@@ -68,13 +94,14 @@ struct run_interrupted {
 /// positional replay, fencing and the backoff timer all assume one at a time.
 class step_slot {
  public:
-  step_slot(run_state& st, const std::string& name);
-  ~step_slot() { st_.in_step = false; }
+  /// `busy`: the flag of the line the step runs on (the main line's, or its branch's).
+  step_slot(run_state& st, bool& busy, const std::string& name);
+  ~step_slot() { busy_ = false; }
   step_slot(const step_slot&) = delete;
   step_slot& operator=(const step_slot&) = delete;
 
  private:
-  run_state& st_;
+  bool& busy_;
 };
 
 /// Before new work of a run: rethrows (and records) a lost lease, or the engine stopping.
@@ -84,8 +111,12 @@ void check_interrupt(run_state& st);
 /// the run. Records it and throws.
 [[noreturn]] void lose_lease(run_state& st);
 
-/// The record an earlier execution made at step position `seq`, or nullptr if there is none. Throws (and
-/// poisons the run with) nondeterminism_error when the record has another name.
+/// The record an earlier execution made at main-line step position `seq`, or nullptr if there is none.
+/// Throws (and poisons the run with) nondeterminism_error when the record has another name.
 const storage::step_record* replayed_step(run_state& st, int seq, const std::string& name);
+
+/// The same for position `local` of parallel branch `branch`.
+const storage::step_record* replayed_branch_step(run_state& st, const std::string& branch, int local,
+                                                 const std::string& name);
 
 }  // namespace keel::detail

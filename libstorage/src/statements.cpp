@@ -46,17 +46,18 @@ WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              name text, status text, output jsonb,
                                                              error jsonb, attempts int, started bigint,
-                                                             finished bigint))
+                                                             finished bigint, branch text, branch_seq int))
        WITH ORDINALITY AS x(id, owner, epoch, seq, name, status, output, error, attempts, started, finished,
-                            ord)),
+                            branch, branch_seq, ord)),
 fenced AS (
   SELECT x.* FROM x JOIN keel.runs r
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
   FOR SHARE OF r),
 ins AS (
-  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
+  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch,
+                          branch, branch_seq)
   SELECT id, seq, name, status, output, error, attempts, to_timestamp(started::double precision / 1e6),
-         to_timestamp(finished::double precision / 1e6), epoch
+         to_timestamp(finished::double precision / 1e6), epoch, branch, branch_seq
   FROM fenced)sql";
   if (!again) return sql + ")\nSELECT ord FROM fenced";
   // A retry acknowledges what it inserted now, and the rows its own lost attempt wrote (same epoch, same
@@ -173,7 +174,8 @@ FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
 
 const statement load_steps{"keel_load_steps", R"sql(
 SELECT run_id::text, seq, name, status, output::text, error::text, attempts,
-       (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM finished_at) * 1e6)::bigint
+       (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM finished_at) * 1e6)::bigint,
+       branch, branch_seq
 FROM keel.steps WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, seq)sql"};
 
 // Extends held leases; the (id, epoch) pairs not returned were taken over, cancelled or finished elsewhere.
@@ -575,11 +577,14 @@ WITH r AS (
   WHERE id = $1::uuid AND status = 'failed'
   RETURNING id, epoch),
 gone AS (
-  -- Only the step the run failed at: its last record. A failure the workflow caught earlier (and went on
+  -- Only the step the run failed at: its last record, or the failed steps of the parallel region it ended
+  -- in (branch steps past every main-line record). A failure the workflow caught earlier (and went on
   -- from) is part of the history the replay must see again.
   DELETE FROM keel.steps s USING r
   WHERE s.run_id = r.id AND s.status = 'failed'
-    AND s.seq = (SELECT max(seq) FROM keel.steps WHERE run_id = r.id)
+    AND (s.seq = (SELECT max(seq) FROM keel.steps WHERE run_id = r.id)
+         OR (s.branch IS NOT NULL
+             AND s.seq > (SELECT coalesce(max(seq), -1) FROM keel.steps WHERE run_id = r.id AND branch IS NULL)))
   RETURNING s.seq),
 logged AS (
   INSERT INTO keel.run_history (run_id, what, detail)

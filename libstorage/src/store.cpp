@@ -52,6 +52,10 @@ void read_steps(const PGresult* r, const std::function<std::vector<step_record>*
     s.attempts = to_int(get_text(r, row, 6));
     s.started_at = from_micros(get_text(r, row, 7));
     s.finished_at = from_micros(get_text(r, row, 8));
+    if (!PQgetisnull(r, row, 9)) {
+      s.branch = std::string(get_text(r, row, 9));
+      s.branch_seq = to_int(get_text(r, row, 10));
+    }
     steps->push_back(std::move(s));
   }
 }
@@ -321,6 +325,7 @@ boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp
       .num("attempts", cp.step.attempts)
       .num("started", detail::to_micros(cp.step.started_at))
       .num("finished", detail::to_micros(cp.step.finished_at));
+  if (cp.step.branch) row.str("branch", valid_utf8(*cp.step.branch)).num("branch_seq", cp.step.branch_seq);
   auto text = std::move(row).finish();
   co_return co_await impl_->write_fenced(detail::checkpoint_kind(), std::move(text));
 }

@@ -27,7 +27,7 @@ namespace {
 struct producer {
   engine e;
   explicit producer(const std::string& db) : e(options_for(db)) {
-    for (const char* name : {"crashable", "noop3", "sleepy", "napper", "family", "looper"}) {
+    for (const char* name : {"crashable", "noop3", "sleepy", "napper", "family", "looper", "branches"}) {
       add_workflow(e, name, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
     }
     BOOST_REQUIRE(e.tick_blocking());
@@ -169,6 +169,34 @@ BOOST_AUTO_TEST_CASE(a_thousand_iteration_loop_resumes_at_its_last_committed_ite
   BOOST_TEST(second.terminate() == 0);
 }
 
+BOOST_AUTO_TEST_CASE(parallel_branches_killed_mid_way_rerun_only_their_unfinished_steps) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects", marker = dir.path() + "/marker";
+  producer p(db);
+  auto id = p.e.enqueue_blocking("branches", json::object{}).value();
+
+  spawned_worker first(
+      {"--db", db, "--effects", effects, "--lease-ms", "1000", "--hold-ms", "60000", "--marker", marker});
+  BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 30s));
+  first.kill_hard();  // SIGKILL inside branch 1's second step; branches 0 and 2 have finished
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps WHERE branch IS NOT NULL") == 5);
+
+  spawned_worker second({"--db", db, "--effects", effects, "--lease-ms", "1000"});
+  auto run = p.e.wait_blocking(id, 60s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  BOOST_TEST(run->output.at("sum").as_int64() == 30);
+  BOOST_REQUIRE(wait_until([&] { return count_lines(effects)[id + " completed"] >= 1; }, 20s));
+  auto counts = count_lines(effects);
+  for (const char* once : {" b0a", " b0b", " b1a", " b2a", " b2b"})
+    BOOST_TEST(counts[id + once] == 1, once << " ran " << counts[id + once] << " times");
+  BOOST_TEST(counts[id + " b1b"] == 2);  // interrupted by the kill: the only step run again
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 7);  // the parallel (seq 0), 6 branch steps
+  BOOST_TEST(query_value(db, "SELECT max(seq) FROM keel.steps") == "6");
+  BOOST_TEST(second.terminate() == 0);
+}
+
 BOOST_AUTO_TEST_CASE(a_worker_whose_lease_was_taken_over_cannot_write) {
   auto db = fresh_database();
   producer p(db);
@@ -193,7 +221,7 @@ BOOST_AUTO_TEST_CASE(a_worker_whose_lease_was_taken_over_cannot_write) {
 
   const auto now = std::chrono::system_clock::now();
   storage::step_checkpoint late{{id, "worker-a", a[0].epoch},
-                                {0, "s1", false, json::value(1), nullptr, 1, now, now}};
+                                {0, "s1", false, json::value(1), nullptr, 1, now, now, {}, 0}};
   auto rejected = run_co(s.checkpoint(late));
   BOOST_REQUIRE(!rejected);
   BOOST_TEST(rejected.error() == make_error_code(storage::errc::fenced));
@@ -205,7 +233,7 @@ BOOST_AUTO_TEST_CASE(a_worker_whose_lease_was_taken_over_cannot_write) {
   BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 0);
 
   storage::step_checkpoint current{{id, "worker-b", b[0].epoch},
-                                   {0, "s1", false, json::value(2), nullptr, 1, now, now}};
+                                   {0, "s1", false, json::value(2), nullptr, 1, now, now, {}, 0}};
   BOOST_TEST(bool(run_co(s.checkpoint(current))));
   BOOST_TEST(query_value(db, "SELECT output::text FROM keel.steps") == "2");
   BOOST_TEST(query_value(db, "SELECT owner FROM keel.runs") == "worker-b");

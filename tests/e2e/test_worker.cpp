@@ -173,6 +173,35 @@ int main(int argc, char** argv) {
         co_return json::value{{"total", total}};
       });
 
+  // branches: three parallel branches of two steps each; branch 1's second step announces itself with the
+  // marker file and is held open (to be killed in it) once the other branches are done.
+  engine.register_workflow<json::value, json::value>(
+      "branches", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {
+        auto branch = [&](int index) {
+          return [&, index](keel::context& b) -> asio::awaitable<int> {
+            const std::string tag = ctx.id() + " b" + std::to_string(index);
+            auto first = [&] {
+              append_line(g_effects, tag + "a");
+              return index;
+            };
+            co_await b.step("a", first);
+            auto second = [&]() -> asio::awaitable<int> {
+              append_line(g_effects, tag + "b");
+              if (index == 1 && !marker.empty()) {
+                co_await sleep_for(std::chrono::milliseconds(300));  // the others finish meanwhile
+                append_line(marker, ctx.id());
+                co_await sleep_for(hold);
+              }
+              co_return index * 10;
+            };
+            co_return co_await b.step("b", second);
+          };
+        };
+        auto b0 = branch(0), b1 = branch(1), b2 = branch(2);
+        auto [x, y, z] = co_await ctx.parallel(b0, b1, b2);
+        co_return json::value{{"sum", x + y + z}};
+      });
+
   if (auto r = engine.start_blocking(); !r) {
     std::cerr << "start failed: " << r.error().message() << "\n";
     return 1;

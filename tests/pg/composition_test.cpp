@@ -1,6 +1,6 @@
 // Composition against a real PostgreSQL: waiting for the first of several alternatives (hooks, events,
 // timers) or for all of them, durably, with the losers cancelled; child runs, their retries and cancels;
-// continue_as_new.
+// continue_as_new; parallel branches.
 #define BOOST_TEST_MODULE composition
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
@@ -568,6 +568,154 @@ BOOST_AUTO_TEST_CASE(a_hook_link_from_an_earlier_generation_never_resumes_a_late
   auto done = e.wait_blocking(id, 10s);
   BOOST_REQUIRE(done);
   BOOST_TEST(done->output.as_string() == "current link");
+}
+
+BOOST_AUTO_TEST_CASE(parallel_branches_checkpoint_as_they_finish_and_replay_exactly_in_any_order,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::mutex m;
+  std::map<std::string, int> ran;  // step executions by "branch/step"
+  auto note = [&](const std::string& what) {
+    std::lock_guard lock(m);
+    ++ran[what];
+  };
+  std::atomic<int> running{0}, widest{0};  // map steps in progress at once
+  add_workflow(e, "fan", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto before = [] { return 1; };
+    co_await ctx.step("before", before);
+    // Branches that finish in an order unlike their own: the slow one first.
+    auto branch = [&](std::string label, int delay_ms) {
+      return [&, label, delay_ms](context& b) -> asio::awaitable<std::string> {
+        auto first = [&, label, delay_ms]() -> asio::awaitable<int> {
+          note(label + "/first");
+          co_await async_sleep(std::chrono::milliseconds(delay_ms));
+          co_return delay_ms;
+        };
+        const int waited = co_await b.step("first", first);
+        auto second = [&, label] {
+          note(label + "/second");
+          return label;
+        };
+        const std::string out = co_await b.step("second", second);
+        co_return out + std::to_string(waited);
+      };
+    };
+    auto slow = branch("slow", 60), quick = branch("quick", 1), middle = branch("middle", 20);
+    auto [a, b, c] = co_await ctx.parallel(slow, quick, middle);
+    // ctx.map, two at a time.
+    const std::vector<int> items{1, 2, 3, 4, 5};
+    auto square = [&](context& bc, const int& x) -> asio::awaitable<int> {
+      auto work = [&, x]() -> asio::awaitable<int> {
+        note("map/" + std::to_string(x));
+        widest = std::max(widest.load(), ++running);
+        co_await async_sleep(std::chrono::milliseconds(10 * (6 - x)));
+        --running;
+        co_return x* x;
+      };
+      co_return co_await bc.step("square", work);
+    };
+    map_options two;
+    two.concurrency = 2;
+    auto squares = co_await ctx.map(items, square, two);
+    // A wait on the main line: the resumed execution replays everything above from its records.
+    co_await ctx.wait_for_event("go");
+    auto after = [] { return 2; };
+    co_await ctx.step("after", after);
+    json::array sq;
+    for (int v : squares)
+      sq.push_back(v);
+    co_return json::value{{"a", a}, {"b", b}, {"c", c}, {"squares", sq}};
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("fan", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, id) == "waiting"; }, 10s));
+  BOOST_REQUIRE(e.send_event_blocking(id, "go", json::value(true)));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.at("a").as_string() == "slow60");
+  BOOST_TEST(done->output.at("b").as_string() == "quick1");
+  BOOST_TEST(done->output.at("c").as_string() == "middle20");
+  BOOST_TEST(json::serialize(done->output.at("squares")) == "[1,4,9,16,25]");
+  BOOST_TEST(widest == 2);  // two at a time, never more
+  {
+    std::lock_guard lock(m);
+    for (const auto& [what, n] : ran)
+      BOOST_TEST(n == 1, what << " ran " << n << " times");  // the replay ran none again
+    BOOST_TEST(ran.size() == 11u);
+  }
+  // Seqs stay dense and unique; branch steps say where they belong.
+  BOOST_TEST(query_value(db, "SELECT count(*) = max(seq) + 1 FROM keel.steps") == "t");
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.steps WHERE branch IS NOT NULL") == "11");
+  BOOST_TEST(query_value(db,
+                         "SELECT string_agg(DISTINCT branch, ',' ORDER BY branch) FROM keel.steps WHERE "
+                         "name = 'first'") == "1:0,1:1,1:2");
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.steps WHERE name = 'keel.parallel'") == "2");
+  // The branches ran side by side: the quick one had finished both its steps before the slow one's first.
+  BOOST_TEST(query_value(db,
+                         "SELECT (SELECT finished_at FROM keel.steps WHERE branch = '1:1' AND name = "
+                         "'second') < (SELECT finished_at FROM keel.steps WHERE branch = '1:0' AND name = "
+                         "'first')") == "t");
+}
+
+BOOST_AUTO_TEST_CASE(a_failing_branch_lets_the_others_finish_and_its_failure_reaches_the_main_line,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> others{0};
+  add_workflow(e, "fan", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto fails = [](context& b) -> asio::awaitable<int> {
+      auto boom = []() -> int { throw non_retriable_error("branch 0 gives up"); };
+      co_return co_await b.step("boom", boom);
+    };
+    auto works = [&](context& b) -> asio::awaitable<int> {
+      auto slow = [&]() -> asio::awaitable<int> {
+        co_await async_sleep(50ms);
+        co_return ++others;
+      };
+      co_return co_await b.step("slow", slow);
+    };
+    json::value caught;
+    try {
+      co_await ctx.parallel(fails, works);
+      co_return json::value("not reached");
+    } catch (const step_failed_error& failed) {
+      caught = failed.error();
+    }
+    auto next = [] { return 3; };
+    co_await ctx.step("after", next);
+    co_return caught;
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("fan", json::object{}).value();
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.at("message").as_string() == "branch 0 gives up");
+  BOOST_TEST(others == 1);  // the other branch ran to its end, and its step is recorded
+  BOOST_TEST(query_value(db, "SELECT status FROM keel.steps WHERE name = 'slow'") == "completed");
+  BOOST_TEST(query_value(db, "SELECT count(*) = max(seq) + 1 FROM keel.steps") == "t");
+}
+
+BOOST_AUTO_TEST_CASE(a_durable_wait_inside_a_branch_fails_the_run_with_a_clear_error, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "fan", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto sleeper = [](context& b) -> asio::awaitable<int> {
+      co_await b.sleep(10ms);
+      co_return 1;
+    };
+    auto [x] = co_await ctx.parallel(sleeper);
+    co_return json::value(x);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("fan", json::object{}).value();
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "failed");
+  const std::string message(done->error.at("message").as_string());
+  BOOST_TEST(message.find("ctx.sleep inside a ctx.parallel") != std::string::npos, message);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

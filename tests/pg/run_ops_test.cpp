@@ -148,4 +148,44 @@ BOOST_AUTO_TEST_CASE(a_retry_keeps_a_failure_the_workflow_caught_earlier, *utf::
   BOOST_TEST(done->steps[0].failed);
 }
 
+BOOST_AUTO_TEST_CASE(a_retry_of_a_run_failed_by_a_parallel_branch_runs_that_branch_step_again,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> flaky_runs{0}, steady_runs{0};
+  std::atomic<bool> fails{true};
+  add_workflow(e, "fan", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto flaky = [&](context& b) -> asio::awaitable<int> {
+      auto call = [&] {
+        ++flaky_runs;
+        if (fails) throw non_retriable_error("the partner is down");
+        return 1;
+      };
+      co_return co_await b.step("call", call);
+    };
+    auto steady = [&](context& b) -> asio::awaitable<int> {
+      auto call = [&]() -> asio::awaitable<int> {
+        co_await async_sleep(30ms);  // finishes (and is recorded) after the flaky branch failed
+        co_return ++steady_runs;
+      };
+      co_return co_await b.step("call", call);
+    };
+    auto [x, y] = co_await ctx.parallel(flaky, steady);
+    co_return json::value(x + y);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("fan", json::object{}).value();
+  auto failed = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(failed);
+  BOOST_TEST(to_string(failed->status) == "failed");
+  fails = false;
+  BOOST_REQUIRE(e.retry_blocking(id));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.as_int64() == 2);
+  BOOST_TEST(flaky_runs == 2);
+  BOOST_TEST(steady_runs == 1);  // its record replayed
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -10,7 +10,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "keel/common/run_id.hpp"
@@ -20,8 +22,11 @@
 
 namespace keel {
 
+class context;
+
 namespace detail {
 struct run_state;
+struct branch_state;
 
 template <class T>
 struct awaitable_value {
@@ -41,6 +46,35 @@ boost::asio::awaitable<T> typed_step(boost::asio::awaitable<boost::json::value> 
   if constexpr (!std::is_void_v<T>) co_return boost::json::value_to<T>(v);
 }
 
+/// Converts the branches' recorded JSON results to the branch functions' value types.
+template <class... Ts, std::size_t... I>
+std::tuple<Ts...> typed_results(std::vector<boost::json::value>& v, std::index_sequence<I...>) {
+  return std::tuple<Ts...>(boost::json::value_to<Ts>(v[I])...);
+}
+template <class... Ts>
+boost::asio::awaitable<std::tuple<Ts...>> typed_parallel(
+    boost::asio::awaitable<std::vector<boost::json::value>> branches) {
+  std::vector<boost::json::value> v = co_await std::move(branches);
+  co_return typed_results<Ts...>(v, std::index_sequence_for<Ts...>{});
+}
+template <class T>
+boost::asio::awaitable<std::vector<T>> typed_map(
+    boost::asio::awaitable<std::vector<boost::json::value>> items) {
+  std::vector<boost::json::value> v = co_await std::move(items);
+  std::vector<T> out;
+  out.reserve(v.size());
+  for (auto& x : v)
+    out.push_back(boost::json::value_to<T>(x));
+  co_return out;
+}
+
+/// The value a parallel branch `awaitable<T>(context&)` produces, and a map function's
+/// `awaitable<T>(context&, const Item&)`.
+template <class Fn>
+using branch_value_t = typename awaitable_value<std::invoke_result_t<Fn&, context&>>::type;
+template <class Fn, class Item>
+using map_value_t = typename awaitable_value<std::invoke_result_t<Fn&, context&, const Item&>>::type;
+
 /// The value a step function produces: T for `awaitable<T> fn()`, else fn's return type.
 template <class F>
 using step_value_t =
@@ -49,6 +83,12 @@ using step_value_t =
 }  // namespace detail
 
 class context;
+
+/// Options of ctx.map.
+struct map_options {
+  /// How many branches run at once; 0: all of them.
+  std::size_t concurrency = 0;
+};
 
 /// Options of ctx.create_hook.
 struct hook_options {
@@ -100,7 +140,8 @@ class hook {
 /// run's strand); it is not thread-safe and must not outlive the body.
 class context {
  public:
-  explicit context(detail::run_state& state) noexcept : state_(&state) {}
+  explicit context(detail::run_state& state, detail::branch_state* branch = nullptr) noexcept
+      : state_(&state), branch_(branch) {}
 
   /// The run being executed.
   [[nodiscard]] const run_id& id() const noexcept;
@@ -180,6 +221,36 @@ class context {
   /// How many times this run continued as new (0 on its first generation).
   [[nodiscard]] int generation() const noexcept;
 
+  /// Runs `branches` concurrently (on this run's strand, interleaved at their awaits) and returns their
+  /// results as a tuple. Each branch is `awaitable<T>(context&)` and gets a context of its own: its steps
+  /// keep positions of their own, so replay is exact whatever order the branches finished in, and each step
+  /// is checkpointed as it finishes (after a crash only unfinished steps run again). Waits for every
+  /// branch; then rethrows the first failure (in branch order), if any. Inside a branch: steps, now(),
+  /// random(), uuid() and nested parallel/map; not yet durable waits, hooks or child runs (they fail the run
+  /// with invalid_argument). Takes branches by reference: name them (GCC 12). One step position.
+  template <class... Branches>
+  boost::asio::awaitable<std::tuple<detail::branch_value_t<Branches>...>> parallel(Branches&... branches) {
+    static_assert(sizeof...(Branches) >= 1, "ctx.parallel needs at least one branch");
+    std::vector<branch_fn> erased{erase_branch(branches)...};
+    return detail::typed_parallel<detail::branch_value_t<Branches>...>(run_parallel(std::move(erased), 0));
+  }
+
+  /// Runs `fn(branch_context, item)` for every item as a parallel branch (like ctx.parallel), at most
+  /// `options.concurrency` at once, and returns the results in item order.
+  template <class T, class Fn>
+  boost::asio::awaitable<std::vector<detail::map_value_t<Fn, T>>> map(const std::vector<T>& items, Fn& fn,
+                                                                      const map_options& options = {}) {
+    std::vector<branch_fn> erased;
+    erased.reserve(items.size());
+    for (const auto& item : items) {
+      erased.push_back([&fn, &item](context& branch) -> boost::asio::awaitable<boost::json::value> {
+        co_return boost::json::value_from(co_await fn(branch, item));
+      });
+    }
+    return detail::typed_map<detail::map_value_t<Fn, T>>(
+        run_parallel(std::move(erased), options.concurrency));
+  }
+
   /// The time, recorded at this step position on first execution: replays return the same value.
   boost::asio::awaitable<std::chrono::system_clock::time_point> now();
   /// A uniformly random number in [0, 1), recorded like now().
@@ -246,6 +317,19 @@ class context {
       std::optional<std::chrono::system_clock::time_point> until,
       std::vector<detail::wait_alternative> alternatives = {});
 
+  using branch_fn = std::function<boost::asio::awaitable<boost::json::value>(context&)>;
+  template <class Fn>
+  static branch_fn erase_branch(Fn& fn) {
+    return [&fn](context& branch) -> boost::asio::awaitable<boost::json::value> {
+      co_return boost::json::value_from(co_await fn(branch));
+    };
+  }
+  boost::asio::awaitable<std::vector<boost::json::value>> run_parallel(std::vector<branch_fn> branches,
+                                                                       std::size_t concurrency);
+  /// Durable waits, hooks, child runs and continue_as_new take main-line positions only (for now): inside
+  /// a parallel branch they fail the run with invalid_argument, naming `what`.
+  void main_line_only(std::string_view what);
+
   static detail::wait_alternative alternative_of(const hook& h);
   static detail::wait_alternative alternative_of(const timer& t);
   static detail::wait_alternative alternative_of(const event_wait& e);
@@ -257,6 +341,7 @@ class context {
       std::vector<detail::wait_alternative> alternatives);
 
   detail::run_state* state_;
+  detail::branch_state* branch_ = nullptr;  ///< the parallel branch this context runs, or the main line
 };
 
 }  // namespace keel

@@ -51,6 +51,10 @@ struct step_record {
   int attempts = 0;
   clock::time_point started_at;
   clock::time_point finished_at;
+  /// Inside a parallel branch: the branch's path (e.g. "3:1") and the step's position in it; on replay the
+  /// step is found by these, not by `seq`. None on the main line.
+  std::optional<std::string> branch;
+  int branch_seq = 0;
 };
 
 /// A run this worker now holds, with what earlier attempts recorded.

@@ -1,0 +1,157 @@
+// Parallel branches (ctx.parallel, ctx.map): branches interleaved on the run's strand, each with positions
+// of its own, their steps taking seqs from the region the parallel spans.
+//
+// The region of a parallel at main-line position N is seqs N+1 .. N+T, T being how many steps its branches
+// take in all (nested parallels included); the main line goes on at N+T+1 and the parallel's own record
+// ("keel.parallel", {"branches": k}) sits at N. Branches finish in any order, so a branch step takes the
+// region's next seq that no record holds when it is new, and is found on replay by (branch, position).
+// The region stays contiguous: a replay re-runs exactly the steps whose records are missing, filling the
+// holes a crash left before going past them.
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "engine_impl.hpp"
+#include "keel/engine/context.hpp"
+
+namespace keel {
+namespace {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+
+constexpr std::string_view k_parallel_step = "keel.parallel";
+
+/// What the branches of one parallel call hand back, touched only on the run's strand.
+struct join_state {
+  explicit join_state(asio::strand<asio::io_context::executor_type> s, std::size_t n)
+      : results(n), errors(n), wake(s, asio::steady_timer::time_point::max()) {}
+  std::vector<json::value> results;
+  std::vector<std::exception_ptr> errors;
+  std::size_t started = 0, finished = 0;
+  asio::steady_timer wake;
+};
+
+}  // namespace
+
+void context::main_line_only(std::string_view what) {
+  if (branch_ == nullptr) return;
+  auto& st = *state_;
+  json::object error;
+  error["code"] = code_name(errc::step_failed);
+  error["message"] = std::string(what) + " inside a ctx.parallel / ctx.map branch (" + branch_->path +
+                     "): durable waits, hooks, child runs and continue_as_new are not supported in branches "
+                     "yet; call them on the main line";
+  error["retriable"] = false;
+  st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
+  std::rethrow_exception(st.poisoned);
+}
+
+asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<branch_fn> branches,
+                                                                std::size_t concurrency) {
+  auto& st = *state_;
+  auto& engine = st.engine;
+  const std::string name(k_parallel_step);
+  const detail::step_slot slot(st, branch_ ? branch_->in_step : st.in_step, name);
+  const bool top = branch_ == nullptr;
+  // The parallel's own position: on the main line its seq; in a branch (nested) its place in the branch.
+  const int local = top ? st.next_seq++ : branch_->next_local++;
+  const auto* recorded = top ? detail::replayed_step(st, local, name)
+                             : detail::replayed_branch_step(st, branch_->path, local, name);
+  const std::size_t n = branches.size();
+  if (recorded) {
+    const auto* o = recorded->output.if_object();
+    const auto* k = o ? o->if_contains("branches") : nullptr;
+    if (k == nullptr || !k->is_int64() || static_cast<std::size_t>(k->as_int64()) != n) {
+      st.poisoned = std::make_exception_ptr(nondeterminism_error(
+          "run " + st.claim.id + ": the parallel at this position recorded " +
+          (k ? json::serialize(*k) : "?") + " branches, but the workflow now gives " + std::to_string(n)));
+      std::rethrow_exception(st.poisoned);
+    }
+  }
+  if (top) {
+    st.next_free_seq = local + 1;
+    st.region_high = local;
+  }
+  const std::string prefix = (top ? std::string() : branch_->path + "/") + std::to_string(local) + ":";
+  const auto started_at = std::chrono::system_clock::now();
+
+  std::vector<std::unique_ptr<detail::branch_state>> lines;
+  lines.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    lines.push_back(std::make_unique<detail::branch_state>(prefix + std::to_string(i), st.strand));
+    st.branch_backoffs.push_back(&lines.back()->backoff);
+  }
+  std::vector<std::unique_ptr<context>> contexts;
+  contexts.reserve(n);
+  for (std::size_t i = 0; i < n; ++i)
+    contexts.push_back(std::make_unique<context>(st, lines[i].get()));
+
+  join_state join(st.strand, n);
+  const std::size_t width = concurrency == 0 ? n : std::min(concurrency, n);
+  // Starts the next branch; each one's end starts another, until all have run.
+  std::function<void()> start_next = [&] {
+    const std::size_t i = join.started++;
+    auto body = branches[i](*contexts[i]);  // called outside co_spawn's expression (GCC 12)
+    asio::co_spawn(
+        st.strand, std::move(body),
+        asio::bind_executor(st.strand, [&join, &start_next, i, n](std::exception_ptr e, json::value v) {
+          join.errors[i] = e;
+          join.results[i] = std::move(v);
+          ++join.finished;
+          if (join.started < n) start_next();
+          join.wake.cancel();
+        }));
+  };
+  for (std::size_t i = 0; i < width; ++i)
+    start_next();
+  while (join.finished < n) {
+    join.wake.expires_at(asio::steady_timer::time_point::max());
+    co_await join.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  std::erase_if(st.branch_backoffs, [&](asio::steady_timer* t) {
+    return std::any_of(lines.begin(), lines.end(), [t](const auto& l) { return &l->backoff == t; });
+  });
+
+  // An interruption (lost lease, stop) ends the run's execution: nothing more is written.
+  for (auto& e : join.errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const detail::run_interrupted&) {
+      throw;
+    } catch (...) {
+    }
+  }
+  if (st.poisoned) std::rethrow_exception(st.poisoned);
+  if (!recorded) {
+    // The parallel's own record: on the main line at its position (the region follows it); nested, as a
+    // step of its branch.
+    json::object out;
+    out["branches"] = n;
+    const int seq = top ? local : st.take_branch_seq();
+    storage::step_record rec{seq,     name, false,      json::value(std::move(out)),
+                             nullptr, 1,    started_at, std::chrono::system_clock::now(),
+                             {},      0};
+    if (!top) {
+      rec.branch = branch_->path;
+      rec.branch_seq = local;
+    }
+    storage::step_checkpoint cp{st.lease(), std::move(rec)};
+    auto written = co_await engine.store_.checkpoint(cp);
+    if (!written) detail::lose_lease(st);
+  }
+  // The main line goes on past the region.
+  if (top) st.next_seq = std::max(st.next_seq, st.region_high + 1);
+  for (auto& e : join.errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  co_return std::move(join.results);
+}
+
+}  // namespace keel
