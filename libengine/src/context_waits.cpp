@@ -1,5 +1,8 @@
 // Durable waits (ctx.sleep, ctx.wait_for_event, hooks, ctx.any / ctx.all) and recorded values (ctx.now,
 // ctx.random, ctx.uuid).
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/json/value.hpp>
 
 #include "engine_impl.hpp"
@@ -16,6 +19,8 @@ namespace json = boost::json;
 using std::chrono::system_clock;
 
 constexpr std::string_view k_sleep_step = "keel.sleep";
+/// A replayed sleep this close to its wake time waits in memory instead of parking again.
+constexpr std::chrono::milliseconds k_sleep_held_in_memory{5};
 constexpr std::string_view k_event_step_prefix = "keel.event:";
 constexpr std::string_view k_hook_step_prefix = "keel.hook:";
 constexpr std::string_view k_hook_wait_prefix = "keel.hook_wait:";
@@ -267,10 +272,16 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
 
   if (const auto* rec = detail::replayed_step(st, seq, name)) {
     if (!sleep) co_return rec->output;
-    // A sleep recorded with its wake time: over once that time came (claimed early, it parks again until
-    // then).
+    // A sleep recorded with its wake time: over once that time came. Claimed just before it (the wake-up
+    // timer claims ahead, see wakeups.cpp), the rest is waited out here; claimed earlier, it parks again.
     const auto wake = recorded_wake(rec->output);
-    if (!wake || *wake <= system_clock::now()) co_return rec->output;
+    const auto now = system_clock::now();
+    if (!wake || *wake <= now) co_return rec->output;
+    if (*wake - now <= k_sleep_held_in_memory) {
+      asio::steady_timer rest(st.strand, *wake - now);
+      co_await rest.async_wait(asio::as_tuple(asio::use_awaitable));
+      co_return rec->output;
+    }
     until = wake;
   }
   detail::check_interrupt(st);

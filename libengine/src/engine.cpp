@@ -228,12 +228,16 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
   co_return n;
 }
 
+std::size_t engine_impl::free_slots() const {
+  const std::size_t busy = inflight_.size() - std::min(inflight_.size(), finishing_.load()) + direct_claims_;
+  return options_.concurrency - std::min(options_.concurrency, busy);
+}
+
 asio::awaitable<void> engine_impl::claim_loop() {
   while (!stopping()) {
     // A run whose finish is on its way to the writer no longer needs its slot: claiming for it now lets the
     // claim share the finish's transaction instead of waiting for the next one.
-    const std::size_t busy = inflight_.size() - std::min(inflight_.size(), finishing_.load());
-    const std::size_t free = options_.concurrency - std::min(options_.concurrency, busy);
+    const std::size_t free = free_slots();
     if (free == 0) {
       co_await wait_changed();
       continue;
@@ -440,7 +444,9 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   if (interrupted && interrupted->reason == run_interrupted::why::parked && st->parked) {
     // The wait's statement parked the run and released its lease: nothing more to write.
     const bool sleeping = st->parked->kind == storage::wait_kind::sleep;
-    if (st->parked->until) schedule_wakeup(*st->parked->until);
+    if (st->parked->until) {
+      schedule_wakeup(*st->parked->until, sleeping ? std::optional<run_id>(st->claim.id) : std::nullopt);
+    }
     emit(sleeping ? run_event::kind::sleeping : run_event::kind::waiting, *st, {}, 0,
          sleeping ? std::string() : st->parked->event);
     co_return;
@@ -522,7 +528,7 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
     expired = true;
     notify_changed();
   });
-  while ((!inflight_.empty() || claim_loop_active_) && !expired)
+  while ((!inflight_.empty() || claim_loop_active_ || direct_claims_ > 0) && !expired)
     co_await wait_changed();
   if (!inflight_.empty()) {
     // Past the deadline: whatever is still running (a step that ignores cancellation, a write waiting out a

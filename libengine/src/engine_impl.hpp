@@ -56,8 +56,9 @@ class engine_impl {
   /// The version a run of `workflow` gets: `wanted` if registered here, else the newest registered here.
   [[nodiscard]] std::optional<int> registered_version(const std::string& workflow,
                                                       std::optional<int> wanted) const;
-  /// Wakes the claim loop at `until`: a run this worker parked becomes due then (wakeups.cpp).
-  void schedule_wakeup(std::chrono::system_clock::time_point until);
+  /// At `until`, a run this worker parked becomes due (wakeups.cpp): `run` (a sleep) is then claimed by id
+  /// at once; without one, the claim loop is woken (a little after `until`, for the database's clock).
+  void schedule_wakeup(std::chrono::system_clock::time_point until, std::optional<run_id> run = std::nullopt);
 
   /// Runs `aw` on the engine's threads and blocks the calling thread for its result.
   template <class T>
@@ -82,6 +83,10 @@ class engine_impl {
   boost::asio::awaitable<void> wakeup_loop();
   void ensure_heartbeat();
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
+  /// Claims the parked run `id` whose wake-up timer fired (just before `until`), and runs it (wakeups.cpp).
+  boost::asio::awaitable<void> claim_parked(run_id id, std::chrono::system_clock::time_point until);
+  /// Slots free for new runs now (on ctl_).
+  [[nodiscard]] std::size_t free_slots() const;
   void launch(storage::claimed_run claim, std::chrono::steady_clock::time_point lease_until);
   boost::asio::awaitable<void> execute(std::shared_ptr<run_state> st);
   void notify_changed();
@@ -103,8 +108,15 @@ class engine_impl {
   bool claim_loop_active_ = false;
   bool heartbeat_active_ = false;
   bool watchdog_active_ = false;
-  /// Wake times of runs parked here, soonest first, and the timer set to the soonest.
-  std::multiset<std::chrono::steady_clock::time_point> wakeups_;
+  /// Wake times of runs parked here, soonest first, and the timer set to the soonest. A sleep's entry names
+  /// its run, which is claimed by id when it fires; the others wake the claim loop.
+  struct wakeup {
+    std::optional<run_id> run;
+    std::chrono::system_clock::time_point until;
+  };
+  std::multimap<std::chrono::steady_clock::time_point, wakeup> wakeups_;
+  /// Claims of single parked runs in progress (they hold a slot the claim loop must not hand out).
+  std::size_t direct_claims_ = 0;
   boost::asio::steady_timer wakeup_timer_;
   bool wakeup_active_ = false;
   bool started_ = false;

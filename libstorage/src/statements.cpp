@@ -172,6 +172,35 @@ SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.cl
        r.generation
 FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
 
+// Claims one run this worker parked in a sleep, when its wake-up timer fires: by id, due by the worker's
+// clock ($3, µs; the wake time was the worker's too), so no slack for the database's clock is needed. The
+// history is loaded by the next statement of the same transaction (a snapshot after this lock): a parked
+// run has no writer in flight, and every checkpoint before its park committed before the park did.
+// Idempotent on retry like keel_claim_runs ($6: an earlier attempt may have committed; $4: its token).
+// Same columns as keel_claim_runs.
+const statement claim_parked{"keel_claim_parked", R"sql(
+WITH mine AS (
+  SELECT id FROM keel.runs
+  WHERE $6::bool AND id = $2::uuid AND status = 'running' AND owner = $1 AND claim_token = $4::uuid),
+c AS (
+  SELECT id FROM keel.runs
+  WHERE id = $2::uuid AND NOT EXISTS (SELECT 1 FROM mine)
+    AND status IN ('queued', 'sleeping', 'waiting') AND due_at <= to_timestamp($3::bigint / 1e6)
+  FOR UPDATE SKIP LOCKED),
+claimed AS (
+  UPDATE keel.runs r
+  SET status = 'running', owner = $1, epoch = r.epoch + 1, claims = r.claims + 1,
+      due_at = now() + $5::bigint * interval '1 millisecond', started_at = coalesce(r.started_at, now()),
+      claim_token = $4::uuid
+  FROM c WHERE r.id = c.id
+  RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
+            false, r.generation)
+SELECT * FROM claimed
+UNION ALL
+SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, false,
+       r.generation
+FROM keel.runs r WHERE r.id IN (SELECT id FROM mine))sql"};
+
 const statement load_steps{"keel_load_steps", R"sql(
 SELECT run_id::text, seq, name, status, output::text, error::text, attempts,
        (extract(epoch FROM started_at) * 1e6)::bigint, (extract(epoch FROM finished_at) * 1e6)::bigint,

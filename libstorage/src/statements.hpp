@@ -15,6 +15,7 @@ extern const statement checkpoint_steps_again;
 extern const statement finish_runs;
 extern const statement release_runs;
 extern const statement claim_runs;
+extern const statement claim_parked;
 extern const statement load_steps;
 extern const statement heartbeat;
 extern const statement get_run;

@@ -11,6 +11,7 @@
 #include "row_text.hpp"
 #include "run_listener.hpp"
 #include "statements.hpp"
+#include "step_rows.hpp"
 #include "write_kinds.hpp"
 
 namespace keel::storage {
@@ -24,40 +25,9 @@ std::int64_t to_micros(clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
-clock::time_point from_micros(std::string_view text) {
-  return clock::time_point{std::chrono::microseconds{std::stoll(std::string(text))}};
-}
-
 std::optional<clock::time_point> opt_time(const PGresult* r, int row, int col) {
   if (PQgetisnull(r, row, col)) return std::nullopt;
   return from_micros(get_text(r, row, col));
-}
-
-json::value parse_json(const PGresult* r, int row, int col) {
-  if (PQgetisnull(r, row, col)) return nullptr;
-  return parse_stored_json(get_text(r, row, col));
-}
-
-/// Rows of keel_load_steps (first column run_id) grouped onto their runs, in seq order.
-void read_steps(const PGresult* r, const std::function<std::vector<step_record>*(std::string_view)>& target) {
-  for (int row = 0; row < PQntuples(r); ++row) {
-    auto* steps = target(get_text(r, row, 0));
-    if (steps == nullptr) continue;
-    step_record s;
-    s.seq = to_int(get_text(r, row, 1));
-    s.name = std::string(get_text(r, row, 2));
-    s.failed = get_text(r, row, 3) == "failed";
-    s.output = parse_json(r, row, 4);
-    s.error = parse_json(r, row, 5);
-    s.attempts = to_int(get_text(r, row, 6));
-    s.started_at = from_micros(get_text(r, row, 7));
-    s.finished_at = from_micros(get_text(r, row, 8));
-    if (!PQgetisnull(r, row, 9)) {
-      s.branch = std::string(get_text(r, row, 9));
-      s.branch_seq = to_int(get_text(r, row, 10));
-    }
-    steps->push_back(std::move(s));
-  }
 }
 
 /// A PostgreSQL array literal (text[], uuid[]); every element quoted, so any name is safe.
@@ -620,6 +590,22 @@ boost::asio::awaitable<result<claim_outcome>> store::claim(const claim_request& 
   for (auto& run : outcome->runs)
     run.recorded_steps = static_cast<int>(run.steps.size());
   co_return std::move(*outcome);
+}
+
+boost::asio::awaitable<result<claim_outcome>> store::claim_parked(const claim_request& request,
+                                                                  const run_id& id, clock::time_point now) {
+  if (!is_valid_run_id(id)) co_return errc::invalid_argument;
+  std::vector<std::optional<std::string>> params{request.owner,
+                                                 id,
+                                                 std::to_string(detail::to_micros(now)),
+                                                 new_run_id(),  // the claim's token
+                                                 std::to_string(request.lease.count()),
+                                                 "false"};  // set per attempt by the kind
+  co_return co_await detail::await_completion<claim_outcome>(
+      [this, &params](std::function<void(result<claim_outcome>)> done) {
+        impl_->writer_.submit(std::make_unique<detail::claim_write>(detail::claim_parked_kind(),
+                                                                    std::move(params), std::move(done)));
+      });
 }
 
 boost::asio::awaitable<result<std::vector<lease_token>>> store::heartbeat(

@@ -5,6 +5,7 @@
 
 #include "row_text.hpp"
 #include "statements.hpp"
+#include "step_rows.hpp"
 
 namespace keel::storage::detail {
 namespace {
@@ -58,6 +59,26 @@ class enqueue_kind_t final : public write_kind {
   }
 };
 
+/// A claimed run as keel_claim_runs / keel_claim_parked return it; nullopt for one failed as dead_lettered
+/// (its id in `dead`).
+std::optional<claimed_run> read_claimed(const PGresult* res, int row, std::vector<run_id>& dead) {
+  if (get_text(res, row, 8) == "t") {
+    dead.emplace_back(get_text(res, row, 0));
+    return std::nullopt;
+  }
+  claimed_run run;
+  run.id = std::string(get_text(res, row, 0));
+  run.workflow = std::string(get_text(res, row, 1));
+  run.version = to_int(get_text(res, row, 2));
+  run.input = parse_stored_json(get_text(res, row, 3));
+  run.epoch = std::stoll(std::string(get_text(res, row, 4)));
+  run.claims = to_int(get_text(res, row, 5));
+  run.recorded_steps = get_text(res, row, 6) == "t" ? 1 : 0;  // may have some: counted once loaded
+  run.recoveries = to_int(get_text(res, row, 7));
+  run.generation = to_int(get_text(res, row, 9));
+  return run;
+}
+
 /// One claim statement per claim write (each with its own owner, limit and workflows).
 class claim_kind_t final : public write_kind {
  public:
@@ -75,21 +96,40 @@ class claim_kind_t final : public write_kind {
       claim_outcome out;
       out.runs.reserve(static_cast<std::size_t>(PQntuples(res)));
       for (int row = 0; row < PQntuples(res); ++row) {
-        if (get_text(res, row, 8) == "t") {
-          out.dead_lettered.emplace_back(get_text(res, row, 0));
-          continue;
-        }
-        claimed_run run;
-        run.id = std::string(get_text(res, row, 0));
-        run.workflow = std::string(get_text(res, row, 1));
-        run.version = to_int(get_text(res, row, 2));
-        run.input = parse_stored_json(get_text(res, row, 3));
-        run.epoch = std::stoll(std::string(get_text(res, row, 4)));
-        run.claims = to_int(get_text(res, row, 5));
-        run.recorded_steps = get_text(res, row, 6) == "t" ? 1 : 0;  // may have some: counted once loaded
-        run.recoveries = to_int(get_text(res, row, 7));
-        run.generation = to_int(get_text(res, row, 9));
-        out.runs.push_back(std::move(run));
+        if (auto run = read_claimed(res, row, out.dead_lettered)) out.runs.push_back(std::move(*run));
+      }
+      as<claim_outcome>(writes[i]).succeed(std::move(out));
+    }
+  }
+};
+
+/// Claims of one parked run each (keel_claim_parked), with its history loaded in the same transaction.
+class claim_parked_kind_t final : public write_kind {
+ public:
+  [[nodiscard]] int order() const noexcept override { return 1; }
+
+  void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
+                      bool /*again: each claim counts its own attempts (claim token)*/) const override {
+    for (auto* w : writes) {
+      auto* claim = static_cast<claim_write*>(w);
+      const auto& params = claim->next_attempt();
+      tx.push_back({&sql::claim_parked, params});
+      tx.push_back({&sql::load_steps, {"{" + params[1].value_or("") + "}"}});
+    }
+  }
+
+  void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override {
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+      const PGresult* res = results[2 * i].get();
+      claim_outcome out;
+      for (int row = 0; row < PQntuples(res); ++row) {
+        if (auto run = read_claimed(res, row, out.dead_lettered)) out.runs.push_back(std::move(*run));
+      }
+      for (auto& run : out.runs) {
+        read_steps(results[2 * i + 1].get(), [&run](std::string_view id) -> std::vector<step_record>* {
+          return id == run.id ? &run.steps : nullptr;
+        });
+        run.recorded_steps = static_cast<int>(run.steps.size());
       }
       as<claim_outcome>(writes[i]).succeed(std::move(out));
     }
@@ -183,6 +223,10 @@ const write_kind& enqueue_kind() {
 }
 const write_kind& claim_kind() {
   static const claim_kind_t k;
+  return k;
+}
+const write_kind& claim_parked_kind() {
+  static const claim_parked_kind_t k;
   return k;
 }
 const write_kind& checkpoint_kind() {

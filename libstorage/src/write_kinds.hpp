@@ -35,6 +35,8 @@ class claim_write final : public typed_write<claim_outcome> {
 /// The kinds, in transaction order.
 const write_kind& enqueue_kind();
 const write_kind& claim_kind();
+/// A claim of one parked run by id, its history loaded in the same transaction (store::claim_parked).
+const write_kind& claim_parked_kind();
 const write_kind& checkpoint_kind();
 const write_kind& finish_kind();
 const write_kind& release_kind();

@@ -83,6 +83,12 @@ class store {
   /// other writes. Returns them with their recorded steps, and the runs it dead-lettered instead.
   boost::asio::awaitable<result<claim_outcome>> claim(const claim_request& request);
 
+  /// Claims the parked run `id` for `request.owner` if it is due by `now` (the caller's clock, which set
+  /// its wake time), with its steps loaded in the same transaction: what a worker does when the wake-up
+  /// timer of a run it parked fires. No run (someone else took it, or it is not due) is not an error.
+  boost::asio::awaitable<result<claim_outcome>> claim_parked(const claim_request& request, const run_id& id,
+                                                             clock::time_point now);
+
   /// Extends the leases in `held`; returns those that are no longer this worker's (matched by run and epoch,
   /// so an old execution's lease never stands for a newer one).
   boost::asio::awaitable<result<std::vector<lease_token>>> heartbeat(const std::vector<lease_token>& held,
