@@ -288,4 +288,32 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
   }
 }
 
+void context::add_compensation(std::string name, erased_step fn, const step_options& options) {
+  main_line_only("ctx.compensate");
+  state_->compensations.push_back({std::move(name), std::move(fn), options});
+}
+
+asio::awaitable<json::array> context::run_compensations() {
+  auto& st = *state_;
+  json::array done;
+  // Newest first; each a step of its own, so a crash part-way replays the ones done.
+  auto pending = std::move(st.compensations);
+  st.compensations.clear();
+  for (auto it = pending.rbegin(); it != pending.rend(); ++it) {
+    const std::string step = "keel.compensate:" + it->name;
+    json::object outcome;
+    outcome["step"] = storage::valid_utf8(step);
+    try {
+      co_await run_step(step, it->fn, it->options);
+      outcome["status"] = "completed";
+    } catch (const step_failed_error& e) {
+      // Recorded as the step's failure; the remaining compensations still run.
+      outcome["status"] = "failed";
+      outcome["error"] = e.error();
+    }
+    done.emplace_back(std::move(outcome));
+  }
+  co_return done;
+}
+
 }  // namespace keel

@@ -228,6 +228,46 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
   co_return n;
 }
 
+asio::awaitable<void> engine_impl::compensate(run_state& st, storage::run_finish& fin,
+                                              std::optional<run_interrupted>& interrupted) {
+  // Not after nondeterminism or overlapping steps: the replay that registered them cannot be trusted.
+  const auto* code = fin.error.is_object() ? fin.error.as_object().if_contains("code") : nullptr;
+  if (code && code->is_string() &&
+      (code->as_string() == code_name(errc::nondeterminism) ||
+       code->as_string() == code_name(errc::concurrent_step))) {
+    co_return;
+  }
+  // A failure that poisoned the context (a refused name, say) is the run's; compensations may still run.
+  if (st.poisoned) {
+    try {
+      std::rethrow_exception(st.poisoned);
+    } catch (const step_failed_error&) {
+      st.poisoned = nullptr;
+    } catch (...) {
+      co_return;
+    }
+  }
+  st.in_step = false;
+  context ctx(st);
+  try {
+    auto done = co_await ctx.run_compensations();
+    if (!fin.error.is_object()) fin.error = json::object{};
+    fin.error.as_object()["compensation"] = std::move(done);
+  } catch (const run_interrupted& i) {
+    interrupted = i;
+  } catch (const std::exception& e) {
+    log::error("engine", "run " + st.claim.id + ": compensation stopped: " + e.what());
+    if (st.poisoned) {
+      try {
+        std::rethrow_exception(st.poisoned);
+      } catch (const run_interrupted& i) {
+        interrupted = i;
+      } catch (...) {
+      }
+    }
+  }
+}
+
 std::size_t engine_impl::free_slots() const {
   const std::size_t busy = inflight_.size() - std::min(inflight_.size(), finishing_.load()) + direct_claims_;
   return options_.concurrency - std::min(options_.concurrency, busy);
@@ -433,6 +473,9 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   }
   if (!interrupted && st->lost.load(std::memory_order_acquire))
     interrupted = run_interrupted{run_interrupted::why::lease_lost};
+  if (!interrupted && fin.status == storage::run_status::failed && !st->compensations.empty()) {
+    co_await compensate(*st, fin, interrupted);
+  }
 
   if (interrupted && interrupted->reason == run_interrupted::why::parked && st->parked &&
       st->parked->continued) {

@@ -85,6 +85,9 @@ class engine_impl {
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
   /// Claims the parked run `id` whose wake-up timer fired (just before `until`), and runs it (wakeups.cpp).
   boost::asio::awaitable<void> claim_parked(run_id id, std::chrono::system_clock::time_point until);
+  /// After a run's body failed: its registered compensations (ctx.compensate), recorded in `fin`'s error.
+  boost::asio::awaitable<void> compensate(run_state& st, storage::run_finish& fin,
+                                          std::optional<run_interrupted>& interrupted);
   /// Slots free for new runs now (on ctl_).
   [[nodiscard]] std::size_t free_slots() const;
   void launch(storage::claimed_run claim, std::chrono::steady_clock::time_point lease_until);

@@ -6,6 +6,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -43,6 +44,13 @@ struct run_state {
   /// skipped), and the highest seq the region holds so far.
   int next_free_seq = 0;
   int region_high = -1;
+  /// Compensations registered by ctx.compensate in this execution, oldest first.
+  struct compensation {
+    std::string name;
+    std::function<boost::asio::awaitable<boost::json::value>()> fn;
+    step_options options;
+  };
+  std::vector<compensation> compensations;
   /// Retry backoff timers of parallel branches in progress (besides `backoff`): cut short with it.
   std::vector<boost::asio::steady_timer*> branch_backoffs;
   /// The run's finish was submitted (set on the run's strand before the completion handler reads it).

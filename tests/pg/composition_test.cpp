@@ -1,6 +1,6 @@
 // Composition against a real PostgreSQL: waiting for the first of several alternatives (hooks, events,
 // timers) or for all of them, durably, with the losers cancelled; child runs, their retries and cancels;
-// continue_as_new; parallel branches.
+// continue_as_new; parallel branches; compensation.
 #define BOOST_TEST_MODULE composition
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
@@ -716,6 +716,62 @@ BOOST_AUTO_TEST_CASE(a_durable_wait_inside_a_branch_fails_the_run_with_a_clear_e
   BOOST_TEST(to_string(done->status) == "failed");
   const std::string message(done->error.at("message").as_string());
   BOOST_TEST(message.find("ctx.sleep inside a ctx.parallel") != std::string::npos, message);
+}
+
+BOOST_AUTO_TEST_CASE(compensations_run_newest_first_when_the_run_fails_each_as_a_retried_step,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::mutex m;
+  std::vector<std::string> effects;
+  auto did = [&](const std::string& what) {
+    std::lock_guard lock(m);
+    effects.push_back(what);
+  };
+  std::atomic<int> refund_attempts{0};
+  add_workflow(e, "order", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto reserve = [&] {
+      did("reserve");
+      return 1;
+    };
+    co_await ctx.step("reserve", reserve);
+    auto release = [&] { did("release"); };
+    ctx.compensate("release", release);
+    auto charge = [&] {
+      did("charge");
+      return 2;
+    };
+    co_await ctx.step("charge", charge);
+    step_options retried;
+    retried.retry.max_attempts = 3;
+    retried.retry.initial_delay = 10ms;
+    auto refund = [&] {
+      if (++refund_attempts == 1) throw std::runtime_error("payment provider: 503");
+      did("refund");
+    };
+    ctx.compensate("refund", refund, retried);
+    auto ship = []() -> int { throw non_retriable_error("no courier for that address"); };
+    co_await ctx.step("ship", ship);
+    co_return json::value("shipped");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("order", json::object{}).value();
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "failed");
+  BOOST_TEST(done->error.at("message").as_string() == "no courier for that address");
+  const auto& compensation = done->error.at("compensation").as_array();
+  BOOST_REQUIRE_EQUAL(compensation.size(), 2u);
+  BOOST_TEST(compensation.at(0).at("step").as_string() == "keel.compensate:refund");
+  BOOST_TEST(compensation.at(0).at("status").as_string() == "completed");
+  BOOST_TEST(compensation.at(1).at("step").as_string() == "keel.compensate:release");
+  {
+    std::lock_guard lock(m);
+    BOOST_TEST((effects == std::vector<std::string>{"reserve", "charge", "refund", "release"}));
+  }
+  BOOST_TEST(refund_attempts == 2);  // retried per its options
+  BOOST_TEST(query_value(db, "SELECT string_agg(name, ',' ORDER BY seq) FROM keel.steps") ==
+             "reserve,charge,ship,keel.compensate:refund,keel.compensate:release");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/json/array.hpp>
 #include <boost/json/value.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
@@ -27,6 +28,7 @@ class context;
 namespace detail {
 struct run_state;
 struct branch_state;
+class engine_impl;
 
 template <class T>
 struct awaitable_value {
@@ -196,6 +198,18 @@ class context {
     return run_all(std::move(every));
   }
 
+  /// Registers a compensating action (a saga's undo) for what the run has done so far, e.g. a refund after
+  /// a charge. When the run then fails — an exception escapes its body — the registered compensations run
+  /// in reverse order of registration, each as a durable step (`keel.compensate:<name>`, retried per
+  /// `options`; after a crash the ones done replay from their records), and the run ends failed with its
+  /// error plus what each compensation did (`"compensation": [{"step", "status", "error"}]`). A compensation
+  /// that fails for good does not stop the others. Register on the main line, after the step it undoes
+  /// succeeded; replays register again (registration itself is not recorded). `fn` as for ctx.step.
+  template <class F>
+  void compensate(std::string_view name, F&& fn, const step_options& options = {}) {
+    add_compensation(std::string(name), erase(std::forward<F>(fn)), options);
+  }
+
   /// Starts a run of `workflow` with `input` as a child of this run (one step position) and waits durably
   /// for its output, converted to Out: this run releases its worker while the child runs and is woken (on
   /// any worker) when the child ends. Started once per position: a replay finds the same child. A child that
@@ -308,6 +322,10 @@ class context {
   }
 
   boost::asio::awaitable<boost::json::value> run_step(std::string name, erased_step fn, step_options options);
+  void add_compensation(std::string name, erased_step fn, const step_options& options);
+  /// After the body failed: runs the registered compensations, newest first; returns what each did.
+  boost::asio::awaitable<boost::json::array> run_compensations();
+  friend class detail::engine_impl;
   friend class hook;
   /// A durable wait at the next step position; returns its record ({"wake_at"}, {"payload"}, {"timed_out"}).
   /// `kind`: 0 sleep, 1 event (`event` = its name), 2 hook (`event` = its name, `hook_seq` its position),
