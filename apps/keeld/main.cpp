@@ -109,7 +109,8 @@ int main(int argc, char** argv) {
   o.concurrency = concurrency;
   o.on_event = [&](const keel::run_event& ev) {
     print_event(ev);
-    if (ev.what == keel::run_event::kind::completed || ev.what == keel::run_event::kind::failed) {
+    if (ev.what == keel::run_event::kind::completed || ev.what == keel::run_event::kind::failed ||
+        ev.what == keel::run_event::kind::cancelled) {
       std::lock_guard lock(m);
       finished.insert(ev.id);
       cv.notify_all();

@@ -63,6 +63,7 @@ run_state::run_state(engine_impl& e, storage::claimed_run c,
                      boost::asio::strand<boost::asio::io_context::executor_type> s,
                      std::chrono::steady_clock::time_point lease_until)
     : engine(e), claim(std::move(c)), strand(s), backoff(s), lease_deadline(lease_until) {
+  cancel_requested.store(claim.cancel_requested, std::memory_order_relaxed);
   for (const auto& rec : claim.steps) {
     if (rec.branch) {
       by_branch.emplace(std::pair(*rec.branch, rec.branch_seq), &rec);
@@ -109,6 +110,11 @@ void check_interrupt(run_state& st) {
     st.poisoned = std::make_exception_ptr(run_interrupted{run_interrupted::why::released});
   }
   if (st.poisoned) std::rethrow_exception(st.poisoned);
+  if (!st.cancel_seen && st.cancel_requested.load(std::memory_order_acquire)) {
+    // Once: the workflow may catch it and go on cleaning up (its steps run until the grace ends).
+    st.cancel_seen = true;
+    throw cancelled_error("run " + st.claim.id + " was asked to cancel");
+  }
 }
 
 void lose_lease(run_state& st) {

@@ -181,7 +181,9 @@ result<void> engine_impl::start() {
   if (auto r = block_on(store_.register_worker(worker_id_, workflow_versions(), worker_ttl())); !r)
     log::warn("engine", "cannot register this worker: " + r.error().message());
   // Runs enqueued by other processes wake the claim loop at once instead of at its next poll.
-  if (!started_once_.exchange(true)) store_.on_runs_enqueued([this] { wake_claimer(); });
+  if (!started_once_.exchange(true)) {
+    store_.on_runs_enqueued([this] { wake_claimer(); }, [this](const run_id& id) { cancel_requested(id); });
+  }
   asio::post(ctl_, [this] {
     if (started_ || stopping()) return;
     started_ = true;
@@ -427,6 +429,8 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
       }
     } catch (const run_interrupted& i) {
       interrupted = i;
+    } catch (const cancelled_error&) {
+      fin.status = storage::run_status::cancelled;  // set below, with the rest of a cancel's outcome
     } catch (const step_failed_error& e) {
       fin.status = storage::run_status::failed;
       fin.error = e.error();
@@ -473,7 +477,18 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
   }
   if (!interrupted && st->lost.load(std::memory_order_acquire))
     interrupted = run_interrupted{run_interrupted::why::lease_lost};
-  if (!interrupted && fin.status == storage::run_status::failed && !st->compensations.empty()) {
+  if (!interrupted && st->cancel_seen) {
+    // Asked to cancel, and it saw it: the run ends cancelled however its body ended (having handled the
+    // cancel, or failed while cleaning up: kept as the cause).
+    json::value cause = fin.status == storage::run_status::failed ? std::move(fin.error) : json::value();
+    fin.status = storage::run_status::cancelled;
+    fin.output = nullptr;
+    fin.error = error_json(code_name(errc::cancelled), "run cancelled");
+    if (!cause.is_null()) fin.error.as_object()["cause"] = std::move(cause);
+  }
+  if (!interrupted &&
+      (fin.status == storage::run_status::failed || fin.status == storage::run_status::cancelled) &&
+      !st->compensations.empty()) {
     co_await compensate(*st, fin, interrupted);
   }
 
@@ -543,7 +558,10 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     emit(run_event::kind::abandoned, *st, {}, 0, r.error().message());
     co_return;
   }
-  emit(ok ? run_event::kind::completed : run_event::kind::failed, *st, {}, 0, std::move(detail));
+  emit(ok                                             ? run_event::kind::completed
+       : fin.status == storage::run_status::cancelled ? run_event::kind::cancelled
+                                                      : run_event::kind::failed,
+       *st, {}, 0, std::move(detail));
 }
 
 asio::awaitable<void> engine_impl::stop(std::chrono::milliseconds deadline) {
@@ -653,12 +671,27 @@ asio::awaitable<result<run_info>> engine_impl::wait(run_id id, std::chrono::mill
   }
 }
 
-asio::awaitable<result<run_status>> engine_impl::cancel(run_id id) {
+asio::awaitable<result<run_status>> engine_impl::cancel(run_id id, cancel_options options) {
   if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
-  auto r = co_await store_.cancel(id);
+  auto r = co_await store_.cancel(id, options.grace);
   if (!r) co_return engine_error(r.error());
-  if (*r == run_status::cancelled) fence_local(id, std::numeric_limits<std::int64_t>::max());
+  if (*r == run_status::cancelled) {
+    fence_local(id, std::numeric_limits<std::int64_t>::max());
+  } else if (!storage::is_terminal(*r)) {
+    cancel_requested(id);  // at once if it runs here (others hear the notification)
+    wake_claimer();        // a parked run was queued to see it
+  }
   co_return *r;
+}
+
+void engine_impl::cancel_requested(const run_id& id) {
+  asio::post(ctl_, [this, id] {
+    auto it = inflight_.find(id);
+    if (it == inflight_.end()) return;
+    auto st = it->second;
+    st->cancel_requested.store(true, std::memory_order_release);
+    asio::post(st->strand, [st] { st->cancel_backoffs(); });  // a retry backoff ends now, to see it
+  });
 }
 
 void engine_impl::fence_local(const run_id& id, std::int64_t epoch) {
@@ -772,6 +805,8 @@ std::string_view to_string(run_event::kind k) noexcept {
       return "waiting";
     case run_event::kind::continued:
       return "continued";
+    case run_event::kind::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -862,11 +897,12 @@ result<run_info> engine::wait_blocking(std::string_view id, std::chrono::millise
   return impl_->block_on(impl_->wait(run_id(id), timeout));
 }
 
-boost::asio::awaitable<result<run_status>> engine::cancel(std::string_view id) {
-  return impl_->cancel(run_id(id));
+boost::asio::awaitable<result<run_status>> engine::cancel(std::string_view id,
+                                                          const cancel_options& options) {
+  return impl_->cancel(run_id(id), options);
 }
-result<run_status> engine::cancel_blocking(std::string_view id) {
-  return impl_->block_on(impl_->cancel(run_id(id)));
+result<run_status> engine::cancel_blocking(std::string_view id, const cancel_options& options) {
+  return impl_->block_on(impl_->cancel(run_id(id), options));
 }
 
 boost::asio::awaitable<result<void>> engine::send_event(std::string_view id, std::string_view name,

@@ -43,7 +43,9 @@ class engine_impl {
                                                  enqueue_options options);
   boost::asio::awaitable<result<run_info>> get(run_id id);
   boost::asio::awaitable<result<run_info>> wait(run_id id, std::chrono::milliseconds timeout);
-  boost::asio::awaitable<result<run_status>> cancel(run_id id);
+  boost::asio::awaitable<result<run_status>> cancel(run_id id, cancel_options options);
+  /// A run in flight here was asked to cancel: it sees a cancelled_error at its next boundary.
+  void cancel_requested(const run_id& id);
   boost::asio::awaitable<result<void>> send_event(storage::event_delivery event);
   boost::asio::awaitable<result<void>> retry(run_id id);
   boost::asio::awaitable<result<void>> rewind(run_id id, int from_step);

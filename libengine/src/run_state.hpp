@@ -57,6 +57,9 @@ struct run_state {
   bool finishing = false;
   /// The lease is gone (heartbeat or a write said so): write nothing more.
   std::atomic<bool> lost{false};
+  /// Asked to cancel (engine::cancel with a grace): the next step or wait throws cancelled_error, once.
+  std::atomic<bool> cancel_requested{false};
+  bool cancel_seen = false;
   /// The latest time this worker can be sure it still holds the lease: when the claim or the last successful
   /// heartbeat was sent, plus the lease. Past it, no new step attempt starts (the database may have handed
   /// the run to another worker even if no write has been fenced yet).

@@ -14,8 +14,12 @@ constexpr int k_poll_ms = 100;
 
 }  // namespace
 
-run_listener::run_listener(connection_config config, std::function<void()> on_notify)
-    : config_(std::move(config)), on_notify_(std::move(on_notify)), thread_([this] { thread_main(); }) {}
+run_listener::run_listener(connection_config config, std::function<void()> on_notify,
+                           std::function<void(const std::string&)> on_cancel)
+    : config_(std::move(config)),
+      on_notify_(std::move(on_notify)),
+      on_cancel_(std::move(on_cancel)),
+      thread_([this] { thread_main(); }) {}
 
 run_listener::~run_listener() {
   stop();
@@ -41,7 +45,8 @@ void run_listener::thread_main() {
       continue;
     }
     if (!listening) {
-      if (!conn.exec_script_blocking(std::string("LISTEN ") + k_runs_channel)) {
+      if (!conn.exec_script_blocking(std::string("LISTEN ") + k_runs_channel + "; LISTEN " +
+                                     k_cancel_channel)) {
         conn.close();
         continue;
       }
@@ -57,7 +62,11 @@ void run_listener::thread_main() {
     }
     bool notified = false;
     while (PGnotify* n = PQnotifies(conn.native())) {
-      notified = true;
+      if (std::string_view(n->relname) == k_cancel_channel) {
+        if (on_cancel_ && n->extra != nullptr) on_cancel_(n->extra);
+      } else {
+        notified = true;
+      }
       PQfreemem(n);
     }
     if (notified) on_notify_();

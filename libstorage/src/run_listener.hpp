@@ -12,13 +12,17 @@ namespace keel::storage::detail {
 
 /// The channel the group writer notifies (once per committed batch that enqueued runs).
 inline constexpr const char* k_runs_channel = "keel_runs";
+/// The channel a cancel request is announced on (payload: the run's id).
+inline constexpr const char* k_cancel_channel = "keel_cancel";
 
 /// A thread holding one connection that LISTENs on k_runs_channel and calls `on_notify` for each
-/// notification (several may be folded into one call). Reconnects with backoff; a notification sent while
+/// notification (several may be folded into one call), and on k_cancel_channel, calling `on_cancel` with
+/// each payload. Reconnects with backoff; a notification sent while
 /// it was reconnecting is lost, which only delays a claim until the worker's next poll.
 class run_listener {
  public:
-  run_listener(connection_config config, std::function<void()> on_notify);
+  run_listener(connection_config config, std::function<void()> on_notify,
+               std::function<void(const std::string&)> on_cancel = {});
   ~run_listener();
   run_listener(const run_listener&) = delete;
   run_listener& operator=(const run_listener&) = delete;
@@ -35,6 +39,7 @@ class run_listener {
 
   connection_config config_;
   std::function<void()> on_notify_;
+  std::function<void(const std::string&)> on_cancel_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -136,9 +136,11 @@ prior AS (
   SELECT id FROM keel.runs
   WHERE $7::bool AND status = 'running' AND owner = $1 AND claim_token = $6::uuid),
 c AS (
-  SELECT x.id, x.status = 'running' AS recovery, x.status = 'running' AND x.recoveries >= $5::int AS dead
+  SELECT x.id, x.status = 'running' AS recovery,
+         x.cancel_deadline IS NOT NULL AND x.cancel_deadline <= now() AS cancel,
+         x.status = 'running' AND x.recoveries >= $5::int AS dead
   FROM band CROSS JOIN LATERAL (
-    SELECT id, status, recoveries FROM keel.runs
+    SELECT id, status, recoveries, cancel_deadline FROM keel.runs
     WHERE status IN ('queued', 'running', 'sleeping', 'waiting') AND priority = band.p AND due_at <= now()
       AND (workflow, version) IN (SELECT workflow, version FROM wanted)
     ORDER BY due_at
@@ -148,16 +150,21 @@ c AS (
   LIMIT greatest($2::int - (SELECT count(*) FROM prior), 0)),
 claimed AS (
 UPDATE keel.runs r
-SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
-    owner = CASE WHEN c.dead THEN NULL ELSE $1 END,
+SET status = CASE WHEN c.cancel THEN 'cancelled' WHEN c.dead THEN 'failed' ELSE 'running' END,
+    owner = CASE WHEN c.dead OR c.cancel THEN NULL ELSE $1 END,
     epoch = r.epoch + 1,
-    claims = r.claims + CASE WHEN c.dead THEN 0 ELSE 1 END,
-    recoveries = r.recoveries + CASE WHEN c.recovery THEN 1 ELSE 0 END,
-    due_at = CASE WHEN c.dead THEN NULL ELSE now() + $3::bigint * interval '1 millisecond' END,
+    claims = r.claims + CASE WHEN c.dead OR c.cancel THEN 0 ELSE 1 END,
+    recoveries = r.recoveries + CASE WHEN c.recovery AND NOT c.cancel THEN 1 ELSE 0 END,
+    due_at = CASE WHEN c.dead OR c.cancel THEN NULL
+                  ELSE least(now() + $3::bigint * interval '1 millisecond',
+                             coalesce(r.cancel_deadline, 'infinity')) END,
     started_at = coalesce(r.started_at, now()),
-    finished_at = CASE WHEN c.dead THEN now() END,
+    finished_at = CASE WHEN c.dead OR c.cancel THEN now() END,
     claim_token = $6::uuid,
-    error = CASE WHEN c.dead THEN jsonb_build_object(
+    error = CASE WHEN c.cancel THEN jsonb_build_object(
+              'code', 'cancelled',
+              'message', 'run cancelled: it did not finish within its cancel grace, and was fenced off')
+            WHEN c.dead THEN jsonb_build_object(
               'code', 'dead_lettered',
               'message', 'the run lost its worker ' || (r.recoveries + 1) || ' times (a crash, a kill or a '
                          'stall past its lease each time); max_recoveries is ' || $5::int,
@@ -165,11 +172,12 @@ SET status = CASE WHEN c.dead THEN 'failed' ELSE 'running' END,
             ELSE r.error END
 FROM c WHERE r.id = c.id
 RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
-          c.dead, r.generation)
+          CASE WHEN c.cancel THEN 'c' WHEN c.dead THEN 't' ELSE 'f' END, r.generation,
+          r.cancel_deadline IS NOT NULL)
 SELECT * FROM claimed
 UNION ALL
-SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, false,
-       r.generation
+SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
+       r.generation, r.cancel_deadline IS NOT NULL
 FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
 
 // Claims one run this worker parked in a sleep, when its wake-up timer fires: by id, due by the worker's
@@ -186,19 +194,21 @@ c AS (
   SELECT id FROM keel.runs
   WHERE id = $2::uuid AND NOT EXISTS (SELECT 1 FROM mine)
     AND status IN ('queued', 'sleeping', 'waiting') AND due_at <= to_timestamp($3::bigint / 1e6)
+    AND (cancel_deadline IS NULL OR cancel_deadline > now())
   FOR UPDATE SKIP LOCKED),
 claimed AS (
   UPDATE keel.runs r
   SET status = 'running', owner = $1, epoch = r.epoch + 1, claims = r.claims + 1,
-      due_at = now() + $5::bigint * interval '1 millisecond', started_at = coalesce(r.started_at, now()),
+      due_at = least(now() + $5::bigint * interval '1 millisecond', coalesce(r.cancel_deadline, 'infinity')),
+      started_at = coalesce(r.started_at, now()),
       claim_token = $4::uuid
   FROM c WHERE r.id = c.id
   RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
-            false, r.generation)
+            'f', r.generation, r.cancel_deadline IS NOT NULL)
 SELECT * FROM claimed
 UNION ALL
-SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, false,
-       r.generation
+SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
+       r.generation, r.cancel_deadline IS NOT NULL
 FROM keel.runs r WHERE r.id IN (SELECT id FROM mine))sql"};
 
 const statement load_steps{"keel_load_steps", R"sql(
@@ -208,8 +218,10 @@ SELECT run_id::text, seq, name, status, output::text, error::text, attempts,
 FROM keel.steps WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, seq)sql"};
 
 // Extends held leases; the (id, epoch) pairs not returned were taken over, cancelled or finished elsewhere.
+// A run asked to cancel keeps its lease no later than its cancel deadline.
 const statement heartbeat{"keel_heartbeat", R"sql(
-UPDATE keel.runs r SET due_at = now() + $2::bigint * interval '1 millisecond'
+UPDATE keel.runs r SET due_at = least(now() + $2::bigint * interval '1 millisecond',
+                                      coalesce(r.cancel_deadline, 'infinity'))
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, owner text, epoch bigint)
 WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
 RETURNING r.id::text, r.epoch)sql"};
@@ -238,29 +250,62 @@ ON CONFLICT (id) DO UPDATE SET workflows = excluded.workflows, expires_at = excl
 
 const statement unregister_worker{"keel_unregister_worker", "DELETE FROM keel.workers WHERE id = $1"};
 
+// Cancels a run ($2: the grace, ms). A run that never started, or with no grace, is cancelled at once: its
+// epoch bumped, so a worker running it is fenced off at its next write. A started run with a grace is asked
+// to cancel: it sees a `cancelled` error at its next step or wait (and may compensate) until its
+// cancel_deadline, when the claim fences it; a parked one is woken to see it, and workers running it hear
+// of it at once (NOTIFY keel_cancel, payload: the run id). Returns the run's status after the call.
 const statement cancel_run{"keel_cancel_run", R"sql(
-UPDATE keel.runs
-SET status = 'cancelled', epoch = epoch + 1, due_at = NULL, finished_at = now(),
-    error = '{"code":"cancelled","message":"run cancelled"}'::jsonb
-WHERE id = $1::uuid AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING id::text)sql"};
+WITH r AS (
+  UPDATE keel.runs
+  SET status = CASE WHEN claims = 0 OR $2::bigint = 0 THEN 'cancelled'
+                    WHEN status IN ('sleeping', 'waiting') THEN 'queued' ELSE status END,
+      epoch = CASE WHEN claims = 0 OR $2::bigint = 0 THEN epoch + 1 ELSE epoch END,
+      due_at = CASE WHEN claims = 0 OR $2::bigint = 0 THEN NULL
+                    WHEN status IN ('sleeping', 'waiting', 'queued') THEN now()
+                    ELSE least(due_at, now() + $2::bigint * interval '1 millisecond') END,
+      finished_at = CASE WHEN claims = 0 OR $2::bigint = 0 THEN now() END,
+      error = CASE WHEN claims = 0 OR $2::bigint = 0
+                   THEN '{"code":"cancelled","message":"run cancelled"}'::jsonb ELSE error END,
+      cancel_deadline = CASE WHEN claims = 0 OR $2::bigint = 0 THEN cancel_deadline
+                             ELSE coalesce(cancel_deadline, now() + $2::bigint * interval '1 millisecond') END
+  WHERE id = $1::uuid AND status NOT IN ('completed', 'failed', 'cancelled')
+  RETURNING id, status),
+told AS (SELECT pg_notify('keel_cancel', id::text) FROM r WHERE status <> 'cancelled'),
+woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued')
+SELECT status, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql"};
 
 // After cancel_run, in the same transaction: the unfinished runs the cancelled run started (ctx.child),
-// recursively. Repeated until it cancels nothing: a run that was inserting a child when it was cancelled
-// held its row lock, so the cancel waited for that insert, and the next repetition (a new snapshot) sees
-// the child.
+// recursively, treated the same way ($2: the grace). Repeated until it changes nothing: a run that was
+// inserting a child when it was cancelled held its row lock, so the cancel waited for that insert, and the
+// next repetition (a new snapshot) sees the child.
 const statement cancel_descendants{"keel_cancel_descendants", R"sql(
 WITH RECURSIVE tree(id) AS (
   SELECT $1::uuid
   UNION ALL
-  SELECT r.id FROM keel.runs r JOIN tree t ON r.parent_id = t.id AND r.parent_id IS NOT NULL)
-UPDATE keel.runs r
-SET status = 'cancelled', epoch = epoch + 1, due_at = NULL, finished_at = now(),
-    error = jsonb_build_object('code', 'cancelled', 'message', 'run cancelled with its parent',
-                               'cancelled_with', $1::text)
-FROM tree t
-WHERE r.id = t.id AND r.id <> $1::uuid AND r.status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING r.id::text)sql"};
+  SELECT r.id FROM keel.runs r JOIN tree t ON r.parent_id = t.id AND r.parent_id IS NOT NULL),
+r AS (
+  UPDATE keel.runs r
+  SET status = CASE WHEN r.claims = 0 OR $2::bigint = 0 THEN 'cancelled'
+                    WHEN r.status IN ('sleeping', 'waiting') THEN 'queued' ELSE r.status END,
+      epoch = CASE WHEN r.claims = 0 OR $2::bigint = 0 THEN r.epoch + 1 ELSE r.epoch END,
+      due_at = CASE WHEN r.claims = 0 OR $2::bigint = 0 THEN NULL
+                    WHEN r.status IN ('sleeping', 'waiting', 'queued') THEN now()
+                    ELSE least(r.due_at, now() + $2::bigint * interval '1 millisecond') END,
+      finished_at = CASE WHEN r.claims = 0 OR $2::bigint = 0 THEN now() END,
+      error = CASE WHEN r.claims = 0 OR $2::bigint = 0
+                   THEN jsonb_build_object('code', 'cancelled', 'message', 'run cancelled with its parent',
+                                           'cancelled_with', $1::text)
+                   ELSE r.error END,
+      cancel_deadline = CASE WHEN r.claims = 0 OR $2::bigint = 0 THEN r.cancel_deadline
+                             ELSE now() + $2::bigint * interval '1 millisecond' END
+  FROM tree t
+  WHERE r.id = t.id AND r.id <> $1::uuid AND r.status NOT IN ('completed', 'failed', 'cancelled')
+    AND (r.cancel_deadline IS NULL OR $2::bigint = 0)
+  RETURNING r.id, r.status),
+told AS (SELECT pg_notify('keel_cancel', id::text) FROM r WHERE status <> 'cancelled'),
+woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued' LIMIT 1)
+SELECT id::text, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql"};
 
 const statement run_status_of{"keel_run_status", "SELECT status FROM keel.runs WHERE id = $1::uuid"};
 

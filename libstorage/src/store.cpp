@@ -185,8 +185,10 @@ store::~store() {
   stop_blocking();
 }
 
-void store::on_runs_enqueued(std::function<void()> callback) {
-  impl_->listener_ = std::make_unique<detail::run_listener>(impl_->config_, std::move(callback));
+void store::on_runs_enqueued(std::function<void()> callback,
+                             std::function<void(const run_id&)> cancel_requested) {
+  impl_->listener_ = std::make_unique<detail::run_listener>(impl_->config_, std::move(callback),
+                                                            std::move(cancel_requested));
 }
 
 void store::stop_listening() noexcept {
@@ -695,19 +697,21 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
       impl_->request_deadline());
 }
 
-boost::asio::awaitable<result<run_status>> store::cancel(const run_id& id) {
-  std::function<result<run_status>(pg_connection&)> cancel = [id](pg_connection& c) -> result<run_status> {
+boost::asio::awaitable<result<run_status>> store::cancel(const run_id& id, std::chrono::milliseconds grace) {
+  const std::string grace_ms = std::to_string(std::max<std::int64_t>(0, grace.count()));
+  std::function<result<run_status>(pg_connection&)> cancel =
+      [id, grace_ms](pg_connection& c) -> result<run_status> {
     const std::function<result<run_status>()> body = [&]() -> result<run_status> {
-      auto r = c.exec_blocking(detail::sql::cancel_run, {id});
+      auto r = c.exec_blocking(detail::sql::cancel_run, {id, grace_ms});
       if (!r) return r.error();
       if (PQntuples(r->get()) == 1) {
         // Its children too, recursively, including one inserted while the cancel waited for the run's lock.
         for (;;) {
-          auto d = c.exec_blocking(detail::sql::cancel_descendants, {id});
+          auto d = c.exec_blocking(detail::sql::cancel_descendants, {id, grace_ms});
           if (!d) return d.error();
           if (PQntuples(d->get()) == 0) break;
         }
-        return run_status::cancelled;
+        return run_status_from(detail::get_text(r->get(), 0, 0)).value_or(run_status::cancelled);
       }
       auto s = c.exec_blocking(detail::sql::run_status_of, {id});
       if (!s) return s.error();

@@ -60,12 +60,14 @@ class enqueue_kind_t final : public write_kind {
 };
 
 /// A claimed run as keel_claim_runs / keel_claim_parked return it; nullopt for one failed as dead_lettered
-/// (its id in `dead`).
+/// (its id in `dead`) or cancelled past its grace.
 std::optional<claimed_run> read_claimed(const PGresult* res, int row, std::vector<run_id>& dead) {
-  if (get_text(res, row, 8) == "t") {
+  const auto finished = get_text(res, row, 8);
+  if (finished == "t") {
     dead.emplace_back(get_text(res, row, 0));
     return std::nullopt;
   }
+  if (finished == "c") return std::nullopt;  // its cancel grace had passed: fenced and cancelled instead
   claimed_run run;
   run.id = std::string(get_text(res, row, 0));
   run.workflow = std::string(get_text(res, row, 1));
@@ -76,6 +78,7 @@ std::optional<claimed_run> read_claimed(const PGresult* res, int row, std::vecto
   run.recorded_steps = get_text(res, row, 6) == "t" ? 1 : 0;  // may have some: counted once loaded
   run.recoveries = to_int(get_text(res, row, 7));
   run.generation = to_int(get_text(res, row, 9));
+  run.cancel_requested = get_text(res, row, 10) == "t";
   return run;
 }
 

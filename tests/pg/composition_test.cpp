@@ -1,6 +1,6 @@
 // Composition against a real PostgreSQL: waiting for the first of several alternatives (hooks, events,
 // timers) or for all of them, durably, with the losers cancelled; child runs, their retries and cancels;
-// continue_as_new; parallel branches; compensation.
+// continue_as_new; parallel branches; compensation; cooperative cancel.
 #define BOOST_TEST_MODULE composition
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
@@ -381,7 +381,9 @@ BOOST_AUTO_TEST_CASE(cancelling_a_parent_cancels_its_children_and_grandchildren,
   BOOST_REQUIRE(wait_until(
       [&] { return query_value(db, "SELECT count(*) FROM keel.runs WHERE status = 'waiting'") == "4"; },
       10s));
-  auto cancelled = e.cancel_blocking(top);
+  cancel_options at_once;
+  at_once.grace = 0ms;  // fenced now, the whole tree in the cancel's transaction
+  auto cancelled = e.cancel_blocking(top, at_once);
   BOOST_REQUIRE(cancelled);
   BOOST_TEST(to_string(*cancelled) == "cancelled");
   BOOST_TEST(
@@ -772,6 +774,106 @@ BOOST_AUTO_TEST_CASE(compensations_run_newest_first_when_the_run_fails_each_as_a
   BOOST_TEST(refund_attempts == 2);  // retried per its options
   BOOST_TEST(query_value(db, "SELECT string_agg(name, ',' ORDER BY seq) FROM keel.steps") ==
              "reserve,charge,ship,keel.compensate:refund,keel.compensate:release");
+}
+
+BOOST_AUTO_TEST_CASE(a_cancelled_run_sees_it_at_its_next_step_compensates_and_ends_cancelled,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<bool> charged{false}, refunded{false}, shipped{false};
+  add_workflow(e, "order", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto charge = [&]() -> asio::awaitable<int> {
+      charged = true;
+      co_await async_sleep(300ms);  // the cancel arrives meanwhile: this step still completes
+      co_return 1;
+    };
+    co_await ctx.step("charge", charge);
+    auto refund = [&] { refunded = true; };
+    ctx.compensate("refund", refund);
+    auto ship = [&] {
+      shipped = true;
+      return 2;
+    };
+    co_await ctx.step("ship", ship);  // never runs: the cancel is seen here
+    co_return json::value("shipped");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("order", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return charged.load(); }, 10s));
+  auto asked = e.cancel_blocking(id);  // the default grace: cooperative
+  BOOST_REQUIRE(asked);
+  BOOST_TEST(to_string(*asked) == "running");
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "cancelled");
+  BOOST_TEST(done->error.at("code").as_string() == "cancelled");
+  BOOST_TEST(done->error.at("compensation").at(0).at("status").as_string() == "completed");
+  BOOST_TEST(refunded.load());
+  BOOST_TEST(!shipped.load());
+  BOOST_TEST(query_value(db, "SELECT string_agg(name, ',' ORDER BY seq) FROM keel.steps") ==
+             "charge,keel.compensate:refund");
+}
+
+BOOST_AUTO_TEST_CASE(a_parked_run_asked_to_cancel_is_woken_to_see_it_on_another_worker, *utf::timeout(60)) {
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.poll_interval = 10s;  // the cancel's notification must wake the worker
+  engine e(o);
+  std::atomic<bool> caught{false}, after{false};
+  add_workflow(e, "waiter", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    try {
+      co_await ctx.wait_for_event("never");
+    } catch (const cancelled_error&) {
+      caught = true;  // handled: its cleanup steps still run
+    }
+    auto cleanup = [&] {
+      after = true;
+      return 0;
+    };
+    co_await ctx.step("cleanup", cleanup);
+    co_return json::value("handled");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("waiter", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, id) == "waiting"; }, 10s));
+  engine other(options_for(db));  // runs nothing: the request travels through the database
+  auto asked = other.cancel_blocking(id);
+  BOOST_REQUIRE(asked);
+  BOOST_TEST(to_string(*asked) == "queued");
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "cancelled");
+  BOOST_TEST(caught.load());
+  BOOST_TEST(after.load());
+}
+
+BOOST_AUTO_TEST_CASE(a_run_that_outlasts_its_cancel_grace_is_fenced_off, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<bool> started{false}, finished{false};
+  add_workflow(e, "stubborn", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto slow = [&]() -> asio::awaitable<int> {
+      started = true;
+      co_await async_sleep(3s);  // ignores the cancel for longer than its grace
+      finished = true;
+      co_return 1;
+    };
+    co_await ctx.step("slow", slow);
+    co_return json::value("done");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("stubborn", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return started.load(); }, 10s));
+  cancel_options brief;
+  brief.grace = 300ms;
+  BOOST_REQUIRE(e.cancel_blocking(id, brief));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "cancelled");
+  BOOST_TEST(!finished.load());  // fenced off while its step was still running
+  BOOST_TEST(std::string(done->error.at("message").as_string()).find("grace") != std::string::npos);
+  BOOST_REQUIRE(wait_until([&] { return finished.load(); }, 10s));
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.steps") == "0");  // its late checkpoint was fenced
 }
 
 BOOST_AUTO_TEST_SUITE_END()

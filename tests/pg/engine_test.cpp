@@ -480,7 +480,9 @@ BOOST_AUTO_TEST_CASE(cancel_stops_a_queued_run_and_fences_a_running_one) {
   BOOST_REQUIRE(e.start_blocking());
   auto running = e.enqueue_blocking("long", json::object{}).value();
   BOOST_REQUIRE(wait_until([&] { return in_step.load(); }, 10s));
-  BOOST_TEST(to_string(e.cancel_blocking(running).value()) == "cancelled");
+  cancel_options at_once;
+  at_once.grace = 0ms;  // no cooperative phase: fenced now
+  BOOST_TEST(to_string(e.cancel_blocking(running, at_once).value()) == "cancelled");
   auto run = e.wait_blocking(running, 10s).value();
   BOOST_TEST(to_string(run.status) == "cancelled");
   // The in-flight step's late checkpoint was fenced, the execution gave up, and nothing after it ran.

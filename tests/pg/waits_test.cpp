@@ -285,7 +285,9 @@ BOOST_AUTO_TEST_CASE(a_cancelled_sleeping_run_never_resumes, *utf::timeout(60)) 
   BOOST_REQUIRE(e.start_blocking());
   auto id = e.enqueue_blocking("nap", json::object{}).value();
   BOOST_REQUIRE(wait_until([&] { return seen["sleeping"] == 1; }, 10s));
-  auto c = e.cancel_blocking(id);
+  cancel_options at_once;
+  at_once.grace = 0ms;
+  auto c = e.cancel_blocking(id, at_once);
   BOOST_REQUIRE(c);
   BOOST_TEST(to_string(*c) == "cancelled");
   std::this_thread::sleep_for(1s);  // past the wake time

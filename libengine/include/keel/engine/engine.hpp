@@ -41,6 +41,7 @@ struct run_event {
     sleeping,       ///< parked by ctx.sleep until its wake time (detail: the step); no worker holds it
     waiting,        ///< parked by a wait (detail: what for: the event, hook or step name); no worker holds it
     continued,      ///< started afresh by ctx.continue_as_new (detail: "generation N"); queued, due now
+    cancelled,      ///< ended cancelled by its worker after it saw a cancel request (detail: the error JSON)
   };
   kind what;
   run_id id;
@@ -96,6 +97,14 @@ struct event_options {
 struct resume_options {
   /// Who resumes, for the hook's audit (e.g. the authenticated user). At most 255 bytes of UTF-8.
   std::optional<std::string> resumed_by;
+};
+
+/// Per-cancel options.
+struct cancel_options {
+  /// How long a run that has started gets to see the cancel — a keel::cancelled_error at its next step or
+  /// wait, once, which it may handle (compensate, clean up) — before it is fenced off. 0: fenced at once;
+  /// nothing more of it runs or is written. A run that never started is cancelled at once either way.
+  std::chrono::milliseconds grace{30'000};
 };
 
 /// Per-enqueue options.
@@ -174,10 +183,14 @@ class engine {
   boost::asio::awaitable<result<run_info>> wait(std::string_view id, std::chrono::milliseconds timeout);
   result<run_info> wait_blocking(std::string_view id, std::chrono::milliseconds timeout);
 
-  /// Cancels a queued or running run; a worker running it is fenced off at its next write. Returns the status
-  /// after the call (cancelled, or the terminal status it already had). Errors: as get().
-  boost::asio::awaitable<result<run_status>> cancel(std::string_view id);
-  result<run_status> cancel_blocking(std::string_view id);
+  /// Cancels a run and, recursively, the unfinished runs it started (ctx.child). One that never started is
+  /// cancelled at once. One that has started is asked to: it sees a keel::cancelled_error at its next step
+  /// or wait (a parked one is woken for it), its registered compensations run, and it ends `cancelled`; past
+  /// `options.grace` it is fenced off instead (with grace 0, at once: a worker running it is fenced at its
+  /// next write). Returns the status after the call: cancelled, the status of a run now asked to cancel, or
+  /// the terminal status it already had. Errors: as get().
+  boost::asio::awaitable<result<run_status>> cancel(std::string_view id, const cancel_options& options = {});
+  result<run_status> cancel_blocking(std::string_view id, const cancel_options& options = {});
 
   /// Sends the event `name` with `payload` to a run. It is kept until the run's ctx.wait_for_event(name)
   /// consumes it (oldest first, each once): an event sent before the run reaches its wait is not lost. A

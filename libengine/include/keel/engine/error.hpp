@@ -86,6 +86,14 @@ class step_failed_error : public std::runtime_error {
   boost::json::value error_;
 };
 
+/// Thrown into the workflow at its next step or wait once the run was asked to cancel (engine::cancel with a
+/// grace), once. The workflow may catch it and clean up (its steps still run until the grace ends);
+/// registered compensations run either way, and the run ends `cancelled`.
+class cancelled_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 /// Thrown when a run's input does not convert to the workflow's input type; fails the run (invalid_input).
 class invalid_input_error : public std::invalid_argument {
  public:

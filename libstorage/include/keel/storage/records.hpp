@@ -63,11 +63,12 @@ struct claimed_run {
   std::string workflow;
   int version = 1;
   boost::json::value input;
-  std::int64_t epoch = 0;  ///< fencing token for every write this claim makes
-  int claims = 0;          ///< 1 on first execution
-  int recoveries = 0;      ///< how many times a worker lost it (lease expired) before this claim
-  int recorded_steps = 0;  ///< steps checkpointed by earlier executions (loaded into `steps`)
-  int generation = 0;      ///< how many times the run continued as new (ctx.continue_as_new)
+  std::int64_t epoch = 0;         ///< fencing token for every write this claim makes
+  int claims = 0;                 ///< 1 on first execution
+  int recoveries = 0;             ///< how many times a worker lost it (lease expired) before this claim
+  int recorded_steps = 0;         ///< steps checkpointed by earlier executions (loaded into `steps`)
+  int generation = 0;             ///< how many times the run continued as new (ctx.continue_as_new)
+  bool cancel_requested = false;  ///< asked to cancel (cooperatively): the run sees it at its next boundary
   std::vector<step_record> steps;
 };
 

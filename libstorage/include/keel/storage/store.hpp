@@ -158,15 +158,21 @@ class store {
   /// A run with its steps. Errors: not_found.
   boost::asio::awaitable<result<run_record>> get(const run_id& id);
 
-  /// Cancels an unfinished run (bumping its epoch fences the current worker), and with it every unfinished
-  /// run it started (child runs, recursively), in one transaction. Returns the status after the call:
-  /// cancelled, or the terminal status it already had. Errors: not_found.
-  boost::asio::awaitable<result<run_status>> cancel(const run_id& id);
+  /// Cancels an unfinished run, and with it every unfinished run it started (child runs, recursively), in
+  /// one transaction. A run that never started, or with `grace` 0, is cancelled at once (bumping its epoch
+  /// fences the current worker). A started run is asked to cancel: it sees the request at its next step or
+  /// wait until `grace` has passed, then a claim fences it (see sql::cancel_run). Returns the status after
+  /// the call: cancelled, the status of a run asked to cancel, or the terminal status it already had.
+  /// Errors: not_found.
+  boost::asio::awaitable<result<run_status>> cancel(
+      const run_id& id, std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 
   /// Calls `callback` (from a storage thread; it must not block) whenever runs were enqueued, by any process
   /// on this database: LISTEN/NOTIFY on a dedicated connection. Call once, before work starts; the listener
   /// runs until stop_listening() or stop_blocking().
-  void on_runs_enqueued(std::function<void()> callback);
+  /// `cancel_requested` (optional) is called with the id of a run asked to cancel, from any worker.
+  void on_runs_enqueued(std::function<void()> callback,
+                        std::function<void(const run_id&)> cancel_requested = {});
 
   /// Asks the listener thread (if any) to stop: it ends within 100 ms and is joined by stop_blocking().
   /// Non-blocking (safe on an io_context thread). Idempotent.
