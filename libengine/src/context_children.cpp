@@ -14,6 +14,8 @@ namespace asio = boost::asio;
 namespace json = boost::json;
 
 constexpr std::string_view k_child_step_prefix = "keel.child:";
+constexpr std::string_view k_start_child_step_prefix = "keel.start_child:";
+constexpr std::string_view k_child_wait_step_prefix = "keel.child_wait:";
 
 /// The child's idempotency key: one child per (parent, step position, attempt), whichever execution of the
 /// parent gets there.
@@ -37,12 +39,99 @@ json::value child_step_error(std::string_view code, std::string message, const s
 
 asio::awaitable<json::value> context::run_child(std::string workflow, json::value input,
                                                 child_options options) {
+  std::string name = std::string(k_child_step_prefix) + workflow;  // before `workflow` is moved from
+  return wait_child(std::move(name), std::move(workflow), std::move(input), std::move(options), std::nullopt);
+}
+
+asio::awaitable<json::value> child_run::wait() {
+  // The child started at `started_at_`: found by its key, never started again (one attempt).
+  child_options existing;
+  existing.version = version_;
+  std::string name = std::string(k_child_wait_step_prefix) + workflow_;
+  std::string workflow = workflow_;
+  co_return co_await ctx_->wait_child(std::move(name), std::move(workflow), nullptr, existing, started_at_);
+}
+
+asio::awaitable<child_run> context::run_start_child(std::string workflow, json::value input,
+                                                    child_options options) {
+  main_line_only("ctx.start_child");
+  auto& st = *state_;
+  auto& engine = st.engine;
+  const std::string name = std::string(k_start_child_step_prefix) + workflow;
+  const detail::step_slot slot(st, st.in_step, name);
+  const int seq = st.next_seq++;
+  child_run handle;
+  handle.ctx_ = this;
+  handle.workflow_ = workflow;
+  handle.started_at_ = seq;
+  const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
+  handle.version_ = version;
+  if (const auto* rec = detail::replayed_step(st, seq, name)) {
+    if (rec->failed) throw step_failed_error(rec->error);
+    handle.id_ = std::string(rec->output.at("child").as_string());
+    co_return handle;
+  }
+  detail::check_interrupt(st);
+  auto fail = [&](json::value error) {
+    st.poisoned = std::make_exception_ptr(step_failed_error(std::move(error)));
+    std::rethrow_exception(st.poisoned);
+  };
+  if (!version) {
+    fail(child_step_error(
+        code_name(errc::unknown_workflow),
+        "ctx.start_child: workflow '" + workflow +
+            "' is not registered on this worker; give child_options::version to start it for "
+            "other workers",
+        name, 1));
+  }
+  const auto started = std::chrono::system_clock::now();
+  storage::child_request request{
+      st.lease(), seq,
+      storage::new_run{new_run_id(), workflow, *version, std::move(input), child_key(st.claim.id, seq, 1),
+                       options.priority, std::nullopt}};
+  auto id = co_await engine.store_.start_child_only(request);
+  if (!id) {
+    const auto e = id.error();
+    if (e != storage::errc::invalid_argument && e != storage::errc::payload_too_large &&
+        e != storage::errc::payload_too_deep) {
+      detail::lose_lease(st);
+    }
+    fail(child_step_error(code_name(errc::invalid_input),
+                          "ctx.start_child: cannot start '" + workflow + "': " + e.message(), name, 1));
+  }
+  json::object out;
+  out["child"] = *id;
+  storage::step_checkpoint cp{st.lease(),
+                              {seq,
+                               name,
+                               false,
+                               json::value(std::move(out)),
+                               nullptr,
+                               1,
+                               started,
+                               std::chrono::system_clock::now(),
+                               {},
+                               0}};
+  auto written = co_await engine.store_.checkpoint(cp);
+  if (!written) detail::lose_lease(st);
+  engine.emit(run_event::kind::step_completed, st, name, 1);
+  handle.id_ = std::move(*id);
+  co_return handle;
+}
+
+detail::wait_alternative context::alternative_of(const child_run& c) {
+  return {detail::wait_alternative::what::child, c.id_, 0, std::nullopt, std::nullopt};
+}
+
+asio::awaitable<json::value> context::wait_child(std::string name, std::string workflow, json::value input,
+                                                 child_options options, std::optional<int> started_at) {
   main_line_only("ctx.child");
   auto& st = *state_;
   auto& engine = st.engine;
-  const std::string name = std::string(k_child_step_prefix) + workflow;
   const detail::step_slot slot(st, st.in_step, name);
   const int seq = st.next_seq++;
+  // The child's key: this position's (ctx.child), or the one that started it (child_run::wait).
+  const int key_seq = started_at.value_or(seq);
 
   if (const auto* rec = detail::replayed_step(st, seq, name)) {
     if (rec->failed) throw step_failed_error(rec->error);
@@ -51,7 +140,7 @@ asio::awaitable<json::value> context::run_child(std::string workflow, json::valu
   detail::check_interrupt(st);
 
   const auto started = std::chrono::system_clock::now();
-  const int max_attempts = std::max(1, options.max_attempts);
+  const int max_attempts = started_at ? 1 : std::max(1, options.max_attempts);
   // A version given may be one only other workers run; none: the newest this worker runs.
   const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
   json::value output, error;
@@ -68,7 +157,7 @@ asio::awaitable<json::value> context::run_child(std::string workflow, json::valu
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
     storage::child_request request{
         st.lease(), seq,
-        storage::new_run{new_run_id(), workflow, *version, input, child_key(st.claim.id, seq, attempt),
+        storage::new_run{new_run_id(), workflow, *version, input, child_key(st.claim.id, key_seq, attempt),
                          options.priority, std::nullopt}};
     auto decided = co_await engine.store_.start_child(request);
     if (!decided) {

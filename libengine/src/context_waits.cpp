@@ -175,6 +175,9 @@ std::string alternatives_step(std::string_view prefix, const std::vector<detail:
       case detail::wait_alternative::what::hook:
         name += "hook=" + alts[i].name;
         break;
+      case detail::wait_alternative::what::child:
+        name += "child";
+        break;
     }
   }
   // Step names are capped like keys; the tail of a very long list is still checked by its arms' count.
@@ -309,7 +312,8 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
     using what = detail::wait_alternative::what;
     const auto arm_kind = a.kind == what::timer   ? storage::wait_kind::sleep
                           : a.kind == what::event ? storage::wait_kind::event
-                                                  : storage::wait_kind::hook;
+                          : a.kind == what::hook  ? storage::wait_kind::hook
+                                                  : storage::wait_kind::child;
     request.arms.push_back({arm_kind, std::move(a.name), a.hook_seq, a.until});
   }
   auto decided = co_await engine.store_.wait(request);

@@ -420,22 +420,27 @@ fenced AS (
 recorded AS (
   SELECT f.ord, s.output FROM fenced f JOIN keel.steps s ON s.run_id = f.id AND s.seq = f.seq),
 arm AS (
-  SELECT f.ord, f.id, f.seq, a.kind, a.event, a.hook_seq, a.until, a.n
+  SELECT f.ord, f.id, f.seq, a.kind, a.event, a.hook_seq, a.until, a.child, a.n
   FROM fenced f CROSS JOIN LATERAL ROWS FROM (
-         jsonb_to_recordset(f.arms) AS (kind text, event text, hook_seq int, until bigint))
-       WITH ORDINALITY AS a(kind, event, hook_seq, until, n)
+         jsonb_to_recordset(f.arms) AS (kind text, event text, hook_seq int, until bigint, child uuid))
+       WITH ORDINALITY AS a(kind, event, hook_seq, until, child, n)
   WHERE f.ord NOT IN (SELECT ord FROM recorded)),
 ready AS (
   SELECT a.ord, a.n, e.id AS event_id,
          CASE WHEN e.id IS NOT NULL THEN e.created_at
               WHEN h.status = 'resumed' THEN h.resumed_at
               WHEN h.status = 'closed' THEN now()
+              WHEN c.status IN ('completed', 'failed', 'cancelled') THEN c.finished_at
               WHEN to_timestamp(a.until / 1e6) <= now() THEN to_timestamp(a.until / 1e6) END AS at,
          CASE WHEN e.id IS NOT NULL THEN jsonb_build_object('payload', e.payload)
               WHEN h.status = 'resumed' THEN jsonb_build_object('payload', h.payload)
+              WHEN c.status IN ('completed', 'failed', 'cancelled')
+                THEN jsonb_build_object('payload', jsonb_build_object('child', c.id, 'status', c.status,
+                                                                      'output', c.output, 'error', c.error))
               ELSE jsonb_build_object('timed_out', true) END AS output
   FROM arm a
   LEFT JOIN keel.hooks h ON a.kind = 'hook' AND h.run_id = a.id AND h.seq = a.hook_seq
+  LEFT JOIN keel.runs c ON a.kind = 'child' AND c.id = a.child
   LEFT JOIN LATERAL (
     SELECT ev.id, ev.payload, ev.created_at FROM keel.events ev
     WHERE a.kind = 'event' AND ev.run_id = a.id AND ev.name = a.event AND ev.consumed_seq IS NULL
@@ -513,6 +518,26 @@ parked AS (
   WHERE r.id = d.id AND d.outcome = 'parked'),
 notified AS (SELECT pg_notify('keel_runs', '') WHERE EXISTS (SELECT 1 FROM ins))
 SELECT ord, outcome, output::text, (SELECT count(*) FROM notified) FROM decided)sql"};
+
+// Starts a child run without waiting for it (ctx.start_child), fenced by the parent's lease (share lock, like
+// a checkpoint): inserted once per idempotency key. Returns the child's id (NULL: fenced).
+const statement start_child{"keel_start_child", R"sql(
+WITH fence AS (
+  SELECT id FROM keel.runs
+  WHERE id = $1::uuid AND owner = $2 AND epoch = $3::bigint AND status = 'running'
+  FOR SHARE),
+ins AS (
+  INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
+                         parent_step)
+  SELECT $5::uuid, $6, $7::int, 'queued', $8::jsonb, $9, $10::int, now(), id, $4::int FROM fence
+  ON CONFLICT DO NOTHING
+  RETURNING id),
+notified AS (SELECT pg_notify('keel_runs', '') FROM ins)
+SELECT CASE WHEN EXISTS (SELECT 1 FROM fence)
+            THEN coalesce((SELECT id::text FROM ins),
+                          (SELECT id::text FROM keel.runs WHERE idempotency_key = $9 AND idempotency_key IS NOT NULL))
+       END,
+       (SELECT count(*) FROM notified))sql"};
 
 // Delivers an event, in two statements of one transaction (like waits): first the run row is locked
 // (send_event_lock returns its status; no row: no such run), then the event is kept and the run woken if it

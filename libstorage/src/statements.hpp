@@ -27,6 +27,7 @@ extern const statement wait_lock;
 extern const statement wait_decide;
 extern const statement wait_any_decide;
 extern const statement child_decide;
+extern const statement start_child;
 extern const statement send_event_lock;
 extern const statement send_event;
 extern const statement hook_secret;

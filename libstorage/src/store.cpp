@@ -335,12 +335,17 @@ std::optional<boost::json::array> arms_json(const std::vector<wait_arm>& arms) {
   boost::json::array out;
   out.reserve(arms.size());
   for (const auto& a : arms) {
-    if (a.kind == wait_kind::any || a.kind == wait_kind::child) return std::nullopt;
+    if (a.kind == wait_kind::any) return std::nullopt;
+    if (a.kind == wait_kind::child && !is_valid_run_id(a.event)) return std::nullopt;
     if (a.kind != wait_kind::sleep && !detail::valid_key(a.event)) return std::nullopt;
     if (a.kind == wait_kind::sleep && !a.until) return std::nullopt;
     boost::json::object o;
     o["kind"] = wait_kind_name(a.kind);
-    if (a.kind != wait_kind::sleep) o["event"] = a.event;
+    if (a.kind == wait_kind::child) {
+      o["child"] = a.event;
+    } else if (a.kind != wait_kind::sleep) {
+      o["event"] = a.event;
+    }
     if (a.kind == wait_kind::hook) o["hook_seq"] = a.hook_seq;
     if (a.until) o["until"] = detail::to_micros(*a.until);
     out.emplace_back(std::move(o));
@@ -418,6 +423,35 @@ boost::asio::awaitable<result<int>> store::continue_as_new(const lease_token& le
   };
   // A fenced write of a held run: it waits out database outages like the writer's (no deadline).
   co_return co_await impl_->on_pool<int>(std::move(restart), std::chrono::steady_clock::time_point::max());
+}
+
+boost::asio::awaitable<result<run_id>> store::start_child_only(const child_request& c) {
+  const auto& run = c.child;
+  if (!detail::valid_key(run.workflow) || !run.idempotency_key || !detail::valid_key(*run.idempotency_key) ||
+      !is_valid_run_id(run.id)) {
+    co_return errc::invalid_argument;
+  }
+  if (auto checked = impl_->check(run.input, "child input", c.lease.id); !checked) co_return checked.error();
+  std::vector<std::optional<std::string>> params{c.lease.id,
+                                                 c.lease.owner,
+                                                 std::to_string(c.lease.epoch),
+                                                 std::to_string(c.seq),
+                                                 run.id,
+                                                 run.workflow,
+                                                 std::to_string(run.version),
+                                                 boost::json::serialize(run.input),
+                                                 *run.idempotency_key,
+                                                 std::to_string(run.priority)};
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<run_id>(pg_connection&)> start =
+      [params = std::move(params)](pg_connection& conn) -> result<run_id> {
+    auto r = conn.exec_blocking(detail::sql::start_child, params);
+    if (!r) return r.error();
+    if (PQntuples(r->get()) == 0 || PQgetisnull(r->get(), 0, 0)) return errc::fenced;
+    return run_id(detail::get_text(r->get(), 0, 0));
+  };
+  // A fenced write of a held run: it waits out database outages (no deadline).
+  co_return co_await impl_->on_pool<run_id>(std::move(start), std::chrono::steady_clock::time_point::max());
 }
 
 boost::asio::awaitable<result<event_sent>> store::send_event(const event_delivery& e) {

@@ -876,4 +876,65 @@ BOOST_AUTO_TEST_CASE(a_run_that_outlasts_its_cancel_grace_is_fenced_off, *utf::t
   BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.steps") == "0");  // its late checkpoint was fenced
 }
 
+BOOST_AUTO_TEST_CASE(a_started_child_races_a_timer_in_any_and_is_waited_for_later, *utf::timeout(60)) {
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.poll_interval = 10s;  // the child's end and the timer must wake the parent
+  engine e(o);
+  add_workflow(e, "quick", [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; });
+  add_workflow(e, "slow", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto go = co_await ctx.wait_for_event("go");
+    co_return *go;
+  });
+  std::string slow_id;
+  std::mutex m;
+  add_workflow(e, "parent", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    const json::value seven(7), none = json::object{};
+    auto quick = co_await ctx.start_child("quick", seven);
+    auto first = co_await ctx.any(quick, keel::timer(10s));  // the child ends first
+    auto slow = co_await ctx.start_child("slow", none);
+    {
+      std::lock_guard lock(m);
+      slow_id = slow.id();
+    }
+    auto second = co_await ctx.any(slow, keel::timer(300ms));  // the timer fires first
+    auto late = co_await slow.wait();                          // and the child is waited for after all
+    co_return json::value{{"first", first.index},
+                          {"first_output", first.payload->at("output")},
+                          {"first_status", first.payload->at("status")},
+                          {"second", second.index},
+                          {"late", late}};
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("parent", json::object{}).value();
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        std::lock_guard lock(m);
+        return !slow_id.empty();
+      },
+      10s));
+  std::string slow;
+  {
+    std::lock_guard lock(m);
+    slow = slow_id;
+  }
+  // Past the timer: the parent now waits for the slow child alone.
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        auto r = e.get_blocking(id);
+        return r && r->waiting_for.is_object() && r->waiting_for.as_object().contains("child");
+      },
+      10s));
+  BOOST_REQUIRE(e.send_event_blocking(slow, "go", json::value("went")));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.at("first").as_int64() == 0);
+  BOOST_TEST(done->output.at("first_output").as_int64() == 7);
+  BOOST_TEST(done->output.at("first_status").as_string() == "completed");
+  BOOST_TEST(done->output.at("second").as_int64() == 1);
+  BOOST_TEST(done->output.at("late").as_string() == "went");
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs WHERE parent_id IS NOT NULL") == "2");
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -1,4 +1,4 @@
-// What ctx.any and ctx.all wait for: hooks, events and timers, side by side.
+// What ctx.any and ctx.all wait for: hooks, events, timers and child runs, side by side.
 #pragma once
 
 #include <boost/json/value.hpp>
@@ -31,16 +31,16 @@ struct event_wait {
 struct any_result {
   /// The winner's position among ctx.any's arguments, from 0.
   std::size_t index = 0;
-  /// The winning event's or hook's payload; nullopt when a timer won, or a hook that had expired or was
-  /// closed.
+  /// The winning event's or hook's payload, or a child run's outcome ({"child", "status", "output",
+  /// "error"}); nullopt when a timer won, or a hook that had expired or was closed.
   std::optional<boost::json::value> payload;
 };
 
 namespace detail {
 /// An alternative as the context records it.
 struct wait_alternative {
-  enum class what { timer, event, hook } kind = what::timer;
-  std::string name;  ///< event: its name; hook: the hook's name
+  enum class what { timer, event, hook, child } kind = what::timer;
+  std::string name;  ///< event: its name; hook: the hook's name; child: the child run's id
   int hook_seq = 0;
   std::optional<std::chrono::milliseconds> after;
   std::optional<std::chrono::system_clock::time_point> until;

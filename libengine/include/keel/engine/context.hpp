@@ -138,6 +138,25 @@ class hook {
   std::optional<std::chrono::system_clock::time_point> expires_at_;
 };
 
+/// A child run started by ctx.start_child, not waited for yet: wait for it, or make it an alternative of
+/// ctx.any / ctx.all.
+class child_run {
+ public:
+  [[nodiscard]] const run_id& id() const noexcept { return id_; }
+  [[nodiscard]] const std::string& workflow() const noexcept { return workflow_; }
+  /// Waits durably (one step position) for the child's output, like ctx.child; a child that failed or was
+  /// cancelled fails this step with child_failed.
+  boost::asio::awaitable<boost::json::value> wait();
+
+ private:
+  friend class context;
+  context* ctx_ = nullptr;
+  run_id id_;
+  std::string workflow_;
+  std::optional<int> version_;
+  int started_at_ = 0;  ///< the step position that started it (its key)
+};
+
 /// Handed to a workflow body for one execution of a run. Use it only from that body (it is bound to the
 /// run's strand); it is not thread-safe and must not outlive the body.
 class context {
@@ -196,6 +215,15 @@ class context {
     static_assert(sizeof...(Alternatives) >= 1, "ctx.all needs at least one alternative");
     std::vector<detail::wait_alternative> every{alternative_of(alternatives)...};
     return run_all(std::move(every));
+  }
+
+  /// Starts a run of `workflow` as a child of this run (one step position; once, whatever the replays) and
+  /// returns at once with its handle, to wait for later or race in ctx.any (e.g. against a keel::timer).
+  /// Cancelling this run cancels it. Pass the input by name (GCC 12).
+  template <class In = boost::json::value>
+  boost::asio::awaitable<child_run> start_child(std::string_view workflow, const In& input,
+                                                const child_options& options = {}) {
+    return run_start_child(std::string(workflow), boost::json::value_from(input), options);
   }
 
   /// Registers a compensating action (a saga's undo) for what the run has done so far, e.g. a refund after
@@ -348,6 +376,15 @@ class context {
   /// a parallel branch they fail the run with invalid_argument, naming `what`.
   void main_line_only(std::string_view what);
 
+  boost::asio::awaitable<child_run> run_start_child(std::string workflow, boost::json::value input,
+                                                    child_options options);
+  /// Starts (once) and waits for a child at a new step position `name`; `started_at`: the child was
+  /// started by ctx.start_child at that position (found by its key, one attempt).
+  boost::asio::awaitable<boost::json::value> wait_child(std::string name, std::string workflow,
+                                                        boost::json::value input, child_options options,
+                                                        std::optional<int> started_at);
+  friend class child_run;
+  static detail::wait_alternative alternative_of(const child_run& c);
   static detail::wait_alternative alternative_of(const hook& h);
   static detail::wait_alternative alternative_of(const timer& t);
   static detail::wait_alternative alternative_of(const event_wait& e);

@@ -148,10 +148,11 @@ struct run_record {
 /// child run (child_request).
 enum class wait_kind { sleep, event, hook, any, child };
 
-/// One alternative of a wait for any: a timer (sleep, due at `until`), an event or a hook's resume.
+/// One alternative of a wait for any: a timer (sleep, due at `until`), an event, a hook's resume or a child
+/// run's end.
 struct wait_arm {
   wait_kind kind = wait_kind::sleep;
-  std::string event;  ///< event: its name; hook: the hook's name
+  std::string event;  ///< event: its name; hook: the hook's name; child: the child run's id
   int hook_seq = 0;   ///< hook: the step position that created it
   /// Timer: when it fires. Event: none. Hook: its expiry (the arm then times out), or none.
   std::optional<clock::time_point> until;

@@ -126,6 +126,11 @@ class store {
   /// it until the child ends. Errors: fenced; invalid_argument, payload_too_large, payload_too_deep.
   boost::asio::awaitable<result<wait_outcome>> start_child(const child_request& c);
 
+  /// Starts a child run for a held run's step (once per idempotency key) without waiting for it; returns
+  /// the child's id (the existing one's, on a repeat). Errors: fenced; invalid_argument, payload_too_large,
+  /// payload_too_deep.
+  boost::asio::awaitable<result<run_id>> start_child_only(const child_request& c);
+
   /// Sends an event to a run: kept until a wait for its name consumes it (oldest first), and the run is woken
   /// if it waits for that name now. Errors: not_found; run_finished; payload_too_large, payload_too_deep,
   /// invalid_argument (payload, name or key over the limits).
