@@ -1,5 +1,6 @@
 // Child runs (ctx.child): started once per step position, waited for durably, retried as new runs; and
 // ctx.continue_as_new, which starts the run itself afresh.
+#include <algorithm>
 #include <boost/json/value.hpp>
 
 #include "engine_impl.hpp"
@@ -49,7 +50,9 @@ asio::awaitable<json::value> child_run::wait() {
   existing.version = version_;
   std::string name = std::string(k_child_wait_step_prefix) + workflow_;
   std::string workflow = workflow_;
-  co_return co_await ctx_->wait_child(std::move(name), std::move(workflow), nullptr, existing, started_at_);
+  json::value no_input;  // named: no class temporary inside the co_await expression (GCC 12)
+  co_return co_await ctx_->wait_child(std::move(name), std::move(workflow), std::move(no_input), existing,
+                                      started_at_);
 }
 
 asio::awaitable<child_run> context::run_start_child(std::string workflow, json::value input,
@@ -117,6 +120,62 @@ asio::awaitable<child_run> context::run_start_child(std::string workflow, json::
   engine.emit(run_event::kind::step_completed, st, name, 1);
   handle.id_ = std::move(*id);
   co_return handle;
+}
+
+asio::awaitable<std::vector<json::value>> context::run_map_children(std::string workflow,
+                                                                    std::vector<json::value> inputs,
+                                                                    map_options options,
+                                                                    child_options child) {
+  const std::size_t n = inputs.size();
+  const std::size_t width = std::min<std::size_t>(
+      {options.concurrency == 0 ? n : options.concurrency, n, storage::k_max_wait_arms});
+  std::vector<json::value> outputs(n);
+  std::vector<json::value> failures(n);
+  // Children running now, with the index of their input.
+  std::vector<std::pair<child_run, std::size_t>> active;
+  std::size_t next = 0;
+  auto start_next = [&]() -> asio::awaitable<void> {
+    const std::size_t i = next++;
+    std::string name = workflow;
+    json::value input = std::move(inputs[i]);
+    auto handle = co_await run_start_child(std::move(name), std::move(input), child);
+    active.emplace_back(std::move(handle), i);
+  };
+  while (next < width)
+    co_await start_next();
+  while (!active.empty()) {
+    std::vector<detail::wait_alternative> alternatives;
+    alternatives.reserve(active.size());
+    for (const auto& [handle, i] : active)
+      alternatives.push_back(alternative_of(handle));
+    auto first = co_await run_any(std::move(alternatives));
+    const std::size_t input = active[first.index].second;
+    active.erase(active.begin() + static_cast<std::ptrdiff_t>(first.index));
+    const auto& outcome = first.payload ? *first.payload : json::value();
+    const auto* o = outcome.if_object();
+    const auto* status = o ? o->if_contains("status") : nullptr;
+    if (status && status->is_string() && status->as_string() == "completed") {
+      outputs[input] = o->at("output");
+    } else {
+      failures[input] = outcome;
+    }
+    if (next < n) co_await start_next();
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    if (failures[i].is_null()) continue;
+    const auto* o = failures[i].if_object();
+    json::object error;
+    error["code"] = code_name(errc::child_failed);
+    error["message"] = "map_children: the child for input " + std::to_string(i) + " (" + workflow + ") " +
+                       (o && o->contains("status") ? std::string(o->at("status").as_string()) : "ended");
+    error["input"] = i;
+    if (o) {
+      if (const auto* c = o->if_contains("child")) error["child"] = *c;
+      if (const auto* e = o->if_contains("error")) error["child_error"] = *e;
+    }
+    throw step_failed_error(json::value(std::move(error)));
+  }
+  co_return outputs;
 }
 
 detail::wait_alternative context::alternative_of(const child_run& c) {

@@ -937,4 +937,53 @@ BOOST_AUTO_TEST_CASE(a_started_child_races_a_timer_in_any_and_is_waited_for_late
   BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs WHERE parent_id IS NOT NULL") == "2");
 }
 
+BOOST_AUTO_TEST_CASE(map_children_runs_a_bounded_number_at_once_and_holds_no_worker, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> running{0}, widest{0};
+  add_workflow(e, "square", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    auto work = [&]() -> asio::awaitable<std::int64_t> {
+      widest = std::max(widest.load(), ++running);
+      co_await async_sleep(50ms);
+      --running;
+      const auto x = in.as_int64();
+      if (x == 4) throw non_retriable_error("four is not welcome");
+      co_return x* x;
+    };
+    co_return json::value(co_await ctx.step("work", work));
+  });
+  std::atomic<int> parent_executions{0};
+  add_workflow(e, "fan", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    ++parent_executions;
+    std::vector<json::value> inputs;
+    for (const auto& x : in.as_array())
+      inputs.push_back(x);
+    map_options three;
+    three.concurrency = 3;
+    try {
+      auto squares = co_await ctx.map_children("square", inputs, three);
+      co_return json::value(json::array(squares.begin(), squares.end()));
+    } catch (const step_failed_error& failed) {
+      co_return failed.error();
+    }
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto ok = e.enqueue_blocking("fan", json::array{1, 2, 3, 5, 6, 7, 8}).value();
+  auto done = e.wait_blocking(ok, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(json::serialize(done->output) == "[1,4,9,25,36,49,64]");
+  BOOST_TEST(widest.load() <= 3);
+  BOOST_TEST(widest.load() >= 2);
+  BOOST_TEST(parent_executions >= 3);  // it parked between children, holding no worker
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs WHERE parent_id = '" + ok + "'") == "7");
+
+  auto failing = e.enqueue_blocking("fan", json::array{1, 4, 9}).value();
+  done = e.wait_blocking(failing, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(done->output.at("code").as_string() == "child_failed");
+  BOOST_TEST(done->output.at("input").as_int64() == 1);
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs WHERE parent_id = '" + failing +
+                                 "' AND status IN ('completed', 'failed')") == "3");  // all ran to their end
+}
+
 BOOST_AUTO_TEST_SUITE_END()

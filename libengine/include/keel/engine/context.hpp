@@ -226,6 +226,17 @@ class context {
     return run_start_child(std::string(workflow), boost::json::value_from(input), options);
   }
 
+  /// Runs `workflow` once per input as child runs, at most `options.concurrency` at once (0: all; at most
+  /// 64), waiting durably between them (the run holds no worker meanwhile), and returns their outputs in
+  /// input order. As one finishes the next starts; each start and each wait takes a step position, and the
+  /// order children finished in is recorded, so a replay starts the same ones. Once all have ended, the
+  /// first (in input order) that failed or was cancelled fails this call with child_failed. Inputs by name.
+  boost::asio::awaitable<std::vector<boost::json::value>> map_children(
+      std::string_view workflow, const std::vector<boost::json::value>& inputs,
+      const map_options& options = {}, const child_options& child = {}) {
+    return run_map_children(std::string(workflow), inputs, options, child);
+  }
+
   /// Registers a compensating action (a saga's undo) for what the run has done so far, e.g. a refund after
   /// a charge. When the run then fails — an exception escapes its body — the registered compensations run
   /// in reverse order of registration, each as a durable step (`keel.compensate:<name>`, retried per
@@ -378,6 +389,8 @@ class context {
 
   boost::asio::awaitable<child_run> run_start_child(std::string workflow, boost::json::value input,
                                                     child_options options);
+  boost::asio::awaitable<std::vector<boost::json::value>> run_map_children(
+      std::string workflow, std::vector<boost::json::value> inputs, map_options options, child_options child);
   /// Starts (once) and waits for a child at a new step position `name`; `started_at`: the child was
   /// started by ctx.start_child at that position (found by its key, one attempt).
   boost::asio::awaitable<boost::json::value> wait_child(std::string name, std::string workflow,
