@@ -216,6 +216,38 @@ std::string server_fields(const server_settings& s) {
          ",\"server_version\":" + json_string(s.server_version);
 }
 
+/// What a one-call-at-a-time workload measures: from a call starting, and from its return, to the moment
+/// its run's marked step started.
+struct call_to_step {
+  std::vector<double> from_call, from_return;
+
+  /// Waits for the call `timing` reports on, then for its run's mark and end; records both intervals.
+  void measure(std::future<enqueue_timing>& timing, run_log& seen, std::string_view call) {
+    if (timing.wait_for(k_run_limit) != std::future_status::ready)
+      throw std::runtime_error("a call to " + std::string(call) + " did not return within " +
+                               std::to_string(k_run_limit.count()) + " s");
+    const auto t = timing.get();
+    if (t.id.empty()) throw std::runtime_error(std::string(call) + " failed: " + t.error);
+    std::optional<steady::time_point> marked;
+    const bool done = seen.wait_until(steady::now() + k_run_limit, [&](const run_log& l) {
+      marked = l.mark_of(t.id);
+      return marked && l.finished(t.id);
+    });
+    if (!done) throw std::runtime_error("run " + t.id + " did not reach its marked step and finish in time");
+    from_call.push_back(to_ms(*marked - t.called));
+    from_return.push_back(to_ms(*marked - t.returned));
+  }
+
+  /// The JSON fields: p50_ms, p99_ms, max_ms from the call, returned_p50_ms, returned_p99_ms.
+  [[nodiscard]] std::string fields() const {
+    return ",\"p50_ms\":" + fixed(percentile(from_call, 0.5), 2) +
+           ",\"p99_ms\":" + fixed(percentile(from_call, 0.99), 2) +
+           ",\"max_ms\":" + fixed(*std::max_element(from_call.begin(), from_call.end()), 2) +
+           ",\"returned_p50_ms\":" + fixed(percentile(from_return, 0.5), 2) +
+           ",\"returned_p99_ms\":" + fixed(percentile(from_return, 0.99), 2);
+  }
+};
+
 // ---------------------------------------------------------------------------------------------------------------
 // start-latency
 
@@ -239,9 +271,7 @@ std::string start_latency_blocking(const latency_setup& s) {
   if (auto r = e.start_blocking(); !r)
     throw std::runtime_error("engine start failed: " + r.error().message());
 
-  std::vector<double> from_call, from_return;
-  from_call.reserve(s.runs);
-  from_return.reserve(s.runs);
+  call_to_step figures;
   const auto t0 = steady::now();
   auto last_log = t0;
   for (std::size_t i = 0; i < s.runs; ++i) {
@@ -254,19 +284,7 @@ std::string start_latency_blocking(const latency_setup& s) {
     in["i"] = i;
     auto timing = asio::co_spawn(
         e.get_executor(), timed_enqueue(e, k_start_workflow, json::value(std::move(in))), asio::use_future);
-    if (timing.wait_for(k_run_limit) != std::future_status::ready)
-      throw std::runtime_error("an enqueue did not return within " + std::to_string(k_run_limit.count()) +
-                               " s");
-    const auto t = timing.get();
-    if (t.id.empty()) throw std::runtime_error("enqueue failed: " + t.error);
-    std::optional<steady::time_point> started;
-    const bool done = seen.wait_until(steady::now() + k_run_limit, [&](const run_log& l) {
-      started = l.mark_of(t.id);
-      return started && l.finished(t.id);
-    });
-    if (!done) throw std::runtime_error("run " + t.id + " did not start and finish in time");
-    from_call.push_back(to_ms(*started - t.called));
-    from_return.push_back(to_ms(*started - t.returned));
+    figures.measure(timing, seen, "enqueue");
     if (steady::now() - last_log >= k_progress_every) {
       last_log = steady::now();
       log::info(k_component, "started " + std::to_string(i + 1) + "/" + std::to_string(s.runs));
@@ -276,11 +294,7 @@ std::string start_latency_blocking(const latency_setup& s) {
   if (seen.unsuccessful_blocking() > 0) throw std::runtime_error("some runs failed or were abandoned");
   const auto server = verify_blocking(s.conninfo, s.runs, 1);
   return "{\"workload\":" + json_string(s.workload) + ",\"runs\":" + std::to_string(s.runs) +
-         ",\"p50_ms\":" + fixed(percentile(from_call, 0.5), 2) +
-         ",\"p99_ms\":" + fixed(percentile(from_call, 0.99), 2) +
-         ",\"max_ms\":" + fixed(*std::max_element(from_call.begin(), from_call.end()), 2) +
-         ",\"returned_p50_ms\":" + fixed(percentile(from_return, 0.5), 2) +
-         ",\"returned_p99_ms\":" + fixed(percentile(from_return, 0.99), 2) + server_fields(server) + "}";
+         figures.fields() + server_fields(server) + "}";
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -483,9 +497,7 @@ std::string hook_latency_blocking(const latency_setup& s) {
   }
   log::info(k_component, "all " + std::to_string(s.runs) + " runs wait on their hooks; resuming");
 
-  std::vector<double> from_call, from_return;
-  from_call.reserve(s.runs);
-  from_return.reserve(s.runs);
+  call_to_step figures;
   auto last_log = steady::now();
   for (std::size_t i = 0; i < s.runs; ++i) {
     s.check_interrupted();
@@ -493,18 +505,7 @@ std::string hook_latency_blocking(const latency_setup& s) {
     const std::string token = tokens.of(ids[i]);
     if (token.empty()) throw std::runtime_error("run " + ids[i] + " handed out no token");
     auto timing = asio::co_spawn(e.get_executor(), timed_resume(e, token, ids[i]), asio::use_future);
-    if (timing.wait_for(k_run_limit) != std::future_status::ready)
-      throw std::runtime_error("a resume did not return in time");
-    const auto t = timing.get();
-    if (t.id.empty()) throw std::runtime_error("resume failed: " + t.error);
-    std::optional<steady::time_point> went_on;
-    const bool done = seen.wait_until(steady::now() + k_run_limit, [&](const run_log& l) {
-      went_on = l.mark_of(t.id);
-      return went_on && l.finished(t.id);
-    });
-    if (!done) throw std::runtime_error("run " + t.id + " did not go on after its resume in time");
-    from_call.push_back(to_ms(*went_on - t.called));
-    from_return.push_back(to_ms(*went_on - t.returned));
+    figures.measure(timing, seen, "resume_hook");
     if (steady::now() - last_log >= k_progress_every) {
       last_log = steady::now();
       log::info(k_component, "resumed " + std::to_string(i + 1) + "/" + std::to_string(s.runs));
@@ -514,11 +515,7 @@ std::string hook_latency_blocking(const latency_setup& s) {
   if (seen.unsuccessful_blocking() > 0) throw std::runtime_error("some runs failed or were abandoned");
   const auto server = verify_blocking(s.conninfo, s.runs, 3);
   return "{\"workload\":" + json_string(s.workload) + ",\"runs\":" + std::to_string(s.runs) +
-         ",\"p50_ms\":" + fixed(percentile(from_call, 0.5), 2) +
-         ",\"p99_ms\":" + fixed(percentile(from_call, 0.99), 2) +
-         ",\"max_ms\":" + fixed(*std::max_element(from_call.begin(), from_call.end()), 2) +
-         ",\"returned_p50_ms\":" + fixed(percentile(from_return, 0.5), 2) +
-         ",\"returned_p99_ms\":" + fixed(percentile(from_return, 0.99), 2) + server_fields(server) + "}";
+         figures.fields() + server_fields(server) + "}";
 }
 
 // ---------------------------------------------------------------------------------------------------------------

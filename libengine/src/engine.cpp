@@ -217,7 +217,13 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
     emit(run_event{run_event::kind::dead_lettered, id, {}, {}, 0, {}});
   }
   const std::size_t n = claimed->runs.size();
-  for (auto& c : claimed->runs) {
+  co_await launch_claimed(std::move(claimed->runs), lease_until);
+  co_return n;
+}
+
+asio::awaitable<void> engine_impl::launch_claimed(std::vector<storage::claimed_run> runs,
+                                                  std::chrono::steady_clock::time_point lease_until) {
+  for (auto& c : runs) {
     if (stopping()) {
       // Claimed while stopping: hand it straight back.
       storage::lease_token lease{c.id, worker_id_, c.epoch};
@@ -227,7 +233,6 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
     }
     launch(std::move(c), lease_until);
   }
-  co_return n;
 }
 
 asio::awaitable<void> engine_impl::compensate(run_state& st, storage::run_finish& fin,

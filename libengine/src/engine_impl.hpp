@@ -85,6 +85,9 @@ class engine_impl {
   boost::asio::awaitable<void> wakeup_loop();
   void ensure_heartbeat();
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
+  /// Runs what a claim took, or hands it straight back when the engine is stopping (on ctl_).
+  boost::asio::awaitable<void> launch_claimed(std::vector<storage::claimed_run> runs,
+                                              std::chrono::steady_clock::time_point lease_until);
   /// Claims the parked run `id` whose wake-up timer fired (just before `until`), and runs it (wakeups.cpp).
   boost::asio::awaitable<void> claim_parked(run_id id, std::chrono::system_clock::time_point until);
   /// After a run's body failed: its registered compensations (ctx.compensate), recorded in `fin`'s error.

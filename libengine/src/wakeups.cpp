@@ -53,15 +53,7 @@ asio::awaitable<void> engine_impl::claim_parked(run_id id, std::chrono::system_c
     schedule_wakeup(std::chrono::system_clock::now());
     co_return;
   }
-  for (auto& c : claimed->runs) {
-    if (stopping()) {
-      storage::lease_token lease{c.id, worker_id_, c.epoch};
-      auto r = co_await store_.release(std::move(lease));
-      if (!r) log::warn("engine", "release of " + c.id + " failed: " + r.error().message());
-      continue;
-    }
-    launch(std::move(c), lease_until);
-  }
+  co_await launch_claimed(std::move(claimed->runs), lease_until);
 }
 
 asio::awaitable<void> engine_impl::wakeup_loop() {
