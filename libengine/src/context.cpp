@@ -100,7 +100,7 @@ step_slot::step_slot(run_state& st, bool& busy, const std::string& name) : busy_
   busy = true;
 }
 
-void check_interrupt(run_state& st) {
+void check_interrupt(run_state& st, bool main_line) {
   if (std::chrono::steady_clock::now() > st.lease_deadline.load(std::memory_order_acquire)) {
     st.lost.store(true, std::memory_order_release);
   }
@@ -110,7 +110,7 @@ void check_interrupt(run_state& st) {
     st.poisoned = std::make_exception_ptr(run_interrupted{run_interrupted::why::released});
   }
   if (st.poisoned) std::rethrow_exception(st.poisoned);
-  if (!st.cancel_seen && st.cancel_requested.load(std::memory_order_acquire)) {
+  if (main_line && !st.cancel_seen && st.cancel_requested.load(std::memory_order_acquire)) {
     // Once: the workflow may catch it and go on cleaning up (its steps run until the grace ends).
     st.cancel_seen = true;
     throw cancelled_error("run " + st.claim.id + " was asked to cancel");
@@ -172,7 +172,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
   const int seq = branch_ ? st.take_branch_seq() : local;
   auto& backoff = branch_ ? branch_->backoff : st.backoff;
 
-  auto interrupt_if_needed = [&] { detail::check_interrupt(st); };
+  auto interrupt_if_needed = [&] { detail::check_interrupt(st, branch_ == nullptr); };
   interrupt_if_needed();
 
   const int max_attempts = std::max(1, options.retry.max_attempts);

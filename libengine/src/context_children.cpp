@@ -18,10 +18,13 @@ constexpr std::string_view k_child_step_prefix = "keel.child:";
 constexpr std::string_view k_start_child_step_prefix = "keel.start_child:";
 constexpr std::string_view k_child_wait_step_prefix = "keel.child_wait:";
 
-/// The child's idempotency key: one child per (parent, step position, attempt), whichever execution of the
-/// parent gets there.
-std::string child_key(const run_id& parent, int seq, int attempt) {
-  std::string key = "keel.child:" + parent + ":" + std::to_string(seq);
+/// The child's idempotency key: one child per (parent, generation, step position, attempt), whichever
+/// execution of the parent gets there.
+std::string child_key(const run_id& parent, int generation, int seq, int attempt) {
+  // The generation too: after continue_as_new, positions start again at 0 and must find new children.
+  std::string key = "keel.child:" + parent + ":";
+  if (generation > 0) key += "g" + std::to_string(generation) + ":";
+  key += std::to_string(seq);
   if (attempt > 1) key += ":" + std::to_string(attempt);
   return key;
 }
@@ -90,8 +93,9 @@ asio::awaitable<child_run> context::run_start_child(std::string workflow, json::
   const auto started = std::chrono::system_clock::now();
   storage::child_request request{
       st.lease(), seq,
-      storage::new_run{new_run_id(), workflow, *version, std::move(input), child_key(st.claim.id, seq, 1),
-                       options.priority, std::nullopt}};
+      storage::new_run{new_run_id(), workflow, *version, std::move(input),
+                       child_key(st.claim.id, st.claim.generation, seq, 1), options.priority, std::nullopt},
+      st.cancel_seen};
   auto id = co_await engine.store_.start_child_only(request);
   if (!id) {
     const auto e = id.error();
@@ -101,6 +105,11 @@ asio::awaitable<child_run> context::run_start_child(std::string workflow, json::
     }
     fail(child_step_error(code_name(errc::invalid_input),
                           "ctx.start_child: cannot start '" + workflow + "': " + e.message(), name, 1));
+  }
+  if (*id == "cancel") {
+    // Asked to cancel since the check above: nothing was started; the cancel is seen here.
+    st.cancel_requested.store(true, std::memory_order_release);
+    detail::check_interrupt(st);
   }
   json::object out;
   out["child"] = *id;
@@ -216,8 +225,10 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
     storage::child_request request{
         st.lease(), seq,
-        storage::new_run{new_run_id(), workflow, *version, input, child_key(st.claim.id, key_seq, attempt),
-                         options.priority, std::nullopt}};
+        storage::new_run{new_run_id(), workflow, *version, input,
+                         child_key(st.claim.id, st.claim.generation, key_seq, attempt), options.priority,
+                         std::nullopt},
+        st.cancel_seen};
     auto decided = co_await engine.store_.start_child(request);
     if (!decided) {
       const auto e = decided.error();
@@ -229,6 +240,11 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
       error = child_step_error(code_name(errc::invalid_input),
                                "ctx.child: cannot start '" + workflow + "': " + e.message(), name, attempt);
       break;
+    }
+    if (decided->outcome == storage::wait_outcome::what::cancel) {
+      // Asked to cancel since the check above: no child is started; the cancel is seen here.
+      st.cancel_requested.store(true, std::memory_order_release);
+      detail::check_interrupt(st);
     }
     if (decided->outcome == storage::wait_outcome::what::parked) {
       // This execution ends here, holding nothing; the child's end wakes the run.

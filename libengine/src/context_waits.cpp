@@ -306,7 +306,8 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
                          : kind == k_event ? storage::wait_kind::event
                          : kind == k_hook  ? storage::wait_kind::hook
                                            : storage::wait_kind::any;
-  storage::wait_request request{st.lease(), seq, name, wait_kind, event, hook_seq, until, started, {}};
+  storage::wait_request request{st.lease(), seq,   name,    wait_kind, event,
+                                hook_seq,   until, started, {},        st.cancel_seen};
   request.arms.reserve(alternatives.size());
   for (auto& a : alternatives) {
     using what = detail::wait_alternative::what;
@@ -330,6 +331,11 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
       std::rethrow_exception(st.poisoned);
     }
     detail::lose_lease(st);
+  }
+  if (decided->outcome == storage::wait_outcome::what::cancel) {
+    // Asked to cancel since the check above: seen here, instead of parking.
+    st.cancel_requested.store(true, std::memory_order_release);
+    detail::check_interrupt(st);
   }
   if (decided->outcome != storage::wait_outcome::what::parked) co_return std::move(decided->output);
   // Parked: the run sleeps or waits in the database; this execution ends here, holding nothing. The

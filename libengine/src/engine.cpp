@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -255,6 +256,8 @@ asio::awaitable<void> engine_impl::compensate(run_state& st, storage::run_finish
     }
   }
   st.in_step = false;
+  // A cancel arriving now must not cut the undo short: it would have nothing left to say.
+  st.cancel_seen = true;
   context ctx(st);
   try {
     auto done = co_await ctx.run_compensations();
@@ -379,6 +382,12 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
 }
 
 void engine_impl::launch(storage::claimed_run claim, std::chrono::steady_clock::time_point lease_until) {
+  if (auto c = std::find_if(recent_cancels_.begin(), recent_cancels_.end(),
+                            [&](const auto& r) { return r.first == claim.id; });
+      c != recent_cancels_.end()) {
+    claim.cancel_requested = true;
+    recent_cancels_.erase(c);
+  }
   auto st = std::make_shared<run_state>(*this, std::move(claim), asio::make_strand(ioc_), lease_until);
   auto [it, inserted] = inflight_.try_emplace(st->claim.id, st);
   if (!inserted) {
@@ -692,7 +701,15 @@ asio::awaitable<result<run_status>> engine_impl::cancel(run_id id, cancel_option
 void engine_impl::cancel_requested(const run_id& id) {
   asio::post(ctl_, [this, id] {
     auto it = inflight_.find(id);
-    if (it == inflight_.end()) return;
+    if (it == inflight_.end()) {
+      // Perhaps claimed here a moment before the request (the claim said nothing of it) and not launched
+      // yet: launch looks here. Kept briefly; a claim made after the request reports it itself.
+      const auto now = std::chrono::steady_clock::now();
+      std::erase_if(recent_cancels_,
+                    [now](const auto& c) { return now - c.second > std::chrono::seconds(10); });
+      recent_cancels_.emplace_back(id, now);
+      return;
+    }
     auto st = it->second;
     st->cancel_requested.store(true, std::memory_order_release);
     asio::post(st->strand, [st] { st->cancel_backoffs(); });  // a retry backoff ends now, to see it

@@ -123,6 +123,8 @@ class engine_impl {
     std::chrono::system_clock::time_point until;
   };
   std::multimap<std::chrono::steady_clock::time_point, wakeup> wakeups_;
+  /// Cancel requests for runs not in flight here when they came (see cancel_requested), with when.
+  std::vector<std::pair<run_id, std::chrono::steady_clock::time_point>> recent_cancels_;
   /// Claims of single parked runs in progress (they hold a slot the claim loop must not hand out).
   std::size_t direct_claims_ = 0;
   boost::asio::steady_timer wakeup_timer_;

@@ -115,8 +115,10 @@ class step_slot {
   bool& busy_;
 };
 
-/// Before new work of a run: rethrows (and records) a lost lease, or the engine stopping.
-void check_interrupt(run_state& st);
+/// Before new work of a run: rethrows (and records) a lost lease, or the engine stopping; on the main line
+/// (`main_line`), also a cancel request, once. Parallel branches do not see it: which branch got there
+/// first would differ between executions, and their replay with it.
+void check_interrupt(run_state& st, bool main_line = true);
 
 /// A write of the run was fenced (the lease moved on) or storage shut down: this worker must not continue
 /// the run. Records it and throws.

@@ -275,6 +275,18 @@ told AS (SELECT pg_notify('keel_cancel', id::text) FROM r WHERE status <> 'cance
 woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued')
 SELECT status, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql"};
 
+// First in a cancel's transaction: the run and its descendants locked, deepest first, the order in which a
+// finishing child locks its parent (keel.wake_parent): a cancel and a child's finish never wait for each
+// other in a cycle.
+const statement cancel_lock_tree{"keel_cancel_lock_tree", R"sql(
+WITH RECURSIVE tree(id, depth) AS (
+  SELECT $1::uuid, 0
+  UNION ALL
+  SELECT r.id, t.depth + 1 FROM keel.runs r JOIN tree t ON r.parent_id = t.id AND r.parent_id IS NOT NULL)
+SELECT r.id FROM keel.runs r JOIN tree t ON t.id = r.id
+ORDER BY t.depth DESC
+FOR UPDATE OF r)sql"};
+
 // After cancel_run, in the same transaction: the unfinished runs the cancelled run started (ctx.child),
 // recursively, treated the same way ($2: the grace). Repeated until it changes nothing: a run that was
 // inserting a child when it was cancelled held its row lock, so the cancel waited for that insert, and the
@@ -330,15 +342,17 @@ const statement wait_decide{"keel_wait_decide", R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              name text, kind text, event text,
-                                                             hook_seq int, until bigint, started bigint))
-       WITH ORDINALITY AS x(id, owner, epoch, seq, name, kind, event, hook_seq, until, started, ord)),
+                                                             hook_seq int, until bigint, started bigint,
+                                                             seen bool))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, name, kind, event, hook_seq, until, started, seen, ord)),
 fenced AS (
   -- A wait that parked before keeps the deadline it parked with: a timeout counts from the first execution
   -- that reached the wait, not from each resume. (The claim leaves waiting_for in place for this.)
   SELECT x.id, x.owner, x.epoch, x.seq, x.name, x.kind, x.event, x.hook_seq, x.started, x.ord,
          coalesce(CASE WHEN r.waiting_for->>'step' = x.seq::text AND r.waiting_for->>'kind' = x.kind
                        THEN (r.waiting_for->>'until')::bigint END,
-                  x.until) AS until
+                  x.until) AS until,
+         r.cancel_deadline, coalesce(x.seen, false) AS seen
   FROM x JOIN keel.runs r
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'),
 recorded AS (
@@ -369,6 +383,8 @@ decided AS (
               WHEN f.kind = 'sleep' AND to_timestamp(f.until / 1e6) <= now() THEN 'timed_out'
               WHEN f.kind <> 'sleep' AND f.until IS NOT NULL AND to_timestamp(f.until / 1e6) <= now()
                 THEN 'timed_out'
+              -- Asked to cancel after the worker last looked: it must see that now, not park.
+              WHEN f.cancel_deadline IS NOT NULL AND NOT f.seen THEN 'cancel'
               ELSE 'parked' END AS outcome,
          CASE WHEN rec.ord IS NOT NULL THEN rec.output
               WHEN ev.ord IS NOT NULL THEN jsonb_build_object('payload', ev.payload)
@@ -389,7 +405,8 @@ parked AS (
   UPDATE keel.runs r
   SET status = CASE WHEN d.kind = 'sleep' THEN 'sleeping' ELSE 'waiting' END,
       owner = NULL,
-      due_at = to_timestamp(d.until / 1e6),
+      -- A run cleaning up after a cancel is fenced at its deadline even while it waits.
+      due_at = least(to_timestamp(d.until / 1e6), d.cancel_deadline),
       waiting_for = jsonb_strip_nulls(jsonb_build_object(
                       'kind', d.kind, 'until', d.until, 'step', d.seq, 'name', d.name, 'started', d.started,
                       CASE WHEN d.kind = 'hook' THEN 'hook' ELSE 'event' END, d.event,
@@ -409,12 +426,14 @@ SELECT ord, outcome, output::text FROM decided)sql"};
 const statement wait_any_decide{"keel_wait_any_decide", R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
-                                                             name text, arms jsonb, started bigint))
-       WITH ORDINALITY AS x(id, owner, epoch, seq, name, arms, started, ord)),
+                                                             name text, arms jsonb, started bigint,
+                                                             seen bool))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, name, arms, started, seen, ord)),
 fenced AS (
   SELECT x.id, x.epoch, x.seq, x.name, x.started, x.ord,
          CASE WHEN r.waiting_for->>'kind' = 'any' AND r.waiting_for->>'step' = x.seq::text
-              THEN r.waiting_for->'arms' ELSE x.arms END AS arms
+              THEN r.waiting_for->'arms' ELSE x.arms END AS arms,
+         r.cancel_deadline, coalesce(x.seen, false) AS seen
   FROM x JOIN keel.runs r
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'),
 recorded AS (
@@ -456,8 +475,9 @@ closed AS (
   FROM arm a JOIN winner w ON w.ord = a.ord AND w.n <> a.n
   WHERE a.kind = 'hook' AND h.run_id = a.id AND h.seq = a.hook_seq AND h.status = 'open'),
 decided AS (
-  SELECT f.id, f.epoch, f.seq, f.name, f.started, f.ord, f.arms,
+  SELECT f.id, f.epoch, f.seq, f.name, f.started, f.ord, f.arms, f.cancel_deadline,
          CASE WHEN rec.ord IS NOT NULL THEN 'recorded' WHEN w.ord IS NOT NULL THEN 'consumed'
+              WHEN f.cancel_deadline IS NOT NULL AND NOT f.seen THEN 'cancel'
               ELSE 'parked' END AS outcome,
          CASE WHEN rec.ord IS NOT NULL THEN rec.output
               WHEN w.ord IS NOT NULL THEN jsonb_build_object('index', w.n - 1) || w.output
@@ -472,7 +492,8 @@ step AS (
   ON CONFLICT (run_id, seq) DO NOTHING),
 parked AS (
   UPDATE keel.runs r
-  SET status = 'waiting', owner = NULL, due_at = to_timestamp((d.output->>'until')::bigint / 1e6),
+  SET status = 'waiting', owner = NULL,
+      due_at = least(to_timestamp((d.output->>'until')::bigint / 1e6), d.cancel_deadline),
       waiting_for = jsonb_strip_nulls(jsonb_build_object('kind', 'any', 'until', d.output->'until',
                                                          'step', d.seq, 'arms', d.arms))
   FROM decided d
@@ -488,10 +509,15 @@ const statement child_decide{"keel_child_decide", R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              child uuid, workflow text, version int,
-                                                             input jsonb, key text, priority int))
-       WITH ORDINALITY AS x(id, owner, epoch, seq, child, workflow, version, input, key, priority, ord)),
+                                                             input jsonb, key text, priority int,
+                                                             seen bool))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, child, workflow, version, input, key, priority, seen,
+                            ord)),
 fenced AS (
-  SELECT x.* FROM x JOIN keel.runs r
+  SELECT x.*, r.cancel_deadline,
+         -- asked to cancel after the worker last looked: no new child; the run must see the cancel now
+         r.cancel_deadline IS NOT NULL AND NOT coalesce(x.seen, false) AS cancel
+  FROM x JOIN keel.runs r
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'),
 existing AS (
   SELECT f.ord, c.id, c.status, c.output, c.error
@@ -500,19 +526,20 @@ ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
                          parent_step)
   SELECT f.child, f.workflow, f.version, 'queued', f.input, f.key, f.priority, now(), f.id, f.seq
-  FROM fenced f WHERE f.ord NOT IN (SELECT ord FROM existing)
+  FROM fenced f WHERE f.ord NOT IN (SELECT ord FROM existing) AND NOT f.cancel
   ON CONFLICT DO NOTHING
   RETURNING id),
 decided AS (
-  SELECT f.id, f.seq, f.workflow, f.ord, coalesce(e.id, f.child) AS child,
-         CASE WHEN e.status IN ('completed', 'failed', 'cancelled') THEN 'consumed' ELSE 'parked' END AS outcome,
+  SELECT f.id, f.seq, f.workflow, f.ord, f.cancel_deadline, coalesce(e.id, f.child) AS child,
+         CASE WHEN e.status IN ('completed', 'failed', 'cancelled') THEN 'consumed'
+              WHEN f.cancel THEN 'cancel' ELSE 'parked' END AS outcome,
          CASE WHEN e.status IN ('completed', 'failed', 'cancelled')
               THEN jsonb_build_object('child', e.id, 'status', e.status, 'output', e.output, 'error', e.error)
               ELSE jsonb_build_object('child', coalesce(e.id, f.child)) END AS output
   FROM fenced f LEFT JOIN existing e ON e.ord = f.ord),
 parked AS (
   UPDATE keel.runs r
-  SET status = 'waiting', owner = NULL, due_at = NULL,
+  SET status = 'waiting', owner = NULL, due_at = d.cancel_deadline,
       waiting_for = jsonb_build_object('kind', 'child', 'step', d.seq, 'child', d.child, 'workflow', d.workflow)
   FROM decided d
   WHERE r.id = d.id AND d.outcome = 'parked'),
@@ -520,20 +547,23 @@ notified AS (SELECT pg_notify('keel_runs', '') WHERE EXISTS (SELECT 1 FROM ins))
 SELECT ord, outcome, output::text, (SELECT count(*) FROM notified) FROM decided)sql"};
 
 // Starts a child run without waiting for it (ctx.start_child), fenced by the parent's lease (share lock, like
-// a checkpoint): inserted once per idempotency key. Returns the child's id (NULL: fenced).
+// a checkpoint): inserted once per idempotency key. Returns the child's id (NULL: fenced; 'cancel': the
+// parent was asked to cancel after it last looked ($11: whether it has seen that), and starts nothing).
 const statement start_child{"keel_start_child", R"sql(
 WITH fence AS (
-  SELECT id FROM keel.runs
+  SELECT id, cancel_deadline IS NOT NULL AND NOT $11::bool AS cancel FROM keel.runs
   WHERE id = $1::uuid AND owner = $2 AND epoch = $3::bigint AND status = 'running'
   FOR SHARE),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
                          parent_step)
   SELECT $5::uuid, $6, $7::int, 'queued', $8::jsonb, $9, $10::int, now(), id, $4::int FROM fence
+  WHERE NOT cancel
   ON CONFLICT DO NOTHING
   RETURNING id),
 notified AS (SELECT pg_notify('keel_runs', '') FROM ins)
-SELECT CASE WHEN EXISTS (SELECT 1 FROM fence)
+SELECT CASE WHEN (SELECT cancel FROM fence) THEN 'cancel'
+            WHEN EXISTS (SELECT 1 FROM fence)
             THEN coalesce((SELECT id::text FROM ins),
                           (SELECT id::text FROM keel.runs WHERE idempotency_key = $9 AND idempotency_key IS NOT NULL))
        END,
@@ -672,7 +702,7 @@ const statement retry_run{"keel_retry_run", R"sql(
 WITH r AS (
   UPDATE keel.runs
   SET status = 'queued', due_at = now(), owner = NULL, epoch = epoch + 1, error = NULL, finished_at = NULL,
-      recoveries = 0, waiting_for = NULL
+      recoveries = 0, waiting_for = NULL, cancel_deadline = NULL
   WHERE id = $1::uuid AND status = 'failed'
   RETURNING id, epoch),
 gone AS (
@@ -683,7 +713,10 @@ gone AS (
   WHERE s.run_id = r.id AND s.status = 'failed'
     AND (s.seq = (SELECT max(seq) FROM keel.steps WHERE run_id = r.id)
          OR (s.branch IS NOT NULL
-             AND s.seq > (SELECT coalesce(max(seq), -1) FROM keel.steps WHERE run_id = r.id AND branch IS NULL)))
+             AND s.seq > (SELECT coalesce(max(seq), -1) FROM keel.steps WHERE run_id = r.id AND branch IS NULL)
+             -- the failure a branch ended with, not one it caught and went on from
+             AND NOT EXISTS (SELECT 1 FROM keel.steps t
+                             WHERE t.run_id = s.run_id AND t.branch = s.branch AND t.branch_seq > s.branch_seq)))
   RETURNING s.seq),
 logged AS (
   INSERT INTO keel.run_history (run_id, what, detail)
@@ -705,7 +738,7 @@ const statement rewind_run{"keel_rewind_run", R"sql(
 WITH r AS (
   UPDATE keel.runs
   SET status = 'queued', due_at = now(), owner = NULL, epoch = epoch + 1, output = NULL, error = NULL,
-      finished_at = NULL, recoveries = 0, waiting_for = NULL
+      finished_at = NULL, recoveries = 0, waiting_for = NULL, cancel_deadline = NULL
   WHERE id = $1::uuid
   RETURNING id, epoch),
 gone AS (

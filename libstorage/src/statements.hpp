@@ -22,6 +22,7 @@ extern const statement get_run;
 extern const statement cancel_run;
 extern const statement continue_as_new;
 extern const statement cancel_descendants;
+extern const statement cancel_lock_tree;
 extern const statement run_status_of;
 extern const statement wait_lock;
 extern const statement wait_decide;

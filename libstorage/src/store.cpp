@@ -363,7 +363,8 @@ boost::asio::awaitable<result<wait_outcome>> store::wait(const wait_request& w) 
     row.num("seq", w.seq)
         .str("name", valid_utf8(w.name))
         .value("arms", boost::json::value(std::move(*arms)))
-        .num("started", detail::to_micros(w.started_at));
+        .num("started", detail::to_micros(w.started_at))
+        .value("seen", boost::json::value(w.cancel_seen));
     // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
     auto text = std::move(row).finish();
     co_return co_await impl_->write<wait_outcome>(detail::wait_any_kind(), std::move(text),
@@ -380,7 +381,7 @@ boost::asio::awaitable<result<wait_outcome>> store::wait(const wait_request& w) 
   } else {
     row.null("until");
   }
-  row.num("started", detail::to_micros(w.started_at));
+  row.num("started", detail::to_micros(w.started_at)).value("seen", boost::json::value(w.cancel_seen));
   // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
   auto text = std::move(row).finish();
   co_return co_await impl_->write<wait_outcome>(detail::wait_kind(), std::move(text),
@@ -401,7 +402,8 @@ boost::asio::awaitable<result<wait_outcome>> store::start_child(const child_requ
       .num("version", run.version)
       .value("input", run.input)
       .str("key", *run.idempotency_key)
-      .num("priority", run.priority);
+      .num("priority", run.priority)
+      .value("seen", boost::json::value(c.cancel_seen));
   // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
   auto text = std::move(row).finish();
   co_return co_await impl_->write<wait_outcome>(detail::child_kind(), std::move(text),
@@ -441,7 +443,8 @@ boost::asio::awaitable<result<run_id>> store::start_child_only(const child_reque
                                                  std::to_string(run.version),
                                                  boost::json::serialize(run.input),
                                                  *run.idempotency_key,
-                                                 std::to_string(run.priority)};
+                                                 std::to_string(run.priority),
+                                                 c.cancel_seen ? "true" : "false"};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<run_id>(pg_connection&)> start =
       [params = std::move(params)](pg_connection& conn) -> result<run_id> {
@@ -736,6 +739,8 @@ boost::asio::awaitable<result<run_status>> store::cancel(const run_id& id, std::
   std::function<result<run_status>(pg_connection&)> cancel =
       [id, grace_ms](pg_connection& c) -> result<run_status> {
     const std::function<result<run_status>()> body = [&]() -> result<run_status> {
+      auto locked = c.exec_blocking(detail::sql::cancel_lock_tree, {id});
+      if (!locked) return locked.error();
       auto r = c.exec_blocking(detail::sql::cancel_run, {id, grace_ms});
       if (!r) return r.error();
       if (PQntuples(r->get()) == 1) {

@@ -117,7 +117,10 @@ class claim_parked_kind_t final : public write_kind {
       auto* claim = static_cast<claim_write*>(w);
       const auto& params = claim->next_attempt();
       tx.push_back({&sql::claim_parked, params});
-      tx.push_back({&sql::load_steps, {"{" + params[1].value_or("") + "}"}});
+      // Built with append: g++ 12 at -O3 reports a false -Wrestrict in `"{" + std::string&&`.
+      std::string ids(1, '{');
+      ids.append(params[1].value_or("")).push_back('}');
+      tx.push_back({&sql::load_steps, {std::move(ids)}});
     }
   }
 
@@ -164,6 +167,7 @@ class wait_kind_t final : public write_kind {
       out.outcome = what == "recorded"    ? wait_outcome::what::recorded
                     : what == "consumed"  ? wait_outcome::what::consumed
                     : what == "timed_out" ? wait_outcome::what::timed_out
+                    : what == "cancel"    ? wait_outcome::what::cancel
                                           : wait_outcome::what::parked;
       out.output = parse_stored_json(get_text(r, row, 2));
       decided[i] = std::move(out);

@@ -986,4 +986,59 @@ BOOST_AUTO_TEST_CASE(map_children_runs_a_bounded_number_at_once_and_holds_no_wor
                                  "' AND status IN ('completed', 'failed')") == "3");  // all ran to their end
 }
 
+BOOST_AUTO_TEST_CASE(a_cancel_its_worker_has_not_heard_of_is_seen_by_the_next_wait_instead_of_parking,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<bool> gate{false}, in_gate{false}, caught{false};
+  add_workflow(e, "waiter", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto hold = [&]() -> asio::awaitable<int> {
+      in_gate = true;
+      while (!gate)
+        co_await async_sleep(5ms);
+      co_return 0;
+    };
+    co_await ctx.step("gate", hold);
+    try {
+      co_await ctx.wait_for_event("never");  // no timeout: parked, it would wait for ever
+    } catch (const cancelled_error&) {
+      caught = true;
+      throw;
+    }
+    co_return nullptr;
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("waiter", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return in_gate.load(); }, 10s));
+  // A request the worker never hears of (as if its notification were lost): only the database knows.
+  query_value(db,
+              "UPDATE keel.runs SET cancel_deadline = now() + interval '30 seconds' WHERE id = '" + id + "'");
+  gate = true;
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "cancelled");
+  BOOST_TEST(caught.load());
+}
+
+BOOST_AUTO_TEST_CASE(each_generation_starts_its_own_child_at_the_same_position, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "echo", [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; });
+  add_workflow(e, "loop", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    const json::value round(ctx.generation());
+    auto echoed = co_await ctx.child("echo", round);  // position 0 in every generation
+    if (ctx.generation() < 2) {
+      const json::value next = json::object{};
+      co_await ctx.continue_as_new(next);
+    }
+    co_return echoed;
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("loop", json::object{}).value();
+  auto done = e.wait_blocking(id, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(done->output.as_int64() == 2);  // the last generation's own child, not the first one's
+  BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs WHERE parent_id = '" + id + "'") == "3");
+}
+
 BOOST_AUTO_TEST_SUITE_END()

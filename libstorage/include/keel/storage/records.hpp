@@ -173,6 +173,9 @@ struct wait_request {
   /// kind any: the alternatives, at most k_max_wait_arms. The one that completed first wins (ties: the
   /// earlier arm); the record is {"index": arm, "payload": ...} or {"index": arm, "timed_out": true}.
   std::vector<wait_arm> arms;
+  /// The execution has seen a cancel request already: a pending one does not stop this wait (outcome
+  /// `cancel` otherwise).
+  bool cancel_seen = false;
 };
 
 /// A child run started by a held run at step position `seq` (its idempotency key makes the start happen
@@ -181,6 +184,7 @@ struct child_request {
   lease_token lease;  ///< the parent's
   int seq = 0;
   new_run child;  ///< with a fresh id, and the key that makes it once per (parent, position, attempt)
+  bool cancel_seen = false;  ///< as wait_request::cancel_seen
 };
 
 /// The most alternatives one wait for any takes.
@@ -193,6 +197,7 @@ struct wait_outcome {
     consumed,   ///< an event was consumed (or a hook's payload taken): `output` is {"payload": ...}
     timed_out,  ///< the event wait's timeout passed: `output` is {"timed_out": true}
     parked,     ///< the run now sleeps or waits; this worker no longer holds it
+    cancel,     ///< nothing done: the run was asked to cancel, which its execution has not seen yet
   } outcome = what::parked;
   boost::json::value output;
 };
