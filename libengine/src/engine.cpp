@@ -353,8 +353,10 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
     held.reserve(inflight_.size());
     for (const auto& [id, st] : inflight_)
       held.push_back(st->lease());
-    const auto lease_until = std::chrono::steady_clock::now() + options_.lease;  // counted from the request
-    auto lost = co_await store_.heartbeat(held, options_.lease);
+    const auto sent = std::chrono::steady_clock::now();
+    const auto lease_until = sent + options_.lease;  // counted from the request
+    std::vector<storage::cancel_notice> cancelling;
+    auto lost = co_await store_.heartbeat(held, options_.lease, &cancelling);
     if (!lost) {
       log::warn("engine", "heartbeat failed: " + lost.error().message());
       continue;
@@ -369,7 +371,17 @@ asio::awaitable<void> engine_impl::heartbeat_loop() {
       if (it == inflight_.end() || it->second->claim.epoch != lease.epoch) continue;
       auto st = it->second;
       if (!is_lost(lease)) {
-        st->lease_deadline.store(lease_until, std::memory_order_release);
+        auto until = lease_until;
+        for (const auto& c : cancelling) {
+          if (c.id != lease.id || c.epoch != lease.epoch) continue;
+          // Asked to cancel: heard of here even if the notification was missed, and nothing new starts past
+          // the moment the claim may fence it.
+          until = std::min(until, sent + c.left);
+          if (!st->cancel_requested.exchange(true, std::memory_order_acq_rel)) {
+            asio::post(st->strand, [st] { st->cancel_backoffs(); });
+          }
+        }
+        st->lease_deadline.store(until, std::memory_order_release);
         continue;
       }
       if (st->lost.exchange(true, std::memory_order_acq_rel)) continue;  // already known

@@ -218,13 +218,17 @@ SELECT run_id::text, seq, name, status, output::text, error::text, attempts,
 FROM keel.steps WHERE run_id = ANY($1::uuid[]) ORDER BY run_id, seq)sql"};
 
 // Extends held leases; the (id, epoch) pairs not returned were taken over, cancelled or finished elsewhere.
-// A run asked to cancel keeps its lease no later than its cancel deadline.
+// A run asked to cancel keeps its lease no later than its cancel deadline, and the reply says how long it
+// has left (NULL: no cancel requested), so that its worker hears of the request even if it missed the
+// notification, and starts nothing new past the deadline.
 const statement heartbeat{"keel_heartbeat", R"sql(
 UPDATE keel.runs r SET due_at = least(now() + $2::bigint * interval '1 millisecond',
                                       coalesce(r.cancel_deadline, 'infinity'))
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, owner text, epoch bigint)
 WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
-RETURNING r.id::text, r.epoch)sql"};
+RETURNING r.id::text, r.epoch,
+          CASE WHEN r.cancel_deadline IS NOT NULL  -- (greatest() would turn a NULL into 0)
+               THEN (greatest(extract(epoch FROM r.cancel_deadline - now()), 0) * 1000)::bigint END)sql"};
 
 const statement get_run{"keel_get_run", R"sql(
 SELECT id::text, workflow, version, status, input::text, output::text, error::text, idempotency_key, priority,

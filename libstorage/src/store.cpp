@@ -648,29 +648,44 @@ boost::asio::awaitable<result<claim_outcome>> store::claim_parked(const claim_re
 }
 
 boost::asio::awaitable<result<std::vector<lease_token>>> store::heartbeat(
-    const std::vector<lease_token>& held, std::chrono::milliseconds lease) {
+    const std::vector<lease_token>& held, std::chrono::milliseconds lease,
+    std::vector<cancel_notice>* cancelling) {
   std::string rows = "[";
   for (const auto& l : held) {
     if (rows.size() > 1) rows.push_back(',');
     rows += detail::lease_row(l).finish();
   }
   rows.push_back(']');
-  return impl_->on_pool<std::vector<lease_token>>(
-      [held, rows = std::move(rows), lease](pg_connection& c) -> result<std::vector<lease_token>> {
-        auto r = c.exec_blocking(detail::sql::heartbeat, {rows, std::to_string(lease.count())});
-        if (!r) return r.error();
-        const PGresult* res = r->get();
-        std::unordered_set<std::string> kept;
-        for (int row = 0; row < PQntuples(res); ++row)
-          kept.emplace(std::string(detail::get_text(res, row, 0)) + "/" +
-                       std::string(detail::get_text(res, row, 1)));
-        std::vector<lease_token> lost;
-        for (const auto& l : held) {
-          if (!kept.contains(l.id + "/" + std::to_string(l.epoch))) lost.push_back(l);
-        }
-        return lost;
-      },
-      impl_->request_deadline(), /*urgent=*/true);
+  // Filled on the pool's thread, read here once the job completed (never through the caller's pointer, which
+  // a job outliving a timed-out request could otherwise reach).
+  auto notices = std::make_shared<std::vector<cancel_notice>>();
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<std::vector<lease_token>>(pg_connection&)> beat =
+      [held, rows = std::move(rows), lease, notices](pg_connection& c) -> result<std::vector<lease_token>> {
+    auto r = c.exec_blocking(detail::sql::heartbeat, {rows, std::to_string(lease.count())});
+    if (!r) return r.error();
+    const PGresult* res = r->get();
+    std::unordered_set<std::string> kept;
+    for (int row = 0; row < PQntuples(res); ++row) {
+      std::string id(detail::get_text(res, row, 0));
+      const std::string epoch(detail::get_text(res, row, 1));
+      if (!PQgetisnull(res, row, 2)) {
+        notices->push_back(
+            {id, std::stoll(epoch),
+             std::chrono::milliseconds(std::stoll(std::string(detail::get_text(res, row, 2))))});
+      }
+      kept.emplace(std::move(id) + "/" + epoch);
+    }
+    std::vector<lease_token> lost;
+    for (const auto& l : held) {
+      if (!kept.contains(l.id + "/" + std::to_string(l.epoch))) lost.push_back(l);
+    }
+    return lost;
+  };
+  auto lost = co_await impl_->on_pool<std::vector<lease_token>>(std::move(beat), impl_->request_deadline(),
+                                                                /*urgent=*/true);
+  if (lost && cancelling != nullptr) *cancelling = std::move(*notices);
+  co_return lost;
 }
 
 boost::asio::awaitable<result<void>> store::register_worker(const std::string& owner,

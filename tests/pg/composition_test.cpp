@@ -1041,4 +1041,38 @@ BOOST_AUTO_TEST_CASE(each_generation_starts_its_own_child_at_the_same_position, 
   BOOST_TEST(query_value(db, "SELECT count(*) FROM keel.runs WHERE parent_id = '" + id + "'") == "3");
 }
 
+BOOST_AUTO_TEST_CASE(a_running_run_hears_of_a_missed_cancel_from_its_heartbeat, *utf::timeout(60)) {
+  auto db = fresh_database();
+  auto o = options_for(db);
+  o.heartbeat = 100ms;
+  engine e(o);
+  std::atomic<int> steps{0};
+  add_workflow(e, "busy", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    for (int i = 0; i < 500; ++i) {
+      auto work = [&]() -> asio::awaitable<int> {
+        co_await async_sleep(10ms);
+        co_return ++steps;
+      };
+      co_await ctx.step("work", work);
+    }
+    co_return json::value("all done");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("busy", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return steps.load() >= 3; }, 10s));
+  // Only the database knows (as if the notification were lost); the run only runs steps, never waits.
+  query_value(db,
+              "UPDATE keel.runs SET cancel_deadline = now() + interval '30 seconds' WHERE id = '" + id + "'");
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "cancelled");
+  BOOST_TEST(steps.load() < 400);  // it stopped at a step boundary soon after a heartbeat told it
+  // A run nobody asked to cancel goes through many heartbeats untouched.
+  steps = 0;
+  auto untouched = e.enqueue_blocking("busy", json::object{}).value();
+  done = e.wait_blocking(untouched, 30s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+}
+
 BOOST_AUTO_TEST_SUITE_END()

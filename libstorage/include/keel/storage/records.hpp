@@ -102,6 +102,13 @@ struct lease_token {
   std::int64_t epoch = 0;
 };
 
+/// A held run that was asked to cancel, as a heartbeat reports it: how long until it is fenced.
+struct cancel_notice {
+  run_id id;
+  std::int64_t epoch = 0;
+  std::chrono::milliseconds left{0};
+};
+
 /// One step's checkpoint.
 struct step_checkpoint {
   lease_token lease;

@@ -90,9 +90,11 @@ class store {
                                                              clock::time_point now);
 
   /// Extends the leases in `held`; returns those that are no longer this worker's (matched by run and epoch,
-  /// so an old execution's lease never stands for a newer one).
-  boost::asio::awaitable<result<std::vector<lease_token>>> heartbeat(const std::vector<lease_token>& held,
-                                                                     std::chrono::milliseconds lease);
+  /// so an old execution's lease never stands for a newer one). `cancelling`, if given, receives the held
+  /// runs that were asked to cancel, with how long until they are fenced.
+  boost::asio::awaitable<result<std::vector<lease_token>>> heartbeat(
+      const std::vector<lease_token>& held, std::chrono::milliseconds lease,
+      std::vector<cancel_notice>* cancelling = nullptr);
 
   /// Announces (or refreshes) worker `owner` and the workflow versions it runs, for `ttl`; runs whose
   /// version no live worker has are reported as unclaimable by get().
