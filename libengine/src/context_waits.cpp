@@ -183,7 +183,7 @@ std::string alternatives_step(std::string_view prefix, const std::vector<detail:
   // Step names are capped like keys; the tail of a very long list is still checked by its arms' count.
   if (name.size() > storage::k_max_key_bytes) {
     name.resize(storage::k_max_key_bytes - 16);
-    name += "~" + std::to_string(alts.size());
+    name.append("~").append(std::to_string(alts.size()));
   }
   return storage::valid_utf8(name);
 }
