@@ -188,4 +188,50 @@ BOOST_AUTO_TEST_CASE(a_retry_of_a_run_failed_by_a_parallel_branch_runs_that_bran
   BOOST_TEST(steady_runs == 1);  // its record replayed
 }
 
+BOOST_AUTO_TEST_CASE(a_retry_keeps_a_failure_a_branch_caught_and_went_on_from, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> charges{0}, fallbacks{0}, partner_calls{0};
+  std::atomic<bool> partner_down{true};
+  add_workflow(e, "fan", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto careful = [&](context& b) -> asio::awaitable<int> {
+      auto charge = [&]() -> int {
+        ++charges;
+        throw non_retriable_error("card declined");
+      };
+      try {
+        co_await b.step("charge", charge);
+      } catch (const step_failed_error&) {
+      }
+      auto fallback = [&] { return ++fallbacks; };
+      co_return co_await b.step("fallback", fallback);
+    };
+    auto partner = [&](context& b) -> asio::awaitable<int> {
+      auto call = [&]() -> asio::awaitable<int> {
+        co_await async_sleep(50ms);  // after the careful branch's steps
+        ++partner_calls;
+        if (partner_down) throw non_retriable_error("partner down");
+        co_return 10;
+      };
+      co_return co_await b.step("call", call);
+    };
+    auto [x, y] = co_await ctx.parallel(careful, partner);
+    co_return json::value(x + y);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("fan", json::object{}).value();
+  auto failed = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(failed);
+  BOOST_TEST(to_string(failed->status) == "failed");
+  partner_down = false;
+  BOOST_REQUIRE(e.retry_blocking(id));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output.as_int64() == 11);
+  BOOST_TEST(charges == 1);    // the caught failure replayed, not run again
+  BOOST_TEST(fallbacks == 1);  // and what the branch did after it
+  BOOST_TEST(partner_calls == 2);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
