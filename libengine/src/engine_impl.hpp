@@ -20,6 +20,9 @@
 
 namespace keel::detail {
 
+/// An error from storage, as the engine reports it: not_found becomes run_not_found.
+error_code engine_error(error_code ec);
+
 class engine_impl {
  public:
   using strand_t = boost::asio::strand<boost::asio::io_context::executor_type>;
