@@ -1,6 +1,7 @@
 // ctx.step: replay from records, run with retries and timeout, checkpoint, and resume only when durable.
 #include "keel/engine/context.hpp"
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -76,6 +77,12 @@ run_state::run_state(engine_impl& e, storage::claimed_run c,
 }
 
 int run_state::take_branch_seq() {
+  if (!spare_seqs.empty()) {
+    const auto lowest = std::min_element(spare_seqs.begin(), spare_seqs.end());
+    const int seq = *lowest;
+    spare_seqs.erase(lowest);
+    return seq;
+  }
   while (static_cast<std::size_t>(next_free_seq) < by_seq.size() && by_seq[next_free_seq] != nullptr)
     ++next_free_seq;
   region_high = std::max(region_high, next_free_seq);
@@ -86,6 +93,7 @@ void run_state::cancel_backoffs() {
   backoff.cancel();
   for (auto* t : branch_backoffs)
     t->cancel();
+  if (join_watch != nullptr) join_watch->cancel();
 }
 
 step_slot::step_slot(run_state& st, bool& busy, const std::string& name) : busy_(busy) {

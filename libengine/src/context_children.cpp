@@ -19,15 +19,29 @@ constexpr std::string_view k_start_child_step_prefix = "keel.start_child:";
 constexpr std::string_view k_child_wait_step_prefix = "keel.child_wait:";
 
 /// The child's idempotency key: one child per (parent, generation, step position, attempt), whichever
-/// execution of the parent gets there.
-std::string child_key(const run_id& parent, int generation, int seq, int attempt) {
+/// execution of the parent gets there. `position`: the main line's seq, or "b<branch>@<position in it>".
+std::string child_key(const run_id& parent, int generation, std::string_view position, int attempt) {
   // The generation too: after continue_as_new, positions start again at 0 and must find new children.
   // Appended piece by piece: g++ 12 at -O3 reports a false -Wrestrict in `"literal" + std::string&&`.
   std::string key = "keel.child:" + parent + ":";
   if (generation > 0) key.append("g").append(std::to_string(generation)).append(":");
-  key.append(std::to_string(seq));
+  key.append(position);
   if (attempt > 1) key.append(":").append(std::to_string(attempt));
   return key;
+}
+
+/// A position in a parallel branch, as child keys name it (a branch's seqs depend on the order branches
+/// ran in; its own positions do not).
+std::string branch_position(const detail::branch_state& branch, int local) {
+  std::string p = "b";
+  p.append(branch.path).append("@").append(std::to_string(local));
+  return p;
+}
+
+/// Whether a child could not be started because of what it was given (another try would be the same).
+bool bad_child_input(const boost::system::error_code& e) {
+  return e == storage::errc::invalid_argument || e == storage::errc::payload_too_large ||
+         e == storage::errc::payload_too_deep;
 }
 
 json::value child_step_error(std::string_view code, std::string message, const std::string& step,
@@ -55,16 +69,24 @@ asio::awaitable<json::value> child_run::wait() {
   std::string name = std::string(k_child_wait_step_prefix) + workflow_;
   std::string workflow = workflow_;
   json::value no_input;  // named: no class temporary inside the co_await expression (GCC 12)
+  if (ctx_->branch_ != nullptr) {
+    std::optional<run_id> started(id_);
+    co_return co_await ctx_->branch_child(std::move(name), std::move(workflow), std::move(no_input), existing,
+                                          std::move(started));
+  }
   co_return co_await ctx_->wait_child(std::move(name), std::move(workflow), std::move(no_input), existing,
                                       started_at_);
 }
 
 asio::awaitable<child_run> context::run_start_child(std::string workflow, json::value input,
                                                     child_options options) {
-  main_line_only("ctx.start_child");
   auto& st = *state_;
   auto& engine = st.engine;
-  const std::string name = std::string(k_start_child_step_prefix) + workflow;
+  std::string name = std::string(k_start_child_step_prefix) + workflow;
+  if (branch_ != nullptr) {
+    co_return co_await branch_start_child(std::move(name), std::move(workflow), std::move(input),
+                                          std::move(options));
+  }
   const detail::step_slot slot(st, st.in_step, name);
   const int seq = st.next_seq++;
   child_run handle;
@@ -95,15 +117,13 @@ asio::awaitable<child_run> context::run_start_child(std::string workflow, json::
   storage::child_request request{
       st.lease(), seq,
       storage::new_run{new_run_id(), workflow, *version, std::move(input),
-                       child_key(st.claim.id, st.claim.generation, seq, 1), options.priority, std::nullopt},
+                       child_key(st.claim.id, st.claim.generation, std::to_string(seq), 1), options.priority,
+                       std::nullopt},
       st.cancel_seen};
   auto id = co_await engine.store_.start_child_only(request);
   if (!id) {
     const auto e = id.error();
-    if (e != storage::errc::invalid_argument && e != storage::errc::payload_too_large &&
-        e != storage::errc::payload_too_deep) {
-      detail::lose_lease(st);
-    }
+    if (!bad_child_input(e)) detail::lose_lease(st);
     fail(child_step_error(code_name(errc::invalid_input),
                           "ctx.start_child: cannot start '" + workflow + "': " + e.message(), name, 1));
   }
@@ -195,7 +215,11 @@ detail::wait_alternative context::alternative_of(const child_run& c) {
 
 asio::awaitable<json::value> context::wait_child(std::string name, std::string workflow, json::value input,
                                                  child_options options, std::optional<int> started_at) {
-  main_line_only("ctx.child");
+  if (branch_ != nullptr) {
+    std::optional<run_id> none;
+    co_return co_await branch_child(std::move(name), std::move(workflow), std::move(input),
+                                    std::move(options), std::move(none));
+  }
   auto& st = *state_;
   auto& engine = st.engine;
   const detail::step_slot slot(st, st.in_step, name);
@@ -228,16 +252,13 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
     storage::child_request request{
         st.lease(), seq,
         storage::new_run{new_run_id(), workflow, *version, input,
-                         child_key(st.claim.id, st.claim.generation, key_seq, attempt), options.priority,
-                         std::nullopt},
+                         child_key(st.claim.id, st.claim.generation, std::to_string(key_seq), attempt),
+                         options.priority, std::nullopt},
         st.cancel_seen};
     auto decided = co_await engine.store_.start_child(request);
     if (!decided) {
       const auto e = decided.error();
-      if (e != storage::errc::invalid_argument && e != storage::errc::payload_too_large &&
-          e != storage::errc::payload_too_deep) {
-        detail::lose_lease(st);
-      }
+      if (!bad_child_input(e)) detail::lose_lease(st);
       // The input cannot be stored (or the name is invalid): another attempt would be the same.
       error = child_step_error(code_name(errc::invalid_input),
                                "ctx.child: cannot start '" + workflow + "': " + e.message(), name, attempt);
@@ -284,6 +305,150 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
                                std::chrono::system_clock::now(),
                                {},
                                0}};
+  auto written = co_await engine.store_.checkpoint(cp);
+  if (!written) detail::lose_lease(st);
+  if (failed) {
+    engine.emit(run_event::kind::step_failed, st, name, cp.step.attempts,
+                std::string(error.at("message").as_string()));
+    throw step_failed_error(std::move(error));
+  }
+  engine.emit(run_event::kind::step_completed, st, name, cp.step.attempts);
+  co_return std::move(cp.step.output);
+}
+
+asio::awaitable<child_run> context::branch_start_child(std::string name, std::string workflow,
+                                                       json::value input, child_options options) {
+  auto& st = *state_;
+  auto& engine = st.engine;
+  const detail::step_slot slot(st, branch_->in_step, name);
+  const int local = branch_->next_local++;
+  child_run handle;
+  handle.ctx_ = this;
+  handle.workflow_ = workflow;
+  handle.started_at_ = local;
+  const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
+  handle.version_ = version;
+  if (const auto* rec = detail::replayed_branch_step(st, branch_->path, local, name)) {
+    if (rec->failed) throw step_failed_error(rec->error);
+    handle.id_ = std::string(rec->output.at("child").as_string());
+    co_return handle;
+  }
+  detail::check_interrupt(st, false);
+  auto fail = [&](json::value error) {
+    st.poisoned = std::make_exception_ptr(step_failed_error(std::move(error)));
+    std::rethrow_exception(st.poisoned);
+  };
+  if (!version) {
+    fail(child_step_error(code_name(errc::unknown_workflow),
+                          "ctx.start_child: workflow '" + workflow +
+                              "' is not registered on this worker; give child_options::version to start it "
+                              "for other workers",
+                          name, 1));
+  }
+  const auto started = std::chrono::system_clock::now();
+  // Cancel requests are the main line's to see: a branch starts its child whatever.
+  storage::child_request request{
+      st.lease(), -1,
+      storage::new_run{new_run_id(), workflow, *version, std::move(input),
+                       child_key(st.claim.id, st.claim.generation, branch_position(*branch_, local), 1),
+                       options.priority, std::nullopt},
+      true};
+  auto id = co_await engine.store_.start_child_only(request);
+  if (!id) {
+    if (!bad_child_input(id.error())) detail::lose_lease(st);
+    fail(child_step_error(code_name(errc::invalid_input),
+                          "ctx.start_child: cannot start '" + workflow + "': " + id.error().message(), name,
+                          1));
+  }
+  json::object out;
+  out["child"] = *id;
+  storage::step_checkpoint cp{st.lease(),
+                              {st.take_branch_seq(), name, false, json::value(std::move(out)), nullptr, 1,
+                               started, std::chrono::system_clock::now(), branch_->path, local}};
+  auto written = co_await engine.store_.checkpoint(cp);
+  if (!written) detail::lose_lease(st);
+  engine.emit(run_event::kind::step_completed, st, name, 1);
+  handle.id_ = std::move(*id);
+  co_return handle;
+}
+
+asio::awaitable<json::value> context::branch_child(std::string name, std::string workflow, json::value input,
+                                                   child_options options, std::optional<run_id> existing) {
+  auto& st = *state_;
+  auto& engine = st.engine;
+  const detail::step_slot slot(st, branch_->in_step, name);
+  const int local = branch_->next_local++;
+  if (const auto* rec = detail::replayed_branch_step(st, branch_->path, local, name)) {
+    if (rec->failed) throw step_failed_error(rec->error);
+    co_return rec->output;
+  }
+  detail::check_interrupt(st, false);
+  const auto started = std::chrono::system_clock::now();
+  const int max_attempts = existing ? 1 : std::max(1, options.max_attempts);
+  const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
+  json::value output, error;
+  int attempts = 1;
+  if (!existing && !version) {
+    error = child_step_error(code_name(errc::unknown_workflow),
+                             "ctx.child: workflow '" + workflow +
+                                 "' is not registered on this worker; give child_options::version to start "
+                                 "it for other workers",
+                             name, attempts);
+  }
+  for (int attempt = 1; error.is_null(); ++attempt) {
+    attempts = attempt;
+    run_id child;
+    if (existing) {
+      child = *existing;
+    } else {
+      // Started once per (branch position, attempt), whichever execution gets here.
+      storage::child_request request{st.lease(), -1,
+                                     storage::new_run{new_run_id(), workflow, *version, input,
+                                                      child_key(st.claim.id, st.claim.generation,
+                                                                branch_position(*branch_, local), attempt),
+                                                      options.priority, std::nullopt},
+                                     true};
+      auto id = co_await engine.store_.start_child_only(request);
+      if (!id) {
+        if (!bad_child_input(id.error())) detail::lose_lease(st);
+        error = child_step_error(code_name(errc::invalid_input),
+                                 "ctx.child: cannot start '" + workflow + "': " + id.error().message(), name,
+                                 attempt);
+        break;
+      }
+      child = std::move(*id);
+    }
+    // Its end, as a wait for any of one child: the branch blocks (or the run parks) until it comes.
+    std::vector<storage::wait_arm> arms{{storage::wait_kind::child, child, 0, std::nullopt}};
+    std::string no_record;  // the outcome is recorded below, after retries
+    auto decided =
+        co_await detail::decide_branch_wait(st, *branch_, local, std::move(no_record), std::move(arms));
+    json::value outcome;
+    if (auto* o = decided.if_object(); o && o->contains("payload")) outcome = std::move((*o)["payload"]);
+    auto* c = outcome.if_object();
+    const auto* status = c ? c->if_contains("status") : nullptr;
+    const std::string status_text =
+        status && status->is_string() ? std::string(status->as_string()) : "ended";
+    if (status_text == "completed") {
+      output = std::move((*c)["output"]);
+      break;
+    }
+    const std::string message = "child run " + child + " (" + workflow + ") " + status_text;
+    if (attempt < max_attempts) {
+      engine.emit(run_event::kind::step_retrying, st, name, attempt, message);
+      continue;
+    }
+    error = child_step_error(code_name(errc::child_failed), message, name, attempt);
+    error.as_object()["child"] = child;
+    error.as_object()["child_status"] = status_text;
+    if (c) error.as_object()["child_error"] = (*c)["error"];
+  }
+
+  const bool failed = !error.is_null();
+  storage::step_checkpoint cp{
+      st.lease(),
+      {st.take_branch_seq(), name, failed, failed ? json::value() : std::move(output), error, attempts,
+       started, std::chrono::system_clock::now(), branch_->path, local}};
   auto written = co_await engine.store_.checkpoint(cp);
   if (!written) detail::lose_lease(st);
   if (failed) {

@@ -35,6 +35,20 @@ struct join_state {
   std::vector<std::exception_ptr> errors;
   std::size_t started = 0, finished = 0;
   asio::steady_timer wake;
+  /// A nested parallel's caller (a branch line) waits for its branches: not running meanwhile.
+  bool waiter_idle = false;
+};
+
+/// While the outermost parallel runs, its join timer is where lines report that they block or stop.
+class join_watch_scope {
+ public:
+  join_watch_scope(detail::run_state& st, asio::steady_timer& t) : st_(st) { st_.join_watch = &t; }
+  ~join_watch_scope() { st_.join_watch = nullptr; }
+  join_watch_scope(const join_watch_scope&) = delete;
+  join_watch_scope& operator=(const join_watch_scope&) = delete;
+
+ private:
+  detail::run_state& st_;
 };
 
 }  // namespace
@@ -45,8 +59,7 @@ void context::main_line_only(std::string_view what) {
   json::object error;
   error["code"] = code_name(errc::step_failed);
   error["message"] = std::string(what) + " inside a ctx.parallel / ctx.map branch (" + branch_->path +
-                     "): durable waits, hooks, child runs and continue_as_new are not supported in branches "
-                     "yet; call them on the main line";
+                     "): it acts on the whole run, so it belongs on the main line";
   error["retriable"] = false;
   st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
   std::rethrow_exception(st.poisoned);
@@ -93,26 +106,41 @@ asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<bran
     contexts.push_back(std::make_unique<context>(st, lines[i].get()));
 
   join_state join(st.strand, n);
+  std::optional<join_watch_scope> watching;
+  if (top) watching.emplace(st, join.wake);
   const std::size_t width = concurrency == 0 ? n : std::min(concurrency, n);
   // Starts the next branch; each one's end starts another, until all have run.
   std::function<void()> start_next = [&] {
     const std::size_t i = join.started++;
     auto body = branches[i](*contexts[i]);  // called outside co_spawn's expression (GCC 12)
+    ++st.running_lines;
     asio::co_spawn(
         st.strand, std::move(body),
-        asio::bind_executor(st.strand, [&join, &start_next, i, n](std::exception_ptr e, json::value v) {
+        asio::bind_executor(st.strand, [&st, &join, &start_next, i, n](std::exception_ptr e, json::value v) {
           join.errors[i] = e;
           join.results[i] = std::move(v);
           ++join.finished;
           if (join.started < n) start_next();
+          if (join.waiter_idle) {
+            // Counted before this line stops: the run is never seen with no line running in between.
+            join.waiter_idle = false;
+            ++st.running_lines;
+          }
+          st.line_idle();
           join.wake.cancel();
         }));
   };
   for (std::size_t i = 0; i < width; ++i)
     start_next();
-  while (join.finished < n) {
-    join.wake.expires_at(asio::steady_timer::time_point::max());
-    co_await join.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (top) {
+    co_await detail::watch_branches(st, join.wake, [&join, n] { return join.finished == n; });
+  } else {
+    while (join.finished < n) {
+      join.waiter_idle = true;
+      st.line_idle();
+      join.wake.expires_at(asio::steady_timer::time_point::max());
+      co_await join.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+    }
   }
   std::erase_if(st.branch_backoffs, [&](asio::steady_timer* t) {
     return std::any_of(lines.begin(), lines.end(), [t](const auto& l) { return &l->backoff == t; });
@@ -134,6 +162,9 @@ asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<bran
     // step of its branch.
     json::object out;
     out["branches"] = n;
+    // Where the region ends: a replay goes on after it even if its last seqs hold no record (a wait that
+    // blocked gave its seq back, and nothing took it again).
+    if (top) out["high"] = st.region_high;
     const int seq = top ? local : st.take_branch_seq();
     storage::step_record rec{seq,     name, false,      json::value(std::move(out)),
                              nullptr, 1,    started_at, std::chrono::system_clock::now(),
@@ -146,7 +177,11 @@ asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<bran
     auto written = co_await engine.store_.checkpoint(cp);
     if (!written) detail::lose_lease(st);
   }
-  // The main line goes on past the region.
+  // The main line goes on past the region (as recorded, when it was).
+  if (top && recorded) {
+    if (const auto* high = recorded->output.as_object().if_contains("high"); high && high->is_int64())
+      st.region_high = std::max(st.region_high, static_cast<int>(high->as_int64()));
+  }
   if (top) st.next_seq = std::max(st.next_seq, st.region_high + 1);
   for (auto& e : join.errors) {
     if (e) std::rethrow_exception(e);

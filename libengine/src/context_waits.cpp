@@ -1,5 +1,6 @@
 // Durable waits (ctx.sleep, ctx.wait_for_event, hooks, ctx.any / ctx.all) and recorded values (ctx.now,
 // ctx.random, ctx.uuid).
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -39,6 +40,21 @@ std::int64_t to_micros(system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
+/// The alternatives of a wait for any as the store takes them.
+std::vector<storage::wait_arm> to_arms(std::vector<detail::wait_alternative> alternatives) {
+  std::vector<storage::wait_arm> arms;
+  arms.reserve(alternatives.size());
+  for (auto& a : alternatives) {
+    using what = detail::wait_alternative::what;
+    const auto arm_kind = a.kind == what::timer   ? storage::wait_kind::sleep
+                          : a.kind == what::event ? storage::wait_kind::event
+                          : a.kind == what::hook  ? storage::wait_kind::hook
+                                                  : storage::wait_kind::child;
+    arms.push_back({arm_kind, std::move(a.name), a.hook_seq, a.until});
+  }
+  return arms;
+}
+
 system_clock::time_point from_micros(std::int64_t us) {
   return system_clock::time_point(
       std::chrono::duration_cast<system_clock::duration>(std::chrono::microseconds(us)));
@@ -70,7 +86,13 @@ asio::awaitable<void> context::sleep(std::chrono::milliseconds duration) {
 asio::awaitable<std::optional<json::value>> context::wait_for_event(
     std::string_view name, std::optional<std::chrono::milliseconds> timeout) {
   std::optional<system_clock::time_point> until;
-  if (timeout) until = system_clock::now() + *timeout;
+  if (timeout && branch_ != nullptr) {
+    // A branch's wait may be decided by a later execution: its timeout counts from a recorded start.
+    const auto start = co_await now();
+    until = start + *timeout;
+  } else if (timeout) {
+    until = system_clock::now() + *timeout;
+  }
   std::string event(name);
   std::string step = std::string(k_event_step_prefix) + event;
   auto record = co_await run_wait(k_event, std::move(step), std::move(event), 0, until);
@@ -84,7 +106,6 @@ asio::awaitable<hook> context::create_hook(std::string_view name) {
 
 asio::awaitable<hook> context::create_hook(std::string_view name_view, const hook_options& options) {
   // Copied before the first suspension.
-  main_line_only("ctx.create_hook");
   std::string name(name_view);
   const auto ttl = options.ttl;
   json::value metadata = options.metadata;
@@ -104,6 +125,9 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
     st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::released});
     std::rethrow_exception(st.poisoned);
   }
+  if (branch_ != nullptr) {
+    co_return co_await branch_create_hook(std::move(name), std::move(*secret), ttl, std::move(metadata));
+  }
   const int seq = st.next_seq;  // the position the step below takes
   hook h;
   h.ctx_ = this;
@@ -116,7 +140,7 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   auto create = [&st, &name, &metadata, &hash, ttl, seq]() -> asio::awaitable<json::value> {
     std::optional<system_clock::time_point> expires;
     if (ttl) expires = system_clock::now() + *ttl;
-    const storage::hook_record rec{st.lease(), seq, name, hash, metadata, expires};
+    const storage::hook_record rec{st.lease(), seq, name, hash, metadata, expires, std::nullopt};
     auto created = co_await st.engine.store_.create_hook(rec);
     if (!created && created.error() == storage::errc::fenced) detail::lose_lease(st);
     if (!created && storage::is_transient(created.error())) {
@@ -191,7 +215,11 @@ std::string alternatives_step(std::string_view prefix, const std::vector<detail:
 }  // namespace
 
 asio::awaitable<any_result> context::run_any(std::vector<detail::wait_alternative> alternatives) {
-  const auto started = system_clock::now();
+  auto started = system_clock::now();
+  const bool relative = std::any_of(alternatives.begin(), alternatives.end(),
+                                    [](const auto& a) { return a.after.has_value(); });
+  // A branch's wait may be decided by a later execution: its timers count from a recorded start.
+  if (relative && branch_ != nullptr) started = co_await now();
   for (auto& a : alternatives) {
     if (a.after) a.until = started + *a.after;
   }
@@ -264,10 +292,20 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
                                                std::optional<system_clock::time_point> until,
                                                std::vector<detail::wait_alternative> alternatives) {
   const bool sleep = kind == k_sleep;
-  main_line_only(kind == k_sleep   ? "ctx.sleep"
-                 : kind == k_event ? "ctx.wait_for_event"
-                 : kind == k_hook  ? "hook::wait"
-                                   : "ctx.any / ctx.all");
+  if (branch_ != nullptr) {
+    using what = detail::wait_alternative::what;
+    if (sleep) {
+      co_await branch_sleep(std::move(name), until.value_or(system_clock::now()));
+      co_return json::value();
+    }
+    if (kind == k_event) {
+      alternatives.push_back({what::event, std::move(event), 0, std::nullopt, std::nullopt});
+      if (until) alternatives.push_back({what::timer, {}, 0, std::nullopt, until});
+    } else if (kind == k_hook) {
+      alternatives.push_back({what::hook, std::move(event), hook_seq, std::nullopt, until});
+    }
+    co_return co_await branch_wait(std::move(name), std::move(alternatives));
+  }
   auto& st = *state_;
   auto& engine = st.engine;
   const detail::step_slot slot(st, st.in_step, name);
@@ -306,17 +344,20 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
                          : kind == k_event ? storage::wait_kind::event
                          : kind == k_hook  ? storage::wait_kind::hook
                                            : storage::wait_kind::any;
-  storage::wait_request request{st.lease(), seq,   name,    wait_kind, event,
-                                hook_seq,   until, started, {},        st.cancel_seen};
-  request.arms.reserve(alternatives.size());
-  for (auto& a : alternatives) {
-    using what = detail::wait_alternative::what;
-    const auto arm_kind = a.kind == what::timer   ? storage::wait_kind::sleep
-                          : a.kind == what::event ? storage::wait_kind::event
-                          : a.kind == what::hook  ? storage::wait_kind::hook
-                                                  : storage::wait_kind::child;
-    request.arms.push_back({arm_kind, std::move(a.name), a.hook_seq, a.until});
-  }
+  storage::wait_request request{st.lease(),
+                                seq,
+                                name,
+                                wait_kind,
+                                event,
+                                hook_seq,
+                                until,
+                                started,
+                                {},
+                                st.cancel_seen,
+                                storage::wait_mode::decide,
+                                std::nullopt,
+                                0};
+  request.arms = to_arms(std::move(alternatives));
   auto decided = co_await engine.store_.wait(request);
   if (!decided) {
     if (decided.error() == storage::errc::invalid_argument) {
@@ -349,6 +390,102 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
   st.parked = detail::run_state::parked_wait{request.kind, kind == k_any ? name : event, due};
   st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::parked});
   std::rethrow_exception(st.poisoned);
+}
+
+asio::awaitable<json::value> context::branch_wait(std::string name,
+                                                  std::vector<detail::wait_alternative> alternatives) {
+  auto& st = *state_;
+  const detail::step_slot slot(st, branch_->in_step, name);
+  const int local = branch_->next_local++;
+  if (const auto* rec = detail::replayed_branch_step(st, branch_->path, local, name)) co_return rec->output;
+  auto arms = to_arms(std::move(alternatives));
+  co_return co_await detail::decide_branch_wait(st, *branch_, local, std::move(name), std::move(arms));
+}
+
+asio::awaitable<void> context::branch_sleep(std::string name, system_clock::time_point wake) {
+  auto& st = *state_;
+  const detail::step_slot slot(st, branch_->in_step, name);
+  const int local = branch_->next_local++;
+  if (const auto* rec = detail::replayed_branch_step(st, branch_->path, local, name)) {
+    const auto recorded = recorded_wake(rec->output);
+    if (!recorded) co_return;
+    wake = *recorded;
+  } else {
+    detail::check_interrupt(st, false);
+    // The wake time is recorded first: every later execution of the branch sleeps until the same time.
+    json::object record;
+    record["wake_at"] = to_micros(wake);
+    const auto now = system_clock::now();
+    storage::step_checkpoint cp{st.lease(),
+                                {st.take_branch_seq(), name, false, json::value(std::move(record)), nullptr,
+                                 1, now, now, branch_->path, local}};
+    auto written = co_await st.engine.store_.checkpoint(cp);
+    if (!written) detail::lose_lease(st);
+  }
+  const auto left = wake - system_clock::now();
+  if (left <= system_clock::duration::zero()) co_return;
+  if (left <= k_sleep_held_in_memory) {
+    asio::steady_timer rest(st.strand, left);
+    co_await rest.async_wait(asio::as_tuple(asio::use_awaitable));
+    co_return;
+  }
+  std::vector<storage::wait_arm> timer{{storage::wait_kind::sleep, {}, 0, wake}};
+  std::string no_record;  // the sleep's record is made; its end is not recorded
+  co_await detail::decide_branch_wait(st, *branch_, local, std::move(no_record), std::move(timer));
+}
+
+asio::awaitable<hook> context::branch_create_hook(std::string name, std::string secret,
+                                                  std::optional<std::chrono::milliseconds> ttl,
+                                                  json::value metadata) {
+  auto& st = *state_;
+  const std::string step_name = std::string(k_hook_step_prefix) + name;
+  const detail::step_slot slot(st, branch_->in_step, step_name);
+  const int local = branch_->next_local++;
+  hook h;
+  h.ctx_ = this;
+  h.name_ = name;
+  if (const auto* rec = detail::replayed_branch_step(st, branch_->path, local, step_name)) {
+    // The hook's position is the seq its record took: the same token on every replay.
+    h.seq_ = rec->seq;
+    h.token_ = detail::hook_token(secret, st.claim.id, st.claim.generation, rec->seq, name);
+    if (const auto* o = rec->output.if_object()) {
+      if (const auto* e = o->if_contains("expires_at"); e && e->is_int64())
+        h.expires_at_ = from_micros(e->as_int64());
+    }
+    co_return h;
+  }
+  detail::check_interrupt(st, false);
+  // A seq taken now is the hook's position: the hook and its record commit together, so a crash leaves
+  // neither, and the next execution may take another seq.
+  const int seq = st.take_branch_seq();
+  h.seq_ = seq;
+  h.token_ = detail::hook_token(secret, st.claim.id, st.claim.generation, seq, name);
+  const auto now = system_clock::now();
+  std::optional<system_clock::time_point> expires;
+  if (ttl) expires = now + *ttl;
+  json::object out;
+  out["hook"] = name;
+  if (expires) out["expires_at"] = to_micros(*expires);
+  storage::hook_record rec{st.lease(),          seq,     name,        detail::hook_token_hash(h.token_),
+                           std::move(metadata), expires, std::nullopt};
+  rec.step = storage::step_record{seq, step_name,     false, json::value(std::move(out)), nullptr, 1, now,
+                                  now, branch_->path, local};
+  auto created = co_await st.engine.store_.create_hook(rec);
+  if (!created) {
+    st.spare_seqs.push_back(seq);
+    if (created.error() == storage::errc::fenced) detail::lose_lease(st);
+    if (storage::is_transient(created.error())) {
+      st.poisoned = std::make_exception_ptr(detail::run_interrupted{detail::run_interrupted::why::released});
+      std::rethrow_exception(st.poisoned);
+    }
+    json::object error;
+    error["code"] = "invalid_argument";
+    error["message"] = "cannot create hook '" + name + "': " + created.error().message();
+    error["step"] = storage::valid_utf8(step_name);
+    throw step_failed_error(json::value(std::move(error)));
+  }
+  h.expires_at_ = expires;
+  co_return h;
 }
 
 }  // namespace keel

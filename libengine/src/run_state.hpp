@@ -2,9 +2,11 @@
 #pragma once
 
 #include <atomic>
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/json/value.hpp>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -53,6 +55,24 @@ struct run_state {
   std::vector<compensation> compensations;
   /// Retry backoff timers of parallel branches in progress (besides `backoff`): cut short with it.
   std::vector<boost::asio::steady_timer*> branch_backoffs;
+  /// A parallel branch blocked on a durable wait, in memory, while other branches go on
+  /// (context_branch_waits.cpp). Whoever wakes it says why, takes it off `blocked` and counts it running.
+  struct blocked_wait {
+    enum class verdict { waiting, decide_again, cancelled };
+    blocked_wait(boost::asio::strand<boost::asio::io_context::executor_type> s,
+                 std::vector<storage::wait_arm> a);
+    std::vector<storage::wait_arm> arms;
+    boost::asio::steady_timer wake;
+    verdict how = verdict::waiting;
+  };
+  std::vector<blocked_wait*> blocked;
+  /// Branch lines executing now: neither blocked on a wait nor waiting for a nested parallel. When none
+  /// is and some are blocked, the run parks on all their arms together (the outermost parallel does it).
+  int running_lines = 0;
+  /// The outermost parallel's join timer, told when a line blocks or stops running.
+  boost::asio::steady_timer* join_watch = nullptr;
+  /// Seqs a branch wait took for its record but did not record (it blocked): taken again first.
+  std::vector<int> spare_seqs;
   /// The run's finish was submitted (set on the run's strand before the completion handler reads it).
   bool finishing = false;
   /// The lease is gone (heartbeat or a write said so): write nothing more.
@@ -79,8 +99,12 @@ struct run_state {
   [[nodiscard]] storage::lease_token lease() const;
   /// A seq for a new step of a parallel branch: the region's next one no record holds.
   int take_branch_seq();
-  /// Cancels every retry backoff in progress (on the run's strand).
+  /// Cancels every retry backoff in progress, and tells the outermost parallel (on the run's strand).
   void cancel_backoffs();
+  /// A branch line stopped running (finished, blocked, or waits for a nested parallel).
+  void line_idle();
+  /// Wakes every blocked branch with `how` (each then counts as running).
+  void wake_blocked(blocked_wait::verdict how);
 };
 
 /// One branch of a ctx.parallel / ctx.map in progress: its path and the position of its next step.
@@ -123,6 +147,19 @@ void check_interrupt(run_state& st, bool main_line = true);
 /// A write of the run was fenced (the lease moved on) or storage shut down: this worker must not continue
 /// the run. Records it and throws.
 [[noreturn]] void lose_lease(run_state& st);
+
+/// The outermost parallel's join (branch_waits.cpp): until `done()`, wakes blocked branches to decide their
+/// waits again when a timer of theirs comes due (and now and then, for events, hooks and children), and
+/// parks the run on all their arms together once no branch line runs.
+boost::asio::awaitable<void> watch_branches(run_state& st, boost::asio::steady_timer& wake,
+                                            std::function<bool()> done);
+
+/// Decides a parallel branch's wait at its position `local` (a wait for any of `arms`), blocking the branch
+/// in memory between tries; recorded as step `name`, or not at all when `name` is empty (child arms only:
+/// the caller records the outcome). Returns the decision ({"index", "payload"} or {"index", "timed_out"}).
+boost::asio::awaitable<boost::json::value> decide_branch_wait(run_state& st, const branch_state& branch,
+                                                              int local, std::string name,
+                                                              std::vector<storage::wait_arm> arms);
 
 /// The record an earlier execution made at main-line step position `seq`, or nullptr if there is none.
 /// Throws (and poisons the run with) nondeterminism_error when the record has another name.

@@ -420,28 +420,37 @@ parked AS (
   RETURNING d.ord)
 SELECT ord, outcome, output::text FROM decided)sql"};
 
-// A wait for any of several alternatives (arms: timers, events, hooks), after wait_lock like the others.
-// Each arm that is ready has a completion time — an event's send, a hook's resume, a timer's due time — and
-// the earliest wins (ties: the earlier arm), so the winner does not depend on how late the run was claimed.
-// The winner's event is consumed; the losers consume nothing, their open hooks close (a later resume gets
-// hook_closed) and their timers are forgotten with the wait. Nothing ready: the run parks `waiting`, due at
-// its soonest timer, and keeps its arms (with their deadlines) in waiting_for for the next decision. Every
-// consumer and sender of a run's events and hooks locks the run row first, so the reads here need no locks.
+// A wait for any of several alternatives (arms: timers, events, hooks, child runs), after wait_lock like the
+// others. Each arm that is ready has a completion time — an event's send, a hook's resume, a timer's due
+// time, a child's end — and the earliest wins (ties: the earlier arm), so the winner does not depend on how
+// late the run was claimed. The winner's event is consumed; the losers consume nothing, their open hooks
+// close (a later resume gets hook_closed) and their timers are forgotten with the wait. Nothing ready: the
+// run parks `waiting`, due at its soonest timer, and keeps its arms (with their deadlines) in waiting_for
+// for the next decision. Every consumer and sender of a run's events and hooks locks the run row first, so
+// the reads here need no locks.
+// Modes (wait_mode): 'decide' as above; 'probe' (a parallel branch's wait) leaves the run as it is when
+// nothing is ready ('blocked'); 'park' (the run's blocked branches, their arms together, grouped by branch)
+// consumes nothing: 'ready' when an arm is, else the run parks — `sleeping` when every arm is a timer.
 const statement wait_any_decide{"keel_wait_any_decide", R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              name text, arms jsonb, started bigint,
-                                                             seen bool))
-       WITH ORDINALITY AS x(id, owner, epoch, seq, name, arms, started, seen, ord)),
+                                                             seen bool, mode text, branch text,
+                                                             branch_seq int))
+       WITH ORDINALITY AS x(id, owner, epoch, seq, name, arms, started, seen, mode, branch, branch_seq,
+                            ord)),
 fenced AS (
-  SELECT x.id, x.epoch, x.seq, x.name, x.started, x.ord,
-         CASE WHEN r.waiting_for->>'kind' = 'any' AND r.waiting_for->>'step' = x.seq::text
+  SELECT x.id, x.epoch, x.seq, x.name, x.started, x.ord, x.branch, x.branch_seq,
+         coalesce(x.mode, 'decide') AS mode,
+         CASE WHEN coalesce(x.mode, 'decide') = 'decide' AND r.waiting_for->>'kind' = 'any'
+                   AND r.waiting_for->>'step' = x.seq::text
               THEN r.waiting_for->'arms' ELSE x.arms END AS arms,
          r.cancel_deadline, coalesce(x.seen, false) AS seen
   FROM x JOIN keel.runs r
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'),
 recorded AS (
-  SELECT f.ord, s.output FROM fenced f JOIN keel.steps s ON s.run_id = f.id AND s.seq = f.seq),
+  SELECT f.ord, s.output FROM fenced f JOIN keel.steps s ON s.run_id = f.id AND s.seq = f.seq
+  WHERE f.mode <> 'park'),
 arm AS (
   SELECT f.ord, f.id, f.seq, a.kind, a.event, a.hook_seq, a.until, a.child, a.n
   FROM fenced f CROSS JOIN LATERAL ROWS FROM (
@@ -470,18 +479,23 @@ ready AS (
     ORDER BY ev.id LIMIT 1) e ON true),
 winner AS (
   SELECT DISTINCT ON (ord) ord, n, event_id, output FROM ready WHERE at IS NOT NULL ORDER BY ord, at, n),
+taken AS (
+  SELECT w.* FROM winner w JOIN fenced f ON f.ord = w.ord WHERE f.mode <> 'park'),
 consumed AS (
   UPDATE keel.events e SET consumed_seq = f.seq, consumed_at = now()
-  FROM winner w JOIN fenced f ON f.ord = w.ord
+  FROM taken w JOIN fenced f ON f.ord = w.ord
   WHERE e.id = w.event_id),
 closed AS (
   UPDATE keel.hooks h SET status = 'closed'
-  FROM arm a JOIN winner w ON w.ord = a.ord AND w.n <> a.n
+  FROM arm a JOIN taken w ON w.ord = a.ord AND w.n <> a.n
   WHERE a.kind = 'hook' AND h.run_id = a.id AND h.seq = a.hook_seq AND h.status = 'open'),
 decided AS (
-  SELECT f.id, f.epoch, f.seq, f.name, f.started, f.ord, f.arms, f.cancel_deadline,
-         CASE WHEN rec.ord IS NOT NULL THEN 'recorded' WHEN w.ord IS NOT NULL THEN 'consumed'
+  SELECT f.id, f.epoch, f.seq, f.name, f.started, f.ord, f.arms, f.cancel_deadline, f.mode, f.branch,
+         f.branch_seq,
+         CASE WHEN rec.ord IS NOT NULL THEN 'recorded'
+              WHEN w.ord IS NOT NULL THEN CASE WHEN f.mode = 'park' THEN 'ready' ELSE 'consumed' END
               WHEN f.cancel_deadline IS NOT NULL AND NOT f.seen THEN 'cancel'
+              WHEN f.mode = 'probe' THEN 'blocked'
               ELSE 'parked' END AS outcome,
          CASE WHEN rec.ord IS NOT NULL THEN rec.output
               WHEN w.ord IS NOT NULL THEN jsonb_build_object('index', w.n - 1) || w.output
@@ -490,16 +504,23 @@ decided AS (
            AS output
   FROM fenced f LEFT JOIN recorded rec ON rec.ord = f.ord LEFT JOIN winner w ON w.ord = f.ord),
 step AS (
-  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch)
-  SELECT id, seq, name, 'completed', output, NULL, 1, to_timestamp(started / 1e6), now(), epoch
-  FROM decided WHERE outcome = 'consumed'
+  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch,
+                          branch, branch_seq)
+  SELECT id, seq, name, 'completed', output, NULL, 1, to_timestamp(started / 1e6), now(), epoch, branch,
+         CASE WHEN branch IS NOT NULL THEN branch_seq END
+  FROM decided WHERE outcome = 'consumed' AND name IS NOT NULL
   ON CONFLICT (run_id, seq) DO NOTHING),
 parked AS (
   UPDATE keel.runs r
-  SET status = 'waiting', owner = NULL,
+  SET status = CASE WHEN d.mode = 'park' AND NOT EXISTS (
+                          SELECT 1 FROM jsonb_array_elements(d.arms) a WHERE a->>'kind' <> 'sleep')
+                    THEN 'sleeping' ELSE 'waiting' END,
+      owner = NULL,
       due_at = least(to_timestamp((d.output->>'until')::bigint / 1e6), d.cancel_deadline),
-      waiting_for = jsonb_strip_nulls(jsonb_build_object('kind', 'any', 'until', d.output->'until',
-                                                         'step', d.seq, 'arms', d.arms))
+      waiting_for = jsonb_strip_nulls(jsonb_build_object(
+                      'kind', 'any', 'until', d.output->'until',
+                      'step', CASE WHEN d.mode = 'decide' THEN d.seq END,
+                      'branches', CASE WHEN d.mode = 'park' THEN true END, 'arms', d.arms))
   FROM decided d
   WHERE r.id = d.id AND d.outcome = 'parked')
 SELECT ord, outcome, output::text FROM decided)sql"};
@@ -613,7 +634,9 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken))sql"};
 const statement hook_secret{"keel_hook_secret", "SELECT value FROM keel.secrets WHERE name = 'hook'"};
 
 // A hook is created once per (run, step position), by the execution that holds the run's lease (a fenced
-// execution creates nothing): a replay derives the same token and finds it. Returns whether the lease held.
+// execution creates nothing): a replay derives the same token and finds it. With $9 (a step name), the
+// create_hook step is recorded in the same statement ($10 output, $11 start µs, $12 branch, $13 its
+// position there). Returns whether the lease held.
 const statement create_hook{"keel_create_hook", R"sql(
 WITH fence AS (
   SELECT id FROM keel.runs
@@ -622,7 +645,14 @@ WITH fence AS (
 ins AS (
   INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at)
   SELECT decode($1, 'hex'), id, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6) FROM fence
-  ON CONFLICT (token_hash) DO NOTHING)
+  ON CONFLICT (token_hash) DO NOTHING),
+step AS (
+  INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch,
+                          branch, branch_seq)
+  SELECT id, $3::int, $9::text, 'completed', $10::jsonb, NULL, 1, to_timestamp($11::bigint / 1e6), now(),
+         $8::bigint, $12::text, CASE WHEN $12::text IS NOT NULL THEN $13::int END
+  FROM fence WHERE $9::text IS NOT NULL
+  ON CONFLICT (run_id, seq) DO NOTHING)
 SELECT count(*) FROM fence)sql"};
 
 // A resume is two statements in one transaction, for the same reason as waits: the run row is locked
@@ -647,10 +677,13 @@ upd AS (
     AND (h.expires_at IS NULL OR h.expires_at > now())
     -- A hook in a wait for any whose timer is already due has lost, even before the run decides so (it
     -- decides by completion time): refused as closed, not accepted and then ignored.
+    -- (Blocked parallel branches park together: only a timer of the hook's own branch counts.)
     AND NOT EXISTS (
-      SELECT 1 FROM keel.runs r CROSS JOIN LATERAL jsonb_array_elements(r.waiting_for->'arms') a
+      SELECT 1 FROM keel.runs r CROSS JOIN LATERAL jsonb_array_elements(r.waiting_for->'arms') hk
+                                CROSS JOIN LATERAL jsonb_array_elements(r.waiting_for->'arms') a
       WHERE r.id = h.run_id AND r.waiting_for->>'kind' = 'any'
-        AND r.waiting_for->'arms' @> jsonb_build_array(jsonb_build_object('kind', 'hook', 'hook_seq', h.seq))
+        AND hk->>'kind' = 'hook' AND (hk->>'hook_seq')::int = h.seq
+        AND coalesce(hk->>'group', '') = coalesce(a->>'group', '')
         AND a->>'kind' = 'sleep' AND to_timestamp((a->>'until')::bigint / 1e6) <= now())
   RETURNING k.run_id, k.seq),
 wake AS (

@@ -330,8 +330,9 @@ std::string_view wait_kind_name(wait_kind k) {
 }
 
 /// The arms of a wait for any as stored in the run's waiting_for; nullopt if one cannot be stored.
-std::optional<boost::json::array> arms_json(const std::vector<wait_arm>& arms) {
-  if (arms.empty() || arms.size() > k_max_wait_arms) return std::nullopt;
+std::optional<boost::json::array> arms_json(const std::vector<wait_arm>& arms, wait_mode mode) {
+  const auto most = mode == wait_mode::park ? k_max_park_arms : k_max_wait_arms;
+  if (arms.empty() || arms.size() > most) return std::nullopt;
   boost::json::array out;
   out.reserve(arms.size());
   for (const auto& a : arms) {
@@ -348,6 +349,7 @@ std::optional<boost::json::array> arms_json(const std::vector<wait_arm>& arms) {
     }
     if (a.kind == wait_kind::hook) o["hook_seq"] = a.hook_seq;
     if (a.until) o["until"] = detail::to_micros(*a.until);
+    if (mode == wait_mode::park) o["group"] = a.group;
     out.emplace_back(std::move(o));
   }
   return out;
@@ -357,14 +359,23 @@ std::optional<boost::json::array> arms_json(const std::vector<wait_arm>& arms) {
 
 boost::asio::awaitable<result<wait_outcome>> store::wait(const wait_request& w) {
   if (w.kind == wait_kind::any) {
-    auto arms = arms_json(w.arms);
+    auto arms = arms_json(w.arms, w.mode);
     if (!arms) co_return errc::invalid_argument;
+    if (w.branch && !detail::valid_key(*w.branch)) co_return errc::invalid_argument;
     auto row = detail::lease_row(w.lease);
-    row.num("seq", w.seq)
-        .str("name", valid_utf8(w.name))
-        .value("arms", boost::json::value(std::move(*arms)))
+    row.num("seq", w.seq);
+    if (w.name.empty()) {
+      row.null("name");
+    } else {
+      row.str("name", valid_utf8(w.name));
+    }
+    row.value("arms", boost::json::value(std::move(*arms)))
         .num("started", detail::to_micros(w.started_at))
-        .value("seen", boost::json::value(w.cancel_seen));
+        .value("seen", boost::json::value(w.cancel_seen))
+        .str("mode", w.mode == wait_mode::probe  ? "probe"
+                     : w.mode == wait_mode::park ? "park"
+                                                 : "decide");
+    if (w.branch) row.str("branch", *w.branch).num("branch_seq", w.branch_seq);
     // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
     auto text = std::move(row).finish();
     co_return co_await impl_->write<wait_outcome>(detail::wait_any_kind(), std::move(text),
@@ -505,6 +516,17 @@ boost::asio::awaitable<result<void>> store::create_hook(const hook_record& h) {
                    : std::nullopt,
       h.lease.owner,
       std::to_string(h.lease.epoch)};
+  if (h.step) {
+    if (auto c = impl_->check(h.step->output, "output", h.lease.id); !c) co_return c.error();
+    if (h.step->branch && !detail::valid_key(*h.step->branch)) co_return errc::invalid_argument;
+    params.emplace_back(valid_utf8(h.step->name));
+    params.emplace_back(boost::json::serialize(h.step->output));
+    params.emplace_back(std::to_string(detail::to_micros(h.step->started_at)));
+    params.emplace_back(h.step->branch);
+    params.emplace_back(std::to_string(h.step->branch_seq));
+  } else {
+    params.resize(13);
+  }
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<void>(pg_connection&)> insert =
       [params = std::move(params)](pg_connection& c) -> result<void> {

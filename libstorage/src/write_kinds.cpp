@@ -168,6 +168,8 @@ class wait_kind_t final : public write_kind {
                     : what == "consumed"  ? wait_outcome::what::consumed
                     : what == "timed_out" ? wait_outcome::what::timed_out
                     : what == "cancel"    ? wait_outcome::what::cancel
+                    : what == "blocked"   ? wait_outcome::what::blocked
+                    : what == "ready"     ? wait_outcome::what::ready
                                           : wait_outcome::what::parked;
       out.output = parse_stored_json(get_text(r, row, 2));
       decided[i] = std::move(out);

@@ -278,9 +278,12 @@ class context {
   /// results as a tuple. Each branch is `awaitable<T>(context&)` and gets a context of its own: its steps
   /// keep positions of their own, so replay is exact whatever order the branches finished in, and each step
   /// is checkpointed as it finishes (after a crash only unfinished steps run again). Waits for every
-  /// branch; then rethrows the first failure (in branch order), if any. Inside a branch: steps, now(),
-  /// random(), uuid() and nested parallel/map; not yet durable waits, hooks or child runs (they fail the run
-  /// with invalid_argument). Takes branches by reference: name them (GCC 12). One step position.
+  /// branch; then rethrows the first failure (in branch order), if any. A branch may do what the main line
+  /// does, with its own context — steps, durable waits, hooks, child runs, nested parallel/map. A branch that
+  /// waits blocks while the others go on; once every branch is blocked or done, the run parks until one of
+  /// their waits completes, holding no worker, and its next execution replays the branches (each deciding its
+  /// wait again). Hooks and child handles made in a branch are used in that branch. Not in a branch:
+  /// continue_as_new, compensate. Takes branches by reference: name them (GCC 12). One step position.
   template <class... Branches>
   boost::asio::awaitable<std::tuple<detail::branch_value_t<Branches>...>> parallel(Branches&... branches) {
     static_assert(sizeof...(Branches) >= 1, "ctx.parallel needs at least one branch");
@@ -383,8 +386,8 @@ class context {
   }
   boost::asio::awaitable<std::vector<boost::json::value>> run_parallel(std::vector<branch_fn> branches,
                                                                        std::size_t concurrency);
-  /// Durable waits, hooks, child runs and continue_as_new take main-line positions only (for now): inside
-  /// a parallel branch they fail the run with invalid_argument, naming `what`.
+  /// ctx.continue_as_new and ctx.compensate act on the whole run: inside a parallel branch they fail the run,
+  /// naming `what`.
   void main_line_only(std::string_view what);
 
   boost::asio::awaitable<child_run> run_start_child(std::string workflow, boost::json::value input,
@@ -405,6 +408,19 @@ class context {
   boost::asio::awaitable<boost::json::value> run_child(std::string workflow, boost::json::value input,
                                                        child_options options);
   boost::asio::awaitable<any_result> run_any(std::vector<detail::wait_alternative> alternatives);
+  /// Waits inside a parallel branch, at the branch's own positions (decided as in branch_waits.cpp).
+  boost::asio::awaitable<boost::json::value> branch_wait(std::string name,
+                                                         std::vector<detail::wait_alternative> alternatives);
+  boost::asio::awaitable<void> branch_sleep(std::string name, std::chrono::system_clock::time_point wake);
+  boost::asio::awaitable<hook> branch_create_hook(std::string name, std::string secret,
+                                                  std::optional<std::chrono::milliseconds> ttl,
+                                                  boost::json::value metadata);
+  boost::asio::awaitable<child_run> branch_start_child(std::string name, std::string workflow,
+                                                       boost::json::value input, child_options options);
+  /// ctx.child in a branch; `existing`: child_run::wait of a child started in the branch (one attempt).
+  boost::asio::awaitable<boost::json::value> branch_child(std::string name, std::string workflow,
+                                                          boost::json::value input, child_options options,
+                                                          std::optional<run_id> existing);
   boost::asio::awaitable<std::vector<std::optional<boost::json::value>>> run_all(
       std::vector<detail::wait_alternative> alternatives);
 

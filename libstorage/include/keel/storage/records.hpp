@@ -163,6 +163,21 @@ struct wait_arm {
   int hook_seq = 0;   ///< hook: the step position that created it
   /// Timer: when it fires. Event: none. Hook: its expiry (the arm then times out), or none.
   std::optional<clock::time_point> until;
+  /// wait_mode::park: which blocked wait the arm belongs to (a hook's resume is refused once a timer of
+  /// its own group is due, not another's).
+  int group = 0;
+};
+
+/// How a wait for any is decided (wait_request::mode).
+enum class wait_mode {
+  /// The first arm ready wins (recorded at the step); none ready: the run parks.
+  decide,
+  /// As decide, but none ready leaves the run as it is (outcome `blocked`): a parallel branch's wait,
+  /// which blocks in memory while other branches go on.
+  probe,
+  /// The run's blocked branches, together: if one of their arms is ready nothing changes (outcome
+  /// `ready`: the branches decide again); else the run parks until one is. Consumes and records nothing.
+  park,
 };
 
 /// A wait at a step position of a run this worker holds: decided at once (a recorded or pending outcome)
@@ -183,6 +198,12 @@ struct wait_request {
   /// The execution has seen a cancel request already: a pending one does not stop this wait (outcome
   /// `cancel` otherwise).
   bool cancel_seen = false;
+  /// kind any only.
+  wait_mode mode = wait_mode::decide;
+  /// A wait in a parallel branch: its branch and position there, recorded with the step. An empty `name`
+  /// (probe of child arms only) records nothing.
+  std::optional<std::string> branch;
+  int branch_seq = 0;
 };
 
 /// A child run started by a held run at step position `seq` (its idempotency key makes the start happen
@@ -196,6 +217,8 @@ struct child_request {
 
 /// The most alternatives one wait for any takes.
 inline constexpr std::size_t k_max_wait_arms = 64;
+/// The most arms a run's blocked parallel branches park on together (wait_mode::park).
+inline constexpr std::size_t k_max_park_arms = 1024;
 
 /// How a wait was decided.
 struct wait_outcome {
@@ -205,6 +228,8 @@ struct wait_outcome {
     timed_out,  ///< the event wait's timeout passed: `output` is {"timed_out": true}
     parked,     ///< the run now sleeps or waits; this worker no longer holds it
     cancel,     ///< nothing done: the run was asked to cancel, which its execution has not seen yet
+    blocked,    ///< wait_mode::probe: nothing ready, nothing changed
+    ready,      ///< wait_mode::park: an arm is ready, nothing changed
   } outcome = what::parked;
   boost::json::value output;
 };
@@ -226,6 +251,9 @@ struct hook_record {
   std::string token_hash;  ///< SHA-256 of the token, lowercase hex
   boost::json::value metadata;
   std::optional<clock::time_point> expires_at;
+  /// Recorded in the same statement (a hook created in a parallel branch: its position, `seq`, is taken
+  /// when it is new, so the hook and its record must commit together). `step.seq` is ignored (`seq` is).
+  std::optional<step_record> step;
 };
 
 /// A resume of a hook by its token's hash.
