@@ -11,6 +11,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/value.hpp>
+#include <deque>
 
 #include "engine_impl.hpp"
 #include "keel/engine/context.hpp"
@@ -52,11 +53,68 @@ asio::awaitable<void> block_branch(run_state& st, std::vector<storage::wait_arm>
   st.line_idle();
   co_await me.wake.async_wait(asio::as_tuple(asio::use_awaitable));
   if (me.how == verdict::waiting) ++st.running_lines;  // not woken through wake_blocked
+  // Parked (or interrupted) meanwhile: that ends the line, whatever check_interrupt would say now.
+  if (st.poisoned) std::rethrow_exception(st.poisoned);
   if (me.how == verdict::cancelled) {
     st.cancel_seen = true;
     throw cancelled_error("run " + st.claim.id + " was asked to cancel");
   }
   check_interrupt(st, false);
+}
+
+/// One probe of a run at a time: probes in one batch would each read the same pending event and both
+/// consume it. Whoever holds the turn hands it to the next in line.
+class probe_turn {
+ public:
+  explicit probe_turn(run_state& st) : st_(st) {}
+  probe_turn(const probe_turn&) = delete;
+  probe_turn& operator=(const probe_turn&) = delete;
+  ~probe_turn() {
+    if (!held_) return;
+    if (st_.probe_queue.empty()) {
+      st_.probing = false;
+      return;
+    }
+    auto* next = st_.probe_queue.front();
+    st_.probe_queue.pop_front();
+    next->granted = true;
+    next->wake.cancel();
+  }
+
+  asio::awaitable<void> take() {
+    while (st_.probing) {
+      run_state::probe_waiter me{asio::steady_timer(st_.strand, steady_clock::time_point::max())};
+      st_.probe_queue.push_back(&me);
+      const queued_entry entry(st_, me);
+      co_await me.wake.async_wait(asio::as_tuple(asio::use_awaitable));
+      if (me.granted) {
+        held_ = true;  // handed over: `probing` stays set
+        co_return;
+      }
+    }
+    st_.probing = true;
+    held_ = true;
+  }
+
+ private:
+  /// Out of the line however the waiting frame ends.
+  struct queued_entry {
+    run_state& st;
+    run_state::probe_waiter& me;
+    queued_entry(run_state& s, run_state::probe_waiter& m) : st(s), me(m) {}
+    ~queued_entry() { std::erase(st.probe_queue, &me); }
+    queued_entry(const queued_entry&) = delete;
+    queued_entry& operator=(const queued_entry&) = delete;
+  };
+  run_state& st_;
+  bool held_ = false;
+};
+
+asio::awaitable<result<storage::wait_outcome>> probe_once(run_state& st,
+                                                          const storage::wait_request& request) {
+  probe_turn turn(st);
+  co_await turn.take();
+  co_return co_await st.engine.store_.wait(request);
 }
 
 bool interrupted(const run_state& st) {
@@ -182,7 +240,13 @@ asio::awaitable<void> watch_branches(run_state& st, asio::steady_timer& wake, st
     if (!st.blocked.empty() && interrupted(st)) {
       st.wake_blocked(verdict::decide_again);  // each sees the interruption and ends
     } else if (!st.blocked.empty() && st.running_lines == 0) {
-      co_await park_blocked(st);
+      try {
+        co_await park_blocked(st);
+      } catch (const std::exception& e) {
+        // The branches still run on this frame's state: they must end before it unwinds.
+        fail_wait(st, std::string("ctx.parallel: cannot park the blocked branches: ") + e.what());
+        st.wake_blocked(verdict::decide_again);
+      }
       poll = k_first_poll;
       continue;
     }
@@ -196,18 +260,18 @@ asio::awaitable<void> watch_branches(run_state& st, asio::steady_timer& wake, st
   }
 }
 
-asio::awaitable<json::value> decide_branch_wait(run_state& st, const branch_state& branch, int local,
+asio::awaitable<json::value> decide_branch_wait(run_state& st, branch_state& branch, int local,
                                                 std::string name, std::vector<storage::wait_arm> arms) {
   const auto started = system_clock::now();
   const bool record = !name.empty();
   for (;;) {
-    check_interrupt(st, false);
+    check_branch_interrupt(st, branch);
     const int seq = record ? st.take_branch_seq() : -1;
     // Cancel requests are the main line's to see (which branch got there first differs between executions).
     storage::wait_request request{
         st.lease(), seq,  name, storage::wait_kind::any,   std::string(), 0,    std::nullopt,
         started,    arms, true, storage::wait_mode::probe, branch.path,   local};
-    auto decided = co_await st.engine.store_.wait(request);
+    auto decided = co_await probe_once(st, request);
     if (!decided) {
       if (decided.error() != storage::errc::invalid_argument) lose_lease(st);
       fail_wait(st, "a wait in parallel branch " + branch.path +

@@ -125,6 +125,30 @@ void check_interrupt(run_state& st, bool main_line) {
   }
 }
 
+void check_branch_interrupt(run_state& st, branch_state& branch) {
+  check_interrupt(st, false);
+  if (branch.cancelled_before) {
+    branch.cancelled_before = false;
+    st.cancel_seen = true;
+    throw cancelled_error("run " + st.claim.id + " was asked to cancel");
+  }
+}
+
+void check_handle(run_state& st, const branch_state* made_in, std::string_view what) {
+  if (made_in == nullptr) return;
+  const bool live =
+      std::find(st.live_branches.begin(), st.live_branches.end(), made_in) != st.live_branches.end();
+  if (live && !made_in->done) return;
+  json::object error;
+  error["code"] = "invalid_argument";
+  error["message"] = std::string(what) +
+                     ": it was made in a ctx.parallel / ctx.map branch that has ended; a branch's hooks and "
+                     "child handles are waited for in that branch (or passed to ctx.any / ctx.all)";
+  error["retriable"] = false;
+  st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
+  std::rethrow_exception(st.poisoned);
+}
+
 void lose_lease(run_state& st) {
   st.lost.store(true, std::memory_order_release);
   st.poisoned = std::make_exception_ptr(run_interrupted{run_interrupted::why::lease_lost});
@@ -180,7 +204,13 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
   const int seq = branch_ ? st.take_branch_seq() : local;
   auto& backoff = branch_ ? branch_->backoff : st.backoff;
 
-  auto interrupt_if_needed = [&] { detail::check_interrupt(st, branch_ == nullptr); };
+  auto interrupt_if_needed = [&] {
+    if (branch_ != nullptr) {
+      detail::check_branch_interrupt(st, *branch_);
+    } else {
+      detail::check_interrupt(st);
+    }
+  };
   interrupt_if_needed();
 
   const int max_attempts = std::max(1, options.retry.max_attempts);

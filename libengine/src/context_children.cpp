@@ -63,6 +63,8 @@ asio::awaitable<json::value> context::run_child(std::string workflow, json::valu
 }
 
 asio::awaitable<json::value> child_run::wait() {
+  if (run_ != nullptr)
+    detail::check_handle(*run_, made_in_, "child_run::wait of a '" + workflow_ + "' child");
   // The child started at `started_at_`: found by its key, never started again (one attempt).
   child_options existing;
   existing.version = version_;
@@ -91,6 +93,8 @@ asio::awaitable<child_run> context::run_start_child(std::string workflow, json::
   const int seq = st.next_seq++;
   child_run handle;
   handle.ctx_ = this;
+  handle.run_ = state_;
+  handle.made_in_ = branch_;
   handle.workflow_ = workflow;
   handle.started_at_ = seq;
   const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
@@ -324,6 +328,8 @@ asio::awaitable<child_run> context::branch_start_child(std::string name, std::st
   const int local = branch_->next_local++;
   child_run handle;
   handle.ctx_ = this;
+  handle.run_ = state_;
+  handle.made_in_ = branch_;
   handle.workflow_ = workflow;
   handle.started_at_ = local;
   const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
@@ -333,7 +339,7 @@ asio::awaitable<child_run> context::branch_start_child(std::string name, std::st
     handle.id_ = std::string(rec->output.at("child").as_string());
     co_return handle;
   }
-  detail::check_interrupt(st, false);
+  detail::check_branch_interrupt(st, *branch_);
   auto fail = [&](json::value error) {
     st.poisoned = std::make_exception_ptr(step_failed_error(std::move(error)));
     std::rethrow_exception(st.poisoned);
@@ -382,7 +388,7 @@ asio::awaitable<json::value> context::branch_child(std::string name, std::string
     if (rec->failed) throw step_failed_error(rec->error);
     co_return rec->output;
   }
-  detail::check_interrupt(st, false);
+  detail::check_branch_interrupt(st, *branch_);
   const auto started = std::chrono::system_clock::now();
   const int max_attempts = existing ? 1 : std::max(1, options.max_attempts);
   const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);

@@ -39,6 +39,24 @@ struct join_state {
   bool waiter_idle = false;
 };
 
+/// The branches of one parallel are live (their hooks and child handles usable) while it runs.
+class live_branches_scope {
+ public:
+  live_branches_scope(detail::run_state& st, const std::vector<std::unique_ptr<detail::branch_state>>& lines)
+      : st_(st), lines_(lines) {}
+  ~live_branches_scope() {
+    std::erase_if(st_.live_branches, [this](const detail::branch_state* b) {
+      return std::any_of(lines_.begin(), lines_.end(), [b](const auto& l) { return l.get() == b; });
+    });
+  }
+  live_branches_scope(const live_branches_scope&) = delete;
+  live_branches_scope& operator=(const live_branches_scope&) = delete;
+
+ private:
+  detail::run_state& st_;
+  const std::vector<std::unique_ptr<detail::branch_state>>& lines_;
+};
+
 /// While the outermost parallel runs, its join timer is where lines report that they block or stop.
 class join_watch_scope {
  public:
@@ -90,6 +108,7 @@ asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<bran
   if (top) {
     st.next_free_seq = local + 1;
     st.region_high = local;
+    st.spare_seqs.clear();  // seqs of an earlier region are not this one's
   }
   const std::string prefix = (top ? std::string() : branch_->path + "/") + std::to_string(local) + ":";
   const auto started_at = std::chrono::system_clock::now();
@@ -99,7 +118,18 @@ asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<bran
   for (std::size_t i = 0; i < n; ++i) {
     lines.push_back(std::make_unique<detail::branch_state>(prefix + std::to_string(i), st.strand));
     st.branch_backoffs.push_back(&lines.back()->backoff);
+    st.live_branches.push_back(lines.back().get());
   }
+  if (recorded) {
+    // Branches an earlier execution saw cancelled at a wait: their replay meets the cancel there again.
+    if (const auto* c = recorded->output.as_object().if_contains("cancelled"); c && c->is_array()) {
+      for (const auto& i : c->as_array()) {
+        if (i.is_int64() && i.as_int64() >= 0 && static_cast<std::size_t>(i.as_int64()) < n)
+          lines[static_cast<std::size_t>(i.as_int64())]->cancelled_before = true;
+      }
+    }
+  }
+  const live_branches_scope live(st, lines);
   std::vector<std::unique_ptr<context>> contexts;
   contexts.reserve(n);
   for (std::size_t i = 0; i < n; ++i)
@@ -114,26 +144,29 @@ asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<bran
     const std::size_t i = join.started++;
     auto body = branches[i](*contexts[i]);  // called outside co_spawn's expression (GCC 12)
     ++st.running_lines;
-    asio::co_spawn(
-        st.strand, std::move(body),
-        asio::bind_executor(st.strand, [&st, &join, &start_next, i, n](std::exception_ptr e, json::value v) {
-          join.errors[i] = e;
-          join.results[i] = std::move(v);
-          ++join.finished;
-          if (join.started < n) start_next();
-          if (join.waiter_idle) {
-            // Counted before this line stops: the run is never seen with no line running in between.
-            join.waiter_idle = false;
-            ++st.running_lines;
-          }
-          st.line_idle();
-          join.wake.cancel();
-        }));
+    asio::co_spawn(st.strand, std::move(body),
+                   asio::bind_executor(st.strand, [&st, &join, &lines, &start_next, i, n](
+                                                      std::exception_ptr e, json::value v) {
+                     lines[i]->done = true;
+                     join.errors[i] = e;
+                     join.results[i] = std::move(v);
+                     ++join.finished;
+                     if (join.started < n) start_next();
+                     if (join.waiter_idle) {
+                       // Counted before this line stops: the run is never seen with no line running in
+                       // between.
+                       join.waiter_idle = false;
+                       ++st.running_lines;
+                     }
+                     st.line_idle();
+                     join.wake.cancel();
+                   }));
   };
   for (std::size_t i = 0; i < width; ++i)
     start_next();
   if (top) {
-    co_await detail::watch_branches(st, join.wake, [&join, n] { return join.finished == n; });
+    std::function<bool()> all_done = [&join, n] { return join.finished == n; };  // named (GCC 12)
+    co_await detail::watch_branches(st, join.wake, std::move(all_done));
   } else {
     while (join.finished < n) {
       join.waiter_idle = true;
@@ -162,6 +195,19 @@ asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<bran
     // step of its branch.
     json::object out;
     out["branches"] = n;
+    // Which branches a cancel ended at a wait: nothing else records it, and a replay must not decide
+    // those waits anew (a branch going on would shift everything after the region).
+    json::array cancelled;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!join.errors[i]) continue;
+      try {
+        std::rethrow_exception(join.errors[i]);
+      } catch (const cancelled_error&) {
+        cancelled.push_back(static_cast<std::int64_t>(i));
+      } catch (...) {
+      }
+    }
+    if (!cancelled.empty()) out["cancelled"] = std::move(cancelled);
     // Where the region ends: a replay goes on after it even if its last seqs hold no record (a wait that
     // blocked gave its seq back, and nothing took it again).
     if (top) out["high"] = st.region_high;

@@ -131,6 +131,8 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   const int seq = st.next_seq;  // the position the step below takes
   hook h;
   h.ctx_ = this;
+  h.run_ = state_;
+  h.made_in_ = branch_;
   h.name_ = name;
   h.seq_ = seq;
   h.token_ = detail::hook_token(*secret, st.claim.id, st.claim.generation, seq, name);
@@ -163,6 +165,7 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
 }
 
 asio::awaitable<std::optional<json::value>> hook::wait() {
+  if (run_ != nullptr) detail::check_handle(*run_, made_in_, "hook::wait of hook '" + name_ + "'");
   std::string step = std::string(k_hook_wait_prefix) + name_;
   std::string hook_name = name_;
   auto record = co_await ctx_->run_wait(k_hook, std::move(step), std::move(hook_name), seq_, expires_at_);
@@ -295,7 +298,8 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
   if (branch_ != nullptr) {
     using what = detail::wait_alternative::what;
     if (sleep) {
-      co_await branch_sleep(std::move(name), until.value_or(system_clock::now()));
+      const auto wake = until.value_or(system_clock::now());  // named (GCC 12)
+      co_await branch_sleep(std::move(name), wake);
       co_return json::value();
     }
     if (kind == k_event) {
@@ -411,7 +415,7 @@ asio::awaitable<void> context::branch_sleep(std::string name, system_clock::time
     if (!recorded) co_return;
     wake = *recorded;
   } else {
-    detail::check_interrupt(st, false);
+    detail::check_branch_interrupt(st, *branch_);
     // The wake time is recorded first: every later execution of the branch sleeps until the same time.
     json::object record;
     record["wake_at"] = to_micros(wake);
@@ -443,6 +447,8 @@ asio::awaitable<hook> context::branch_create_hook(std::string name, std::string 
   const int local = branch_->next_local++;
   hook h;
   h.ctx_ = this;
+  h.run_ = state_;
+  h.made_in_ = branch_;
   h.name_ = name;
   if (const auto* rec = detail::replayed_branch_step(st, branch_->path, local, step_name)) {
     // The hook's position is the seq its record took: the same token on every replay.
@@ -454,7 +460,7 @@ asio::awaitable<hook> context::branch_create_hook(std::string name, std::string 
     }
     co_return h;
   }
-  detail::check_interrupt(st, false);
+  detail::check_branch_interrupt(st, *branch_);
   // A seq taken now is the hook's position: the hook and its record commit together, so a crash leaves
   // neither, and the next execution may take another seq.
   const int seq = st.take_branch_seq();

@@ -8,6 +8,7 @@
 #include <boost/asio/strand.hpp>
 #include <boost/json/value.hpp>
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -71,8 +72,17 @@ struct run_state {
   int running_lines = 0;
   /// The outermost parallel's join timer, told when a line blocks or stops running.
   boost::asio::steady_timer* join_watch = nullptr;
+  /// The parallel branches in progress (their states live while their parallel runs).
+  std::vector<const branch_state*> live_branches;
   /// Seqs a branch wait took for its record but did not record (it blocked): taken again first.
   std::vector<int> spare_seqs;
+  /// A branch's wait decision in flight (one at a time), and the branches in line for their turn.
+  struct probe_waiter {
+    boost::asio::steady_timer wake;
+    bool granted = false;
+  };
+  bool probing = false;
+  std::deque<probe_waiter*> probe_queue;
   /// The run's finish was submitted (set on the run's strand before the completion handler reads it).
   bool finishing = false;
   /// The lease is gone (heartbeat or a write said so): write nothing more.
@@ -112,6 +122,11 @@ struct branch_state {
   std::string path;
   int next_local = 0;
   bool in_step = false;
+  /// The branch ended (its coroutine returned or threw): its context takes no more work.
+  bool done = false;
+  /// An earlier execution saw a cancel at this branch's first unrecorded wait (the parallel's record says
+  /// so): the replay throws cancelled_error there again, once, instead of deciding the wait anew.
+  bool cancelled_before = false;
   boost::asio::steady_timer backoff;
   branch_state(std::string p, boost::asio::strand<boost::asio::io_context::executor_type> s)
       : path(std::move(p)), backoff(s) {}
@@ -144,6 +159,13 @@ class step_slot {
 /// first would differ between executions, and their replay with it.
 void check_interrupt(run_state& st, bool main_line = true);
 
+/// check_interrupt for new work of a parallel branch; and a cancel an earlier execution saw there, once.
+void check_branch_interrupt(run_state& st, branch_state& branch);
+
+/// A hook or child handle made in parallel branch `made_in` (nullptr: the main line) is used: fails the run
+/// if that branch has ended (its context is gone, or its positions would depend on when a sibling used it).
+void check_handle(run_state& st, const branch_state* made_in, std::string_view what);
+
 /// A write of the run was fenced (the lease moved on) or storage shut down: this worker must not continue
 /// the run. Records it and throws.
 [[noreturn]] void lose_lease(run_state& st);
@@ -157,8 +179,8 @@ boost::asio::awaitable<void> watch_branches(run_state& st, boost::asio::steady_t
 /// Decides a parallel branch's wait at its position `local` (a wait for any of `arms`), blocking the branch
 /// in memory between tries; recorded as step `name`, or not at all when `name` is empty (child arms only:
 /// the caller records the outcome). Returns the decision ({"index", "payload"} or {"index", "timed_out"}).
-boost::asio::awaitable<boost::json::value> decide_branch_wait(run_state& st, const branch_state& branch,
-                                                              int local, std::string name,
+boost::asio::awaitable<boost::json::value> decide_branch_wait(run_state& st, branch_state& branch, int local,
+                                                              std::string name,
                                                               std::vector<storage::wait_arm> arms);
 
 /// The record an earlier execution made at main-line step position `seq`, or nullptr if there is none.

@@ -1000,6 +1000,59 @@ BOOST_AUTO_TEST_CASE(branches_that_only_sleep_park_the_run_sleeping_and_nested_b
                          "LIKE 'keel.event:%'") == "3:0/0:0,3:0/0:1");  // the second parallel sits at seq 3
 }
 
+BOOST_AUTO_TEST_CASE(two_branches_waiting_for_one_event_name_each_consume_a_different_event,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "fan", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.wait_for_event("go");  // the slots are sent first: both branches find them pending
+    auto taker = [](context& b) -> asio::awaitable<std::string> {
+      auto got = co_await b.wait_for_event("slot");
+      co_return std::string(got->as_string());
+    };
+    auto first = taker, second = taker;
+    auto [x, y] = co_await ctx.parallel(first, second);
+    co_return json::value{{"x", x}, {"y", y}};
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("fan", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, id) == "waiting"; }, 10s));
+  BOOST_REQUIRE(e.send_event_blocking(id, "slot", json::value("one")));
+  BOOST_REQUIRE(e.send_event_blocking(id, "slot", json::value("two")));
+  BOOST_REQUIRE(e.send_event_blocking(id, "go", json::value(true)));
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  const std::string x(done->output.at("x").as_string()), y(done->output.at("y").as_string());
+  BOOST_TEST(x != y);
+  BOOST_TEST((x == "one" || x == "two"));
+  BOOST_TEST((y == "one" || y == "two"));
+  BOOST_TEST(query_value(db, "SELECT count(DISTINCT consumed_seq) FROM keel.events WHERE name = 'slot'") ==
+             "2");
+}
+
+BOOST_AUTO_TEST_CASE(a_hook_made_in_a_branch_and_waited_for_after_it_fails_the_run_with_a_clear_error,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "fan", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    std::optional<hook> kept;
+    auto maker = [&kept](context& b) -> asio::awaitable<int> {
+      kept = co_await b.create_hook("approve");
+      co_return 1;
+    };
+    co_await ctx.parallel(maker);
+    co_await kept->wait();  // its branch, and its context, are gone
+    co_return json::value("not reached");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("fan", json::object{}).value();
+  auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "failed");
+  const std::string message(done->error.at("message").as_string());
+  BOOST_TEST(message.find("branch that has ended") != std::string::npos, message);
+}
+
 BOOST_AUTO_TEST_CASE(continue_as_new_inside_a_branch_fails_the_run_with_a_clear_error, *utf::timeout(60)) {
   auto db = fresh_database();
   engine e(options_for(db));

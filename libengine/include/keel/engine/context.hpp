@@ -132,6 +132,8 @@ class hook {
  private:
   friend class context;
   context* ctx_ = nullptr;
+  detail::run_state* run_ = nullptr;
+  detail::branch_state* made_in_ = nullptr;  ///< the parallel branch that made it (nullptr: main line)
   std::string name_;
   std::string token_;
   int seq_ = 0;
@@ -151,6 +153,8 @@ class child_run {
  private:
   friend class context;
   context* ctx_ = nullptr;
+  detail::run_state* run_ = nullptr;
+  detail::branch_state* made_in_ = nullptr;  ///< the parallel branch that made it (nullptr: main line)
   run_id id_;
   std::string workflow_;
   std::optional<int> version_;
