@@ -52,6 +52,8 @@ constexpr std::string_view k_noop3 = "noop3";
 /// The noop3 drain twice, with and without parked runs (queued for tomorrow) in the table.
 constexpr std::string_view k_parked = "parked";
 constexpr int k_noop3_steps = 3;
+/// The noop3 drain twice, without and with the durable run log.
+constexpr std::string_view k_log_overhead = "log-overhead";
 constexpr auto k_progress_every = 2s;
 /// How long the engine may take to stop before the benchmark gives up on it.
 constexpr std::chrono::seconds k_stop_limit{60};
@@ -127,7 +129,8 @@ parsed_options parse_options(int argc, char** argv) {
   desc.add_options()
       ("help,h", "show this help")
       ("workload", po::value(&o.workload)->default_value(o.workload),
-       "workload to run: noop3, parked, start-latency (enqueue to first step, one run at a time), "
+       "workload to run: noop3, parked, log-overhead (noop3 without, then with the run log), "
+       "start-latency (enqueue to first step, one run at a time), "
        "hook-latency (resume_hook to next step, one run at a time), sleep-lateness (wake time to resume "
        "of 0.5-2 s sleeps) or replay (resume of one run with a long history)")
       ("runs", po::value(&runs)->default_value(runs),
@@ -177,9 +180,11 @@ parsed_options parse_options(int argc, char** argv) {
       !check("pool", pool, 1) || !check("enqueuers", enqueuers, 1) || !check("timeout", timeout, 1)) {
     return {std::nullopt, k_exit_usage};
   }
-  if (o.workload != k_noop3 && o.workload != k_parked && !is_latency_workload(o.workload)) {
+  if (o.workload != k_noop3 && o.workload != k_parked && o.workload != k_log_overhead &&
+      !is_latency_workload(o.workload)) {
     std::cerr << "keel-bench: unknown workload '" << o.workload
-              << "' (known: noop3, parked, start-latency, hook-latency, sleep-lateness, replay)\n";
+              << "' (known: noop3, parked, log-overhead, start-latency, hook-latency, sleep-lateness, "
+                 "replay)\n";
     return {std::nullopt, k_exit_usage};
   }
   if (is_latency_workload(o.workload) && vm["runs"].defaulted())
@@ -648,6 +653,58 @@ int run_parked(const bench_options& o) {
   return 0;
 }
 
+/// Turns the durable run log (013_run_log.sql) off for `conninfo`'s database: the log-overhead baseline.
+void disable_run_log_blocking(const std::string& conninfo) {
+  auto conn = connect_blocking(conninfo);
+  exec_blocking(conn.get(),
+                "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET keel.log = off', "
+                "current_database()); END $$");
+}
+
+/// Lets the server settle after a drain on `conninfo`'s database: its tables vacuumed (else autovacuum
+/// does it during the next drain) and a checkpoint taken.
+void settle_blocking(const std::string& conninfo) {
+  auto conn = connect_blocking(conninfo);
+  exec_blocking(conn.get(), "VACUUM ANALYZE");
+  exec_blocking(conn.get(), "CHECKPOINT");
+}
+
+/// The log-overhead workload: the noop3 drain without and with the durable run log, each on a database of
+/// its own on the same server, four times in the order without, with, with, without (a later drain runs
+/// on a busier server: the order cancels that out); ratio = the with-log drains' steps per second over the
+/// without-log ones'.
+int run_log_overhead(const bench_options& o) {
+  bench_database db(o);
+  const double steps = static_cast<double>(o.runs * static_cast<std::size_t>(k_noop3_steps));
+  double on_seconds = 0, off_seconds = 0;
+  database_figures on_db;
+  std::string events = "0";
+  const char* order[] = {"nolog1", "log1", "log2", "nolog2"};
+  for (const std::string phase : order) {
+    const bool with_log = phase.rfind("log", 0) == 0;
+    log::info(k_component, std::string(with_log ? "with" : "without") + " the run log (" + phase + ")");
+    const auto conninfo = db.add_database_blocking(phase);
+    if (!with_log) disable_run_log_blocking(conninfo);  // before the engine's sessions start
+    const auto figures = run_engine_blocking(o, db, conninfo);
+    const auto verified = read_and_verify_blocking(conninfo, o.runs, k_noop3_steps);
+    (with_log ? on_seconds : off_seconds) += figures.seconds;
+    if (with_log) {
+      on_db = verified;
+      auto conn = connect_blocking(conninfo);
+      events = field(exec_blocking(conn.get(), "SELECT coalesce(sum(n), 0) FROM keel.run_log").get(), 0, 0);
+    }
+    settle_blocking(conninfo);
+  }
+  const double on_rate = 2 * steps / on_seconds, off_rate = 2 * steps / off_seconds;
+  std::cout << "{\"workload\":" << json_string(o.workload) << ",\"runs\":" << o.runs
+            << ",\"steps_per_s\":" << fixed(on_rate, 1)
+            << ",\"without_log_steps_per_s\":" << fixed(off_rate, 1)
+            << ",\"ratio\":" << fixed(on_rate / off_rate, 2) << ",\"log_events_per_drain\":" << events
+            << ",\"p99_ms\":" << fixed(on_db.p99_ms, 2) << ",\"concurrency\":" << o.concurrency
+            << ",\"fsync\":" << json_string(on_db.fsync) << "}" << std::endl;
+  return 0;
+}
+
 /// The latency workloads (latency_workloads.cpp) on a fresh database.
 int run_latency(const bench_options& o) {
   bench_database db(o);
@@ -669,6 +726,7 @@ int run_latency(const bench_options& o) {
 
 int run(const bench_options& o) {
   if (o.workload == k_parked) return run_parked(o);
+  if (o.workload == k_log_overhead) return run_log_overhead(o);
   if (is_latency_workload(o.workload)) return run_latency(o);
   bench_database db(o);
   const auto ef = run_engine_blocking(o, db, db.conninfo());

@@ -858,6 +858,14 @@ result<void> engine::resume_hook_blocking(std::string_view token, const boost::j
       impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by}));
 }
 
+boost::asio::awaitable<result<log_page>> engine::read_log(std::int64_t after,
+                                                          const read_log_options& options) {
+  return impl_->read_log(after, options);
+}
+result<log_page> engine::read_log_blocking(std::int64_t after, const read_log_options& options) {
+  return impl_->block_on(impl_->read_log(after, options));
+}
+
 boost::asio::awaitable<result<void>> engine::retry(std::string_view id) {
   return impl_->retry(run_id(id));
 }

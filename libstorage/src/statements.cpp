@@ -8,18 +8,80 @@
 // numbers the rows (`ord`, from 1), and a fenced statement returns the `ord` of each row it applied: a write
 // is acknowledged only by the row it wrote. Timestamps travel as microseconds since the Unix epoch.
 namespace keel::storage::detail::sql {
+namespace {
+
+/// `logged`: a CTE that appends the events `source` yields — columns (run uuid, kind text, data jsonb, o
+/// bigint) — to keel.run_log as one row, in the order of `o` (see 013_run_log.sql): nothing when it yields
+/// none, or when the session turned the log off (keel.log = off). At most one per statement (its position
+/// comes from the rows earlier statements of the transaction appended).
+std::string log_cte(std::string_view source) {
+  std::string sql = R"sql(logged AS (
+  INSERT INTO keel.run_log (pos, n, runs, kinds, data)
+  SELECT keel.log_next(), count(*), array_agg(ev.run), array_agg(ev.kind), array_agg(ev.data)
+  FROM (SELECT * FROM ()sql";
+  sql.append(source);
+  // Sorted once, below the aggregates (which keep their input's order).
+  sql.append(R"sql() e(run, kind, data, o)
+        WHERE current_setting('keel.log', true) IS DISTINCT FROM 'off' ORDER BY e.o) ev
+  HAVING count(*) > 0))sql");
+  return sql;
+}
+
+/// The `logged` CTE of a checkpoint: its step rows (`ins`, as inserted), by reference (see keel.run_log).
+std::string log_steps_cte() {
+  return R"sql(logged AS (
+  INSERT INTO keel.run_log (pos, n, runs, kinds, data, seqs, epochs)
+  SELECT keel.log_next(), count(*), array_agg(ev.run_id), array_agg(ev.kind), array_agg(NULL::jsonb),
+         array_agg(ev.seq), array_agg(ev.epoch)
+  FROM (SELECT ins.run_id, CASE WHEN ins.status = 'completed' THEN 'step_completed' ELSE 'step_failed' END AS kind,
+               ins.seq, ins.epoch
+        FROM ins WHERE current_setting('keel.log', true) IS DISTINCT FROM 'off'
+        ORDER BY ins.run_id, ins.seq) ev
+  HAVING count(*) > 0))sql";
+}
+
+/// `kept`: before a statement removes step rows (`gone`: the removed rows, all columns), their details go
+/// into the log events that refer to them (see keel.run_log), so the log stays as it was written.
+std::string keep_step_details_cte(std::string_view gone) {
+  std::string sql = R"sql(kept AS (
+  UPDATE keel.run_log l
+  SET data = (SELECT array_agg(coalesce(x.data, CASE WHEN g.seq IS NOT NULL THEN jsonb_build_object(
+                       'seq', g.seq, 'name', g.name, 'output', g.output, 'error', g.error,
+                       'attempts', g.attempts, 'started_at', keel.micros(g.started_at),
+                       'duration_us', keel.micros(g.finished_at) - keel.micros(g.started_at),
+                       'branch', g.branch, 'branch_seq', g.branch_seq) END) ORDER BY x.i)
+              FROM unnest(l.runs, l.data, l.seqs, l.epochs) WITH ORDINALITY x(run, data, seq, epoch, i)
+              LEFT JOIN )sql";
+  sql.append(gone);
+  sql.append(R"sql( g ON g.run_id = x.run AND g.seq = x.seq AND g.epoch = x.epoch)
+  WHERE l.runs @> ARRAY[$1::uuid] AND l.seqs IS NOT NULL))sql");
+  return sql;
+}
+
+}  // namespace
 
 const statement begin{"keel_begin", "BEGIN"};
 const statement commit{"keel_commit", "COMMIT"};
 
 // Inserts new runs; an existing id (a retried batch) or idempotency key is skipped.
-const statement enqueue_insert{"keel_enqueue_insert", R"sql(
+const std::string enqueue_insert_sql = std::string(R"sql(
+WITH ins AS (
 INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at)
 SELECT x.id, x.workflow, x.version, 'queued', x.input, x.key, x.priority,
        coalesce(to_timestamp(x.run_at::double precision / 1e6), now())
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, workflow text, version int, input jsonb, key text,
                                         priority int, run_at bigint)
-ON CONFLICT DO NOTHING)sql"};
+ON CONFLICT DO NOTHING
+RETURNING id, workflow, version, priority, due_at),
+)sql") + log_cte(R"sql(
+  SELECT id, 'run_enqueued',
+         jsonb_strip_nulls(jsonb_build_object('workflow', workflow, 'version', version, 'priority', priority,
+                                              'run_at', CASE WHEN due_at > now() THEN keel.micros(due_at) END)),
+         0::bigint
+  FROM ins)sql") +
+                                       R"sql(
+SELECT count(*) FROM ins)sql";
+const statement enqueue_insert{"keel_enqueue_insert", enqueue_insert_sql.c_str()};
 
 // For rows with an idempotency key: the run that holds the key, and whether it matches the request.
 // Runs after enqueue_insert in the same transaction, so it sees this batch's inserts and any committed rival.
@@ -59,12 +121,15 @@ ins AS (
   SELECT id, seq, name, status, output, error, attempts, to_timestamp(started::double precision / 1e6),
          to_timestamp(finished::double precision / 1e6), epoch, branch, branch_seq
   FROM fenced)sql";
-  if (!again) return sql + ")\nSELECT ord FROM fenced";
+  // What a checkpoint logs: the steps it inserted (a retry finds its own, and logs nothing twice).
+  const auto logged = log_steps_cte();
+  const std::string returning = "\n  RETURNING run_id, seq, status, epoch";
+  if (!again) return sql + returning + "),\n" + logged + "\nSELECT ord FROM fenced";
   // A retry acknowledges what it inserted now, and the rows its own lost attempt wrote (same epoch, same
   // record); a different record at that position is not this write's, and is reported as fenced.
   return sql + R"sql(
-  ON CONFLICT (run_id, seq) DO NOTHING
-  RETURNING run_id, seq)
+  ON CONFLICT (run_id, seq) DO NOTHING)sql" +
+         returning + "),\n" + logged + R"sql(
 SELECT f.ord FROM fenced f
 WHERE EXISTS (SELECT 1 FROM ins WHERE ins.run_id = f.id AND ins.seq = f.seq)
    OR EXISTS (SELECT 1 FROM keel.steps s
@@ -81,27 +146,52 @@ const std::string checkpoint_again_sql = checkpoint_steps_sql(true);
 const statement checkpoint_steps{"keel_checkpoint_steps", checkpoint_first_sql.c_str()};
 const statement checkpoint_steps_again{"keel_checkpoint_steps_again", checkpoint_again_sql.c_str()};
 
-// Fenced completion or failure. Matching on owner+epoch (not status) keeps a retried batch idempotent.
-const statement finish_runs{"keel_finish_runs", R"sql(
-UPDATE keel.runs r
-SET status = x.status, output = x.output, error = x.error, due_at = NULL, finished_at = now()
-FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, status text,
-                                                  output jsonb, error jsonb))
-     WITH ORDINALITY AS x(id, owner, epoch, status, output, error, ord)
-WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch
-  AND (r.status = 'running' OR r.status = x.status)
-RETURNING x.ord)sql"};
+// Fenced completion or failure. Matching on owner+epoch (not status) keeps a retried batch idempotent; it
+// logs only a finish it makes (a retry finds the run finished already).
+const std::string finish_runs_sql = std::string(R"sql(
+WITH x AS (
+  SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, status text,
+                                                             output jsonb, error jsonb))
+       WITH ORDINALITY AS x(id, owner, epoch, status, output, error, ord)),
+was AS (SELECT r.id, r.status FROM keel.runs r JOIN x ON r.id = x.id),
+upd AS (
+  UPDATE keel.runs r
+  SET status = x.status, output = x.output, error = x.error, due_at = NULL, finished_at = now()
+  FROM x
+  WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch
+    AND (r.status = 'running' OR r.status = x.status)
+  RETURNING x.ord, r.id, x.status, x.output, x.error),
+)sql") + log_cte(R"sql(
+  SELECT u.id, 'run_' || u.status,
+         CASE WHEN u.status = 'completed' THEN jsonb_build_object('output', u.output)
+              ELSE jsonb_build_object('error', u.error) END,
+         u.ord
+  FROM upd u JOIN was w ON w.id = u.id
+  WHERE w.status = 'running')sql") +
+                                    R"sql(
+SELECT ord FROM upd)sql";
+const statement finish_runs{"keel_finish_runs", finish_runs_sql.c_str()};
 
 // Hands held runs back to the queue, due now. The epoch is left as it is (the next claim bumps it; clearing
 // the owner already fences this worker), so that a retried batch finds its own release and acknowledges it.
 // Not a recovery: the run was handed back, not lost.
-const statement release_runs{"keel_release_runs", R"sql(
-UPDATE keel.runs r SET status = 'queued', owner = NULL, due_at = now()
-FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint))
-     WITH ORDINALITY AS x(id, owner, epoch, ord)
-WHERE r.id = x.id AND r.epoch = x.epoch
-  AND ((r.owner = x.owner AND r.status = 'running') OR (r.owner IS NULL AND r.status = 'queued'))
-RETURNING x.ord)sql"};
+const std::string release_runs_sql = std::string(R"sql(
+WITH x AS (
+  SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint))
+       WITH ORDINALITY AS x(id, owner, epoch, ord)),
+was AS (SELECT r.id, r.status FROM keel.runs r JOIN x ON r.id = x.id),
+upd AS (
+  UPDATE keel.runs r SET status = 'queued', owner = NULL, due_at = now()
+  FROM x
+  WHERE r.id = x.id AND r.epoch = x.epoch
+    AND ((r.owner = x.owner AND r.status = 'running') OR (r.owner IS NULL AND r.status = 'queued'))
+  RETURNING x.ord, r.id),
+)sql") + log_cte(R"sql(
+  SELECT u.id, 'run_released', '{}'::jsonb, u.ord
+  FROM upd u JOIN was w ON w.id = u.id WHERE w.status = 'running')sql") +
+                                     R"sql(
+SELECT ord FROM upd)sql";
+const statement release_runs{"keel_release_runs", release_runs_sql.c_str()};
 
 // Atomic claim of due runs (queued, or running with an expired lease) by priority then due time, for the
 // (workflow, version) pairs this worker has registered. SKIP LOCKED lets many workers claim at once.
@@ -124,7 +214,7 @@ RETURNING x.ord)sql"};
 // taken over) would be missed by a read of keel.steps here, and its step run again. Any run claimed before
 // may have steps; the caller loads them after this transaction commits, and the bumped epoch fences
 // everything later.
-const statement claim_runs{"keel_claim_runs", R"sql(
+const std::string claim_runs_sql = std::string(R"sql(
 WITH RECURSIVE band(p) AS (
   (SELECT priority FROM keel.runs WHERE status IN ('queued', 'running', 'sleeping', 'waiting') ORDER BY priority DESC LIMIT 1)
   UNION ALL
@@ -136,11 +226,12 @@ prior AS (
   SELECT id FROM keel.runs
   WHERE $7::bool AND status = 'running' AND owner = $1 AND claim_token = $6::uuid),
 c AS (
-  SELECT x.id, x.status = 'running' AS recovery,
+  SELECT x.id, x.status = 'running' AS recovery, x.status AS was, x.claims, x.epoch, x.recoveries,
+         x.waiting_for,
          x.cancel_deadline IS NOT NULL AND x.cancel_deadline <= now() AS cancel,
          x.status = 'running' AND x.recoveries >= $5::int AS dead
   FROM band CROSS JOIN LATERAL (
-    SELECT id, status, recoveries, cancel_deadline FROM keel.runs
+    SELECT id, status, recoveries, cancel_deadline, claims, epoch, waiting_for FROM keel.runs
     WHERE status IN ('queued', 'running', 'sleeping', 'waiting') AND priority = band.p AND due_at <= now()
       AND (workflow, version) IN (SELECT workflow, version FROM wanted)
     ORDER BY due_at
@@ -173,12 +264,30 @@ SET status = CASE WHEN c.cancel THEN 'cancelled' WHEN c.dead THEN 'failed' ELSE 
 FROM c WHERE r.id = c.id
 RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
           CASE WHEN c.cancel THEN 'c' WHEN c.dead THEN 't' ELSE 'f' END, r.generation,
-          r.cancel_deadline IS NOT NULL)
+          r.cancel_deadline IS NOT NULL),
+)sql") + log_cte(R"sql(
+  SELECT c.id, 'run_resumed',
+         jsonb_build_object('by', coalesce(c.waiting_for->>'woken_by', 'timer'), 'from', c.was), 0::bigint
+  FROM c WHERE c.was IN ('sleeping', 'waiting') AND NOT c.cancel AND NOT c.dead
+  UNION ALL
+  SELECT c.id,
+         CASE WHEN c.cancel THEN 'run_cancelled' WHEN c.dead THEN 'run_dead_lettered' ELSE 'run_started' END,
+         CASE WHEN c.cancel
+              THEN jsonb_build_object('error', jsonb_build_object('code', 'cancelled', 'reason', 'grace over'))
+              WHEN c.dead
+              THEN jsonb_build_object('error', jsonb_build_object('code', 'dead_lettered',
+                                                                  'recoveries', c.recoveries + 1))
+              ELSE jsonb_build_object('execution', c.claims + 1, 'worker', $1::text, 'epoch', c.epoch + 1,
+                                      'recovery', c.recovery) END,
+         1::bigint
+  FROM c)sql") +
+                                   R"sql(
 SELECT * FROM claimed
 UNION ALL
 SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
        r.generation, r.cancel_deadline IS NOT NULL
-FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
+FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql";
+const statement claim_runs{"keel_claim_runs", claim_runs_sql.c_str()};
 
 // Claims one run this worker parked in a sleep, when its wake-up timer fires: by id, due by the worker's
 // clock ($3, µs; the wake time was the worker's too), so no slack for the database's clock is needed. The
@@ -186,12 +295,12 @@ FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql"};
 // run has no writer in flight, and every checkpoint before its park committed before the park did.
 // Idempotent on retry like keel_claim_runs ($6: an earlier attempt may have committed; $4: its token).
 // Same columns as keel_claim_runs.
-const statement claim_parked{"keel_claim_parked", R"sql(
+const std::string claim_parked_sql = std::string(R"sql(
 WITH mine AS (
   SELECT id FROM keel.runs
   WHERE $6::bool AND id = $2::uuid AND status = 'running' AND owner = $1 AND claim_token = $4::uuid),
 c AS (
-  SELECT id FROM keel.runs
+  SELECT id, status AS was, claims, epoch, waiting_for FROM keel.runs
   WHERE id = $2::uuid AND NOT EXISTS (SELECT 1 FROM mine)
     AND status IN ('queued', 'sleeping', 'waiting') AND due_at <= to_timestamp($3::bigint / 1e6)
     AND (cancel_deadline IS NULL OR cancel_deadline > now())
@@ -204,12 +313,24 @@ claimed AS (
       claim_token = $4::uuid
   FROM c WHERE r.id = c.id
   RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
-            'f', r.generation, r.cancel_deadline IS NOT NULL)
+            'f', r.generation, r.cancel_deadline IS NOT NULL),
+)sql") + log_cte(R"sql(
+  SELECT c.id, 'run_resumed',
+         jsonb_build_object('by', coalesce(c.waiting_for->>'woken_by', 'timer'), 'from', c.was), 0::bigint
+  FROM c WHERE c.was IN ('sleeping', 'waiting')
+  UNION ALL
+  SELECT c.id, 'run_started',
+         jsonb_build_object('execution', c.claims + 1, 'worker', $1::text, 'epoch', c.epoch + 1,
+                            'recovery', false),
+         1::bigint
+  FROM c)sql") +
+                                     R"sql(
 SELECT * FROM claimed
 UNION ALL
 SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
        r.generation, r.cancel_deadline IS NOT NULL
-FROM keel.runs r WHERE r.id IN (SELECT id FROM mine))sql"};
+FROM keel.runs r WHERE r.id IN (SELECT id FROM mine))sql";
+const statement claim_parked{"keel_claim_parked", claim_parked_sql.c_str()};
 
 const statement load_steps{"keel_load_steps", R"sql(
 SELECT run_id::text, seq, name, status, output::text, error::text, attempts,
@@ -259,8 +380,9 @@ const statement unregister_worker{"keel_unregister_worker", "DELETE FROM keel.wo
 // to cancel: it sees a `cancelled` error at its next step or wait (and may compensate) until its
 // cancel_deadline, when the claim fences it; a parked one is woken to see it, and workers running it hear
 // of it at once (NOTIFY keel_cancel, payload: the run id). Returns the run's status after the call.
-const statement cancel_run{"keel_cancel_run", R"sql(
-WITH r AS (
+const std::string cancel_run_sql = std::string(R"sql(
+WITH was AS (SELECT status FROM keel.runs WHERE id = $1::uuid),
+r AS (
   UPDATE keel.runs
   SET status = CASE WHEN claims = 0 OR $2::bigint = 0 THEN 'cancelled'
                     WHEN status IN ('sleeping', 'waiting') THEN 'queued' ELSE status END,
@@ -272,12 +394,25 @@ WITH r AS (
       error = CASE WHEN claims = 0 OR $2::bigint = 0
                    THEN '{"code":"cancelled","message":"run cancelled"}'::jsonb ELSE error END,
       cancel_deadline = CASE WHEN claims = 0 OR $2::bigint = 0 THEN cancel_deadline
-                             ELSE coalesce(cancel_deadline, now() + $2::bigint * interval '1 millisecond') END
+                             ELSE coalesce(cancel_deadline, now() + $2::bigint * interval '1 millisecond') END,
+      waiting_for = CASE WHEN status IN ('sleeping', 'waiting')
+                         THEN waiting_for || '{"woken_by": "cancel"}'::jsonb ELSE waiting_for END
   WHERE id = $1::uuid AND status NOT IN ('completed', 'failed', 'cancelled')
   RETURNING id, status),
 told AS (SELECT pg_notify('keel_cancel', id::text) FROM r WHERE status <> 'cancelled'),
-woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued')
-SELECT status, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql"};
+woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued'),
+)sql") + log_cte(R"sql(
+  SELECT r.id, 'run_resumed', jsonb_build_object('by', 'cancel', 'from', w.status), 0::bigint
+  FROM r, was w WHERE w.status IN ('sleeping', 'waiting') AND r.status = 'queued'
+  UNION ALL
+  SELECT r.id, CASE WHEN r.status = 'cancelled' THEN 'run_cancelled' ELSE 'run_cancel_requested' END,
+         CASE WHEN r.status = 'cancelled' THEN jsonb_build_object('error', jsonb_build_object('code', 'cancelled'))
+              ELSE jsonb_build_object('grace_ms', $2::bigint) END,
+         1::bigint
+  FROM r)sql") +
+                                   R"sql(
+SELECT status, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql";
+const statement cancel_run{"keel_cancel_run", cancel_run_sql.c_str()};
 
 // First in a cancel's transaction: the run and its descendants locked, deepest first, the order in which a
 // finishing child locks its parent (keel.wake_parent): a cancel and a child's finish never wait for each
@@ -295,11 +430,12 @@ FOR UPDATE OF r)sql"};
 // recursively, treated the same way ($2: the grace). Repeated until it changes nothing: a run that was
 // inserting a child when it was cancelled held its row lock, so the cancel waited for that insert, and the
 // next repetition (a new snapshot) sees the child.
-const statement cancel_descendants{"keel_cancel_descendants", R"sql(
+const std::string cancel_descendants_sql = std::string(R"sql(
 WITH RECURSIVE tree(id) AS (
   SELECT $1::uuid
   UNION ALL
   SELECT r.id FROM keel.runs r JOIN tree t ON r.parent_id = t.id AND r.parent_id IS NOT NULL),
+was AS (SELECT r.id, r.status FROM keel.runs r JOIN tree t ON t.id = r.id),
 r AS (
   UPDATE keel.runs r
   SET status = CASE WHEN r.claims = 0 OR $2::bigint = 0 THEN 'cancelled'
@@ -314,14 +450,77 @@ r AS (
                                            'cancelled_with', $1::text)
                    ELSE r.error END,
       cancel_deadline = CASE WHEN r.claims = 0 OR $2::bigint = 0 THEN r.cancel_deadline
-                             ELSE now() + $2::bigint * interval '1 millisecond' END
+                             ELSE now() + $2::bigint * interval '1 millisecond' END,
+      waiting_for = CASE WHEN r.status IN ('sleeping', 'waiting')
+                         THEN r.waiting_for || '{"woken_by": "cancel"}'::jsonb ELSE r.waiting_for END
   FROM tree t
   WHERE r.id = t.id AND r.id <> $1::uuid AND r.status NOT IN ('completed', 'failed', 'cancelled')
     AND (r.cancel_deadline IS NULL OR $2::bigint = 0)
   RETURNING r.id, r.status),
 told AS (SELECT pg_notify('keel_cancel', id::text) FROM r WHERE status <> 'cancelled'),
-woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued' LIMIT 1)
-SELECT id::text, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql"};
+woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued' LIMIT 1),
+)sql") + log_cte(R"sql(
+  SELECT r.id, 'run_resumed', jsonb_build_object('by', 'cancel', 'from', w.status), 0::bigint
+  FROM r JOIN was w ON w.id = r.id WHERE w.status IN ('sleeping', 'waiting') AND r.status = 'queued'
+  UNION ALL
+  SELECT r.id, CASE WHEN r.status = 'cancelled' THEN 'run_cancelled' ELSE 'run_cancel_requested' END,
+         CASE WHEN r.status = 'cancelled'
+              THEN jsonb_build_object('error', jsonb_build_object('code', 'cancelled', 'cancelled_with', $1::text))
+              ELSE jsonb_build_object('grace_ms', $2::bigint, 'cancelled_with', $1::text) END,
+         1::bigint
+  FROM r)sql") +
+                                           R"sql(
+SELECT id::text, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql";
+const statement cancel_descendants{"keel_cancel_descendants", cancel_descendants_sql.c_str()};
+
+// The run log after a position, in the order no later commit can break: only events of transactions older
+// than every one still in progress (see 013_run_log.sql). A row's events share its transaction, so the rows
+// to read start at the transaction of $1. One row at least: the retention horizon, with the events (if any)
+// beside it.
+const statement read_log{"keel_read_log", R"sql(
+SELECT h.removed, e.pos, e.run, e.kind, e.at, e.data
+FROM keel.run_log_horizon h
+LEFT JOIN LATERAL (
+  SELECT l.pos + x.i - 1 AS pos, x.run::text AS run, x.kind, keel.micros(l.at) AS at,
+         coalesce(x.data, (
+           SELECT jsonb_build_object('seq', s.seq, 'name', s.name, 'output', s.output, 'error', s.error,
+                                     'attempts', s.attempts, 'started_at', keel.micros(s.started_at),
+                                     'duration_us', keel.micros(s.finished_at) - keel.micros(s.started_at),
+                                     'branch', s.branch, 'branch_seq', s.branch_seq)
+           FROM keel.steps s WHERE s.run_id = x.run AND s.seq = x.seq AND s.epoch = x.epoch),
+         jsonb_build_object('seq', x.seq, 'discarded', true))::text AS data
+  FROM keel.run_log l
+  CROSS JOIN LATERAL unnest(l.runs, l.kinds, l.data, l.seqs, l.epochs) WITH ORDINALITY x(run, kind, data, seq, epoch, i)
+  WHERE l.pos >= ($1::bigint >> 24) << 24 AND l.pos + l.n - 1 > $1::bigint
+    AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 24)
+    AND l.pos + x.i - 1 > $1::bigint
+  ORDER BY l.pos, x.i LIMIT $2::int) e ON true
+ORDER BY e.pos)sql"};
+
+// The same for one run's events (its rows found through run_log_runs). Retention removes a finished run's
+// log whole: the horizon counts for a run with no event left.
+const statement read_run_log{"keel_read_run_log", R"sql(
+WITH mine AS MATERIALIZED (
+  SELECT l.* FROM keel.run_log l
+  WHERE l.runs @> ARRAY[$3::uuid] AND l.pos + l.n - 1 > $1::bigint
+    AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 24))
+SELECT CASE WHEN EXISTS (SELECT 1 FROM keel.run_log WHERE runs @> ARRAY[$3::uuid]) THEN 0 ELSE h.removed END,
+       e.pos, e.run, e.kind, e.at, e.data
+FROM keel.run_log_horizon h
+LEFT JOIN LATERAL (
+  SELECT m.pos + x.i - 1 AS pos, x.run::text AS run, x.kind, keel.micros(m.at) AS at,
+         coalesce(x.data, (
+           SELECT jsonb_build_object('seq', s.seq, 'name', s.name, 'output', s.output, 'error', s.error,
+                                     'attempts', s.attempts, 'started_at', keel.micros(s.started_at),
+                                     'duration_us', keel.micros(s.finished_at) - keel.micros(s.started_at),
+                                     'branch', s.branch, 'branch_seq', s.branch_seq)
+           FROM keel.steps s WHERE s.run_id = x.run AND s.seq = x.seq AND s.epoch = x.epoch),
+         jsonb_build_object('seq', x.seq, 'discarded', true))::text AS data
+  FROM mine m
+  CROSS JOIN LATERAL unnest(m.runs, m.kinds, m.data, m.seqs, m.epochs) WITH ORDINALITY x(run, kind, data, seq, epoch, i)
+  WHERE x.run = $3::uuid AND m.pos + x.i - 1 > $1::bigint
+  ORDER BY m.pos, x.i LIMIT $2::int) e ON true
+ORDER BY e.pos)sql"};
 
 const statement run_status_of{"keel_run_status", "SELECT status FROM keel.runs WHERE id = $1::uuid"};
 
@@ -342,7 +541,7 @@ FOR UPDATE OF r)sql"};
 // time or timeout, its lease released. Returns (ord, outcome, output) per fenced row; outcome is 'recorded',
 // 'consumed', 'timed_out' or 'parked'. Idempotent on retry: a parked run no longer matches the fence, and a
 // consumed event's step row is found as recorded.
-const statement wait_decide{"keel_wait_decide", R"sql(
+const std::string wait_decide_sql = std::string(R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              name text, kind text, event text,
@@ -417,8 +616,20 @@ parked AS (
                       'hook_step', CASE WHEN d.kind = 'hook' THEN d.hook_seq END))
   FROM decided d
   WHERE r.id = d.id AND d.outcome = 'parked'
-  RETURNING d.ord)
-SELECT ord, outcome, output::text FROM decided)sql"};
+  RETURNING d.ord),
+)sql") + log_cte(R"sql(
+  SELECT d.id, 'step_completed', jsonb_build_object('seq', d.seq, 'name', d.name, 'output', d.output),
+         d.ord * 2
+  FROM decided d WHERE d.outcome IN ('consumed', 'timed_out') OR (d.outcome = 'parked' AND d.kind = 'sleep')
+  UNION ALL
+  SELECT d.id, CASE WHEN d.kind = 'sleep' THEN 'run_sleeping' ELSE 'run_waiting' END,
+         jsonb_strip_nulls(jsonb_build_object('kind', d.kind, 'until', d.until, 'step', d.seq, 'name', d.name,
+                                              CASE WHEN d.kind = 'hook' THEN 'hook' ELSE 'event' END, d.event)),
+         d.ord * 2 + 1
+  FROM decided d WHERE d.outcome = 'parked')sql") +
+                                    R"sql(
+SELECT ord, outcome, output::text FROM decided)sql";
+const statement wait_decide{"keel_wait_decide", wait_decide_sql.c_str()};
 
 // A wait for any of several alternatives (arms: timers, events, hooks, child runs), after wait_lock like the
 // others. Each arm that is ready has a completion time — an event's send, a hook's resume, a timer's due
@@ -431,7 +642,7 @@ SELECT ord, outcome, output::text FROM decided)sql"};
 // Modes (wait_mode): 'decide' as above; 'probe' (a parallel branch's wait) leaves the run as it is when
 // nothing is ready ('blocked'); 'park' (the run's blocked branches, their arms together, grouped by branch)
 // consumes nothing: 'ready' when an arm is, else the run parks — `sleeping` when every arm is a timer.
-const statement wait_any_decide{"keel_wait_any_decide", R"sql(
+const std::string wait_any_decide_sql = std::string(R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              name text, arms jsonb, started bigint,
@@ -522,15 +733,33 @@ parked AS (
                       'step', CASE WHEN d.mode = 'decide' THEN d.seq END,
                       'branches', CASE WHEN d.mode = 'park' THEN true END, 'arms', d.arms))
   FROM decided d
-  WHERE r.id = d.id AND d.outcome = 'parked')
-SELECT ord, outcome, output::text FROM decided)sql"};
+  WHERE r.id = d.id AND d.outcome = 'parked'),
+)sql") + log_cte(R"sql(
+  SELECT d.id, 'step_completed',
+         jsonb_strip_nulls(jsonb_build_object('seq', d.seq, 'name', d.name, 'output', d.output,
+                                              'branch', d.branch, 'branch_seq', d.branch_seq)),
+         d.ord * 2
+  FROM decided d WHERE d.outcome = 'consumed' AND d.name IS NOT NULL
+  UNION ALL
+  SELECT d.id,
+         CASE WHEN d.mode = 'park' AND NOT EXISTS (
+                     SELECT 1 FROM jsonb_array_elements(d.arms) a WHERE a->>'kind' <> 'sleep')
+              THEN 'run_sleeping' ELSE 'run_waiting' END,
+         jsonb_strip_nulls(jsonb_build_object('kind', 'any', 'until', d.output->'until', 'arms', d.arms,
+                                              'step', CASE WHEN d.mode = 'decide' THEN d.seq END,
+                                              'branches', CASE WHEN d.mode = 'park' THEN true END)),
+         d.ord * 2 + 1
+  FROM decided d WHERE d.outcome = 'parked')sql") +
+                                        R"sql(
+SELECT ord, outcome, output::text FROM decided)sql";
+const statement wait_any_decide{"keel_wait_any_decide", wait_any_decide_sql.c_str()};
 
 // A child run (ctx.child), after wait_lock like the waits: the child is inserted once per (parent, step
 // position, attempt) — its idempotency key — and its outcome read with a snapshot taken after the parent's
 // lock. A finished child is handed back ('consumed': {"child", "status", "output", "error"}; the engine
 // records the parent's step); an unfinished one parks the parent `waiting` for it, with no deadline: the
 // child's end wakes it (trigger keel.runs_wake_parent, serialised with this by the parent's row lock).
-const statement child_decide{"keel_child_decide", R"sql(
+const std::string child_decide_sql = std::string(R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              child uuid, workflow text, version int,
@@ -553,7 +782,7 @@ ins AS (
   SELECT f.child, f.workflow, f.version, 'queued', f.input, f.key, f.priority, now(), f.id, f.seq
   FROM fenced f WHERE f.ord NOT IN (SELECT ord FROM existing) AND NOT f.cancel
   ON CONFLICT DO NOTHING
-  RETURNING id),
+  RETURNING id, workflow, version, parent_id, parent_step),
 decided AS (
   SELECT f.id, f.seq, f.workflow, f.ord, f.cancel_deadline, coalesce(e.id, f.child) AS child,
          CASE WHEN e.status IN ('completed', 'failed', 'cancelled') THEN 'consumed'
@@ -568,13 +797,24 @@ parked AS (
       waiting_for = jsonb_build_object('kind', 'child', 'step', d.seq, 'child', d.child, 'workflow', d.workflow)
   FROM decided d
   WHERE r.id = d.id AND d.outcome = 'parked'),
-notified AS (SELECT pg_notify('keel_runs', '') WHERE EXISTS (SELECT 1 FROM ins))
-SELECT ord, outcome, output::text, (SELECT count(*) FROM notified) FROM decided)sql"};
+notified AS (SELECT pg_notify('keel_runs', '') WHERE EXISTS (SELECT 1 FROM ins)),
+)sql") + log_cte(R"sql(
+  SELECT i.id, 'run_enqueued',
+         jsonb_build_object('workflow', i.workflow, 'version', i.version, 'parent', i.parent_id,
+                            'parent_step', i.parent_step),
+         0::bigint
+  FROM ins i
+  UNION ALL
+  SELECT d.id, 'run_waiting', jsonb_build_object('kind', 'child', 'child', d.child, 'step', d.seq), d.ord
+  FROM decided d WHERE d.outcome = 'parked')sql") +
+                                     R"sql(
+SELECT ord, outcome, output::text, (SELECT count(*) FROM notified) FROM decided)sql";
+const statement child_decide{"keel_child_decide", child_decide_sql.c_str()};
 
 // Starts a child run without waiting for it (ctx.start_child), fenced by the parent's lease (share lock, like
 // a checkpoint): inserted once per idempotency key. Returns the child's id (NULL: fenced; 'cancel': the
 // parent was asked to cancel after it last looked ($11: whether it has seen that), and starts nothing).
-const statement start_child{"keel_start_child", R"sql(
+const std::string start_child_sql = std::string(R"sql(
 WITH fence AS (
   SELECT id, cancel_deadline IS NOT NULL AND NOT $11::bool AS cancel FROM keel.runs
   WHERE id = $1::uuid AND owner = $2 AND epoch = $3::bigint AND status = 'running'
@@ -586,13 +826,20 @@ ins AS (
   WHERE NOT cancel
   ON CONFLICT DO NOTHING
   RETURNING id),
-notified AS (SELECT pg_notify('keel_runs', '') FROM ins)
+notified AS (SELECT pg_notify('keel_runs', '') FROM ins),
+)sql") + log_cte(R"sql(
+  SELECT id, 'run_enqueued',
+         jsonb_build_object('workflow', $6::text, 'version', $7::int, 'parent', $1::uuid, 'parent_step', $4::int),
+         0::bigint
+  FROM ins)sql") +
+                                    R"sql(
 SELECT CASE WHEN (SELECT cancel FROM fence) THEN 'cancel'
             WHEN EXISTS (SELECT 1 FROM fence)
             THEN coalesce((SELECT id::text FROM ins),
                           (SELECT id::text FROM keel.runs WHERE idempotency_key = $9 AND idempotency_key IS NOT NULL))
        END,
-       (SELECT count(*) FROM notified))sql"};
+       (SELECT count(*) FROM notified))sql";
+const statement start_child{"keel_start_child", start_child_sql.c_str()};
 
 // Delivers an event, in two statements of one transaction (like waits): first the run row is locked
 // (send_event_lock returns its status; no row: no such run), then the event is kept and the run woken if it
@@ -603,7 +850,7 @@ const statement send_event_lock{"keel_send_event_lock",
 // A run parked in a wait for exactly this event takes it straight into the wait's position: the event is
 // kept already consumed and the wait's step recorded with its payload, so the run's next execution replays
 // the wait instead of deciding it in another transaction.
-const statement send_event{"keel_send_event", R"sql(
+const std::string send_event_sql = std::string(R"sql(
 WITH waiting AS (
   SELECT r.id, r.epoch, (r.waiting_for->>'step')::int AS step, r.waiting_for->>'name' AS step_name,
          (r.waiting_for->>'started')::bigint AS started
@@ -622,14 +869,26 @@ delivered AS (
          coalesce(to_timestamp(w.started / 1e6), now()), now(), w.epoch
   FROM waiting w JOIN ins ON ins.consumed_seq = w.step),
 run AS (
-  UPDATE keel.runs r SET status = 'queued', due_at = now()
+  UPDATE keel.runs r
+  SET status = 'queued', due_at = now(),
+      waiting_for = r.waiting_for || jsonb_build_object('woken_by', 'event', 'event', $2::text)
   WHERE r.id = $1::uuid AND EXISTS (SELECT 1 FROM ins) AND r.status = 'waiting'
     AND ((r.waiting_for->>'kind' = 'event' AND r.waiting_for->>'event' = $2)
          OR (r.waiting_for->>'kind' = 'any'
              AND r.waiting_for->'arms' @> jsonb_build_array(jsonb_build_object('kind', 'event', 'event', $2))))
   RETURNING r.id),
-woken AS (SELECT pg_notify('keel_runs', '') FROM run)
-SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken))sql"};
+woken AS (SELECT pg_notify('keel_runs', '') FROM run),
+)sql") + log_cte(R"sql(
+  SELECT id, 'run_resumed', jsonb_build_object('by', 'event', 'event', $2::text, 'from', 'waiting'), 0::bigint
+  FROM run
+  UNION ALL
+  SELECT w.id, 'step_completed',
+         jsonb_build_object('seq', w.step, 'name', w.step_name, 'output', jsonb_build_object('payload', $3::jsonb)),
+         1::bigint
+  FROM waiting w JOIN ins ON ins.consumed_seq = w.step)sql") +
+                                   R"sql(
+SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM woken))sql";
+const statement send_event{"keel_send_event", send_event_sql.c_str()};
 
 const statement hook_secret{"keel_hook_secret", "SELECT value FROM keel.secrets WHERE name = 'hook'"};
 
@@ -637,7 +896,7 @@ const statement hook_secret{"keel_hook_secret", "SELECT value FROM keel.secrets 
 // execution creates nothing): a replay derives the same token and finds it. With $9 (a step name), the
 // create_hook step is recorded in the same statement ($10 output, $11 start µs, $12 branch, $13 its
 // position there). Returns whether the lease held.
-const statement create_hook{"keel_create_hook", R"sql(
+const std::string create_hook_sql = std::string(R"sql(
 WITH fence AS (
   SELECT id FROM keel.runs
   WHERE id = $2::uuid AND owner = $7 AND epoch = $8::bigint AND status = 'running'
@@ -652,8 +911,17 @@ step AS (
   SELECT id, $3::int, $9::text, 'completed', $10::jsonb, NULL, 1, to_timestamp($11::bigint / 1e6), now(),
          $8::bigint, $12::text, CASE WHEN $12::text IS NOT NULL THEN $13::int END
   FROM fence WHERE $9::text IS NOT NULL
-  ON CONFLICT (run_id, seq) DO NOTHING)
-SELECT count(*) FROM fence)sql"};
+  ON CONFLICT (run_id, seq) DO NOTHING
+  RETURNING run_id, seq, name, output, branch, branch_seq),
+)sql") + log_cte(R"sql(
+  SELECT run_id, 'step_completed',
+         jsonb_strip_nulls(jsonb_build_object('seq', seq, 'name', name, 'output', output, 'branch', branch,
+                                              'branch_seq', branch_seq)),
+         0::bigint
+  FROM step)sql") +
+                                    R"sql(
+SELECT count(*) FROM fence)sql";
+const statement create_hook{"keel_create_hook", create_hook_sql.c_str()};
 
 // A resume is two statements in one transaction, for the same reason as waits: the run row is locked
 // first, then the hook is read and changed with a snapshot taken after the lock, so a resume racing the
@@ -666,7 +934,7 @@ FOR UPDATE OF r)sql"};
 
 // Then: resumes an open, unexpired hook of a live run ($4: the run is live), wakes the run if it waits for
 // it now, and says what the hook was: (status, expired, same payload, resumed now).
-const statement resume_hook{"keel_resume_hook", R"sql(
+const std::string resume_hook_sql = std::string(R"sql(
 WITH h AS (SELECT * FROM keel.hooks WHERE token_hash = decode($1, 'hex') FOR UPDATE),
 upd AS (
   UPDATE keel.hooks k
@@ -687,7 +955,9 @@ upd AS (
         AND a->>'kind' = 'sleep' AND to_timestamp((a->>'until')::bigint / 1e6) <= now())
   RETURNING k.run_id, k.seq),
 wake AS (
-  UPDATE keel.runs r SET status = 'queued', due_at = now()
+  UPDATE keel.runs r
+  SET status = 'queued', due_at = now(),
+      waiting_for = r.waiting_for || jsonb_build_object('woken_by', 'hook', 'hook_step', upd.seq)
   FROM upd
   WHERE r.id = upd.run_id AND r.status = 'waiting'
     AND ((r.waiting_for->>'kind' = 'hook' AND (r.waiting_for->>'hook_step')::int = upd.seq)
@@ -703,23 +973,35 @@ delivered AS (
          coalesce(to_timestamp((w.waiting_for->>'started')::bigint / 1e6), now()), now(), w.epoch
   FROM wake w
   WHERE w.waiting_for->>'kind' = 'hook' AND w.waiting_for->>'name' IS NOT NULL),
-notified AS (SELECT pg_notify('keel_runs', '') FROM wake)
+notified AS (SELECT pg_notify('keel_runs', '') FROM wake),
+)sql") + log_cte(R"sql(
+  SELECT w.id, 'run_resumed',
+         jsonb_build_object('by', 'hook', 'hook_step', w.waiting_for->'hook_step', 'from', 'waiting'), 0::bigint
+  FROM wake w
+  UNION ALL
+  SELECT w.id, 'step_completed',
+         jsonb_build_object('seq', (w.waiting_for->>'step')::int, 'name', w.waiting_for->>'name',
+                            'output', jsonb_build_object('payload', $2::jsonb)),
+         1::bigint
+  FROM wake w WHERE w.waiting_for->>'kind' = 'hook' AND w.waiting_for->>'name' IS NOT NULL)sql") +
+                                    R"sql(
 SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload = $2::jsonb,
        (SELECT count(*) FROM upd), (SELECT count(*) FROM notified)
-FROM h)sql"};
+FROM h)sql";
+const statement resume_hook{"keel_resume_hook", resume_hook_sql.c_str()};
 
 // Continue as new (fenced by the lease): the run is queued afresh under the same id with a new input, as the
 // next generation. Its history goes — steps, the hooks its steps created (their links stop working: a
 // resume gets hook_not_found) and the events it consumed; events still pending stay for the new
 // generation. Recorded in keel.run_history. Returns the new generation (no row: fenced).
-const statement continue_as_new{"keel_continue_as_new", R"sql(
+const std::string continue_as_new_sql = std::string(R"sql(
 WITH r AS (
   UPDATE keel.runs
   SET status = 'queued', due_at = now(), owner = NULL, input = $4::jsonb, generation = generation + 1,
       waiting_for = NULL, recoveries = 0
   WHERE id = $1::uuid AND owner = $2 AND epoch = $3::bigint AND status = 'running'
   RETURNING id, generation),
-steps AS (DELETE FROM keel.steps s USING r WHERE s.run_id = r.id RETURNING 1),
+steps AS (DELETE FROM keel.steps s USING r WHERE s.run_id = r.id RETURNING s.*),
 hooks AS (DELETE FROM keel.hooks h USING r WHERE h.run_id = r.id RETURNING 1),
 events AS (DELETE FROM keel.events e USING r WHERE e.run_id = r.id AND e.consumed_seq IS NOT NULL RETURNING 1),
 logged AS (
@@ -729,13 +1011,16 @@ logged AS (
                             'hooks_removed', (SELECT count(*) FROM hooks),
                             'consumed_events_removed', (SELECT count(*) FROM events))
   FROM r),
+)sql") + keep_step_details_cte("steps") +
+                                        R"sql(,
 notified AS (SELECT pg_notify('keel_runs', '') FROM r)
-SELECT generation, (SELECT count(*) FROM notified) FROM r)sql"};
+SELECT generation, (SELECT count(*) FROM notified) FROM r)sql";
+const statement continue_as_new{"keel_continue_as_new", continue_as_new_sql.c_str()};
 
 // Retry: a failed run continues from its failed step. That step's record goes (the step runs again), the
 // checkpoints before it stay; the epoch is bumped (nothing of the failed execution can write again) and
 // the recoveries start over. Recorded in keel.run_history. Returns one row if the run was failed.
-const statement retry_run{"keel_retry_run", R"sql(
+const std::string retry_run_sql = std::string(R"sql(
 WITH r AS (
   UPDATE keel.runs
   SET status = 'queued', due_at = now(), owner = NULL, epoch = epoch + 1, error = NULL, finished_at = NULL,
@@ -754,13 +1039,16 @@ gone AS (
              -- the failure a branch ended with, not one it caught and went on from
              AND NOT EXISTS (SELECT 1 FROM keel.steps t
                              WHERE t.run_id = s.run_id AND t.branch = s.branch AND t.branch_seq > s.branch_seq)))
-  RETURNING s.seq),
+  RETURNING s.*),
 logged AS (
   INSERT INTO keel.run_history (run_id, what, detail)
   SELECT id, 'retried', jsonb_build_object('epoch', epoch, 'failed_steps', (SELECT jsonb_agg(seq) FROM gone))
   FROM r),
+)sql") + keep_step_details_cte("gone") +
+                                  R"sql(,
 notified AS (SELECT pg_notify('keel_runs', '') FROM r)
-SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified))sql"};
+SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified))sql";
+const statement retry_run{"keel_retry_run", retry_run_sql.c_str()};
 
 // Rewind, in two statements of one transaction: the run row locked first (rewind_lock), so that the second
 // statement's snapshot holds every checkpoint and consumed event committed before — a writer that held the
@@ -771,7 +1059,7 @@ const statement rewind_lock{"keel_rewind_lock", "SELECT 1 FROM keel.runs WHERE i
 // there: on any status (a worker running it is fenced by the epoch bump, as by a cancel). Events those
 // steps consumed are pending again and hooks they created go (their replay creates them again, with the
 // same tokens). Recorded in keel.run_history with what was discarded. Returns the run's new epoch.
-const statement rewind_run{"keel_rewind_run", R"sql(
+const std::string rewind_run_sql = std::string(R"sql(
 WITH r AS (
   UPDATE keel.runs
   SET status = 'queued', due_at = now(), owner = NULL, epoch = epoch + 1, output = NULL, error = NULL,
@@ -780,7 +1068,7 @@ WITH r AS (
   RETURNING id, epoch),
 gone AS (
   DELETE FROM keel.steps s USING r WHERE s.run_id = r.id AND s.seq >= $2::int
-  RETURNING s.seq, s.name),
+  RETURNING s.*),
 events AS (
   UPDATE keel.events e SET consumed_seq = NULL, consumed_at = NULL
   FROM r WHERE e.run_id = r.id AND e.consumed_seq >= $2::int
@@ -797,7 +1085,10 @@ logged AS (
                             'events_pending_again', (SELECT count(*) FROM events),
                             'hooks_removed', (SELECT count(*) FROM hooks))
   FROM r),
+)sql") + keep_step_details_cte("gone") +
+                                   R"sql(,
 notified AS (SELECT pg_notify('keel_runs', '') FROM r)
-SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified), (SELECT epoch FROM r))sql"};
+SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM notified), (SELECT epoch FROM r))sql";
+const statement rewind_run{"keel_rewind_run", rewind_run_sql.c_str()};
 
 }  // namespace keel::storage::detail::sql

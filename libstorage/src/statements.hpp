@@ -24,6 +24,8 @@ extern const statement continue_as_new;
 extern const statement cancel_descendants;
 extern const statement cancel_lock_tree;
 extern const statement run_status_of;
+extern const statement read_log;
+extern const statement read_run_log;
 extern const statement wait_lock;
 extern const statement wait_decide;
 extern const statement wait_any_decide;

@@ -53,6 +53,18 @@ struct run_event {
 
 [[nodiscard]] std::string_view to_string(run_event::kind k) noexcept;
 
+/// An event of the durable run log, and a page of them (see engine::read_log).
+using log_event = storage::log_event;
+using log_page = storage::log_page;
+
+/// Options of engine::read_log.
+struct read_log_options {
+  /// Only this run's events.
+  std::optional<run_id> run;
+  /// At most this many events (1 to 10,000).
+  std::size_t limit = 1000;
+};
+
 struct engine_options {
   /// Database and connection settings.
   storage::store_options store;
@@ -212,6 +224,14 @@ class engine {
                                                    const resume_options& options = {});
   result<void> resume_hook_blocking(std::string_view token, const boost::json::value& payload,
                                     const resume_options& options = {});
+
+  /// The durable run log after position `after` (0: from the start), oldest first: every lifecycle event
+  /// of every run (or of `options.run`), each appended in the same transaction as the change it describes.
+  /// Positions only grow, in the order readers see events: read again after the last position seen and
+  /// nothing is missed or repeated, whichever worker wrote it. `gap_until` says retention removed events
+  /// after `after`. Errors: invalid_run_id; storage::errc::invalid_argument (a limit out of range).
+  boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, const read_log_options& options = {});
+  result<log_page> read_log_blocking(std::int64_t after, const read_log_options& options = {});
 
   /// Continues a failed run from its failed step: the failed step runs again, the checkpoints before it are
   /// replayed (recorded in the run's history). Errors: run_not_failed, invalid_run_id, run_not_found.

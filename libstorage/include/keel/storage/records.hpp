@@ -123,6 +123,28 @@ struct run_finish {
   boost::json::value error;
 };
 
+/// One event of the durable run log (see 013_run_log.sql): appended in the same transaction as the change
+/// it describes.
+struct log_event {
+  /// Its place in the log: increasing in the order readers see events, never reused. A reader that has
+  /// seen `pos` asks for what follows it and misses nothing.
+  std::int64_t pos = 0;
+  run_id run;
+  /// run_enqueued, run_started, run_resumed, run_sleeping, run_waiting, run_released, run_completed,
+  /// run_failed, run_cancelled, run_cancel_requested, run_dead_lettered, run_retried, run_rewound,
+  /// run_continued, step_started, step_retrying, step_completed, step_failed.
+  std::string kind;
+  clock::time_point at;
+  boost::json::value data;
+};
+
+/// A page of the run log, oldest first.
+struct log_page {
+  std::vector<log_event> events;
+  /// Retention removed events after the position asked for, up to this one: the reader missed them.
+  std::optional<std::int64_t> gap_until;
+};
+
 /// A snapshot of a run for get().
 struct run_record {
   run_id id;

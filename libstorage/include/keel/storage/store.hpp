@@ -165,6 +165,13 @@ class store {
   /// A run with its steps. Errors: not_found.
   boost::asio::awaitable<result<run_record>> get(const run_id& id);
 
+  /// The run log after position `after` (0: from its start), oldest first, at most `limit` events (1 to
+  /// 10,000); only `run`'s events when given. Events of transactions still in progress, and of those that
+  /// began after one still in progress, come in a later read: what a reader gets never gains an earlier
+  /// neighbour afterwards. Errors: invalid_argument; connection_lost.
+  boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, std::size_t limit,
+                                                    std::optional<run_id> run = std::nullopt);
+
   /// Cancels an unfinished run, and with it every unfinished run it started (child runs, recursively), in
   /// one transaction. A run that never started, or with `grace` 0, is cancelled at once (bumping its epoch
   /// fences the current worker). A started run is asked to cancel: it sees the request at its next step or
