@@ -8,7 +8,7 @@ namespace detail {
 
 boost::asio::awaitable<result<log_page>> engine_impl::read_log(std::int64_t after, read_log_options options) {
   if (options.run && !is_valid_run_id(*options.run)) co_return errc::invalid_run_id;
-  auto page = co_await store_.read_log(after, options.limit, std::move(options.run));
+  auto page = co_await store_.read_log(after, options.limit, options.run);  // `options` lives in this frame
   if (!page) co_return engine_error(page.error());
   co_return std::move(*page);
 }

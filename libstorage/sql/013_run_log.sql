@@ -5,7 +5,8 @@
 -- more than the appends do.) A session with keel.log = off appends nothing.
 --
 -- Its order is safe to read while transactions commit in any order. An event's `pos` is its transaction's
--- id (xid8) shifted left 24 bits plus its rank in that transaction; a reader takes only events of
+-- id (xid8) shifted left 20 bits plus its rank in that transaction (room for 2^43 transaction ids, and a
+-- million events per transaction; log_next refuses beyond); a reader takes only events of
 -- transactions older than every transaction still in progress (pg_snapshot_xmin of its snapshot). A
 -- transaction that commits later therefore never puts an event below one already read: a reader that saw
 -- pos N and asks for what follows N gets no gap and no duplicate, on any worker.
@@ -21,9 +22,10 @@ CREATE TABLE keel.run_log (
   runs   uuid[] NOT NULL,               -- each event's run
   kinds  text[] NOT NULL,               -- each event's kind: run_started, step_completed, ...
   data   jsonb[] NOT NULL,              -- each event's details; NULL for a checkpointed step, whose details
-                                        -- readers take from keel.steps (it was written with them)
-  seqs   int[],                         -- a checkpointed step's seq and the epoch that wrote it (a step
-  epochs bigint[]                       -- rewound or cleared since reads as discarded)
+                                        -- readers take from keel.steps (it was written with them; a
+  seqs   int[],                         -- statement that removes step rows copies them here first)
+  epochs bigint[],                      -- (a checkpointed step's seq, and the epoch that wrote it)
+  CHECK ((pos & 1048575) + n <= 1048576)  -- a transaction's events stay in its own range
 );
 CREATE INDEX run_log_runs ON keel.run_log USING gin (runs);
 
@@ -34,21 +36,24 @@ CREATE TABLE keel.run_log_horizon (
 );
 INSERT INTO keel.run_log_horizon (removed) VALUES (0);
 
--- The next position this transaction may use (its positions start at its xid8 << 24), and a wake-up for
--- readers: one notification per transaction (same channel and payload fold into one), its base position.
+-- The next position this transaction may use: its positions start at its xid8 << 20. (Readers are not
+-- notified per transaction: a NOTIFY takes an instance-wide lock through the commit's WAL flush, which
+-- would serialise every logging commit; followers poll, or listen to a channel only they make busy.)
 CREATE FUNCTION keel.log_next() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-  base bigint := pg_current_xact_id()::text::bigint << 24;
+  xid bigint := pg_current_xact_id()::text::bigint;
   first bigint;
 BEGIN
-  SELECT coalesce(max(pos + n), base + 1) INTO first
-  FROM keel.run_log WHERE pos >= base AND pos < base + (1::bigint << 24);
-  PERFORM pg_notify('keel_log', base::text);
+  IF xid >= (1::bigint << 43) THEN
+    RAISE EXCEPTION 'keel.run_log: transaction id % is past the log''s positions (2^43)', xid;
+  END IF;
+  SELECT coalesce(max(pos + n), (xid << 20) + 1) INTO first
+  FROM keel.run_log WHERE pos >= xid << 20 AND pos < (xid + 1) << 20;
   RETURN first;
 END
 $$;
 
-CREATE FUNCTION keel.micros(t timestamptz) RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+CREATE FUNCTION keel.micros(t timestamptz) RETURNS bigint LANGUAGE sql STABLE AS $$
   SELECT (extract(epoch FROM t) * 1e6)::bigint
 $$;
 

@@ -11,7 +11,7 @@ namespace keel::storage {
 constexpr std::size_t k_max_log_page = 10'000;
 
 boost::asio::awaitable<result<log_page>> store::read_log(std::int64_t after, std::size_t limit,
-                                                         std::optional<run_id> run) {
+                                                         const std::optional<run_id>& run) {
   if (limit == 0 || limit > k_max_log_page || after < 0) co_return errc::invalid_argument;
   if (run && !is_valid_run_id(*run)) co_return errc::invalid_argument;
   std::vector<std::optional<std::string>> params{std::to_string(after), std::to_string(limit)};

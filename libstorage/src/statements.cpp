@@ -54,7 +54,10 @@ std::string keep_step_details_cte(std::string_view gone) {
               LEFT JOIN )sql";
   sql.append(gone);
   sql.append(R"sql( g ON g.run_id = x.run AND g.seq = x.seq AND g.epoch = x.epoch)
-  WHERE l.runs @> ARRAY[$1::uuid] AND l.seqs IS NOT NULL))sql");
+  WHERE l.runs @> ARRAY[$1::uuid] AND l.seqs IS NOT NULL
+    AND l.epochs && ARRAY(SELECT DISTINCT epoch FROM )sql");
+  sql.append(gone);
+  sql.append(R"sql()))sql");
   return sql;
 }
 
@@ -381,7 +384,7 @@ const statement unregister_worker{"keel_unregister_worker", "DELETE FROM keel.wo
 // cancel_deadline, when the claim fences it; a parked one is woken to see it, and workers running it hear
 // of it at once (NOTIFY keel_cancel, payload: the run id). Returns the run's status after the call.
 const std::string cancel_run_sql = std::string(R"sql(
-WITH was AS (SELECT status FROM keel.runs WHERE id = $1::uuid),
+WITH was AS (SELECT status, cancel_deadline FROM keel.runs WHERE id = $1::uuid),
 r AS (
   UPDATE keel.runs
   SET status = CASE WHEN claims = 0 OR $2::bigint = 0 THEN 'cancelled'
@@ -409,7 +412,7 @@ woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued'),
          CASE WHEN r.status = 'cancelled' THEN jsonb_build_object('error', jsonb_build_object('code', 'cancelled'))
               ELSE jsonb_build_object('grace_ms', $2::bigint) END,
          1::bigint
-  FROM r)sql") +
+  FROM r, was w WHERE r.status = 'cancelled' OR w.cancel_deadline IS NULL)sql") +
                                    R"sql(
 SELECT status, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql";
 const statement cancel_run{"keel_cancel_run", cancel_run_sql.c_str()};
@@ -491,8 +494,8 @@ LEFT JOIN LATERAL (
          jsonb_build_object('seq', x.seq, 'discarded', true))::text AS data
   FROM keel.run_log l
   CROSS JOIN LATERAL unnest(l.runs, l.kinds, l.data, l.seqs, l.epochs) WITH ORDINALITY x(run, kind, data, seq, epoch, i)
-  WHERE l.pos >= ($1::bigint >> 24) << 24 AND l.pos + l.n - 1 > $1::bigint
-    AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 24)
+  WHERE l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
+    AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
     AND l.pos + x.i - 1 > $1::bigint
   ORDER BY l.pos, x.i LIMIT $2::int) e ON true
 ORDER BY e.pos)sql"};
@@ -502,8 +505,8 @@ ORDER BY e.pos)sql"};
 const statement read_run_log{"keel_read_run_log", R"sql(
 WITH mine AS MATERIALIZED (
   SELECT l.* FROM keel.run_log l
-  WHERE l.runs @> ARRAY[$3::uuid] AND l.pos + l.n - 1 > $1::bigint
-    AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 24))
+  WHERE l.runs @> ARRAY[$3::uuid] AND l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
+    AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20))
 SELECT CASE WHEN EXISTS (SELECT 1 FROM keel.run_log WHERE runs @> ARRAY[$3::uuid]) THEN 0 ELSE h.removed END,
        e.pos, e.run, e.kind, e.at, e.data
 FROM keel.run_log_horizon h
@@ -603,7 +606,8 @@ step AS (
   SELECT id, seq, name, 'completed', output, NULL, 1, to_timestamp(started / 1e6), now(), epoch
   FROM decided
   WHERE outcome IN ('consumed', 'timed_out') OR (outcome = 'parked' AND kind = 'sleep')
-  ON CONFLICT (run_id, seq) DO NOTHING),
+  ON CONFLICT (run_id, seq) DO NOTHING
+  RETURNING run_id, seq, name, output),
 parked AS (
   UPDATE keel.runs r
   SET status = CASE WHEN d.kind = 'sleep' THEN 'sleeping' ELSE 'waiting' END,
@@ -618,9 +622,9 @@ parked AS (
   WHERE r.id = d.id AND d.outcome = 'parked'
   RETURNING d.ord),
 )sql") + log_cte(R"sql(
-  SELECT d.id, 'step_completed', jsonb_build_object('seq', d.seq, 'name', d.name, 'output', d.output),
+  SELECT d.id, 'step_completed', jsonb_build_object('seq', st.seq, 'name', st.name, 'output', st.output),
          d.ord * 2
-  FROM decided d WHERE d.outcome IN ('consumed', 'timed_out') OR (d.outcome = 'parked' AND d.kind = 'sleep')
+  FROM step st JOIN decided d ON d.id = st.run_id AND d.seq = st.seq
   UNION ALL
   SELECT d.id, CASE WHEN d.kind = 'sleep' THEN 'run_sleeping' ELSE 'run_waiting' END,
          jsonb_strip_nulls(jsonb_build_object('kind', d.kind, 'until', d.until, 'step', d.seq, 'name', d.name,

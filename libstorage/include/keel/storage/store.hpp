@@ -170,7 +170,7 @@ class store {
   /// began after one still in progress, come in a later read: what a reader gets never gains an earlier
   /// neighbour afterwards. Errors: invalid_argument; connection_lost.
   boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, std::size_t limit,
-                                                    std::optional<run_id> run = std::nullopt);
+                                                    const std::optional<run_id>& run = std::nullopt);
 
   /// Cancels an unfinished run, and with it every unfinished run it started (child runs, recursively), in
   /// one transaction. A run that never started, or with `grace` 0, is cancelled at once (bumping its epoch
