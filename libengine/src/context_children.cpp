@@ -38,6 +38,14 @@ std::string branch_position(const detail::branch_state& branch, int local) {
   return p;
 }
 
+/// When attempt `attempt` of a child may start: at once for the first, after the retry policy's delay for
+/// the next ones (counted from now: a replay finds the child already inserted, with its first due time).
+std::optional<storage::clock::time_point> retry_at(detail::engine_impl& engine, const child_options& options,
+                                                   int attempt) {
+  if (attempt <= 1) return std::nullopt;
+  return std::chrono::system_clock::now() + options.retry.delay_after(attempt - 1, engine.random_unit());
+}
+
 /// Whether a child could not be started because of what it was given (another try would be the same).
 bool bad_child_input(const boost::system::error_code& e) {
   return e == storage::errc::invalid_argument || e == storage::errc::payload_too_large ||
@@ -238,7 +246,7 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
   detail::check_interrupt(st);
 
   const auto started = std::chrono::system_clock::now();
-  const int max_attempts = started_at ? 1 : std::max(1, options.max_attempts);
+  const int max_attempts = started_at ? 1 : std::max(1, options.retry.max_attempts);
   // A version given may be one only other workers run; none: the newest this worker runs.
   const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
   json::value output, error;
@@ -257,7 +265,7 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
         st.lease(), seq,
         storage::new_run{new_run_id(), workflow, *version, input,
                          child_key(st.claim.id, st.claim.generation, std::to_string(key_seq), attempt),
-                         options.priority, std::nullopt},
+                         options.priority, retry_at(engine, options, attempt)},
         st.cancel_seen};
     auto decided = co_await engine.store_.start_child(request);
     if (!decided) {
@@ -390,7 +398,7 @@ asio::awaitable<json::value> context::branch_child(std::string name, std::string
   }
   detail::check_branch_interrupt(st, *branch_);
   const auto started = std::chrono::system_clock::now();
-  const int max_attempts = existing ? 1 : std::max(1, options.max_attempts);
+  const int max_attempts = existing ? 1 : std::max(1, options.retry.max_attempts);
   const auto version = options.version ? options.version : engine.registered_version(workflow, std::nullopt);
   json::value output, error;
   int attempts = 1;
@@ -412,7 +420,7 @@ asio::awaitable<json::value> context::branch_child(std::string name, std::string
                                      storage::new_run{new_run_id(), workflow, *version, input,
                                                       child_key(st.claim.id, st.claim.generation,
                                                                 branch_position(*branch_, local), attempt),
-                                                      options.priority, std::nullopt},
+                                                      options.priority, retry_at(engine, options, attempt)},
                                      true};
       auto id = co_await engine.store_.start_child_only(request);
       if (!id) {

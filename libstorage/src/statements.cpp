@@ -768,9 +768,9 @@ WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              child uuid, workflow text, version int,
                                                              input jsonb, key text, priority int,
-                                                             seen bool))
+                                                             seen bool, run_at bigint))
        WITH ORDINALITY AS x(id, owner, epoch, seq, child, workflow, version, input, key, priority, seen,
-                            ord)),
+                            run_at, ord)),
 fenced AS (
   SELECT x.*, r.cancel_deadline,
          -- asked to cancel after the worker last looked: no new child; the run must see the cancel now
@@ -783,7 +783,8 @@ existing AS (
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
                          parent_step)
-  SELECT f.child, f.workflow, f.version, 'queued', f.input, f.key, f.priority, now(), f.id, f.seq
+  SELECT f.child, f.workflow, f.version, 'queued', f.input, f.key, f.priority,
+         coalesce(to_timestamp(f.run_at / 1e6), now()), f.id, f.seq
   FROM fenced f WHERE f.ord NOT IN (SELECT ord FROM existing) AND NOT f.cancel
   ON CONFLICT DO NOTHING
   RETURNING id, workflow, version, parent_id, parent_step),
@@ -826,7 +827,8 @@ WITH fence AS (
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
                          parent_step)
-  SELECT $5::uuid, $6, $7::int, 'queued', $8::jsonb, $9, $10::int, now(), id, $4::int FROM fence
+  SELECT $5::uuid, $6, $7::int, 'queued', $8::jsonb, $9, $10::int,
+         coalesce(to_timestamp($12::bigint / 1e6), now()), id, $4::int FROM fence
   WHERE NOT cancel
   ON CONFLICT DO NOTHING
   RETURNING id),

@@ -331,6 +331,7 @@ boost::asio::awaitable<result<wait_outcome>> store::start_child(const child_requ
       .str("key", *run.idempotency_key)
       .num("priority", run.priority)
       .value("seen", boost::json::value(c.cancel_seen));
+  if (run.run_at) row.num("run_at", detail::to_micros(*run.run_at));
   // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
   auto text = std::move(row).finish();
   co_return co_await impl_->write<wait_outcome>(detail::child_kind(), std::move(text),
@@ -361,17 +362,19 @@ boost::asio::awaitable<result<run_id>> store::start_child_only(const child_reque
     co_return errc::invalid_argument;
   }
   if (auto checked = impl_->check(run.input, "child input", c.lease.id); !checked) co_return checked.error();
-  std::vector<std::optional<std::string>> params{c.lease.id,
-                                                 c.lease.owner,
-                                                 std::to_string(c.lease.epoch),
-                                                 std::to_string(c.seq),
-                                                 run.id,
-                                                 run.workflow,
-                                                 std::to_string(run.version),
-                                                 boost::json::serialize(run.input),
-                                                 *run.idempotency_key,
-                                                 std::to_string(run.priority),
-                                                 c.cancel_seen ? "true" : "false"};
+  std::vector<std::optional<std::string>> params{
+      c.lease.id,
+      c.lease.owner,
+      std::to_string(c.lease.epoch),
+      std::to_string(c.seq),
+      run.id,
+      run.workflow,
+      std::to_string(run.version),
+      boost::json::serialize(run.input),
+      *run.idempotency_key,
+      std::to_string(run.priority),
+      c.cancel_seen ? "true" : "false",
+      run.run_at ? std::optional<std::string>(std::to_string(detail::to_micros(*run.run_at))) : std::nullopt};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<run_id>(pg_connection&)> start =
       [params = std::move(params)](pg_connection& conn) -> result<run_id> {

@@ -327,7 +327,9 @@ BOOST_AUTO_TEST_CASE(a_failed_child_is_retried_as_a_new_run_and_then_fails_the_p
   });
   add_workflow(e, "parent", [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
     child_options twice;
-    twice.max_attempts = 2;
+    twice.retry.max_attempts = 2;
+    twice.retry.initial_delay = 300ms;  // the second child is queued to start this long after the first
+    twice.retry.jitter = 0;
     try {
       auto n = co_await ctx.child("flaky", in, twice);
       co_return json::value{{"child_run", n}};
@@ -344,6 +346,11 @@ BOOST_AUTO_TEST_CASE(a_failed_child_is_retried_as_a_new_run_and_then_fails_the_p
   BOOST_TEST(query_value(
                  db, "SELECT string_agg(status, ',' ORDER BY created_at) FROM keel.runs WHERE parent_id = '" +
                          second_wins + "'") == "failed,completed");
+  // The retry's delay: the second child started no sooner than 300 ms after the first ended.
+  BOOST_TEST(query_value(db, "SELECT (SELECT started_at FROM keel.runs WHERE parent_id = '" + second_wins +
+                                 "' AND status = 'completed') - (SELECT finished_at FROM keel.runs WHERE "
+                                 "parent_id = '" +
+                                 second_wins + "' AND status = 'failed') >= interval '290 ms'") == "t");
   // Both attempts fail: the parent's step fails with the last child's error, and the parent may catch it.
   child_runs = 0;
   auto both_fail = e.enqueue_blocking("parent", json::value{{"fail_first", 5}}).value();
@@ -810,7 +817,7 @@ BOOST_AUTO_TEST_CASE(branches_run_child_runs_once_each_with_retries_and_across_a
       auto each = [&](context& b, const int& x) -> asio::awaitable<int> {
         json::value input(x);
         child_options twice;
-        twice.max_attempts = 2;
+        twice.retry.max_attempts = 2;
         const int doubled = co_await b.child<int>("double", input, twice);
         co_return doubled;
       };

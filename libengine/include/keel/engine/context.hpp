@@ -108,8 +108,10 @@ struct child_options {
   std::optional<int> version;
   /// The child's priority (higher runs first).
   int priority = 0;
-  /// A child that failed or was cancelled is started again, as a new run, until this many attempts in all.
-  int max_attempts = 1;
+  /// A child that failed or was cancelled is started again, as a new run, until retry.max_attempts in all,
+  /// each after a delay as a step's retries have (the next child is queued to start then; the parent waits
+  /// for it holding no worker). Default: one attempt.
+  retry_policy retry{.max_attempts = 1};
 };
 
 /// A point where a person or a webhook resumes the run (ctx.create_hook): an unguessable token, and the
@@ -257,7 +259,7 @@ class context {
   /// for its output, converted to Out: this run releases its worker while the child runs and is woken (on
   /// any worker) when the child ends. Started once per position: a replay finds the same child. A child that
   /// fails or is cancelled fails this step (step_failed_error, code child_failed, with the child's id and
-  /// error) after options.max_attempts. Cancelling this run cancels its children, recursively.
+  /// error) after options.retry.max_attempts. Cancelling this run cancels its children, recursively.
   /// Pass the input by name (GCC 12: no class temporaries inside a co_await expression).
   template <class Out = boost::json::value, class In = boost::json::value>
   boost::asio::awaitable<Out> child(std::string_view workflow, const In& input,
