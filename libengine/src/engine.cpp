@@ -866,6 +866,13 @@ result<log_page> engine::read_log_blocking(std::int64_t after, const read_log_op
   return impl_->block_on(impl_->read_log(after, options));
 }
 
+boost::asio::awaitable<result<std::int64_t>> engine::trim_log(std::chrono::milliseconds older_than) {
+  return impl_->trim_log(older_than);
+}
+result<std::int64_t> engine::trim_log_blocking(std::chrono::milliseconds older_than) {
+  return impl_->block_on(impl_->trim_log(older_than));
+}
+
 boost::asio::awaitable<result<void>> engine::retry(std::string_view id) {
   return impl_->retry(run_id(id));
 }

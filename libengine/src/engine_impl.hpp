@@ -51,6 +51,7 @@ class engine_impl {
   void cancel_requested(const run_id& id);
   boost::asio::awaitable<result<void>> send_event(storage::event_delivery event);
   boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, read_log_options options);
+  boost::asio::awaitable<result<std::int64_t>> trim_log(std::chrono::milliseconds older_than);
   boost::asio::awaitable<result<void>> retry(run_id id);
   boost::asio::awaitable<result<void>> rewind(run_id id, int from_step);
   /// A run in flight here whose epoch moved on elsewhere (cancel, rewind): stop its executions older than

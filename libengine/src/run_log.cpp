@@ -13,5 +13,17 @@ boost::asio::awaitable<result<log_page>> engine_impl::read_log(std::int64_t afte
   co_return std::move(*page);
 }
 
+boost::asio::awaitable<result<std::int64_t>> engine_impl::trim_log(std::chrono::milliseconds older_than) {
+  /// Rows per batch: each batch is one short transaction.
+  constexpr std::size_t k_rows_per_batch = 500;
+  std::int64_t removed = 0;
+  for (;;) {
+    auto batch = co_await store_.trim_log(older_than, k_rows_per_batch);
+    if (!batch) co_return engine_error(batch.error());
+    if (*batch == 0) co_return removed;
+    removed += *batch;
+  }
+}
+
 }  // namespace detail
 }  // namespace keel

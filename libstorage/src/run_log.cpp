@@ -42,4 +42,18 @@ boost::asio::awaitable<result<log_page>> store::read_log(std::int64_t after, std
   co_return co_await impl_->on_pool<log_page>(std::move(read), impl_->request_deadline());
 }
 
+boost::asio::awaitable<result<std::int64_t>> store::trim_log(std::chrono::milliseconds older_than,
+                                                             std::size_t rows) {
+  if (older_than.count() < 0 || rows == 0 || rows > k_max_log_page) co_return errc::invalid_argument;
+  std::vector<std::optional<std::string>> params{std::to_string(older_than.count()), std::to_string(rows)};
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<std::int64_t>(detail::pg_connection&)> trim =
+      [params = std::move(params)](detail::pg_connection& c) -> result<std::int64_t> {
+    auto r = c.exec_blocking(detail::sql::trim_log, params);
+    if (!r) return r.error();
+    return std::stoll(std::string(detail::get_text(r->get(), 0, 0)));
+  };
+  co_return co_await impl_->on_pool<std::int64_t>(std::move(trim), impl_->request_deadline());
+}
+
 }  // namespace keel::storage

@@ -500,14 +500,16 @@ LEFT JOIN LATERAL (
   ORDER BY l.pos, x.i LIMIT $2::int) e ON true
 ORDER BY e.pos)sql"};
 
-// The same for one run's events (its rows found through run_log_runs). Retention removes a finished run's
-// log whole: the horizon counts for a run with no event left.
+// The same for one run's events (its rows found through run_log_runs). The horizon counts for a run whose
+// log retention has trimmed (or that is no longer stored and has no event left).
 const statement read_run_log{"keel_read_run_log", R"sql(
 WITH mine AS MATERIALIZED (
   SELECT l.* FROM keel.run_log l
   WHERE l.runs @> ARRAY[$3::uuid] AND l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
     AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20))
-SELECT CASE WHEN EXISTS (SELECT 1 FROM keel.run_log WHERE runs @> ARRAY[$3::uuid]) THEN 0 ELSE h.removed END,
+SELECT CASE WHEN coalesce((SELECT log_trimmed FROM keel.runs WHERE id = $3::uuid),
+                          NOT EXISTS (SELECT 1 FROM keel.run_log WHERE runs @> ARRAY[$3::uuid]))
+            THEN h.removed ELSE 0 END,
        e.pos, e.run, e.kind, e.at, e.data
 FROM keel.run_log_horizon h
 LEFT JOIN LATERAL (
@@ -524,6 +526,30 @@ LEFT JOIN LATERAL (
   WHERE x.run = $3::uuid AND m.pos + x.i - 1 > $1::bigint
   ORDER BY m.pos, x.i LIMIT $2::int) e ON true
 ORDER BY e.pos)sql"};
+
+// One batch of log retention ($1: the age in ms a row, and each of its runs' finish, must exceed; $2: rows
+// at most): the rows whose runs all finished before the cutoff (a run no longer stored counts as finished),
+// oldest first, skipping rows others hold. Their runs are marked log_trimmed, and the horizon moves past
+// them. Returns the events removed.
+const statement trim_log{"keel_trim_log", R"sql(
+WITH doomed AS (
+  SELECT l.pos FROM keel.run_log l
+  WHERE l.at < now() - $1::bigint * interval '1 millisecond'
+    AND NOT EXISTS (SELECT 1 FROM unnest(l.runs) AS u(id) JOIN keel.runs r ON r.id = u.id
+                    WHERE r.status NOT IN ('completed', 'failed', 'cancelled')
+                       OR r.finished_at >= now() - $1::bigint * interval '1 millisecond')
+  ORDER BY l.pos LIMIT $2::int
+  FOR UPDATE OF l SKIP LOCKED),
+gone AS (
+  DELETE FROM keel.run_log l USING doomed d WHERE l.pos = d.pos
+  RETURNING l.pos + l.n - 1 AS last, l.n, l.runs),
+marked AS (
+  UPDATE keel.runs r SET log_trimmed = true
+  WHERE r.id IN (SELECT DISTINCT unnest(runs) FROM gone) AND NOT r.log_trimmed),
+moved AS (
+  UPDATE keel.run_log_horizon SET removed = greatest(removed, (SELECT max(last) FROM gone))
+  WHERE EXISTS (SELECT 1 FROM gone))
+SELECT coalesce(sum(n), 0) FROM gone)sql"};
 
 const statement run_status_of{"keel_run_status", "SELECT status FROM keel.runs WHERE id = $1::uuid"};
 

@@ -26,6 +26,7 @@ extern const statement cancel_lock_tree;
 extern const statement run_status_of;
 extern const statement read_log;
 extern const statement read_run_log;
+extern const statement trim_log;
 extern const statement wait_lock;
 extern const statement wait_decide;
 extern const statement wait_any_decide;

@@ -233,6 +233,12 @@ class engine {
   boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, const read_log_options& options = {});
   result<log_page> read_log_blocking(std::int64_t after, const read_log_options& options = {});
 
+  /// Log retention: removes the run log's events of runs that finished more than `older_than` ago, in
+  /// batches (short transactions; nothing waits on them). A reader asking from before what went gets
+  /// `gap_until`; a trimmed run's own log says so too. Returns how many events went.
+  boost::asio::awaitable<result<std::int64_t>> trim_log(std::chrono::milliseconds older_than);
+  result<std::int64_t> trim_log_blocking(std::chrono::milliseconds older_than);
+
   /// Continues a failed run from its failed step: the failed step runs again, the checkpoints before it are
   /// replayed (recorded in the run's history). Errors: run_not_failed, invalid_run_id, run_not_found.
   boost::asio::awaitable<result<void>> retry(std::string_view id);

@@ -172,6 +172,12 @@ class store {
   boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, std::size_t limit,
                                                     const std::optional<run_id>& run = std::nullopt);
 
+  /// One batch of log retention: removes up to `rows` log rows whose runs all finished more than
+  /// `older_than` ago (the rows as old), in one short transaction that skips rows others hold; readers
+  /// then get gap_until for what went. Returns the events removed (0: nothing left to remove now).
+  boost::asio::awaitable<result<std::int64_t>> trim_log(std::chrono::milliseconds older_than,
+                                                        std::size_t rows);
+
   /// Cancels an unfinished run, and with it every unfinished run it started (child runs, recursively), in
   /// one transaction. A run that never started, or with `grace` 0, is cancelled at once (bumping its epoch
   /// fences the current worker). A started run is asked to cancel: it sees the request at its next step or
