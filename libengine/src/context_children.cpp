@@ -46,6 +46,22 @@ std::optional<storage::clock::time_point> retry_at(detail::engine_impl& engine, 
   return std::chrono::system_clock::now() + options.retry.delay_after(attempt - 1, engine.random_unit());
 }
 
+/// Checkpoints a child step's outcome (`rec`: its output, or its error when failed) and reports it; returns
+/// the output or throws the error.
+asio::awaitable<json::value> record_child_step(detail::run_state& st, storage::step_record rec) {
+  auto& engine = st.engine;
+  storage::step_checkpoint cp{st.lease(), std::move(rec)};
+  auto written = co_await engine.store_.checkpoint(cp);
+  if (!written) detail::lose_lease(st);
+  if (cp.step.failed) {
+    engine.emit(run_event::kind::step_failed, st, cp.step.name, cp.step.attempts,
+                std::string(cp.step.error.at("message").as_string()));
+    throw step_failed_error(std::move(cp.step.error));
+  }
+  engine.emit(run_event::kind::step_completed, st, cp.step.name, cp.step.attempts);
+  co_return std::move(cp.step.output);
+}
+
 /// Whether a child could not be started because of what it was given (another try would be the same).
 bool bad_child_input(const boost::system::error_code& e) {
   return e == storage::errc::invalid_argument || e == storage::errc::payload_too_large ||
@@ -306,26 +322,10 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
   }
 
   const bool failed = !error.is_null();
-  storage::step_checkpoint cp{st.lease(),
-                              {seq,
-                               name,
-                               failed,
-                               failed ? json::value() : std::move(output),
-                               error,
-                               attempts,
-                               started,
-                               std::chrono::system_clock::now(),
-                               {},
-                               0}};
-  auto written = co_await engine.store_.checkpoint(cp);
-  if (!written) detail::lose_lease(st);
-  if (failed) {
-    engine.emit(run_event::kind::step_failed, st, name, cp.step.attempts,
-                std::string(error.at("message").as_string()));
-    throw step_failed_error(std::move(error));
-  }
-  engine.emit(run_event::kind::step_completed, st, name, cp.step.attempts);
-  co_return std::move(cp.step.output);
+  storage::step_record rec{seq,   name,     failed,  failed ? json::value() : std::move(output),
+                           error, attempts, started, std::chrono::system_clock::now(),
+                           {},    0};
+  co_return co_await record_child_step(st, std::move(rec));
 }
 
 asio::awaitable<child_run> context::branch_start_child(std::string name, std::string workflow,
@@ -459,19 +459,17 @@ asio::awaitable<json::value> context::branch_child(std::string name, std::string
   }
 
   const bool failed = !error.is_null();
-  storage::step_checkpoint cp{
-      st.lease(),
-      {st.take_branch_seq(), name, failed, failed ? json::value() : std::move(output), error, attempts,
-       started, std::chrono::system_clock::now(), branch_->path, local}};
-  auto written = co_await engine.store_.checkpoint(cp);
-  if (!written) detail::lose_lease(st);
-  if (failed) {
-    engine.emit(run_event::kind::step_failed, st, name, cp.step.attempts,
-                std::string(error.at("message").as_string()));
-    throw step_failed_error(std::move(error));
-  }
-  engine.emit(run_event::kind::step_completed, st, name, cp.step.attempts);
-  co_return std::move(cp.step.output);
+  storage::step_record rec{st.take_branch_seq(),
+                           name,
+                           failed,
+                           failed ? json::value() : std::move(output),
+                           error,
+                           attempts,
+                           started,
+                           std::chrono::system_clock::now(),
+                           branch_->path,
+                           local};
+  co_return co_await record_child_step(st, std::move(rec));
 }
 
 int context::generation() const noexcept {
