@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -27,6 +29,7 @@
 #include <vector>
 
 #include "ceiling.hpp"
+#include "event_latency.hpp"
 #include "json_line.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
@@ -54,6 +57,8 @@ constexpr std::string_view k_parked = "parked";
 constexpr int k_noop3_steps = 3;
 /// The noop3 drain twice, without and with the durable run log.
 constexpr std::string_view k_log_overhead = "log-overhead";
+/// The noop3 drain twice, without and with one unbounded stream attached (and consumed).
+constexpr std::string_view k_stream_overhead = "stream-overhead";
 constexpr auto k_progress_every = 2s;
 /// How long the engine may take to stop before the benchmark gives up on it.
 constexpr std::chrono::seconds k_stop_limit{60};
@@ -130,6 +135,8 @@ parsed_options parse_options(int argc, char** argv) {
       ("help,h", "show this help")
       ("workload", po::value(&o.workload)->default_value(o.workload),
        "workload to run: noop3, parked, log-overhead (noop3 without, then with the run log), "
+       "stream-overhead (noop3 without, then with a stream attached), event-latency (ctx.emit to a "
+       "stream consumer on the same worker and in another process), "
        "start-latency (enqueue to first step, one run at a time), "
        "hook-latency (resume_hook to next step, one run at a time), sleep-lateness (wake time to resume "
        "of 0.5-2 s sleeps) or replay (resume of one run with a long history)")
@@ -181,10 +188,10 @@ parsed_options parse_options(int argc, char** argv) {
     return {std::nullopt, k_exit_usage};
   }
   if (o.workload != k_noop3 && o.workload != k_parked && o.workload != k_log_overhead &&
-      !is_latency_workload(o.workload)) {
+      o.workload != k_stream_overhead && !is_latency_workload(o.workload)) {
     std::cerr << "keel-bench: unknown workload '" << o.workload
-              << "' (known: noop3, parked, log-overhead, start-latency, hook-latency, sleep-lateness, "
-                 "replay)\n";
+              << "' (known: noop3, parked, log-overhead, stream-overhead, start-latency, hook-latency, "
+                 "sleep-lateness, replay, event-latency)\n";
     return {std::nullopt, k_exit_usage};
   }
   if (is_latency_workload(o.workload) && vm["runs"].defaulted())
@@ -508,16 +515,56 @@ class engine_stopper {
   bool stopped_ = false;
 };
 
+/// Consumes every event of an engine's stream on a thread of its own until the stream ends.
+class stream_consumer {
+ public:
+  explicit stream_consumer(engine& e) : stream_(open(e)), thread_([this] { consume(); }) {}
+  ~stream_consumer() {
+    if (thread_.joinable()) thread_.join();
+  }
+  stream_consumer(const stream_consumer&) = delete;
+  stream_consumer& operator=(const stream_consumer&) = delete;
+  /// Waits for the end of the stream (engine stopped) and returns how many events it delivered.
+  std::uint64_t join() {
+    if (thread_.joinable()) thread_.join();
+    return events_;
+  }
+
+ private:
+  static event_stream open(engine& e) {
+    auto s = e.stream_blocking();
+    if (!s) throw std::runtime_error("cannot open a stream: " + s.error().message());
+    return std::move(*s);
+  }
+  void consume() {
+    asio::io_context io;
+    asio::co_spawn(
+        io,
+        [this]() -> asio::awaitable<void> {
+          while (auto ev = co_await stream_.next())
+            ++events_;
+        },
+        asio::detached);
+    io.run();
+  }
+  event_stream stream_;
+  std::uint64_t events_ = 0;
+  std::thread thread_;
+};
+
 struct engine_figures {
   double enqueue_seconds = 0;
+  std::uint64_t streamed = 0;  // events a stream attached to the engine delivered
   double seconds = 0;
   std::uint64_t batches = 0;  // write transactions during the drain
   std::uint64_t writes = 0;   // writes they carried
 };
 
 /// Runs the noop3 drain on `conninfo`; `before_enqueue` (if any) runs on a migrated, empty schema.
+/// With `with_stream`, one unbounded stream is attached before the drain and consumed throughout.
 engine_figures run_engine_blocking(const bench_options& o, bench_database& db, const std::string& conninfo,
-                                   const std::function<void(const std::string&)>& before_enqueue = {}) {
+                                   const std::function<void(const std::string&)>& before_enqueue = {},
+                                   bool with_stream = false) {
   outcome_counter counter(o.runs);
   engine_options eo;
   eo.store.conninfo = conninfo;
@@ -534,6 +581,8 @@ engine_figures run_engine_blocking(const bench_options& o, bench_database& db, c
   // Migrates and claims nothing (the queue is empty), so start() below does no migration inside the timing.
   if (auto r = e.tick_blocking(); !r) throw std::runtime_error("engine setup failed: " + r.error().message());
   if (before_enqueue) before_enqueue(conninfo);
+  std::optional<stream_consumer> consumer;
+  if (with_stream) consumer.emplace(e);
 
   engine_figures f;
   log::info(k_component, "enqueueing " + std::to_string(o.runs) + " runs");
@@ -572,6 +621,7 @@ engine_figures run_engine_blocking(const bench_options& o, bench_database& db, c
   f.writes = after.writes - before.writes;
   log::info(k_component, "drained in " + std::to_string(f.seconds) + " s; stopping the engine");
   stopper.stop_blocking();
+  if (consumer) f.streamed = consumer->join();  // the stop ended the stream
   if (counter.unsuccessful() > 0) {
     throw std::runtime_error(std::to_string(counter.unsuccessful()) + " run(s) failed or were abandoned");
   }
@@ -705,6 +755,40 @@ int run_log_overhead(const bench_options& o) {
   return 0;
 }
 
+/// The stream-overhead workload: the noop3 drain without and with one unbounded stream attached and
+/// consumed, each on a database of its own, in the order without, with, with, without (as log-overhead);
+/// ratio = the with-stream drains' steps per second over the without-stream ones'.
+int run_stream_overhead(const bench_options& o) {
+  bench_database db(o);
+  const double steps = static_cast<double>(o.runs * static_cast<std::size_t>(k_noop3_steps));
+  double on_seconds = 0, off_seconds = 0;
+  std::uint64_t streamed = 0;
+  database_figures on_db;
+  const char* order[] = {"nostream1", "stream1", "stream2", "nostream2"};
+  for (const std::string phase : order) {
+    const bool with_stream = phase.rfind("stream", 0) == 0;
+    log::info(k_component, std::string(with_stream ? "with" : "without") + " a stream (" + phase + ")");
+    const auto conninfo = db.add_database_blocking(phase);
+    const auto figures = run_engine_blocking(o, db, conninfo, {}, with_stream);
+    const auto verified = read_and_verify_blocking(conninfo, o.runs, k_noop3_steps);
+    (with_stream ? on_seconds : off_seconds) += figures.seconds;
+    if (with_stream) {
+      on_db = verified;
+      streamed += figures.streamed;
+    }
+    settle_blocking(conninfo);
+  }
+  const double on_rate = 2 * steps / on_seconds, off_rate = 2 * steps / off_seconds;
+  std::cout << "{\"workload\":" << json_string(o.workload) << ",\"runs\":" << o.runs
+            << ",\"steps_per_s\":" << fixed(on_rate, 1)
+            << ",\"without_stream_steps_per_s\":" << fixed(off_rate, 1)
+            << ",\"ratio\":" << fixed(on_rate / off_rate, 2)
+            << ",\"events_streamed_per_drain\":" << streamed / 2 << ",\"p99_ms\":" << fixed(on_db.p99_ms, 2)
+            << ",\"concurrency\":" << o.concurrency << ",\"fsync\":" << json_string(on_db.fsync) << "}"
+            << std::endl;
+  return 0;
+}
+
 /// The latency workloads (latency_workloads.cpp) on a fresh database.
 int run_latency(const bench_options& o) {
   bench_database db(o);
@@ -727,6 +811,7 @@ int run_latency(const bench_options& o) {
 int run(const bench_options& o) {
   if (o.workload == k_parked) return run_parked(o);
   if (o.workload == k_log_overhead) return run_log_overhead(o);
+  if (o.workload == k_stream_overhead) return run_stream_overhead(o);
   if (is_latency_workload(o.workload)) return run_latency(o);
   bench_database db(o);
   const auto ef = run_engine_blocking(o, db, db.conninfo());
@@ -781,6 +866,7 @@ int run(const bench_options& o) {
 
 int main(int argc, char** argv) {
   using namespace keel::bench;
+  if (argc > 1 && std::string_view(argv[1]) == k_event_consumer_flag) return run_event_consumer(argc, argv);
   auto parsed = parse_options(argc, argv);
   if (!parsed.options) return parsed.exit_code;
   install_signal_handlers();

@@ -1,6 +1,7 @@
 // keel-bench's latency workloads (start-latency, hook-latency, sleep-lateness, replay); see
 // latency_workloads.hpp and README.md.
 #include "latency_workloads.hpp"
+#include "event_latency.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -583,7 +584,7 @@ std::string replay_blocking(const latency_setup& s) {
 
 bool is_latency_workload(std::string_view workload) noexcept {
   return workload == k_start_latency || workload == k_sleep_lateness || workload == k_hook_latency ||
-         workload == k_replay;
+         workload == k_replay || workload == k_event_latency;
 }
 
 std::string run_latency_workload_blocking(const latency_setup& s) {
@@ -591,6 +592,7 @@ std::string run_latency_workload_blocking(const latency_setup& s) {
   if (s.workload == k_sleep_lateness) return sleep_lateness_blocking(s);
   if (s.workload == k_hook_latency) return hook_latency_blocking(s);
   if (s.workload == k_replay) return replay_blocking(s);
+  if (s.workload == k_event_latency) return event_latency_blocking(s);
   throw std::invalid_argument("not a latency workload: " + s.workload);
 }
 

@@ -58,6 +58,18 @@ int context::execution() const noexcept {
   return state_->claim.claims;
 }
 
+void context::emit(const json::value& frame) {
+  auto& st = *state_;
+  // Replaying: the code between recorded steps runs again, and its frames were published the first time.
+  if (branch_ == nullptr && static_cast<std::size_t>(st.next_seq) < st.by_seq.size()) return;
+  std::string why;
+  if (auto c = storage::check_json(frame, st.engine.store_.options().limits, &why); !c) {
+    log::warn("engine", "run " + st.claim.id + ": ctx.emit dropped a frame: " + why);
+    return;
+  }
+  st.engine.hub_->emit_frame(st, frame);
+}
+
 namespace detail {
 
 run_state::run_state(engine_impl& e, storage::claimed_run c,
@@ -211,6 +223,9 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       detail::check_interrupt(st);
     }
   };
+  // A bounded stream's consumer is behind: wait for it before new work (released by a cancel, a lost
+  // lease or a stop, which the check below then reports).
+  if (engine.hub_->paused()) co_await engine.hub_->pause_point(st);
   interrupt_if_needed();
 
   const int max_attempts = std::max(1, options.retry.max_attempts);

@@ -75,6 +75,8 @@ engine_impl::engine_impl(engine_options options)
     : options_(std::move(options)),
       worker_id_(options_.worker_id.empty() ? default_worker_id() : options_.worker_id),
       store_(options_.store),
+      hub_(std::make_shared<event_hub>(ioc_, store_, worker_id_, options_.stream_poll_interval,
+                                       [this] { wake_claimer(); })),
       ctl_(asio::make_strand(ioc_)),
       changed_(ctl_, asio::steady_timer::time_point::max()),
       claim_wait_(ctl_),
@@ -85,6 +87,10 @@ engine_impl::engine_impl(engine_options options)
   if (options_.heartbeat.count() <= 0) options_.heartbeat = options_.lease / 3;
   std::size_t n = options_.threads;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  // This worker's own log appends wake its streams at once (other workers' come by LISTEN/NOTIFY).
+  store_.on_local_commit([hub = std::weak_ptr<event_hub>(hub_)] {
+    if (auto h = hub.lock()) h->log_appended();
+  });
   work_.emplace(ioc_.get_executor());
   threads_.reserve(n);
   for (std::size_t i = 0; i < n; ++i)
@@ -181,7 +187,9 @@ result<void> engine_impl::start() {
     log::warn("engine", "cannot register this worker: " + r.error().message());
   // Runs enqueued by other processes wake the claim loop at once instead of at its next poll.
   if (!started_once_.exchange(true)) {
-    store_.on_runs_enqueued([this] { wake_claimer(); }, [this](const run_id& id) { cancel_requested(id); });
+    store_.listen(storage::store_listeners{
+        [this] { wake_claimer(); }, [this](const run_id& id) { cancel_requested(id); },
+        [this] { hub_->log_appended(); }, [this](std::string_view frame) { hub_->remote_frame(frame); }});
   }
   asio::post(ctl_, [this] {
     if (started_ || stopping()) return;
@@ -288,6 +296,15 @@ asio::awaitable<void> engine_impl::claim_loop() {
     const std::size_t free = free_slots();
     if (free == 0) {
       co_await wait_changed();
+      continue;
+    }
+    if (hub_->paused()) {
+      // A bounded stream is full: no new work until its consumer pulls (the gate wakes this loop).
+      claim_wait_.expires_after(options_.poll_interval);
+      claim_waiting_ = true;
+      co_await claim_wait_.async_wait(asio::as_tuple(use_awaitable));
+      claim_waiting_ = false;
+      wake_pending_ = false;
       continue;
     }
     const std::size_t got = co_await claim_batch(free);
@@ -595,6 +612,8 @@ asio::awaitable<void> engine_impl::stop(std::chrono::milliseconds deadline) {
     auto r = co_await store_.unregister_worker(worker_id_);
     if (!r) log::warn("engine", "cannot unregister this worker: " + r.error().message());
   }
+  // Streams get what the log holds until now, then end (their consumer loops finish).
+  co_await hub_->finish(std::chrono::seconds(2));
   // No background thread is left polling the database (the listener would log an outage that no longer
   // concerns anyone). The writer and the pool stay: gets and waits still work until destruction.
   store_.stop_listening();
@@ -602,6 +621,7 @@ asio::awaitable<void> engine_impl::stop(std::chrono::milliseconds deadline) {
 
 asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadline) {
   stopping_.store(true, std::memory_order_release);
+  hub_->release_gate();  // runs paused by a stream's consumer go on to their release
   wake_claimer();
   // Cut retry backoffs short: each run stops at its next step boundary and is released.
   for (auto& [id, st] : inflight_)
@@ -856,6 +876,13 @@ result<void> engine::resume_hook_blocking(std::string_view token, const boost::j
     return c.error();
   return impl_->block_on(
       impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by}));
+}
+
+boost::asio::awaitable<result<event_stream>> engine::stream(const stream_options& options) {
+  return impl_->stream(options);
+}
+result<event_stream> engine::stream_blocking(const stream_options& options) {
+  return impl_->block_on(impl_->stream(options));
 }
 
 boost::asio::awaitable<result<log_page>> engine::read_log(std::int64_t after,

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "keel/engine/engine.hpp"
+#include "event_hub.hpp"
 #include "run_state.hpp"
 
 namespace keel::detail {
@@ -50,6 +51,7 @@ class engine_impl {
   /// A run in flight here was asked to cancel: it sees a cancelled_error at its next boundary.
   void cancel_requested(const run_id& id);
   boost::asio::awaitable<result<void>> send_event(storage::event_delivery event);
+  boost::asio::awaitable<result<event_stream>> stream(stream_options options);
   boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, read_log_options options);
   boost::asio::awaitable<result<std::int64_t>> trim_log(std::chrono::milliseconds older_than);
   boost::asio::awaitable<result<void>> retry(run_id id);
@@ -80,6 +82,8 @@ class engine_impl {
   std::unordered_map<std::string, std::map<int, workflow_definition>> workflows_;
   boost::asio::io_context ioc_;
   storage::store store_;
+  /// Live events: the log follower, streams, frames and the backpressure gate (event_hub.cpp).
+  std::shared_ptr<event_hub> hub_;
 
  private:
   boost::asio::awaitable<void> stop_on_ctl(std::chrono::milliseconds deadline);

@@ -13,6 +13,13 @@ boost::asio::awaitable<result<log_page>> engine_impl::read_log(std::int64_t afte
   co_return std::move(*page);
 }
 
+boost::asio::awaitable<result<event_stream>> engine_impl::stream(stream_options options) {
+  if (options.filter.run && !is_valid_run_id(*options.filter.run)) co_return errc::invalid_run_id;
+  auto sub = co_await hub_->subscribe(std::move(options));  // `options` lives in this frame
+  if (!sub) co_return engine_error(sub.error());
+  co_return event_stream(std::move(*sub));
+}
+
 boost::asio::awaitable<result<std::int64_t>> engine_impl::trim_log(std::chrono::milliseconds older_than) {
   /// Rows per batch: each batch is one short transaction.
   constexpr std::size_t k_rows_per_batch = 500;

@@ -37,6 +37,8 @@ struct run_state {
   boost::asio::steady_timer backoff;
   /// Position of the next ctx.step call on the main line (outside parallel branches).
   int next_seq = 0;
+  /// Progress frames this execution published (ctx.emit): the last one's number.
+  std::int64_t frames = 0;
   /// A ctx.step call is in progress on the main line (its steps must not overlap).
   bool in_step = false;
   /// The records of earlier executions by position (nullptr where there is none), and those of parallel

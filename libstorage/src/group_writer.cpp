@@ -34,8 +34,11 @@ void fail_all(std::vector<write_ptr>& batch, error_code ec) {
 
 }  // namespace
 
-group_writer::group_writer(connection_config config, std::size_t threads, std::size_t max_batch)
-    : config_(std::move(config)), max_batch_(max_batch == 0 ? 1 : max_batch) {
+group_writer::group_writer(connection_config config, std::size_t threads, std::size_t max_batch,
+                           std::function<void()> after_commit)
+    : config_(std::move(config)),
+      max_batch_(max_batch == 0 ? 1 : max_batch),
+      after_commit_(std::move(after_commit)) {
   threads_.reserve(threads);
   for (std::size_t i = 0; i < threads; ++i)
     threads_.emplace_back([this, i] { thread_main(i); });
@@ -291,6 +294,7 @@ group_writer::transaction::transaction(std::vector<write_ptr> batch, bool again)
 }
 
 void group_writer::complete(transaction& tx, const std::vector<pg_result>& results) {
+  if (after_commit_) after_commit_();
   // Durable: hand each write its outcome.
   const std::span<const pg_result> all(results);
   for (const auto& g : tx.groups)

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -29,7 +30,10 @@ namespace keel::storage::detail {
 /// O(log n) extra transactions, never a stall.
 class group_writer {
  public:
-  group_writer(connection_config config, std::size_t threads, std::size_t max_batch);
+  /// `after_commit` is called on a writer thread after each transaction commits (before its writes are
+  /// completed); it must not block.
+  group_writer(connection_config config, std::size_t threads, std::size_t max_batch,
+               std::function<void()> after_commit = {});
   ~group_writer();
   group_writer(const group_writer&) = delete;
   group_writer& operator=(const group_writer&) = delete;
@@ -84,6 +88,7 @@ class group_writer {
 
   connection_config config_;
   std::size_t max_batch_;
+  std::function<void()> after_commit_;
   std::mutex mutex_;
   std::condition_variable cv_;
   std::condition_variable stop_cv_;

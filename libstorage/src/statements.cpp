@@ -267,7 +267,7 @@ SET status = CASE WHEN c.cancel THEN 'cancelled' WHEN c.dead THEN 'failed' ELSE 
 FROM c WHERE r.id = c.id
 RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
           CASE WHEN c.cancel THEN 'c' WHEN c.dead THEN 't' ELSE 'f' END, r.generation,
-          r.cancel_deadline IS NOT NULL),
+          r.cancel_deadline IS NOT NULL, r.parent_id::text),
 )sql") + log_cte(R"sql(
   SELECT c.id, 'run_resumed',
          jsonb_build_object('by', coalesce(c.waiting_for->>'woken_by', 'timer'), 'from', c.was), 0::bigint
@@ -288,7 +288,7 @@ RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r
 SELECT * FROM claimed
 UNION ALL
 SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
-       r.generation, r.cancel_deadline IS NOT NULL
+       r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text
 FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql";
 const statement claim_runs{"keel_claim_runs", claim_runs_sql.c_str()};
 
@@ -316,7 +316,7 @@ claimed AS (
       claim_token = $4::uuid
   FROM c WHERE r.id = c.id
   RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
-            'f', r.generation, r.cancel_deadline IS NOT NULL),
+            'f', r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text),
 )sql") + log_cte(R"sql(
   SELECT c.id, 'run_resumed',
          jsonb_build_object('by', coalesce(c.waiting_for->>'woken_by', 'timer'), 'from', c.was), 0::bigint
@@ -331,7 +331,7 @@ claimed AS (
 SELECT * FROM claimed
 UNION ALL
 SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
-       r.generation, r.cancel_deadline IS NOT NULL
+       r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text
 FROM keel.runs r WHERE r.id IN (SELECT id FROM mine))sql";
 const statement claim_parked{"keel_claim_parked", claim_parked_sql.c_str()};
 
@@ -475,81 +475,6 @@ woken AS (SELECT pg_notify('keel_runs', '') FROM r WHERE status = 'queued' LIMIT
                                            R"sql(
 SELECT id::text, (SELECT count(*) FROM told), (SELECT count(*) FROM woken) FROM r)sql";
 const statement cancel_descendants{"keel_cancel_descendants", cancel_descendants_sql.c_str()};
-
-// The run log after a position, in the order no later commit can break: only events of transactions older
-// than every one still in progress (see 013_run_log.sql). A row's events share its transaction, so the rows
-// to read start at the transaction of $1. One row at least: the retention horizon, with the events (if any)
-// beside it.
-const statement read_log{"keel_read_log", R"sql(
-SELECT h.removed, e.pos, e.run, e.kind, e.at, e.data
-FROM keel.run_log_horizon h
-LEFT JOIN LATERAL (
-  SELECT l.pos + x.i - 1 AS pos, x.run::text AS run, x.kind, keel.micros(l.at) AS at,
-         coalesce(x.data, (
-           SELECT jsonb_build_object('seq', s.seq, 'name', s.name, 'output', s.output, 'error', s.error,
-                                     'attempts', s.attempts, 'started_at', keel.micros(s.started_at),
-                                     'duration_us', keel.micros(s.finished_at) - keel.micros(s.started_at),
-                                     'branch', s.branch, 'branch_seq', s.branch_seq)
-           FROM keel.steps s WHERE s.run_id = x.run AND s.seq = x.seq AND s.epoch = x.epoch),
-         jsonb_build_object('seq', x.seq, 'discarded', true))::text AS data
-  FROM keel.run_log l
-  CROSS JOIN LATERAL unnest(l.runs, l.kinds, l.data, l.seqs, l.epochs) WITH ORDINALITY x(run, kind, data, seq, epoch, i)
-  WHERE l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
-    AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
-    AND l.pos + x.i - 1 > $1::bigint
-  ORDER BY l.pos, x.i LIMIT $2::int) e ON true
-ORDER BY e.pos)sql"};
-
-// The same for one run's events (its rows found through run_log_runs). The horizon counts for a run whose
-// log retention has trimmed (or that is no longer stored and has no event left).
-const statement read_run_log{"keel_read_run_log", R"sql(
-WITH mine AS MATERIALIZED (
-  SELECT l.* FROM keel.run_log l
-  WHERE l.runs @> ARRAY[$3::uuid] AND l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
-    AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20))
-SELECT CASE WHEN coalesce((SELECT log_trimmed FROM keel.runs WHERE id = $3::uuid),
-                          NOT EXISTS (SELECT 1 FROM keel.run_log WHERE runs @> ARRAY[$3::uuid]))
-            THEN h.removed ELSE 0 END,
-       e.pos, e.run, e.kind, e.at, e.data
-FROM keel.run_log_horizon h
-LEFT JOIN LATERAL (
-  SELECT m.pos + x.i - 1 AS pos, x.run::text AS run, x.kind, keel.micros(m.at) AS at,
-         coalesce(x.data, (
-           SELECT jsonb_build_object('seq', s.seq, 'name', s.name, 'output', s.output, 'error', s.error,
-                                     'attempts', s.attempts, 'started_at', keel.micros(s.started_at),
-                                     'duration_us', keel.micros(s.finished_at) - keel.micros(s.started_at),
-                                     'branch', s.branch, 'branch_seq', s.branch_seq)
-           FROM keel.steps s WHERE s.run_id = x.run AND s.seq = x.seq AND s.epoch = x.epoch),
-         jsonb_build_object('seq', x.seq, 'discarded', true))::text AS data
-  FROM mine m
-  CROSS JOIN LATERAL unnest(m.runs, m.kinds, m.data, m.seqs, m.epochs) WITH ORDINALITY x(run, kind, data, seq, epoch, i)
-  WHERE x.run = $3::uuid AND m.pos + x.i - 1 > $1::bigint
-  ORDER BY m.pos, x.i LIMIT $2::int) e ON true
-ORDER BY e.pos)sql"};
-
-// One batch of log retention ($1: the age in ms a row, and each of its runs' finish, must exceed; $2: rows
-// at most): the rows whose runs all finished before the cutoff (a run no longer stored counts as finished),
-// oldest first, skipping rows others hold. Their runs are marked log_trimmed, and the horizon moves past
-// them. Returns the events removed.
-const statement trim_log{"keel_trim_log", R"sql(
-WITH doomed AS (
-  SELECT l.pos FROM keel.run_log l
-  WHERE l.at < now() - $1::bigint * interval '1 millisecond'
-    AND NOT EXISTS (SELECT 1 FROM unnest(l.runs) AS u(id) JOIN keel.runs r ON r.id = u.id
-                    WHERE r.status NOT IN ('completed', 'failed', 'cancelled')
-                       OR r.finished_at >= now() - $1::bigint * interval '1 millisecond')
-  ORDER BY l.pos LIMIT $2::int
-  FOR UPDATE OF l SKIP LOCKED),
-gone AS (
-  DELETE FROM keel.run_log l USING doomed d WHERE l.pos = d.pos
-  RETURNING l.pos + l.n - 1 AS last, l.n, l.runs),
-marked AS (
-  UPDATE keel.runs r SET log_trimmed = true
-  WHERE r.id IN (SELECT DISTINCT unnest(runs) FROM gone) AND NOT r.log_trimmed),
-moved AS (
-  UPDATE keel.run_log_horizon SET removed = greatest(removed, (SELECT max(last) FROM gone))
-  WHERE EXISTS (SELECT 1 FROM gone))
-SELECT coalesce(sum(n), 0) FROM gone)sql"};
 
 const statement run_status_of{"keel_run_status", "SELECT status FROM keel.runs WHERE id = $1::uuid"};
 

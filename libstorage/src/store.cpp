@@ -101,10 +101,21 @@ store::~store() {
   stop_blocking();
 }
 
-void store::on_runs_enqueued(std::function<void()> callback,
-                             std::function<void(const run_id&)> cancel_requested) {
-  impl_->listener_ = std::make_unique<detail::run_listener>(impl_->config_, std::move(callback),
-                                                            std::move(cancel_requested));
+void store::listen(store_listeners listeners) {
+  if (impl_->listener_) return;
+  impl_->listener_ = std::make_unique<detail::run_listener>(impl_->config_, std::move(listeners));
+  impl_->live_listener_.store(impl_->listener_.get(), std::memory_order_release);
+}
+
+void store::on_local_commit(std::function<void()> callback) {
+  if (impl_->local_commit_holder_) return;
+  impl_->local_commit_holder_ = std::make_unique<std::function<void()>>(std::move(callback));
+  impl_->local_commit_.store(impl_->local_commit_holder_.get(), std::memory_order_release);
+}
+
+bool store::publish_frame(std::string payload) {
+  auto* l = impl_->live_listener_.load(std::memory_order_acquire);
+  return l != nullptr && l->publish_frame(std::move(payload));
 }
 
 void store::stop_listening() noexcept {
@@ -112,6 +123,7 @@ void store::stop_listening() noexcept {
 }
 
 void store::stop_blocking() {
+  impl_->live_listener_.store(nullptr, std::memory_order_release);
   if (impl_->listener_) impl_->listener_->stop();
   // Writes first: finishing runs may still be committing; then the pool.
   impl_->writer_.stop();
@@ -408,7 +420,9 @@ boost::asio::awaitable<result<event_sent>> store::send_event(const event_deliver
     };
     return detail::in_transaction(c, body);
   };
-  co_return co_await impl_->on_pool<event_sent>(std::move(send), impl_->request_deadline());
+  auto done = co_await impl_->on_pool<event_sent>(std::move(send), impl_->request_deadline());
+  if (done) impl_->committed();  // it may have appended to the run log
+  co_return done;
 }
 
 boost::asio::awaitable<result<std::string>> store::hook_secret() {
@@ -488,7 +502,9 @@ boost::asio::awaitable<result<hook_resume_outcome>> store::resume_hook(const hoo
     const std::function<result<hook_resume_outcome>()> body = run;
     return detail::in_transaction(c, body);
   };
-  co_return co_await impl_->on_pool<hook_resume_outcome>(std::move(resume), impl_->request_deadline());
+  auto done = co_await impl_->on_pool<hook_resume_outcome>(std::move(resume), impl_->request_deadline());
+  if (done) impl_->committed();  // it may have appended to the run log
+  co_return done;
 }
 
 boost::asio::awaitable<result<retry_outcome>> store::retry(const run_id& id) {
@@ -519,7 +535,9 @@ boost::asio::awaitable<result<std::int64_t>> store::rewind(const run_id& id, int
     };
     return detail::in_transaction(c, body);
   };
-  co_return co_await impl_->on_pool<std::int64_t>(std::move(rewind), impl_->request_deadline());
+  auto done = co_await impl_->on_pool<std::int64_t>(std::move(rewind), impl_->request_deadline());
+  if (done) impl_->committed();  // it may have appended to the run log
+  co_return done;
 }
 
 boost::asio::awaitable<result<void>> store::release(const lease_token& lease) {
@@ -715,7 +733,9 @@ boost::asio::awaitable<result<run_status>> store::cancel(const run_id& id, std::
     };
     return detail::in_transaction(c, body);
   };
-  co_return co_await impl_->on_pool<run_status>(std::move(cancel), impl_->request_deadline());
+  auto done = co_await impl_->on_pool<run_status>(std::move(cancel), impl_->request_deadline());
+  if (done) impl_->committed();  // it may have appended to the run log
+  co_return done;
 }
 
 }  // namespace keel::storage

@@ -58,7 +58,13 @@ class store_impl {
       : options_(std::move(o)),
         config_(config_for(options_)),
         pool_(config_, options_.pool_size, "pool"),
-        writer_(config_, options_.writers, options_.max_batch) {}
+        writer_(config_, options_.writers, options_.max_batch, [this] { committed(); }) {}
+
+  /// After a writer transaction commits: it may have appended to the run log.
+  void committed() {
+    if (auto* cb = local_commit_.load(std::memory_order_acquire)) (*cb)();
+    if (auto* l = live_listener_.load(std::memory_order_acquire)) l->announce_log();
+  }
 
   /// Runs `fn` on a pool connection and resumes the caller with its result. `fn` returns the result, or
   /// errc::connection_lost to be retried on a fresh connection (only for statements safe to repeat).
@@ -111,6 +117,10 @@ class store_impl {
   connection_pool pool_;
   group_writer writer_;
   std::unique_ptr<run_listener> listener_;
+  /// listener_ and the local commit callback, for writer threads (set once, before or while they run).
+  std::atomic<run_listener*> live_listener_{nullptr};
+  std::unique_ptr<std::function<void()>> local_commit_holder_;
+  std::atomic<std::function<void()>*> local_commit_{nullptr};
 };
 
 }  // namespace keel::storage::detail

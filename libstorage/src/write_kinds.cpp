@@ -79,6 +79,7 @@ std::optional<claimed_run> read_claimed(const PGresult* res, int row, std::vecto
   run.recoveries = to_int(get_text(res, row, 7));
   run.generation = to_int(get_text(res, row, 9));
   run.cancel_requested = get_text(res, row, 10) == "t";
+  if (!PQgetisnull(res, row, 11)) run.parent = std::string(get_text(res, row, 11));
   return run;
 }
 

@@ -177,6 +177,14 @@ class context {
   /// 1 on the run's first execution; higher after a reclaim or resume (steps then replay from records).
   [[nodiscard]] int execution() const noexcept;
 
+  /// Publishes a progress frame (LLM tokens, percent done) to the streams watching this run, on this
+  /// worker and others (engine::stream): at most once, never durable, never part of the run's result, and
+  /// never blocking. Dropped when this execution may have lost its lease (a zombie never shows), while the
+  /// run replays steps an earlier execution recorded (they were published then), and when the frame is
+  /// over the store's payload limits (logged). Frames cross to other workers best-effort, up to 7,900
+  /// bytes serialized.
+  void emit(const boost::json::value& frame);
+
   /// Sleeps durably until `wake`. One fenced statement records the wake time at this step position, marks
   /// the run `sleeping` (due at `wake`) and releases its lease: the run holds no worker, lease or memory
   /// while it sleeps, survives restarts of every worker, and continues on whichever worker claims it when

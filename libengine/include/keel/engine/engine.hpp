@@ -15,6 +15,7 @@
 #include "keel/common/result.hpp"
 #include "keel/common/run_id.hpp"
 #include "keel/engine/error.hpp"
+#include "keel/engine/events.hpp"
 #include "keel/engine/workflow.hpp"
 #include "keel/storage/records.hpp"
 #include "keel/storage/store.hpp"
@@ -95,8 +96,13 @@ struct engine_options {
   /// Empty: a secret generated in the database (keel.secrets) at migration, which needs no setup but lets
   /// anyone who can read the database compute live tokens. Set it (e.g. from a secret store) in production.
   std::string hook_secret;
-  /// Called for every run_event, from the run's strand (any pool thread). Must not block.
+  /// Called for every run_event, from the run's strand (any pool thread). Must not block. This worker's
+  /// own view, as it happens (claims, releases and abandoned leases included); engine::stream is the
+  /// durable, cross-worker one.
   std::function<void(const run_event&)> on_event;
+  /// How often streams read the run log when nothing announced new events (a missed notification, an
+  /// append by a transaction outside the engine). Appends on any worker wake them at once.
+  std::chrono::milliseconds stream_poll_interval{200};
 };
 
 /// Per-event options.
@@ -224,6 +230,14 @@ class engine {
                                                    const resume_options& options = {});
   result<void> resume_hook_blocking(std::string_view token, const boost::json::value& payload,
                                     const resume_options& options = {});
+
+  /// A live stream of events (see stream_options): every lifecycle event of the durable run log committed,
+  /// on any worker, after this returns, each with its log position, and the progress frames runs publish
+  /// (ctx.emit). Independent of every other stream; destroying it unsubscribes it; stop() ends it. To
+  /// resume after a position without a gap, read_log(after) up to the first event's id - 1, then stream.
+  /// Errors: invalid_run_id (filter.run); from storage: connection_lost.
+  boost::asio::awaitable<result<event_stream>> stream(const stream_options& options = {});
+  result<event_stream> stream_blocking(const stream_options& options = {});
 
   /// The durable run log after position `after` (0: from the start), oldest first: every lifecycle event
   /// of every run (or of `options.run`), each appended in the same transaction as the change it describes.

@@ -69,6 +69,7 @@ struct claimed_run {
   int recorded_steps = 0;         ///< steps checkpointed by earlier executions (loaded into `steps`)
   int generation = 0;             ///< how many times the run continued as new (ctx.continue_as_new)
   bool cancel_requested = false;  ///< asked to cancel (cooperatively): the run sees it at its next boundary
+  std::optional<run_id> parent;   ///< the run that started it (ctx.child)
   std::vector<step_record> steps;
 };
 
@@ -136,6 +137,9 @@ struct log_event {
   std::string kind;
   clock::time_point at;
   boost::json::value data;
+  /// The run's workflow, and the run that started it (ctx.child); empty once the run is no longer stored.
+  std::string workflow;
+  std::optional<run_id> parent;
 };
 
 /// A page of the run log, oldest first.
@@ -143,6 +147,24 @@ struct log_page {
   std::vector<log_event> events;
   /// Retention removed events after the position asked for, up to this one: the reader missed them.
   std::optional<std::int64_t> gap_until;
+};
+
+/// A run's workflow and parent (store::runs_meta).
+struct run_meta {
+  run_id id;
+  std::string workflow;
+  std::optional<run_id> parent;
+};
+
+/// What a log follower reads (store::follow_log): a page, and where the readable log ends now.
+struct log_follow_page {
+  log_page page;
+  /// The first position not yet readable: events of transactions still in progress, or younger than one
+  /// still in progress, start here. A follower that starts now begins after top - 1.
+  std::int64_t top = 0;
+  /// Committed events wait at or past `top` (held back by an older transaction still in progress): they
+  /// become readable as soon as it ends, so read again soon.
+  bool held_back = false;
 };
 
 /// A snapshot of a run for get().

@@ -62,6 +62,18 @@ class store_impl;
 /// made under a lost lease fails with errc::fenced and changes nothing. An execution context that awaits
 /// the store must outlive it: a connection thread may still be inside its post() when the awaiting
 /// coroutine resumes, and only stop_blocking() (or the destructor) joins those threads.
+/// What the store's listener reports (see store::listen); each may be empty.
+struct store_listeners {
+  /// Runs were enqueued (or became due by a wake-up), by any process.
+  std::function<void()> runs_enqueued;
+  /// A run was asked to cancel, by any process.
+  std::function<void(const run_id&)> cancel_requested;
+  /// The run log grew, in any process (several appends may be folded into one call).
+  std::function<void()> log_appended;
+  /// A frame some process published (store::publish_frame), this one included.
+  std::function<void(std::string_view)> frame;
+};
+
 class store {
  public:
   explicit store(store_options options);
@@ -187,12 +199,30 @@ class store {
   boost::asio::awaitable<result<run_status>> cancel(
       const run_id& id, std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 
-  /// Calls `callback` (from a storage thread; it must not block) whenever runs were enqueued, by any process
-  /// on this database: LISTEN/NOTIFY on a dedicated connection. Call once, before work starts; the listener
-  /// runs until stop_listening() or stop_blocking().
-  /// `cancel_requested` (optional) is called with the id of a run asked to cancel, from any worker.
-  void on_runs_enqueued(std::function<void()> callback,
-                        std::function<void(const run_id&)> cancel_requested = {});
+  /// Starts the listener: a dedicated connection that LISTENs for what any process on this database
+  /// announces, and calls `listeners` (from its thread; they must not block). Call once; it runs until
+  /// stop_listening() or stop_blocking(). While it runs, this store announces its own log appends to
+  /// other processes (coalesced) and can publish frames.
+  void listen(store_listeners listeners);
+
+  /// Calls `callback` (from a writer thread; it must not block) after each transaction of this store's
+  /// writer commits: it may have appended to the run log. Call before the first write.
+  void on_local_commit(std::function<void()> callback);
+
+  /// Sends `payload` to every listening process (LISTEN/NOTIFY), best-effort and never blocking: false
+  /// when it was not sent (no listener yet, over 7,900 bytes, or too many waiting to go out).
+  bool publish_frame(std::string payload);
+
+  /// The run log after `after` as a follower reads it (read_log's page without the events' workflow and
+  /// parent, at most `limit` events, 0 to 10,000), with where the readable log ends now and whether
+  /// committed events wait past it. Errors: invalid_argument; connection_lost.
+  boost::asio::awaitable<result<log_follow_page>> follow_log(std::int64_t after, std::size_t limit);
+
+  /// The workflow and parent of each of `ids` that is stored. Errors: invalid_argument.
+  boost::asio::awaitable<result<std::vector<run_meta>>> runs_meta(const std::vector<run_id>& ids);
+
+  /// The run and every run it started, recursively, that are stored. Errors: invalid_argument.
+  boost::asio::awaitable<result<std::vector<run_id>>> run_tree(const run_id& root);
 
   /// Asks the listener thread (if any) to stop: it ends within 100 ms and is joined by stop_blocking().
   /// Non-blocking (safe on an io_context thread). Idempotent.

@@ -1,0 +1,421 @@
+// Live streams against a real PostgreSQL: every logged event reaches every stream once, in log order,
+// from any worker; filters, progress frames (fenced by the lease, coalesced for slow consumers), and
+// backpressure that pauses the engine without ever wedging it.
+#define BOOST_TEST_MODULE stream
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <map>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "engine_fixture.hpp"
+
+using namespace keel;
+using namespace keel::test;
+using namespace std::chrono_literals;
+namespace utf = boost::unit_test;
+
+namespace {
+
+/// The next event within `timeout` (a real next(), cancelled when the timer wins); nullopt on timeout or
+/// at the end of the stream.
+std::optional<stream_event> pull(event_stream& s, std::chrono::milliseconds timeout = 10s) {
+  using namespace boost::asio::experimental::awaitable_operators;
+  asio::io_context io;
+  std::optional<stream_event> out;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer t(io, timeout);
+        auto next = s.next();
+        auto r = co_await (std::move(next) || t.async_wait(asio::use_awaitable));
+        if (r.index() == 0) out = std::move(std::get<0>(r));
+      },
+      asio::detached);
+  io.run();
+  return out;
+}
+
+/// Events until one of kind `kind` for `run` (included), or the timeout.
+std::vector<stream_event> pull_until(event_stream& s, const run_id& run, std::string_view kind,
+                                     std::chrono::milliseconds timeout = 20s) {
+  std::vector<stream_event> out;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto e = pull(s, 1s);
+    if (!e) continue;
+    const bool done = e->run == run && e->kind() == kind;
+    out.push_back(std::move(*e));
+    if (done) return out;
+  }
+  BOOST_FAIL("no " << kind << " for run " << run);
+  return out;
+}
+
+/// Steps the run has checkpointed so far.
+std::size_t steps_done(engine& e, const run_id& id) {
+  auto r = e.get_blocking(id);
+  return r ? r->steps.size() : 0;
+}
+
+void add_counter(engine& e, int steps) {
+  add_workflow(e, "count", [steps](context& ctx, json::value) -> asio::awaitable<json::value> {
+    for (int i = 0; i < steps; ++i) {
+      auto step = [i] { return i; };
+      co_await ctx.step("s" + std::to_string(i), step);
+    }
+    co_return json::value(steps);
+  });
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(unit)
+
+BOOST_AUTO_TEST_CASE(a_stream_gets_every_logged_event_of_both_workers_once_in_log_order, *utf::timeout(120)) {
+  auto db = fresh_database();
+  engine a(options_for(db)), b(options_for(db));
+  add_counter(a, 3);
+  add_counter(b, 3);
+  BOOST_REQUIRE(a.start_blocking());
+  BOOST_REQUIRE(b.start_blocking());
+  auto s = a.stream_blocking();
+  BOOST_REQUIRE(s);
+  std::vector<run_id> ids;
+  for (int i = 0; i < 40; ++i)
+    ids.push_back((i % 2 ? a : b).enqueue_blocking("count", json::object{}).value());
+  for (const auto& id : ids)
+    BOOST_REQUIRE(a.wait_blocking(id, 30s));
+  // Everything the log holds now, read back in pages, is what the stream delivers, in the same order.
+  std::vector<std::int64_t> logged;
+  std::int64_t after = 0;
+  for (;;) {
+    auto page = a.read_log_blocking(after);
+    BOOST_REQUIRE(page);
+    if (page->events.empty()) break;
+    for (const auto& ev : page->events)
+      logged.push_back(ev.pos);
+    after = page->events.back().pos;
+  }
+  std::vector<std::int64_t> streamed;
+  std::map<std::string, int> kinds;
+  while (streamed.size() < logged.size()) {
+    auto e = pull(*s, 10s);
+    BOOST_REQUIRE_MESSAGE(e, "the stream stopped after " << streamed.size() << " of " << logged.size());
+    streamed.push_back(e->id);
+    ++kinds[std::string(e->kind())];
+    BOOST_TEST(e->workflow == "count");
+  }
+  BOOST_TEST(streamed == logged);
+  BOOST_TEST(kinds["run_enqueued"] == 40);
+  BOOST_TEST(kinds["run_started"] == 40);
+  BOOST_TEST(kinds["step_completed"] == 120);
+  BOOST_TEST(kinds["run_completed"] == 40);
+  BOOST_TEST(!pull(*s, 300ms));  // nothing twice
+}
+
+BOOST_AUTO_TEST_CASE(events_carry_typed_details_and_each_stream_has_its_own_copy, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "greet", [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    auto hello = [&] { return json::value{{"greeting", "hello " + std::string(in.as_string())}}; };
+    auto out = co_await ctx.step("hello", hello);
+    co_return out;
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto one = e.stream_blocking().value();
+  auto two = e.stream_blocking().value();
+  auto id = e.enqueue_blocking("greet", json::value("ada")).value();
+  auto first = pull_until(one, id, "run_completed");
+  auto second = pull_until(two, id, "run_completed");
+  BOOST_REQUIRE(first.size() == 4u);
+  BOOST_REQUIRE(second.size() == 4u);
+  const auto* started = first[1].as<events::run_started>();
+  BOOST_REQUIRE(started);
+  BOOST_TEST(started->execution == 1);
+  BOOST_TEST(started->worker == e.worker_id());
+  auto* step = std::get_if<events::step_completed>(&first[2].body);
+  BOOST_REQUIRE(step);
+  BOOST_TEST(step->name == "hello");
+  BOOST_TEST(step->attempts == 1);
+  BOOST_TEST(step->output.at("greeting").as_string() == "hello ada");
+  // A consumer changing its copy changes nothing elsewhere.
+  step->output.as_object()["greeting"] = "changed";
+  std::get<events::run_completed>(first[3].body).output = nullptr;
+  BOOST_TEST(second[2].as<events::step_completed>()->output.at("greeting").as_string() == "hello ada");
+  BOOST_TEST(second[3].as<events::run_completed>()->output.at("greeting").as_string() == "hello ada");
+  BOOST_TEST(e.get_blocking(id)->output.at("greeting").as_string() == "hello ada");
+  BOOST_TEST(first[0].id < first[1].id);
+}
+
+BOOST_AUTO_TEST_CASE(a_run_filter_follows_the_run_and_the_runs_it_started, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "leaf", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    ctx.emit(json::value{{"pct", 50}});
+    auto work = [] { return 1; };
+    co_await ctx.step("work", work);
+    co_return json::value(1);
+  });
+  add_workflow(e, "mid", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    json::value none = json::object{};
+    auto n = co_await ctx.child<int>("leaf", none);
+    co_return json::value(n);
+  });
+  add_workflow(e, "root", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    co_await ctx.wait_for_event("go");
+    json::value none = json::object{};
+    auto n = co_await ctx.child<int>("mid", none);
+    co_return json::value(n);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto root = e.enqueue_blocking("root", json::object{}).value();
+  auto other = e.enqueue_blocking("leaf", json::object{}).value();  // not in the tree
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, root) == "waiting"; }, 10s));
+  stream_options o;
+  o.filter.run = root;
+  auto tree = e.stream_blocking(o).value();
+  stream_options w;
+  w.filter.workflow = "leaf";
+  w.filter.progress = false;
+  auto leaves = e.stream_blocking(w).value();
+  BOOST_REQUIRE(e.wait_blocking(other, 10s));
+  BOOST_REQUIRE(e.send_event_blocking(root, "go", json::value(true)));
+  BOOST_REQUIRE(e.wait_blocking(root, 20s));
+  auto got = pull_until(tree, root, "run_completed");
+  std::set<run_id> runs;
+  int frames = 0;
+  for (const auto& ev : got) {
+    runs.insert(ev.run);
+    BOOST_TEST(ev.run != other);
+    if (const auto* p = ev.as<events::progress>()) {
+      ++frames;
+      BOOST_TEST(p->frame.at("pct").as_int64() == 50);
+      BOOST_TEST(ev.workflow == "leaf");
+      BOOST_TEST(ev.id == 0);  // frames are not in the log
+    }
+  }
+  BOOST_TEST(runs.size() == 3u);  // root, mid, leaf
+  BOOST_TEST(frames == 1);
+  // The workflow filter: only leaf runs, no frames.
+  while (auto ev = pull(leaves, 500ms)) {
+    BOOST_TEST(ev->workflow == "leaf");
+    BOOST_TEST(!ev->as<events::progress>());
+  }
+  auto bad =
+      e.stream_blocking(stream_options{std::nullopt, stream_filter{std::nullopt, run_id("nope"), true}});
+  BOOST_TEST(!bad);
+  BOOST_TEST((bad.error() == errc::invalid_run_id));
+}
+
+BOOST_AUTO_TEST_CASE(a_slow_consumer_gets_the_latest_frames_and_a_count_of_what_it_missed,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "tokens", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto gen = [&]() -> asio::awaitable<int> {
+      for (int i = 1; i <= 200; ++i)
+        ctx.emit(json::value{{"token", i}});
+      co_return 200;
+    };
+    auto n = co_await ctx.step("generate", gen);
+    co_return json::value(n);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  stream_options o;
+  auto s = e.stream_blocking(o).value();
+  auto id = e.enqueue_blocking("tokens", json::object{}).value();
+  BOOST_REQUIRE(e.wait_blocking(id, 10s));
+  std::this_thread::sleep_for(300ms);  // the consumer was away
+  auto got = pull_until(s, id, "run_completed");
+  std::vector<const events::progress*> frames;
+  for (const auto& ev : got) {
+    if (const auto* p = ev.as<events::progress>()) frames.push_back(p);
+  }
+  BOOST_REQUIRE(frames.size() == 64u);
+  BOOST_TEST(frames.front()->missed == 136);
+  BOOST_TEST(frames.front()->seq == 137);
+  BOOST_TEST(frames.back()->seq == 200);
+  BOOST_TEST(frames.back()->frame.at("token").as_int64() == 200);
+  BOOST_TEST(frames.back()->execution == 1);
+  // Never part of the result or the log.
+  BOOST_TEST(e.get_blocking(id)->output.as_int64() == 200);
+  const auto log = e.read_log_blocking(0);
+  BOOST_REQUIRE(log);
+  for (const auto& ev : log->events)
+    BOOST_TEST(ev.kind != "progress");
+}
+
+BOOST_AUTO_TEST_CASE(frames_cross_to_a_stream_on_another_worker, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine watcher(options_for(db)), runner(options_for(db));
+  add_workflow(runner, "ticks", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto tick = [&]() -> asio::awaitable<int> {
+      for (int i = 1; i <= 5; ++i) {
+        ctx.emit(json::value{{"tick", i}});
+        co_await async_sleep(20ms);
+      }
+      co_return 5;
+    };
+    co_await ctx.step("tick", tick);
+    co_return json::value(true);
+  });
+  BOOST_REQUIRE(watcher.start_blocking());
+  BOOST_REQUIRE(runner.start_blocking());
+  auto s = watcher.stream_blocking().value();
+  auto id = runner.enqueue_blocking("ticks", json::object{}).value();
+  auto got = pull_until(s, id, "run_completed");
+  std::vector<std::int64_t> ticks;
+  for (const auto& ev : got) {
+    if (const auto* p = ev.as<events::progress>()) {
+      BOOST_TEST(ev.run == id);
+      BOOST_TEST(ev.workflow == "ticks");
+      ticks.push_back(p->frame.at("tick").as_int64());
+    }
+  }
+  BOOST_TEST(ticks == (std::vector<std::int64_t>{1, 2, 3, 4, 5}));
+}
+
+BOOST_AUTO_TEST_CASE(frames_of_an_execution_that_lost_its_lease_never_show, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db, 1s));
+  std::atomic<bool> cancelled_seen{false};
+  add_workflow(e, "chatty", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    // A step that ignores cancellation and keeps publishing for 3 s.
+    auto talk = [&]() -> asio::awaitable<int> {
+      for (int i = 0; i < 150; ++i) {
+        ctx.emit(json::value{{"i", i}});
+        co_await async_sleep(20ms);
+      }
+      co_return 1;
+    };
+    co_await ctx.step("talk", talk);
+    co_return json::value(1);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto s = e.stream_blocking().value();
+  auto id = e.enqueue_blocking("chatty", json::object{}).value();
+  // Frames flow; then the run is cancelled with no grace: fenced at once.
+  int before = 0;
+  while (before < 5) {
+    auto ev = pull(s, 5s);
+    BOOST_REQUIRE(ev);
+    if (ev->as<events::progress>()) ++before;
+  }
+  cancel_options now;
+  now.grace = 0ms;
+  BOOST_REQUIRE(e.cancel_blocking(id, now));
+  const auto fenced_at = std::chrono::system_clock::now();
+  // Within a heartbeat the worker knows; no frame published after that reaches any stream.
+  int late = 0;
+  const auto until = std::chrono::steady_clock::now() + 3500ms;
+  while (std::chrono::steady_clock::now() < until) {
+    auto ev = pull(s, 200ms);
+    if (!ev) continue;
+    if (ev->as<events::progress>() && ev->at > fenced_at + 700ms) ++late;
+  }
+  BOOST_TEST(late == 0);
+  BOOST_TEST(status_of(e, id) == "cancelled");
+}
+
+BOOST_AUTO_TEST_CASE(a_bounded_stream_pauses_the_engine_until_its_consumer_pulls, *utf::timeout(120)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_counter(e, 40);
+  BOOST_REQUIRE(e.start_blocking());
+  stream_options o;
+  o.buffer_size = 3;
+  auto s = e.stream_blocking(o).value();
+  auto id = e.enqueue_blocking("count", json::object{}).value();
+  // Nobody pulls: the run stops a step or two after 3 events are buffered, and stays stopped.
+  std::this_thread::sleep_for(1s);
+  const auto paused_at = steps_done(e, id);
+  BOOST_TEST(paused_at <= 4u);
+  std::this_thread::sleep_for(500ms);
+  BOOST_TEST(steps_done(e, id) == paused_at);
+  BOOST_TEST(s.buffered() >= 3u);
+  BOOST_TEST(status_of(e, id) == "running");
+  // Pulling lets it go on, to the end.
+  auto got = pull_until(s, id, "run_completed", 30s);
+  BOOST_TEST(got.size() == 43u);  // enqueued, started, 40 steps, completed
+  BOOST_TEST(status_of(e, id) == "completed");
+}
+
+BOOST_AUTO_TEST_CASE(a_rendezvous_stream_lets_the_engine_go_on_only_while_its_consumer_waits,
+                     *utf::timeout(120)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_counter(e, 10);
+  BOOST_REQUIRE(e.start_blocking());
+  stream_options o;
+  o.buffer_size = 0;
+  auto s = e.stream_blocking(o).value();
+  auto id = e.enqueue_blocking("count", json::object{}).value();
+  // Nobody waits in next(): nothing is claimed at all.
+  std::this_thread::sleep_for(700ms);
+  BOOST_TEST(status_of(e, id) == "queued");
+  // A consumer that pulls one event at a time, with a pause after each: the engine follows its pace.
+  std::vector<std::string> kinds;
+  while (kinds.empty() || kinds.back() != "run_completed") {
+    auto ev = pull(s, 10s);
+    BOOST_REQUIRE(ev);
+    kinds.emplace_back(ev->kind());
+    const auto done = steps_done(e, id);
+    std::this_thread::sleep_for(50ms);
+    BOOST_TEST(steps_done(e, id) <= done + 1);  // at most the unit of work already under way
+  }
+  BOOST_TEST(kinds.size() == 13u);
+}
+
+BOOST_AUTO_TEST_CASE(a_stalled_consumer_never_costs_a_lease_and_cancel_stop_or_unsubscribe_release_it,
+                     *utf::timeout(120)) {
+  auto db = fresh_database();
+  engine e(options_for(db, 1s));
+  add_counter(e, 50);
+  BOOST_REQUIRE(e.start_blocking());
+  stream_options o;
+  o.buffer_size = 1;
+  auto s = e.stream_blocking(o).value();
+  auto a = e.enqueue_blocking("count", json::object{}).value();
+  // Paused three leases long: the heartbeat keeps the lease, nobody reclaims it.
+  BOOST_REQUIRE(wait_until([&] { return s.buffered() >= 1; }, 10s));
+  std::this_thread::sleep_for(3s);
+  auto held = e.get_blocking(a).value();
+  BOOST_TEST(to_string(held.status) == "running");
+  BOOST_TEST(held.owner.value_or("") == e.worker_id());
+  BOOST_TEST(held.claims == 1);
+  BOOST_TEST(held.recoveries == 0);
+  // A cancel releases the paused run, whatever the consumer does.
+  BOOST_REQUIRE(e.cancel_blocking(a));
+  auto ended = e.wait_blocking(a, 10s);
+  BOOST_REQUIRE(ended);
+  BOOST_TEST(to_string(ended->status) == "cancelled");
+  // The stream is still full: the next run waits; destroying the stream unsubscribes it and lets it go.
+  auto b = e.enqueue_blocking("count", json::object{}).value();
+  std::this_thread::sleep_for(500ms);
+  BOOST_TEST(steps_done(e, b) == 0u);
+  s = event_stream{};
+  BOOST_REQUIRE(e.wait_blocking(b, 30s));
+  // A stop ends a stalled stream and does not wait for its consumer.
+  auto s2 = e.stream_blocking(o).value();
+  auto c = e.enqueue_blocking("count", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return s2.buffered() >= 1; }, 10s));
+  const auto t0 = std::chrono::steady_clock::now();
+  e.stop_blocking(10s);
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 < 5s));
+  std::size_t rest = 0;
+  while (pull(s2, 2s))
+    ++rest;
+  BOOST_TEST(rest >= 1u);
+  BOOST_TEST(!pull(s2, 100ms));             // ended
+  BOOST_TEST(status_of(e, c) == "queued");  // handed back for another worker
+}
+
+BOOST_AUTO_TEST_SUITE_END()
