@@ -61,7 +61,9 @@ int context::execution() const noexcept {
 void context::emit(const json::value& frame) {
   auto& st = *state_;
   // Replaying: the code between recorded steps runs again, and its frames were published the first time.
-  if (branch_ == nullptr && static_cast<std::size_t>(st.next_seq) < st.by_seq.size()) return;
+  if (branch_ == nullptr ? static_cast<std::size_t>(st.next_seq) < st.by_seq.size()
+                         : st.by_branch.contains(std::pair(branch_->path, branch_->next_local)))
+    return;
   std::string why;
   if (auto c = storage::check_json(frame, st.engine.store_.options().limits, &why); !c) {
     log::warn("engine", "run " + st.claim.id + ": ctx.emit dropped a frame: " + why);
@@ -230,7 +232,26 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
 
   const int max_attempts = std::max(1, options.retry.max_attempts);
   const auto started = std::chrono::system_clock::now();
+  // The step's events in the run log (appended with the writes that follow, not awaited).
+  auto log_step = [&](std::string_view kind, int attempt, json::object data) {
+    data["seq"] = seq;
+    data["name"] = storage::valid_utf8(name);
+    data["attempt"] = attempt;
+    if (branch_ != nullptr) data["branch"] = branch_->path;
+    engine.store_.append_log(st.lease(), kind, json::value(std::move(data)));
+  };
+  // The step's start is logged by the engine's watch if it runs a while, else by its checkpoint.
+  detail::step_watch watch(st, seq, name, branch_ ? std::optional<std::string>(branch_->path) : std::nullopt,
+                           started);
+  const bool observed = !engine.options_.middleware.empty();
+  const std::string* branch_path = branch_ ? &branch_->path : nullptr;
   for (int attempt = 1;; ++attempt) {
+    const step_info info{st.claim.id, st.claim.workflow, name, seq, attempt, branch_path};
+    if (observed) {
+      engine.observe([&](const step_middleware& m) {
+        if (m.before_step) m.before_step(info);
+      });
+    }
     json::value output;
     std::optional<std::string> failure;
     errc code = errc::step_failed;
@@ -283,12 +304,24 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       rec.branch = branch_->path;
       rec.branch_seq = local;
     }
+    if (failure && observed) {
+      const bool again = retriable && attempt < max_attempts;
+      engine.observe([&](const step_middleware& m) {
+        if (m.on_step_error) m.on_step_error(info, *failure, again);
+      });
+    }
     if (failure && retriable && attempt < max_attempts) {
       engine.emit(run_event::kind::step_retrying, st, name, attempt, *failure);
+      const auto delay = options.retry.delay_after(attempt, engine.random_unit());
+      json::object retrying;
+      retrying["error"] = storage::valid_utf8(failure->substr(0, k_max_message_bytes));
+      retrying["next_delay_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(delay).count();
+      watch.log_start();  // below its retries in the log
+      log_step("step_retrying", attempt, std::move(retrying));
       // A stop, cancel or lost lease that arrived during the attempt found no wait to cut short: check now.
       // (Same strand as the posted cancel, so nothing slips between this check and the wait.)
       interrupt_if_needed();
-      backoff.expires_after(options.retry.delay_after(attempt, engine.random_unit()));
+      backoff.expires_after(delay);
       co_await backoff.async_wait(asio::as_tuple(asio::use_awaitable));
       interrupt_if_needed();
       continue;
@@ -301,6 +334,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     } else {
       rec.output = std::move(output);  // moved back out once durable: no copy of the output on the hot path
     }
+    rec.started_logged = watch.finish();
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
     storage::step_checkpoint cp{st.lease(), std::move(rec)};
     auto written = co_await engine.store_.checkpoint(cp);
@@ -343,6 +377,13 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       throw step_failed_error(std::move(error));
     }
     engine.emit(run_event::kind::step_completed, st, name, attempt);
+    if (observed) {
+      const auto took =
+          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now() - started);
+      engine.observe([&](const step_middleware& m) {
+        if (m.after_step) m.after_step(info, cp.step.output, took);
+      });
+    }
     co_return std::move(cp.step.output);
   }
 }

@@ -15,6 +15,7 @@
 #include <limits>
 
 #include "engine_impl.hpp"
+#include "event_hooks.hpp"
 #include "keel/common/log.hpp"
 #include "keel/storage/json_limits.hpp"
 
@@ -81,6 +82,7 @@ engine_impl::engine_impl(engine_options options)
       changed_(ctl_, asio::steady_timer::time_point::max()),
       claim_wait_(ctl_),
       heartbeat_wait_(ctl_),
+      step_watch_wait_(ctl_),
       wakeup_timer_(ctl_),
       rng_(std::random_device{}()) {
   if (options_.concurrency == 0) options_.concurrency = 1;
@@ -191,6 +193,19 @@ result<void> engine_impl::start() {
         [this] { wake_claimer(); }, [this](const run_id& id) { cancel_requested(id); },
         [this] { hub_->log_appended(); }, [this](std::string_view frame) { hub_->remote_frame(frame); }});
   }
+  if (!options_.hooks.empty() && !hooks_started_.exchange(true)) {
+    // The hooks' feed: a stream of this engine's own, from now until stop() ends it.
+    auto hooks = std::make_shared<hook_dispatcher>(ioc_, options_.hooks);
+    auto feed = [this, hooks]() -> asio::awaitable<void> {
+      auto s = co_await stream(stream_options{});
+      if (!s) {
+        log::error("engine", "event hooks: cannot open their stream: " + s.error().message());
+        co_return;
+      }
+      co_await hooks->run(std::move(*s));
+    };
+    asio::co_spawn(ioc_, std::move(feed), log_failure("event hooks"));
+  }
   asio::post(ctl_, [this] {
     if (started_ || stopping()) return;
     started_ = true;
@@ -199,6 +214,8 @@ result<void> engine_impl::start() {
     wakeup_active_ = true;
     asio::co_spawn(ctl_, wakeup_loop(), log_failure("wakeup loop"));
     ensure_heartbeat();
+    step_watch_active_ = true;
+    asio::co_spawn(ctl_, step_watch_loop(), log_failure("step watch"));
     if (options_.lag_warning.count() > 0) {
       watchdog_active_ = true;
       // On its own strand: it measures whether any pool thread is free, not whether ctl_ is busy.
@@ -321,6 +338,22 @@ asio::awaitable<void> engine_impl::claim_loop() {
     wake_pending_ = false;
   }
   claim_loop_active_ = false;
+  notify_changed();
+}
+
+asio::awaitable<void> engine_impl::step_watch_loop() {
+  /// A step running this long has its start logged while it runs; a faster one's is logged with its end.
+  constexpr std::chrono::milliseconds k_slow_step{50};
+  std::vector<std::shared_ptr<run_state>> runs;
+  while (!stopping()) {
+    step_watch_wait_.expires_after(k_slow_step / 2);
+    co_await step_watch_wait_.async_wait(asio::as_tuple(use_awaitable));
+    runs.clear();
+    for (const auto& [id, st] : inflight_)
+      runs.push_back(st);
+    log_slow_steps(runs, k_slow_step);
+  }
+  step_watch_active_ = false;
   notify_changed();
 }
 
@@ -548,6 +581,10 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     }
     emit(sleeping ? run_event::kind::sleeping : run_event::kind::waiting, *st, {}, 0,
          sleeping ? std::string() : st->parked->event);
+    const std::string what = sleeping ? std::string("sleep") : st->parked->event;
+    observe([&](const step_middleware& m) {
+      if (m.on_wait) m.on_wait(st->claim.id, st->claim.workflow, what);
+    });
     co_return;
   }
   if (interrupted && interrupted->reason == run_interrupted::why::released) {
@@ -647,7 +684,8 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   limit.cancel();
   heartbeat_wait_.cancel();
   wakeup_timer_.cancel();
-  while (heartbeat_active_ || watchdog_active_ || claim_loop_active_ || wakeup_active_)
+  step_watch_wait_.cancel();
+  while (heartbeat_active_ || watchdog_active_ || claim_loop_active_ || wakeup_active_ || step_watch_active_)
     co_await wait_changed();
 }
 

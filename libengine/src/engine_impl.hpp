@@ -15,8 +15,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "keel/engine/engine.hpp"
 #include "event_hub.hpp"
+#include "keel/common/log.hpp"
+#include "keel/engine/engine.hpp"
 #include "run_state.hpp"
 
 namespace keel::detail {
@@ -85,12 +86,28 @@ class engine_impl {
   /// Live events: the log follower, streams, frames and the backpressure gate (event_hub.cpp).
   std::shared_ptr<event_hub> hub_;
 
+  /// Calls `call` with each step middleware, logging and ignoring what it throws (on the run's strand).
+  template <class F>
+  void observe(F&& call) const {
+    for (const auto& m : options_.middleware) {
+      try {
+        call(m);
+      } catch (const std::exception& e) {
+        log::warn("engine", std::string("a step middleware threw (ignored): ") + e.what());
+      } catch (...) {
+        log::warn("engine", "a step middleware threw (ignored)");
+      }
+    }
+  }
+
  private:
   boost::asio::awaitable<void> stop_on_ctl(std::chrono::milliseconds deadline);
   boost::asio::awaitable<result<std::size_t>> tick_on_ctl();
   boost::asio::awaitable<void> claim_loop();
   boost::asio::awaitable<void> heartbeat_loop();
   boost::asio::awaitable<void> watchdog_loop();
+  /// Logs step_started for steps that run a while (step_watch.cpp), until the engine stops.
+  boost::asio::awaitable<void> step_watch_loop();
   boost::asio::awaitable<void> wakeup_loop();
   void ensure_heartbeat();
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
@@ -122,6 +139,8 @@ class engine_impl {
   bool claim_waiting_ = false;
   bool wake_pending_ = false;
   boost::asio::steady_timer heartbeat_wait_;
+  boost::asio::steady_timer step_watch_wait_;
+  bool step_watch_active_ = false;
   bool claim_loop_active_ = false;
   bool heartbeat_active_ = false;
   bool watchdog_active_ = false;
@@ -142,6 +161,7 @@ class engine_impl {
   bool migrated_ = false;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> started_once_{false};
+  std::atomic<bool> hooks_started_{false};
   /// Runs in flight whose finish was submitted (their slots are claimed for ahead of the commit).
   std::atomic<std::size_t> finishing_{0};
   std::mutex secret_mutex_;

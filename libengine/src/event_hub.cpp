@@ -49,18 +49,33 @@ subscription::subscription(std::weak_ptr<event_hub> hub, stream_options options)
   if (options_.filter.run) tree_.insert(*options_.filter.run);
 }
 
-int subscription::gate_delta_locked() {
+std::shared_ptr<event_hub> subscription::gate_update_locked() {
   bool hold = false;
   if (options_.buffer_size && !ended_ && !closed_) {
-    hold =
-        *options_.buffer_size == 0 ? (!waiter_ || !events_.empty()) : events_.size() >= *options_.buffer_size;
+    const std::size_t waiting = events_.size() + (returned_ ? 1 : 0);
+    hold = *options_.buffer_size == 0 ? (!waiter_ || waiting > 0) : waiting >= *options_.buffer_size;
   }
-  if (hold == holds_gate_) return 0;
+  if (hold == holds_gate_) return nullptr;
   holds_gate_ = hold;
-  return hold ? 1 : -1;
+  // Applied here, under this stream's lock, so that its changes reach the count in order.
+  auto hub = hub_.lock();
+  if (hub && hub->gate_changed(hold ? 1 : -1)) return hub;
+  return nullptr;
+}
+
+subscription::~subscription() {
+  if (holds_gate_) {
+    if (auto hub = hub_.lock(); hub && hub->gate_changed(-1)) hub->open_gate_waiters();
+  }
 }
 
 std::optional<stream_event> subscription::pop_locked() {
+  if (returned_) {
+    // Handed to a next() that was cancelled before it resumed: it goes out first.
+    auto e = std::move(*returned_);
+    returned_.reset();
+    return e;
+  }
   // Oldest first, whether a log event or a frame.
   frame_slot* oldest_frame = nullptr;
   for (auto& [run, slot] : frames_) {
@@ -91,65 +106,78 @@ asio::awaitable<std::optional<stream_event>> subscription::next() {
       [self = shared_from_this()](auto handler) {
         using handler_t = decltype(handler);
         auto shared = std::make_shared<handler_t>(std::move(handler));
-        std::function<void(std::optional<stream_event>)> resume = [shared](std::optional<stream_event> e) {
-          auto ex = asio::get_associated_executor(*shared);
-          asio::post(ex, [shared, e = std::move(e)]() mutable {
-            auto slot = asio::get_associated_cancellation_slot(*shared);
-            if (slot.is_connected()) slot.clear();
-            (*shared)(std::move(e));
-          });
-        };
-        // A cancelled pull (say, the loser of `next() || timer`) completes with nullopt.
+        // A cancelled pull (say, the loser of `next() || timer`) completes with nullopt; an event handed to
+        // it before the cancel arrived goes back to the stream, first in line.
+        auto cancelled = std::make_shared<std::atomic<bool>>(false);
+        std::function<void(std::optional<stream_event>)> resume =
+            [shared, cancelled, weak = std::weak_ptr<subscription>(self)](std::optional<stream_event> e) {
+              auto ex = asio::get_associated_executor(*shared);
+              asio::post(ex, [shared, cancelled, weak, e = std::move(e)]() mutable {
+                auto slot = asio::get_associated_cancellation_slot(*shared);
+                if (slot.is_connected()) slot.clear();
+                if (e && cancelled->load(std::memory_order_acquire)) {
+                  if (auto s = weak.lock()) s->give_back(std::move(*e));
+                  e.reset();
+                }
+                (*shared)(std::move(e));
+              });
+            };
         auto slot = asio::get_associated_cancellation_slot(*shared);
         if (slot.is_connected()) {
-          slot.assign([weak = std::weak_ptr<subscription>(self)](asio::cancellation_type) {
+          slot.assign([weak = std::weak_ptr<subscription>(self), cancelled](asio::cancellation_type) {
+            cancelled->store(true, std::memory_order_release);
             if (auto s = weak.lock()) s->cancel_pull();
           });
         }
         std::optional<stream_event> ready;
         bool now = false;
-        int delta = 0;
+        std::shared_ptr<event_hub> opened;
         {
           std::lock_guard lock(self->m_);
           ready = self->pop_locked();
           now = ready.has_value() || self->ended_ || self->closed_;
           if (!now) self->waiter_ = std::move(resume);
-          delta = self->gate_delta_locked();
+          opened = self->gate_update_locked();
         }
-        if (delta != 0) {
-          if (auto h = self->hub_.lock()) h->gate_changed(delta);
-        }
+        if (opened) opened->open_gate_waiters();
         if (now) resume(std::move(ready));
       },
       use_awaitable);
 }
 
+void subscription::give_back(stream_event e) {
+  std::shared_ptr<event_hub> opened;
+  {
+    std::lock_guard lock(m_);
+    if (closed_) return;
+    returned_ = std::move(e);
+    opened = gate_update_locked();
+  }
+  if (opened) opened->open_gate_waiters();
+}
+
 void subscription::cancel_pull() {
   std::function<void(std::optional<stream_event>)> waiter;
-  int delta = 0;
+  std::shared_ptr<event_hub> opened;
   {
     std::lock_guard lock(m_);
     waiter = std::move(waiter_);
     waiter_ = nullptr;
-    delta = gate_delta_locked();
+    opened = gate_update_locked();
   }
-  if (delta != 0) {
-    if (auto h = hub_.lock()) h->gate_changed(delta);
-  }
+  if (opened) opened->open_gate_waiters();
   if (waiter) waiter(std::nullopt);
 }
 
 std::optional<stream_event> subscription::try_next() {
   std::optional<stream_event> e;
-  int delta = 0;
+  std::shared_ptr<event_hub> opened;
   {
     std::lock_guard lock(m_);
     e = pop_locked();
-    delta = gate_delta_locked();
+    opened = gate_update_locked();
   }
-  if (delta != 0) {
-    if (auto h = hub_.lock()) h->gate_changed(delta);
-  }
+  if (opened) opened->open_gate_waiters();
   return e;
 }
 
@@ -160,7 +188,7 @@ std::size_t subscription::buffered() const {
 
 void subscription::close() {
   std::function<void(std::optional<stream_event>)> waiter;
-  int delta = 0;
+  std::shared_ptr<event_hub> opened;
   {
     std::lock_guard lock(m_);
     if (closed_) return;
@@ -170,10 +198,10 @@ void subscription::close() {
     frame_count_ = 0;
     waiter = std::move(waiter_);
     waiter_ = nullptr;
-    delta = gate_delta_locked();
+    opened = gate_update_locked();
   }
   auto hub = hub_.lock();
-  if (hub && delta != 0) hub->gate_changed(delta);
+  if (opened) opened->open_gate_waiters();
   if (hub) hub->unsubscribe(this);
   if (waiter) waiter(std::nullopt);
 }
@@ -199,7 +227,7 @@ void subscription::add_tree(const std::vector<run_id>& ids) {
 
 void subscription::offer(stream_event e) {
   std::function<void(std::optional<stream_event>)> waiter;
-  int delta = 0;
+  std::shared_ptr<event_hub> opened;
   {
     std::lock_guard lock(m_);
     if (closed_ || ended_) return;
@@ -209,45 +237,93 @@ void subscription::offer(stream_event e) {
     } else {
       events_.emplace_back(arrivals_++, std::move(e));
     }
-    delta = gate_delta_locked();
+    opened = gate_update_locked();
   }
-  if (delta != 0) {
-    if (auto h = hub_.lock()) h->gate_changed(delta);
-  }
+  if (opened) opened->open_gate_waiters();
   if (waiter) waiter(std::move(e));
+}
+
+bool subscription::in_tree_locked(const stream_event& e) {
+  if (tree_.contains(e.run)) return true;
+  if (!e.parent || !tree_.contains(*e.parent)) return false;
+  tree_.insert(e.run);
+  return true;
+}
+
+void subscription::queue_frame_locked(stream_event e,
+                                      std::function<void(std::optional<stream_event>)>& waiter,
+                                      std::optional<stream_event>& handed) {
+  if (waiter_ && events_.empty() && frame_count_ == 0 && !handed) {
+    waiter = std::move(waiter_);
+    waiter_ = nullptr;
+    handed = std::move(e);
+    return;
+  }
+  auto& slot = frames_[e.run];
+  if (slot.frames.size() >= k_frames_per_run) {
+    // Fallen behind: the oldest goes, counted on the next one delivered.
+    slot.frames.pop_front();
+    ++slot.missed;
+    --frame_count_;
+  }
+  slot.frames.emplace_back(arrivals_++, std::move(e));
+  ++frame_count_;
 }
 
 void subscription::offer_frame(stream_event e) {
   std::function<void(std::optional<stream_event>)> waiter;
-  int delta = 0;
+  std::optional<stream_event> handed;
+  std::shared_ptr<event_hub> opened;
   {
     std::lock_guard lock(m_);
-    if (closed_ || ended_) return;
-    if (waiter_ && events_.empty() && frame_count_ == 0) {
-      waiter = std::move(waiter_);
-      waiter_ = nullptr;
-    } else {
-      auto& slot = frames_[e.run];
-      if (slot.frames.size() >= k_frames_per_run) {
-        // Fallen behind: the oldest goes, counted on the next one delivered.
-        slot.frames.pop_front();
-        ++slot.missed;
-        --frame_count_;
+    if (closed_ || ended_ || !options_.filter.progress) return;
+    if (options_.filter.workflow && e.workflow != *options_.filter.workflow) return;
+    if (options_.filter.run) {
+      // A run of the tree the follower has not yet read of (a child that just started) waits for it;
+      // so do its later frames, to keep their order.
+      const bool behind = std::any_of(pending_frames_.begin(), pending_frames_.end(),
+                                      [&](const pending_frame& p) { return p.event.run == e.run; });
+      if (behind || !in_tree_locked(e)) {
+        if (pending_frames_.size() >= k_max_pending_frames) pending_frames_.pop_front();
+        pending_frames_.push_back({std::chrono::steady_clock::now(), std::move(e)});
+        return;
       }
-      slot.frames.emplace_back(arrivals_++, std::move(e));
-      ++frame_count_;
     }
-    delta = gate_delta_locked();
+    queue_frame_locked(std::move(e), waiter, handed);
+    opened = gate_update_locked();
   }
-  if (delta != 0) {
-    if (auto h = hub_.lock()) h->gate_changed(delta);
+  if (opened) opened->open_gate_waiters();
+  if (waiter) waiter(std::move(handed));
+}
+
+void subscription::recheck_pending_frames() {
+  std::function<void(std::optional<stream_event>)> waiter;
+  std::optional<stream_event> handed;
+  std::shared_ptr<event_hub> opened;
+  {
+    std::lock_guard lock(m_);
+    if (pending_frames_.empty()) return;
+    const auto too_old = std::chrono::steady_clock::now() - k_pending_frame_limit;
+    std::deque<pending_frame> still;
+    for (auto& p : pending_frames_) {
+      const bool earlier_waits = std::any_of(
+          still.begin(), still.end(), [&](const pending_frame& q) { return q.event.run == p.event.run; });
+      if (!earlier_waits && !closed_ && !ended_ && in_tree_locked(p.event)) {
+        queue_frame_locked(std::move(p.event), waiter, handed);
+      } else if (p.since > too_old) {
+        still.push_back(std::move(p));
+      }  // else: its run never showed as part of the tree: not this stream's
+    }
+    pending_frames_.swap(still);
+    opened = gate_update_locked();
   }
-  if (waiter) waiter(std::move(e));
+  if (opened) opened->open_gate_waiters();
+  if (waiter) waiter(std::move(handed));
 }
 
 void subscription::end() {
   std::function<void(std::optional<stream_event>)> waiter;
-  int delta = 0;
+  std::shared_ptr<event_hub> opened;
   {
     std::lock_guard lock(m_);
     if (ended_) return;
@@ -256,23 +332,19 @@ void subscription::end() {
       waiter = std::move(waiter_);
       waiter_ = nullptr;
     }
-    delta = gate_delta_locked();
+    opened = gate_update_locked();
   }
-  if (delta != 0) {
-    if (auto h = hub_.lock()) h->gate_changed(delta);
-  }
+  if (opened) opened->open_gate_waiters();
   if (waiter) waiter(std::nullopt);
 }
 
 void subscription::refresh_gate() {
-  int delta = 0;
+  std::shared_ptr<event_hub> opened;
   {
     std::lock_guard lock(m_);
-    delta = gate_delta_locked();
+    opened = gate_update_locked();
   }
-  if (delta != 0) {
-    if (auto h = hub_.lock()) h->gate_changed(delta);
-  }
+  if (opened) opened->open_gate_waiters();
 }
 
 // ---- event_hub ----
@@ -290,12 +362,6 @@ event_hub::event_hub(asio::io_context& ioc, storage::store& store, std::string w
 
 asio::awaitable<result<std::shared_ptr<subscription>>> event_hub::subscribe(stream_options options) {
   auto sub = std::make_shared<subscription>(weak_from_this(), options);
-  if (options.filter.run) {
-    // The runs it started so far; those started later join as their events show their parent.
-    auto tree = co_await store_.run_tree(*options.filter.run);
-    if (!tree) co_return tree.error();
-    sub->add_tree(*tree);
-  }
   // On the follower's strand: the stream starts where the follower is, so it misses nothing committed
   // after this returns (see follow()).
   co_return co_await asio::co_spawn(strand_, join(std::move(sub)), use_awaitable);
@@ -306,6 +372,13 @@ asio::awaitable<result<std::shared_ptr<subscription>>> event_hub::join(std::shar
     auto top = co_await store_.follow_log(0, 0);
     if (!top) co_return top.error();
     if (cursor_ < 0) cursor_ = top->top - 1;
+  }
+  if (sub->followed_run()) {
+    // The runs it started so far, read after the cursor is set: one started since shows in an event
+    // past the cursor, naming its parent.
+    auto tree = co_await store_.run_tree(*sub->followed_run());
+    if (!tree) co_return tree.error();
+    sub->add_tree(*tree);
   }
   bool start = false;
   {
@@ -327,7 +400,17 @@ asio::awaitable<result<std::shared_ptr<subscription>>> event_hub::join(std::shar
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
         log::error("engine", std::string("log follower stopped: ") + ex.what());
+      } catch (...) {
+        log::error("engine", "log follower stopped");
       }
+      // The next stream starts a new one; a stop does not wait for this one.
+      {
+        std::lock_guard lock(self->m_);
+        self->following_ = false;
+      }
+      self->cursor_ = -1;  // on strand_, as the completion of a coroutine spawned there
+      self->follower_done_ = true;
+      self->finished_.cancel();
     });
   }
   co_return sub;
@@ -391,15 +474,12 @@ void event_hub::dispatch_frame(stream_event e) {
     if (p->epoch < epoch) return;
     epoch = p->epoch;
   }
-  std::vector<subscription*> to;
-  for (const auto& s : subs) {
-    if (s->wants(e)) to.push_back(s.get());
-  }
-  for (std::size_t i = 0; i < to.size(); ++i) {
-    if (i + 1 < to.size()) {
-      to[i]->offer_frame(e);
+  // Each stream its own copy (it filters); the last one takes the original.
+  for (std::size_t i = 0; i < subs.size(); ++i) {
+    if (i + 1 < subs.size()) {
+      subs[i]->offer_frame(e);
     } else {
-      to[i]->offer_frame(std::move(e));
+      subs[i]->offer_frame(std::move(e));
     }
   }
 }
@@ -508,13 +588,14 @@ asio::awaitable<bool> event_hub::read_once(bool& held, std::size_t& got) {
   }
   held = page->held_back;
   const auto subs = live_subscriptions();
-  if (page->page.gap_until && *page->page.gap_until > cursor_) {
+  if (page->page.gap_until && *page->page.gap_until > gap_reported_) {
+    // Once per new horizon. The cursor stays: retention skips rows of runs still going, so events below
+    // the horizon may still come, and the gap's id is no position to resume from.
+    gap_reported_ = *page->page.gap_until;
     stream_event gap;
-    gap.id = *page->page.gap_until;
     gap.at = std::chrono::system_clock::now();
-    gap.body = events::log_gap{*page->page.gap_until};
+    gap.body = events::log_gap{gap_reported_};
     dispatch(std::move(gap), subs);
-    cursor_ = *page->page.gap_until;
   }
   const bool full = page->page.events.size() == k_follow_page;
   got = page->page.events.size();
@@ -525,6 +606,8 @@ asio::awaitable<bool> event_hub::read_once(bool& held, std::size_t& got) {
     if (is_terminal(ev)) runs_.erase(ev.run);
     dispatch(std::move(ev), subs);
   }
+  for (const auto& s : subs)
+    s->recheck_pending_frames();  // the runs just read may have joined a followed tree
   co_return full;
 }
 
@@ -547,6 +630,7 @@ asio::awaitable<void> event_hub::follow() {
         following_ = false;
         cursor_ = -1;
         runs_.clear();
+        epochs_.clear();
         follower_done_ = true;
         co_return;
       }
@@ -588,9 +672,8 @@ asio::awaitable<void> event_hub::follow() {
   finished_.cancel();
 }
 
-void event_hub::gate_changed(int delta) {
-  const int now = closed_.fetch_add(delta, std::memory_order_acq_rel) + delta;
-  if (now == 0) open_gate_waiters();
+bool event_hub::gate_changed(int delta) {
+  return closed_.fetch_add(delta, std::memory_order_acq_rel) + delta == 0 && delta < 0;
 }
 
 void event_hub::open_gate_waiters() {
@@ -642,6 +725,7 @@ asio::awaitable<void> event_hub::finish_on_strand(std::chrono::milliseconds dead
     ending_ = true;
   }
   if (!follower_done_) {
+    wake_requested_.store(true, std::memory_order_release);  // a read in progress does not wait after it
     wake_.cancel();
     finished_.expires_after(deadline);
     co_await finished_.async_wait(asio::as_tuple(use_awaitable));

@@ -48,6 +48,9 @@ class subscription : public std::enable_shared_from_this<subscription> {
   std::optional<stream_event> try_next();
   /// A pending next() was cancelled: it completes with nullopt.
   void cancel_pull();
+  /// An event handed to a next() that was cancelled meanwhile: the next pull gets it.
+  void give_back(stream_event e);
+  ~subscription();
   [[nodiscard]] std::size_t buffered() const;
   /// Unsubscribes: nothing more arrives, and the gate no longer waits for this stream.
   void close();
@@ -57,7 +60,11 @@ class subscription : public std::enable_shared_from_this<subscription> {
   /// A run whose parent the filter follows joins the followed tree.
   [[nodiscard]] bool wants(const stream_event& e);
   void offer(stream_event e);
+  /// Takes a frame if the filter wants it (or keeps it briefly, when its run's place in the followed tree
+  /// is not known yet).
   void offer_frame(stream_event e);
+  /// After the follower read more of the log: frames kept for runs now known to be in the tree go out.
+  void recheck_pending_frames();
   /// The stream ends: a pending next() (and those after everything buffered) returns nullopt.
   void end();
   /// Adds runs to the followed tree (filter.run and its descendants, read when the stream opened).
@@ -65,21 +72,30 @@ class subscription : public std::enable_shared_from_this<subscription> {
   /// Reports whether the stream holds the gate now (when it opens).
   void refresh_gate();
   [[nodiscard]] bool bounded() const noexcept { return options_.buffer_size.has_value(); }
+  [[nodiscard]] const std::optional<run_id>& followed_run() const noexcept { return options_.filter.run; }
 
   /// Frames kept per run for a consumer that fell behind; older ones are dropped and counted as missed.
   static constexpr std::size_t k_frames_per_run = 64;
+  /// Frames of runs not yet known to be in the followed tree: at most this many, for at most this long.
+  static constexpr std::size_t k_max_pending_frames = 1024;
+  static constexpr std::chrono::seconds k_pending_frame_limit{2};
 
  private:
-  /// Whether this stream holds the gate closed now; tells the hub when that changes. Under m_; returns
-  /// the change to report (outside the lock).
-  int gate_delta_locked();
+  /// Whether this stream holds the gate now; applies a change to the hub's count. Under m_; returns the
+  /// hub when the change opened the gate (its waiters are woken outside the lock).
+  std::shared_ptr<event_hub> gate_update_locked();
   void deliver_or_queue_locked(stream_event e, std::function<void()>& wake);
   std::optional<stream_event> pop_locked();
+  bool in_tree_locked(const stream_event& e);
+  /// Queues a frame, or hands it to a waiting next() (`waiter`, `handed`) when nothing else waits.
+  void queue_frame_locked(stream_event e, std::function<void(std::optional<stream_event>)>& waiter,
+                          std::optional<stream_event>& handed);
 
   std::weak_ptr<event_hub> hub_;
   const stream_options options_;
   mutable std::mutex m_;
   std::deque<std::pair<std::uint64_t, stream_event>> events_;
+  std::optional<stream_event> returned_;  // see give_back
   struct frame_slot {
     std::deque<std::pair<std::uint64_t, stream_event>> frames;
     std::int64_t missed = 0;
@@ -92,6 +108,11 @@ class subscription : public std::enable_shared_from_this<subscription> {
   bool ended_ = false;
   bool closed_ = false;
   bool holds_gate_ = false;
+  struct pending_frame {
+    std::chrono::steady_clock::time_point since;
+    stream_event event;
+  };
+  std::deque<pending_frame> pending_frames_;
   std::unordered_set<run_id> tree_;
   bool tree_loaded_ = false;
 };
@@ -122,8 +143,10 @@ class event_hub : public std::enable_shared_from_this<event_hub> {
   /// Before a run's next unit of work: waits while paused(), unless the run must stop anyway (lost lease,
   /// cancel request, engine stopping; cut short like a retry backoff). On the run's strand.
   boost::asio::awaitable<void> pause_point(run_state& st);
-  /// A stream's gate holding changed by `delta` (+1 closed, -1 opened).
-  void gate_changed(int delta);
+  /// A stream's gate holding changed by `delta` (+1 closed, -1 opened). Returns true when that opened
+  /// the gate: the caller then calls open_gate_waiters() (outside its lock).
+  bool gate_changed(int delta);
+  void open_gate_waiters();
 
   /// engine::stop: runs pause no more.
   void release_gate();
@@ -144,7 +167,6 @@ class event_hub : public std::enable_shared_from_this<event_hub> {
   void dispatch_frame(stream_event e);
   std::vector<std::shared_ptr<subscription>> live_subscriptions();
   void end_all();
-  void open_gate_waiters();
 
   boost::asio::io_context& ioc_;
   storage::store& store_;
@@ -168,6 +190,8 @@ class event_hub : public std::enable_shared_from_this<event_hub> {
   std::atomic<bool> released_{false};
   /// Follower state (on strand_): the last position delivered; -1 before the first read.
   std::int64_t cursor_ = -1;
+  /// The retention horizon last reported as a gap.
+  std::int64_t gap_reported_ = 0;
   struct run_description {
     std::string workflow;
     std::optional<run_id> parent;

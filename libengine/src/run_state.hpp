@@ -10,8 +10,10 @@
 #include <chrono>
 #include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
@@ -39,6 +41,17 @@ struct run_state {
   int next_seq = 0;
   /// Progress frames this execution published (ctx.emit): the last one's number.
   std::int64_t frames = 0;
+  /// Steps executing now (not replayed), for the engine's watch that logs step_started for those still
+  /// running after a while (step_watch.cpp); a faster step's start is logged by its checkpoint.
+  struct running_step {
+    int seq = 0;
+    std::string name;
+    std::optional<std::string> branch;
+    std::chrono::system_clock::time_point started;
+    bool logged = false;
+  };
+  std::mutex steps_mutex;
+  std::list<running_step> running_steps;  // under steps_mutex
   /// A ctx.step call is in progress on the main line (its steps must not overlap).
   bool in_step = false;
   /// The records of earlier executions by position (nullptr where there is none), and those of parallel
@@ -133,6 +146,28 @@ struct branch_state {
   branch_state(std::string p, boost::asio::strand<boost::asio::io_context::executor_type> s)
       : path(std::move(p)), backoff(s) {}
 };
+
+/// Registers a step executing now in run_state::running_steps for as long as it lives.
+class step_watch {
+ public:
+  step_watch(run_state& st, int seq, const std::string& name, const std::optional<std::string>& branch,
+             std::chrono::system_clock::time_point started);
+  ~step_watch();
+  step_watch(const step_watch&) = delete;
+  step_watch& operator=(const step_watch&) = delete;
+  /// Logs the step's start now if it is not yet (before the step's first retry is logged).
+  void log_start();
+  /// Ends the watch: whether the step's start was logged while it ran (then its checkpoint does not).
+  bool finish();
+
+ private:
+  run_state& st_;
+  std::list<run_state::running_step>::iterator it_;
+  bool done_ = false;
+};
+
+/// Logs step_started for the steps of `runs` that have been running for `after` or longer (once each).
+void log_slow_steps(const std::vector<std::shared_ptr<run_state>>& runs, std::chrono::milliseconds after);
 
 /// Thrown inside a run when it must stop executing without writing an outcome: the lease was lost, or the
 /// engine is stopping and the run is handed back to the queue. Deliberately not a std::exception, so that

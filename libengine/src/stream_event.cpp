@@ -50,7 +50,6 @@ std::optional<std::string> branch_of(const json::object& o) {
 }
 
 stream_event::body_type decode(const std::string& kind, json::value data) {
-  static const json::object empty;
   json::object o = data.is_object() ? std::move(data.as_object()) : json::object();
   if (kind == "run_enqueued") {
     return events::run_enqueued{static_cast<int>(number(o, "version", 1)),
@@ -74,6 +73,24 @@ stream_event::body_type decode(const std::string& kind, json::value data) {
   if (kind == "run_failed") return events::run_failed{take(o, "error")};
   if (kind == "run_cancelled") return events::run_cancelled{take(o, "error")};
   if (kind == "run_dead_lettered") return events::run_dead_lettered{take(o, "error")};
+  if (kind == "step_started") {
+    auto name = text(o, "name");
+    auto branch = branch_of(o);
+    return events::step_started{std::move(name), static_cast<int>(number(o, "seq")),
+                                static_cast<int>(number(o, "attempt", 1)), std::move(branch),
+                                micros_time(o, "started_at")};
+  }
+  if (kind == "step_retrying") {
+    auto name = text(o, "name");
+    auto error = text(o, "error");
+    auto branch = branch_of(o);
+    return events::step_retrying{std::move(name),
+                                 static_cast<int>(number(o, "seq")),
+                                 static_cast<int>(number(o, "attempt", 1)),
+                                 std::move(error),
+                                 std::chrono::milliseconds(number(o, "next_delay_ms")),
+                                 std::move(branch)};
+  }
   if (kind == "step_completed") {
     auto name = text(o, "name");
     auto branch = branch_of(o);
@@ -120,6 +137,8 @@ std::string_view stream_event::kind() const noexcept {
     std::string_view operator()(const events::run_failed&) const { return "run_failed"; }
     std::string_view operator()(const events::run_cancelled&) const { return "run_cancelled"; }
     std::string_view operator()(const events::run_dead_lettered&) const { return "run_dead_lettered"; }
+    std::string_view operator()(const events::step_started&) const { return "step_started"; }
+    std::string_view operator()(const events::step_retrying&) const { return "step_retrying"; }
     std::string_view operator()(const events::step_completed&) const { return "step_completed"; }
     std::string_view operator()(const events::step_failed&) const { return "step_failed"; }
     std::string_view operator()(const events::run_changed& c) const { return c.kind; }

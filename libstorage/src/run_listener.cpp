@@ -27,8 +27,18 @@ const statement publish_frames_stmt{
 
 }  // namespace
 
+namespace {
+
+/// The listener's session is named, so that operators (and tests) can tell it in pg_stat_activity.
+connection_config named(connection_config config) {
+  config.defaults.emplace_back("application_name", std::string(run_listener::k_application_name));
+  return config;
+}
+
+}  // namespace
+
 run_listener::run_listener(connection_config config, store_listeners listeners)
-    : config_(std::move(config)),
+    : config_(named(std::move(config))),
       listeners_(std::move(listeners)),
       wake_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       thread_([this] { thread_main(); }) {}

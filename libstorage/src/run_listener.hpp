@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -58,6 +59,8 @@ class run_listener {
   static constexpr std::size_t k_max_frame_bytes = 7900;
   static constexpr std::size_t k_max_outbox = 4096;
   static constexpr std::chrono::milliseconds k_announce_interval{5};
+  /// The listener session's application_name (unless the connection string sets one).
+  static constexpr std::string_view k_application_name = "keel listener";
 
  private:
   void thread_main();

@@ -27,17 +27,28 @@ std::string log_cte(std::string_view source) {
   return sql;
 }
 
-/// The `logged` CTE of a checkpoint: its step rows (`ins`, as inserted), by reference (see keel.run_log).
-std::string log_steps_cte() {
-  return R"sql(logged AS (
+/// The `logged` CTE of a checkpoint: its step rows, by reference (see keel.run_log), each after its
+/// step_started unless that was logged while the step ran (`started_logged`): a fast step's start costs
+/// no statement of its own. `again`: only the rows inserted now (`ins`; a retry finds its own earlier rows
+/// and logs nothing twice); otherwise every fenced row, all of which the statement inserts (a join of the
+/// two CTEs would be a nested loop over the batch).
+std::string log_steps_cte(bool again) {
+  std::string sql = R"sql(logged AS (
   INSERT INTO keel.run_log (pos, n, runs, kinds, data, seqs, epochs)
-  SELECT keel.log_next(), count(*), array_agg(ev.run_id), array_agg(ev.kind), array_agg(NULL::jsonb),
+  SELECT keel.log_next(), count(*), array_agg(ev.id), array_agg(ev.kind), array_agg(NULL::jsonb),
          array_agg(ev.seq), array_agg(ev.epoch)
-  FROM (SELECT ins.run_id, CASE WHEN ins.status = 'completed' THEN 'step_completed' ELSE 'step_failed' END AS kind,
-               ins.seq, ins.epoch
-        FROM ins WHERE current_setting('keel.log', true) IS DISTINCT FROM 'off'
-        ORDER BY ins.run_id, ins.seq) ev
-  HAVING count(*) > 0))sql";
+  FROM (SELECT f.id, k.kind, f.seq, f.epoch
+        FROM fenced f)sql";
+  if (again) sql.append(" JOIN ins ON ins.run_id = f.id AND ins.seq = f.seq");
+  sql.append(R"sql(
+        CROSS JOIN LATERAL (VALUES (0, 'step_started'),
+                                   (1, CASE WHEN f.status = 'completed' THEN 'step_completed'
+                                            ELSE 'step_failed' END)) k(o, kind)
+        WHERE current_setting('keel.log', true) IS DISTINCT FROM 'off'
+          AND (k.o = 1 OR f.started_logged IS NOT TRUE)
+        ORDER BY f.id, f.seq, k.o) ev
+  HAVING count(*) > 0))sql");
+  return sql;
 }
 
 /// `kept`: before a statement removes step rows (`gone`: the removed rows, all columns), their details go
@@ -111,9 +122,10 @@ WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              name text, status text, output jsonb,
                                                              error jsonb, attempts int, started bigint,
-                                                             finished bigint, branch text, branch_seq int))
+                                                             finished bigint, branch text, branch_seq int,
+                                                             started_logged bool))
        WITH ORDINALITY AS x(id, owner, epoch, seq, name, status, output, error, attempts, started, finished,
-                            branch, branch_seq, ord)),
+                            branch, branch_seq, started_logged, ord)),
 fenced AS (
   SELECT x.* FROM x JOIN keel.runs r
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
@@ -125,7 +137,7 @@ ins AS (
          to_timestamp(finished::double precision / 1e6), epoch, branch, branch_seq
   FROM fenced)sql";
   // What a checkpoint logs: the steps it inserted (a retry finds its own, and logs nothing twice).
-  const auto logged = log_steps_cte();
+  const auto logged = log_steps_cte(again);
   const std::string returning = "\n  RETURNING run_id, seq, status, epoch";
   if (!again) return sql + returning + "),\n" + logged + "\nSELECT ord FROM fenced";
   // A retry acknowledges what it inserted now, and the rows its own lost attempt wrote (same epoch, same
@@ -147,6 +159,35 @@ const std::string checkpoint_again_sql = checkpoint_steps_sql(true);
 }  // namespace
 
 const statement checkpoint_steps{"keel_checkpoint_steps", checkpoint_first_sql.c_str()};
+
+namespace {
+// Events a held run reports without a change of state (step_started, step_retrying): appended for the rows
+// whose lease holds now (a fenced attempt's events never show). `again` (a retried transaction that may
+// have committed): rows already logged are skipped, found by their run, kind and data.
+std::string append_log_sql(bool again) {
+  std::string sql = R"sql(
+WITH x AS (
+  SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, kind text, data jsonb))
+       WITH ORDINALITY AS x(id, owner, epoch, kind, data, ord)),
+ok AS (
+  SELECT x.* FROM x JOIN keel.runs r ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch
+  WHERE r.status = 'running')sql";
+  if (again) {
+    sql += R"sql(
+    AND NOT EXISTS (
+      SELECT 1 FROM keel.run_log l CROSS JOIN LATERAL unnest(l.runs, l.kinds, l.data) u(run, kind, data)
+      WHERE l.runs @> ARRAY[x.id] AND u.run = x.id AND u.kind = x.kind AND u.data = x.data))sql";
+  }
+  // Appended piece by piece: g++ 12 at -O3 reports a false -Wrestrict in `"literal" + std::string&&`.
+  sql.append("),\n").append(log_cte("SELECT ok.id, ok.kind, ok.data, ok.ord FROM ok")).append(R"sql(
+SELECT ord FROM ok)sql");
+  return sql;
+}
+const std::string append_log_first_sql = append_log_sql(false);
+const std::string append_log_again_sql = append_log_sql(true);
+}  // namespace
+const statement append_log{"keel_append_log", append_log_first_sql.c_str()};
+const statement append_log_again{"keel_append_log_again", append_log_again_sql.c_str()};
 const statement checkpoint_steps_again{"keel_checkpoint_steps_again", checkpoint_again_sql.c_str()};
 
 // Fenced completion or failure. Matching on owner+epoch (not status) keeps a retried batch idempotent; it

@@ -12,6 +12,8 @@ extern const statement enqueue_resolve;
 extern const statement notify_runs;
 extern const statement checkpoint_steps;
 extern const statement checkpoint_steps_again;
+extern const statement append_log;
+extern const statement append_log_again;
 extern const statement finish_runs;
 extern const statement release_runs;
 extern const statement claim_runs;

@@ -213,6 +213,17 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& ru
                                                    impl_->request_deadline());
 }
 
+void store::append_log(const lease_token& lease, std::string_view kind, const boost::json::value& data) {
+  if (!impl_->check(data, "log event", lease.id)) return;
+  auto row = detail::lease_row(lease);
+  row.str("kind", kind).value("data", data);
+  auto text = std::move(row).finish();
+  // Not awaited: the writer commits it with whatever comes next; its outcome changes nothing.
+  impl_->writer_.submit(std::make_unique<detail::typed_write<detail::applied>>(
+      detail::append_log_kind(), std::move(text), std::chrono::steady_clock::time_point::max(),
+      [](result<detail::applied>) {}));
+}
+
 boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp) {
   if (auto c = impl_->check(cp.step.output, "step output", cp.lease.id); !c) co_return c.error();
   if (auto c = impl_->check(cp.step.error, "step error", cp.lease.id); !c) co_return c.error();
@@ -226,6 +237,7 @@ boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp
       .num("started", detail::to_micros(cp.step.started_at))
       .num("finished", detail::to_micros(cp.step.finished_at));
   if (cp.step.branch) row.str("branch", valid_utf8(*cp.step.branch)).num("branch_seq", cp.step.branch_seq);
+  if (cp.step.started_logged) row.value("started_logged", boost::json::value(true));
   auto text = std::move(row).finish();
   co_return co_await impl_->write_fenced(detail::checkpoint_kind(), std::move(text));
 }
@@ -364,7 +376,9 @@ boost::asio::awaitable<result<int>> store::continue_as_new(const lease_token& le
     return detail::to_int(detail::get_text(r->get(), 0, 0));
   };
   // A fenced write of a held run: it waits out database outages like the writer's (no deadline).
-  co_return co_await impl_->on_pool<int>(std::move(restart), std::chrono::steady_clock::time_point::max());
+  auto done = co_await impl_->on_pool<int>(std::move(restart), std::chrono::steady_clock::time_point::max());
+  if (done) impl_->committed();  // it appended to the run log
+  co_return done;
 }
 
 boost::asio::awaitable<result<run_id>> store::start_child_only(const child_request& c) {
@@ -396,7 +410,9 @@ boost::asio::awaitable<result<run_id>> store::start_child_only(const child_reque
     return run_id(detail::get_text(r->get(), 0, 0));
   };
   // A fenced write of a held run: it waits out database outages (no deadline).
-  co_return co_await impl_->on_pool<run_id>(std::move(start), std::chrono::steady_clock::time_point::max());
+  auto done = co_await impl_->on_pool<run_id>(std::move(start), std::chrono::steady_clock::time_point::max());
+  if (done) impl_->committed();  // it appended to the run log
+  co_return done;
 }
 
 boost::asio::awaitable<result<event_sent>> store::send_event(const event_delivery& e) {
@@ -508,17 +524,20 @@ boost::asio::awaitable<result<hook_resume_outcome>> store::resume_hook(const hoo
 }
 
 boost::asio::awaitable<result<retry_outcome>> store::retry(const run_id& id) {
-  return impl_->on_pool<retry_outcome>(
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<retry_outcome>(pg_connection&)> retry =
       [id](pg_connection& c) -> result<retry_outcome> {
-        auto r = c.exec_blocking(detail::sql::retry_run, {id});
-        if (!r) return r.error();
-        if (detail::get_text(r->get(), 0, 0) == "1") return retry_outcome::retried;
-        auto s = c.exec_blocking(detail::sql::run_status_of, {id});
-        if (!s) return s.error();
-        if (PQntuples(s->get()) == 0) return errc::not_found;
-        return retry_outcome::not_failed;
-      },
-      impl_->request_deadline());
+    auto r = c.exec_blocking(detail::sql::retry_run, {id});
+    if (!r) return r.error();
+    if (detail::get_text(r->get(), 0, 0) == "1") return retry_outcome::retried;
+    auto s = c.exec_blocking(detail::sql::run_status_of, {id});
+    if (!s) return s.error();
+    if (PQntuples(s->get()) == 0) return errc::not_found;
+    return retry_outcome::not_failed;
+  };
+  auto done = co_await impl_->on_pool<retry_outcome>(std::move(retry), impl_->request_deadline());
+  if (done) impl_->committed();  // it appended to the run log
+  co_return done;
 }
 
 boost::asio::awaitable<result<std::int64_t>> store::rewind(const run_id& id, int from_step) {

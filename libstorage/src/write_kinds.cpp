@@ -239,6 +239,11 @@ const write_kind& claim_parked_kind() {
   static const claim_parked_kind_t k;
   return k;
 }
+const write_kind& append_log_kind() {
+  // Before checkpoints: a step's start or retry is logged below the checkpoint that ends it.
+  static const fenced_kind k(sql::append_log, sql::append_log_again, 1);
+  return k;
+}
 const write_kind& checkpoint_kind() {
   static const fenced_kind k(sql::checkpoint_steps, sql::checkpoint_steps_again, 2);
   return k;

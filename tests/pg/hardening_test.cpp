@@ -556,7 +556,7 @@ BOOST_AUTO_TEST_CASE(stop_leaves_no_listener_session_behind, *utf::timeout(60)) 
   auto listeners = [&] {
     return as_long(query_value(db,
                                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND query LIKE 'LISTEN keel_runs%'"));
+                               "AND application_name = 'keel listener'"));
   };
   engine e(options_for(db));
   add_workflow(e, "wf", [](context&, json::value v) -> asio::awaitable<json::value> { co_return v; });

@@ -79,11 +79,12 @@ BOOST_AUTO_TEST_CASE(a_runs_lifecycle_is_logged_in_order_with_what_woke_it_each_
   BOOST_TEST(to_string(done->status) == "completed");
 
   const auto log = whole_log(e, id);
-  BOOST_TEST(kinds(log) ==
-             "run_enqueued,run_started,step_completed:first,step_completed:keel.sleep,run_sleeping,"
-             "run_resumed:timer,run_started,run_waiting,run_resumed:event,step_completed:keel.event:go,"
-             "run_started,run_waiting,run_resumed:child,run_started,step_completed:keel.child:child,"
-             "run_completed");
+  BOOST_TEST(
+      kinds(log) ==
+      "run_enqueued,run_started,step_started,step_completed:first,step_completed:keel.sleep,run_sleeping,"
+      "run_resumed:timer,run_started,run_waiting,run_resumed:event,step_completed:keel.event:go,"
+      "run_started,run_waiting,run_resumed:child,run_started,step_started,step_completed:keel.child:child,"
+      "run_completed");
   for (std::size_t i = 1; i < log.size(); ++i)
     BOOST_TEST(log[i].pos > log[i - 1].pos);
   // Each execution says which one it is and on which worker; the end carries the output.
@@ -104,7 +105,7 @@ BOOST_AUTO_TEST_CASE(a_runs_lifecycle_is_logged_in_order_with_what_woke_it_each_
     ++child_events;
     if (ev.kind == "run_enqueued") BOOST_TEST(ev.data.at("parent").as_string() == id);
   }
-  BOOST_TEST(child_events == 4u);  // enqueued, started, its step, completed
+  BOOST_TEST(child_events == 5u);  // enqueued, started, its step's start and end, completed
   BOOST_TEST(all.size() == log.size() + child_events);
 }
 
@@ -132,10 +133,10 @@ BOOST_AUTO_TEST_CASE(failures_cancels_and_operator_actions_are_logged, *utf::tim
   auto done = e.wait_blocking(flaky, 10s);
   BOOST_REQUIRE(done);
   BOOST_TEST(to_string(done->status) == "completed");
-  BOOST_TEST(
-      kinds(whole_log(e, flaky)) ==
-      "run_enqueued,run_started,step_failed:call,run_failed,run_retried,run_started,step_completed:call,"
-      "run_completed");
+  BOOST_TEST(kinds(whole_log(e, flaky)) ==
+             "run_enqueued,run_started,step_started,step_failed:call,run_failed,run_retried,run_started,step_"
+             "started,"
+             "step_completed:call,run_completed");
   const auto log = whole_log(e, flaky);
   BOOST_TEST(log[3].data.at("error").at("message").as_string() == "the partner is down");
 
@@ -207,7 +208,7 @@ BOOST_AUTO_TEST_CASE(readers_following_the_log_while_two_workers_write_miss_noth
   std::vector<std::int64_t> all;
   for (const auto& ev : whole_log(a))
     all.push_back(ev.pos);
-  BOOST_TEST(all.size() == ids.size() * 6);  // enqueued, started, three steps, completed
+  BOOST_TEST(all.size() == ids.size() * 9);  // enqueued, started, three steps, completed
   BOOST_TEST(std::set<std::int64_t>(all.begin(), all.end()).size() == all.size());
   BOOST_TEST(small.size() == all.size());
   BOOST_TEST(large.size() == all.size());

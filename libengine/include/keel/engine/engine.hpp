@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "keel/common/result.hpp"
 #include "keel/common/run_id.hpp"
@@ -66,6 +67,39 @@ struct read_log_options {
   std::size_t limit = 1000;
 };
 
+/// A step as step middleware sees it.
+struct step_info {
+  const run_id& run;
+  const std::string& workflow;
+  const std::string& step;
+  int seq = 0;
+  int attempt = 1;
+  /// The ctx.parallel branch it runs in, if any.
+  const std::string* branch = nullptr;
+};
+
+/// Observes steps on the run's strand, synchronously (keep it short: it runs in the step's time). Any member
+/// may be empty. A middleware that throws is logged and ignored: it can never fail, veto or delay a step
+/// beyond its own run time. Replayed steps are not reported.
+struct step_middleware {
+  /// An attempt is about to run.
+  std::function<void(const step_info&)> before_step;
+  /// The step's checkpoint is durable: its output, and how long it took (all attempts and backoffs).
+  std::function<void(const step_info&, const boost::json::value& output, std::chrono::microseconds duration)>
+      after_step;
+  /// An attempt failed; `will_retry` says whether another follows.
+  std::function<void(const step_info&, std::string_view error, bool will_retry)> on_step_error;
+  /// The run parked on a durable wait (a sleep, an event, a hook, a child): `what` as the run log's
+  /// run_sleeping / run_waiting event says it.
+  std::function<void(const run_id&, const std::string& workflow, std::string_view what)> on_wait;
+};
+
+/// An asynchronous hook on live events (engine_options::hooks): called with every event a stream of this
+/// engine would see (every worker's logged events, this worker's frames), awaited in order per run (one
+/// call at a time per run; different runs' calls run concurrently, each run's on a strand of its own). A
+/// hook that throws is logged and ignored. Hooks still running when the engine is destroyed are abandoned.
+using event_hook = std::function<boost::asio::awaitable<void>(const stream_event&)>;
+
 struct engine_options {
   /// Database and connection settings.
   storage::store_options store;
@@ -100,6 +134,11 @@ struct engine_options {
   /// own view, as it happens (claims, releases and abandoned leases included); engine::stream is the
   /// durable, cross-worker one.
   std::function<void(const run_event&)> on_event;
+  /// Step middleware, called in order.
+  std::vector<step_middleware> middleware;
+  /// Asynchronous hooks on live events, called in order for each event (see event_hook); fed by a stream
+  /// that opens when the engine starts.
+  std::vector<event_hook> hooks;
   /// How often streams read the run log when nothing announced new events (a missed notification, an
   /// append by a transaction outside the engine). Appends on any worker wake them at once.
   std::chrono::milliseconds stream_poll_interval{200};

@@ -54,6 +54,23 @@ struct run_cancelled {
 struct run_dead_lettered {
   boost::json::value error;
 };
+/// An attempt of a step began (logged with the writes that follow it: it shows once they commit).
+struct step_started {
+  std::string name;
+  int seq = 0;
+  int attempt = 1;
+  std::optional<std::string> branch;
+  std::optional<std::chrono::system_clock::time_point> started_at;
+};
+/// An attempt failed; the next one follows after `next_delay`.
+struct step_retrying {
+  std::string name;
+  int seq = 0;
+  int attempt = 1;
+  std::string error;
+  std::chrono::milliseconds next_delay{0};
+  std::optional<std::string> branch;
+};
 /// A step's checkpoint became durable.
 struct step_completed {
   std::string name;
@@ -87,7 +104,8 @@ struct progress {
   std::int64_t seq = 0;
   std::int64_t missed = 0;
 };
-/// Retention removed log events this stream would have seen, up to `until`.
+/// Retention removed log events this stream may have seen, up to position `until` (its id is 0: it is
+/// no position to resume from).
 struct log_gap {
   std::int64_t until = 0;
 };
@@ -96,11 +114,11 @@ struct log_gap {
 
 /// One event of a stream. Each stream gets its own copy: changing it changes nothing elsewhere.
 struct stream_event {
-  using body_type =
-      std::variant<events::run_enqueued, events::run_started, events::run_resumed, events::run_sleeping,
-                   events::run_waiting, events::run_completed, events::run_failed, events::run_cancelled,
-                   events::run_dead_lettered, events::step_completed, events::step_failed,
-                   events::run_changed, events::progress, events::log_gap>;
+  using body_type = std::variant<events::run_enqueued, events::run_started, events::run_resumed,
+                                 events::run_sleeping, events::run_waiting, events::run_completed,
+                                 events::run_failed, events::run_cancelled, events::run_dead_lettered,
+                                 events::step_started, events::step_retrying, events::step_completed,
+                                 events::step_failed, events::run_changed, events::progress, events::log_gap>;
   /// The event's position in the durable run log, also its SSE id; 0 for progress frames (not logged).
   std::int64_t id = 0;
   run_id run;

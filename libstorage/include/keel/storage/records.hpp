@@ -55,6 +55,9 @@ struct step_record {
   /// step is found by these, not by `seq`. None on the main line.
   std::optional<std::string> branch;
   int branch_seq = 0;
+  /// For a checkpoint: the step's start was logged already (a slow step's, while it ran); otherwise the
+  /// checkpoint logs it, just before the step's end.
+  bool started_logged = false;
 };
 
 /// A run this worker now holds, with what earlier attempts recorded.

@@ -199,6 +199,11 @@ class store {
   boost::asio::awaitable<result<run_status>> cancel(
       const run_id& id, std::chrono::milliseconds grace = std::chrono::milliseconds(0));
 
+  /// Appends event `kind` with `data` to the run log for a run this worker holds (step_started,
+  /// step_retrying), if its lease still holds when the writer commits it: with the writes queued after it,
+  /// and below them in the log. Not awaited; never fails the caller (a refused or fenced append is dropped).
+  void append_log(const lease_token& lease, std::string_view kind, const boost::json::value& data);
+
   /// Starts the listener: a dedicated connection that LISTENs for what any process on this database
   /// announces, and calls `listeners` (from its thread; they must not block). Call once; it runs until
   /// stop_listening() or stop_blocking(). While it runs, this store announces its own log appends to
