@@ -237,6 +237,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     data["seq"] = seq;
     data["name"] = storage::valid_utf8(name);
     data["attempt"] = attempt;
+    data["epoch"] = st.claim.epoch;  // the execution's: a later one's identical event is another event
     if (branch_ != nullptr) data["branch"] = branch_->path;
     engine.store_.append_log(st.lease(), kind, json::value(std::move(data)));
   };
@@ -334,7 +335,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     } else {
       rec.output = std::move(output);  // moved back out once durable: no copy of the output on the hot path
     }
-    rec.started_logged = watch.finish();
+    rec.log_start = !watch.finish();
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
     storage::step_checkpoint cp{st.lease(), std::move(rec)};
     auto written = co_await engine.store_.checkpoint(cp);

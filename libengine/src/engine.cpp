@@ -197,7 +197,8 @@ result<void> engine_impl::start() {
     // The hooks' feed: a stream of this engine's own, from now until stop() ends it.
     auto hooks = std::make_shared<hook_dispatcher>(ioc_, options_.hooks);
     auto feed = [this, hooks]() -> asio::awaitable<void> {
-      auto s = co_await stream(stream_options{});
+      const stream_options everything;
+      auto s = co_await stream(everything);
       if (!s) {
         log::error("engine", "event hooks: cannot open their stream: " + s.error().message());
         co_return;

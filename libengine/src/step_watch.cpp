@@ -18,6 +18,7 @@ void log_started(run_state& st, run_state::running_step& step) {
   data["seq"] = step.seq;
   data["name"] = storage::valid_utf8(step.name);
   data["attempt"] = 1;
+  data["epoch"] = st.claim.epoch;
   data["started_at"] =
       std::chrono::duration_cast<std::chrono::microseconds>(step.started.time_since_epoch()).count();
   if (step.branch) data["branch"] = *step.branch;

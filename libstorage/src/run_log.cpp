@@ -37,7 +37,7 @@ log_page read_page(const PGresult* res, std::int64_t after) {
 
 /// A follow_log result: events without their run's columns, a checkpointed step's details built here from
 /// its stored columns (the same document read_log returns).
-log_follow_page read_follow_page(const PGresult* res, std::int64_t after) {
+log_follow_page read_follow_page(const PGresult* res, std::int64_t after, std::size_t limit) {
   log_follow_page out;
   const auto removed = std::stoll(std::string(detail::get_text(res, 0, 0)));
   if (removed > after) out.page.gap_until = removed;
@@ -73,6 +73,29 @@ log_follow_page read_follow_page(const PGresult* res, std::int64_t after) {
       e.data = std::move(step);
     }
     out.page.events.push_back(std::move(e));
+  }
+  // A step_started logged by reference (no columns read) takes its step's from the end that follows it.
+  auto& events = out.page.events;
+  for (std::size_t i = 0; i + 1 < events.size(); ++i) {
+    auto& start = events[i];
+    if (start.kind != "step_started" || !start.data.is_object() || start.data.as_object().contains("name"))
+      continue;
+    const auto& end = events[i + 1];
+    if (end.run != start.run || !end.data.is_object()) continue;
+    const auto& d = end.data.as_object();
+    if (d.if_contains("seq") == nullptr || start.data.as_object().if_contains("seq") == nullptr ||
+        d.at("seq") != start.data.as_object().at("seq"))
+      continue;
+    auto& s = start.data.as_object();
+    for (const char* key : {"name", "started_at", "branch", "branch_seq"}) {
+      if (const auto* v = d.if_contains(key)) s[key] = *v;
+    }
+    s.erase("discarded");
+  }
+  // The page's limit fell between a step's start and its end: the start comes again with the next page.
+  if (events.size() == limit && events.size() > 1 && events.back().kind == "step_started" &&
+      events.back().data.is_object() && !events.back().data.as_object().contains("name")) {
+    events.pop_back();
   }
   return out;
 }
@@ -123,10 +146,10 @@ boost::asio::awaitable<result<log_follow_page>> store::follow_log(std::int64_t a
   std::vector<std::optional<std::string>> params{std::to_string(after), std::to_string(limit)};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<log_follow_page>(detail::pg_connection&)> read =
-      [params = std::move(params), after](detail::pg_connection& c) -> result<log_follow_page> {
+      [params = std::move(params), after, limit](detail::pg_connection& c) -> result<log_follow_page> {
     auto r = c.exec_blocking(detail::sql::follow_log, params);
     if (!r) return r.error();
-    return read_follow_page(r->get(), after);
+    return read_follow_page(r->get(), after, limit);
   };
   co_return co_await impl_->on_pool<log_follow_page>(std::move(read), impl_->request_deadline());
 }

@@ -28,10 +28,10 @@ std::string log_cte(std::string_view source) {
 }
 
 /// The `logged` CTE of a checkpoint: its step rows, by reference (see keel.run_log), each after its
-/// step_started unless that was logged while the step ran (`started_logged`): a fast step's start costs
-/// no statement of its own. `again`: only the rows inserted now (`ins`; a retry finds its own earlier rows
-/// and logs nothing twice); otherwise every fenced row, all of which the statement inserts (a join of the
-/// two CTEs would be a nested loop over the batch).
+/// step_started when the step asks for it (`log_start`: a ctx.step whose start was not logged while it ran):
+/// a fast step's start costs no statement of its own. `again`: only the rows inserted now (`ins`; a retry
+/// finds its own earlier rows and logs nothing twice); otherwise every fenced row, all of which the statement
+/// inserts (a join of the two CTEs would be a nested loop over the batch).
 std::string log_steps_cte(bool again) {
   std::string sql = R"sql(logged AS (
   INSERT INTO keel.run_log (pos, n, runs, kinds, data, seqs, epochs)
@@ -45,7 +45,7 @@ std::string log_steps_cte(bool again) {
                                    (1, CASE WHEN f.status = 'completed' THEN 'step_completed'
                                             ELSE 'step_failed' END)) k(o, kind)
         WHERE current_setting('keel.log', true) IS DISTINCT FROM 'off'
-          AND (k.o = 1 OR f.started_logged IS NOT TRUE)
+          AND (k.o = 1 OR f.log_start IS TRUE)
         ORDER BY f.id, f.seq, k.o) ev
   HAVING count(*) > 0))sql");
   return sql;
@@ -123,9 +123,9 @@ WITH x AS (
                                                              name text, status text, output jsonb,
                                                              error jsonb, attempts int, started bigint,
                                                              finished bigint, branch text, branch_seq int,
-                                                             started_logged bool))
+                                                             log_start bool))
        WITH ORDINALITY AS x(id, owner, epoch, seq, name, status, output, error, attempts, started, finished,
-                            branch, branch_seq, started_logged, ord)),
+                            branch, branch_seq, log_start, ord)),
 fenced AS (
   SELECT x.* FROM x JOIN keel.runs r
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
@@ -178,8 +178,12 @@ ok AS (
       SELECT 1 FROM keel.run_log l CROSS JOIN LATERAL unnest(l.runs, l.kinds, l.data) u(run, kind, data)
       WHERE l.runs @> ARRAY[x.id] AND u.run = x.id AND u.kind = x.kind AND u.data = x.data))sql";
   }
-  // Appended piece by piece: g++ 12 at -O3 reports a false -Wrestrict in `"literal" + std::string&&`.
-  sql.append("),\n").append(log_cte("SELECT ok.id, ok.kind, ok.data, ok.ord FROM ok")).append(R"sql(
+  // Locked like a checkpoint's fence: a claim, cancel or rewind in progress is waited for, so an event of
+  // the execution it fences cannot land after the new one's. (Appended piece by piece: g++ 12 at -O3
+  // reports a false -Wrestrict in `"literal" + std::string&&`.)
+  sql.append("\n  FOR SHARE OF r),\n")
+      .append(log_cte("SELECT ok.id, ok.kind, ok.data, ok.ord FROM ok"))
+      .append(R"sql(
 SELECT ord FROM ok)sql");
   return sql;
 }

@@ -64,7 +64,8 @@ ORDER BY e.pos)sql";
 // `top`, the first position not yet readable (events of transactions still in progress, or younger than
 // one, start there), and `held`, whether committed events wait at or past it (an older transaction is
 // still in progress: read again soon). Leaner than read_log, since it runs all the time: no run columns
-// (the follower knows its runs), and a checkpointed step's columns as they are stored, not as a document.
+// (the follower knows its runs), a checkpointed step's columns as they are stored, not as a document, and
+// none for a step_started logged by reference (its step's end follows it in the same row, with them).
 // With $2 = 0, only the horizon row: where a follower that starts now begins.
 const std::string follow_log_sql = R"sql(
 WITH t AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20 AS top)
@@ -78,7 +79,8 @@ LEFT JOIN LATERAL (
          x.seq
   FROM keel.run_log l
   CROSS JOIN LATERAL unnest(l.runs, l.kinds, l.data, l.seqs, l.epochs) WITH ORDINALITY x(run, kind, data, seq, epoch, i)
-  LEFT JOIN keel.steps s ON x.data IS NULL AND s.run_id = x.run AND s.seq = x.seq AND s.epoch = x.epoch
+  LEFT JOIN keel.steps s ON x.data IS NULL AND x.kind <> 'step_started' AND s.run_id = x.run AND s.seq = x.seq
+                         AND s.epoch = x.epoch
   WHERE l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint AND l.pos < t.top
     AND l.pos + x.i - 1 > $1::bigint
   ORDER BY l.pos, x.i LIMIT $2::int) e ON true

@@ -237,7 +237,7 @@ boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp
       .num("started", detail::to_micros(cp.step.started_at))
       .num("finished", detail::to_micros(cp.step.finished_at));
   if (cp.step.branch) row.str("branch", valid_utf8(*cp.step.branch)).num("branch_seq", cp.step.branch_seq);
-  if (cp.step.started_logged) row.value("started_logged", boost::json::value(true));
+  if (cp.step.log_start) row.value("log_start", boost::json::value(true));
   auto text = std::move(row).finish();
   co_return co_await impl_->write_fenced(detail::checkpoint_kind(), std::move(text));
 }

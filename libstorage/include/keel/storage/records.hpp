@@ -55,9 +55,9 @@ struct step_record {
   /// step is found by these, not by `seq`. None on the main line.
   std::optional<std::string> branch;
   int branch_seq = 0;
-  /// For a checkpoint: the step's start was logged already (a slow step's, while it ran); otherwise the
-  /// checkpoint logs it, just before the step's end.
-  bool started_logged = false;
+  /// For a checkpoint of a ctx.step whose start was not logged while it ran (a fast one): the checkpoint
+  /// logs it, just before the step's end. Records of waits, children and parallel regions have no start.
+  bool log_start = false;
 };
 
 /// A run this worker now holds, with what earlier attempts recorded.
