@@ -215,4 +215,122 @@ int run_event_consumer(int argc, char** argv) {
   return 0;
 }
 
+namespace {
+
+/// Waits for "go", then writes input.n chunks {"t": µs, "i": i} to output stream "out" in one step and
+/// closes it; returns how long that took, in seconds, from the first write to the close being durable.
+asio::awaitable<json::value> writer(context& ctx, json::value input) {
+  const auto n = input.at("n").to_number<std::int64_t>();
+  co_await ctx.wait_for_event("go");
+  auto out = ctx.stream("out");
+  auto write_all = [&]() -> asio::awaitable<double> {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::int64_t i = 0; i < n; ++i) {
+      json::object chunk;
+      chunk["i"] = i;
+      chunk["t"] = now_micros();
+      co_await out.write(chunk);
+    }
+    co_await out.close();
+    co_return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto seconds = co_await ctx.step("write", write_all);
+  co_return json::value(seconds);
+}
+
+}  // namespace
+
+std::string stream_write_blocking(const latency_setup& s) {
+  const std::size_t chunks = s.runs * 100;
+  engine_options eo;
+  eo.store.conninfo = s.conninfo;
+  eo.concurrency = s.concurrency;
+  eo.threads = s.threads;
+  eo.store.writers = s.writers;
+  eo.store.max_batch = s.max_batch;
+  eo.store.pool_size = s.pool;
+  engine e(eo);
+  e.register_workflow<json::value, json::value>("writer", 1, writer);
+  if (auto r = e.start_blocking(); !r)
+    throw std::runtime_error("engine start failed: " + r.error().message());
+  json::object input;
+  input["n"] = chunks;
+  auto id = e.enqueue_blocking("writer", input);
+  if (!id) throw std::runtime_error("enqueue failed: " + id.error().message());
+  const auto self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string command = shell_quote(self) + " " + std::string(k_stream_reader_flag) + " " +
+                              shell_quote(s.conninfo) + " " + *id + " " + std::to_string(chunks);
+  FILE* child = ::popen(command.c_str(), "r");
+  if (child == nullptr) throw std::runtime_error("cannot start the reader process");
+  struct closer {
+    FILE* f;
+    ~closer() {
+      if (f != nullptr) ::pclose(f);
+    }
+  } close_child{child};
+  char line[4096];
+  if (std::fgets(line, sizeof line, child) == nullptr || std::string_view(line).rfind("ready", 0) != 0)
+    throw std::runtime_error("the reader process did not start");
+  if (auto r = e.send_event_blocking(*id, "go", json::value(true)); !r)
+    throw std::runtime_error("send_event failed: " + r.error().message());
+  log::info(k_component, "writing " + std::to_string(chunks) + " chunks");
+  auto done = e.wait_blocking(*id, std::chrono::duration_cast<std::chrono::milliseconds>(s.timeout));
+  if (!done || done->status != run_status::completed) throw std::runtime_error("the writing run failed");
+  const double seconds = done->output.to_number<double>();
+  std::string remote;
+  if (std::fgets(line, sizeof line, child) != nullptr) remote = line;
+  s.stop_engine_blocking(e);
+  if (remote.empty()) throw std::runtime_error("the reader process reported nothing");
+  auto r = json::parse(remote).as_object();
+  if (r.at("chunks").to_number<std::int64_t>() != static_cast<std::int64_t>(chunks))
+    throw std::runtime_error("the reader got " + json::serialize(r.at("chunks")) + " of " +
+                             std::to_string(chunks) + " chunks");
+  return "{\"workload\":" + json_string(s.workload) + ",\"chunks\":" + std::to_string(chunks) +
+         ",\"chunks_per_s\":" + fixed(static_cast<double>(chunks) / seconds, 1) +
+         ",\"p50_ms\":" + fixed(r.at("p50_ms").to_number<double>(), 2) +
+         ",\"p99_ms\":" + fixed(r.at("p99_ms").to_number<double>(), 2) + "}";
+}
+
+int run_stream_reader(int argc, char** argv) {
+  if (argc != 5) {
+    std::cerr << "usage: keel-bench " << k_stream_reader_flag << " CONNINFO RUN_ID CHUNKS\n";
+    return 2;
+  }
+  engine_options eo;
+  eo.store.conninfo = argv[2];
+  eo.threads = 1;
+  engine e(eo);
+  if (auto r = e.start_blocking(); !r) {
+    log::error(k_component, "reader: engine start failed: " + r.error().message());
+    return 1;
+  }
+  auto reader = e.read_stream_blocking(argv[3], "out");
+  if (!reader) {
+    log::error(k_component, "reader: cannot open the stream: " + reader.error().message());
+    return 1;
+  }
+  std::cout << "ready" << std::endl;
+  std::vector<double> latencies;
+  std::int64_t expected = 0;
+  bool in_order = true;
+  asio::io_context io;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        while (auto c = co_await reader->next()) {
+          latencies.push_back(static_cast<double>(now_micros() - c->data.at("t").to_number<std::int64_t>()) /
+                              1000.0);
+          in_order = in_order && c->index == expected;
+          ++expected;
+        }
+      },
+      asio::detached);
+  io.run_for(k_consumer_limit);
+  std::cout << "{\"chunks\":" << (in_order ? latencies.size() : 0)
+            << ",\"p50_ms\":" << fixed(percentile(latencies, 0.5), 2)
+            << ",\"p99_ms\":" << fixed(percentile(latencies, 0.99), 2) << "}" << std::endl;
+  e.stop_blocking();
+  return 0;
+}
+
 }  // namespace keel::bench

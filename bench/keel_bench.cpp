@@ -136,7 +136,8 @@ parsed_options parse_options(int argc, char** argv) {
       ("workload", po::value(&o.workload)->default_value(o.workload),
        "workload to run: noop3, parked, log-overhead (noop3 without, then with the run log), "
        "stream-overhead (noop3 without, then with a stream attached), event-latency (ctx.emit to a "
-       "stream consumer on the same worker and in another process), "
+       "stream consumer on the same worker and in another process), stream-write (one run appending "
+       "runs x 100 chunks to a durable output stream, read in another process), "
        "start-latency (enqueue to first step, one run at a time), "
        "hook-latency (resume_hook to next step, one run at a time), sleep-lateness (wake time to resume "
        "of 0.5-2 s sleeps) or replay (resume of one run with a long history)")
@@ -191,7 +192,7 @@ parsed_options parse_options(int argc, char** argv) {
       o.workload != k_stream_overhead && !is_latency_workload(o.workload)) {
     std::cerr << "keel-bench: unknown workload '" << o.workload
               << "' (known: noop3, parked, log-overhead, stream-overhead, start-latency, hook-latency, "
-                 "sleep-lateness, replay, event-latency)\n";
+                 "sleep-lateness, replay, event-latency, stream-write)\n";
     return {std::nullopt, k_exit_usage};
   }
   if (is_latency_workload(o.workload) && vm["runs"].defaulted())
@@ -867,6 +868,7 @@ int run(const bench_options& o) {
 int main(int argc, char** argv) {
   using namespace keel::bench;
   if (argc > 1 && std::string_view(argv[1]) == k_event_consumer_flag) return run_event_consumer(argc, argv);
+  if (argc > 1 && std::string_view(argv[1]) == k_stream_reader_flag) return run_stream_reader(argc, argv);
   auto parsed = parse_options(argc, argv);
   if (!parsed.options) return parsed.exit_code;
   install_signal_handlers();

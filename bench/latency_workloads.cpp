@@ -584,7 +584,7 @@ std::string replay_blocking(const latency_setup& s) {
 
 bool is_latency_workload(std::string_view workload) noexcept {
   return workload == k_start_latency || workload == k_sleep_lateness || workload == k_hook_latency ||
-         workload == k_replay || workload == k_event_latency;
+         workload == k_replay || workload == k_event_latency || workload == k_stream_write;
 }
 
 std::string run_latency_workload_blocking(const latency_setup& s) {
@@ -593,6 +593,7 @@ std::string run_latency_workload_blocking(const latency_setup& s) {
   if (s.workload == k_hook_latency) return hook_latency_blocking(s);
   if (s.workload == k_replay) return replay_blocking(s);
   if (s.workload == k_event_latency) return event_latency_blocking(s);
+  if (s.workload == k_stream_write) return stream_write_blocking(s);
   throw std::invalid_argument("not a latency workload: " + s.workload);
 }
 

@@ -15,6 +15,7 @@
 
 #include "engine_impl.hpp"
 #include "keel/engine/context.hpp"
+#include "output_state.hpp"
 
 namespace keel::detail {
 namespace {
@@ -114,6 +115,7 @@ asio::awaitable<result<storage::wait_outcome>> probe_once(run_state& st,
                                                           const storage::wait_request& request) {
   probe_turn turn(st);
   co_await turn.take();
+  co_await flush_outputs(st);
   co_return co_await st.engine.store_.wait(request);
 }
 
@@ -167,6 +169,7 @@ asio::awaitable<void> park_blocked(run_state& st) {
                                 std::nullopt,
                                 0};
   // No line runs, so none blocks or wakes while this is decided; only this loop wakes them.
+  co_await flush_outputs(st);  // what the run wrote is durable before it parks
   auto decided = co_await st.engine.store_.wait(request);
   if (!decided) {
     if (decided.error() == storage::errc::invalid_argument) {

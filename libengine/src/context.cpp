@@ -11,6 +11,7 @@
 #include "engine_impl.hpp"
 #include "keel/common/log.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "output_state.hpp"
 
 namespace keel {
 namespace {
@@ -56,6 +57,18 @@ const std::string& context::workflow() const noexcept {
 }
 int context::execution() const noexcept {
   return state_->claim.claims;
+}
+
+output_stream context::stream(std::string_view name) {
+  main_line_only("ctx.stream");
+  auto& st = *state_;
+  if (!storage::valid_utf8(name).empty() && (name.size() > 255 || storage::valid_utf8(name) != name))
+    throw std::invalid_argument("ctx.stream: a stream name is at most 255 bytes of valid UTF-8");
+  if (name.empty()) throw std::invalid_argument("ctx.stream: a stream needs a name");
+  auto& s = st.outputs[std::string(name)];
+  if (!s)
+    s = std::make_shared<detail::output_state>(std::string(name), st.lease(), st.engine.store_, st.strand);
+  return output_stream(st, s);
 }
 
 void context::emit(const json::value& frame) {
@@ -232,21 +245,23 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
 
   const int max_attempts = std::max(1, options.retry.max_attempts);
   const auto started = std::chrono::system_clock::now();
-  // The step's events in the run log (appended with the writes that follow, not awaited).
+  // The step's start is logged by the engine's watch if it runs a while, else by its checkpoint.
+  detail::step_watch watch(st, seq, name, branch_ ? std::optional<std::string>(branch_->path) : std::nullopt,
+                           started);
+  // The step's events in the run log (appended with the writes that follow; its checkpoint waits for
+  // them, see step_watch::appends_settled).
   auto log_step = [&](std::string_view kind, int attempt, json::object data) {
     data["seq"] = seq;
     data["name"] = storage::valid_utf8(name);
     data["attempt"] = attempt;
     data["epoch"] = st.claim.epoch;  // the execution's: a later one's identical event is another event
     if (branch_ != nullptr) data["branch"] = branch_->path;
-    engine.store_.append_log(st.lease(), kind, json::value(std::move(data)));
+    engine.store_.append_log(st.lease(), kind, json::value(std::move(data)), watch.track_append());
   };
-  // The step's start is logged by the engine's watch if it runs a while, else by its checkpoint.
-  detail::step_watch watch(st, seq, name, branch_ ? std::optional<std::string>(branch_->path) : std::nullopt,
-                           started);
   const bool observed = !engine.options_.middleware.empty();
   const std::string* branch_path = branch_ ? &branch_->path : nullptr;
   for (int attempt = 1;; ++attempt) {
+    if (branch_ == nullptr) st.step_attempt = attempt;
     const step_info info{st.claim.id, st.claim.workflow, name, seq, attempt, branch_path};
     if (observed) {
       engine.observe([&](const step_middleware& m) {
@@ -335,7 +350,11 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     } else {
       rec.output = std::move(output);  // moved back out once durable: no copy of the output on the hot path
     }
+    // Ended first (no append of this step can start after it), then its appends are waited for, and the
+    // output its code wrote is made durable: all before the step counts as done.
     rec.log_start = !watch.finish();
+    co_await watch.appends_settled();
+    co_await detail::flush_outputs(st);
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
     storage::step_checkpoint cp{st.lease(), std::move(rec)};
     auto written = co_await engine.store_.checkpoint(cp);

@@ -7,6 +7,7 @@
 #include "keel/common/log.hpp"
 #include "keel/engine/context.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "output_state.hpp"
 
 namespace keel {
 namespace {
@@ -283,6 +284,7 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
                          child_key(st.claim.id, st.claim.generation, std::to_string(key_seq), attempt),
                          options.priority, retry_at(engine, options, attempt)},
         st.cancel_seen};
+    co_await detail::flush_outputs(st);  // what the run wrote is durable before it parks
     auto decided = co_await engine.store_.start_child(request);
     if (!decided) {
       const auto e = decided.error();
@@ -483,6 +485,7 @@ asio::awaitable<void> context::run_continue_as_new(json::value input) {
   const std::string name = "keel.continue_as_new";
   const detail::step_slot slot(st, st.in_step, name);
   detail::check_interrupt(st);
+  co_await detail::flush_outputs(st);
   auto restarted = co_await engine.store_.continue_as_new(st.lease(), input);
   if (!restarted) {
     const auto e = restarted.error();

@@ -11,6 +11,7 @@
 #include "keel/common/log.hpp"
 #include "keel/engine/context.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "output_state.hpp"
 
 namespace keel {
 namespace {
@@ -362,6 +363,7 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
                                 std::nullopt,
                                 0};
   request.arms = to_arms(std::move(alternatives));
+  co_await detail::flush_outputs(st);  // what the run wrote is durable before it parks
   auto decided = co_await engine.store_.wait(request);
   if (!decided) {
     if (decided.error() == storage::errc::invalid_argument) {

@@ -18,6 +18,7 @@
 #include "event_hooks.hpp"
 #include "keel/common/log.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "output_state.hpp"
 
 namespace keel {
 namespace detail {
@@ -526,6 +527,14 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
       fin.error =
           error_json("workflow_error", "the workflow threw an exception not derived from std::exception");
     }
+    if (!interrupted) {
+      // What the run wrote to its output streams is durable before it ends, however it ends.
+      try {
+        co_await flush_outputs(*st);
+      } catch (const run_interrupted& i) {
+        interrupted = i;
+      }
+    }
   }
   if (!interrupted && st->poisoned) {
     // What ctx.step recorded as fatal decides the outcome, however the body ended: workflow code may have
@@ -915,6 +924,16 @@ result<void> engine::resume_hook_blocking(std::string_view token, const boost::j
     return c.error();
   return impl_->block_on(
       impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by}));
+}
+
+boost::asio::awaitable<result<output_reader>> engine::read_stream(std::string_view id,
+                                                                  std::string_view stream,
+                                                                  std::int64_t from) {
+  return impl_->read_stream(run_id(id), std::string(stream), from);
+}
+result<output_reader> engine::read_stream_blocking(std::string_view id, std::string_view stream,
+                                                   std::int64_t from) {
+  return impl_->block_on(impl_->read_stream(run_id(id), std::string(stream), from));
 }
 
 boost::asio::awaitable<result<event_stream>> engine::stream(const stream_options& options) {

@@ -53,6 +53,7 @@ class engine_impl {
   void cancel_requested(const run_id& id);
   boost::asio::awaitable<result<void>> send_event(storage::event_delivery event);
   boost::asio::awaitable<result<event_stream>> stream(stream_options options);
+  boost::asio::awaitable<result<output_reader>> read_stream(run_id id, std::string stream, std::int64_t from);
   boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, read_log_options options);
   boost::asio::awaitable<result<std::int64_t>> trim_log(std::chrono::milliseconds older_than);
   boost::asio::awaitable<result<void>> retry(run_id id);

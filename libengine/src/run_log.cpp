@@ -1,6 +1,8 @@
 // The engine's view of the durable run log (libstorage's 013_run_log.sql).
 #include "engine_impl.hpp"
 #include "keel/engine/engine.hpp"
+#include "keel/storage/json_limits.hpp"
+#include "output_state.hpp"
 
 namespace keel {
 
@@ -18,6 +20,21 @@ boost::asio::awaitable<result<event_stream>> engine_impl::stream(stream_options 
   auto sub = co_await hub_->subscribe(std::move(options));  // `options` lives in this frame
   if (!sub) co_return engine_error(sub.error());
   co_return event_stream(std::move(*sub));
+}
+
+boost::asio::awaitable<result<output_reader>> engine_impl::read_stream(run_id id, std::string stream,
+                                                                       std::int64_t from) {
+  if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
+  if (from < 0 || stream.empty() || stream.size() > 255 || storage::valid_utf8(stream) != stream)
+    co_return storage::errc::invalid_argument;
+  // The run's events wake the reader when chunks come (subscribed before the first read: none is missed).
+  stream_options o;
+  o.filter.run = id;
+  o.filter.progress = false;
+  auto events = co_await this->stream(o);
+  if (!events) co_return events.error();
+  co_return output_reader(
+      std::make_shared<output_follower>(*this, std::move(id), std::move(stream), from, std::move(*events)));
 }
 
 boost::asio::awaitable<result<std::int64_t>> engine_impl::trim_log(std::chrono::milliseconds older_than) {

@@ -24,6 +24,7 @@
 namespace keel::detail {
 
 class engine_impl;
+struct output_state;
 
 /// Owned by the run's coroutine and by the engine's in-flight table; touched only on the run's strand,
 /// except `lost` and `stopping`, which other strands set.
@@ -41,6 +42,10 @@ struct run_state {
   int next_seq = 0;
   /// Progress frames this execution published (ctx.emit): the last one's number.
   std::int64_t frames = 0;
+  /// The attempt of the main-line step in progress (its output stream chunks carry it).
+  int step_attempt = 0;
+  /// Durable output streams written in this execution, by name (output_stream.cpp).
+  std::map<std::string, std::shared_ptr<output_state>> outputs;
   /// Steps executing now (not replayed), for the engine's watch that logs step_started for those still
   /// running after a while (step_watch.cpp); a faster step's start is logged by its checkpoint.
   struct running_step {
@@ -49,6 +54,9 @@ struct run_state {
     std::optional<std::string> branch;
     std::chrono::system_clock::time_point started;
     bool logged = false;
+    /// The step's appends not yet committed (or dropped): its checkpoint waits for them, so that the
+    /// step's end is never logged before its start or retries.
+    std::shared_ptr<std::atomic<int>> unsettled;
   };
   std::mutex steps_mutex;
   std::list<running_step> running_steps;  // under steps_mutex
@@ -157,12 +165,18 @@ class step_watch {
   step_watch& operator=(const step_watch&) = delete;
   /// Logs the step's start now if it is not yet (before the step's first retry is logged).
   void log_start();
+  /// For an append of this step's: counts it until the returned callback runs.
+  std::function<void()> track_append();
+  /// Waits on the run's strand until every append of this step committed or was dropped (normally done
+  /// long before: they were queued ahead of the step's end).
+  boost::asio::awaitable<void> appends_settled();
   /// Ends the watch: whether the step's start was logged while it ran (then its checkpoint does not).
   bool finish();
 
  private:
   run_state& st_;
   std::list<run_state::running_step>::iterator it_;
+  std::shared_ptr<std::atomic<int>> unsettled_;
   bool done_ = false;
 };
 

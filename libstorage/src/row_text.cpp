@@ -54,8 +54,7 @@ row_text& row_text::null(std::string_view k) {
   return *this;
 }
 
-row_text& row_text::value(std::string_view k, const boost::json::value& v) {
-  key(k);
+void row_text::serialize(const boost::json::value& v) {
   // Serialized in place, without an intermediate string.
   boost::json::serializer sr;
   sr.reset(&v);
@@ -65,6 +64,22 @@ row_text& row_text::value(std::string_view k, const boost::json::value& v) {
     const auto chunk = sr.read(text_.data() + at, text_.size() - at);
     text_.resize(at + chunk.size());
   }
+}
+
+row_text& row_text::value(std::string_view k, const boost::json::value& v) {
+  key(k);
+  serialize(v);
+  return *this;
+}
+
+row_text& row_text::values(std::string_view k, const std::vector<boost::json::value>& vs) {
+  key(k);
+  text_.push_back('[');
+  for (std::size_t i = 0; i < vs.size(); ++i) {
+    if (i != 0) text_.push_back(',');
+    serialize(vs[i]);
+  }
+  text_.push_back(']');
   return *this;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace keel::storage::detail {
 
@@ -24,10 +25,13 @@ class row_text {
   row_text& null(std::string_view key);
   /// A JSON value, serialized in place.
   row_text& value(std::string_view key, const boost::json::value& v);
+  /// A JSON array of `vs`, serialized in place.
+  row_text& values(std::string_view key, const std::vector<boost::json::value>& vs);
   std::string finish() &&;
 
  private:
   void key(std::string_view k);
+  void serialize(const boost::json::value& v);
   std::string text_;
 };
 

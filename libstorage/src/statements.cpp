@@ -3,17 +3,14 @@
 #include <string>
 #include <string_view>
 
+#include "statement_parts.hpp"
+
 // Batched statements take one jsonb array of rows ($1) and expand it with jsonb_to_recordset: one statement
 // per kind of write, whatever the batch size, and no array-literal escaping of user JSON. WITH ORDINALITY
 // numbers the rows (`ord`, from 1), and a fenced statement returns the `ord` of each row it applied: a write
 // is acknowledged only by the row it wrote. Timestamps travel as microseconds since the Unix epoch.
 namespace keel::storage::detail::sql {
-namespace {
 
-/// `logged`: a CTE that appends the events `source` yields — columns (run uuid, kind text, data jsonb, o
-/// bigint) — to keel.run_log as one row, in the order of `o` (see 013_run_log.sql): nothing when it yields
-/// none, or when the session turned the log off (keel.log = off). At most one per statement (its position
-/// comes from the rows earlier statements of the transaction appended).
 std::string log_cte(std::string_view source) {
   std::string sql = R"sql(logged AS (
   INSERT INTO keel.run_log (pos, n, runs, kinds, data)
@@ -26,6 +23,8 @@ std::string log_cte(std::string_view source) {
   HAVING count(*) > 0))sql");
   return sql;
 }
+
+namespace {
 
 /// The `logged` CTE of a checkpoint: its step rows, by reference (see keel.run_log), each after its
 /// step_started when the step asks for it (`log_start`: a ctx.step whose start was not logged while it ran):

@@ -213,15 +213,61 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& ru
                                                    impl_->request_deadline());
 }
 
-void store::append_log(const lease_token& lease, std::string_view kind, const boost::json::value& data) {
-  if (!impl_->check(data, "log event", lease.id)) return;
+void store::append_log(const lease_token& lease, std::string_view kind, const boost::json::value& data,
+                       std::function<void()> settled) {
+  if (!impl_->check(data, "log event", lease.id)) {
+    if (settled) settled();
+    return;
+  }
   auto row = detail::lease_row(lease);
   row.str("kind", kind).value("data", data);
   auto text = std::move(row).finish();
   // Not awaited: the writer commits it with whatever comes next; its outcome changes nothing.
   impl_->writer_.submit(std::make_unique<detail::typed_write<detail::applied>>(
       detail::append_log_kind(), std::move(text), std::chrono::steady_clock::time_point::max(),
-      [](result<detail::applied>) {}));
+      [settled = std::move(settled)](result<detail::applied>) {
+        if (settled) settled();
+      }));
+}
+
+boost::asio::awaitable<result<void>> store::write_output(const output_flush& f) {
+  if (!detail::valid_key(f.stream)) co_return errc::invalid_argument;
+  for (const auto& c : f.chunks) {
+    if (auto ok = impl_->check(c, "output chunk", f.lease.id); !ok) co_return ok.error();
+  }
+  auto row = detail::lease_row(f.lease);
+  row.str("stream", f.stream).num("seq", f.seq).num("attempt", f.attempt);
+  row.values("chunks", f.chunks);
+  if (f.close) row.value("close", boost::json::value(true));
+  row.str("token", new_run_id());  // a UUIDv7: the flush's own, so that a retried transaction finds it
+  auto text = std::move(row).finish();
+  co_return co_await impl_->write_fenced(detail::output_kind(), std::move(text));
+}
+
+boost::asio::awaitable<result<output_page>> store::read_output(const run_id& run, const std::string& stream,
+                                                               std::int64_t from, std::size_t limit) {
+  if (!is_valid_run_id(run) || !detail::valid_key(stream) || from < 0 || limit == 0 || limit > 10'000)
+    co_return errc::invalid_argument;
+  std::vector<std::optional<std::string>> params{run, stream, std::to_string(from), std::to_string(limit)};
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<output_page>(pg_connection&)> read =
+      [params = std::move(params)](pg_connection& c) -> result<output_page> {
+    auto r = c.exec_blocking(detail::sql::output_read, params);
+    if (!r) return r.error();
+    const PGresult* res = r->get();
+    output_page page;
+    for (int row = 0; row < PQntuples(res); ++row) {
+      if (row == 0) {
+        page.closed = detail::get_text(res, 0, 0) == "t";
+        page.run_ended = detail::get_text(res, 0, 1) == "t";
+      }
+      if (PQgetisnull(res, row, 2)) continue;
+      page.chunks.emplace_back(std::stoll(std::string(detail::get_text(res, row, 2))),
+                               detail::parse_json(res, row, 3));
+    }
+    return page;
+  };
+  co_return co_await impl_->on_pool<output_page>(std::move(read), impl_->request_deadline());
 }
 
 boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp) {

@@ -189,6 +189,36 @@ class wait_kind_t final : public write_kind {
   int order_;
 };
 
+/// Output stream flushes: the trim, then the append, acknowledged by the append's fenced rows.
+class output_kind_t final : public write_kind {
+ public:
+  // With the other appends of a run's progress, before checkpoints: a step's chunks precede its end.
+  [[nodiscard]] int order() const noexcept override { return 1; }
+
+  void add_statements(std::vector<pipeline_query>& tx, std::span<pending_write* const> writes,
+                      bool again) const override {
+    auto rows = rows_array(writes);
+    tx.push_back({&sql::output_trim, {rows}});
+    tx.push_back({again ? &sql::output_append_again : &sql::output_append, {std::move(rows)}});
+  }
+
+  void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override {
+    std::vector<char> done(writes.size(), 0);
+    const PGresult* r = results[1].get();
+    for (int row = 0; row < PQntuples(r); ++row) {
+      const auto i = to_index(get_text(r, row, 0)) - 1;
+      if (i < done.size()) done[i] = 1;
+    }
+    for (std::size_t i = 0; i < writes.size(); ++i) {
+      if (done[i]) {
+        as<applied>(writes[i]).succeed(applied{});
+      } else {
+        writes[i]->fail(errc::fenced);
+      }
+    }
+  }
+};
+
 }  // namespace
 
 std::string rows_array(std::span<pending_write* const> writes) {
@@ -242,6 +272,10 @@ const write_kind& claim_parked_kind() {
 const write_kind& append_log_kind() {
   // Before checkpoints: a step's start or retry is logged below the checkpoint that ends it.
   static const fenced_kind k(sql::append_log, sql::append_log_again, 1);
+  return k;
+}
+const write_kind& output_kind() {
+  static const output_kind_t k;
   return k;
 }
 const write_kind& checkpoint_kind() {

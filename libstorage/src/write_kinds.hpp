@@ -37,6 +37,8 @@ const write_kind& enqueue_kind();
 const write_kind& claim_kind();
 /// A claim of one parked run by id, its history loaded in the same transaction (store::claim_parked).
 const write_kind& claim_parked_kind();
+/// Chunks of durable output streams (store::write_output).
+const write_kind& output_kind();
 /// Events of a held run that change nothing else (store::append_log).
 const write_kind& append_log_kind();
 const write_kind& checkpoint_kind();

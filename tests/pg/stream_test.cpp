@@ -591,4 +591,124 @@ BOOST_AUTO_TEST_CASE(event_hooks_get_each_runs_events_in_order_and_one_that_thro
   BOOST_TEST(calls.load() >= 4 * 13);
 }
 
+/// Every chunk of a reader until it ends, as (index, chunk) text.
+std::vector<std::string> read_all(output_reader& r, std::chrono::milliseconds limit = 20s) {
+  std::vector<std::string> out;
+  asio::io_context io;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        while (auto c = co_await r.next())
+          out.push_back(std::to_string(c->index) + "=" + json::serialize(c->data));
+      },
+      asio::detached);
+  io.run_for(limit);
+  return out;
+}
+
+BOOST_AUTO_TEST_CASE(an_output_stream_is_read_from_any_index_and_followed_live_until_closed,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "tokens", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto out = ctx.stream("tokens");
+    auto first = [&]() -> asio::awaitable<int> {
+      for (int i = 0; i < 50; ++i)
+        co_await out.write(json::value("t" + std::to_string(i)));
+      co_return 50;
+    };
+    co_await ctx.step("first", first);
+    co_await ctx.wait_for_event("more");
+    auto second = [&]() -> asio::awaitable<int> {
+      for (int i = 50; i < 100; ++i)
+        co_await out.write(json::value("t" + std::to_string(i)));
+      co_return 50;
+    };
+    co_await ctx.step("second", second);
+    co_await out.close();
+    co_return json::value(100);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("tokens", json::object{}).value();
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, id) == "waiting"; }, 10s));
+  // A reader that starts now gets the 50 written, then follows until the close.
+  auto live = e.read_stream_blocking(id, "tokens").value();
+  std::vector<std::string> got;
+  std::thread reader([&] { got = read_all(live); });
+  std::this_thread::sleep_for(300ms);
+  BOOST_REQUIRE(e.send_event_blocking(id, "more", json::value(true)));
+  reader.join();
+  BOOST_REQUIRE(got.size() == 100u);
+  for (int i = 0; i < 100; ++i)
+    BOOST_TEST(got[i] == std::to_string(i) + "=\"t" + std::to_string(i) + "\"");
+  // Reconnecting at 73 gets 73 next; a finished run's stream ends after its last chunk.
+  auto again = e.read_stream_blocking(id, "tokens", 73).value();
+  auto rest = read_all(again);
+  BOOST_REQUIRE(rest.size() == 27u);
+  BOOST_TEST(rest.front() == "73=\"t73\"");
+  // Typed errors for bad arguments; an unknown stream of a finished run is simply empty.
+  BOOST_TEST((e.read_stream_blocking("nope", "tokens").error() == errc::invalid_run_id));
+  BOOST_TEST(!e.read_stream_blocking(id, std::string(300, 'x')));
+  BOOST_TEST(!e.read_stream_blocking(id, "tokens", -1));
+  auto none = e.read_stream_blocking(id, "other").value();
+  BOOST_TEST(read_all(none).empty());
+}
+
+BOOST_AUTO_TEST_CASE(chunks_of_a_failed_attempt_or_a_lost_execution_are_replaced_not_duplicated,
+                     *utf::timeout(90)) {
+  auto db = fresh_database();
+  std::atomic<int> attempts{0};
+  std::atomic<bool> hang{true};
+  auto body = [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto out = ctx.stream("log");
+    co_await out.write(json::value("start"));  // the workflow's own code: once, not again on replay
+    auto a = [&]() -> asio::awaitable<int> {
+      co_await out.write(json::value("a1"));
+      co_await out.write(json::value("a2"));
+      co_return 1;
+    };
+    co_await ctx.step("a", a);
+    auto b = [&]() -> asio::awaitable<int> {
+      const int n = ++attempts;
+      co_await out.write(json::value("b" + std::to_string(n)));
+      if (n == 1) throw std::runtime_error("first attempt fails");  // its chunk is replaced by the retry's
+      if (n == 2 && hang) {
+        co_await out.flush();  // durable, then this execution is lost
+        co_await async_sleep(60s);
+      }
+      co_return n;
+    };
+    step_options retry;
+    retry.retry.initial_delay = 1ms;
+    co_await ctx.step("b", b, retry);
+    co_await out.close();
+    co_return json::value(true);
+  };
+  run_id id;
+  {
+    engine first(options_for(db, 1s));
+    add_workflow(first, "w", body);
+    BOOST_REQUIRE(first.start_blocking());
+    id = first.enqueue_blocking("w", json::object{}).value();
+    BOOST_REQUIRE(wait_until([&] { return attempts.load() >= 2; }, 10s));
+    std::this_thread::sleep_for(300ms);
+    first.stop_blocking(100ms);  // the hung execution is abandoned; its lease lapses
+  }
+  hang = false;
+  engine second(options_for(db, 1s));
+  add_workflow(second, "w", body);
+  BOOST_REQUIRE(second.start_blocking());
+  auto done = second.wait_blocking(id, 30s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST_MESSAGE("stored: " << query_value(db, "SELECT string_agg(idx || ':' || data::text || ':' || epoch || ':' || seq || ':' || attempt, ' ' ORDER BY idx) FROM keel.output_chunks"));
+  auto reader = second.read_stream_blocking(id, "log").value();
+  const auto chunks = read_all(reader);
+  std::string all;
+  for (const auto& c : chunks)
+    all.append(c).append(",");
+  // start, step a's two chunks, then step b's from the execution that completed it (attempt 3).
+  BOOST_TEST(all == "0=\"start\",1=\"a1\",2=\"a2\",3=\"b3\",");
+}
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -19,6 +19,7 @@
 #include "keel/common/run_id.hpp"
 #include "keel/engine/alternatives.hpp"
 #include "keel/engine/error.hpp"
+#include "keel/engine/output_stream.hpp"
 #include "keel/engine/step_options.hpp"
 
 namespace keel {
@@ -184,6 +185,10 @@ class context {
   /// over the store's payload limits (logged). Frames cross to other workers best-effort, up to 7,900
   /// bytes serialized.
   void emit(const boost::json::value& frame);
+
+  /// The run's durable output stream `name` (at most 255 bytes of UTF-8): see output_stream. The same
+  /// name gives the same stream. On the main line only (in a ctx.parallel branch it fails the run).
+  output_stream stream(std::string_view name);
 
   /// Sleeps durably until `wake`. One fenced statement records the wake time at this step position, marks
   /// the run `sleeping` (due at `wake`) and releases its lease: the run holds no worker, lease or memory

@@ -17,6 +17,7 @@
 #include "keel/common/run_id.hpp"
 #include "keel/engine/error.hpp"
 #include "keel/engine/events.hpp"
+#include "keel/engine/output_stream.hpp"
 #include "keel/engine/workflow.hpp"
 #include "keel/storage/records.hpp"
 #include "keel/storage/store.hpp"
@@ -277,6 +278,15 @@ class engine {
   /// Errors: invalid_run_id (filter.run); from storage: connection_lost.
   boost::asio::awaitable<result<event_stream>> stream(const stream_options& options = {});
   result<event_stream> stream_blocking(const stream_options& options = {});
+
+  /// Reads run `id`'s durable output stream `stream` (ctx.stream) from chunk `from`: what exists, then
+  /// live as chunks are written, until the stream is closed or the run ends. A reader reconnecting at n
+  /// gets chunk n next, never a gap. The reader must not outlive the engine. Errors: invalid_run_id,
+  /// storage::errc::invalid_argument (a stream name over 255 bytes or not UTF-8, a negative index).
+  boost::asio::awaitable<result<output_reader>> read_stream(std::string_view id, std::string_view stream,
+                                                            std::int64_t from = 0);
+  result<output_reader> read_stream_blocking(std::string_view id, std::string_view stream,
+                                             std::int64_t from = 0);
 
   /// The durable run log after position `after` (0: from the start), oldest first: every lifecycle event
   /// of every run (or of `options.run`), each appended in the same transaction as the change it describes.

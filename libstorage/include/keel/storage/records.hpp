@@ -152,6 +152,27 @@ struct log_page {
   std::optional<std::int64_t> gap_until;
 };
 
+/// Chunks of a durable output stream written by a held run (store::write_output), all from one writer
+/// position: the step position `seq` and its `attempt` (0: the workflow's own code, between steps); seq
+/// -1 for a close without chunks.
+struct output_flush {
+  lease_token lease;
+  std::string stream;
+  int seq = 0;
+  int attempt = 0;
+  std::vector<boost::json::value> chunks;
+  /// The stream ends after these chunks.
+  bool close = false;
+};
+
+/// A page of a durable output stream (store::read_output).
+struct output_page {
+  /// (index, chunk), ascending from the index asked for.
+  std::vector<std::pair<std::int64_t, boost::json::value>> chunks;
+  bool closed = false;     ///< the stream was closed
+  bool run_ended = false;  ///< its run has finished (or is not stored)
+};
+
 /// A run's workflow and parent (store::runs_meta).
 struct run_meta {
   run_id id;

@@ -202,7 +202,20 @@ class store {
   /// Appends event `kind` with `data` to the run log for a run this worker holds (step_started,
   /// step_retrying), if its lease still holds when the writer commits it: with the writes queued after it,
   /// and below them in the log. Not awaited; never fails the caller (a refused or fenced append is dropped).
-  void append_log(const lease_token& lease, std::string_view kind, const boost::json::value& data);
+  /// `settled` (optional) is called, from any thread, once the append committed or was dropped.
+  void append_log(const lease_token& lease, std::string_view kind, const boost::json::value& data,
+                  std::function<void()> settled = {});
+
+  /// Appends `f`'s chunks to its durable output stream (015_output_streams.sql), fenced by the lease;
+  /// chunks an earlier execution or attempt wrote at or past this writer position go first. Chunks
+  /// after a close are ignored. Errors: fenced, invalid_argument (a stream name over 255 bytes or not
+  /// UTF-8), payload_too_large / payload_too_deep (a chunk), shut_down.
+  boost::asio::awaitable<result<void>> write_output(const output_flush& f);
+
+  /// Up to `limit` (1 to 10,000) chunks of `run`'s output stream `stream` from index `from`. Errors:
+  /// invalid_argument; connection_lost.
+  boost::asio::awaitable<result<output_page>> read_output(const run_id& run, const std::string& stream,
+                                                          std::int64_t from, std::size_t limit);
 
   /// Starts the listener: a dedicated connection that LISTENs for what any process on this database
   /// announces, and calls `listeners` (from its thread; they must not block). Call once; it runs until

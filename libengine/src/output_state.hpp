@@ -1,0 +1,74 @@
+// A run's durable output streams in this execution: their write buffers and flushers (output_stream.cpp).
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/json/value.hpp>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "keel/engine/events.hpp"
+#include "keel/engine/output_stream.hpp"
+#include "keel/storage/records.hpp"
+
+namespace keel::storage {
+class store;
+}
+
+namespace keel::detail {
+
+class engine_impl;
+struct run_state;
+
+/// Touched only on the run's strand (the flusher runs there too). Shared by the handles of one stream
+/// and its flusher, which may outlive the execution (abandoned with its lease).
+struct output_state {
+  output_state(std::string n, storage::lease_token l, storage::store& s,
+               boost::asio::strand<boost::asio::io_context::executor_type> st)
+      : name(std::move(n)), lease(std::move(l)), store(s), strand(st) {}
+
+  std::string name;
+  storage::lease_token lease;
+  storage::store& store;
+  boost::asio::strand<boost::asio::io_context::executor_type> strand;
+  struct pending {
+    boost::json::value chunk;
+    int seq = 0;
+    int attempt = 0;
+  };
+  std::deque<pending> buffer;
+  bool close_requested = false;
+  bool closed = false;
+  bool flushing = false;
+  /// A flush was fenced (the lease is gone) or storage shut down: nothing more is written.
+  bool fenced = false;
+  /// Woken (cancelled) whenever a flush round ends.
+  std::vector<boost::asio::steady_timer*> waiters;
+};
+
+/// Waits until every output stream of the run has flushed what it buffered; loses the lease (throws) if
+/// one was fenced. A no-op for a run without output streams.
+boost::asio::awaitable<void> flush_outputs(run_state& st);
+
+/// engine::read_stream's state: the page buffer, the position, and the run's events that say more came.
+class output_follower {
+ public:
+  output_follower(engine_impl& engine, run_id run, std::string stream, std::int64_t from,
+                  event_stream events);
+  boost::asio::awaitable<std::optional<output_chunk>> next();
+
+ private:
+  engine_impl& engine_;
+  const run_id run_;
+  const std::string stream_;
+  std::int64_t next_index_;
+  event_stream events_;
+  std::deque<output_chunk> page_;
+  bool done_ = false;
+};
+
+}  // namespace keel::detail

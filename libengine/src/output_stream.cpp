@@ -1,0 +1,218 @@
+// Durable output streams: the writer's buffer and flusher, and the reader that follows a stream live.
+#include "keel/engine/output_stream.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <stdexcept>
+
+#include "engine_impl.hpp"
+#include "keel/common/log.hpp"
+#include "keel/storage/json_limits.hpp"
+#include "output_state.hpp"
+
+namespace keel {
+namespace detail {
+namespace {
+
+namespace asio = boost::asio;
+using asio::use_awaitable;
+
+/// Chunks per flush at most (one statement's array).
+constexpr std::size_t k_flush_chunks = 1000;
+/// write() waits once this many chunks wait to be flushed.
+constexpr std::size_t k_max_buffered = 10'000;
+/// A reader with nothing new re-reads this often even without an event saying more came.
+constexpr std::chrono::milliseconds k_reader_poll{1000};
+constexpr std::size_t k_read_page = 1000;
+
+/// One round of the flusher ended (or the caller's wait is cut short): wakes writers waiting on it.
+void wake_writers(output_state& s) {
+  for (auto* t : s.waiters)
+    t->cancel();
+}
+
+/// Until the next flush round ends. On the run's strand.
+asio::awaitable<void> next_round(output_state& s) {
+  asio::steady_timer t(s.strand, asio::steady_timer::time_point::max());
+  s.waiters.push_back(&t);
+  co_await t.async_wait(asio::as_tuple(use_awaitable));
+  std::erase(s.waiters, &t);
+}
+
+asio::awaitable<void> flush_loop(std::shared_ptr<output_state> s) {
+  while (!s->fenced && (!s->buffer.empty() || (s->close_requested && !s->closed))) {
+    // The longest run of chunks from one writer position (a flush has one position).
+    storage::output_flush f;
+    f.lease = s->lease;
+    f.stream = s->name;
+    f.seq = -1;  // a close alone: no writer position (see keel_output_trim)
+    if (!s->buffer.empty()) {
+      f.seq = s->buffer.front().seq;
+      f.attempt = s->buffer.front().attempt;
+    }
+    while (!s->buffer.empty() && f.chunks.size() < k_flush_chunks && s->buffer.front().seq == f.seq &&
+           s->buffer.front().attempt == f.attempt) {
+      f.chunks.push_back(std::move(s->buffer.front().chunk));
+      s->buffer.pop_front();
+    }
+    f.close = s->buffer.empty() && s->close_requested;
+    auto r = co_await s->store.write_output(f);
+    if (!r) {
+      if (r.error() == storage::errc::fenced || r.error() == storage::errc::shut_down) {
+        s->fenced = true;  // the run's next step or wait finds its lease gone
+        s->buffer.clear();
+      } else {
+        // Refused by the database (not a lost lease): these chunks are lost; say so.
+        log::error("engine", "run " + f.lease.id + ": " + std::to_string(f.chunks.size()) +
+                                 " chunk(s) of output stream '" + storage::valid_utf8(f.stream) +
+                                 "' were refused: " + r.error().message());
+      }
+    } else if (f.close) {
+      s->closed = true;
+    }
+    wake_writers(*s);
+  }
+  s->flushing = false;
+  wake_writers(*s);
+}
+
+void start_flush(const std::shared_ptr<output_state>& s) {
+  if (s->flushing) return;
+  s->flushing = true;
+  asio::co_spawn(s->strand, flush_loop(s), asio::detached);
+}
+
+asio::awaitable<void> drain(run_state& st, output_state& s) {
+  while (s.flushing)
+    co_await next_round(s);
+  if (s.fenced) lose_lease(st);
+}
+
+}  // namespace
+
+asio::awaitable<void> flush_outputs(run_state& st) {
+  for (auto& [name, s] : st.outputs)
+    co_await drain(st, *s);
+}
+
+output_follower::output_follower(engine_impl& engine, run_id run, std::string stream, std::int64_t from,
+                                 event_stream events)
+    : engine_(engine),
+      run_(std::move(run)),
+      stream_(std::move(stream)),
+      next_index_(from),
+      events_(std::move(events)) {}
+
+asio::awaitable<std::optional<output_chunk>> output_follower::next() {
+  using namespace asio::experimental::awaitable_operators;
+  auto backoff = std::chrono::milliseconds(10);
+  for (;;) {
+    if (!page_.empty()) {
+      auto c = std::move(page_.front());
+      page_.pop_front();
+      co_return c;
+    }
+    if (done_) co_return std::nullopt;
+    // Whatever the run's events said so far is covered by this read (it began after them).
+    while (events_.try_next()) {
+    }
+    auto page = co_await engine_.store_.read_output(run_, stream_, next_index_, k_read_page);
+    if (!page) {
+      log::warn("engine", "read_stream: read failed (retrying): " + page.error().message());
+      asio::steady_timer t(co_await asio::this_coro::executor, backoff);
+      co_await t.async_wait(asio::as_tuple(use_awaitable));
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
+      continue;
+    }
+    backoff = std::chrono::milliseconds(10);
+    for (auto& [index, data] : page->chunks) {
+      next_index_ = index + 1;
+      page_.push_back(output_chunk{index, std::move(data)});
+    }
+    if (!page_.empty()) continue;
+    if (page->closed || page->run_ended) {
+      done_ = true;
+      continue;
+    }
+    // Caught up: until the run's next event (an append, its end) or the poll.
+    asio::steady_timer poll(co_await asio::this_coro::executor, k_reader_poll);
+    auto more = events_.next();
+    auto woke = co_await (std::move(more) || poll.async_wait(asio::as_tuple(use_awaitable)));
+    if (woke.index() == 0 && !std::get<0>(woke)) {
+      // The engine stopped: read what is there once more, then end.
+      done_ = true;
+      auto last = co_await engine_.store_.read_output(run_, stream_, next_index_, k_read_page);
+      if (last) {
+        for (auto& [index, data] : last->chunks) {
+          next_index_ = index + 1;
+          page_.push_back(output_chunk{index, std::move(data)});
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+
+output_stream::output_stream(detail::run_state& st, std::shared_ptr<detail::output_state> state)
+    : st_(&st), state_(std::move(state)) {}
+
+const std::string& output_stream::name() const noexcept {
+  return state_->name;
+}
+
+boost::asio::awaitable<void> output_stream::write(const boost::json::value& chunk) {
+  auto& st = *st_;
+  auto& s = *state_;
+  if (s.fenced || st.lost.load(std::memory_order_acquire)) detail::lose_lease(st);
+  // Replaying the workflow's own code between recorded steps: it wrote this chunk the first time.
+  if (!st.in_step && static_cast<std::size_t>(st.next_seq) < st.by_seq.size()) co_return;
+  if (s.close_requested) co_return;
+  std::string why;
+  if (auto c = storage::check_json(chunk, st.engine.store_.options().limits, &why); !c)
+    throw std::invalid_argument("output stream '" + s.name + "': chunk refused (" + c.error().message() +
+                                "): " + why);
+  // Inside a step: that step's position and attempt; between steps: the next step's, attempt 0.
+  const int seq = st.in_step ? st.next_seq - 1 : st.next_seq;
+  const int attempt = st.in_step ? st.step_attempt : 0;
+  s.buffer.push_back({chunk, seq, attempt});
+  detail::start_flush(state_);
+  while (s.buffer.size() >= detail::k_max_buffered && !s.fenced)
+    co_await detail::next_round(s);
+}
+
+boost::asio::awaitable<void> output_stream::flush() {
+  co_await detail::drain(*st_, *state_);
+}
+
+boost::asio::awaitable<void> output_stream::close() {
+  auto& s = *state_;
+  if (!s.close_requested && !s.closed) {
+    s.close_requested = true;
+    detail::start_flush(state_);
+  }
+  co_await detail::drain(*st_, s);
+}
+
+output_reader::output_reader(std::shared_ptr<detail::output_follower> follower)
+    : follower_(std::move(follower)) {}
+output_reader::~output_reader() = default;
+output_reader::output_reader(output_reader&&) noexcept = default;
+output_reader& output_reader::operator=(output_reader&&) noexcept = default;
+
+namespace {
+boost::asio::awaitable<std::optional<output_chunk>> nothing() {
+  co_return std::nullopt;
+}
+}  // namespace
+
+boost::asio::awaitable<std::optional<output_chunk>> output_reader::next() {
+  if (!follower_) return nothing();
+  return follower_->next();
+}
+
+}  // namespace keel
