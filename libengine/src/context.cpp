@@ -67,7 +67,8 @@ output_stream context::stream(std::string_view name) {
   if (name.empty()) throw std::invalid_argument("ctx.stream: a stream needs a name");
   auto& s = st.outputs[std::string(name)];
   if (!s)
-    s = std::make_shared<detail::output_state>(std::string(name), st.lease(), st.engine.store_, st.strand);
+    s = std::make_shared<detail::output_state>(std::string(name), st.lease(), st.claim.generation,
+                                               st.engine.store_, st.strand);
   return output_stream(st, s);
 }
 

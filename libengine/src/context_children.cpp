@@ -174,6 +174,7 @@ asio::awaitable<child_run> context::run_start_child(std::string workflow, json::
                                std::chrono::system_clock::now(),
                                {},
                                0}};
+  co_await detail::flush_outputs(st);  // the record commits after what the run wrote before it
   auto written = co_await engine.store_.checkpoint(cp);
   if (!written) detail::lose_lease(st);
   engine.emit(run_event::kind::step_completed, st, name, 1);

@@ -18,6 +18,7 @@
 
 #include "engine_impl.hpp"
 #include "keel/engine/context.hpp"
+#include "output_state.hpp"
 
 namespace keel {
 namespace {
@@ -220,6 +221,7 @@ asio::awaitable<std::vector<json::value>> context::run_parallel(std::vector<bran
       rec.branch_seq = local;
     }
     storage::step_checkpoint cp{st.lease(), std::move(rec)};
+    if (top) co_await detail::flush_outputs(st);  // the record commits after what the run wrote before it
     auto written = co_await engine.store_.checkpoint(cp);
     if (!written) detail::lose_lease(st);
   }

@@ -339,6 +339,7 @@ asio::awaitable<json::value> context::run_wait(int kind, std::string name, std::
     record["wake_at"] = to_micros(*until);
     storage::step_checkpoint cp{
         st.lease(), {seq, name, false, json::value(std::move(record)), nullptr, 1, started, started, {}, 0}};
+    co_await detail::flush_outputs(st);  // the record commits after what the run wrote before it
     auto written = co_await engine.store_.checkpoint(cp);
     if (!written) detail::lose_lease(st);
     co_return std::move(cp.step.output);

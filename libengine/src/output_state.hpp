@@ -27,12 +27,13 @@ struct run_state;
 /// Touched only on the run's strand (the flusher runs there too). Shared by the handles of one stream
 /// and its flusher, which may outlive the execution (abandoned with its lease).
 struct output_state {
-  output_state(std::string n, storage::lease_token l, storage::store& s,
+  output_state(std::string n, storage::lease_token l, int g, storage::store& s,
                boost::asio::strand<boost::asio::io_context::executor_type> st)
-      : name(std::move(n)), lease(std::move(l)), store(s), strand(st) {}
+      : name(std::move(n)), lease(std::move(l)), generation(g), store(s), strand(st) {}
 
   std::string name;
   storage::lease_token lease;
+  int generation = 0;
   storage::store& store;
   boost::asio::strand<boost::asio::io_context::executor_type> strand;
   struct pending {
@@ -42,10 +43,13 @@ struct output_state {
   };
   std::deque<pending> buffer;
   bool close_requested = false;
+  int close_seq = 0;  // where close() was called
   bool closed = false;
   bool flushing = false;
   /// A flush was fenced (the lease is gone) or storage shut down: nothing more is written.
   bool fenced = false;
+  /// A flush was refused (not a lost lease): its chunks are lost, and the next wait for the flusher throws.
+  std::string refused;
   /// Woken (cancelled) whenever a flush round ends.
   std::vector<boost::asio::steady_timer*> waiters;
 };

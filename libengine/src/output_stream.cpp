@@ -49,6 +49,7 @@ asio::awaitable<void> flush_loop(std::shared_ptr<output_state> s) {
     storage::output_flush f;
     f.lease = s->lease;
     f.stream = s->name;
+    f.generation = s->generation;
     f.seq = -1;  // a close alone: no writer position (see keel_output_trim)
     if (!s->buffer.empty()) {
       f.seq = s->buffer.front().seq;
@@ -60,13 +61,15 @@ asio::awaitable<void> flush_loop(std::shared_ptr<output_state> s) {
       s->buffer.pop_front();
     }
     f.close = s->buffer.empty() && s->close_requested;
+    f.close_seq = s->close_seq;
     auto r = co_await s->store.write_output(f);
     if (!r) {
       if (r.error() == storage::errc::fenced || r.error() == storage::errc::shut_down) {
         s->fenced = true;  // the run's next step or wait finds its lease gone
         s->buffer.clear();
       } else {
-        // Refused by the database (not a lost lease): these chunks are lost; say so.
+        // Refused by the database (not a lost lease): these chunks are lost; the writer hears of it.
+        s->refused = r.error().message();
         log::error("engine", "run " + f.lease.id + ": " + std::to_string(f.chunks.size()) +
                                  " chunk(s) of output stream '" + storage::valid_utf8(f.stream) +
                                  "' were refused: " + r.error().message());
@@ -90,6 +93,13 @@ asio::awaitable<void> drain(run_state& st, output_state& s) {
   while (s.flushing)
     co_await next_round(s);
   if (s.fenced) lose_lease(st);
+  if (!s.refused.empty()) {
+    // Fails what waits for the flush (the step that wrote the chunks, or the run): lost output must show.
+    const auto why = std::move(s.refused);
+    s.refused.clear();
+    throw std::runtime_error("output stream '" + s.name + "': chunks were refused by the database (" + why +
+                             ")");
+  }
 }
 
 }  // namespace
@@ -169,6 +179,11 @@ boost::asio::awaitable<void> output_stream::write(const boost::json::value& chun
   auto& st = *st_;
   auto& s = *state_;
   if (s.fenced || st.lost.load(std::memory_order_acquire)) detail::lose_lease(st);
+  // A branch's writes would interleave with its siblings' at one position (see output_stream).
+  if (!st.live_branches.empty()) {
+    throw std::logic_error("output stream '" + s.name +
+                           "': written inside a ctx.parallel branch (write on the main line)");
+  }
   // Replaying the workflow's own code between recorded steps: it wrote this chunk the first time.
   if (!st.in_step && static_cast<std::size_t>(st.next_seq) < st.by_seq.size()) co_return;
   if (s.close_requested) co_return;
@@ -193,6 +208,7 @@ boost::asio::awaitable<void> output_stream::close() {
   auto& s = *state_;
   if (!s.close_requested && !s.closed) {
     s.close_requested = true;
+    s.close_seq = st_->in_step ? st_->next_seq - 1 : st_->next_seq;
     detail::start_flush(state_);
   }
   co_await detail::drain(*st_, s);
@@ -205,14 +221,14 @@ output_reader::output_reader(output_reader&&) noexcept = default;
 output_reader& output_reader::operator=(output_reader&&) noexcept = default;
 
 namespace {
-boost::asio::awaitable<std::optional<output_chunk>> nothing() {
-  co_return std::nullopt;
+boost::asio::awaitable<std::optional<output_chunk>> next_of(std::shared_ptr<detail::output_follower> f) {
+  if (!f) co_return std::nullopt;
+  co_return co_await f->next();  // `f` keeps it alive while suspended, whatever happens to the reader
 }
 }  // namespace
 
 boost::asio::awaitable<std::optional<output_chunk>> output_reader::next() {
-  if (!follower_) return nothing();
-  return follower_->next();
+  return next_of(follower_);
 }
 
 }  // namespace keel

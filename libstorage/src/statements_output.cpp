@@ -14,9 +14,11 @@ namespace {
 const std::string flush_rows = R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, stream text,
-                                                             seq int, attempt int, chunks jsonb, close bool,
+                                                             generation int, seq int, attempt int,
+                                                             chunks jsonb, close bool, close_seq int,
                                                              token uuid))
-       WITH ORDINALITY AS x(id, owner, epoch, stream, seq, attempt, chunks, close, token, ord)),
+       WITH ORDINALITY AS x(id, owner, epoch, stream, generation, seq, attempt, chunks, close, close_seq, token,
+                            ord)),
 fenced AS (
   SELECT x.* FROM x JOIN keel.runs r
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
@@ -24,15 +26,22 @@ fenced AS (
 
 const std::string output_trim_sql = flush_rows + R"sql(,
 moved AS (
-  INSERT INTO keel.output_streams AS s (run_id, stream, epoch, seq, attempt)
-  SELECT id, stream, epoch, seq, attempt FROM fenced
-  ON CONFLICT (run_id, stream) DO UPDATE SET epoch = excluded.epoch, seq = excluded.seq, attempt = excluded.attempt
-    WHERE (s.epoch, s.seq, s.attempt) IS DISTINCT FROM (excluded.epoch, excluded.seq, excluded.attempt)
+  INSERT INTO keel.output_streams AS s (run_id, stream, generation, epoch, seq, attempt)
+  SELECT id, stream, generation, epoch, seq, attempt FROM fenced
+  ON CONFLICT (run_id, stream) DO UPDATE
+    SET generation = excluded.generation, epoch = excluded.epoch, seq = excluded.seq, attempt = excluded.attempt,
+        -- a close this writer redoes (an earlier execution's, at or past its position) or outlives (an
+        -- earlier generation's) is undone
+        closed = s.closed AND NOT (s.generation < excluded.generation
+                                   OR (s.generation = excluded.generation AND s.closed_epoch < excluded.epoch
+                                       AND s.closed_seq >= excluded.seq))
+    WHERE (s.generation, s.epoch, s.seq, s.attempt)
+            IS DISTINCT FROM (excluded.generation, excluded.epoch, excluded.seq, excluded.attempt)
       AND excluded.seq >= 0  -- a close alone (seq -1) writes nothing: it moves no writer
-  RETURNING s.run_id, s.stream, s.epoch, s.seq, s.attempt),
+  RETURNING s.run_id, s.stream, s.generation, s.epoch, s.seq, s.attempt),
 gone AS (
   DELETE FROM keel.output_chunks c USING moved m
-  WHERE c.run_id = m.run_id AND c.stream = m.stream
+  WHERE c.run_id = m.run_id AND c.stream = m.stream AND c.generation = m.generation
     AND ((c.epoch < m.epoch AND c.seq >= m.seq)
          OR (c.epoch = m.epoch AND c.seq = m.seq AND c.attempt > 0 AND c.attempt < m.attempt)))
 SELECT ord FROM fenced)sql";
@@ -54,11 +63,11 @@ base AS (
   }
   sql.append(R"sql(),
 ins AS (
-  INSERT INTO keel.output_chunks (run_id, stream, idx, epoch, seq, attempt, token, data)
-  SELECT b.id, b.stream, b.first + c.i - 1, b.epoch, b.seq, b.attempt, b.token, c.v
+  INSERT INTO keel.output_chunks (run_id, stream, idx, generation, epoch, seq, attempt, token, data)
+  SELECT b.id, b.stream, b.first + c.i - 1, b.generation, b.epoch, b.seq, b.attempt, b.token, c.v
   FROM base b CROSS JOIN LATERAL jsonb_array_elements(b.chunks) WITH ORDINALITY c(v, i)),
 closing AS (
-  UPDATE keel.output_streams s SET closed = true
+  UPDATE keel.output_streams s SET closed = true, closed_epoch = b.epoch, closed_seq = b.close_seq
   FROM base b WHERE b.close AND s.run_id = b.id AND s.stream = b.stream),
 )sql");
   sql.append(log_cte(R"sql(

@@ -236,9 +236,9 @@ boost::asio::awaitable<result<void>> store::write_output(const output_flush& f) 
     if (auto ok = impl_->check(c, "output chunk", f.lease.id); !ok) co_return ok.error();
   }
   auto row = detail::lease_row(f.lease);
-  row.str("stream", f.stream).num("seq", f.seq).num("attempt", f.attempt);
+  row.str("stream", f.stream).num("generation", f.generation).num("seq", f.seq).num("attempt", f.attempt);
   row.values("chunks", f.chunks);
-  if (f.close) row.value("close", boost::json::value(true));
+  if (f.close) row.value("close", boost::json::value(true)).num("close_seq", f.close_seq);
   row.str("token", new_run_id());  // a UUIDv7: the flush's own, so that a retried transaction finds it
   auto text = std::move(row).finish();
   co_return co_await impl_->write_fenced(detail::output_kind(), std::move(text));

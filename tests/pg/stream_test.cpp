@@ -701,7 +701,10 @@ BOOST_AUTO_TEST_CASE(chunks_of_a_failed_attempt_or_a_lost_execution_are_replaced
   auto done = second.wait_blocking(id, 30s);
   BOOST_REQUIRE(done);
   BOOST_TEST(to_string(done->status) == "completed");
-  BOOST_TEST_MESSAGE("stored: " << query_value(db, "SELECT string_agg(idx || ':' || data::text || ':' || epoch || ':' || seq || ':' || attempt, ' ' ORDER BY idx) FROM keel.output_chunks"));
+  BOOST_TEST_MESSAGE(
+      "stored: " << query_value(db,
+                                "SELECT string_agg(idx || ':' || data::text || ':' || epoch || ':' || seq || "
+                                "':' || attempt, ' ' ORDER BY idx) FROM keel.output_chunks"));
   auto reader = second.read_stream_blocking(id, "log").value();
   const auto chunks = read_all(reader);
   std::string all;
@@ -709,6 +712,34 @@ BOOST_AUTO_TEST_CASE(chunks_of_a_failed_attempt_or_a_lost_execution_are_replaced
     all.append(c).append(",");
   // start, step a's two chunks, then step b's from the execution that completed it (attempt 3).
   BOOST_TEST(all == "0=\"start\",1=\"a1\",2=\"a2\",3=\"b3\",");
+}
+
+BOOST_AUTO_TEST_CASE(each_generation_appends_to_the_stream_and_a_redone_close_is_reopened,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "gens", [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    auto out = ctx.stream("out");
+    const auto n = in.as_int64();
+    co_await out.write(json::value("g" + std::to_string(n)));
+    co_await out.close();  // each generation closes; the next one reopens it
+    if (n < 2) {
+      json::value next(n + 1);
+      co_await ctx.continue_as_new(next);
+    }
+    co_return json::value(n);
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("gens", json::value(0)).value();
+  auto done = e.wait_blocking(id, 20s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  auto reader = e.read_stream_blocking(id, "out").value();
+  const auto chunks = read_all(reader);
+  std::string all;
+  for (const auto& c : chunks)
+    all.append(c).append(",");
+  BOOST_TEST(all == "0=\"g0\",1=\"g1\",2=\"g2\",");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -22,7 +22,9 @@ class output_follower;
 /// wait), and the buffer is committed in batches, at the latest before the step that wrote them
 /// completes, before the run waits or ends, and at flush() / close(). A step that is retried or re-run
 /// after a crash replaces the chunks its earlier attempt or execution wrote instead of adding to them;
-/// replayed steps write nothing again. Use from the run's own coroutine (its strand).
+/// replayed steps write nothing again. Use from the run's own coroutine (its strand), and name the handle
+/// (`auto out = ctx.stream("tokens"); co_await out.write(v);`: GCC 12 destroys a temporary inside a
+/// co_await expression twice).
 class output_stream {
  public:
   output_stream(detail::run_state& st, std::shared_ptr<detail::output_state> state);

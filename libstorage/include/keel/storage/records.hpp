@@ -158,11 +158,13 @@ struct log_page {
 struct output_flush {
   lease_token lease;
   std::string stream;
+  int generation = 0;  ///< of the run (ctx.continue_as_new)
   int seq = 0;
   int attempt = 0;
   std::vector<boost::json::value> chunks;
-  /// The stream ends after these chunks.
+  /// The stream ends after these chunks; the close was written at step position `close_seq`.
   bool close = false;
+  int close_seq = 0;
 };
 
 /// A page of a durable output stream (store::read_output).
