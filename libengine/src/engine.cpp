@@ -533,6 +533,11 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
         co_await flush_outputs(*st);
       } catch (const run_interrupted& i) {
         interrupted = i;
+      } catch (const std::exception& e) {
+        // The database refused chunks the run wrote: the run fails rather than end as if they were there.
+        fin.status = storage::run_status::failed;
+        fin.output = nullptr;
+        fin.error = error_json(code_name(errc::output_rejected), e.what());
       }
     }
   }
