@@ -189,6 +189,23 @@ class wait_kind_t final : public write_kind {
   int order_;
 };
 
+/// Completes fenced writes from `r`, whose first column is the `ord` of each row applied: the others were
+/// fenced.
+void complete_fenced(const PGresult* r, std::span<pending_write* const> writes) {
+  std::vector<char> done(writes.size(), 0);
+  for (int row = 0; row < PQntuples(r); ++row) {
+    const auto i = to_index(get_text(r, row, 0)) - 1;
+    if (i < done.size()) done[i] = 1;
+  }
+  for (std::size_t i = 0; i < writes.size(); ++i) {
+    if (done[i]) {
+      as<applied>(writes[i]).succeed(applied{});
+    } else {
+      writes[i]->fail(errc::fenced);
+    }
+  }
+}
+
 /// Output stream flushes: the trim, then the append, acknowledged by the append's fenced rows.
 class output_kind_t final : public write_kind {
  public:
@@ -203,19 +220,7 @@ class output_kind_t final : public write_kind {
   }
 
   void complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const override {
-    std::vector<char> done(writes.size(), 0);
-    const PGresult* r = results[1].get();
-    for (int row = 0; row < PQntuples(r); ++row) {
-      const auto i = to_index(get_text(r, row, 0)) - 1;
-      if (i < done.size()) done[i] = 1;
-    }
-    for (std::size_t i = 0; i < writes.size(); ++i) {
-      if (done[i]) {
-        as<applied>(writes[i]).succeed(applied{});
-      } else {
-        writes[i]->fail(errc::fenced);
-      }
-    }
+    complete_fenced(results[1].get(), writes);
   }
 };
 
@@ -242,19 +247,7 @@ void fenced_kind::add_statements(std::vector<pipeline_query>& tx, std::span<pend
 }
 
 void fenced_kind::complete(std::span<const pg_result> results, std::span<pending_write* const> writes) const {
-  std::vector<char> done(writes.size(), 0);
-  const PGresult* r = results[0].get();
-  for (int row = 0; row < PQntuples(r); ++row) {
-    const auto i = to_index(get_text(r, row, 0)) - 1;
-    if (i < done.size()) done[i] = 1;
-  }
-  for (std::size_t i = 0; i < writes.size(); ++i) {
-    if (done[i]) {
-      as<applied>(writes[i]).succeed(applied{});
-    } else {
-      writes[i]->fail(errc::fenced);
-    }
-  }
+  complete_fenced(results[0].get(), writes);
 }
 
 const write_kind& enqueue_kind() {
