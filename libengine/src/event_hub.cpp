@@ -14,6 +14,7 @@
 
 #include "engine_impl.hpp"
 #include "keel/common/log.hpp"
+#include "keel/common/post_from_any_thread.hpp"
 #include "keel/storage/store.hpp"
 #include "run_state.hpp"
 
@@ -110,10 +111,13 @@ asio::awaitable<std::optional<stream_event>> subscription::next() {
         // A cancelled pull (say, the loser of `next() || timer`) completes with nullopt; an event handed to
         // it before the cancel arrived goes back to the stream, first in line.
         auto cancelled = std::make_shared<std::atomic<bool>>(false);
+        auto slot = asio::get_associated_cancellation_slot(*shared);
+        // Called once, from any thread: the handler moves out, so the caller keeps nothing of the consumer's.
         std::function<void(std::optional<stream_event>)> resume =
-            [shared, cancelled, weak = std::weak_ptr<subscription>(self)](std::optional<stream_event> e) {
+            [shared = std::move(shared), cancelled,
+             weak = std::weak_ptr<subscription>(self)](std::optional<stream_event> e) mutable {
               auto ex = asio::get_associated_executor(*shared);
-              asio::post(ex, [shared, cancelled, weak, e = std::move(e)]() mutable {
+              auto deliver = [shared = std::move(shared), cancelled, weak, e = std::move(e)]() mutable {
                 auto slot = asio::get_associated_cancellation_slot(*shared);
                 if (slot.is_connected()) slot.clear();
                 if (e && cancelled->load(std::memory_order_acquire)) {
@@ -121,9 +125,9 @@ asio::awaitable<std::optional<stream_event>> subscription::next() {
                   e.reset();
                 }
                 (*shared)(std::move(e));
-              });
+              };
+              keel::detail::post_from_any_thread(std::move(ex), std::move(deliver));
             };
-        auto slot = asio::get_associated_cancellation_slot(*shared);
         if (slot.is_connected()) {
           slot.assign([weak = std::weak_ptr<subscription>(self), cancelled](asio::cancellation_type) {
             cancelled->store(true, std::memory_order_release);

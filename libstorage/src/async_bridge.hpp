@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 
+#include "keel/common/post_from_any_thread.hpp"
 #include "keel/common/result.hpp"
 
 namespace keel::storage::detail {
@@ -20,9 +21,11 @@ boost::asio::awaitable<result<T>> await_completion(Start start) {
       [start = std::move(start)](auto handler) mutable {
         using handler_t = decltype(handler);
         auto shared = std::make_shared<handler_t>(std::move(handler));
-        start(std::function<void(result<T>)>([shared](result<T> r) mutable {
+        // Called once: the handler moves out, so the database thread keeps nothing of the caller's.
+        start(std::function<void(result<T>)>([shared = std::move(shared)](result<T> r) mutable {
           auto ex = boost::asio::get_associated_executor(*shared);
-          boost::asio::post(ex, [shared, r = std::move(r)]() mutable { (*shared)(std::move(r)); });
+          auto resume = [shared = std::move(shared), r = std::move(r)]() mutable { (*shared)(std::move(r)); };
+          keel::detail::post_from_any_thread(std::move(ex), std::move(resume));
         }));
       },
       boost::asio::use_awaitable);
