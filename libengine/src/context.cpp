@@ -68,7 +68,7 @@ output_stream context::stream(std::string_view name) {
   auto& s = st.outputs[std::string(name)];
   if (!s)
     s = std::make_shared<detail::output_state>(std::string(name), st.lease(), st.claim.generation,
-                                               st.engine.store_, st.strand);
+                                               st.claim.claims > 1, st.engine.store_, st.strand);
   return output_stream(st, s);
 }
 
@@ -355,7 +355,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     // output its code wrote is made durable: all before the step counts as done.
     rec.log_start = !watch.finish();
     co_await watch.appends_settled();
-    co_await detail::flush_outputs(st);
+    co_await detail::flush_outputs(st, branch_ == nullptr ? attempt : 0);
     // Named, not a temporary inside the co_await expression: GCC 12 destroys such temporaries twice.
     storage::step_checkpoint cp{st.lease(), std::move(rec)};
     auto written = co_await engine.store_.checkpoint(cp);

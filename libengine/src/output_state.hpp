@@ -8,6 +8,7 @@
 #include <boost/json/value.hpp>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -27,9 +28,14 @@ struct run_state;
 /// Touched only on the run's strand (the flusher runs there too). Shared by the handles of one stream
 /// and its flusher, which may outlive the execution (abandoned with its lease).
 struct output_state {
-  output_state(std::string n, storage::lease_token l, int g, storage::store& s,
+  output_state(std::string n, storage::lease_token l, int g, bool older, storage::store& s,
                boost::asio::strand<boost::asio::io_context::executor_type> st)
-      : name(std::move(n)), lease(std::move(l)), generation(g), store(s), strand(st) {}
+      : name(std::move(n)),
+        lease(std::move(l)),
+        generation(g),
+        store(s),
+        strand(st),
+        older_executions(older) {}
 
   std::string name;
   storage::lease_token lease;
@@ -42,6 +48,18 @@ struct output_state {
     int attempt = 0;
   };
   std::deque<pending> buffer;
+  /// A writer position: a step's (seq, attempt), or (seq, 0) for the workflow's own code before seq.
+  struct position {
+    int seq = 0;
+    int attempt = 0;
+    bool operator==(const position&) const = default;
+  };
+  /// An earlier execution of the run may have written chunks this one redoes (see needs_trim).
+  bool older_executions = false;
+  /// Where this execution's last successful flush moved the writer (none yet: nullopt).
+  std::optional<position> moved_to;
+  /// A flush without chunks is due at this position, to remove what it supersedes.
+  std::optional<position> trim_at;
   bool close_requested = false;
   int close_seq = 0;  // where close() was called
   bool closed = false;
@@ -54,9 +72,11 @@ struct output_state {
   std::vector<boost::asio::steady_timer*> waiters;
 };
 
-/// Waits until every output stream of the run has flushed what it buffered; loses the lease (throws) if
-/// one was fenced. A no-op for a run without output streams.
-boost::asio::awaitable<void> flush_outputs(run_state& st);
+/// Before the run records something at its current position (`attempt`: the step's, for a step's
+/// checkpoint): waits until every output stream of the run has flushed what it buffered, and removes the
+/// chunks a failed attempt or an earlier execution wrote that this record supersedes. Loses the lease
+/// (throws) if a flush was fenced. A no-op for a run without output streams.
+boost::asio::awaitable<void> flush_outputs(run_state& st, int attempt = 0);
 
 /// engine::read_stream's state: the page buffer, the position, and the run's events that say more came.
 class output_follower {
@@ -66,10 +86,17 @@ class output_follower {
   boost::asio::awaitable<std::optional<output_chunk>> next();
 
  private:
+  /// A `stream_rewound` of this stream: forgets what it read from there on.
+  void note(const stream_event& e);
+
   engine_impl& engine_;
   const run_id run_;
   const std::string stream_;
+  /// The next index to read, and the one after the last handed to the consumer.
   std::int64_t next_index_;
+  std::int64_t delivered_;
+  /// Chunks from here on that the consumer has were replaced: next() says so first.
+  std::optional<std::int64_t> rewind_;
   event_stream events_;
   std::deque<output_chunk> page_;
   bool done_ = false;

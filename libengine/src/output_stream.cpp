@@ -44,7 +44,7 @@ asio::awaitable<void> next_round(output_state& s) {
 }
 
 asio::awaitable<void> flush_loop(std::shared_ptr<output_state> s) {
-  while (!s->fenced && (!s->buffer.empty() || (s->close_requested && !s->closed))) {
+  while (!s->fenced && (!s->buffer.empty() || (s->close_requested && !s->closed) || s->trim_at)) {
     // The longest run of chunks from one writer position (a flush has one position).
     storage::output_flush f;
     f.lease = s->lease;
@@ -54,6 +54,10 @@ asio::awaitable<void> flush_loop(std::shared_ptr<output_state> s) {
     if (!s->buffer.empty()) {
       f.seq = s->buffer.front().seq;
       f.attempt = s->buffer.front().attempt;
+    } else if (s->trim_at) {
+      f.seq = s->trim_at->seq;  // no chunks: this flush only moves the writer, removing what that supersedes
+      f.attempt = s->trim_at->attempt;
+      s->trim_at.reset();
     }
     while (!s->buffer.empty() && f.chunks.size() < k_flush_chunks && s->buffer.front().seq == f.seq &&
            s->buffer.front().attempt == f.attempt) {
@@ -74,8 +78,9 @@ asio::awaitable<void> flush_loop(std::shared_ptr<output_state> s) {
                                  " chunk(s) of output stream '" + storage::valid_utf8(f.stream) +
                                  "' were refused: " + r.error().message());
       }
-    } else if (f.close) {
-      s->closed = true;
+    } else {
+      if (f.seq >= 0) s->moved_to = output_state::position{f.seq, f.attempt};
+      if (f.close) s->closed = true;
     }
     wake_writers(*s);
   }
@@ -102,11 +107,34 @@ asio::awaitable<void> drain(run_state& st, output_state& s) {
   }
 }
 
+/// Whether chunks this execution has not replaced are superseded by new work at `at`: an earlier
+/// execution's at or past `at` when nothing was recorded there (work it lost; the first new work of this
+/// execution comes before any flush of its own moves the writer), or a failed attempt's of the step at
+/// `at`. Redone work that wrote chunks replaced them already (its flush moved the writer); this is for redone
+/// work that wrote none.
+bool needs_trim(const run_state& st, const output_state& s, output_state::position at) {
+  if (s.fenced) return false;
+  if (!s.moved_to) return s.older_executions && static_cast<std::size_t>(at.seq) >= st.by_seq.size();
+  return s.moved_to->seq == at.seq && s.moved_to->attempt > 0 && s.moved_to->attempt < at.attempt;
+}
+
+/// Where a record or a write made now sits (see output_state::position).
+output_state::position current_position(const run_state& st, int attempt) {
+  return {st.in_step ? st.next_seq - 1 : st.next_seq, attempt};
+}
+
 }  // namespace
 
-asio::awaitable<void> flush_outputs(run_state& st) {
-  for (auto& [name, s] : st.outputs)
+asio::awaitable<void> flush_outputs(run_state& st, int attempt) {
+  if (st.outputs.empty()) co_return;
+  const auto at = current_position(st, attempt);
+  for (auto& [name, s] : st.outputs) {
     co_await drain(st, *s);
+    if (!needs_trim(st, *s, at)) continue;
+    s->trim_at = at;
+    start_flush(s);
+    co_await drain(st, *s);
+  }
 }
 
 output_follower::output_follower(engine_impl& engine, run_id run, std::string stream, std::int64_t from,
@@ -115,21 +143,48 @@ output_follower::output_follower(engine_impl& engine, run_id run, std::string st
       run_(std::move(run)),
       stream_(std::move(stream)),
       next_index_(from),
+      delivered_(from),
       events_(std::move(events)) {}
+
+void output_follower::note(const stream_event& e) {
+  const auto* c = e.as<events::run_changed>();
+  if (c == nullptr || c->kind != "stream_rewound" || e.run != run_ || !c->data.is_object()) return;
+  const auto& data = c->data.get_object();
+  const auto* stream = data.if_contains("stream");
+  const auto* from = data.if_contains("from");
+  if (stream == nullptr || !stream->is_string() || stream->get_string() != stream_ || from == nullptr ||
+      !from->is_int64())
+    return;
+  const std::int64_t first = from->get_int64();
+  if (first >= next_index_) return;  // not read yet: the next read gets what replaced them
+  std::erase_if(page_, [&](const output_chunk& k) { return k.index >= first; });
+  next_index_ = first;
+  if (first < delivered_) rewind_ = std::min(rewind_.value_or(first), first);
+}
 
 asio::awaitable<std::optional<output_chunk>> output_follower::next() {
   using namespace asio::experimental::awaitable_operators;
   auto backoff = std::chrono::milliseconds(10);
   for (;;) {
+    if (rewind_) {
+      // The consumer read chunks a redo has replaced since: it hears from where, then gets those again.
+      output_chunk marker{*rewind_, nullptr, true};
+      delivered_ = *rewind_;
+      rewind_.reset();
+      co_return marker;
+    }
     if (!page_.empty()) {
       auto c = std::move(page_.front());
       page_.pop_front();
+      delivered_ = c.index + 1;
       co_return c;
     }
     if (done_) co_return std::nullopt;
-    // Whatever the run's events said so far is covered by this read (it began after them).
-    while (events_.try_next()) {
-    }
+    // Whatever the run's events said so far is covered by this read (it began after them), except that
+    // chunks already read were replaced.
+    while (auto e = events_.try_next())
+      note(*e);
+    if (rewind_) continue;
     auto page = co_await engine_.store_.read_output(run_, stream_, next_index_, k_read_page);
     if (!page) {
       log::warn("engine", "read_stream: read failed (retrying): " + page.error().message());
@@ -152,6 +207,7 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
     asio::steady_timer poll(co_await asio::this_coro::executor, k_reader_poll);
     auto more = events_.next();
     auto woke = co_await (std::move(more) || poll.async_wait(asio::as_tuple(use_awaitable)));
+    if (woke.index() == 0 && std::get<0>(woke)) note(*std::get<0>(woke));
     if (woke.index() == 0 && !std::get<0>(woke)) {
       // The engine stopped: read what is there once more, then end.
       done_ = true;
@@ -192,9 +248,8 @@ boost::asio::awaitable<void> output_stream::write(const boost::json::value& chun
     throw std::invalid_argument("output stream '" + s.name + "': chunk refused (" + c.error().message() +
                                 "): " + why);
   // Inside a step: that step's position and attempt; between steps: the next step's, attempt 0.
-  const int seq = st.in_step ? st.next_seq - 1 : st.next_seq;
-  const int attempt = st.in_step ? st.step_attempt : 0;
-  s.buffer.push_back({chunk, seq, attempt});
+  const auto at = detail::current_position(st, st.in_step ? st.step_attempt : 0);
+  s.buffer.push_back({chunk, at.seq, at.attempt});
   detail::start_flush(state_);
   while (s.buffer.size() >= detail::k_max_buffered && !s.fenced)
     co_await detail::next_round(s);
@@ -207,8 +262,13 @@ boost::asio::awaitable<void> output_stream::flush() {
 boost::asio::awaitable<void> output_stream::close() {
   auto& s = *state_;
   if (!s.close_requested && !s.closed) {
+    auto& st = *st_;
+    const auto at = detail::current_position(st, st.in_step ? st.step_attempt : 0);
     s.close_requested = true;
-    s.close_seq = st_->in_step ? st_->next_seq - 1 : st_->next_seq;
+    s.close_seq = at.seq;
+    // A closed stream is not read again: what the close supersedes goes with it (not while replaying).
+    const bool replaying = !st.in_step && static_cast<std::size_t>(st.next_seq) < st.by_seq.size();
+    if (!replaying && detail::needs_trim(st, s, at)) s.trim_at = at;
     detail::start_flush(state_);
   }
   co_await detail::drain(*st_, s);

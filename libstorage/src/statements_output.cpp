@@ -1,6 +1,8 @@
 // Durable output streams (015_output_streams.sql): a flush is two statements of one transaction — the
-// first fences the run and, when the stream's writer position moved, removes the chunks it supersedes;
-// the second appends after what is left (it sees the first's deletes).
+// first fences the run and, when the stream's writer position moved, removes the chunks it supersedes
+// (logging `stream_rewound` from the first of them); the second appends after what is left (it sees the
+// first's deletes). A flush without chunks only moves the writer: a redo that writes nothing still
+// removes what its earlier attempt or execution wrote.
 #include <string>
 
 #include "statement_parts.hpp"
@@ -24,7 +26,9 @@ fenced AS (
     ON r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch AND r.status = 'running'
   FOR SHARE OF r))sql";
 
-const std::string output_trim_sql = flush_rows + R"sql(,
+std::string output_trim_sql() {
+  std::string sql = flush_rows;
+  sql.append(R"sql(,
 moved AS (
   INSERT INTO keel.output_streams AS s (run_id, stream, generation, epoch, seq, attempt)
   SELECT id, stream, generation, epoch, seq, attempt FROM fenced
@@ -43,8 +47,19 @@ gone AS (
   DELETE FROM keel.output_chunks c USING moved m
   WHERE c.run_id = m.run_id AND c.stream = m.stream AND c.generation = m.generation
     AND ((c.epoch < m.epoch AND c.seq >= m.seq)
-         OR (c.epoch = m.epoch AND c.seq = m.seq AND c.attempt > 0 AND c.attempt < m.attempt)))
-SELECT ord FROM fenced)sql";
+         OR (c.epoch = m.epoch AND c.seq = m.seq AND c.attempt > 0 AND c.attempt < m.attempt))
+  RETURNING c.run_id, c.stream, c.idx),
+)sql");
+  // Readers that already read the superseded chunks start again at the first of them.
+  sql.append(log_cte(R"sql(
+  SELECT run_id, 'stream_rewound', jsonb_build_object('stream', stream, 'from', min(idx)), 0
+  FROM gone GROUP BY run_id, stream)sql"));
+  sql.append(R"sql(
+SELECT ord FROM fenced)sql");
+  return sql;
+}
+
+const std::string output_trim_text = output_trim_sql();
 
 /// `again`: a retried transaction's flush may have committed: a flush whose token is there is not
 /// appended twice.
@@ -74,7 +89,9 @@ closing AS (
   SELECT b.id, CASE WHEN b.close THEN 'stream_closed' ELSE 'stream_appended' END,
          jsonb_build_object('stream', b.stream, 'from', b.first, 'to', b.first + jsonb_array_length(b.chunks)),
          b.ord
-  FROM base b)sql"));
+  FROM base b
+  WHERE b.close OR jsonb_array_length(b.chunks) > 0  -- a flush that only moves the writer appends nothing
+)sql"));
   sql.append(R"sql(
 SELECT ord FROM fenced)sql");
   return sql;
@@ -85,7 +102,7 @@ const std::string output_append_again_sql = output_append_sql(true);
 
 }  // namespace
 
-const statement output_trim{"keel_output_trim", output_trim_sql.c_str()};
+const statement output_trim{"keel_output_trim", output_trim_text.c_str()};
 const statement output_append{"keel_output_append", output_append_first_sql.c_str()};
 const statement output_append_again{"keel_output_append_again", output_append_again_sql.c_str()};
 

@@ -89,7 +89,8 @@ struct step_failed {
   std::optional<std::string> branch;
 };
 /// Something else the log records: run_released, run_cancel_requested, run_retried, run_rewound,
-/// run_continued, and kinds added later.
+/// run_continued, stream_appended / stream_closed / stream_rewound (an output stream's chunks from
+/// `from` were written, closed, or removed by a redo), and kinds added later.
 struct run_changed {
   std::string kind;
   boost::json::value data;

@@ -44,10 +44,13 @@ class output_stream {
   std::shared_ptr<detail::output_state> state_;
 };
 
-/// One chunk of an output stream.
+/// One chunk of an output stream, or word that chunks were replaced (`rewound`).
 struct output_chunk {
   std::int64_t index = 0;
   boost::json::value data;
+  /// No data: a redo (a retried attempt, or work re-run after its execution was lost) replaced the chunks
+  /// from `index` on that this reader already returned. Drop them; the replacements follow from `index`.
+  bool rewound = false;
 };
 
 /// Reads an output stream from an index, then follows it live (engine::read_stream).
@@ -61,7 +64,9 @@ class output_reader {
 
   /// The next chunk (index n, then n + 1, ... without a gap), waiting for it to be written; nullopt once
   /// the stream was closed, or its run has ended, and every chunk was read (or the engine stopped).
-  /// Storage errors are retried.
+  /// Chunks are returned as soon as they are durable, before the step that wrote them completes: when
+  /// that step's attempt fails, or its execution is lost, the redo replaces them, and the reader says so
+  /// with a `rewound` chunk before going on from its index. Storage errors are retried.
   boost::asio::awaitable<std::optional<output_chunk>> next();
 
  private:

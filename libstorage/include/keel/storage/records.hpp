@@ -136,7 +136,8 @@ struct log_event {
   run_id run;
   /// run_enqueued, run_started, run_resumed, run_sleeping, run_waiting, run_released, run_completed,
   /// run_failed, run_cancelled, run_cancel_requested, run_dead_lettered, run_retried, run_rewound,
-  /// run_continued, step_completed, step_failed.
+  /// run_continued, step_started, step_retrying, step_completed, step_failed, stream_appended,
+  /// stream_closed, stream_rewound.
   std::string kind;
   clock::time_point at;
   boost::json::value data;
