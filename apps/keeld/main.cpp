@@ -1,5 +1,6 @@
-// keeld: the Keel server. Wires the engine to PostgreSQL (embedded by default) and runs the example
-// workflows. Until the HTTP front end lands it enqueues a demonstration batch and prints run transitions.
+// keeld: the Keel server. Wires the engine to PostgreSQL (embedded by default), runs the example workflows,
+// and serves the HTTP API (--serve, or --listen). Without --serve it runs a demonstration batch, printing
+// run transitions, and exits.
 #include <signal.h>
 
 #include <boost/json/serialize.hpp>
@@ -15,6 +16,7 @@
 #include "example_workflows.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
+#include "keel/http/server.hpp"
 #include "keel/storage/embedded_postgres.hpp"
 
 namespace po = boost::program_options;
@@ -41,6 +43,7 @@ int main(int argc, char** argv) {
   std::string database_url, data_dir;
   std::size_t concurrency = 64, demo_runs = 10;
   bool serve = false;
+  std::string listen;
   desc.add_options()("help,h", "show this help")(
       "database-url", po::value(&database_url),
       "PostgreSQL connection string (libpq form or postgresql:// URL); default: $KEEL_DATABASE_URL, else an "
@@ -49,7 +52,10 @@ int main(int argc, char** argv) {
       "concurrency", po::value(&concurrency)->default_value(64), "runs in flight at once on this worker")(
       "demo-runs", po::value(&demo_runs)->default_value(10),
       "demonstration runs to enqueue at start (0: none)")(
-      "serve", po::bool_switch(&serve), "keep running after the demonstration batch, until SIGINT/SIGTERM");
+      "serve", po::bool_switch(&serve),
+      "keep running after the demonstration batch, serving HTTP, until SIGINT/SIGTERM")(
+      "listen", po::value(&listen),
+      "serve the HTTP API on ADDRESS:PORT (default with --serve: 127.0.0.1:8080; port 0: any free port)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -64,6 +70,24 @@ int main(int argc, char** argv) {
   }
   if (database_url.empty()) {
     if (const char* env = std::getenv("KEEL_DATABASE_URL")) database_url = env;
+  }
+  if (serve && listen.empty()) listen = "127.0.0.1:8080";
+  keel::http::server_options http_options;
+  if (!listen.empty()) {
+    // ADDRESS:PORT, the address in brackets for IPv6 ([::1]:8080).
+    const auto colon = listen.rfind(':');
+    std::string address = colon == std::string::npos ? "" : listen.substr(0, colon);
+    if (address.size() >= 2 && address.front() == '[' && address.back() == ']')
+      address = address.substr(1, address.size() - 2);
+    const std::string port = colon == std::string::npos ? "" : listen.substr(colon + 1);
+    char* end = nullptr;
+    const long p = port.empty() ? -1 : std::strtol(port.c_str(), &end, 10);
+    if (address.empty() || p < 0 || p > 65535 || *end != '\0') {
+      std::cerr << "keeld: --listen takes ADDRESS:PORT, e.g. 127.0.0.1:8080 (got '" << listen << "')\n";
+      return 2;
+    }
+    http_options.address = address;
+    http_options.port = static_cast<unsigned short>(p);
   }
 
   // Signals are taken by sigwait below, never by an engine thread: block them before any thread starts.
@@ -124,6 +148,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   keel::log::info("keeld", "worker " + engine.worker_id() + " running");
+  std::optional<keel::http::server> http;
+  if (!listen.empty()) {
+    http.emplace(engine, http_options);
+    if (auto r = http->start(); !r) {
+      std::cerr << "keeld: cannot listen on " << listen << ": " << r.error().message() << "\n";
+      engine.stop_blocking();
+      return 1;
+    }
+  }
 
   for (std::size_t i = 0; i < demo_runs; ++i) {
     const std::string wf = i % 2 == 0 ? "order_fulfillment" : "user_onboarding";
@@ -178,6 +211,10 @@ int main(int argc, char** argv) {
   if (serve) {
     std::unique_lock lock(m);
     cv.wait(lock, [&] { return signalled.load(); });
+  }
+  if (http) {
+    keel::log::info("keeld", "stopping HTTP: finishing requests in progress");
+    http->stop_blocking();
   }
   keel::log::info("keeld", "stopping: finishing in-flight steps and releasing leases");
   engine.stop_blocking();

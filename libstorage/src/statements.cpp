@@ -77,10 +77,11 @@ const statement begin{"keel_begin", "BEGIN"};
 const statement commit{"keel_commit", "COMMIT"};
 
 // Inserts new runs; an existing id (a retried batch) or idempotency key is skipped.
+// A JSON null input arrives as SQL NULL from jsonb_to_recordset: stored as the JSON null it was.
 const std::string enqueue_insert_sql = std::string(R"sql(
 WITH ins AS (
 INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at)
-SELECT x.id, x.workflow, x.version, 'queued', x.input, x.key, x.priority,
+SELECT x.id, x.workflow, x.version, 'queued', coalesce(x.input, 'null'), x.key, x.priority,
        coalesce(to_timestamp(x.run_at::double precision / 1e6), now())
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, workflow text, version int, input jsonb, key text,
                                         priority int, run_at bigint)
@@ -99,7 +100,7 @@ const statement enqueue_insert{"keel_enqueue_insert", enqueue_insert_sql.c_str()
 // For rows with an idempotency key: the run that holds the key, and whether it matches the request.
 // Runs after enqueue_insert in the same transaction, so it sees this batch's inserts and any committed rival.
 const statement enqueue_resolve{"keel_enqueue_resolve", R"sql(
-SELECT x.ord, r.id::text, (r.workflow = x.workflow AND r.input = x.input) AS same
+SELECT x.ord, r.id::text, (r.workflow = x.workflow AND r.input = coalesce(x.input, 'null')) AS same
 FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (workflow text, input jsonb, key text))
      WITH ORDINALITY AS x(workflow, input, key, ord)
 JOIN keel.runs r ON r.idempotency_key = x.key AND r.idempotency_key IS NOT NULL
@@ -778,7 +779,7 @@ existing AS (
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
                          parent_step)
-  SELECT f.child, f.workflow, f.version, 'queued', f.input, f.key, f.priority,
+  SELECT f.child, f.workflow, f.version, 'queued', coalesce(f.input, 'null'), f.key, f.priority,
          coalesce(to_timestamp(f.run_at / 1e6), now()), f.id, f.seq
   FROM fenced f WHERE f.ord NOT IN (SELECT ord FROM existing) AND NOT f.cancel
   ON CONFLICT DO NOTHING

@@ -1,0 +1,57 @@
+// keel::http::server: the HTTP/1.1 front end of an engine (Boost.Beast), on the engine's own io_context.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "keel/common/result.hpp"
+
+namespace keel {
+class engine;
+}
+
+namespace keel::http {
+
+namespace detail {
+struct server_state;
+}
+
+struct server_options {
+  /// Where to listen: an IPv4 or IPv6 address, and a port (0: any free port, see server::port()).
+  std::string address = "127.0.0.1";
+  unsigned short port = 8080;
+  /// A request body larger than this is refused with 413 before it is read.
+  std::size_t max_body_bytes = 1024 * 1024;
+  /// Request line and headers together; larger is refused with 431.
+  std::size_t max_header_bytes = 16 * 1024;
+  /// A request must arrive whole within this (from its first byte, or from the previous response on a
+  /// kept-alive connection): a slow or silent client cannot hold a connection.
+  std::chrono::milliseconds request_timeout{30'000};
+  /// Connections open at once; one more is answered 503 and closed.
+  std::size_t max_connections = 1024;
+};
+
+/// Serves the engine's REST API (see docs/http.md). Thread-safe; stop() (or the destructor) before the
+/// engine goes.
+class server {
+ public:
+  server(engine& e, server_options options);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Binds and starts accepting. Errors: the bind's or listen's (address in use, bad address).
+  result<void> start();
+  /// The port it listens on (the one chosen when options.port was 0).
+  [[nodiscard]] unsigned short port() const noexcept;
+  /// Stops accepting, closes idle connections, lets requests in progress finish (up to `deadline`), then
+  /// closes the rest. Blocks the calling thread; not from the engine's threads.
+  void stop_blocking(std::chrono::milliseconds deadline = std::chrono::seconds(10));
+
+ private:
+  std::shared_ptr<detail::server_state> state_;
+};
+
+}  // namespace keel::http

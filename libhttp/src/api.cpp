@@ -1,0 +1,244 @@
+// The REST API's routes. Each handler validates what it got before the engine sees it, and answers every
+// failure with a typed error (errors.cpp maps engine and storage errors; the rest are named here).
+#include "api.hpp"
+
+#include <boost/beast/http/field.hpp>
+#include <boost/beast/http/verb.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/url/parse.hpp>
+#include <exception>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "errors.hpp"
+#include "keel/common/log.hpp"
+#include "keel/engine.hpp"
+#include "time_text.hpp"
+
+namespace keel::http::detail {
+namespace {
+
+namespace beast_http = boost::beast::http;
+namespace json = boost::json;
+using beast_http::status;
+using beast_http::verb;
+
+/// Deeper request JSON is refused before it reaches the engine (whose own limits still apply).
+constexpr std::size_t k_max_json_depth = 128;
+
+response json_response(status s, const json::value& body) {
+  response res{s, 11};
+  res.set(beast_http::field::content_type, "application/json");
+  res.body() = json::serialize(body);
+  return res;
+}
+
+response from_error(error_code ec) {
+  auto e = to_http(ec);
+  return error_response(e.status, e.code, ec.message());
+}
+
+/// A request the API cannot take: the error's text says what is wrong.
+struct bad_request {
+  std::string message;
+};
+
+/// A known path asked with another method than its own.
+struct wrong_method {
+  verb allowed;
+};
+
+/// The body as JSON; an empty body is null.
+json::value body_json(const request& req) {
+  if (req.body().empty()) return nullptr;
+  json::parse_options opts;
+  opts.max_depth = k_max_json_depth;
+  error_code ec;
+  auto v = json::parse(req.body(), ec, {}, opts);
+  if (ec) throw bad_request{"the body is not valid JSON: " + ec.message()};
+  return v;
+}
+
+json::value step_json(const storage::step_record& s) {
+  json::object o;
+  o["seq"] = s.seq;
+  o["name"] = s.name;
+  o["status"] = s.failed ? "failed" : "completed";
+  o["attempts"] = s.attempts;
+  o["output"] = s.output;
+  o["error"] = s.error;
+  o["started_at"] = rfc3339(s.started_at);
+  o["finished_at"] = rfc3339(s.finished_at);
+  if (s.branch) o["branch"] = *s.branch;
+  return o;
+}
+
+json::value run_json(const run_info& r) {
+  json::object o;
+  o["id"] = r.id;
+  o["workflow"] = r.workflow;
+  o["version"] = r.version;
+  o["status"] = to_string(r.status);
+  o["input"] = r.input;
+  o["output"] = r.output;
+  o["error"] = r.error;
+  o["idempotency_key"] = r.idempotency_key ? json::value(*r.idempotency_key) : json::value(nullptr);
+  o["priority"] = r.priority;
+  o["created_at"] = rfc3339(r.created_at);
+  o["started_at"] = r.started_at ? json::value(rfc3339(*r.started_at)) : json::value(nullptr);
+  o["finished_at"] = r.finished_at ? json::value(rfc3339(*r.finished_at)) : json::value(nullptr);
+  o["claims"] = r.claims;
+  o["recoveries"] = r.recoveries;
+  o["waiting_for"] = r.waiting_for;
+  o["history"] = r.history;
+  json::array steps;
+  for (const auto& s : r.steps)
+    steps.push_back(step_json(s));
+  o["steps"] = std::move(steps);
+  return o;
+}
+
+/// POST /v1/workflows/{name}/runs: {"input":…, "idempotency_key"?:…, "priority"?:…, "run_at"?:RFC3339}, or
+/// the key in an Idempotency-Key header.
+boost::asio::awaitable<response> start_run(engine& e, const request& req, const std::string& workflow) {
+  auto body = body_json(req);
+  if (!body.is_object() && !body.is_null()) throw bad_request{"the body must be a JSON object"};
+  enqueue_options options;
+  json::value input;
+  if (body.is_object()) {
+    for (const auto& [key, value] : body.get_object()) {
+      if (key == "input") {
+        input = value;
+      } else if (key == "idempotency_key") {
+        if (!value.is_string()) throw bad_request{"idempotency_key must be a string"};
+        options.idempotency_key = std::string(value.get_string());
+      } else if (key == "priority") {
+        if (!value.is_int64() || value.get_int64() < INT32_MIN || value.get_int64() > INT32_MAX)
+          throw bad_request{"priority must be a 32-bit integer"};
+        options.priority = static_cast<int>(value.get_int64());
+      } else if (key == "run_at") {
+        std::optional<std::chrono::system_clock::time_point> at;
+        if (value.is_string()) at = parse_rfc3339(value.get_string());
+        if (!at) throw bad_request{"run_at must be an RFC 3339 time, e.g. 2026-11-26T09:00:00Z"};
+        options.run_at = at;
+      } else {
+        throw bad_request{"unknown field '" + std::string(key) +
+                          "' (input, idempotency_key, priority, run_at)"};
+      }
+    }
+  }
+  if (auto it = req.find("Idempotency-Key"); it != req.end()) {
+    const std::string header(it->value());
+    if (options.idempotency_key && *options.idempotency_key != header)
+      throw bad_request{"the Idempotency-Key header and the body's idempotency_key differ"};
+    options.idempotency_key = header;
+  }
+  auto id = co_await e.enqueue(workflow, input, options);
+  if (!id) co_return from_error(id.error());
+  auto run = co_await e.get(*id);
+  if (!run) co_return from_error(run.error());
+  auto res = json_response(status::created, run_json(*run));
+  res.set(beast_http::field::location, "/v1/runs/" + *id);
+  co_return res;
+}
+
+boost::asio::awaitable<response> route(engine& e, const request& req) {
+  auto parsed = boost::urls::parse_origin_form(req.target());
+  if (!parsed) throw bad_request{"the request target is not a valid path"};
+  std::vector<std::string> path;
+  for (auto s : parsed->segments()) {
+    if (s.find('\0') != std::string::npos) throw bad_request{"a path segment holds a NUL character"};
+    path.push_back(std::move(s));
+  }
+  const auto method = req.method();
+  auto only = [&](verb v) {
+    if (method != v) throw wrong_method{v};
+  };
+  const auto n = path.size();
+  try {
+    if (n == 1 && path[0] == "healthz") {
+      only(verb::get);
+      co_return json_response(status::ok, json::object{{"status", "ok"}});
+    }
+    if (n >= 2 && path[0] == "v1") {
+      if (n == 4 && path[1] == "workflows" && path[3] == "runs") {
+        only(verb::post);
+        co_return co_await start_run(e, req, path[2]);
+      }
+      if (n == 3 && path[1] == "runs") {
+        only(verb::get);
+        auto run = co_await e.get(path[2]);
+        if (!run) co_return from_error(run.error());
+        co_return json_response(status::ok, run_json(*run));
+      }
+      if (n == 4 && path[1] == "runs" && path[3] == "cancel") {
+        only(verb::post);
+        auto s = co_await e.cancel(path[2]);
+        if (!s) co_return from_error(s.error());
+        co_return json_response(status::ok, json::object{{"run_id", path[2]}, {"status", to_string(*s)}});
+      }
+      if (n == 4 && path[1] == "runs" && path[3] == "retry") {
+        only(verb::post);
+        auto r = co_await e.retry(path[2]);
+        if (!r) co_return from_error(r.error());
+        co_return json_response(status::accepted, json::object{{"run_id", path[2]}});
+      }
+      if (n == 4 && path[1] == "runs" && path[3] == "rewind") {
+        only(verb::post);
+        auto body = body_json(req);
+        const json::value* step = body.is_object() ? body.get_object().if_contains("step") : nullptr;
+        if (step == nullptr || !step->is_int64() || step->get_int64() < 0 || step->get_int64() > INT32_MAX ||
+            body.get_object().size() != 1)
+          throw bad_request{"the body must be {\"step\": <step position, from 0>}"};
+        auto r = co_await e.rewind(path[2], static_cast<int>(step->get_int64()));
+        if (!r) co_return from_error(r.error());
+        co_return json_response(status::accepted, json::object{{"run_id", path[2]}});
+      }
+      if (n == 5 && path[1] == "runs" && path[3] == "events") {
+        only(verb::post);
+        auto payload = body_json(req);
+        auto r = co_await e.send_event(path[2], path[4], payload);
+        if (!r) co_return from_error(r.error());
+        co_return json_response(status::accepted, json::object{{"run_id", path[2]}, {"event", path[4]}});
+      }
+      if (n == 3 && path[1] == "hooks") {
+        only(verb::post);
+        auto payload = body_json(req);
+        auto r = co_await e.resume_hook(path[2], payload);
+        if (!r) co_return from_error(r.error());
+        co_return json_response(status::accepted, json::object{{"resumed", true}});
+      }
+    }
+  } catch (const wrong_method& w) {
+    auto res = error_response(status::method_not_allowed, "method_not_allowed",
+                              "use " + std::string(beast_http::to_string(w.allowed)) + " here");
+    res.set(beast_http::field::allow, beast_http::to_string(w.allowed));
+    co_return res;
+  }
+  co_return error_response(status::not_found, "not_found",
+                           "no such endpoint: " + std::string(parsed->path()));
+}
+
+}  // namespace
+
+response error_response(status s, std::string_view code, std::string_view message) {
+  return json_response(s, json::object{{"error", json::object{{"code", code}, {"message", message}}}});
+}
+
+boost::asio::awaitable<response> handle(engine& e, const request& req) {
+  std::optional<response> out;
+  try {
+    out = co_await route(e, req);
+  } catch (const bad_request& b) {
+    out = error_response(status::bad_request, "invalid_request", b.message);
+  } catch (const std::exception& ex) {
+    log::error("http",
+               std::string(req.method_string()) + " " + std::string(req.target()) + " failed: " + ex.what());
+    out = error_response(status::internal_server_error, "internal", "the server failed to answer");
+  }
+  co_return std::move(*out);
+}
+
+}  // namespace keel::http::detail

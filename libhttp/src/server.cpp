@@ -1,0 +1,273 @@
+// Connections: accept, read a request within the limits, answer it, keep the connection alive or close it;
+// a graceful stop that lets requests in progress finish.
+#include "keel/http/server.hpp"
+
+#include <array>
+#include <atomic>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <unordered_set>
+
+#include "api.hpp"
+#include "keel/common/log.hpp"
+#include "keel/engine.hpp"
+
+namespace keel::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace beast_http = boost::beast::http;
+using asio::use_awaitable;
+using asio::ip::tcp;
+
+namespace detail {
+
+/// One client connection; its stream is used on its own strand only.
+struct connection {
+  explicit connection(tcp::socket s) : stream(std::move(s)) {}
+  beast::tcp_stream stream;
+  /// Between reading a request's first byte and writing its response (not idle: a stop lets it finish).
+  bool busy = false;
+};
+
+struct server_state {
+  server_state(engine& en, server_options o)
+      : e(en),
+        options(std::move(o)),
+        accept_strand(asio::make_strand(en.get_executor())),
+        acceptor(accept_strand) {}
+
+  engine& e;
+  const server_options options;
+  asio::strand<asio::any_io_executor> accept_strand;
+  tcp::acceptor acceptor;
+  unsigned short port = 0;
+  std::atomic<bool> stopping{false};
+
+  std::mutex m;
+  std::condition_variable changed;
+  std::unordered_set<std::shared_ptr<connection>> connections;  // under m
+  bool accepting = false;                                       // under m
+
+  void ended(const std::shared_ptr<connection>& c) {
+    std::lock_guard lock(m);
+    connections.erase(c);
+    changed.notify_all();
+  }
+};
+
+}  // namespace detail
+
+namespace {
+
+using detail::connection;
+using state_ptr = std::shared_ptr<detail::server_state>;
+
+/// Writes `res` within the request timeout; false when the client is gone.
+asio::awaitable<bool> send(const server_options& o, connection& c, detail::response& res) {
+  res.prepare_payload();
+  c.stream.expires_after(o.request_timeout);
+  auto [ec, n] = co_await beast_http::async_write(c.stream, res, asio::as_tuple(use_awaitable));
+  (void)n;
+  co_return !ec;
+}
+
+/// What a request that could not be read gets before the connection closes (nullopt: nothing, the client
+/// is gone or never sent a byte).
+std::optional<detail::response> unreadable(beast::error_code ec, bool got_some, const server_options& o) {
+  using beast_http::status;
+  if (ec == beast_http::error::body_limit)
+    return detail::error_response(status::payload_too_large, "payload_too_large",
+                                  "the body is over " + std::to_string(o.max_body_bytes) + " bytes");
+  if (ec == beast_http::error::header_limit)
+    return detail::error_response(
+        status::request_header_fields_too_large, "headers_too_large",
+        "the request line and headers are over " + std::to_string(o.max_header_bytes) + " bytes");
+  // A request that did not arrive in time gets nothing: the stream closed its socket at the timeout.
+  if (!got_some) return std::nullopt;
+  if (ec.category() == beast_http::make_error_code(beast_http::error::bad_method).category())
+    return detail::error_response(status::bad_request, "malformed_request",
+                                  "malformed HTTP: " + ec.message());
+  return std::nullopt;
+}
+
+/// After refusing a request the client may still be sending: reads and drops the rest for a moment before
+/// the close, which would otherwise reset the connection under the response.
+asio::awaitable<void> linger(connection& c) {
+  beast::error_code ignored;
+  c.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  c.stream.expires_after(std::chrono::milliseconds(500));
+  std::array<char, 8192> sink;
+  std::size_t total = 0;
+  while (total < 1024 * 1024) {
+    auto [ec, n] = co_await c.stream.async_read_some(asio::buffer(sink), asio::as_tuple(use_awaitable));
+    if (ec) break;
+    total += n;
+  }
+}
+
+asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
+  const auto& o = st->options;
+  beast::flat_buffer buffer;
+  for (;;) {
+    c->busy = false;
+    if (st->stopping.load(std::memory_order_acquire)) break;
+    beast_http::request_parser<beast_http::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(o.max_header_bytes));
+    parser.body_limit(o.max_body_bytes);
+    c->stream.expires_after(o.request_timeout);
+    auto [ec, n] = co_await beast_http::async_read(c->stream, buffer, parser, asio::as_tuple(use_awaitable));
+    (void)n;
+    c->busy = true;
+    if (ec) {
+      auto res = unreadable(ec, parser.got_some() || buffer.size() > 0, o);
+      if (res) {
+        res->keep_alive(false);
+        if (co_await send(o, *c, *res)) co_await linger(*c);
+      }
+      break;
+    }
+    auto req = parser.release();
+    auto res = co_await detail::handle(st->e, req);
+    res.version(req.version());
+    res.keep_alive(req.keep_alive() && !st->stopping.load(std::memory_order_acquire));
+    const bool again = res.keep_alive();
+    if (!co_await send(o, *c, res) || !again) break;
+  }
+  beast::error_code ignored;
+  c->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  c->stream.close();
+}
+
+/// Over max_connections: told so, briefly, and closed.
+asio::awaitable<void> refuse(state_ptr st, std::shared_ptr<connection> c) {
+  auto res = detail::error_response(beast_http::status::service_unavailable, "too_many_connections",
+                                    "the server has too many connections open; try again shortly");
+  res.keep_alive(false);
+  server_options o = st->options;
+  o.request_timeout = std::chrono::seconds(1);
+  co_await send(o, *c, res);
+  c->stream.close();
+}
+
+asio::awaitable<void> accept_loop(state_ptr st) {
+  for (;;) {
+    auto [ec, socket] = co_await st->acceptor.async_accept(asio::make_strand(st->e.get_executor()),
+                                                           asio::as_tuple(use_awaitable));
+    if (st->stopping.load(std::memory_order_acquire) || ec == asio::error::operation_aborted) break;
+    if (ec) {
+      // Out of file descriptors and the like: say so, and go on (the next accept may succeed).
+      log::warn("http", "accept failed: " + ec.message());
+      asio::steady_timer pause(st->accept_strand, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::as_tuple(use_awaitable));
+      continue;
+    }
+    auto c = std::make_shared<connection>(std::move(socket));
+    bool over;
+    {
+      std::lock_guard lock(st->m);
+      over = st->connections.size() >= st->options.max_connections;
+      st->connections.insert(c);
+    }
+    auto done = [st, c](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          log::error("http", std::string("a connection failed: ") + ex.what());
+        }
+      }
+      st->ended(c);
+    };
+    auto ex = c->stream.get_executor();
+    if (over) {
+      asio::co_spawn(ex, refuse(st, c), std::move(done));
+    } else {
+      asio::co_spawn(ex, serve(st, c), std::move(done));
+    }
+  }
+  std::lock_guard lock(st->m);
+  st->accepting = false;
+  st->changed.notify_all();
+}
+
+}  // namespace
+
+server::server(engine& e, server_options options)
+    : state_(std::make_shared<detail::server_state>(e, std::move(options))) {}
+
+server::~server() {
+  stop_blocking();
+}
+
+result<void> server::start() {
+  auto& st = *state_;
+  beast::error_code ec;
+  const auto address = asio::ip::make_address(st.options.address, ec);
+  if (ec) return ec;
+  const tcp::endpoint endpoint(address, st.options.port);
+  if (st.acceptor.open(endpoint.protocol(), ec); ec) return ec;
+  if (st.acceptor.set_option(asio::socket_base::reuse_address(true), ec); ec) return ec;
+  if (st.acceptor.bind(endpoint, ec); ec) return ec;
+  if (st.acceptor.listen(asio::socket_base::max_listen_connections, ec); ec) return ec;
+  st.port = st.acceptor.local_endpoint(ec).port();
+  {
+    std::lock_guard lock(st.m);
+    st.accepting = true;
+  }
+  asio::co_spawn(st.accept_strand, accept_loop(state_), [](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        log::error("http", std::string("the accept loop failed: ") + ex.what());
+      }
+    }
+  });
+  log::info("http", "listening on " + st.options.address + ":" + std::to_string(st.port));
+  return {};
+}
+
+unsigned short server::port() const noexcept {
+  return state_->port;
+}
+
+void server::stop_blocking(std::chrono::milliseconds deadline) {
+  auto st = state_;
+  if (st->stopping.exchange(true)) return;
+  asio::post(st->accept_strand, [st] {
+    beast::error_code ignored;
+    st->acceptor.close(ignored);
+  });
+  std::unique_lock lock(st->m);
+  // Idle connections (waiting for a request) close now; busy ones finish their request first.
+  for (const auto& c : st->connections) {
+    asio::post(c->stream.get_executor(), [c] {
+      if (!c->busy) c->stream.cancel();
+    });
+  }
+  const auto quiet = [&] { return st->connections.empty() && !st->accepting; };
+  if (!st->changed.wait_for(lock, deadline, quiet)) {
+    log::warn("http", "stop: " + std::to_string(st->connections.size()) +
+                          " connection(s) still busy after the deadline; closing them");
+    for (const auto& c : st->connections)
+      asio::post(c->stream.get_executor(), [c] { c->stream.close(); });
+    st->changed.wait_for(lock, std::chrono::seconds(5), quiet);
+  }
+}
+
+}  // namespace keel::http

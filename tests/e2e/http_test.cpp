@@ -1,0 +1,293 @@
+// The HTTP front end over loopback with a real client (Boost.Beast, one connection per test unless said):
+// starting and reading runs, events and hooks resuming waiting runs, and a typed error for every bad request.
+#define BOOST_TEST_MODULE http
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/dynamic_body.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/json.hpp>
+#include <optional>
+#include <thread>
+
+#include "engine_fixture.hpp"
+#include "keel/http/server.hpp"
+
+using namespace keel;
+using namespace keel::test;
+using namespace std::chrono_literals;
+namespace utf = boost::unit_test;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using asio::ip::tcp;
+
+namespace {
+
+struct reply {
+  int status = 0;
+  json::value body;
+  bhttp::response<bhttp::string_body> raw;
+  [[nodiscard]] std::string code() const {
+    const auto* e = body.is_object() ? body.get_object().if_contains("error") : nullptr;
+    return e && e->is_object() && e->get_object().contains("code")
+               ? std::string(e->get_object().at("code").as_string())
+               : std::string();
+  }
+};
+
+/// A client connection to the server (kept alive across requests).
+class client {
+ public:
+  explicit client(unsigned short port) : socket_(io_) {
+    socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
+  }
+
+  reply send(bhttp::verb method, const std::string& target, const std::string& body = "",
+             const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+    bhttp::request<bhttp::string_body> req{method, target, 11};
+    req.set(bhttp::field::host, "127.0.0.1");
+    for (const auto& [k, v] : headers)
+      req.set(k, v);
+    if (!body.empty()) {
+      req.set(bhttp::field::content_type, "application/json");
+      req.body() = body;
+    }
+    req.prepare_payload();
+    bhttp::write(socket_, req);
+    return read();
+  }
+
+  reply read() {
+    reply r;
+    bhttp::read(socket_, buffer_, r.raw);
+    r.status = static_cast<int>(r.raw.result_int());
+    boost::system::error_code ec;
+    r.body = json::parse(r.raw.body(), ec);
+    return r;
+  }
+
+  tcp::socket& socket() { return socket_; }
+
+ private:
+  asio::io_context io_;
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
+};
+
+/// An engine with the test workflows and a server on a free port.
+struct served {
+  explicit served(http::server_options o = {}) : e(options_for(fresh_database())) {
+    add_workflow(e, "echo", [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+      auto step = [in] { return in; };
+      co_return co_await ctx.step("echo", step);
+    });
+    add_workflow(e, "approval", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+      auto hook = co_await ctx.create_hook("decision");
+      auto announce = [token = hook.token()] { return json::value(token); };
+      co_await ctx.step("announce", announce);
+      auto decision = co_await hook.wait();
+      co_return decision ? *decision : json::value("expired");
+    });
+    add_workflow(e, "waits", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+      auto go = co_await ctx.wait_for_event("go");
+      co_return go ? *go : json::value("timed out");
+    });
+    BOOST_REQUIRE(e.start_blocking());
+    o.address = "127.0.0.1";
+    o.port = 0;
+    s.emplace(e, o);
+    BOOST_REQUIRE(s->start());
+  }
+  ~served() {
+    s->stop_blocking();
+    e.stop_blocking();
+  }
+
+  engine e;
+  std::optional<http::server> s;
+};
+
+std::string status_of_run(client& c, const std::string& id) {
+  auto r = c.send(bhttp::verb::get, "/v1/runs/" + id);
+  return r.status == 200 ? std::string(r.body.at("status").as_string()) : "?";
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(unit)
+
+BOOST_AUTO_TEST_CASE(a_run_is_started_and_read_back_over_one_kept_alive_connection, *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+  auto started = c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":{"x":1}})");
+  BOOST_TEST(started.status == 201);
+  const std::string id(started.body.at("id").as_string());
+  BOOST_TEST(started.raw[bhttp::field::location] == "/v1/runs/" + id);
+  BOOST_TEST(started.body.at("workflow").as_string() == "echo");
+  BOOST_REQUIRE(wait_until([&] { return status_of_run(c, id) == "completed"; }, 10s));
+  auto run = c.send(bhttp::verb::get, "/v1/runs/" + id);
+  BOOST_TEST(run.status == 200);
+  BOOST_TEST(run.body.at("output") == json::parse(R"({"x":1})"));
+  BOOST_TEST(run.body.at("steps").as_array().size() == 1u);
+  BOOST_TEST(run.body.at("steps").at(0).at("name").as_string() == "echo");
+  BOOST_TEST(run.body.at("created_at").as_string().ends_with("Z"));
+  // The same idempotency key (body or header) gives the same run.
+  auto k1 = c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":2,"idempotency_key":"k"})");
+  auto k2 =
+      c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":2})", {{"Idempotency-Key", "k"}});
+  BOOST_TEST(k1.status == 201);
+  BOOST_TEST(k1.body.at("id") == k2.body.at("id"));
+  auto conflict =
+      c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":3,"idempotency_key":"k"})");
+  BOOST_TEST(conflict.status == 409);
+  BOOST_TEST(conflict.code() == "idempotency_conflict");
+}
+
+BOOST_AUTO_TEST_CASE(events_and_hooks_resume_waiting_runs, *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  const std::string waiting(
+      c.send(bhttp::verb::post, "/v1/workflows/waits/runs", "{}").body.at("id").as_string());
+  BOOST_REQUIRE(wait_until([&] { return status_of_run(c, waiting) == "waiting"; }, 10s));
+  auto sent = c.send(bhttp::verb::post, "/v1/runs/" + waiting + "/events/go", R"({"ok":true})");
+  BOOST_TEST(sent.status == 202);
+  BOOST_REQUIRE(wait_until([&] { return status_of_run(c, waiting) == "completed"; }, 10s));
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs/" + waiting).body.at("output") ==
+             json::parse(R"({"ok":true})"));
+  auto late = c.send(bhttp::verb::post, "/v1/runs/" + waiting + "/events/go", "1");
+  BOOST_TEST(late.status == 409);
+  BOOST_TEST(late.code() == "run_finished");
+
+  const std::string approval(
+      c.send(bhttp::verb::post, "/v1/workflows/approval/runs", "{}").body.at("id").as_string());
+  BOOST_REQUIRE(wait_until([&] { return status_of_run(c, approval) == "waiting"; }, 10s));
+  std::string token;
+  const auto waiting_run = c.send(bhttp::verb::get, "/v1/runs/" + approval);
+  for (const auto& step : waiting_run.body.at("steps").as_array()) {
+    if (step.at("name") == "announce") token = std::string(step.at("output").as_string());
+  }
+  BOOST_REQUIRE(!token.empty());
+  auto resumed = c.send(bhttp::verb::post, "/v1/hooks/" + token, R"({"approved":true,"by":"ann"})");
+  BOOST_TEST(resumed.status == 202);
+  BOOST_REQUIRE(wait_until([&] { return status_of_run(c, approval) == "completed"; }, 10s));
+  auto other = c.send(bhttp::verb::post, "/v1/hooks/" + token, R"({"approved":false})");
+  BOOST_TEST(other.status >= 409);
+  BOOST_TEST((other.code() == "hook_already_resumed" || other.code() == "hook_closed"));
+  auto unknown = c.send(bhttp::verb::post, "/v1/hooks/no-such-token", "{}");
+  BOOST_TEST(unknown.status == 404);
+  BOOST_TEST(unknown.code() == "hook_not_found");
+  auto cancelled = c.send(bhttp::verb::post, "/v1/runs/" + approval + "/cancel");
+  BOOST_TEST(cancelled.status == 200);
+  BOOST_TEST(cancelled.body.at("status").as_string() == "completed");
+}
+
+BOOST_AUTO_TEST_CASE(every_bad_request_gets_a_typed_error_and_the_connection_stays_usable,
+                     *utf::timeout(60)) {
+  http::server_options o;
+  o.max_body_bytes = 4096;
+  served srv(o);
+  client c(srv.s->port());
+  struct bad {
+    bhttp::verb method;
+    std::string target;
+    std::string body;
+    int status;
+    std::string code;
+  };
+  const std::vector<bad> table{
+      {bhttp::verb::post, "/v1/workflows/nope/runs", "{}", 404, "unknown_workflow"},
+      {bhttp::verb::post, "/v1/workflows/echo/runs", "{\"input\":", 400, "invalid_request"},
+      {bhttp::verb::post, "/v1/workflows/echo/runs", "[1]", 400, "invalid_request"},
+      {bhttp::verb::post, "/v1/workflows/echo/runs", R"({"inptu":1})", 400, "invalid_request"},
+      {bhttp::verb::post, "/v1/workflows/echo/runs", R"({"priority":"high"})", 400, "invalid_request"},
+      {bhttp::verb::post, "/v1/workflows/echo/runs", R"({"run_at":"tomorrow"})", 400, "invalid_request"},
+      {bhttp::verb::post, "/v1/workflows/echo/runs", R"({"idempotency_key":5})", 400, "invalid_request"},
+      {bhttp::verb::post, "/v1/workflows/echo/runs", std::string(200, '[') + std::string(200, ']'), 400,
+       "invalid_request"},
+      {bhttp::verb::post, "/v1/workflows/echo/runs", "{\"input\":\"\xff\xfe\"}", 400, "invalid_request"},
+      {bhttp::verb::get, "/v1/runs/not-a-uuid", "", 400, "invalid_run_id"},
+      {bhttp::verb::get, "/v1/runs/0190d4a2-0000-7000-8000-000000000000", "", 404, "run_not_found"},
+      {bhttp::verb::get, "/v1/nothing", "", 404, "not_found"},
+      {bhttp::verb::get, "/v1/workflows/echo/runs", "", 405, "method_not_allowed"},
+      {bhttp::verb::delete_, "/v1/runs/x", "", 405, "method_not_allowed"},
+      {bhttp::verb::post, "/v1/runs/0190d4a2-0000-7000-8000-000000000000/rewind", R"({"step":"x"})", 400,
+       "invalid_request"},
+      {bhttp::verb::post, "/v1/runs/0190d4a2-0000-7000-8000-000000000000/retry", "", 404, "run_not_found"},
+      {bhttp::verb::get, "/v1/runs/%zz", "", 400, "invalid_request"},
+  };
+  for (const auto& b : table) {
+    auto r = c.send(b.method, b.target, b.body);
+    BOOST_TEST_CONTEXT(bhttp::to_string(b.method) << " " << b.target << " " << b.body.substr(0, 40)) {
+      BOOST_TEST(r.status == b.status);
+      BOOST_TEST(r.code() == b.code);
+      BOOST_TEST(!r.body.at("error").at("message").as_string().empty());
+    }
+  }
+  // Still serving on the same connection.
+  BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+  // An oversize body is refused before it is read, and that connection closes.
+  auto big =
+      c.send(bhttp::verb::post, "/v1/workflows/echo/runs", "{\"input\":\"" + std::string(8000, 'x') + "\"}");
+  BOOST_TEST(big.status == 413);
+  BOOST_TEST(big.code() == "payload_too_large");
+  BOOST_TEST(!big.raw.keep_alive());
+}
+
+BOOST_AUTO_TEST_CASE(garbage_and_silent_clients_are_answered_or_dropped_without_harm, *utf::timeout(60)) {
+  http::server_options o;
+  o.request_timeout = 500ms;
+  served srv(o);
+  {
+    // Not HTTP at all: 400, then closed.
+    client c(srv.s->port());
+    asio::write(c.socket(), asio::buffer(std::string("HELLO THERE\r\n\r\n")));
+    auto r = c.read();
+    BOOST_TEST(r.status == 400);
+    BOOST_TEST(r.code() == "malformed_request");
+  }
+  {
+    // Headers over the limit: 431.
+    client c(srv.s->port());
+    std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n";
+    asio::write(c.socket(), asio::buffer(req));
+    auto r = c.read();
+    BOOST_TEST(r.status == 431);
+  }
+  for (const std::string start : {"GET /healthz HTTP/1.1\r\nHo", ""}) {
+    // Half a request then silence, or nothing at all: closed once the request timeout passes.
+    client c(srv.s->port());
+    if (!start.empty()) asio::write(c.socket(), asio::buffer(start));
+    const auto t0 = std::chrono::steady_clock::now();
+    char byte;
+    boost::system::error_code ec;
+    c.socket().read_some(asio::buffer(&byte, 1), ec);
+    BOOST_TEST((ec == asio::error::eof || ec == asio::error::connection_reset));
+    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 5s));
+  }
+  // And the server still serves.
+  client c(srv.s->port());
+  BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(a_stop_closes_idle_connections_and_lets_a_request_in_progress_finish,
+                     *utf::timeout(60)) {
+  served srv;
+  client idle(srv.s->port());
+  BOOST_TEST(idle.send(bhttp::verb::get, "/healthz").status == 200);
+  srv.s->stop_blocking(5s);
+  char byte;
+  boost::system::error_code ec;
+  idle.socket().read_some(asio::buffer(&byte, 1), ec);
+  BOOST_TEST(ec == asio::error::eof);
+  tcp::socket fresh(srv.e.get_executor());
+  fresh.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), srv.s->port()), ec);
+  BOOST_TEST(ec);  // no longer listening
+}
+
+BOOST_AUTO_TEST_SUITE_END()
