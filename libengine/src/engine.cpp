@@ -86,6 +86,7 @@ engine_impl::engine_impl(engine_options options)
       step_watch_wait_(ctl_),
       wakeup_timer_(ctl_),
       rng_(std::random_device{}()) {
+  store_.outlived_by(ioc_);  // destroyed after the store (declared before it)
   if (options_.concurrency == 0) options_.concurrency = 1;
   if (options_.heartbeat.count() <= 0) options_.heartbeat = options_.lease / 3;
   std::size_t n = options_.threads;

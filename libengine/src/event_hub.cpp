@@ -46,8 +46,9 @@ bool is_terminal(const stream_event& e) {
 
 // ---- subscription ----
 
-subscription::subscription(std::weak_ptr<event_hub> hub, stream_options options)
-    : hub_(std::move(hub)), options_(std::move(options)) {
+subscription::subscription(std::weak_ptr<event_hub> hub, const asio::execution_context& home,
+                           stream_options options)
+    : hub_(std::move(hub)), home_(home), options_(std::move(options)) {
   if (options_.filter.run) tree_.insert(*options_.filter.run);
 }
 
@@ -114,8 +115,8 @@ asio::awaitable<std::optional<stream_event>> subscription::next() {
         auto slot = asio::get_associated_cancellation_slot(*shared);
         // Called once, from any thread: the handler moves out, so the caller keeps nothing of the consumer's.
         std::function<void(std::optional<stream_event>)> resume =
-            [shared = std::move(shared), cancelled,
-             weak = std::weak_ptr<subscription>(self)](std::optional<stream_event> e) mutable {
+            [shared = std::move(shared), cancelled, weak = std::weak_ptr<subscription>(self),
+             home = &self->home_](std::optional<stream_event> e) mutable {
               auto ex = asio::get_associated_executor(*shared);
               auto deliver = [shared = std::move(shared), cancelled, weak, e = std::move(e)]() mutable {
                 auto slot = asio::get_associated_cancellation_slot(*shared);
@@ -126,7 +127,13 @@ asio::awaitable<std::optional<stream_event>> subscription::next() {
                 }
                 (*shared)(std::move(e));
               };
-              keel::detail::post_from_any_thread(std::move(ex), std::move(deliver));
+              // The engine's own context outlives whoever calls this; another one may be destroyed by
+              // its owner as soon as this completes (see post_from_any_thread).
+              if (&asio::query(ex, asio::execution::context) == home) {
+                asio::post(ex, std::move(deliver));
+              } else {
+                keel::detail::post_from_any_thread(std::move(ex), std::move(deliver));
+              }
             };
         if (slot.is_connected()) {
           slot.assign([weak = std::weak_ptr<subscription>(self), cancelled](asio::cancellation_type) {
@@ -366,7 +373,7 @@ event_hub::event_hub(asio::io_context& ioc, storage::store& store, std::string w
       finished_(strand_) {}
 
 asio::awaitable<result<std::shared_ptr<subscription>>> event_hub::subscribe(stream_options options) {
-  auto sub = std::make_shared<subscription>(weak_from_this(), options);
+  auto sub = std::make_shared<subscription>(weak_from_this(), ioc_, options);
   // On the follower's strand: the stream starts where the follower is, so it misses nothing committed
   // after this returns (see follow()).
   co_return co_await asio::co_spawn(strand_, join(std::move(sub)), use_awaitable);

@@ -41,7 +41,9 @@ stream_event to_stream_event(storage::log_event e);
 /// side (offer, offer_frame, end) on the follower's strand or a run's strand: everything is under `m_`.
 class subscription : public std::enable_shared_from_this<subscription> {
  public:
-  subscription(std::weak_ptr<event_hub> hub, stream_options options);
+  /// `home`: the engine's io_context, which outlives every thread that hands this stream events.
+  subscription(std::weak_ptr<event_hub> hub, const boost::asio::execution_context& home,
+               stream_options options);
 
   // Consumer side.
   boost::asio::awaitable<std::optional<stream_event>> next();
@@ -92,6 +94,7 @@ class subscription : public std::enable_shared_from_this<subscription> {
                           std::optional<stream_event>& handed);
 
   std::weak_ptr<event_hub> hub_;
+  const boost::asio::execution_context& home_;
   const stream_options options_;
   mutable std::mutex m_;
   std::deque<std::pair<std::uint64_t, stream_event>> events_;

@@ -101,6 +101,10 @@ store::~store() {
   stop_blocking();
 }
 
+void store::outlived_by(const boost::asio::execution_context& ctx) {
+  impl_->home_.store(&ctx, std::memory_order_release);
+}
+
 void store::listen(store_listeners listeners) {
   if (impl_->listener_) return;
   impl_->listener_ = std::make_unique<detail::run_listener>(impl_->config_, std::move(listeners));

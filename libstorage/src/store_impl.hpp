@@ -71,17 +71,19 @@ class store_impl {
   template <class T>
   boost::asio::awaitable<result<T>> on_pool(std::function<result<T>(pg_connection&)> fn,
                                             steady_clock::time_point deadline, bool urgent = false) {
-    return await_completion<T>([this, fn = std::move(fn), deadline,
-                                urgent](std::function<void(result<T>)> done) {
-      auto shared_done = std::make_shared<std::function<void(result<T>)>>(std::move(done));
-      pool_.submit(db_job{[fn, shared_done](pg_connection& c) {
-                            auto r = fn(c);
-                            if (!r && r.error() == errc::connection_lost) return job_outcome::reconnect;
-                            (*shared_done)(std::move(r));
-                            return job_outcome::done;
-                          },
-                          [shared_done](error_code ec) { (*shared_done)(result<T>(ec)); }, deadline, urgent});
-    });
+    return await_completion<T>(
+        [this, fn = std::move(fn), deadline, urgent](std::function<void(result<T>)> done) {
+          auto shared_done = std::make_shared<std::function<void(result<T>)>>(std::move(done));
+          pool_.submit(db_job{[fn, shared_done](pg_connection& c) {
+                                auto r = fn(c);
+                                if (!r && r.error() == errc::connection_lost) return job_outcome::reconnect;
+                                (*shared_done)(std::move(r));
+                                return job_outcome::done;
+                              },
+                              [shared_done](error_code ec) { (*shared_done)(result<T>(ec)); }, deadline,
+                              urgent});
+        },
+        home_.load(std::memory_order_acquire));
   }
 
   steady_clock::time_point request_deadline() const { return steady_clock::now() + options_.request_timeout; }
@@ -93,7 +95,8 @@ class store_impl {
     return await_completion<T>(
         [this, &kind, row = std::move(row), deadline](std::function<void(result<T>)> done) mutable {
           writer_.submit(std::make_unique<typed_write<T>>(kind, std::move(row), deadline, std::move(done)));
-        });
+        },
+        home_.load(std::memory_order_acquire));
   }
 
   /// A fenced write the engine makes for a run it holds: waits out database outages (no deadline).
@@ -121,6 +124,8 @@ class store_impl {
   std::atomic<run_listener*> live_listener_{nullptr};
   std::unique_ptr<std::function<void()>> local_commit_holder_;
   std::atomic<std::function<void()>*> local_commit_{nullptr};
+  /// See store::outlived_by.
+  std::atomic<const boost::asio::execution_context*> home_{nullptr};
 };
 
 }  // namespace keel::storage::detail

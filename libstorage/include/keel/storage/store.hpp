@@ -2,6 +2,7 @@
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/execution_context.hpp>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -226,6 +227,11 @@ class store {
   /// Calls `callback` (from a writer thread; it must not block) after each transaction of this store's
   /// writer commits: it may have appended to the run log. Call before the first write.
   void on_local_commit(std::function<void()> callback);
+
+  /// `ctx` outlives this store's threads (as an engine's io_context does): completions for callers on it
+  /// are posted directly, without the wait that lets any other caller destroy its context right after its
+  /// last operation completed (see keel/common/post_from_any_thread.hpp). Call before the first operation.
+  void outlived_by(const boost::asio::execution_context& ctx);
 
   /// Sends `payload` to every listening process (LISTEN/NOTIFY), best-effort and never blocking: false
   /// when it was not sent (no listener yet, over 7,900 bytes, or too many waiting to go out).
