@@ -86,8 +86,9 @@ class output_follower {
   boost::asio::awaitable<std::optional<output_chunk>> next();
 
  private:
-  /// A `stream_rewound` of this stream: forgets what it read from there on.
-  void note(const stream_event& e);
+  /// The page shows chunks removed since the last read (storage::output_page::trims) below what was read:
+  /// forgets what it read from there on, and returns true (the page is stale).
+  bool replaced(const storage::output_page& page);
 
   engine_impl& engine_;
   const run_id run_;
@@ -97,6 +98,8 @@ class output_follower {
   std::int64_t delivered_;
   /// Chunks from here on that the consumer has were replaced: next() says so first.
   std::optional<std::int64_t> rewind_;
+  /// The stream's trims at the last read (none read yet: nullopt).
+  std::optional<int> trims_seen_;
   event_stream events_;
   std::deque<output_chunk> page_;
   bool done_ = false;

@@ -146,20 +146,20 @@ output_follower::output_follower(engine_impl& engine, run_id run, std::string st
       delivered_(from),
       events_(std::move(events)) {}
 
-void output_follower::note(const stream_event& e) {
-  const auto* c = e.as<events::run_changed>();
-  if (c == nullptr || c->kind != "stream_rewound" || e.run != run_ || !c->data.is_object()) return;
-  const auto& data = c->data.get_object();
-  const auto* stream = data.if_contains("stream");
-  const auto* from = data.if_contains("from");
-  if (stream == nullptr || !stream->is_string() || stream->get_string() != stream_ || from == nullptr ||
-      !from->is_int64())
-    return;
-  const std::int64_t first = from->get_int64();
-  if (first >= next_index_) return;  // not read yet: the next read gets what replaced them
+bool output_follower::replaced(const storage::output_page& page) {
+  if (!trims_seen_ || page.trims == *trims_seen_) {
+    trims_seen_ = page.trims;
+    return false;
+  }
+  // Redone work removed chunks since the last read: from where the last removal began when it was the
+  // only one, else (several, only the last one's start known) from the stream's start.
+  const std::int64_t first = page.trims == *trims_seen_ + 1 && page.trimmed_from ? *page.trimmed_from : 0;
+  trims_seen_ = page.trims;
+  if (first >= next_index_) return false;  // past what was read: this page already has what replaced them
   std::erase_if(page_, [&](const output_chunk& k) { return k.index >= first; });
   next_index_ = first;
   if (first < delivered_) rewind_ = std::min(rewind_.value_or(first), first);
+  return true;
 }
 
 asio::awaitable<std::optional<output_chunk>> output_follower::next() {
@@ -180,11 +180,9 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
       co_return c;
     }
     if (done_) co_return std::nullopt;
-    // Whatever the run's events said so far is covered by this read (it began after them), except that
-    // chunks already read were replaced.
-    while (auto e = events_.try_next())
-      note(*e);
-    if (rewind_) continue;
+    // Whatever the run's events said so far is covered by this read (it began after them).
+    while (events_.try_next()) {
+    }
     auto page = co_await engine_.store_.read_output(run_, stream_, next_index_, k_read_page);
     if (!page) {
       log::warn("engine", "read_stream: read failed (retrying): " + page.error().message());
@@ -194,6 +192,7 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
       continue;
     }
     backoff = std::chrono::milliseconds(10);
+    if (replaced(*page)) continue;
     for (auto& [index, data] : page->chunks) {
       next_index_ = index + 1;
       page_.push_back(output_chunk{index, std::move(data)});
@@ -207,7 +206,6 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
     asio::steady_timer poll(co_await asio::this_coro::executor, k_reader_poll);
     auto more = events_.next();
     auto woke = co_await (std::move(more) || poll.async_wait(asio::as_tuple(use_awaitable)));
-    if (woke.index() == 0 && std::get<0>(woke)) note(*std::get<0>(woke));
     if (woke.index() == 0 && !std::get<0>(woke)) {
       // The engine stopped: read what is there once more, then end.
       done_ = true;

@@ -31,9 +31,27 @@ std::string output_trim_sql() {
   sql.append(R"sql(,
 moved AS (
   INSERT INTO keel.output_streams AS s (run_id, stream, generation, epoch, seq, attempt)
-  SELECT id, stream, generation, epoch, seq, attempt FROM fenced
+  SELECT id, stream, generation, epoch, seq, attempt FROM fenced f
+  -- a flush without chunks only removes what it supersedes: a later generation has nothing to remove
+  -- (and must not undo an earlier generation's close by writing nothing)
+  WHERE jsonb_array_length(f.chunks) > 0 OR f.close
+     OR NOT EXISTS (SELECT 1 FROM keel.output_streams o
+                    WHERE o.run_id = f.id AND o.stream = f.stream AND o.generation < f.generation)
   ON CONFLICT (run_id, stream) DO UPDATE
     SET generation = excluded.generation, epoch = excluded.epoch, seq = excluded.seq, attempt = excluded.attempt,
+        -- what `gone` removes below, counted here (one statement cannot update this row twice)
+        trimmed_from = coalesce((SELECT min(c.idx) FROM keel.output_chunks c
+                                 WHERE c.run_id = s.run_id AND c.stream = s.stream
+                                   AND c.generation = excluded.generation
+                                   AND ((c.epoch < excluded.epoch AND c.seq >= excluded.seq)
+                                        OR (c.epoch = excluded.epoch AND c.seq = excluded.seq AND c.attempt > 0
+                                            AND c.attempt < excluded.attempt))), s.trimmed_from),
+        trims = s.trims + CASE WHEN EXISTS (
+                  SELECT 1 FROM keel.output_chunks c
+                  WHERE c.run_id = s.run_id AND c.stream = s.stream AND c.generation = excluded.generation
+                    AND ((c.epoch < excluded.epoch AND c.seq >= excluded.seq)
+                         OR (c.epoch = excluded.epoch AND c.seq = excluded.seq AND c.attempt > 0
+                             AND c.attempt < excluded.attempt))) THEN 1 ELSE 0 END,
         -- a close this writer redoes (an earlier execution's, at or past its position) or outlives (an
         -- earlier generation's) is undone
         closed = s.closed AND NOT (s.generation < excluded.generation
@@ -106,11 +124,11 @@ const statement output_trim{"keel_output_trim", output_trim_text.c_str()};
 const statement output_append{"keel_output_append", output_append_first_sql.c_str()};
 const statement output_append_again{"keel_output_append_again", output_append_again_sql.c_str()};
 
-// A page of a stream's chunks from $3, with whether the stream is closed and whether its run has ended
-// (on the first row; one row at least).
+// A page of a stream's chunks from $3, with whether the stream is closed, whether its run has ended, and
+// its trims so far and where the last began (on the first row; one row at least).
 const statement output_read{"keel_output_read", R"sql(
 SELECT coalesce(s.closed, false), coalesce(r.status IN ('completed', 'failed', 'cancelled'), true),
-       c.idx, c.data::text
+       c.idx, c.data::text, coalesce(s.trims, 0), s.trimmed_from
 FROM (SELECT 1) one
 LEFT JOIN keel.runs r ON r.id = $1::uuid
 LEFT JOIN keel.output_streams s ON s.run_id = $1::uuid AND s.stream = $2

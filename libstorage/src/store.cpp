@@ -264,6 +264,8 @@ boost::asio::awaitable<result<output_page>> store::read_output(const run_id& run
       if (row == 0) {
         page.closed = detail::get_text(res, 0, 0) == "t";
         page.run_ended = detail::get_text(res, 0, 1) == "t";
+        page.trims = std::stoi(std::string(detail::get_text(res, 0, 4)));
+        if (!PQgetisnull(res, 0, 5)) page.trimmed_from = std::stoll(std::string(detail::get_text(res, 0, 5)));
       }
       if (PQgetisnull(res, row, 2)) continue;
       page.chunks.emplace_back(std::stoll(std::string(detail::get_text(res, row, 2))),

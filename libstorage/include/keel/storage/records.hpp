@@ -174,6 +174,9 @@ struct output_page {
   std::vector<std::pair<std::int64_t, boost::json::value>> chunks;
   bool closed = false;     ///< the stream was closed
   bool run_ended = false;  ///< its run has finished (or is not stored)
+  /// How often redone work removed chunks of the stream, and the first index the last removal took.
+  int trims = 0;
+  std::optional<std::int64_t> trimmed_from;
 };
 
 /// A run's workflow and parent (store::runs_meta).
