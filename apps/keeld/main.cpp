@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
       "serve", po::bool_switch(&serve),
       "keep running after the demonstration batch, serving HTTP, until SIGINT/SIGTERM")(
       "listen", po::value(&listen),
-      "serve the HTTP API on ADDRESS:PORT (default with --serve: 127.0.0.1:8080; port 0: any free port)");
+      "serve the HTTP API on ADDRESS:PORT (implies --serve; default with --serve: 127.0.0.1:8080)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -71,6 +71,7 @@ int main(int argc, char** argv) {
   if (database_url.empty()) {
     if (const char* env = std::getenv("KEEL_DATABASE_URL")) database_url = env;
   }
+  if (!listen.empty()) serve = true;  // serving HTTP means running until a signal
   if (serve && listen.empty()) listen = "127.0.0.1:8080";
   keel::http::server_options http_options;
   if (!listen.empty()) {

@@ -154,7 +154,7 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
   }
   const auto method = req.method();
   auto only = [&](verb v) {
-    if (method != v) throw wrong_method{v};
+    if (method != v && !(v == verb::get && method == verb::head)) throw wrong_method{v};
   };
   const auto n = path.size();
   try {
@@ -175,7 +175,8 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       }
       if (n == 4 && path[1] == "runs" && path[3] == "cancel") {
         only(verb::post);
-        auto s = co_await e.cancel(path[2]);
+        const cancel_options options;  // named, as above
+        auto s = co_await e.cancel(path[2], options);
         if (!s) co_return from_error(s.error());
         co_return json_response(status::ok, json::object{{"run_id", path[2]}, {"status", to_string(*s)}});
       }
@@ -199,14 +200,16 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       if (n == 5 && path[1] == "runs" && path[3] == "events") {
         only(verb::post);
         auto payload = body_json(req);
-        auto r = co_await e.send_event(path[2], path[4], payload);
+        const event_options options;  // named: GCC 12 destroys a defaulted temporary in co_await twice
+        auto r = co_await e.send_event(path[2], path[4], payload, options);
         if (!r) co_return from_error(r.error());
         co_return json_response(status::accepted, json::object{{"run_id", path[2]}, {"event", path[4]}});
       }
       if (n == 3 && path[1] == "hooks") {
         only(verb::post);
         auto payload = body_json(req);
-        auto r = co_await e.resume_hook(path[2], payload);
+        const resume_options options;  // named, as above
+        auto r = co_await e.resume_hook(path[2], payload, options);
         if (!r) co_return from_error(r.error());
         co_return json_response(status::accepted, json::object{{"resumed", true}});
       }

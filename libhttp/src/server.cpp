@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <tuple>
 #include <unordered_set>
 
 #include "api.hpp"
@@ -40,7 +41,7 @@ namespace detail {
 struct connection {
   explicit connection(tcp::socket s) : stream(std::move(s)) {}
   beast::tcp_stream stream;
-  /// Between reading a request's first byte and writing its response (not idle: a stop lets it finish).
+  /// Between reading a request's headers and writing its response (not idle: a stop lets it finish).
   bool busy = false;
 };
 
@@ -77,9 +78,8 @@ namespace {
 using detail::connection;
 using state_ptr = std::shared_ptr<detail::server_state>;
 
-/// Writes `res` within the request timeout; false when the client is gone.
+/// Writes `res` (its payload prepared) within the request timeout; false when the client is gone.
 asio::awaitable<bool> send(const server_options& o, connection& c, detail::response& res) {
-  res.prepare_payload();
   c.stream.expires_after(o.request_timeout);
   auto [ec, n] = co_await beast_http::async_write(c.stream, res, asio::as_tuple(use_awaitable));
   (void)n;
@@ -130,13 +130,20 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
     parser.header_limit(static_cast<std::uint32_t>(o.max_header_bytes));
     parser.body_limit(o.max_body_bytes);
     c->stream.expires_after(o.request_timeout);
-    auto [ec, n] = co_await beast_http::async_read(c->stream, buffer, parser, asio::as_tuple(use_awaitable));
-    (void)n;
+    auto [ec, n] =
+        co_await beast_http::async_read_header(c->stream, buffer, parser, asio::as_tuple(use_awaitable));
+    // From here the request is in progress: a stop lets it arrive whole and be answered.
     c->busy = true;
+    if (!ec && !parser.is_done()) {
+      std::tie(ec, n) =
+          co_await beast_http::async_read(c->stream, buffer, parser, asio::as_tuple(use_awaitable));
+    }
+    (void)n;
     if (ec) {
       auto res = unreadable(ec, parser.got_some() || buffer.size() > 0, o);
       if (res) {
         res->keep_alive(false);
+        res->prepare_payload();
         if (co_await send(o, *c, *res)) co_await linger(*c);
       }
       break;
@@ -146,6 +153,13 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
     res.version(req.version());
     res.keep_alive(req.keep_alive() && !st->stopping.load(std::memory_order_acquire));
     const bool again = res.keep_alive();
+    res.prepare_payload();
+    if (req.method() == beast_http::verb::head) {
+      // The headers a GET would get, without its body (the length stays the GET's).
+      const auto length = res.body().size();
+      res.body().clear();
+      res.content_length(length);
+    }
     if (!co_await send(o, *c, res) || !again) break;
   }
   beast::error_code ignored;
@@ -158,6 +172,7 @@ asio::awaitable<void> refuse(state_ptr st, std::shared_ptr<connection> c) {
   auto res = detail::error_response(beast_http::status::service_unavailable, "too_many_connections",
                                     "the server has too many connections open; try again shortly");
   res.keep_alive(false);
+  res.prepare_payload();
   server_options o = st->options;
   o.request_timeout = std::chrono::seconds(1);
   co_await send(o, *c, res);
@@ -200,9 +215,6 @@ asio::awaitable<void> accept_loop(state_ptr st) {
       asio::co_spawn(ex, serve(st, c), std::move(done));
     }
   }
-  std::lock_guard lock(st->m);
-  st->accepting = false;
-  st->changed.notify_all();
 }
 
 }  // namespace
@@ -229,7 +241,7 @@ result<void> server::start() {
     std::lock_guard lock(st.m);
     st.accepting = true;
   }
-  asio::co_spawn(st.accept_strand, accept_loop(state_), [](std::exception_ptr e) {
+  asio::co_spawn(st.accept_strand, accept_loop(state_), [st = state_](std::exception_ptr e) {
     if (e) {
       try {
         std::rethrow_exception(e);
@@ -237,6 +249,9 @@ result<void> server::start() {
         log::error("http", std::string("the accept loop failed: ") + ex.what());
       }
     }
+    std::lock_guard lock(st->m);
+    st->accepting = false;
+    st->changed.notify_all();
   });
   log::info("http", "listening on " + st.options.address + ":" + std::to_string(st.port));
   return {};
@@ -266,7 +281,10 @@ void server::stop_blocking(std::chrono::milliseconds deadline) {
                           " connection(s) still busy after the deadline; closing them");
     for (const auto& c : st->connections)
       asio::post(c->stream.get_executor(), [c] { c->stream.close(); });
-    st->changed.wait_for(lock, std::chrono::seconds(5), quiet);
+    // A request waiting on the engine still holds it: wait for it (engine calls have their own time
+    // limits), so that the engine is never stopped under a request.
+    while (!st->changed.wait_for(lock, std::chrono::seconds(10), quiet))
+      log::warn("http", "stop: still waiting for " + std::to_string(st->connections.size()) + " request(s)");
   }
 }
 
