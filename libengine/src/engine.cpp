@@ -729,8 +729,8 @@ std::optional<int> engine_impl::registered_version(const std::string& workflow,
   return version;
 }
 
-asio::awaitable<result<run_id>> engine_impl::enqueue(std::string workflow, json::value input,
-                                                     enqueue_options options) {
+asio::awaitable<result<enqueued>> engine_impl::enqueue(std::string workflow, json::value input,
+                                                       enqueue_options options) {
   const auto version = registered_version(workflow, options.version);
   if (!version) co_return errc::unknown_workflow;
   storage::new_run run{
@@ -743,7 +743,7 @@ asio::awaitable<result<run_id>> engine_impl::enqueue(std::string workflow, json:
   if (r->conflict) co_return errc::idempotency_conflict;
   emit(run_event{run_event::kind::enqueued, r->id, run.workflow, {}, 0, r->created ? "new" : "existing"});
   wake_claimer();
-  co_return r->id;
+  co_return enqueued{r->id, r->created};
 }
 
 asio::awaitable<result<run_info>> engine_impl::get(run_id id) {
@@ -855,6 +855,17 @@ boost::asio::awaitable<result<run_id>> refused(error_code ec) {
   co_return ec;
 }
 
+/// The run id of an enqueue outcome.
+boost::asio::awaitable<result<run_id>> id_of(boost::asio::awaitable<result<enqueued>> submitted) {
+  auto r = co_await std::move(submitted);
+  if (!r) co_return r.error();
+  co_return std::move(r->id);
+}
+
+boost::asio::awaitable<result<enqueued>> refused_submit(error_code ec) {
+  co_return ec;
+}
+
 boost::asio::awaitable<result<void>> refused_void(error_code ec) {
   co_return ec;
 }
@@ -867,13 +878,36 @@ boost::asio::awaitable<result<run_id>> engine::enqueue(std::string_view workflow
   // Not a coroutine itself: the arguments are copied (or refused) before this returns.
   if (auto c = check_payload(input, impl_->store_.options().limits, "enqueue refused: input"); !c)
     return refused(c.error());
+  return id_of(impl_->enqueue(std::string(workflow), input, options));
+}
+
+boost::asio::awaitable<result<enqueued>> engine::submit(std::string_view workflow,
+                                                        const boost::json::value& input,
+                                                        const enqueue_options& options) {
+  // Not a coroutine itself, as enqueue.
+  if (auto c = check_payload(input, impl_->store_.options().limits, "enqueue refused: input"); !c)
+    return refused_submit(c.error());
   return impl_->enqueue(std::string(workflow), input, options);
+}
+
+std::vector<storage::workflow_version> engine::workflows() const {
+  std::vector<storage::workflow_version> out;
+  for (const auto& [name, versions] : impl_->workflows_) {
+    for (const auto& [version, def] : versions)
+      out.push_back({name, version});
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return a.name != b.name ? a.name < b.name : a.version < b.version;
+  });
+  return out;
 }
 result<run_id> engine::enqueue_blocking(std::string_view workflow, const boost::json::value& input,
                                         const enqueue_options& options) {
   if (auto c = check_payload(input, impl_->store_.options().limits, "enqueue refused: input"); !c)
     return c.error();
-  return impl_->block_on(impl_->enqueue(std::string(workflow), input, options));
+  auto r = impl_->block_on(impl_->enqueue(std::string(workflow), input, options));
+  if (!r) return r.error();
+  return std::move(r->id);
 }
 
 boost::asio::awaitable<result<run_info>> engine::get(std::string_view id) {

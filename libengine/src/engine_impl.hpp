@@ -44,8 +44,8 @@ class engine_impl {
   result<void> start();
   boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);
   boost::asio::awaitable<result<std::size_t>> tick();
-  boost::asio::awaitable<result<run_id>> enqueue(std::string workflow, boost::json::value input,
-                                                 enqueue_options options);
+  boost::asio::awaitable<result<enqueued>> enqueue(std::string workflow, boost::json::value input,
+                                                   enqueue_options options);
   boost::asio::awaitable<result<run_info>> get(run_id id);
   boost::asio::awaitable<result<run_info>> wait(run_id id, std::chrono::milliseconds timeout);
   boost::asio::awaitable<result<run_status>> cancel(run_id id, cancel_options options);

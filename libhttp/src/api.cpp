@@ -135,12 +135,13 @@ boost::asio::awaitable<response> start_run(engine& e, const request& req, const 
       throw bad_request{"the Idempotency-Key header and the body's idempotency_key differ"};
     options.idempotency_key = header;
   }
-  auto id = co_await e.enqueue(workflow, input, options);
-  if (!id) co_return from_error(id.error());
-  auto run = co_await e.get(*id);
+  auto submitted = co_await e.submit(workflow, input, options);
+  if (!submitted) co_return from_error(submitted.error());
+  auto run = co_await e.get(submitted->id);
   if (!run) co_return from_error(run.error());
-  auto res = json_response(status::created, run_json(*run));
-  res.set(beast_http::field::location, "/v1/runs/" + *id);
+  // A repeat with the same key and input gets the run it started the first time.
+  auto res = json_response(submitted->created ? status::created : status::ok, run_json(*run));
+  res.set(beast_http::field::location, "/v1/runs/" + submitted->id);
   co_return res;
 }
 
@@ -161,6 +162,16 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
     if (n == 1 && path[0] == "healthz") {
       only(verb::get);
       co_return json_response(status::ok, json::object{{"status", "ok"}});
+    }
+    if (n == 2 && path[0] == "v1" && path[1] == "workflows") {
+      only(verb::get);
+      json::array list;
+      for (const auto& w : e.workflows()) {
+        if (list.empty() || list.back().at("name").as_string() != w.name)
+          list.push_back(json::object{{"name", w.name}, {"versions", json::array{}}});
+        list.back().at("versions").as_array().push_back(w.version);
+      }
+      co_return json_response(status::ok, json::object{{"workflows", std::move(list)}});
     }
     if (n >= 2 && path[0] == "v1") {
       if (n == 4 && path[1] == "workflows" && path[3] == "runs") {

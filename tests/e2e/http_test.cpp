@@ -144,7 +144,14 @@ BOOST_AUTO_TEST_CASE(a_run_is_started_and_read_back_over_one_kept_alive_connecti
   auto k2 =
       c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":2})", {{"Idempotency-Key", "k"}});
   BOOST_TEST(k1.status == 201);
+  BOOST_TEST(k2.status == 200);  // the repeat gets the run it started
   BOOST_TEST(k1.body.at("id") == k2.body.at("id"));
+  // What this server runs.
+  auto workflows = c.send(bhttp::verb::get, "/v1/workflows");
+  BOOST_TEST(workflows.status == 200);
+  BOOST_TEST(json::serialize(workflows.body) ==
+             R"({"workflows":[{"name":"approval","versions":[1]},{"name":"echo","versions":[1]},)"
+             R"({"name":"waits","versions":[1]}]})");
   auto conflict =
       c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":3,"idempotency_key":"k"})");
   BOOST_TEST(conflict.status == 409);

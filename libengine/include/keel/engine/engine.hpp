@@ -178,6 +178,13 @@ struct enqueue_options {
   std::optional<int> version;
 };
 
+/// What engine::submit did: the run, and whether it is new (false: an idempotent repeat got the run that
+/// already holds the key).
+struct enqueued {
+  run_id id;
+  bool created = false;
+};
+
 namespace detail {
 class engine_impl;
 }
@@ -232,6 +239,13 @@ class engine {
                                                  const enqueue_options& options = {});
   result<run_id> enqueue_blocking(std::string_view workflow, const boost::json::value& input,
                                   const enqueue_options& options = {});
+  /// enqueue, also saying whether the run is new (an HTTP API answers a repeat differently).
+  boost::asio::awaitable<result<enqueued>> submit(std::string_view workflow, const boost::json::value& input,
+                                                  const enqueue_options& options = {});
+
+  /// The workflows registered on this engine, each version once, by name then version. Call after
+  /// registering (registration is not synchronised with this).
+  [[nodiscard]] std::vector<storage::workflow_version> workflows() const;
 
   /// The run's current record. Errors: invalid_run_id, run_not_found, storage.
   boost::asio::awaitable<result<run_info>> get(std::string_view id);
