@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <tuple>
 #include <unordered_set>
 
@@ -45,16 +46,29 @@ struct connection {
   bool busy = false;
 };
 
+/// The engine's io_context executor as its concrete type. Strands of it fit inside an any_io_executor;
+/// a strand of an any_io_executor does not, and is then shared through a count that Asio releases with a
+/// fence, which TSan cannot follow (it reports the last copy's destruction on another thread as a race).
+asio::io_context::executor_type context_executor(engine& e) {
+  const auto ex = e.get_executor();
+  const auto* concrete = ex.target<asio::io_context::executor_type>();
+  if (concrete == nullptr)
+    throw std::logic_error("keel::http::server: the engine's executor is not an io_context's");
+  return *concrete;
+}
+
 struct server_state {
   server_state(engine& en, server_options o)
       : e(en),
         options(std::move(o)),
-        accept_strand(asio::make_strand(en.get_executor())),
+        executor(context_executor(en)),
+        accept_strand(asio::make_strand(executor)),
         acceptor(accept_strand) {}
 
   engine& e;
   const server_options options;
-  asio::strand<asio::any_io_executor> accept_strand;
+  asio::io_context::executor_type executor;
+  asio::strand<asio::io_context::executor_type> accept_strand;
   tcp::acceptor acceptor;
   unsigned short port = 0;
   std::atomic<bool> stopping{false};
@@ -181,8 +195,8 @@ asio::awaitable<void> refuse(state_ptr st, std::shared_ptr<connection> c) {
 
 asio::awaitable<void> accept_loop(state_ptr st) {
   for (;;) {
-    auto [ec, socket] = co_await st->acceptor.async_accept(asio::make_strand(st->e.get_executor()),
-                                                           asio::as_tuple(use_awaitable));
+    auto [ec, socket] =
+        co_await st->acceptor.async_accept(asio::make_strand(st->executor), asio::as_tuple(use_awaitable));
     if (st->stopping.load(std::memory_order_acquire) || ec == asio::error::operation_aborted) break;
     if (ec) {
       // Out of file descriptors and the like: say so, and go on (the next accept may succeed).

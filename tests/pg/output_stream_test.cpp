@@ -29,7 +29,10 @@ std::string text_of(const output_chunk& c) {
 }
 
 /// Every chunk of a reader until it ends, as (index, chunk) text.
-std::vector<std::string> read_all(output_reader& r, std::chrono::milliseconds limit = 20s) {
+/// `ended`: where to say whether the reader ended (from a thread other than the test's: Boost.Test
+/// checks are not thread-safe); without it, a reader that did not end fails the test.
+std::vector<std::string> read_all(output_reader& r, std::chrono::milliseconds limit = 20s,
+                                  bool* ended_out = nullptr) {
   std::vector<std::string> out;
   auto ended = std::make_shared<bool>(false);
   auto out_ptr = std::make_shared<std::vector<std::string>>();
@@ -45,7 +48,11 @@ std::vector<std::string> read_all(output_reader& r, std::chrono::milliseconds li
   io->run_for(limit);
   // A reader that did not end in time is a failure; its read is still pending, so its io_context is left
   // alive (a completion posted to a destroyed one would crash the test instead of failing it).
-  BOOST_TEST(*ended, "the reader did not end within " << limit.count() << " ms");
+  if (ended_out != nullptr) {
+    *ended_out = *ended;
+  } else {
+    BOOST_TEST(*ended, "the reader did not end within " << limit.count() << " ms");
+  }
   if (!*ended) (void)io.release();
   out = *out_ptr;
   return out;
@@ -125,10 +132,12 @@ BOOST_AUTO_TEST_CASE(an_output_stream_is_read_from_any_index_and_followed_live_u
   // A reader that starts now gets the 50 written, then follows until the close.
   auto live = e.read_stream_blocking(id, "tokens").value();
   std::vector<std::string> got;
-  std::thread reader([&] { got = read_all(live); });
+  bool live_ended = false;
+  std::thread reader([&] { got = read_all(live, 20s, &live_ended); });
   std::this_thread::sleep_for(300ms);
   BOOST_REQUIRE(e.send_event_blocking(id, "more", json::value(true)));
   reader.join();
+  BOOST_TEST(live_ended);
   BOOST_REQUIRE(got.size() == 100u);
   for (int i = 0; i < 100; ++i)
     BOOST_TEST(got[i] == std::to_string(i) + "=\"t" + std::to_string(i) + "\"");
