@@ -851,7 +851,9 @@ result<void> check_payload(const boost::json::value& payload, const storage::jso
   return r;
 }
 
-boost::asio::awaitable<result<run_id>> refused(error_code ec) {
+/// An awaitable that completes at once with `ec` (a call refused before it reached the engine).
+template <class T>
+boost::asio::awaitable<result<T>> refused(error_code ec) {
   co_return ec;
 }
 
@@ -862,14 +864,6 @@ boost::asio::awaitable<result<run_id>> id_of(boost::asio::awaitable<result<enque
   co_return std::move(r->id);
 }
 
-boost::asio::awaitable<result<enqueued>> refused_submit(error_code ec) {
-  co_return ec;
-}
-
-boost::asio::awaitable<result<void>> refused_void(error_code ec) {
-  co_return ec;
-}
-
 }  // namespace
 
 boost::asio::awaitable<result<run_id>> engine::enqueue(std::string_view workflow,
@@ -877,7 +871,7 @@ boost::asio::awaitable<result<run_id>> engine::enqueue(std::string_view workflow
                                                        const enqueue_options& options) {
   // Not a coroutine itself: the arguments are copied (or refused) before this returns.
   if (auto c = check_payload(input, impl_->store_.options().limits, "enqueue refused: input"); !c)
-    return refused(c.error());
+    return refused<run_id>(c.error());
   return id_of(impl_->enqueue(std::string(workflow), input, options));
 }
 
@@ -886,7 +880,7 @@ boost::asio::awaitable<result<enqueued>> engine::submit(std::string_view workflo
                                                         const enqueue_options& options) {
   // Not a coroutine itself, as enqueue.
   if (auto c = check_payload(input, impl_->store_.options().limits, "enqueue refused: input"); !c)
-    return refused_submit(c.error());
+    return refused<enqueued>(c.error());
   return impl_->enqueue(std::string(workflow), input, options);
 }
 
@@ -939,7 +933,7 @@ boost::asio::awaitable<result<void>> engine::send_event(std::string_view id, std
   // Not a coroutine itself: the payload is checked before it is copied, and the arguments are copied (or
   // refused) before this returns.
   if (auto c = check_payload(payload, impl_->store_.options().limits, "event refused: payload"); !c)
-    return refused_void(c.error());
+    return refused<void>(c.error());
   return impl_->send_event(
       storage::event_delivery{run_id(id), std::string(name), payload, options.idempotency_key});
 }
@@ -955,7 +949,7 @@ boost::asio::awaitable<result<void>> engine::resume_hook(std::string_view token,
                                                          const boost::json::value& payload,
                                                          const resume_options& options) {
   if (auto c = check_payload(payload, impl_->store_.options().limits, "hook resume refused: payload"); !c)
-    return refused_void(c.error());
+    return refused<void>(c.error());
   return impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by});
 }
 result<void> engine::resume_hook_blocking(std::string_view token, const boost::json::value& payload,
