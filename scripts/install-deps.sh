@@ -6,7 +6,7 @@ packages=(
   g++ cmake make ccache
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-test1.81-dev
   libboost-program-options1.81-dev
-  libpq-dev libssl-dev postgresql-15
+  libpq-dev libssl-dev postgresql-15 curl
 )
 
 missing=()

@@ -34,9 +34,6 @@ class subscription;
 /// event_stream::next: what waits now, else the next event to come.
 boost::asio::awaitable<std::optional<stream_event>> next_of(std::shared_ptr<subscription> sub);
 
-/// A log event as a stream event (its body decoded by kind).
-stream_event to_stream_event(storage::log_event e);
-
 /// One stream's buffer and filter. The consumer side (next, try_next, close) runs on any thread; the hub
 /// side (offer, offer_frame, end) on the follower's strand or a run's strand: everything is under `m_`.
 class subscription : public std::enable_shared_from_this<subscription> {

@@ -164,6 +164,12 @@ bool output_follower::replaced(const storage::output_page& page) {
 
 asio::awaitable<std::optional<output_chunk>> output_follower::next() {
   using namespace asio::experimental::awaitable_operators;
+  // A cancellation (output_reader::next) ends the wait for more. A read in progress finishes and keeps what
+  // it read; the state is whole at every co_await (where Asio throws once cancelled), so the next call
+  // goes on where this one stopped.
+  const auto cancelled = [](const asio::cancellation_state& cs) {
+    return cs.cancelled() != asio::cancellation_type::none;
+  };
   auto backoff = std::chrono::milliseconds(10);
   for (;;) {
     if (rewind_) {
@@ -186,6 +192,7 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
     auto page = co_await engine_.store_.read_output(run_, stream_, next_index_, k_read_page);
     if (!page) {
       log::warn("engine", "read_stream: read failed (retrying): " + page.error().message());
+      if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::nullopt;
       asio::steady_timer t(co_await asio::this_coro::executor, backoff);
       co_await t.async_wait(asio::as_tuple(use_awaitable));
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
@@ -203,9 +210,11 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
       continue;
     }
     // Caught up: until the run's next event (an append, its end) or the poll.
+    if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::nullopt;
     asio::steady_timer poll(co_await asio::this_coro::executor, k_reader_poll);
     auto more = events_.next();
     auto woke = co_await (std::move(more) || poll.async_wait(asio::as_tuple(use_awaitable)));
+    if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::nullopt;
     if (woke.index() == 0 && !std::get<0>(woke)) {
       // The engine stopped: read what is there once more, then end.
       done_ = true;

@@ -2,9 +2,13 @@
 #include <boost/json/value.hpp>
 
 #include "event_hub.hpp"
+#include "keel/common/time_text.hpp"
 #include "keel/engine/events.hpp"
 
 namespace keel {
+
+namespace json = boost::json;
+
 namespace detail {
 
 boost::asio::awaitable<std::optional<stream_event>> next_of(std::shared_ptr<subscription> sub) {
@@ -14,8 +18,6 @@ boost::asio::awaitable<std::optional<stream_event>> next_of(std::shared_ptr<subs
 }
 
 namespace {
-
-namespace json = boost::json;
 
 std::string text(const json::object& o, std::string_view key) {
   const auto* v = o.if_contains(key);
@@ -113,6 +115,8 @@ stream_event::body_type decode(const std::string& kind, json::value data) {
 
 }  // namespace
 
+}  // namespace detail
+
 stream_event to_stream_event(storage::log_event e) {
   stream_event out;
   out.id = e.pos;
@@ -120,11 +124,90 @@ stream_event to_stream_event(storage::log_event e) {
   out.workflow = std::move(e.workflow);
   out.parent = std::move(e.parent);
   out.at = e.at;
-  out.body = decode(e.kind, std::move(e.data));
+  out.body = detail::decode(e.kind, std::move(e.data));
   return out;
 }
 
-}  // namespace detail
+namespace {
+
+json::value time_or_null(const std::optional<std::chrono::system_clock::time_point>& t) {
+  return t ? json::value(rfc3339(*t)) : json::value(nullptr);
+}
+
+json::value text_or_null(const std::optional<std::string>& s) {
+  return s ? json::value(*s) : json::value(nullptr);
+}
+
+struct body_json {
+  json::object operator()(const events::run_enqueued& b) const {
+    return {{"version", b.version}, {"priority", b.priority}, {"run_at", time_or_null(b.run_at)}};
+  }
+  json::object operator()(const events::run_started& b) const {
+    return {{"execution", b.execution}, {"worker", b.worker}, {"epoch", b.epoch}, {"recovery", b.recovery}};
+  }
+  json::object operator()(const events::run_resumed& b) const { return {{"by", b.by}, {"detail", b.detail}}; }
+  json::object operator()(const events::run_sleeping& b) const {
+    return {{"until", time_or_null(b.until)}, {"detail", b.detail}};
+  }
+  json::object operator()(const events::run_waiting& b) const { return {{"what", b.what}}; }
+  json::object operator()(const events::run_completed& b) const { return {{"output", b.output}}; }
+  json::object operator()(const events::run_failed& b) const { return {{"error", b.error}}; }
+  json::object operator()(const events::run_cancelled& b) const { return {{"error", b.error}}; }
+  json::object operator()(const events::run_dead_lettered& b) const { return {{"error", b.error}}; }
+  json::object operator()(const events::step_started& b) const {
+    return {{"name", b.name},
+            {"seq", b.seq},
+            {"attempt", b.attempt},
+            {"branch", text_or_null(b.branch)},
+            {"started_at", time_or_null(b.started_at)}};
+  }
+  json::object operator()(const events::step_retrying& b) const {
+    return {{"name", b.name},
+            {"seq", b.seq},
+            {"attempt", b.attempt},
+            {"error", b.error},
+            {"next_delay_ms", b.next_delay.count()},
+            {"branch", text_or_null(b.branch)}};
+  }
+  json::object operator()(const events::step_completed& b) const {
+    return {{"name", b.name},         {"seq", b.seq},
+            {"attempts", b.attempts}, {"duration_us", b.duration.count()},
+            {"output", b.output},     {"branch", text_or_null(b.branch)}};
+  }
+  json::object operator()(const events::step_failed& b) const {
+    return {{"name", b.name},
+            {"seq", b.seq},
+            {"attempts", b.attempts},
+            {"error", b.error},
+            {"branch", text_or_null(b.branch)}};
+  }
+  json::object operator()(const events::run_changed& b) const {
+    if (b.data.is_object()) return b.data.as_object();
+    return {{"value", b.data}};
+  }
+  json::object operator()(const events::progress& b) const {
+    return {{"frame", b.frame},
+            {"execution", b.execution},
+            {"epoch", b.epoch},
+            {"seq", b.seq},
+            {"missed", b.missed}};
+  }
+  json::object operator()(const events::log_gap& b) const { return {{"until", b.until}}; }
+};
+
+}  // namespace
+
+json::value to_json(const stream_event& e) {
+  json::object o;
+  o["id"] = e.id;
+  o["run_id"] = e.run;
+  o["workflow"] = e.workflow;
+  if (e.parent) o["parent_id"] = *e.parent;
+  o["at"] = rfc3339(e.at);
+  o["kind"] = e.kind();
+  o["data"] = std::visit(body_json{}, e.body);
+  return o;
+}
 
 std::string_view stream_event::kind() const noexcept {
   struct namer {

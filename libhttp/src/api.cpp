@@ -14,8 +14,8 @@
 
 #include "errors.hpp"
 #include "keel/common/log.hpp"
+#include "keel/common/time_text.hpp"
 #include "keel/engine.hpp"
-#include "time_text.hpp"
 
 namespace keel::http::detail {
 namespace {
@@ -27,28 +27,6 @@ using beast_http::verb;
 
 /// Deeper request JSON is refused before it reaches the engine (whose own limits still apply).
 constexpr std::size_t k_max_json_depth = 128;
-
-response json_response(status s, const json::value& body) {
-  response res{s, 11};
-  res.set(beast_http::field::content_type, "application/json");
-  res.body() = json::serialize(body);
-  return res;
-}
-
-response from_error(error_code ec) {
-  auto e = to_http(ec);
-  return error_response(e.status, e.code, ec.message());
-}
-
-/// A request the API cannot take: the error's text says what is wrong.
-struct bad_request {
-  std::string message;
-};
-
-/// A known path asked with another method than its own.
-struct wrong_method {
-  verb allowed;
-};
 
 /// The body as JSON; an empty body is null.
 json::value body_json(const request& req) {
@@ -146,17 +124,10 @@ boost::asio::awaitable<response> start_run(engine& e, const request& req, const 
 }
 
 boost::asio::awaitable<response> route(engine& e, const request& req) {
-  auto parsed = boost::urls::parse_origin_form(req.target());
-  if (!parsed) throw bad_request{"the request target is not a valid path"};
-  std::vector<std::string> path;
-  for (auto s : parsed->segments()) {
-    if (s.find('\0') != std::string::npos) throw bad_request{"a path segment holds a NUL character"};
-    path.push_back(std::move(s));
-  }
+  const auto t = parse_target(req.target());
+  const auto& path = t.path;
   const auto method = req.method();
-  auto only = [&](verb v) {
-    if (method != v && !(v == verb::get && method == verb::head)) throw wrong_method{v};
-  };
+  auto only = [&](verb v) { allow_only(method, v); };
   const auto n = path.size();
   try {
     if (n == 1 && path[0] == "healthz") {
@@ -226,19 +197,55 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       }
     }
   } catch (const wrong_method& w) {
-    auto res = error_response(status::method_not_allowed, "method_not_allowed",
-                              "use " + std::string(beast_http::to_string(w.allowed)) + " here");
-    res.set(beast_http::field::allow, beast_http::to_string(w.allowed));
-    co_return res;
+    co_return method_not_allowed(w.allowed);
   }
-  co_return error_response(status::not_found, "not_found",
-                           "no such endpoint: " + std::string(parsed->path()));
+  co_return error_response(status::not_found, "not_found", "no such endpoint: " + t.decoded_path);
 }
 
 }  // namespace
 
+response json_response(status s, const json::value& body) {
+  response res{s, 11};
+  res.set(beast_http::field::content_type, "application/json");
+  res.body() = json::serialize(body);
+  return res;
+}
+
 response error_response(status s, std::string_view code, std::string_view message) {
   return json_response(s, json::object{{"error", json::object{{"code", code}, {"message", message}}}});
+}
+
+response from_error(error_code ec) {
+  auto e = to_http(ec);
+  return error_response(e.status, e.code, ec.message());
+}
+
+response method_not_allowed(verb allowed) {
+  auto res = error_response(status::method_not_allowed, "method_not_allowed",
+                            "use " + std::string(beast_http::to_string(allowed)) + " here");
+  res.set(beast_http::field::allow, beast_http::to_string(allowed));
+  return res;
+}
+
+void allow_only(verb method, verb allowed) {
+  if (method != allowed && !(allowed == verb::get && method == verb::head)) throw wrong_method{allowed};
+}
+
+target parse_target(std::string_view text) {
+  auto parsed = boost::urls::parse_origin_form(text);
+  if (!parsed) throw bad_request{"the request target is not a valid path"};
+  target t;
+  t.decoded_path = std::string(parsed->path());
+  for (auto s : parsed->segments()) {
+    if (s.find('\0') != std::string::npos) throw bad_request{"a path segment holds a NUL character"};
+    t.path.push_back(std::move(s));
+  }
+  for (auto p : parsed->params()) {
+    if (p.key.find('\0') != std::string::npos || p.value.find('\0') != std::string::npos)
+      throw bad_request{"a query parameter holds a NUL character"};
+    t.query.emplace_back(std::move(p.key), std::move(p.value));
+  }
+  return t;
 }
 
 boost::asio::awaitable<response> handle(engine& e, const request& req) {

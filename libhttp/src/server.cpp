@@ -23,10 +23,12 @@
 #include <stdexcept>
 #include <tuple>
 #include <unordered_set>
+#include <variant>
 
 #include "api.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
+#include "sse.hpp"
 
 namespace keel::http {
 
@@ -40,8 +42,10 @@ namespace detail {
 
 /// One client connection; its stream is used on its own strand only.
 struct connection {
-  explicit connection(tcp::socket s) : stream(std::move(s)) {}
+  explicit connection(tcp::socket s) : stream(std::move(s)), wake(stream.get_executor()) {}
   beast::tcp_stream stream;
+  /// An event stream's heartbeat; a stop cancels it to end the stream.
+  asio::steady_timer wake;
   /// Between reading a request's headers and writing its response (not idle: a stop lets it finish).
   bool busy = false;
 };
@@ -77,6 +81,7 @@ struct server_state {
   std::condition_variable changed;
   std::unordered_set<std::shared_ptr<connection>> connections;  // under m
   bool accepting = false;                                       // under m
+  sse_counters sse;
 
   void ended(const std::shared_ptr<connection>& c) {
     std::lock_guard lock(m);
@@ -163,7 +168,21 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
       break;
     }
     auto req = parser.release();
-    auto res = co_await detail::handle(st->e, req);
+    std::optional<detail::response> answer;
+    if (auto sse = detail::sse_route(req)) {
+      if (auto* refused = std::get_if<detail::response>(&*sse)) {
+        answer = std::move(*refused);
+      } else {
+        const detail::sse_link link{
+            c->stream,           c->wake, st->stopping, o.request_timeout, o.heartbeat_interval,
+            o.max_queued_events, st->sse};
+        answer = co_await detail::serve_sse(st->e, std::get<detail::sse_request>(*sse), link);
+        if (!answer) break;  // the event stream was served: its end closes the connection
+      }
+    } else {
+      answer = co_await detail::handle(st->e, req);
+    }
+    auto& res = *answer;
     res.version(req.version());
     res.keep_alive(req.keep_alive() && !st->stopping.load(std::memory_order_acquire));
     const bool again = res.keep_alive();
@@ -286,7 +305,11 @@ void server::stop_blocking(std::chrono::milliseconds deadline) {
   // Idle connections (waiting for a request) close now; busy ones finish their request first.
   for (const auto& c : st->connections) {
     asio::post(c->stream.get_executor(), [c] {
-      if (!c->busy) c->stream.cancel();
+      if (c->busy) {
+        c->wake.cancel();  // an event stream ends; a request in progress does not use it
+      } else {
+        c->stream.cancel();
+      }
     });
   }
   const auto quiet = [&] { return st->connections.empty() && !st->accepting; };

@@ -1,4 +1,5 @@
 // Reading the durable run log (013_run_log.sql): pages in the order no later commit can break.
+#include "keel/storage/json_limits.hpp"
 #include "keel/storage/store.hpp"
 #include "pg_connection.hpp"
 #include "statements.hpp"
@@ -126,15 +127,23 @@ boost::asio::awaitable<result<std::vector<run_meta>>> store::runs_meta(const std
 }
 
 boost::asio::awaitable<result<log_page>> store::read_log(std::int64_t after, std::size_t limit,
-                                                         const std::optional<run_id>& run) {
-  if (limit == 0 || limit > k_max_log_page || after < 0) co_return errc::invalid_argument;
-  if (run && !is_valid_run_id(*run)) co_return errc::invalid_argument;
+                                                         const log_filter& filter) {
+  constexpr std::size_t k_max_filter_runs = 100'000;
+  if (limit == 0 || limit > k_max_log_page || after < 0 || filter.runs.size() > k_max_filter_runs)
+    co_return errc::invalid_argument;
+  for (const auto& id : filter.runs)
+    if (!is_valid_run_id(id)) co_return errc::invalid_argument;
+  if (filter.workflow && (filter.workflow->size() > 255 || !is_valid_utf8(*filter.workflow) ||
+                          filter.workflow->find('\0') != std::string::npos))
+    co_return errc::invalid_argument;
   std::vector<std::optional<std::string>> params{std::to_string(after), std::to_string(limit)};
-  if (run) params.emplace_back(*run);
+  const bool some_runs = !filter.runs.empty();
+  if (some_runs) params.emplace_back(detail::text_array(filter.runs));
+  params.emplace_back(filter.workflow);
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<log_page>(detail::pg_connection&)> read =
-      [params = std::move(params), after](detail::pg_connection& c) -> result<log_page> {
-    auto r = c.exec_blocking(params.size() == 3 ? detail::sql::read_run_log : detail::sql::read_log, params);
+      [params = std::move(params), after, some_runs](detail::pg_connection& c) -> result<log_page> {
+    auto r = c.exec_blocking(some_runs ? detail::sql::read_runs_log : detail::sql::read_log, params);
     if (!r) return r.error();
     return read_page(r->get(), after);
   };

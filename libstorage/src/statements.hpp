@@ -31,7 +31,7 @@ extern const statement cancel_descendants;
 extern const statement cancel_lock_tree;
 extern const statement run_status_of;
 extern const statement read_log;
-extern const statement read_run_log;
+extern const statement read_runs_log;
 extern const statement follow_log;
 extern const statement run_tree;
 extern const statement runs_meta;

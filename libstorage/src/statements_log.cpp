@@ -26,8 +26,8 @@ const std::string unnest_events = R"sql(
 
 // The run log after a position, in the order no later commit can break: only events of transactions older
 // than every one still in progress (see 013_run_log.sql). A row's events share its transaction, so the rows
-// to read start at the transaction of $1. One row at least: the retention horizon, with the events (if any)
-// beside it.
+// to read start at the transaction of $1. Only runs of workflow $3 when it is not NULL. One row at least:
+// the retention horizon, with the events (if any) beside it.
 const std::string read_log_sql = R"sql(
 SELECT h.removed, e.pos, e.run, e.kind, e.at, e.data, e.workflow, e.parent
 FROM keel.run_log_horizon h
@@ -37,26 +37,28 @@ LEFT JOIN LATERAL (
                                  R"sql(
   WHERE l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
     AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)
-    AND l.pos + x.i - 1 > $1::bigint
+    AND l.pos + x.i - 1 > $1::bigint AND ($3::text IS NULL OR r.workflow = $3::text)
   ORDER BY l.pos, x.i LIMIT $2::int) e ON true
 ORDER BY e.pos)sql";
 
-// The same for one run's events (its rows found through run_log_runs). The horizon counts for a run whose
-// log retention has trimmed (or that is no longer stored and has no event left).
-const std::string read_run_log_sql = R"sql(
+// The same for some runs' events ($3: uuid[]; their rows found through run_log_runs; $4 as $3 above). The
+// horizon counts when log retention has trimmed one of them (or none is stored any more and no event of
+// theirs is left).
+const std::string read_runs_log_sql = R"sql(
 WITH mine AS MATERIALIZED (
   SELECT l.* FROM keel.run_log l
-  WHERE l.runs @> ARRAY[$3::uuid] AND l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
+  WHERE l.runs && $3::uuid[] AND l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
     AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20))
-SELECT CASE WHEN coalesce((SELECT log_trimmed FROM keel.runs WHERE id = $3::uuid),
-                          NOT EXISTS (SELECT 1 FROM keel.run_log WHERE runs @> ARRAY[$3::uuid]))
+SELECT CASE WHEN EXISTS (SELECT 1 FROM keel.runs WHERE id = ANY($3::uuid[]) AND log_trimmed)
+              OR (NOT EXISTS (SELECT 1 FROM keel.runs WHERE id = ANY($3::uuid[]))
+                  AND NOT EXISTS (SELECT 1 FROM keel.run_log WHERE runs && $3::uuid[]))
             THEN h.removed ELSE 0 END,
        e.pos, e.run, e.kind, e.at, e.data, e.workflow, e.parent
 FROM keel.run_log_horizon h
 LEFT JOIN LATERAL (
   SELECT )sql" + event_columns + R"sql(
   FROM mine l)sql" + unnest_events + R"sql(
-  WHERE x.run = $3::uuid AND l.pos + x.i - 1 > $1::bigint
+  WHERE x.run = ANY($3::uuid[]) AND l.pos + x.i - 1 > $1::bigint AND ($4::text IS NULL OR r.workflow = $4::text)
   ORDER BY l.pos, x.i LIMIT $2::int) e ON true
 ORDER BY e.pos)sql";
 
@@ -89,7 +91,7 @@ ORDER BY e.pos)sql";
 }  // namespace
 
 const statement read_log{"keel_read_log", read_log_sql.c_str()};
-const statement read_run_log{"keel_read_run_log", read_run_log_sql.c_str()};
+const statement read_runs_log{"keel_read_runs_log", read_runs_log_sql.c_str()};
 const statement follow_log{"keel_follow_log", follow_log_sql.c_str()};
 
 // The workflow and parent of runs ($1: uuid[]).

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "engine_fixture.hpp"
+#include "http_client.hpp"
 #include "keel/http/server.hpp"
 
 using namespace keel;
@@ -29,57 +30,6 @@ namespace bhttp = boost::beast::http;
 using asio::ip::tcp;
 
 namespace {
-
-struct reply {
-  int status = 0;
-  json::value body;
-  bhttp::response<bhttp::string_body> raw;
-  [[nodiscard]] std::string code() const {
-    const auto* e = body.is_object() ? body.get_object().if_contains("error") : nullptr;
-    return e && e->is_object() && e->get_object().contains("code")
-               ? std::string(e->get_object().at("code").as_string())
-               : std::string();
-  }
-};
-
-/// A client connection to the server (kept alive across requests).
-class client {
- public:
-  explicit client(unsigned short port) : socket_(io_) {
-    socket_.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), port));
-  }
-
-  reply send(bhttp::verb method, const std::string& target, const std::string& body = "",
-             const std::vector<std::pair<std::string, std::string>>& headers = {}) {
-    bhttp::request<bhttp::string_body> req{method, target, 11};
-    req.set(bhttp::field::host, "127.0.0.1");
-    for (const auto& [k, v] : headers)
-      req.set(k, v);
-    if (!body.empty()) {
-      req.set(bhttp::field::content_type, "application/json");
-      req.body() = body;
-    }
-    req.prepare_payload();
-    bhttp::write(socket_, req);
-    return read();
-  }
-
-  reply read() {
-    reply r;
-    bhttp::read(socket_, buffer_, r.raw);
-    r.status = static_cast<int>(r.raw.result_int());
-    boost::system::error_code ec;
-    r.body = json::parse(r.raw.body(), ec);
-    return r;
-  }
-
-  tcp::socket& socket() { return socket_; }
-
- private:
-  asio::io_context io_;
-  tcp::socket socket_;
-  beast::flat_buffer buffer_;
-};
 
 /// An engine with the test workflows and a server on a free port.
 struct served {

@@ -64,6 +64,10 @@ using log_page = storage::log_page;
 struct read_log_options {
   /// Only this run's events.
   std::optional<run_id> run;
+  /// With `run`: those of the runs it started too (ctx.child), recursively, as stream_filter::run.
+  bool descendants = false;
+  /// Only events of runs of this workflow.
+  std::optional<std::string> workflow;
   /// At most this many events (1 to 10,000).
   std::size_t limit = 1000;
 };
@@ -288,7 +292,9 @@ class engine {
   /// A live stream of events (see stream_options): every lifecycle event of the durable run log committed,
   /// on any worker, after this returns, each with its log position, and the progress frames runs publish
   /// (ctx.emit). Independent of every other stream; destroying it unsubscribes it; stop() ends it. To
-  /// resume after a position without a gap, read_log(after) up to the first event's id - 1, then stream.
+  /// resume after a position `p` without a gap or a duplicate: open the stream, read_log(p) with the same
+  /// filter until a page comes back shorter than its limit, then take the stream's events past the last
+  /// position read (libhttp's SSE does so).
   /// Errors: invalid_run_id (filter.run); from storage: connection_lost.
   boost::asio::awaitable<result<event_stream>> stream(const stream_options& options = {});
   result<event_stream> stream_blocking(const stream_options& options = {});
@@ -303,7 +309,8 @@ class engine {
                                              std::int64_t from = 0);
 
   /// The durable run log after position `after` (0: from the start), oldest first: every lifecycle event
-  /// of every run (or of `options.run`), each appended in the same transaction as the change it describes.
+  /// of every run (or those `options` names), each appended in the same transaction as the change it
+  /// describes.
   /// Positions only grow, in the order readers see events: read again after the last position seen and
   /// nothing is missed or repeated, whichever worker wrote it. `gap_until` says retention removed events
   /// after `after`. Errors: invalid_run_id; storage::errc::invalid_argument (a limit out of range).

@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "keel/common/run_id.hpp"
+#include "keel/storage/records.hpp"
 
 namespace keel {
 
@@ -136,6 +137,14 @@ struct stream_event {
     return std::get_if<T>(&body);
   }
 };
+
+/// A run log event (engine::read_log) as a stream would yield it: its body decoded by kind.
+[[nodiscard]] stream_event to_stream_event(storage::log_event e);
+
+/// An event as a JSON document, the shape libhttp's SSE sends: {"id", "run_id", "workflow", "parent_id"?,
+/// "at", "kind", "data"}; `data` holds the body's fields (times in RFC 3339, UTC; durations in `…_us` /
+/// `…_ms` fields).
+[[nodiscard]] boost::json::value to_json(const stream_event& e);
 
 /// Which runs a stream sees.
 struct stream_filter {

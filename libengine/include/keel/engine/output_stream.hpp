@@ -66,7 +66,9 @@ class output_reader {
   /// the stream was closed, or its run has ended, and every chunk was read (or the engine stopped).
   /// Chunks are returned as soon as they are durable, before the step that wrote them completes: when
   /// that step's attempt fails, or its execution is lost, the redo replaces them, and the reader says so
-  /// with a `rewound` chunk before going on from its index. Storage errors are retried.
+  /// with a `rewound` chunk before going on from its index. Storage errors are retried. Supports
+  /// per-operation cancellation (`co_await (r.next() || timer.async_wait())`): a cancelled call returns
+  /// nullopt and the reader goes on from where it was. One call at a time.
   boost::asio::awaitable<std::optional<output_chunk>> next();
 
  private:

@@ -31,6 +31,13 @@ struct server_options {
   std::chrono::milliseconds request_timeout{30'000};
   /// Connections open at once; one more is answered 503 and closed.
   std::size_t max_connections = 1024;
+  /// An event stream with nothing to send writes a comment this often (proxies and clients drop streams
+  /// that stay silent); a write that takes longer than request_timeout drops its client.
+  std::chrono::milliseconds heartbeat_interval{15'000};
+  /// Events waiting for an event stream's client at most: a client further behind is too slow for the
+  /// live stream, which is dropped (its progress frames are lost, counted) and its lifecycle events read
+  /// again from the run log.
+  std::size_t max_queued_events = 4096;
 };
 
 /// Serves the engine's REST API (see docs/http.md). Thread-safe; stop() (or the destructor) before the

@@ -146,6 +146,14 @@ struct log_event {
   std::optional<run_id> parent;
 };
 
+/// Which events of the run log a read returns (store::read_log).
+struct log_filter {
+  /// Only these runs' events (empty: every run's; at most 100,000 runs).
+  std::vector<run_id> runs;
+  /// Only events of runs of this workflow (of runs still stored).
+  std::optional<std::string> workflow;
+};
+
 /// A page of the run log, oldest first.
 struct log_page {
   std::vector<log_event> events;

@@ -179,11 +179,12 @@ class store {
   boost::asio::awaitable<result<run_record>> get(const run_id& id);
 
   /// The run log after position `after` (0: from its start), oldest first, at most `limit` events (1 to
-  /// 10,000); only `run`'s events when given. Events of transactions still in progress, and of those that
-  /// began after one still in progress, come in a later read: what a reader gets never gains an earlier
-  /// neighbour afterwards. Errors: invalid_argument; connection_lost.
+  /// 10,000) that `filter` takes. Events of transactions still in progress, and of those that began after
+  /// one still in progress, come in a later read: what a reader gets never gains an earlier neighbour
+  /// afterwards (a page shorter than `limit` reached the end readable now). Errors: invalid_argument;
+  /// connection_lost.
   boost::asio::awaitable<result<log_page>> read_log(std::int64_t after, std::size_t limit,
-                                                    const std::optional<run_id>& run = std::nullopt);
+                                                    const log_filter& filter = {});
 
   /// One batch of log retention: removes up to `rows` log rows whose runs all finished more than
   /// `older_than` ago (the rows as old), in one short transaction that skips rows others hold; readers

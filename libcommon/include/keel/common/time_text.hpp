@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace keel::http::detail {
+namespace keel {
 
 /// "2026-11-26T09:00:00.123456Z".
 std::string rfc3339(std::chrono::system_clock::time_point t);
@@ -15,4 +15,4 @@ std::string rfc3339(std::chrono::system_clock::time_point t);
 /// nullopt for anything else.
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view s);
 
-}  // namespace keel::http::detail
+}  // namespace keel

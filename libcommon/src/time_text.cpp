@@ -1,10 +1,10 @@
-#include "time_text.hpp"
+#include "keel/common/time_text.hpp"
 
 #include <cctype>
 #include <cstdio>
 #include <ctime>
 
-namespace keel::http::detail {
+namespace keel {
 
 using namespace std::chrono;
 
@@ -80,4 +80,4 @@ std::optional<system_clock::time_point> parse_rfc3339(std::string_view s) {
   return time_point_cast<system_clock::duration>(t);
 }
 
-}  // namespace keel::http::detail
+}  // namespace keel
