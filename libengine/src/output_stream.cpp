@@ -172,6 +172,9 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
   };
   auto backoff = std::chrono::milliseconds(10);
   for (;;) {
+    // Cancelled (perhaps while a read was under way): what was read stays for the next call, which the
+    // caller makes; a chunk returned now would be dropped with the cancelled call's result.
+    if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::nullopt;
     if (rewind_) {
       // The consumer read chunks a redo has replaced since: it hears from where, then gets those again.
       output_chunk marker{*rewind_, nullptr, true};
@@ -192,7 +195,6 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
     auto page = co_await engine_.store_.read_output(run_, stream_, next_index_, k_read_page);
     if (!page) {
       log::warn("engine", "read_stream: read failed (retrying): " + page.error().message());
-      if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::nullopt;
       asio::steady_timer t(co_await asio::this_coro::executor, backoff);
       co_await t.async_wait(asio::as_tuple(use_awaitable));
       backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));
@@ -210,10 +212,10 @@ asio::awaitable<std::optional<output_chunk>> output_follower::next() {
       continue;
     }
     // Caught up: until the run's next event (an append, its end) or the poll.
-    if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::nullopt;
     asio::steady_timer poll(co_await asio::this_coro::executor, k_reader_poll);
     auto more = events_.next();
     auto woke = co_await (std::move(more) || poll.async_wait(asio::as_tuple(use_awaitable)));
+    // A cancelled wait ends both alternatives (the event one with nullopt, which is no end here).
     if (cancelled(co_await asio::this_coro::cancellation_state)) co_return std::nullopt;
     if (woke.index() == 0 && !std::get<0>(woke)) {
       // The engine stopped: read what is there once more, then end.

@@ -12,13 +12,10 @@ boost::asio::awaitable<result<log_page>> engine_impl::read_log(std::int64_t afte
   if (options.run && !is_valid_run_id(*options.run)) co_return errc::invalid_run_id;
   storage::log_filter filter;
   filter.workflow = std::move(options.workflow);
-  if (options.run && options.descendants) {
-    auto tree = co_await store_.run_tree(*options.run);
-    if (!tree) co_return engine_error(tree.error());
-    filter.runs = std::move(*tree);
-  }
-  // A run no longer stored has no tree: its own events (what retention left of them) still count.
-  if (options.run && filter.runs.empty()) filter.runs.push_back(*options.run);
+  // The run itself even when it is no longer stored (what retention left of its events); its tree as
+  // the page's own snapshot sees it, so a child started meanwhile has all its events in or none.
+  if (options.run) filter.runs.push_back(*options.run);
+  if (options.run && options.descendants) filter.tree = *options.run;
   auto page = co_await store_.read_log(after, options.limit, filter);  // `filter` lives in this frame
   if (!page) co_return engine_error(page.error());
   co_return std::move(*page);

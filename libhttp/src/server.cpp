@@ -16,6 +16,7 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <condition_variable>
 #include <mutex>
@@ -105,6 +106,15 @@ asio::awaitable<bool> send(const server_options& o, connection& c, detail::respo
   co_return !ec;
 }
 
+/// Writes `res`'s head only (the answer to HEAD) within the request timeout; false when the client is gone.
+asio::awaitable<bool> send_head(const server_options& o, connection& c, detail::response& res) {
+  beast_http::response_serializer<beast_http::string_body> sr{res};
+  c.stream.expires_after(o.request_timeout);
+  auto [ec, n] = co_await beast_http::async_write_header(c.stream, sr, asio::as_tuple(use_awaitable));
+  (void)n;
+  co_return !ec;
+}
+
 /// What a request that could not be read gets before the connection closes (nullopt: nothing, the client
 /// is gone or never sent a byte).
 std::optional<detail::response> unreadable(beast::error_code ec, bool got_some, const server_options& o) {
@@ -184,15 +194,20 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
     }
     auto& res = *answer;
     res.version(req.version());
-    res.keep_alive(req.keep_alive() && !st->stopping.load(std::memory_order_acquire));
+    const bool stream_head = res[beast_http::field::content_type] == "text/event-stream";
+    res.keep_alive(req.keep_alive() && !st->stopping.load(std::memory_order_acquire) && !stream_head);
     const bool again = res.keep_alive();
-    res.prepare_payload();
     if (req.method() == beast_http::verb::head) {
-      // The headers a GET would get, without its body (the length stays the GET's).
-      const auto length = res.body().size();
-      res.body().clear();
-      res.content_length(length);
+      // The head a GET would get, without its body: the GET's length, or (an event stream) its chunking.
+      if (stream_head && req.version() >= 11) {
+        res.chunked(true);
+      } else if (!stream_head) {
+        res.content_length(res.body().size());
+      }
+      if (!co_await send_head(o, *c, res) || !again) break;
+      continue;
     }
+    res.prepare_payload();
     if (!co_await send(o, *c, res) || !again) break;
   }
   beast::error_code ignored;
@@ -292,6 +307,13 @@ result<void> server::start() {
 
 unsigned short server::port() const noexcept {
   return state_->port;
+}
+
+server_stats server::stats() const noexcept {
+  server_stats out;
+  out.event_streams = state_->sse.clients.load(std::memory_order_relaxed);
+  out.dropped_frames = state_->sse.dropped_frames.load(std::memory_order_relaxed);
+  return out;
 }
 
 void server::stop_blocking(std::chrono::milliseconds deadline) {

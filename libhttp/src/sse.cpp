@@ -17,11 +17,14 @@
 #include <boost/json/serialize.hpp>
 #include <charconv>
 #include <initializer_list>
+#include <limits>
 #include <map>
+#include <tuple>
 
 #include "errors.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
+#include "keel/storage/json_limits.hpp"
 
 namespace keel::http::detail {
 namespace {
@@ -66,21 +69,36 @@ void append_message(std::string& out, std::optional<std::string_view> id, std::s
   out += "\n\n";
 }
 
+/// The head of an event stream's answer (a HEAD request gets it alone).
+template <class Body>
+void stream_head(beast_http::response<Body>& res) {
+  res.set(beast_http::field::content_type, "text/event-stream");
+  res.set(beast_http::field::cache_control, "no-cache");
+  res.set("X-Accel-Buffering", "no");  // proxies that buffer responses (nginx) pass this one through
+  res.keep_alive(false);
+}
+
+response head_answer(const sse_request& r) {
+  response res{status::ok, r.version};
+  stream_head(res);
+  return res;
+}
+
 class sse_body {
  public:
-  explicit sse_body(sse_link link) : link_(link) { ++link_.counters.clients; }
+  sse_body(sse_link link, unsigned version) : link_(link), chunked_(version >= 11), version_(version) {
+    ++link_.counters.clients;
+  }
   ~sse_body() { --link_.counters.clients; }
   sse_body(const sse_body&) = delete;
   sse_body& operator=(const sse_body&) = delete;
 
   /// The response head: a chunked text/event-stream. False when the client is gone.
   asio::awaitable<bool> start() {
-    beast_http::response<beast_http::empty_body> res{status::ok, 11};
-    res.set(beast_http::field::content_type, "text/event-stream");
-    res.set(beast_http::field::cache_control, "no-cache");
-    res.set("X-Accel-Buffering", "no");  // proxies that buffer responses (nginx) pass this one through
-    res.keep_alive(false);
-    res.chunked(true);
+    beast_http::response<beast_http::empty_body> res{status::ok, version_};
+    stream_head(res);
+    // HTTP/1.1: chunked; HTTP/1.0: no length, the body ends when the connection closes.
+    if (chunked_) res.chunked(true);
     beast_http::response_serializer<beast_http::empty_body> sr{res};
     link_.stream.expires_after(link_.write_timeout);
     auto [ec, n] = co_await beast_http::async_write_header(link_.stream, sr, asio::as_tuple(use_awaitable));
@@ -96,16 +114,23 @@ class sse_body {
   asio::awaitable<bool> flush() {
     if (pending_.empty()) co_return true;
     link_.stream.expires_after(link_.write_timeout);
-    auto chunk = beast_http::make_chunk(asio::buffer(pending_));
-    auto [ec, n] = co_await asio::async_write(link_.stream, chunk, asio::as_tuple(use_awaitable));
-    (void)n;
+    beast::error_code ec;
+    if (chunked_) {
+      auto chunk = beast_http::make_chunk(asio::buffer(pending_));
+      std::tie(ec, std::ignore) =
+          co_await asio::async_write(link_.stream, chunk, asio::as_tuple(use_awaitable));
+    } else {
+      auto raw = asio::buffer(pending_);
+      std::tie(ec, std::ignore) =
+          co_await asio::async_write(link_.stream, raw, asio::as_tuple(use_awaitable));
+    }
     pending_.clear();
     co_return !ec;
   }
 
   /// The last chunk: the response ends.
   asio::awaitable<void> finish() {
-    if (!co_await flush()) co_return;
+    if (!co_await flush() || !chunked_) co_return;
     link_.stream.expires_after(link_.write_timeout);
     auto last = beast_http::make_chunk_last();
     co_await asio::async_write(link_.stream, last, asio::as_tuple(use_awaitable));
@@ -133,6 +158,8 @@ class sse_body {
 
  private:
   sse_link link_;
+  const bool chunked_;
+  const unsigned version_;
   std::string pending_;
 };
 
@@ -203,6 +230,10 @@ class event_feed {
   /// Too slow for the live stream: drops its queue (frames counted as lost) and opens a new one; the
   /// lifecycle events it held are read from the log again. False when that fails.
   asio::awaitable<bool> restart(event_stream& live) {
+    // The new stream first: what commits from now on is in it, what came before in the old one.
+    const auto so = stream_options_for();
+    auto fresh = co_await e_.stream(so);
+    if (!fresh) co_return false;
     std::int64_t frames = 0;
     std::optional<std::int64_t> first;
     while (auto ev = live.try_next()) {
@@ -213,9 +244,6 @@ class event_feed {
       }
     }
     body_.counters().dropped_frames += frames;
-    const auto so = stream_options_for();
-    auto fresh = co_await e_.stream(so);
-    if (!fresh) co_return false;
     live = std::move(*fresh);
     if (!last_ && first) last_ = *first - 1;
     if (last_) co_return co_await catch_up();
@@ -260,7 +288,8 @@ asio::awaitable<std::optional<response>> serve_events(engine& e, const sse_reque
     auto run = co_await e.get(r.run);
     if (!run) co_return from_error(run.error());
   }
-  sse_body body(link);
+  if (r.head) co_return head_answer(r);
+  sse_body body(link, r.version);
   event_feed feed(e, r, body);
   // Opened before the log is read: what commits meanwhile is in one or the other (or both: deduplicated).
   const auto so = feed.stream_options_for();
@@ -288,7 +317,8 @@ asio::awaitable<std::optional<response>> serve_output(engine& e, const sse_reque
   if (!run) co_return from_error(run.error());
   auto reader = co_await e.read_stream(r.run, r.stream, r.from);
   if (!reader) co_return from_error(reader.error());
-  sse_body body(link);
+  if (r.head) co_return head_answer(r);
+  sse_body body(link, r.version);
   if (!co_await body.start()) co_return std::nullopt;
   for (;;) {
     auto next = reader->next();
@@ -325,7 +355,9 @@ std::map<std::string, std::string> query_of(const target& t, std::initializer_li
 
 std::int64_t position_of(std::string_view text, std::string_view what) {
   auto v = non_negative(text);
-  if (!v) throw bad_request{std::string(what) + " must be a non-negative integer"};
+  // (The largest is refused too: one past it is where an output stream would go on.)
+  if (!v || *v == std::numeric_limits<std::int64_t>::max())
+    throw bad_request{std::string(what) + " must be a non-negative integer"};
   return *v;
 }
 
@@ -345,6 +377,8 @@ std::optional<sse_request> decode(const request& req) {
   if (!all && !run_events && !output) return std::nullopt;
   allow_only(req.method(), beast_http::verb::get);
   sse_request r;
+  r.head = req.method() == beast_http::verb::head;
+  r.version = req.version() == 10 ? 10 : 11;
   std::optional<std::string_view> last_id;
   if (auto it = req.find("Last-Event-ID"); it != req.end() && !it->value().empty()) last_id = it->value();
   if (output) {
@@ -361,7 +395,12 @@ std::optional<sse_request> decode(const request& req) {
   if (all) {
     r.what = sse_request::source::all_events;
     q = query_of(t, {"workflow", "after", "frames"});
-    if (q.contains("workflow")) r.workflow = q["workflow"];
+    if (q.contains("workflow")) {
+      // Checked here: a stream that failed after its head would have its client reconnect, and fail again.
+      if (q["workflow"].empty() || q["workflow"].size() > 255 || !storage::is_valid_utf8(q["workflow"]))
+        throw bad_request{"workflow must be a workflow name (1 to 255 bytes of UTF-8)"};
+      r.workflow = q["workflow"];
+    }
   } else {
     r.what = sse_request::source::run_events;
     r.run = path[2];
@@ -380,11 +419,6 @@ std::optional<std::variant<sse_request, response>> sse_route(const request& req)
   try {
     auto r = decode(req);
     if (!r) return std::nullopt;
-    if (req.method() == beast_http::verb::head) {
-      response res{status::ok, 11};
-      res.set(beast_http::field::content_type, "text/event-stream");
-      return res;
-    }
     return std::move(*r);
   } catch (const bad_request& b) {
     return error_response(status::bad_request, "invalid_request", b.message);

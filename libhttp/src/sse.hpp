@@ -31,6 +31,10 @@ struct sse_request {
   /// Output: the first chunk index to send.
   std::int64_t from = 0;
   bool frames = true;
+  /// HEAD: the answer's head only (after the same checks as GET).
+  bool head = false;
+  /// The request's HTTP version (10, 11): HTTP/1.0 gets a body that ends with the connection.
+  unsigned version = 11;
 };
 
 /// Whether `req` is an SSE request: nullopt for any other; its decoding, or the error answer to a bad one.

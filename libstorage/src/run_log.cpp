@@ -133,13 +133,15 @@ boost::asio::awaitable<result<log_page>> store::read_log(std::int64_t after, std
     co_return errc::invalid_argument;
   for (const auto& id : filter.runs)
     if (!is_valid_run_id(id)) co_return errc::invalid_argument;
+  if (filter.tree && !is_valid_run_id(*filter.tree)) co_return errc::invalid_argument;
   if (filter.workflow && (filter.workflow->size() > 255 || !is_valid_utf8(*filter.workflow) ||
                           filter.workflow->find('\0') != std::string::npos))
     co_return errc::invalid_argument;
   std::vector<std::optional<std::string>> params{std::to_string(after), std::to_string(limit)};
-  const bool some_runs = !filter.runs.empty();
+  const bool some_runs = !filter.runs.empty() || filter.tree;
   if (some_runs) params.emplace_back(detail::text_array(filter.runs));
   params.emplace_back(filter.workflow);
+  if (some_runs) params.emplace_back(filter.tree);
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<log_page>(detail::pg_connection&)> read =
       [params = std::move(params), after, some_runs](detail::pg_connection& c) -> result<log_page> {

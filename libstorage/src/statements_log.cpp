@@ -41,24 +41,31 @@ LEFT JOIN LATERAL (
   ORDER BY l.pos, x.i LIMIT $2::int) e ON true
 ORDER BY e.pos)sql";
 
-// The same for some runs' events ($3: uuid[]; their rows found through run_log_runs; $4 as $3 above). The
-// horizon counts when log retention has trimmed one of them (or none is stored any more and no event of
-// theirs is left).
+// The same for some runs' events: those of $3 (uuid[]) and of the tree of $5 (a run and every run it
+// started, recursively; NULL: none), found in the same snapshot as the log rows, through run_log_runs;
+// $4 as $3 above. The horizon counts when log retention has trimmed one of them (or none is stored any
+// more and no event of theirs is left).
 const std::string read_runs_log_sql = R"sql(
-WITH mine AS MATERIALIZED (
+WITH RECURSIVE tree(id) AS (
+  SELECT id FROM keel.runs WHERE id = $5::uuid
+  UNION
+  SELECT r.id FROM keel.runs r JOIN tree t ON r.parent_id = t.id),
+ids AS MATERIALIZED (SELECT coalesce($3::uuid[], '{}') || coalesce(array_agg(id), '{}') AS a FROM tree),
+mine AS MATERIALIZED (
   SELECT l.* FROM keel.run_log l
-  WHERE l.runs && $3::uuid[] AND l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
+  WHERE l.runs && (SELECT a FROM ids) AND l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint
     AND l.pos < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20))
-SELECT CASE WHEN EXISTS (SELECT 1 FROM keel.runs WHERE id = ANY($3::uuid[]) AND log_trimmed)
-              OR (NOT EXISTS (SELECT 1 FROM keel.runs WHERE id = ANY($3::uuid[]))
-                  AND NOT EXISTS (SELECT 1 FROM keel.run_log WHERE runs && $3::uuid[]))
+SELECT CASE WHEN EXISTS (SELECT 1 FROM keel.runs WHERE id = ANY((SELECT a FROM ids)::uuid[]) AND log_trimmed)
+              OR (NOT EXISTS (SELECT 1 FROM keel.runs WHERE id = ANY((SELECT a FROM ids)::uuid[]))
+                  AND NOT EXISTS (SELECT 1 FROM keel.run_log WHERE runs && (SELECT a FROM ids)))
             THEN h.removed ELSE 0 END,
        e.pos, e.run, e.kind, e.at, e.data, e.workflow, e.parent
 FROM keel.run_log_horizon h
 LEFT JOIN LATERAL (
   SELECT )sql" + event_columns + R"sql(
   FROM mine l)sql" + unnest_events + R"sql(
-  WHERE x.run = ANY($3::uuid[]) AND l.pos + x.i - 1 > $1::bigint AND ($4::text IS NULL OR r.workflow = $4::text)
+  WHERE x.run = ANY((SELECT a FROM ids)::uuid[]) AND l.pos + x.i - 1 > $1::bigint
+    AND ($4::text IS NULL OR r.workflow = $4::text)
   ORDER BY l.pos, x.i LIMIT $2::int) e ON true
 ORDER BY e.pos)sql";
 

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -40,6 +41,14 @@ struct server_options {
   std::size_t max_queued_events = 4096;
 };
 
+/// What a server counts (its /metrics report them too).
+struct server_stats {
+  /// Event streams open now.
+  std::int64_t event_streams = 0;
+  /// Progress frames event stream clients were too slow for.
+  std::int64_t dropped_frames = 0;
+};
+
 /// Serves the engine's REST API (see docs/http.md). Thread-safe; stop() (or the destructor) before the
 /// engine goes.
 class server {
@@ -53,6 +62,7 @@ class server {
   result<void> start();
   /// The port it listens on (the one chosen when options.port was 0).
   [[nodiscard]] unsigned short port() const noexcept;
+  [[nodiscard]] server_stats stats() const noexcept;
   /// Stops accepting, closes idle connections, lets requests in progress finish (up to `deadline`), then
   /// closes the rest. Blocks the calling thread; not from the engine's threads.
   void stop_blocking(std::chrono::milliseconds deadline = std::chrono::seconds(10));

@@ -148,8 +148,11 @@ struct log_event {
 
 /// Which events of the run log a read returns (store::read_log).
 struct log_filter {
-  /// Only these runs' events (empty: every run's; at most 100,000 runs).
+  /// Only these runs' events (empty: every run's, unless `tree` is set; at most 100,000 runs).
   std::vector<run_id> runs;
+  /// Also (or only) the events of this run and every run it started (ctx.child), recursively, as the
+  /// runs are when the page is read.
+  std::optional<run_id> tree;
   /// Only events of runs of this workflow (of runs still stored).
   std::optional<std::string> workflow;
 };
