@@ -945,15 +945,16 @@ result<void> engine::send_event_blocking(std::string_view id, std::string_view n
       storage::event_delivery{run_id(id), std::string(name), payload, options.idempotency_key}));
 }
 
-boost::asio::awaitable<result<void>> engine::resume_hook(std::string_view token,
-                                                         const boost::json::value& payload,
-                                                         const resume_options& options) {
+boost::asio::awaitable<result<hook_resumption>> engine::resume_hook(std::string_view token,
+                                                                    const boost::json::value& payload,
+                                                                    const resume_options& options) {
   if (auto c = check_payload(payload, impl_->store_.options().limits, "hook resume refused: payload"); !c)
-    return refused<void>(c.error());
+    return refused<hook_resumption>(c.error());
   return impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by});
 }
-result<void> engine::resume_hook_blocking(std::string_view token, const boost::json::value& payload,
-                                          const resume_options& options) {
+result<hook_resumption> engine::resume_hook_blocking(std::string_view token,
+                                                     const boost::json::value& payload,
+                                                     const resume_options& options) {
   if (auto c = check_payload(payload, impl_->store_.options().limits, "hook resume refused: payload"); !c)
     return c.error();
   return impl_->block_on(

@@ -61,7 +61,7 @@ class engine_impl {
   /// A run in flight here whose epoch moved on elsewhere (cancel, rewind): stop its executions older than
   /// `epoch` at their next boundary (a newer one, claimed since, goes on).
   void fence_local(const run_id& id, std::int64_t epoch);
-  boost::asio::awaitable<result<void>> resume_hook(std::string token, storage::hook_resume resume);
+  boost::asio::awaitable<result<hook_resumption>> resume_hook(std::string token, storage::hook_resume resume);
   /// The hook secret: engine_options::hook_secret, or the database's (read once, then cached).
   boost::asio::awaitable<result<std::string>> hook_secret();
   /// The version a run of `workflow` gets: `wanted` if registered here, else the newest registered here.

@@ -86,7 +86,8 @@ asio::awaitable<result<std::string>> engine_impl::hook_secret() {
   co_return std::move(*s);
 }
 
-asio::awaitable<result<void>> engine_impl::resume_hook(std::string token, storage::hook_resume resume) {
+asio::awaitable<result<hook_resumption>> engine_impl::resume_hook(std::string token,
+                                                                  storage::hook_resume resume) {
   // A token is 43 URL-safe characters; anything else names no hook (and never reaches SQL).
   const bool well_formed = token.size() == 43 && std::all_of(token.begin(), token.end(), [](char c) {
                              return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
@@ -96,11 +97,11 @@ asio::awaitable<result<void>> engine_impl::resume_hook(std::string token, storag
   resume.token_hash = hook_token_hash(token);
   auto r = co_await store_.resume_hook(resume);
   if (!r) co_return r.error();
-  switch (*r) {
+  switch (r->outcome) {
     case storage::hook_resume_outcome::resumed:
     case storage::hook_resume_outcome::repeated:
       wake_claimer();  // the run may be due now
-      co_return result<void>{};
+      co_return hook_resumption{std::move(r->run), r->outcome == storage::hook_resume_outcome::repeated};
     case storage::hook_resume_outcome::not_found:
       co_return errc::hook_not_found;
     case storage::hook_resume_outcome::expired:

@@ -193,7 +193,9 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
         const resume_options options;  // named, as above
         auto r = co_await e.resume_hook(path[2], payload, options);
         if (!r) co_return from_error(r.error());
-        co_return json_response(status::accepted, json::object{{"resumed", true}});
+        // A repeat with the same payload (a webhook sender's retry) changed nothing: 200, not 202.
+        co_return json_response(r->repeated ? status::ok : status::accepted,
+                                json::object{{"run_id", r->run}});
       }
     }
   } catch (const wrong_method& w) {

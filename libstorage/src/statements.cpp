@@ -927,10 +927,10 @@ const statement create_hook{"keel_create_hook", create_hook_sql.c_str()};
 
 // A resume is two statements in one transaction, for the same reason as waits: the run row is locked
 // first, then the hook is read and changed with a snapshot taken after the lock, so a resume racing the
-// run's wait either is seen by it or finds the run waiting and wakes it. Returns the run's status (no row:
-// no such hook).
+// run's wait either is seen by it or finds the run waiting and wakes it. Returns the run's status and id
+// (no row: no such hook).
 const statement resume_hook_lock{"keel_resume_hook_lock", R"sql(
-SELECT r.status FROM keel.hooks h JOIN keel.runs r ON r.id = h.run_id
+SELECT r.status, r.id::text FROM keel.hooks h JOIN keel.runs r ON r.id = h.run_id
 WHERE h.token_hash = decode($1, 'hex')
 FOR UPDATE OF r)sql"};
 

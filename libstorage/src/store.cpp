@@ -539,7 +539,7 @@ boost::asio::awaitable<result<void>> store::create_hook(const hook_record& h) {
   co_return co_await impl_->on_pool<void>(std::move(insert), impl_->request_deadline());
 }
 
-boost::asio::awaitable<result<hook_resume_outcome>> store::resume_hook(const hook_resume& r) {
+boost::asio::awaitable<result<hook_resume_answer>> store::resume_hook(const hook_resume& r) {
   if (r.resumed_by && (r.resumed_by->size() > k_max_key_bytes || !is_valid_utf8(*r.resumed_by)))
     co_return errc::invalid_argument;
   if (auto c = impl_->check(r.payload, "hook payload", "(hook)"); !c) co_return c.error();
@@ -547,12 +547,14 @@ boost::asio::awaitable<result<hook_resume_outcome>> store::resume_hook(const hoo
                                                  r.resumed_by, "true"};
   // One transaction: lock the run row, then resume (see sql::resume_hook_lock). Safe to repeat after a lost
   // connection: a resume with the same payload is an idempotent success.
-  std::function<result<hook_resume_outcome>(pg_connection&)> resume =
-      [params = std::move(params)](pg_connection& c) mutable -> result<hook_resume_outcome> {
+  std::function<result<hook_resume_answer>(pg_connection&)> resume =
+      [params = std::move(params)](pg_connection& c) mutable -> result<hook_resume_answer> {
+    std::string run_of;
     auto run = [&]() -> result<hook_resume_outcome> {
       auto locked = c.exec_blocking(detail::sql::resume_hook_lock, {params[0]});
       if (!locked) return locked.error();
       if (PQntuples(locked->get()) == 0) return hook_resume_outcome::not_found;
+      run_of = std::string(detail::get_text(locked->get(), 0, 1));
       const auto status = run_status_from(detail::get_text(locked->get(), 0, 0));
       params[3] = status && is_terminal(*status) ? "false" : "true";
       auto res = c.exec_blocking(detail::sql::resume_hook, params);
@@ -568,9 +570,14 @@ boost::asio::awaitable<result<hook_resume_outcome>> store::resume_hook(const hoo
       return hook_resume_outcome::closed;  // closed, or its run finished
     };
     const std::function<result<hook_resume_outcome>()> body = run;
-    return detail::in_transaction(c, body);
+    auto outcome = detail::in_transaction(c, body);
+    if (!outcome) return outcome.error();
+    hook_resume_answer answer;
+    answer.outcome = *outcome;
+    if (*outcome != hook_resume_outcome::not_found) answer.run = std::move(run_of);
+    return answer;
   };
-  auto done = co_await impl_->on_pool<hook_resume_outcome>(std::move(resume), impl_->request_deadline());
+  auto done = co_await impl_->on_pool<hook_resume_answer>(std::move(resume), impl_->request_deadline());
   if (done) impl_->committed();  // it may have appended to the run log
   co_return done;
 }

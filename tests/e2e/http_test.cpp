@@ -134,6 +134,11 @@ BOOST_AUTO_TEST_CASE(events_and_hooks_resume_waiting_runs, *utf::timeout(60)) {
   BOOST_REQUIRE(!token.empty());
   auto resumed = c.send(bhttp::verb::post, "/v1/hooks/" + token, R"({"approved":true,"by":"ann"})");
   BOOST_TEST(resumed.status == 202);
+  BOOST_TEST(resumed.body.at("run_id").as_string() == approval);
+  // A webhook sender's retry of the same delivery: 200 with the same run, nothing changed.
+  auto repeat = c.send(bhttp::verb::post, "/v1/hooks/" + token, R"({"by":"ann","approved":true})");
+  BOOST_TEST(repeat.status == 200);
+  BOOST_TEST(repeat.body.at("run_id").as_string() == approval);
   BOOST_REQUIRE(wait_until([&] { return status_of_run(c, approval) == "completed"; }, 10s));
   auto other = c.send(bhttp::verb::post, "/v1/hooks/" + token, R"({"approved":false})");
   BOOST_TEST(other.status >= 409);

@@ -56,6 +56,13 @@ struct run_event {
 
 [[nodiscard]] std::string_view to_string(run_event::kind k) noexcept;
 
+/// What engine::resume_hook did: the run the hook belongs to, and whether this call repeated an earlier
+/// resume with the same payload (which changed nothing).
+struct hook_resumption {
+  run_id run;
+  bool repeated = false;
+};
+
 /// An event of the durable run log, and a page of them (see engine::read_log).
 using log_event = storage::log_event;
 using log_page = storage::log_page;
@@ -281,13 +288,15 @@ class engine {
 
   /// Resumes the hook whose token this is (see context::create_hook) with `payload`, once: the run's
   /// hook.wait() returns it, at once if the run waits now (on any worker), or when it gets there. A repeat
-  /// with the same payload succeeds again (the same answer). Errors: hook_not_found, hook_expired,
-  /// hook_already_resumed (another payload came first), hook_closed (its run finished); from storage:
-  /// payload_too_large, payload_too_deep, invalid_argument, connection_lost.
-  boost::asio::awaitable<result<void>> resume_hook(std::string_view token, const boost::json::value& payload,
-                                                   const resume_options& options = {});
-  result<void> resume_hook_blocking(std::string_view token, const boost::json::value& payload,
-                                    const resume_options& options = {});
+  /// with the same payload succeeds again (the same answer, `repeated`). Returns the run it resumes.
+  /// Errors: hook_not_found, hook_expired, hook_already_resumed (another payload came first), hook_closed
+  /// (its run finished); from storage: payload_too_large, payload_too_deep, invalid_argument,
+  /// connection_lost.
+  boost::asio::awaitable<result<hook_resumption>> resume_hook(std::string_view token,
+                                                              const boost::json::value& payload,
+                                                              const resume_options& options = {});
+  result<hook_resumption> resume_hook_blocking(std::string_view token, const boost::json::value& payload,
+                                               const resume_options& options = {});
 
   /// A live stream of events (see stream_options): every lifecycle event of the durable run log committed,
   /// on any worker, after this returns, each with its log position, and the progress frames runs publish

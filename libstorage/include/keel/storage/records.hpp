@@ -358,6 +358,12 @@ enum class hook_resume_outcome {
   closed,           ///< its run finished, or the hook was closed
 };
 
+/// What a resume did, and to which run (store::resume_hook).
+struct hook_resume_answer {
+  hook_resume_outcome outcome = hook_resume_outcome::not_found;
+  run_id run;  ///< empty when no hook has the token
+};
+
 /// What a retry did.
 enum class retry_outcome { retried, not_failed };
 

@@ -161,7 +161,7 @@ class store {
   /// Resumes a hook: kept in the hook until its run's wait reads it, and the run woken if it waits for it
   /// now. The outcome says what happened, including the refusals. Errors: payload_too_large,
   /// payload_too_deep, invalid_argument (payload or caller identity), connection_lost.
-  boost::asio::awaitable<result<hook_resume_outcome>> resume_hook(const hook_resume& r);
+  boost::asio::awaitable<result<hook_resume_answer>> resume_hook(const hook_resume& r);
 
   /// Queues a failed run to continue from its failed step (its earlier checkpoints stay); recorded in its
   /// history. Returns not_failed (and changes nothing) when the run has not failed. Errors: not_found.
