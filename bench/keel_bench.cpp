@@ -36,6 +36,7 @@
 #include "keel/storage/conninfo.hpp"
 #include "keel/storage/embedded_postgres.hpp"
 #include "latency_workloads.hpp"
+#include "list_runs.hpp"
 #include "pg_util.hpp"
 
 namespace keel::bench {
@@ -140,7 +141,8 @@ parsed_options parse_options(int argc, char** argv) {
        "runs x 100 chunks to a durable output stream, read in another process), "
        "start-latency (enqueue to first step, one run at a time), "
        "hook-latency (resume_hook to next step, one run at a time), sleep-lateness (wake time to resume "
-       "of 0.5-2 s sleeps) or replay (resume of one run with a long history)")
+       "of 0.5-2 s sleeps), replay (resume of one run with a long history) or list-runs (pages of "
+       "engine::list_runs with --runs runs in the table, default 1000000)")
       ("runs", po::value(&runs)->default_value(runs),
        "runs to enqueue, then drain (start-latency, hook-latency, sleep-lateness: runs to measure, default "
        "1000; replay: recorded steps, default 10000)")
@@ -192,12 +194,14 @@ parsed_options parse_options(int argc, char** argv) {
       o.workload != k_stream_overhead && !is_latency_workload(o.workload)) {
     std::cerr << "keel-bench: unknown workload '" << o.workload
               << "' (known: noop3, parked, log-overhead, stream-overhead, start-latency, hook-latency, "
-                 "sleep-lateness, replay, event-latency, stream-write)\n";
+                 "sleep-lateness, replay, event-latency, stream-write, list-runs)\n";
     return {std::nullopt, k_exit_usage};
   }
-  if (is_latency_workload(o.workload) && vm["runs"].defaulted())
-    runs =
-        static_cast<std::int64_t>(o.workload == k_replay ? k_replay_default_steps : k_latency_default_runs);
+  if (is_latency_workload(o.workload) && vm["runs"].defaulted()) {
+    runs = static_cast<std::int64_t>(o.workload == k_replay      ? k_replay_default_steps
+                                     : o.workload == k_list_runs ? k_list_default_runs
+                                                                 : k_latency_default_runs);
+  }
   for (const auto& s : o.pg_settings) {
     if (s.find('=') == std::string::npos || s.front() == '=') {
       std::cerr << "keel-bench: --pg-setting wants NAME=VALUE, not '" << s << "'\n";

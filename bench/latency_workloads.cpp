@@ -2,6 +2,7 @@
 // latency_workloads.hpp and README.md.
 #include "latency_workloads.hpp"
 #include "event_latency.hpp"
+#include "list_runs.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -584,7 +585,8 @@ std::string replay_blocking(const latency_setup& s) {
 
 bool is_latency_workload(std::string_view workload) noexcept {
   return workload == k_start_latency || workload == k_sleep_lateness || workload == k_hook_latency ||
-         workload == k_replay || workload == k_event_latency || workload == k_stream_write;
+         workload == k_replay || workload == k_event_latency || workload == k_stream_write ||
+         workload == k_list_runs;
 }
 
 std::string run_latency_workload_blocking(const latency_setup& s) {
@@ -594,6 +596,7 @@ std::string run_latency_workload_blocking(const latency_setup& s) {
   if (s.workload == k_replay) return replay_blocking(s);
   if (s.workload == k_event_latency) return event_latency_blocking(s);
   if (s.workload == k_stream_write) return stream_write_blocking(s);
+  if (s.workload == k_list_runs) return list_runs_blocking(s);
   throw std::invalid_argument("not a latency workload: " + s.workload);
 }
 

@@ -137,6 +137,8 @@ T engine_impl::block_on(asio::awaitable<T> aw) {
   }
   return asio::co_spawn(ioc_, std::move(aw), asio::use_future).get();
 }
+// For the _blocking calls defined in other files (co_spawn and futures compiled here only).
+template result<run_list> engine_impl::block_on(asio::awaitable<result<run_list>>);
 
 result<void> engine_impl::migrate_blocking() {
   if (migrated_ || !options_.migrate) return {};

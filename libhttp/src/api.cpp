@@ -7,6 +7,7 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
+#include <charconv>
 #include <exception>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 #include "keel/common/log.hpp"
 #include "keel/common/time_text.hpp"
 #include "keel/engine.hpp"
+#include "keel/storage/json_limits.hpp"
 
 namespace keel::http::detail {
 namespace {
@@ -123,6 +125,63 @@ boost::asio::awaitable<response> start_run(engine& e, const request& req, const 
   co_return res;
 }
 
+json::value summary_json(const run_summary& r) {
+  json::object o;
+  o["id"] = r.id;
+  o["workflow"] = r.workflow;
+  o["version"] = r.version;
+  o["status"] = to_string(r.status);
+  o["error"] = r.error;
+  o["idempotency_key"] = r.idempotency_key ? json::value(*r.idempotency_key) : json::value(nullptr);
+  o["priority"] = r.priority;
+  o["created_at"] = rfc3339(r.created_at);
+  o["started_at"] = r.started_at ? json::value(rfc3339(*r.started_at)) : json::value(nullptr);
+  o["finished_at"] = r.finished_at ? json::value(rfc3339(*r.finished_at)) : json::value(nullptr);
+  o["parent_id"] = r.parent ? json::value(*r.parent) : json::value(nullptr);
+  return o;
+}
+
+/// GET /v1/runs?workflow=&status=&limit=&cursor=: newest first; `next_cursor` continues.
+boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
+  run_query q;
+  bool seen[4] = {false, false, false, false};
+  for (const auto& [key, value] : t.query) {
+    const int k = key == "workflow" ? 0 : key == "status" ? 1 : key == "limit" ? 2 : key == "cursor" ? 3 : -1;
+    if (k < 0) throw bad_request{"unknown query parameter '" + key + "' (workflow, status, limit, cursor)"};
+    if (seen[k]) throw bad_request{"query parameter '" + key + "' given twice"};
+    seen[k] = true;
+    if (k == 0) {
+      if (value.empty() || value.size() > 255 || !storage::is_valid_utf8(value))
+        throw bad_request{"workflow must be a workflow name (1 to 255 bytes of UTF-8)"};
+      q.workflow = value;
+    } else if (k == 1) {
+      q.status = storage::run_status_from(value);
+      if (!q.status)
+        throw bad_request{
+            "status must be one of queued, running, sleeping, waiting, completed, failed, "
+            "cancelled"};
+    } else if (k == 2) {
+      std::size_t limit = 0;
+      const auto* end = value.data() + value.size();
+      auto [p, ec] = std::from_chars(value.data(), end, limit);
+      if (ec != std::errc() || p != end || limit < 1 || limit > 1000)
+        throw bad_request{"limit must be an integer from 1 to 1000"};
+      q.limit = limit;
+    } else {
+      if (!is_valid_run_id(value)) throw bad_request{"cursor must be a next_cursor this endpoint returned"};
+      q.after = value;
+    }
+  }
+  auto page = co_await e.list_runs(q);
+  if (!page) co_return from_error(page.error());
+  json::array runs;
+  for (const auto& r : page->runs)
+    runs.push_back(summary_json(r));
+  co_return json_response(
+      status::ok, json::object{{"runs", std::move(runs)},
+                               {"next_cursor", page->next ? json::value(*page->next) : json::value()}});
+}
+
 boost::asio::awaitable<response> route(engine& e, const request& req) {
   const auto t = parse_target(req.target());
   const auto& path = t.path;
@@ -143,6 +202,10 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
         list.back().at("versions").as_array().push_back(w.version);
       }
       co_return json_response(status::ok, json::object{{"workflows", std::move(list)}});
+    }
+    if (n == 2 && path[0] == "v1" && path[1] == "runs") {
+      only(verb::get);
+      co_return co_await list_runs(e, t);
     }
     if (n >= 2 && path[0] == "v1") {
       if (n == 4 && path[1] == "workflows" && path[3] == "runs") {

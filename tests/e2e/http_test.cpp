@@ -151,6 +151,61 @@ BOOST_AUTO_TEST_CASE(events_and_hooks_resume_waiting_runs, *utf::timeout(60)) {
   BOOST_TEST(cancelled.body.at("status").as_string() == "completed");
 }
 
+BOOST_AUTO_TEST_CASE(runs_are_listed_newest_first_a_page_at_a_time_with_filters, *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  std::vector<std::string> started;  // oldest first
+  for (int i = 0; i < 7; ++i)
+    started.push_back(std::string(
+        c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":1})").body.at("id").as_string()));
+  for (int i = 0; i < 3; ++i)
+    started.push_back(
+        std::string(c.send(bhttp::verb::post, "/v1/workflows/waits/runs", "{}").body.at("id").as_string()));
+  for (const auto& id : started)
+    BOOST_REQUIRE(wait_until(
+        [&] {
+          auto s = status_of_run(c, id);
+          return s == "completed" || s == "waiting";
+        },
+        10s));
+  // Pages of 3: every run once, newest first, then no cursor.
+  std::vector<std::string> listed;
+  std::string cursor;
+  for (int page = 0; page < 10; ++page) {
+    auto r = c.send(bhttp::verb::get, "/v1/runs?limit=3" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    BOOST_REQUIRE(r.status == 200);
+    for (const auto& run : r.body.at("runs").as_array()) {
+      listed.push_back(std::string(run.at("id").as_string()));
+      BOOST_TEST(run.at("created_at").as_string().ends_with("Z"));
+      BOOST_TEST(!run.as_object().contains("input"));  // a listing is a summary
+    }
+    if (r.body.at("next_cursor").is_null()) break;
+    cursor = std::string(r.body.at("next_cursor").as_string());
+  }
+  const std::vector<std::string> newest_first(started.rbegin(), started.rend());
+  BOOST_TEST(listed == newest_first, boost::test_tools::per_element());
+  auto waits = c.send(bhttp::verb::get, "/v1/runs?workflow=waits");
+  BOOST_TEST(waits.body.at("runs").as_array().size() == 3u);
+  auto waiting = c.send(bhttp::verb::get, "/v1/runs?status=waiting&limit=2");
+  BOOST_TEST(waiting.body.at("runs").as_array().size() == 2u);
+  BOOST_TEST(waiting.body.at("runs").at(0).at("id").as_string() == started.back());
+  auto rest = c.send(bhttp::verb::get, "/v1/runs?status=waiting&workflow=waits&cursor=" +
+                                           std::string(waiting.body.at("next_cursor").as_string()));
+  BOOST_TEST(rest.body.at("runs").as_array().size() == 1u);
+  BOOST_TEST(rest.body.at("next_cursor").is_null());
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs?status=completed&workflow=waits")
+                 .body.at("runs")
+                 .as_array()
+                 .empty());
+  for (const std::string bad :
+       {"/v1/runs?limit=0", "/v1/runs?limit=1001", "/v1/runs?limit=x", "/v1/runs?status=done",
+        "/v1/runs?cursor=abc", "/v1/runs?sort=asc", "/v1/runs?limit=1&limit=2", "/v1/runs?workflow="}) {
+    auto r = c.send(bhttp::verb::get, bad);
+    BOOST_TEST(r.status == 400, bad);
+    BOOST_TEST(r.code() == "invalid_request", bad);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(every_bad_request_gets_a_typed_error_and_the_connection_stays_usable,
                      *utf::timeout(60)) {
   http::server_options o;

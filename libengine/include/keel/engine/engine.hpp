@@ -27,6 +27,10 @@ namespace keel {
 using storage::run_status;
 /// A run with its status, input, output, error and steps (attempts and timings).
 using run_info = storage::run_record;
+/// Listing runs (engine::list_runs): which, and a page of them.
+using run_query = storage::run_query;
+using run_summary = storage::run_summary;
+using run_list = storage::run_list;
 
 /// Something that happened to a run, as reported to engine_options::on_event.
 struct run_event {
@@ -261,6 +265,12 @@ class engine {
   /// The run's current record. Errors: invalid_run_id, run_not_found, storage.
   boost::asio::awaitable<result<run_info>> get(std::string_view id);
   result<run_info> get_blocking(std::string_view id);
+
+  /// Runs newest first, a page at a time: pass the page's `next` as the next query's `after`. Served by
+  /// indexes, as fast with millions of runs as with a few. Errors: storage::errc::invalid_argument (a
+  /// limit out of 1 to 1,000, a malformed cursor or workflow name); connection_lost.
+  boost::asio::awaitable<result<run_list>> list_runs(const run_query& query);
+  result<run_list> list_runs_blocking(const run_query& query);
 
   /// Waits until the run is completed, failed or cancelled, and returns it. Errors: wait_timeout, as get().
   boost::asio::awaitable<result<run_info>> wait(std::string_view id, std::chrono::milliseconds timeout);

@@ -236,6 +236,38 @@ struct run_record {
   std::vector<step_record> steps;
 };
 
+/// A run as a listing shows it (store::list_runs): no input, output or steps.
+struct run_summary {
+  run_id id;
+  std::string workflow;
+  int version = 1;
+  run_status status = run_status::queued;
+  boost::json::value error;
+  std::optional<std::string> idempotency_key;
+  int priority = 0;
+  clock::time_point created_at;
+  std::optional<clock::time_point> started_at;
+  std::optional<clock::time_point> finished_at;
+  /// The run that started it (ctx.child).
+  std::optional<run_id> parent;
+};
+
+/// Which runs a listing shows, newest first (store::list_runs).
+struct run_query {
+  std::optional<std::string> workflow;
+  std::optional<run_status> status;
+  /// The page after this run (the previous page's `next`); none: from the newest.
+  std::optional<run_id> after;
+  /// Runs per page, 1 to 1,000.
+  std::size_t limit = 50;
+};
+
+/// A page of runs, newest first; `next` is where the next page starts (none: this was the last).
+struct run_list {
+  std::vector<run_summary> runs;
+  std::optional<run_id> next;
+};
+
 /// What a durable wait waits for. `any`: the first of several alternatives (wait_request::arms); `child`: a
 /// child run (child_request).
 enum class wait_kind { sleep, event, hook, any, child };

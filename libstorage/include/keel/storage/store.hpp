@@ -178,6 +178,10 @@ class store {
   /// A run with its steps. Errors: not_found.
   boost::asio::awaitable<result<run_record>> get(const run_id& id);
 
+  /// Runs newest first (by id: UUIDv7, creation time), one page, each filter through its index. Errors:
+  /// invalid_argument (a limit out of range, a malformed cursor or workflow); connection_lost.
+  boost::asio::awaitable<result<run_list>> list_runs(const run_query& query);
+
   /// The run log after position `after` (0: from its start), oldest first, at most `limit` events (1 to
   /// 10,000) that `filter` takes. Events of transactions still in progress, and of those that began after
   /// one still in progress, come in a later read: what a reader gets never gains an earlier neighbour
