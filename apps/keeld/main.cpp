@@ -1,6 +1,6 @@
-// keeld: the Keel server. Wires the engine to PostgreSQL (embedded by default), runs the example workflows,
-// and serves the HTTP API (--serve, or --listen). Without --serve it runs a demonstration batch, printing
-// run transitions, and exits.
+// keeld: the Keel server. Wires the engine to PostgreSQL (embedded by default), runs the example workflows
+// (unless --no-examples), and serves the HTTP API (--serve, or --listen). Without --serve it runs a
+// demonstration batch, printing run transitions, and exits.
 #include <signal.h>
 
 #include <boost/json/serialize.hpp>
@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "api_workflows.hpp"
 #include "example_workflows.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
@@ -43,6 +44,7 @@ int main(int argc, char** argv) {
   std::string database_url, data_dir;
   std::size_t concurrency = 64, demo_runs = 10;
   bool serve = false;
+  bool no_examples = false;
   std::string listen;
   desc.add_options()("help,h", "show this help")(
       "database-url", po::value(&database_url),
@@ -55,7 +57,10 @@ int main(int argc, char** argv) {
       "serve", po::bool_switch(&serve),
       "keep running after the demonstration batch, serving HTTP, until SIGINT/SIGTERM")(
       "listen", po::value(&listen),
-      "serve the HTTP API on ADDRESS:PORT (implies --serve; default with --serve: 127.0.0.1:8080)");
+      "serve the HTTP API on ADDRESS:PORT (implies --serve; default with --serve: 127.0.0.1:8080)")(
+      "no-examples", po::bool_switch(&no_examples),
+      "register no example workflows (approval, countdown, order, noop3 and the demonstration ones); "
+      "no demonstration batch");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -72,6 +77,13 @@ int main(int argc, char** argv) {
     if (const char* env = std::getenv("KEEL_DATABASE_URL")) database_url = env;
   }
   if (!listen.empty()) serve = true;  // serving HTTP means running until a signal
+  if (no_examples) {
+    if (!vm["demo-runs"].defaulted() && demo_runs > 0) {
+      std::cerr << "keeld: --demo-runs needs the example workflows (drop --no-examples)\n";
+      return 2;
+    }
+    demo_runs = 0;
+  }
   if (serve && listen.empty()) listen = "127.0.0.1:8080";
   keel::http::server_options http_options;
   if (!listen.empty()) {
@@ -142,7 +154,10 @@ int main(int argc, char** argv) {
     }
   };
   keel::engine engine(o);
-  keel::examples::register_example_workflows(engine);
+  if (!no_examples) {
+    keel::examples::register_example_workflows(engine);
+    keel::examples::register_api_workflows(engine);
+  }
   if (auto r = engine.start_blocking(); !r) {
     std::cerr << "keeld: cannot start the engine (database migration failed): " << r.error().message()
               << "\n";

@@ -16,6 +16,7 @@
 
 #include "engine_impl.hpp"
 #include "event_hooks.hpp"
+#include "hook_token.hpp"
 #include "keel/common/log.hpp"
 #include "keel/storage/json_limits.hpp"
 #include "output_state.hpp"
@@ -752,6 +753,13 @@ asio::awaitable<result<run_info>> engine_impl::get(run_id id) {
   if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
   auto r = co_await store_.get(id);
   if (!r) co_return engine_error(r.error());
+  if (!r->hooks.empty()) {
+    // Their links, derived as create_hook derived them (tokens are never stored).
+    auto secret = co_await hook_secret();
+    if (!secret) co_return engine_error(secret.error());
+    for (auto& h : r->hooks)
+      h.path = "/v1/hooks/" + hook_token(*secret, r->id, r->generation, h.seq, h.name);
+  }
   co_return std::move(*r);
 }
 

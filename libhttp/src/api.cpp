@@ -73,6 +73,16 @@ json::value run_json(const run_info& r) {
   o["recoveries"] = r.recoveries;
   o["waiting_for"] = r.waiting_for;
   o["history"] = r.history;
+  json::array hooks;
+  for (const auto& h : r.hooks) {
+    hooks.push_back(
+        json::object{{"name", h.name},
+                     {"path", h.path},
+                     {"created_at", rfc3339(h.created_at)},
+                     {"expires_at", h.expires_at ? json::value(rfc3339(*h.expires_at)) : json::value()},
+                     {"metadata", h.metadata}});
+  }
+  o["hooks"] = std::move(hooks);
   json::array steps;
   for (const auto& s : r.steps)
     steps.push_back(step_json(s));

@@ -412,8 +412,16 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
        (SELECT coalesce(jsonb_agg(jsonb_build_object('at', (extract(epoch FROM h.at) * 1e6)::bigint,
                                                      'what', h.what, 'detail', h.detail) ORDER BY h.id),
                         '[]'::jsonb)::text
-        FROM keel.run_history h WHERE h.run_id = r.id)
+        FROM keel.run_history h WHERE h.run_id = r.id),
+       generation
 FROM keel.runs r WHERE id = $1::uuid)sql"};
+
+// A run's hooks that take a resume now, by position.
+const statement open_hooks{"keel_open_hooks", R"sql(
+SELECT seq, name, metadata::text, (extract(epoch FROM created_at) * 1e6)::bigint,
+       (extract(epoch FROM expires_at) * 1e6)::bigint
+FROM keel.hooks WHERE run_id = $1::uuid AND status = 'open' AND (expires_at IS NULL OR expires_at > now())
+ORDER BY seq)sql"};
 
 // A worker announces (or refreshes) what it runs; its row lapses unless refreshed before `expires_at`.
 const statement register_worker{"keel_register_worker", R"sql(

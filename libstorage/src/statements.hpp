@@ -32,6 +32,7 @@ extern const statement cancel_lock_tree;
 extern const statement run_status_of;
 extern const statement read_log;
 extern const statement read_runs_log;
+extern const statement open_hooks;
 extern const statement follow_log;
 extern const statement run_tree;
 extern const statement runs_meta;

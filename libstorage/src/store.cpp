@@ -778,9 +778,21 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
         }
         rec.waiting_for = detail::parse_json(res, 0, 17);
         rec.history = detail::parse_json(res, 0, 18);
+        rec.generation = detail::to_int(detail::get_text(res, 0, 19));
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });
+        auto hooks = c.exec_blocking(detail::sql::open_hooks, {rec.id});
+        if (!hooks) return hooks.error();
+        for (int row = 0; row < PQntuples(hooks->get()); ++row) {
+          open_hook h;
+          h.seq = detail::to_int(detail::get_text(hooks->get(), row, 0));
+          h.name = std::string(detail::get_text(hooks->get(), row, 1));
+          h.metadata = detail::parse_json(hooks->get(), row, 2);
+          h.created_at = detail::from_micros(detail::get_text(hooks->get(), row, 3));
+          h.expires_at = detail::opt_time(hooks->get(), row, 4);
+          rec.hooks.push_back(std::move(h));
+        }
         return rec;
       },
       impl_->request_deadline());

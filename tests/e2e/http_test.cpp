@@ -132,6 +132,12 @@ BOOST_AUTO_TEST_CASE(events_and_hooks_resume_waiting_runs, *utf::timeout(60)) {
     if (step.at("name") == "announce") token = std::string(step.at("output").as_string());
   }
   BOOST_REQUIRE(!token.empty());
+  // The waiting run shows its open hook and the link that resumes it (the token is derived, never stored).
+  const auto& hooks = waiting_run.body.at("hooks").as_array();
+  BOOST_REQUIRE(hooks.size() == 1u);
+  BOOST_TEST(hooks[0].at("name").as_string() == "decision");
+  BOOST_TEST(hooks[0].at("path").as_string() == "/v1/hooks/" + token);
+  BOOST_TEST(hooks[0].at("expires_at").is_null());
   auto resumed = c.send(bhttp::verb::post, "/v1/hooks/" + token, R"({"approved":true,"by":"ann"})");
   BOOST_TEST(resumed.status == 202);
   BOOST_TEST(resumed.body.at("run_id").as_string() == approval);
@@ -140,6 +146,7 @@ BOOST_AUTO_TEST_CASE(events_and_hooks_resume_waiting_runs, *utf::timeout(60)) {
   BOOST_TEST(repeat.status == 200);
   BOOST_TEST(repeat.body.at("run_id").as_string() == approval);
   BOOST_REQUIRE(wait_until([&] { return status_of_run(c, approval) == "completed"; }, 10s));
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs/" + approval).body.at("hooks").as_array().empty());
   auto other = c.send(bhttp::verb::post, "/v1/hooks/" + token, R"({"approved":false})");
   BOOST_TEST(other.status >= 409);
   BOOST_TEST((other.code() == "hook_already_resumed" || other.code() == "hook_closed"));

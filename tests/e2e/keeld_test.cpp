@@ -1,15 +1,21 @@
-// keeld end to end: the README's main job on its embedded PostgreSQL, as a real process.
+// keeld end to end, as a real process on its embedded PostgreSQL: the README's main job, and the HTTP API
+// with its example workflows, across a SIGKILL and a restart.
 #define BOOST_TEST_MODULE keeld
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
+#include "http_client.hpp"
 #include "pg_harness.hpp"
 
 namespace {
@@ -45,9 +51,136 @@ std::size_t count_lines(const std::string& text, std::initializer_list<std::stri
   return n;
 }
 
+/// A port free now (bound, read, released).
+unsigned short free_port() {
+  boost::asio::io_context io;
+  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();
+}
+
+/// keeld serving HTTP in the background, its output in `log`.
+class keeld_process {
+ public:
+  keeld_process(const std::string& dir, unsigned short port) {
+    const std::string log = dir + "/keeld.log";
+    pid_ = ::fork();
+    BOOST_REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      const std::string listen = "127.0.0.1:" + std::to_string(port);
+      const std::string data = dir + "/keel-data";
+      std::FILE* out = std::freopen(log.c_str(), "a", stdout);
+      (void)out;
+      ::dup2(::fileno(stdout), 2);
+      ::execl(KEEL_KEELD_PATH, "keeld", "--listen", listen.c_str(), "--data-dir", data.c_str(), "--demo-runs",
+              "0", static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    // Ready once it answers.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      try {
+        keel::test::client c(port);
+        if (c.send(boost::beast::http::verb::get, "/healthz").status == 200) break;
+      } catch (const std::exception&) {
+      }
+      BOOST_REQUIRE(std::chrono::steady_clock::now() < until);
+      int st = 0;
+      BOOST_REQUIRE_MESSAGE(::waitpid(pid_, &st, WNOHANG) == 0, "keeld exited early; see " << log);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  }
+  ~keeld_process() {
+    if (pid_ > 0) stop(SIGKILL);
+  }
+  /// Sends `sig` and waits for the process; its exit status (-1 when a signal ended it).
+  int stop(int sig) {
+    ::kill(pid_, sig);
+    int st = 0;
+    ::waitpid(pid_, &st, 0);
+    pid_ = -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+std::string json_text(const boost::json::value& v) {
+  return boost::json::serialize(v);
+}
+
+std::vector<std::int64_t> ids_of(const std::vector<keel::test::sse_event>& events) {
+  std::vector<std::int64_t> out;
+  for (const auto& ev : events)
+    if (ev.id) out.push_back(std::stoll(*ev.id));
+  return out;
+}
+
+bool is_kind(const keel::test::sse_event& ev, std::string_view kind) {
+  return ev.event.empty() && ev.json().at("kind").as_string() == kind;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(unit)
+
+BOOST_AUTO_TEST_CASE(an_event_stream_resumes_without_gap_after_keeld_is_killed_and_restarted,
+                     *boost::unit_test::timeout(240)) {
+  using keel::test::sse_event;
+  using keel::test::sse_reader;
+  namespace bhttp = boost::beast::http;
+  keel::test::temp_dir dir;
+  const auto port = free_port();
+  std::string id;
+  std::vector<sse_event> before;
+  {
+    keeld_process keeld(dir.path(), port);
+    keel::test::client c(port);
+    auto started =
+        c.send(bhttp::verb::post, "/v1/workflows/countdown/runs", R"({"input":{"n":8,"delay_ms":300}})");
+    BOOST_REQUIRE(started.status == 201);
+    id = std::string(started.body.at("id").as_string());
+    sse_reader live(port, "/v1/runs/" + id + "/events");
+    int ticks = 0;
+    before =
+        live.read_until([&](const sse_event& ev) { return is_kind(ev, "step_completed") && ++ticks == 3; });
+    BOOST_REQUIRE(ticks == 3);
+    BOOST_TEST(keeld.stop(SIGKILL) == -1);  // no goodbye: its connections just drop
+  }
+  std::string last;
+  for (const auto& ev : before)
+    if (ev.id) last = *ev.id;
+  int frames = 0;
+  for (const auto& ev : before)
+    if (ev.event == "frame") ++frames;
+  BOOST_TEST(frames >= 1);  // countdown publishes {"left": k} after each tick
+
+  keeld_process keeld(dir.path(), port);
+  sse_reader resumed(port, "/v1/runs/" + id + "/events?frames=false", {{"Last-Event-ID", last}});
+  auto after = resumed.read_until([](const sse_event& ev) { return is_kind(ev, "run_completed"); });
+  BOOST_REQUIRE(!after.empty());
+  BOOST_TEST(after.back().json().at("data").at("output").at("done") == 8);
+  // Before the kill and after the restart together: the run's whole log, no gap, no duplicate.
+  sse_reader whole(port, "/v1/runs/" + id + "/events?frames=false");
+  auto all = whole.read_until([](const sse_event& ev) { return is_kind(ev, "run_completed"); });
+  auto seen = ids_of(before);
+  const auto rest = ids_of(after);
+  seen.insert(seen.end(), rest.begin(), rest.end());
+  BOOST_TEST(seen == ids_of(all), boost::test_tools::per_element());
+
+  // The order saga over HTTP: a declined card fails the charge at once, and the compensation releases.
+  keel::test::client c(port);
+  auto order = c.send(bhttp::verb::post, "/v1/workflows/order/runs", R"({"input":{"card":"declined"}})");
+  BOOST_REQUIRE(order.status == 201);
+  const std::string order_id(order.body.at("id").as_string());
+  sse_reader o(port, "/v1/runs/" + order_id + "/events?frames=false");
+  auto ended = o.read_until([](const sse_event& ev) { return is_kind(ev, "run_failed"); });
+  BOOST_REQUIRE(!ended.empty());
+  const auto run = c.send(bhttp::verb::get, "/v1/runs/" + order_id);
+  BOOST_TEST(run.body.at("status") == "failed");
+  BOOST_TEST(json_text(run.body.at("error")).find("release") != std::string::npos);
+  BOOST_TEST(keeld.stop(SIGTERM) == 0);
+}
 
 BOOST_AUTO_TEST_CASE(keeld_runs_its_demonstration_batch_on_an_embedded_postgres_and_exits) {
   keel::test::temp_dir dir;

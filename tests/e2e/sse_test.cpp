@@ -32,7 +32,8 @@ struct served {
       const auto n = in.at("n").to_number<int>();
       for (int k = 0; k < n; ++k) {
         auto step = [k] { return json::value(k); };
-        co_await ctx.step("s" + std::to_string(k), step);
+        const std::string name = "s" + std::to_string(k);  // named: no class temporary inside co_await
+        co_await ctx.step(name, step);
         ctx.emit(json::object{{"left", n - k - 1}});
       }
       auto go = co_await ctx.wait_for_event("go");

@@ -209,6 +209,17 @@ struct log_follow_page {
 };
 
 /// A snapshot of a run for get().
+/// A hook of a run that takes a resume now (run_record::hooks).
+struct open_hook {
+  std::string name;
+  int seq = 0;  ///< the create_hook step's position
+  boost::json::value metadata;
+  clock::time_point created_at;
+  std::optional<clock::time_point> expires_at;
+  /// Where to resume it ("/v1/hooks/<token>"): filled in by the engine, which can derive the token.
+  std::string path;
+};
+
 struct run_record {
   run_id id;
   std::string workflow;
@@ -234,6 +245,10 @@ struct run_record {
   /// What was done to the run (retries, rewinds): [{"at": µs, "what": "rewound", "detail": {...}}, ...].
   boost::json::value history;
   std::vector<step_record> steps;
+  /// Its fresh starts so far (ctx.continue_as_new).
+  int generation = 0;
+  /// Its hooks that take a resume now (open, not expired), by position.
+  std::vector<open_hook> hooks;
 };
 
 /// A run as a listing shows it (store::list_runs): no input, output or steps.
