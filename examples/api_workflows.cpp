@@ -15,15 +15,19 @@ namespace json = boost::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-/// A positive whole number from the input's `key`, or `otherwise` when it is absent; anything else fails
-/// the run (as invalid input: it would fail again on every retry).
-std::int64_t whole(const json::object& in, std::string_view key, std::int64_t otherwise) {
+/// A whole number from 0 to `max` from the input's `key`, or `otherwise` when it is absent; anything else
+/// fails the run (as invalid input: it would fail again on every retry). The bound keeps time arithmetic
+/// from overflowing.
+std::int64_t whole(const json::object& in, std::string_view key, std::int64_t otherwise, std::int64_t max) {
   const auto* v = in.if_contains(key);
   if (v == nullptr) return otherwise;
-  if (!v->is_int64() || v->get_int64() < 0)
-    throw invalid_input_error("'" + std::string(key) + "' must be a non-negative integer");
+  if (!v->is_int64() || v->get_int64() < 0 || v->get_int64() > max)
+    throw invalid_input_error("'" + std::string(key) + "' must be an integer from 0 to " +
+                              std::to_string(max));
   return v->get_int64();
 }
+
+constexpr std::int64_t k_ten_years_s = 10LL * 366 * 86'400;
 
 const json::object& object_input(const json::value& in) {
   if (!in.is_object()) throw invalid_input_error("the input must be a JSON object");
@@ -42,10 +46,11 @@ asio::awaitable<json::value> approval(context& ctx, json::value input) {
   const auto& in = object_input(input);
   const auto* amount = in.if_contains("amount");
   if (amount == nullptr || !amount->is_number()) throw invalid_input_error("'amount' must be a number");
-  const auto ttl = seconds(whole(in, "ttl_s", 86'400));
-  const auto escalate_after = in.contains("escalate_after_s")
-                                  ? std::optional<seconds>(seconds(whole(in, "escalate_after_s", 0)))
-                                  : std::nullopt;
+  const auto ttl = seconds(whole(in, "ttl_s", 86'400, k_ten_years_s));
+  const auto escalate_after =
+      in.contains("escalate_after_s")
+          ? std::optional<seconds>(seconds(whole(in, "escalate_after_s", 0, k_ten_years_s)))
+          : std::nullopt;
   const json::value amount_value = *amount;
   auto request = [amount_value] { return json::value{{"amount", amount_value}, {"requested", true}}; };
   co_await ctx.step("request", request);
@@ -83,8 +88,8 @@ asio::awaitable<json::value> approval(context& ctx, json::value input) {
 /// delay_ms between them. Output {"done": n}.
 asio::awaitable<json::value> countdown(context& ctx, json::value input) {
   const auto& in = object_input(input);
-  const auto n = whole(in, "n", 3);
-  const auto delay = milliseconds(whole(in, "delay_ms", 1000));
+  const auto n = whole(in, "n", 3, 10'000);
+  const auto delay = milliseconds(whole(in, "delay_ms", 1000, k_ten_years_s * 1000));
   for (std::int64_t k = 0; k < n; ++k) {
     auto tick = [k] { return json::value(k); };
     const std::string name = "tick_" + std::to_string(k);  // named: no class temporary inside co_await
@@ -100,7 +105,8 @@ asio::awaitable<json::value> countdown(context& ctx, json::value input) {
 asio::awaitable<json::value> order(context& ctx, json::value input) {
   const auto& in = object_input(input);
   const auto* card = in.if_contains("card");
-  const std::string card_text = card != nullptr && card->is_string() ? std::string(card->get_string()) : "";
+  if (card != nullptr && !card->is_string()) throw invalid_input_error("'card' must be a string");
+  const std::string card_text = card != nullptr ? std::string(card->get_string()) : "";
   const std::string id(ctx.id());
   auto reserve = [id] { return json::value("rsv-" + id.substr(0, 8)); };
   const auto reservation = co_await ctx.step("reserve", reserve);

@@ -26,22 +26,32 @@ const statement list_runs{"keel_list_runs",
 const statement list_runs_of_workflow{"keel_list_runs_of_workflow",
                                       KEEL_RUN_SUMMARY "WHERE workflow = $3 AND " KEEL_BEFORE_CURSOR
                                                        "ORDER BY r.workflow, r.id DESC LIMIT $2::int"};
-// Any status but completed: `status <> 'completed'` spelled out lets a generic plan use the partial indexes.
+// The states runs rest in off the happy path (018_run_listing.sql's partial indexes): spelled out, so that
+// a generic plan can use those indexes.
+#define KEEL_RESTING "status IN ('failed', 'cancelled', 'waiting', 'sleeping') "
 const statement list_runs_by_status{"keel_list_runs_by_status", KEEL_RUN_SUMMARY
-                                    "WHERE status = $3 AND status <> 'completed' AND " KEEL_BEFORE_CURSOR
+                                    "WHERE status = $3 AND " KEEL_RESTING "AND " KEEL_BEFORE_CURSOR
                                     "ORDER BY r.id DESC LIMIT $2::int"};
-const statement list_runs_of_workflow_by_status{
-    "keel_list_runs_of_workflow_by_status",
-    KEEL_RUN_SUMMARY "WHERE workflow = $3 AND status = $4 AND status <> 'completed' AND " KEEL_BEFORE_CURSOR
-                     "ORDER BY r.id DESC LIMIT $2::int"};
-// Completed runs are most of the table: the primary key (or runs_by_workflow) finds a page of them at once.
+const statement list_runs_of_workflow_by_status{"keel_list_runs_of_workflow_by_status", KEEL_RUN_SUMMARY
+                                                "WHERE workflow = $3 AND status = $4 AND " KEEL_RESTING
+                                                "AND " KEEL_BEFORE_CURSOR "ORDER BY r.id DESC LIMIT $2::int"};
+#undef KEEL_RESTING
+// Queued or running: the primary key from the newest, or runs_claimable (spelled out for generic plans),
+// whichever the planner finds cheaper: a page that does not fill must not walk the whole table.
+const statement list_busy_runs{"keel_list_busy_runs", KEEL_RUN_SUMMARY
+                               "WHERE status = $3 AND status IN ('queued', 'running') AND " KEEL_BEFORE_CURSOR
+                               "ORDER BY r.id DESC LIMIT $2::int"};
+const statement list_busy_runs_of_workflow{
+    "keel_list_busy_runs_of_workflow", KEEL_RUN_SUMMARY
+    "WHERE workflow = $3 AND status = $4 AND status IN ('queued', 'running') AND " KEEL_BEFORE_CURSOR
+    "ORDER BY r.id DESC LIMIT $2::int"};
+// Completed: the bulk of the table; the primary key (or runs_by_workflow) finds a page of them at once.
 const statement list_completed_runs{"keel_list_completed_runs",
-                                    KEEL_RUN_SUMMARY "WHERE status = 'completed' AND " KEEL_BEFORE_CURSOR
+                                    KEEL_RUN_SUMMARY "WHERE status = $3 AND " KEEL_BEFORE_CURSOR
                                                      "ORDER BY r.id DESC LIMIT $2::int"};
-const statement list_completed_runs_of_workflow{
-    "keel_list_completed_runs_of_workflow",
-    KEEL_RUN_SUMMARY "WHERE workflow = $3 AND status = 'completed' AND " KEEL_BEFORE_CURSOR
-                     "ORDER BY r.workflow, r.id DESC LIMIT $2::int"};
+const statement list_completed_runs_of_workflow{"keel_list_completed_runs_of_workflow", KEEL_RUN_SUMMARY
+                                                "WHERE workflow = $3 AND status = $4 AND " KEEL_BEFORE_CURSOR
+                                                "ORDER BY r.workflow, r.id DESC LIMIT $2::int"};
 
 #undef KEEL_BEFORE_CURSOR
 #undef KEEL_RUN_SUMMARY
@@ -78,17 +88,23 @@ boost::asio::awaitable<result<run_list>> store::list_runs(const run_query& q) {
     co_return errc::invalid_argument;
   // One more than asked: whether another page follows.
   std::vector<std::optional<std::string>> params{q.after, std::to_string(q.limit + 1)};
-  const bool completed = q.status == run_status::completed;
+  // Statuses a run rests in off the happy path have partial indexes; the others are found by scanning.
+  const bool resting = q.status == run_status::failed || q.status == run_status::cancelled ||
+                       q.status == run_status::waiting || q.status == run_status::sleeping;
   if (q.workflow) params.emplace_back(*q.workflow);
-  if (q.status && !completed) params.emplace_back(std::string(to_string(*q.status)));
+  if (q.status) params.emplace_back(std::string(to_string(*q.status)));
+  const bool busy = q.status == run_status::queued || q.status == run_status::running;
   const detail::statement* stmt = &detail::sql::list_runs;
   if (q.workflow && q.status) {
-    stmt = completed ? &detail::sql::list_completed_runs_of_workflow
-                     : &detail::sql::list_runs_of_workflow_by_status;
+    stmt = resting ? &detail::sql::list_runs_of_workflow_by_status
+           : busy  ? &detail::sql::list_busy_runs_of_workflow
+                   : &detail::sql::list_completed_runs_of_workflow;
   } else if (q.workflow) {
     stmt = &detail::sql::list_runs_of_workflow;
   } else if (q.status) {
-    stmt = completed ? &detail::sql::list_completed_runs : &detail::sql::list_runs_by_status;
+    stmt = resting ? &detail::sql::list_runs_by_status
+           : busy  ? &detail::sql::list_busy_runs
+                   : &detail::sql::list_completed_runs;
   }
   const auto limit = q.limit;
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).

@@ -416,12 +416,15 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
        generation
 FROM keel.runs r WHERE id = $1::uuid)sql"};
 
-// A run's hooks that take a resume now, by position.
+// A run's hooks that take a resume now, by position (none once the run finished: its hooks answer
+// hook_closed), with the run's generation as this snapshot sees it (their tokens derive from it).
 const statement open_hooks{"keel_open_hooks", R"sql(
-SELECT seq, name, metadata::text, (extract(epoch FROM created_at) * 1e6)::bigint,
-       (extract(epoch FROM expires_at) * 1e6)::bigint
-FROM keel.hooks WHERE run_id = $1::uuid AND status = 'open' AND (expires_at IS NULL OR expires_at > now())
-ORDER BY seq)sql"};
+SELECT h.seq, h.name, h.metadata::text, (extract(epoch FROM h.created_at) * 1e6)::bigint,
+       (extract(epoch FROM h.expires_at) * 1e6)::bigint, r.generation
+FROM keel.hooks h JOIN keel.runs r ON r.id = h.run_id
+WHERE h.run_id = $1::uuid AND h.status = 'open' AND (h.expires_at IS NULL OR h.expires_at > now())
+  AND r.status NOT IN ('completed', 'failed', 'cancelled')
+ORDER BY h.seq)sql"};
 
 // A worker announces (or refreshes) what it runs; its row lapses unless refreshed before `expires_at`.
 const statement register_worker{"keel_register_worker", R"sql(

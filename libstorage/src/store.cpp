@@ -791,6 +791,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
           h.metadata = detail::parse_json(hooks->get(), row, 2);
           h.created_at = detail::from_micros(detail::get_text(hooks->get(), row, 3));
           h.expires_at = detail::opt_time(hooks->get(), row, 4);
+          rec.generation = detail::to_int(detail::get_text(hooks->get(), row, 5));  // the hooks' own
           rec.hooks.push_back(std::move(h));
         }
         return rec;

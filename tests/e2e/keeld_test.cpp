@@ -83,9 +83,15 @@ class keeld_process {
         if (c.send(boost::beast::http::verb::get, "/healthz").status == 200) break;
       } catch (const std::exception&) {
       }
-      BOOST_REQUIRE(std::chrono::steady_clock::now() < until);
       int st = 0;
-      BOOST_REQUIRE_MESSAGE(::waitpid(pid_, &st, WNOHANG) == 0, "keeld exited early; see " << log);
+      if (::waitpid(pid_, &st, WNOHANG) != 0) {
+        pid_ = -1;
+        BOOST_FAIL("keeld exited early; see " << log);
+      }
+      if (std::chrono::steady_clock::now() > until) {
+        stop(SIGKILL);  // not left running (nor its embedded server's owner) when the test gives up
+        BOOST_FAIL("keeld did not answer /healthz within 60 s; see " << log);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
@@ -150,10 +156,6 @@ BOOST_AUTO_TEST_CASE(an_event_stream_resumes_without_gap_after_keeld_is_killed_a
   std::string last;
   for (const auto& ev : before)
     if (ev.id) last = *ev.id;
-  int frames = 0;
-  for (const auto& ev : before)
-    if (ev.event == "frame") ++frames;
-  BOOST_TEST(frames >= 1);  // countdown publishes {"left": k} after each tick
 
   keeld_process keeld(dir.path(), port);
   sse_reader resumed(port, "/v1/runs/" + id + "/events?frames=false", {{"Last-Event-ID", last}});

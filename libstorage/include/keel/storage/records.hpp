@@ -208,7 +208,6 @@ struct log_follow_page {
   bool held_back = false;
 };
 
-/// A snapshot of a run for get().
 /// A hook of a run that takes a resume now (run_record::hooks).
 struct open_hook {
   std::string name;
@@ -220,6 +219,7 @@ struct open_hook {
   std::string path;
 };
 
+/// A snapshot of a run for get().
 struct run_record {
   run_id id;
   std::string workflow;
