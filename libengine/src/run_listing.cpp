@@ -1,4 +1,5 @@
-// engine::list_runs: runs newest first, a page at a time (storage's run_list.cpp does the work).
+// engine::list_runs (runs newest first, a page at a time: storage's run_list.cpp does the work) and
+// engine::readiness: the read-only questions an operator's tools ask.
 #include "engine_impl.hpp"
 #include "keel/engine/engine.hpp"
 
@@ -13,7 +14,18 @@ boost::asio::awaitable<result<run_list>> list_from(storage::store& store, run_qu
   co_return std::move(*page);
 }
 
+boost::asio::awaitable<result<storage::readiness>> readiness_of(storage::store& store,
+                                                                std::chrono::milliseconds within) {
+  auto r = co_await store.readiness_check(within);
+  if (!r) co_return detail::engine_error(r.error());
+  co_return *r;
+}
+
 }  // namespace
+
+boost::asio::awaitable<result<storage::readiness>> engine::readiness(std::chrono::milliseconds within) {
+  return readiness_of(impl_->store_, within);
+}
 
 boost::asio::awaitable<result<run_list>> engine::list_runs(const run_query& query) {
   return list_from(impl_->store_, query);

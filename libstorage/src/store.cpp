@@ -1,5 +1,6 @@
 #include "keel/storage/store.hpp"
 
+#include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <unordered_set>
 
@@ -746,6 +747,32 @@ boost::asio::awaitable<result<void>> store::unregister_worker(const std::string&
         return {};
       },
       impl_->request_deadline());
+}
+
+boost::asio::awaitable<result<readiness>> store::readiness_check(std::chrono::milliseconds within) {
+  std::vector<int> expected;
+  for (const auto& m : detail::migrations())
+    expected.push_back(m.version);
+  std::function<result<readiness>(pg_connection&)> check = [expected](pg_connection& c) -> result<readiness> {
+    detail::statement applied_q{
+        "keel_readiness",
+        "SELECT version FROM keel.schema_migrations WHERE to_regclass('keel.schema_migrations') "
+        "IS NOT NULL"};
+    readiness out;
+    out.expected = static_cast<int>(expected.size());
+    auto applied = c.exec_blocking(applied_q, {});
+    if (!applied) {
+      // No migrations table yet: the database answers, and nothing is applied.
+      if (applied.error() == errc::connection_lost) return applied.error();
+      return out;
+    }
+    for (int row = 0; row < PQntuples(applied->get()); ++row) {
+      const int v = detail::to_int(detail::get_text(applied->get(), row, 0));
+      if (std::find(expected.begin(), expected.end(), v) != expected.end()) ++out.applied;
+    }
+    return out;
+  };
+  co_return co_await impl_->on_pool<readiness>(std::move(check), std::chrono::steady_clock::now() + within);
 }
 
 boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {

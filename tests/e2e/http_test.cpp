@@ -22,6 +22,7 @@
 #include "engine_fixture.hpp"
 #include "http_client.hpp"
 #include "keel/http/server.hpp"
+#include "tcp_proxy.hpp"
 
 using namespace keel;
 using namespace keel::test;
@@ -223,6 +224,35 @@ BOOST_AUTO_TEST_CASE(runs_are_listed_newest_first_a_page_at_a_time_with_filters,
     BOOST_TEST(r.status == 400, bad);
     BOOST_TEST(r.code() == "invalid_request", bad);
   }
+}
+
+BOOST_AUTO_TEST_CASE(readyz_answers_within_two_seconds_whether_the_database_can_serve, *utf::timeout(60)) {
+  auto db = fresh_database();
+  tcp_proxy proxy(db);  // between the engine and PostgreSQL: holds the readiness query on demand
+  engine e(options_for(proxy.conninfo()));
+  BOOST_REQUIRE(e.start_blocking());
+  http::server_options o;
+  o.port = 0;
+  http::server s(e, o);
+  BOOST_REQUIRE(s.start());
+  client c(s.port());
+  auto ready = c.send(bhttp::verb::get, "/readyz");
+  BOOST_TEST(ready.status == 200);
+  BOOST_TEST(ready.body.at("status") == "ready");
+  BOOST_TEST(ready.body.at("migrations").as_int64() >= 18);
+  // A database that does not answer: not ready, said within the probe's 2 s, and the server goes on.
+  proxy.hold("keel_readiness");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto hung = c.send(bhttp::verb::get, "/readyz");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  BOOST_TEST(hung.status == 503);
+  BOOST_TEST(hung.code() == "not_ready");
+  BOOST_TEST((took < 5s));
+  BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+  proxy.release();
+  BOOST_TEST(c.send(bhttp::verb::get, "/readyz").status == 200);
+  s.stop_blocking();
+  e.stop_blocking();
 }
 
 BOOST_AUTO_TEST_CASE(every_bad_request_gets_a_typed_error_and_the_connection_stays_usable,

@@ -262,6 +262,10 @@ class engine {
   /// registering (registration is not synchronised with this).
   [[nodiscard]] std::vector<storage::workflow_version> workflows() const;
 
+  /// Whether this engine's database can serve it now: it answers within `within`, and how many of this
+  /// build's migrations it has. Errors: storage (connection_lost, timed_out).
+  boost::asio::awaitable<result<storage::readiness>> readiness(std::chrono::milliseconds within);
+
   /// The run's current record. Errors: invalid_run_id, run_not_found, storage.
   boost::asio::awaitable<result<run_info>> get(std::string_view id);
   result<run_info> get_blocking(std::string_view id);

@@ -208,6 +208,13 @@ struct log_follow_page {
   bool held_back = false;
 };
 
+/// Whether the database can serve the engine (store::readiness): how many of this build's migrations it has.
+struct readiness {
+  int applied = 0;   ///< of this build's migrations
+  int expected = 0;  ///< this build's migrations
+  [[nodiscard]] bool migrated() const noexcept { return applied == expected; }
+};
+
 /// A hook of a run that takes a resume now (run_record::hooks).
 struct open_hook {
   std::string name;

@@ -175,6 +175,10 @@ class store {
   /// Hands a held run back to the queue (due now). Errors: fenced.
   boost::asio::awaitable<result<void>> release(const lease_token& lease);
 
+  /// Whether the database answers, and how many of this build's migrations it has, within `within` (a
+  /// readiness probe must not wait for the usual request timeout). Errors: connection_lost, timed_out.
+  boost::asio::awaitable<result<readiness>> readiness_check(std::chrono::milliseconds within);
+
   /// A run with its steps. Errors: not_found.
   boost::asio::awaitable<result<run_record>> get(const run_id& id);
 
