@@ -39,15 +39,6 @@ std::int64_t now_micros() {
       .count();
 }
 
-double percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const double pos = q * static_cast<double>(v.size() - 1);
-  const auto lo = static_cast<std::size_t>(pos);
-  const auto hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
-}
-
 /// Pulls a stream on a thread of its own: each frame's age (ms since its "t") and each logged
 /// step_completed event's age (ms since it was appended), until `frames` frames or the end of the stream.
 class latency_consumer {

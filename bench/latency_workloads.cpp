@@ -64,15 +64,6 @@ std::int64_t to_micros(system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
-/// The `q` quantile of `v` with linear interpolation (PostgreSQL's percentile_cont). `v` must not be empty.
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const double pos = q * static_cast<double>(v.size() - 1);
-  const auto lo = static_cast<std::size_t>(pos);
-  const auto hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
-}
-
 engine_options options_for(const latency_setup& s) {
   engine_options eo;
   eo.store.conninfo = s.conninfo;

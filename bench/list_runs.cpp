@@ -21,14 +21,6 @@ using steady = std::chrono::steady_clock;
 constexpr int k_pages = 200;
 constexpr std::size_t k_page_size = 50;
 
-double percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  const double pos = q * static_cast<double>(v.size() - 1);
-  const auto lo = static_cast<std::size_t>(pos);
-  const auto hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
-}
-
 /// Ids from a millisecond count (the runs' creation order, as new_run_id's are), the rest from md5.
 const char* k_seed_sql = R"sql(
 INSERT INTO keel.runs (id, workflow, version, status, input, output, error, created_at, started_at, finished_at,

@@ -62,20 +62,27 @@ json::value step_json(const storage::step_record& s) {
   return o;
 }
 
-json::value run_json(const run_info& r) {
+/// What a run and a listing's run summary both show.
+template <class Run>
+json::object run_fields(const Run& r) {
   json::object o;
   o["id"] = r.id;
   o["workflow"] = r.workflow;
   o["version"] = r.version;
   o["status"] = to_string(r.status);
-  o["input"] = r.input;
-  o["output"] = r.output;
   o["error"] = r.error;
   o["idempotency_key"] = r.idempotency_key ? json::value(*r.idempotency_key) : json::value(nullptr);
   o["priority"] = r.priority;
   o["created_at"] = rfc3339(r.created_at);
   o["started_at"] = r.started_at ? json::value(rfc3339(*r.started_at)) : json::value(nullptr);
   o["finished_at"] = r.finished_at ? json::value(rfc3339(*r.finished_at)) : json::value(nullptr);
+  return o;
+}
+
+json::value run_json(const run_info& r) {
+  auto o = run_fields(r);
+  o["input"] = r.input;
+  o["output"] = r.output;
   o["claims"] = r.claims;
   o["recoveries"] = r.recoveries;
   o["waiting_for"] = r.waiting_for;
@@ -169,17 +176,7 @@ boost::asio::awaitable<std::optional<result<storage::readiness>>> readiness_with
 }
 
 json::value summary_json(const run_summary& r) {
-  json::object o;
-  o["id"] = r.id;
-  o["workflow"] = r.workflow;
-  o["version"] = r.version;
-  o["status"] = to_string(r.status);
-  o["error"] = r.error;
-  o["idempotency_key"] = r.idempotency_key ? json::value(*r.idempotency_key) : json::value(nullptr);
-  o["priority"] = r.priority;
-  o["created_at"] = rfc3339(r.created_at);
-  o["started_at"] = r.started_at ? json::value(rfc3339(*r.started_at)) : json::value(nullptr);
-  o["finished_at"] = r.finished_at ? json::value(rfc3339(*r.finished_at)) : json::value(nullptr);
+  auto o = run_fields(r);
   o["parent_id"] = r.parent ? json::value(*r.parent) : json::value(nullptr);
   return o;
 }
