@@ -1,6 +1,6 @@
 // keeld: the Keel server. Wires the engine to PostgreSQL (embedded by default), runs the example workflows
-// (unless --no-examples), and serves the HTTP API (--serve, or --listen). Without --serve it runs a
-// demonstration batch, printing run transitions, and exits.
+// (unless --no-examples), and serves the HTTP API (127.0.0.1:8080 unless --listen says otherwise) until
+// SIGINT/SIGTERM. --once runs a demonstration batch, printing run transitions, and exits without serving.
 #include <signal.h>
 
 #include <boost/json/serialize.hpp>
@@ -12,6 +12,7 @@
 #include <optional>
 #include <set>
 #include <thread>
+#include <vector>
 
 #include "api_workflows.hpp"
 #include "example_workflows.hpp"
@@ -42,25 +43,29 @@ void print_event(const keel::run_event& ev) {
 int main(int argc, char** argv) {
   po::options_description desc("keeld — the Keel durable workflow server\nOptions");
   std::string database_url, data_dir;
-  std::size_t concurrency = 64, demo_runs = 10;
-  bool serve = false;
+  std::size_t concurrency = 64, demo_runs = 0;
+  bool once = false;
   bool no_examples = false;
-  std::string listen;
-  desc.add_options()("help,h", "show this help")(
+  std::string listen = "127.0.0.1:8080";
+  std::vector<std::string> api_keys, cors_origins;
+  desc.add_options()("help,h", "show this help")("listen", po::value(&listen)->default_value(listen),
+                                                 "serve the HTTP API on ADDRESS:PORT ([::1]:8080 for IPv6)")(
       "database-url", po::value(&database_url),
       "PostgreSQL connection string (libpq form or postgresql:// URL); default: $KEEL_DATABASE_URL, else an "
       "embedded server in --data-dir")("data-dir", po::value(&data_dir)->default_value("keel-data"),
                                        "data directory of the embedded PostgreSQL")(
+      "api-key", po::value(&api_keys)->composing(),
+      "require 'Authorization: Bearer KEY' on the API (hooks and probes excepted); repeat it to accept "
+      "several keys while rotating them; default: $KEEL_API_KEY if set, else no key needed")(
+      "cors-origin", po::value(&cors_origins)->composing(),
+      "let web pages from this origin (e.g. https://ops.example.com, or *) call the API; repeatable")(
       "concurrency", po::value(&concurrency)->default_value(64), "runs in flight at once on this worker")(
-      "demo-runs", po::value(&demo_runs)->default_value(10),
-      "demonstration runs to enqueue at start (0: none)")(
-      "serve", po::bool_switch(&serve),
-      "keep running after the demonstration batch, serving HTTP, until SIGINT/SIGTERM")(
-      "listen", po::value(&listen),
-      "serve the HTTP API on ADDRESS:PORT (implies --serve; default with --serve: 127.0.0.1:8080)")(
+      "demo-runs", po::value(&demo_runs)->default_value(0),
+      "demonstration runs (order_fulfillment, user_onboarding) to enqueue at start")(
+      "once", po::bool_switch(&once),
+      "run the demonstration batch, print its transitions and exit, serving no HTTP")(
       "no-examples", po::bool_switch(&no_examples),
-      "register no example workflows (approval, countdown, order, noop3 and the demonstration ones); "
-      "no demonstration batch");
+      "register no example workflows (approval, countdown, order, noop3 and the demonstration ones)");
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -76,17 +81,31 @@ int main(int argc, char** argv) {
   if (database_url.empty()) {
     if (const char* env = std::getenv("KEEL_DATABASE_URL")) database_url = env;
   }
-  if (!listen.empty()) serve = true;  // serving HTTP means running until a signal
-  if (no_examples) {
-    if (!vm["demo-runs"].defaulted() && demo_runs > 0) {
-      std::cerr << "keeld: --demo-runs needs the example workflows (drop --no-examples)\n";
+  if (api_keys.empty()) {
+    if (const char* env = std::getenv("KEEL_API_KEY"); env != nullptr && *env != '\0')
+      api_keys.push_back(env);
+  }
+  for (const auto& key : api_keys) {
+    if (key.size() < 16 || key.find_first_of(" \t\r\n") != std::string::npos) {
+      std::cerr << "keeld: an API key needs at least 16 characters and no whitespace\n";
       return 2;
     }
-    demo_runs = 0;
   }
-  if (serve && listen.empty()) listen = "127.0.0.1:8080";
+  if (no_examples && demo_runs > 0) {
+    std::cerr << "keeld: --demo-runs needs the example workflows (drop --no-examples)\n";
+    return 2;
+  }
+  if (once && (no_examples || !vm["listen"].defaulted())) {
+    std::cerr << "keeld: --once runs the demonstration batch without serving: it takes neither --no-examples "
+                 "nor --listen\n";
+    return 2;
+  }
+  if (once && demo_runs == 0) demo_runs = 10;
+  const bool serve = !once;
   keel::http::server_options http_options;
-  if (!listen.empty()) {
+  http_options.api_keys = api_keys;
+  http_options.cors_origins = cors_origins;
+  if (serve) {
     // ADDRESS:PORT, the address in brackets for IPv6 ([::1]:8080).
     const auto colon = listen.rfind(':');
     std::string address = colon == std::string::npos ? "" : listen.substr(0, colon);
@@ -165,7 +184,7 @@ int main(int argc, char** argv) {
   }
   keel::log::info("keeld", "worker " + engine.worker_id() + " running");
   std::optional<keel::http::server> http;
-  if (!listen.empty()) {
+  if (serve) {
     http.emplace(engine, http_options);
     if (auto r = http->start(); !r) {
       std::cerr << "keeld: cannot listen on " << listen << ": " << r.error().message() << "\n";

@@ -26,6 +26,7 @@
 #include <unordered_set>
 #include <variant>
 
+#include "access.hpp"
 #include "api.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
@@ -68,13 +69,15 @@ struct server_state {
         options(std::move(o)),
         executor(context_executor(en)),
         accept_strand(asio::make_strand(executor)),
-        acceptor(accept_strand) {}
+        acceptor(accept_strand),
+        access{options.api_keys, options.cors_origins} {}
 
   engine& e;
   const server_options options;
   asio::io_context::executor_type executor;
   asio::strand<asio::io_context::executor_type> accept_strand;
   tcp::acceptor acceptor;
+  const access_policy access;
   unsigned short port = 0;
   std::atomic<bool> stopping{false};
 
@@ -158,6 +161,14 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
     beast_http::request_parser<beast_http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(o.max_header_bytes));
     parser.body_limit(o.max_body_bytes);
+    if (buffer.size() == 0) {
+      // Idle until the request's first byte (a kept-alive client may have pipelined it already).
+      c->stream.expires_after(o.idle_timeout);
+      auto [idle_ec, got] =
+          co_await c->stream.async_read_some(buffer.prepare(4096), asio::as_tuple(use_awaitable));
+      if (idle_ec) break;  // idle too long, the client left, or the server stops
+      buffer.commit(got);
+    }
     c->stream.expires_after(o.request_timeout);
     auto [ec, n] =
         co_await beast_http::async_read_header(c->stream, buffer, parser, asio::as_tuple(use_awaitable));
@@ -178,14 +189,19 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
       break;
     }
     auto req = parser.release();
+    const auto origin = detail::allowed_origin(st->access, req);
     std::optional<detail::response> answer;
-    if (auto sse = detail::sse_route(req)) {
+    if (auto pre = detail::preflight(st->access, req)) {
+      answer = std::move(*pre);
+    } else if (!detail::authorised(st->access, req)) {
+      answer = detail::unauthorised();
+    } else if (auto sse = detail::sse_route(req)) {
       if (auto* refused = std::get_if<detail::response>(&*sse)) {
         answer = std::move(*refused);
       } else {
         const detail::sse_link link{
             c->stream,           c->wake, st->stopping, o.request_timeout, o.heartbeat_interval,
-            o.max_queued_events, st->sse};
+            o.max_queued_events, st->sse, origin};
         answer = co_await detail::serve_sse(st->e, std::get<detail::sse_request>(*sse), link);
         if (!answer) break;  // the event stream was served: its end closes the connection
       }
@@ -194,6 +210,7 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
     }
     auto& res = *answer;
     res.version(req.version());
+    detail::allow_origin(res, origin);
     const bool stream_head = res[beast_http::field::content_type] == "text/event-stream";
     res.keep_alive(req.keep_alive() && !st->stopping.load(std::memory_order_acquire) && !stream_head);
     const bool again = res.keep_alive();

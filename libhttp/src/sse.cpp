@@ -21,6 +21,7 @@
 #include <map>
 #include <tuple>
 
+#include "access.hpp"
 #include "errors.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
@@ -71,7 +72,8 @@ void append_message(std::string& out, std::optional<std::string_view> id, std::s
 
 /// The head of an event stream's answer (a HEAD request gets it alone).
 template <class Body>
-void stream_head(beast_http::response<Body>& res) {
+void stream_head(beast_http::response<Body>& res, std::string_view origin) {
+  allow_origin(res, origin);
   res.set(beast_http::field::content_type, "text/event-stream");
   res.set(beast_http::field::cache_control, "no-cache");
   res.set("X-Accel-Buffering", "no");  // proxies that buffer responses (nginx) pass this one through
@@ -80,7 +82,7 @@ void stream_head(beast_http::response<Body>& res) {
 
 response head_answer(const sse_request& r) {
   response res{status::ok, r.version};
-  stream_head(res);
+  stream_head(res, {});  // the server adds the origin to every answer it writes
   return res;
 }
 
@@ -96,7 +98,7 @@ class sse_body {
   /// The response head: a chunked text/event-stream. False when the client is gone.
   asio::awaitable<bool> start() {
     beast_http::response<beast_http::empty_body> res{status::ok, version_};
-    stream_head(res);
+    stream_head(res, link_.origin);
     // HTTP/1.1: chunked; HTTP/1.0: no length, the body ends when the connection closes.
     if (chunked_) res.chunked(true);
     beast_http::response_serializer<beast_http::empty_body> sr{res};

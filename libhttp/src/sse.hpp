@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 
 #include "api.hpp"
@@ -58,6 +59,8 @@ struct sse_link {
   std::chrono::milliseconds heartbeat_interval;
   std::size_t max_queued_events;
   sse_counters& counters;
+  /// Access-Control-Allow-Origin of the stream's answer (empty: none).
+  std::string_view origin;
 };
 
 /// Serves `r`: an error answer when it cannot start (unknown run, bad stream name, no database); nullopt

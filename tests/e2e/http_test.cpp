@@ -309,7 +309,8 @@ BOOST_AUTO_TEST_CASE(every_bad_request_gets_a_typed_error_and_the_connection_sta
 
 BOOST_AUTO_TEST_CASE(garbage_and_silent_clients_are_answered_or_dropped_without_harm, *utf::timeout(60)) {
   http::server_options o;
-  o.request_timeout = 500ms;
+  o.request_timeout = 300ms;
+  o.idle_timeout = 1500ms;
   served srv(o);
   {
     // Not HTTP at all: 400, then closed.
@@ -328,19 +329,106 @@ BOOST_AUTO_TEST_CASE(garbage_and_silent_clients_are_answered_or_dropped_without_
     BOOST_TEST(r.status == 431);
   }
   for (const std::string start : {"GET /healthz HTTP/1.1\r\nHo", ""}) {
-    // Half a request then silence, or nothing at all: closed once the request timeout passes.
+    // Half a request then silence: closed once the request timeout passes. Nothing at all (an idle
+    // connection): closed once the longer idle timeout passes.
     client c(srv.s->port());
     if (!start.empty()) asio::write(c.socket(), asio::buffer(start));
     const auto t0 = std::chrono::steady_clock::now();
     char byte;
     boost::system::error_code ec;
     c.socket().read_some(asio::buffer(&byte, 1), ec);
+    const auto waited = std::chrono::steady_clock::now() - t0;
+    BOOST_TEST_INFO("request started: " << !start.empty());
     BOOST_TEST((ec == asio::error::eof || ec == asio::error::connection_reset));
-    BOOST_TEST((std::chrono::steady_clock::now() - t0 < 5s));
+    if (start.empty()) {
+      BOOST_TEST((waited >= 1400ms && waited < 5s));
+    } else {
+      BOOST_TEST((waited < 1400ms));
+    }
+  }
+  {
+    // A kept-alive connection idles between requests for the idle timeout, not the request timeout.
+    client c(srv.s->port());
+    BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+    std::this_thread::sleep_for(700ms);  // longer than a request may take, shorter than idling may
+    BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
   }
   // And the server still serves.
   client c(srv.s->port());
   BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(api_keys_guard_the_api_but_not_hooks_or_probes_and_cors_answers_allowed_origins,
+                     *utf::timeout(60)) {
+  http::server_options o;
+  o.api_keys = {"old-key", "new-key"};  // two at once: a key rotation in progress
+  o.cors_origins = {"https://app.example"};
+  served srv(o);
+  client c(srv.s->port());
+  const std::vector<std::pair<std::string, std::string>> authorised{{"Authorization", "Bearer new-key"}};
+  for (const auto& target : {"/v1/workflows", "/v1/runs", "/v1/runs/0190b3c2-0000-7000-8000-000000000000",
+                             "/v1/events", "/no/such/path", "/v1/hooks"}) {
+    BOOST_TEST_INFO(target);
+    const auto r = c.send(bhttp::verb::get, target);
+    BOOST_TEST(r.status == 401);
+    BOOST_TEST(r.code() == "unauthorized");
+    BOOST_TEST(r.raw[bhttp::field::www_authenticate] == "Bearer");
+  }
+  for (const auto& wrong :
+       {"Bearer new-ke", "Bearer new-keyy", "Bearer ", "Basic bmV3LWtleQ==", "new-key", "Bearer NEW-KEY"}) {
+    BOOST_TEST_INFO(wrong);
+    BOOST_TEST(c.send(bhttp::verb::get, "/v1/workflows", "", {{"Authorization", wrong}}).status == 401);
+  }
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/workflows", "", {{"Authorization", "Bearer old-key"}}).status ==
+             200);
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/workflows", "", {{"Authorization", "bearer new-key"}}).status ==
+             200);
+  // Probes need no key.
+  BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+  BOOST_TEST(c.send(bhttp::verb::get, "/readyz").status == 200);
+  // Starting a run needs one; resuming its hook does not: the token is the authorisation.
+  BOOST_TEST(c.send(bhttp::verb::post, "/v1/workflows/approval/runs", "{}").status == 401);
+  const auto started = c.send(bhttp::verb::post, "/v1/workflows/approval/runs", "{}", authorised);
+  BOOST_REQUIRE(started.status == 201);
+  const std::string id(started.body.at("id").as_string());
+  std::string path;
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        const auto run = c.send(bhttp::verb::get, "/v1/runs/" + id, "", authorised);
+        if (run.status != 200 || run.body.at("hooks").as_array().empty()) return false;
+        path = std::string(run.body.at("hooks").as_array()[0].at("path").as_string());
+        return true;
+      },
+      10s));
+  BOOST_TEST(c.send(bhttp::verb::post, path, R"({"approved":true})").status == 202);
+  // Event streams need a key too.
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs/" + id + "/events").status == 401);
+
+  // CORS: an allowed origin is echoed (on errors too, so that the page can read them); another is not.
+  const auto allowed = c.send(bhttp::verb::get, "/v1/workflows", "",
+                              {{"Authorization", "Bearer new-key"}, {"Origin", "https://app.example"}});
+  BOOST_TEST(allowed.raw[bhttp::field::access_control_allow_origin] == "https://app.example");
+  BOOST_TEST(allowed.raw[bhttp::field::vary] == "Origin");
+  const auto refused = c.send(bhttp::verb::get, "/v1/workflows", "", {{"Origin", "https://app.example"}});
+  BOOST_TEST(refused.status == 401);
+  BOOST_TEST(refused.raw[bhttp::field::access_control_allow_origin] == "https://app.example");
+  const auto other = c.send(bhttp::verb::get, "/v1/workflows", "",
+                            {{"Authorization", "Bearer new-key"}, {"Origin", "https://evil.example"}});
+  BOOST_TEST(other.status == 200);
+  BOOST_TEST(other.raw.count(bhttp::field::access_control_allow_origin) == 0u);
+  // A preflight needs no key (browsers send none) and names what the API takes.
+  const auto pre = c.send(bhttp::verb::options, "/v1/workflows/approval/runs", "",
+                          {{"Origin", "https://app.example"},
+                           {"Access-Control-Request-Method", "POST"},
+                           {"Access-Control-Request-Headers", "authorization, content-type"}});
+  BOOST_TEST(pre.status == 204);
+  BOOST_TEST(pre.raw[bhttp::field::access_control_allow_origin] == "https://app.example");
+  BOOST_TEST(std::string(pre.raw[bhttp::field::access_control_allow_headers]).find("Authorization") !=
+             std::string::npos);
+  const auto pre_other =
+      c.send(bhttp::verb::options, "/v1/workflows/approval/runs", "",
+             {{"Origin", "https://evil.example"}, {"Access-Control-Request-Method", "POST"}});
+  BOOST_TEST(pre_other.raw.count(bhttp::field::access_control_allow_origin) == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(a_head_request_gets_the_headers_of_a_get_without_its_body, *utf::timeout(60)) {

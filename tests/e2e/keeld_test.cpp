@@ -187,7 +187,7 @@ BOOST_AUTO_TEST_CASE(an_event_stream_resumes_without_gap_after_keeld_is_killed_a
 BOOST_AUTO_TEST_CASE(keeld_runs_its_demonstration_batch_on_an_embedded_postgres_and_exits) {
   keel::test::temp_dir dir;
   const std::string cmd = std::string("cd ") + dir.path() + " && " + KEEL_KEELD_PATH;
-  auto first = run(cmd + " --demo-runs 4");
+  auto first = run(cmd + " --once --demo-runs 4");
   BOOST_TEST_INFO(first.output);
   BOOST_TEST(first.status == 0);
   BOOST_TEST(count_lines(first.output, {" order_fulfillment completed: {"}) == 2u);
@@ -197,7 +197,7 @@ BOOST_AUTO_TEST_CASE(keeld_runs_its_demonstration_batch_on_an_embedded_postgres_
   BOOST_TEST(count_lines(first.output, {"step_retrying charge_payment"}) >= 1u);
 
   // A second start reuses the same data directory: the cluster and its runs are still there.
-  auto second = run(cmd + " --demo-runs 1");
+  auto second = run(cmd + " --once --demo-runs 1");
   BOOST_TEST_INFO(second.output);
   BOOST_TEST(second.status == 0);
   BOOST_TEST(second.output.find("initializing a new cluster") == std::string::npos);

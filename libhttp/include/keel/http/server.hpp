@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "keel/common/result.hpp"
 
@@ -27,9 +28,11 @@ struct server_options {
   std::size_t max_body_bytes = 1024 * 1024;
   /// Request line and headers together; larger is refused with 431.
   std::size_t max_header_bytes = 16 * 1024;
-  /// A request must arrive whole within this (from its first byte, or from the previous response on a
-  /// kept-alive connection): a slow or silent client cannot hold a connection.
+  /// A request must arrive whole within this from its first byte: a slow client cannot hold a connection.
   std::chrono::milliseconds request_timeout{30'000};
+  /// A connection waiting for a request's first byte (a new one, or a kept-alive one between requests) is
+  /// closed after this.
+  std::chrono::milliseconds idle_timeout{60'000};
   /// Connections open at once; one more is answered 503 and closed.
   std::size_t max_connections = 1024;
   /// An event stream with nothing to send writes a comment this often (proxies and clients drop streams
@@ -39,6 +42,13 @@ struct server_options {
   /// live stream, which is dropped (its progress frames are lost, counted) and its lifecycle events read
   /// again from the run log.
   std::size_t max_queued_events = 4096;
+  /// When not empty, every request but a hook's (authorised by its token) and the /healthz and /readyz
+  /// probes must carry `Authorization: Bearer <key>` with one of these keys (several, so that keys rotate
+  /// without downtime); others get 401.
+  std::vector<std::string> api_keys;
+  /// Origins whose web pages may call the API (CORS; "*" for any): their requests' answers carry
+  /// Access-Control-Allow-Origin, and preflights are answered.
+  std::vector<std::string> cors_origins;
 };
 
 /// What a server counts (its /metrics report them too).
