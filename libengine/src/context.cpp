@@ -273,6 +273,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     std::optional<std::string> failure;
     errc code = errc::step_failed;
     bool retriable = true;
+    const auto attempt_began = std::chrono::steady_clock::now();
     try {
       if (options.timeout) {
         // `||` completes on the first *success*: the attempt reports its exception as a value so that a
@@ -300,6 +301,9 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     } catch (...) {
       failure = "step '" + name + "' threw an exception not derived from std::exception";
     }
+    if (auto* m = engine.metrics_of(st.claim.workflow))
+      m->step_seconds.observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - attempt_began).count());
     if (!failure) {
       // Checked before the output is copied or serialized (a value nested too deep must not recurse), and
       // before SQL: an output over the limits fails the step for good, since another attempt would return

@@ -655,6 +655,7 @@ asio::awaitable<void> engine_impl::execute(std::shared_ptr<run_state> st) {
     emit(run_event::kind::abandoned, *st, {}, 0, r.error().message());
     co_return;
   }
+  if (auto* m = metrics_of(st->claim.workflow)) m->finished(fin.status);
   emit(ok                                             ? run_event::kind::completed
        : fin.status == storage::run_status::cancelled ? run_event::kind::cancelled
                                                       : run_event::kind::failed,
@@ -828,7 +829,22 @@ engine::~engine() {
 void engine::register_workflow(workflow_definition def) {
   auto name = def.name;
   const int version = def.version;
+  if (!impl_->metrics_.contains(name))
+    impl_->metrics_.emplace(name, std::make_unique<detail::workflow_metrics>());
   impl_->workflows_[std::move(name)].insert_or_assign(version, std::move(def));
+}
+
+engine_metrics engine::metrics() const {
+  engine_metrics out;
+  for (const auto& [name, m] : impl_->metrics_) {
+    out.workflows.push_back({name, m->step_seconds.snapshot(), m->completed.load(std::memory_order_relaxed),
+                             m->failed.load(std::memory_order_relaxed),
+                             m->cancelled.load(std::memory_order_relaxed)});
+  }
+  std::sort(out.workflows.begin(), out.workflows.end(),
+            [](const auto& a, const auto& b) { return a.workflow < b.workflow; });
+  out.store = impl_->store_.metrics();
+  return out;
 }
 
 result<void> engine::start_blocking() {

@@ -19,6 +19,7 @@
 #include "keel/common/log.hpp"
 #include "keel/engine/engine.hpp"
 #include "run_state.hpp"
+#include "workflow_metrics.hpp"
 
 namespace keel::detail {
 
@@ -82,6 +83,13 @@ class engine_impl {
 
   /// name -> version -> definition; immutable once started.
   std::unordered_map<std::string, std::map<int, workflow_definition>> workflows_;
+  /// name -> what its runs did here; the map is immutable once started, its counters are not.
+  std::unordered_map<std::string, std::unique_ptr<workflow_metrics>> metrics_;
+  /// The counters of a registered workflow (nullptr for another name).
+  [[nodiscard]] workflow_metrics* metrics_of(const std::string& workflow) const {
+    const auto it = metrics_.find(workflow);
+    return it == metrics_.end() ? nullptr : it->second.get();
+  }
   boost::asio::io_context ioc_;
   storage::store store_;
   /// Live events: the log follower, streams, frames and the backpressure gate (event_hub.cpp).

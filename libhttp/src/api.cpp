@@ -3,10 +3,6 @@
 #include "api.hpp"
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
@@ -25,6 +21,7 @@
 #include "keel/common/time_text.hpp"
 #include "keel/engine.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "within.hpp"
 
 namespace keel::http::detail {
 namespace {
@@ -152,29 +149,6 @@ boost::asio::awaitable<response> start_run(engine& e, const request& req, const 
 /// How long /readyz waits for the database: probes give up soon, and a hung connection must not hang them.
 constexpr std::chrono::seconds k_ready_within{2};
 
-struct readiness_probe {
-  std::optional<result<storage::readiness>> answer;
-};
-
-/// The check, detached from the request: it may outlast it when the database hangs.
-boost::asio::awaitable<void> probe_readiness(engine* e, std::shared_ptr<readiness_probe> probe,
-                                             std::shared_ptr<boost::asio::steady_timer> waiting) {
-  probe->answer = co_await e->readiness(k_ready_within);
-  waiting->cancel();
-}
-
-/// The engine's readiness, or nullopt when it did not come within `within`.
-boost::asio::awaitable<std::optional<result<storage::readiness>>> readiness_within(
-    engine& e, std::chrono::seconds within) {
-  // Both on this connection's strand: the probe's end and the timer's never race.
-  const auto ex = co_await boost::asio::this_coro::executor;
-  auto probe = std::make_shared<readiness_probe>();
-  auto waiting = std::make_shared<boost::asio::steady_timer>(ex, within);
-  boost::asio::co_spawn(ex, probe_readiness(&e, probe, waiting), boost::asio::detached);
-  co_await waiting->async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
-  co_return probe->answer;
-}
-
 json::value summary_json(const run_summary& r) {
   auto o = run_fields(r);
   o["parent_id"] = r.parent ? json::value(*r.parent) : json::value(nullptr);
@@ -236,7 +210,8 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
     if (n == 1 && path[0] == "readyz") {
       // The process is up (healthz) and can do its work: the database answers, the schema is this build's.
       only(verb::get);
-      auto answer = co_await readiness_within(e, k_ready_within);
+      auto probe = [e = &e] { return e->readiness(k_ready_within); };
+      auto answer = co_await answer_within<result<storage::readiness>>(k_ready_within, probe);
       if (!answer)
         co_return error_response(status::service_unavailable, "not_ready",
                                  "the database did not answer within 2 s");

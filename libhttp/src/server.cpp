@@ -30,6 +30,7 @@
 #include "api.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
+#include "metrics.hpp"
 #include "sse.hpp"
 
 namespace keel::http {
@@ -86,6 +87,13 @@ struct server_state {
   std::unordered_set<std::shared_ptr<connection>> connections;  // under m
   bool accepting = false;                                       // under m
   sse_counters sse;
+
+  [[nodiscard]] server_stats stats() const noexcept {
+    server_stats out;
+    out.event_streams = sse.clients.load(std::memory_order_relaxed);
+    out.dropped_frames = sse.dropped_frames.load(std::memory_order_relaxed);
+    return out;
+  }
 
   void ended(const std::shared_ptr<connection>& c) {
     std::lock_guard lock(m);
@@ -205,6 +213,8 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
         answer = co_await detail::serve_sse(st->e, std::get<detail::sse_request>(*sse), link);
         if (!answer) break;  // the event stream was served: its end closes the connection
       }
+    } else if (detail::is_metrics(req)) {
+      answer = co_await detail::metrics(st->e, req, st->stats());
     } else {
       answer = co_await detail::handle(st->e, req);
     }
@@ -327,10 +337,7 @@ unsigned short server::port() const noexcept {
 }
 
 server_stats server::stats() const noexcept {
-  server_stats out;
-  out.event_streams = state_->sse.clients.load(std::memory_order_relaxed);
-  out.dropped_frames = state_->sse.dropped_frames.load(std::memory_order_relaxed);
-  return out;
+  return state_->stats();
 }
 
 void server::stop_blocking(std::chrono::milliseconds deadline) {

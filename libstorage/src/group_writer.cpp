@@ -301,6 +301,9 @@ void group_writer::complete(transaction& tx, const std::vector<pg_result>& resul
     g.kind->complete(all.subspan(g.first_result, g.results), g.writes);
   batches.fetch_add(1, std::memory_order_relaxed);
   writes.fetch_add(tx.writes.size(), std::memory_order_relaxed);
+  commit_seconds.observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - tx.sent_at).count());
+  batch_writes.observe(static_cast<double>(tx.writes.size()));
   tx.writes.clear();
 }
 

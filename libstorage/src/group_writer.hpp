@@ -1,7 +1,9 @@
 // Group commit: writes from many runs share one pipelined transaction; each resumes once it is durable.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -13,6 +15,7 @@
 #include <vector>
 
 #include "connection_pool.hpp"
+#include "keel/common/histogram.hpp"
 #include "pg_connection.hpp"
 #include "write_kind.hpp"
 
@@ -46,6 +49,10 @@ class group_writer {
 
   std::atomic<std::uint64_t> batches{0};
   std::atomic<std::uint64_t> writes{0};
+  /// A transaction's time from being sent to its COMMIT's answer, in seconds.
+  histogram commit_seconds{k_seconds_bounds};
+  /// The writes each committed transaction carried.
+  histogram batch_writes{k_batch_bounds};
 
  private:
   /// A batch as one transaction: BEGIN, each kind's statements, COMMIT; and which results go to which writes.
@@ -62,7 +69,9 @@ class group_writer {
     std::vector<pending_write*> sorted;  // into `writes`, grouped by kind
     std::vector<group> groups;
     std::vector<pipeline_query> queries;
+    std::chrono::steady_clock::time_point sent_at = std::chrono::steady_clock::now();
   };
+  static constexpr std::array<double, 12> k_batch_bounds{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048};
 
   void thread_main(std::size_t index);
   /// Up to max_batch queued writes, oldest first.

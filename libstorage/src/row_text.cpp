@@ -117,4 +117,10 @@ int to_int(std::string_view s) {
   return v;
 }
 
+std::int64_t to_int64(std::string_view s) {
+  std::int64_t v = 0;
+  std::from_chars(s.data(), s.data() + s.size(), v);
+  return v;
+}
+
 }  // namespace keel::storage::detail

@@ -46,5 +46,6 @@ std::string_view row_field(std::string_view row, std::string_view key);
 boost::json::value parse_stored_json(std::string_view text);
 
 int to_int(std::string_view s);
+std::int64_t to_int64(std::string_view s);
 
 }  // namespace keel::storage::detail

@@ -1,4 +1,5 @@
-// Listing runs newest first, a page at a time (keyset pagination on the UUIDv7 id; 018_run_listing.sql).
+// Listing runs newest first, a page at a time (keyset pagination on the UUIDv7 id; 018_run_listing.sql),
+// and counting the unfinished ones.
 #include "keel/storage/json_limits.hpp"
 #include "keel/storage/store.hpp"
 #include "pg_connection.hpp"
@@ -52,6 +53,13 @@ const statement list_completed_runs{"keel_list_completed_runs",
 const statement list_completed_runs_of_workflow{"keel_list_completed_runs_of_workflow", KEEL_RUN_SUMMARY
                                                 "WHERE workflow = $3 AND status = $4 AND " KEEL_BEFORE_CURSOR
                                                 "ORDER BY r.workflow, r.id DESC LIMIT $2::int"};
+
+// Through runs_claimable, whose predicate it spells out (005_waits.sql): its cost is the unfinished runs'.
+const statement count_unfinished_runs{
+    "keel_count_unfinished_runs",
+    "SELECT workflow, status, count(*), count(*) FILTER (WHERE due_at <= now()) FROM keel.runs "
+    "WHERE status IN ('queued', 'running', 'sleeping', 'waiting') GROUP BY workflow, status "
+    "ORDER BY workflow, status"};
 
 #undef KEEL_BEFORE_CURSOR
 #undef KEEL_RUN_SUMMARY
@@ -120,6 +128,26 @@ boost::asio::awaitable<result<run_list>> store::list_runs(const run_query& q) {
     return out;
   };
   co_return co_await impl_->on_pool<run_list>(std::move(read), impl_->request_deadline());
+}
+
+boost::asio::awaitable<result<std::vector<run_count>>> store::count_unfinished_runs() {
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  std::function<result<std::vector<run_count>>(detail::pg_connection&)> count =
+      [](detail::pg_connection& c) -> result<std::vector<run_count>> {
+    auto r = c.exec_blocking(detail::sql::count_unfinished_runs, {});
+    if (!r) return r.error();
+    std::vector<run_count> out;
+    for (int row = 0; row < PQntuples(r->get()); ++row) {
+      run_count n;
+      n.workflow = std::string(detail::get_text(r->get(), row, 0));
+      n.status = run_status_from(detail::get_text(r->get(), row, 1)).value_or(run_status::queued);
+      n.runs = detail::to_int64(detail::get_text(r->get(), row, 2));
+      n.due = detail::to_int64(detail::get_text(r->get(), row, 3));
+      out.push_back(std::move(n));
+    }
+    return out;
+  };
+  co_return co_await impl_->on_pool<std::vector<run_count>>(std::move(count), impl_->request_deadline());
 }
 
 }  // namespace keel::storage

@@ -634,12 +634,15 @@ boost::asio::awaitable<result<claim_outcome>> store::claim(const claim_request& 
                                                  new_run_id(),  // the claim's token (a UUIDv7)
                                                  "false"};      // set per attempt by the claim kind
   // In the writer's transactions: a claim shares its commit with the checkpoints and finishes of the batch.
+  const auto submitted = std::chrono::steady_clock::now();
   auto claimed = co_await detail::await_completion<claim_outcome>(
       [this, &params](std::function<void(result<claim_outcome>)> done) {
         impl_->writer_.submit(
             std::make_unique<detail::claim_write>(detail::claim_kind(), std::move(params), std::move(done)));
       });
   if (!claimed) co_return claimed.error();
+  impl_->claim_seconds.observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - submitted).count());
   std::vector<std::string> with_steps;
   for (const auto& run : claimed->runs) {
     if (run.recorded_steps > 0) with_steps.push_back(run.id);
@@ -747,6 +750,11 @@ boost::asio::awaitable<result<void>> store::unregister_worker(const std::string&
         return {};
       },
       impl_->request_deadline());
+}
+
+store_metrics store::metrics() const {
+  return {impl_->claim_seconds.snapshot(), impl_->writer_.commit_seconds.snapshot(),
+          impl_->writer_.batch_writes.snapshot()};
 }
 
 boost::asio::awaitable<result<readiness>> store::readiness_check(std::chrono::milliseconds within) {

@@ -119,6 +119,8 @@ class store_impl {
   connection_config config_;
   connection_pool pool_;
   group_writer writer_;
+  /// A claim from its submission to its commit, in seconds.
+  histogram claim_seconds{k_seconds_bounds};
   std::unique_ptr<run_listener> listener_;
   /// listener_ and the local commit callback, for writer threads (set once, before or while they run).
   std::atomic<run_listener*> live_listener_{nullptr};

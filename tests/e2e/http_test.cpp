@@ -16,7 +16,10 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/json.hpp>
 #include <functional>
+#include <map>
 #include <optional>
+#include <regex>
+#include <sstream>
 #include <thread>
 
 #include "engine_fixture.hpp"
@@ -251,6 +254,104 @@ BOOST_AUTO_TEST_CASE(readyz_answers_within_two_seconds_whether_the_database_can_
   BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
   proxy.release();
   BOOST_TEST(c.send(bhttp::verb::get, "/readyz").status == 200);
+  s.stop_blocking();
+  e.stop_blocking();
+}
+
+namespace {
+
+/// A Prometheus text exposition: each sample's value by its name and labels as written.
+std::map<std::string, double> samples_of(const std::string& text) {
+  std::map<std::string, double> out;
+  std::istringstream in(text);
+  std::string line;
+  // name{labels} value: the labels quoted, with \\, \" and \n escapes.
+  static const std::regex sample(
+      R"re(([a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})?) (\S+))re");
+  while (std::getline(in, line)) {
+    if (line.empty() || line.starts_with("# HELP ") || line.starts_with("# TYPE ")) continue;
+    std::smatch m;
+    BOOST_TEST_INFO(line);
+    BOOST_REQUIRE(std::regex_match(line, m, sample));
+    out[m[1]] = std::stod(m[5]);
+  }
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(metrics_report_runs_steps_latencies_and_event_streams_even_when_the_database_hangs,
+                     *utf::timeout(60)) {
+  auto db = fresh_database();
+  tcp_proxy proxy(db);  // between the engine and PostgreSQL: holds the count query on demand
+  engine e(options_for(proxy.conninfo()));
+  add_workflow(e, "echo", [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    auto step = [in] { return in; };
+    co_return co_await ctx.step("echo", step);
+  });
+  add_workflow(e, "waits", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto go = co_await ctx.wait_for_event("go");
+    co_return go ? *go : json::value("timed out");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  http::server_options o;
+  o.port = 0;
+  http::server s(e, o);
+  BOOST_REQUIRE(s.start());
+  client c(s.port());
+  for (int i = 0; i < 2; ++i) {
+    const auto id = *e.enqueue_blocking("echo", json::value(i));
+    BOOST_REQUIRE(e.wait_blocking(id, 10s));
+  }
+  const auto waiting = *e.enqueue_blocking("waits", json::value(nullptr));
+  BOOST_REQUIRE(wait_until([&] { return e.get_blocking(waiting)->status == run_status::waiting; }, 10s));
+  sse_reader stream(s.port(), "/v1/runs/" + waiting + "/events");
+  BOOST_REQUIRE(wait_until([&] { return s.stats().event_streams == 1; }, 10s));
+
+  const auto r = c.send(bhttp::verb::get, "/metrics");
+  BOOST_TEST(r.status == 200);
+  BOOST_TEST(r.raw[bhttp::field::content_type] == "text/plain; version=0.0.4; charset=utf-8");
+  const auto m = samples_of(r.raw.body());
+  auto at = [&](const std::string& key) {
+    BOOST_TEST_INFO(key);
+    BOOST_REQUIRE(m.contains(key));
+    return m.at(key);
+  };
+  BOOST_TEST(at("keel_database_up") == 1);
+  BOOST_TEST(at(R"(keel_runs{workflow="waits",status="waiting"})") == 1);
+  BOOST_TEST(at(R"(keel_runs{workflow="echo",status="queued"})") == 0);  // zeros are reported, not left out
+  BOOST_TEST(at(R"(keel_queue_depth{workflow="echo"})") == 0);
+  BOOST_TEST(at(R"(keel_runs_finished_total{workflow="echo",status="completed"})") == 2);
+  BOOST_TEST(at(R"(keel_runs_finished_total{workflow="echo",status="failed"})") == 0);
+  BOOST_TEST(at(R"(keel_step_duration_seconds_count{workflow="echo"})") == 2);
+  BOOST_TEST(at(R"(keel_step_duration_seconds_bucket{workflow="echo",le="+Inf"})") == 2);
+  BOOST_TEST(at(R"(keel_step_duration_seconds_bucket{workflow="echo",le="10"})") == 2);
+  BOOST_TEST(at("keel_claim_duration_seconds_count") >= 2);
+  BOOST_TEST(at("keel_commit_duration_seconds_count") >= 1);
+  BOOST_TEST(at("keel_commit_batch_writes_sum") >= at("keel_commit_batch_writes_count"));
+  BOOST_TEST(at("keel_sse_clients") == 1);
+  BOOST_TEST(at("keel_sse_dropped_frames_total") == 0);
+  // Buckets are cumulative: never smaller than the one before.
+  double previous = 0;
+  for (const auto& [key, value] : m) {
+    if (!key.starts_with("keel_commit_batch_writes_bucket")) continue;
+    BOOST_TEST(value >= 0);
+    previous = std::max(previous, value);
+  }
+  BOOST_TEST(previous == at(R"(keel_commit_batch_writes_bucket{le="+Inf"})"));
+  BOOST_TEST(c.send(bhttp::verb::post, "/metrics").status == 405);
+
+  // A database that does not answer: the scrape still answers within its 2 s, without the run counts.
+  proxy.hold("keel_count_unfinished_runs");
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto hung = c.send(bhttp::verb::get, "/metrics");
+  BOOST_TEST((std::chrono::steady_clock::now() - t0 < 5s));
+  BOOST_TEST(hung.status == 200);
+  const auto h = samples_of(hung.raw.body());
+  BOOST_TEST(h.at("keel_database_up") == 0);
+  BOOST_TEST(!h.contains(R"(keel_runs{workflow="waits",status="waiting"})"));
+  BOOST_TEST(h.at(R"(keel_runs_finished_total{workflow="echo",status="completed"})") == 2);
+  proxy.release();
   s.stop_blocking();
   e.stop_blocking();
 }

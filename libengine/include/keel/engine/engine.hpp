@@ -200,6 +200,23 @@ struct enqueued {
   bool created = false;
 };
 
+/// What one workflow's runs did on this worker (engine::metrics).
+struct workflow_metrics_snapshot {
+  std::string workflow;
+  /// Each step attempt's time, in seconds (replayed steps are not run, so not counted).
+  histogram_snapshot step_seconds;
+  /// Runs that finished here, by outcome.
+  std::uint64_t completed = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t cancelled = 0;
+};
+
+/// What this engine measured since it was made, for /metrics.
+struct engine_metrics {
+  std::vector<workflow_metrics_snapshot> workflows;  ///< one per registered workflow name, by name
+  storage::store_metrics store;
+};
+
 namespace detail {
 class engine_impl;
 }
@@ -362,6 +379,8 @@ class engine {
   [[nodiscard]] const std::string& worker_id() const noexcept;
   /// The engine's io_context executor.
   [[nodiscard]] boost::asio::any_io_executor get_executor() const noexcept;
+  /// Step times and finished runs by workflow, claim and commit latencies, commit batch sizes. Thread-safe.
+  [[nodiscard]] engine_metrics metrics() const;
   /// The store (for stats and tools).
   [[nodiscard]] storage::store& store() noexcept;
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "keel/common/histogram.hpp"
 #include "keel/common/result.hpp"
 #include "keel/storage/error.hpp"
 #include "keel/storage/json_limits.hpp"
@@ -49,6 +50,22 @@ inline constexpr std::size_t k_max_key_bytes = 255;
 struct store_stats {
   std::uint64_t batches = 0;  ///< write transactions committed
   std::uint64_t writes = 0;   ///< writes they carried
+};
+
+/// Latencies and sizes, for /metrics.
+struct store_metrics {
+  histogram_snapshot claim_seconds;   ///< a claim, from its submission to its commit
+  histogram_snapshot commit_seconds;  ///< a write transaction, from sending it to its COMMIT's answer
+  histogram_snapshot batch_writes;    ///< the writes each write transaction carried
+};
+
+/// How many runs of a workflow are in a status that is not final (store::count_unfinished_runs).
+struct run_count {
+  std::string workflow;
+  run_status status = run_status::queued;
+  std::int64_t runs = 0;
+  /// Of those, the ones due now: a queued run due is waiting for a worker (the queue's depth).
+  std::int64_t due = 0;
 };
 
 namespace detail {
@@ -186,6 +203,10 @@ class store {
   /// invalid_argument (a limit out of range, a malformed cursor or workflow); connection_lost.
   boost::asio::awaitable<result<run_list>> list_runs(const run_query& query);
 
+  /// Runs queued, running, waiting or sleeping, by workflow and status, counted through the index of
+  /// unfinished runs (their number, not the table's, is what it costs). Errors: connection_lost.
+  boost::asio::awaitable<result<std::vector<run_count>>> count_unfinished_runs();
+
   /// The run log after position `after` (0: from its start), oldest first, at most `limit` events (1 to
   /// 10,000) that `filter` takes. Events of transactions still in progress, and of those that began after
   /// one still in progress, come in a later read: what a reader gets never gains an earlier neighbour
@@ -266,6 +287,7 @@ class store {
 
   /// Write counters since construction.
   [[nodiscard]] store_stats stats() const noexcept;
+  [[nodiscard]] store_metrics metrics() const;
 
   /// Fails pending operations with errc::shut_down and joins the connection threads. Idempotent. Blocking.
   void stop_blocking();
