@@ -118,7 +118,8 @@ std::string padded(std::string s, std::size_t width) {
 
 /// What an event adds to its type and step.
 std::string event_detail(std::string_view kind, const json::value& data) {
-  const auto seq = "#" + std::to_string(number_field(data, "seq"));
+  std::string seq = "#";  // appended: "#" + std::string trips GCC 12's false -Wrestrict at -O3
+  seq += std::to_string(number_field(data, "seq"));
   if (kind == "step_completed")
     return seq + " attempts " + std::to_string(number_field(data, "attempts")) + ", " +
            duration_text(number_field(data, "duration_us")) + ", output " + compact(*field(data, "output"));

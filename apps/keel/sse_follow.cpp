@@ -69,7 +69,11 @@ void follow_blocking(http_client& client, follow_options options,
       auto source = client.open_stream_blocking(options.target, headers, options.idle, refused);
       if (!source) {
         // 5xx (shutting down, the database away) passes; anything else will not change by retrying.
-        if (refused.status < 500) throw_unless_success(refused);
+        if (refused.status < 500) {
+          throw_unless_success(refused);
+          throw api_error(refused.status, "http_" + std::to_string(refused.status),
+                          "the server answered the event stream request without a stream");
+        }
         try {
           throw_unless_success(refused);
         } catch (const api_error& e) {
