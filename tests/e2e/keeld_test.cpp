@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "http_client.hpp"
+#include "keeld_process.hpp"
 #include "pg_harness.hpp"
 
 namespace {
@@ -51,66 +52,6 @@ std::size_t count_lines(const std::string& text, std::initializer_list<std::stri
   return n;
 }
 
-/// A port free now (bound, read, released).
-unsigned short free_port() {
-  boost::asio::io_context io;
-  boost::asio::ip::tcp::acceptor a(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-  return a.local_endpoint().port();
-}
-
-/// keeld serving HTTP in the background, its output in `log`.
-class keeld_process {
- public:
-  keeld_process(const std::string& dir, unsigned short port) {
-    const std::string log = dir + "/keeld.log";
-    pid_ = ::fork();
-    BOOST_REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      const std::string listen = "127.0.0.1:" + std::to_string(port);
-      const std::string data = dir + "/keel-data";
-      std::FILE* out = std::freopen(log.c_str(), "a", stdout);
-      (void)out;
-      ::dup2(::fileno(stdout), 2);
-      ::execl(KEEL_KEELD_PATH, "keeld", "--listen", listen.c_str(), "--data-dir", data.c_str(), "--demo-runs",
-              "0", static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    // Ready once it answers.
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    for (;;) {
-      try {
-        keel::test::client c(port);
-        if (c.send(boost::beast::http::verb::get, "/healthz").status == 200) break;
-      } catch (const std::exception&) {
-      }
-      int st = 0;
-      if (::waitpid(pid_, &st, WNOHANG) != 0) {
-        pid_ = -1;
-        BOOST_FAIL("keeld exited early; see " << log);
-      }
-      if (std::chrono::steady_clock::now() > until) {
-        stop(SIGKILL);  // not left running (nor its embedded server's owner) when the test gives up
-        BOOST_FAIL("keeld did not answer /healthz within 60 s; see " << log);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-  }
-  ~keeld_process() {
-    if (pid_ > 0) stop(SIGKILL);
-  }
-  /// Sends `sig` and waits for the process; its exit status (-1 when a signal ended it).
-  int stop(int sig) {
-    ::kill(pid_, sig);
-    int st = 0;
-    ::waitpid(pid_, &st, 0);
-    pid_ = -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
 std::string json_text(const boost::json::value& v) {
   return boost::json::serialize(v);
 }
@@ -136,11 +77,11 @@ BOOST_AUTO_TEST_CASE(an_event_stream_resumes_without_gap_after_keeld_is_killed_a
   using keel::test::sse_reader;
   namespace bhttp = boost::beast::http;
   keel::test::temp_dir dir;
-  const auto port = free_port();
+  const auto port = keel::test::free_port();
   std::string id;
   std::vector<sse_event> before;
   {
-    keeld_process keeld(dir.path(), port);
+    keel::test::keeld_process keeld(KEEL_KEELD_PATH, dir.path(), port);
     keel::test::client c(port);
     auto started =
         c.send(bhttp::verb::post, "/v1/workflows/countdown/runs", R"({"input":{"n":8,"delay_ms":300}})");
@@ -157,7 +98,7 @@ BOOST_AUTO_TEST_CASE(an_event_stream_resumes_without_gap_after_keeld_is_killed_a
   for (const auto& ev : before)
     if (ev.id) last = *ev.id;
 
-  keeld_process keeld(dir.path(), port);
+  keel::test::keeld_process keeld(KEEL_KEELD_PATH, dir.path(), port);
   sse_reader resumed(port, "/v1/runs/" + id + "/events?frames=false", {{"Last-Event-ID", last}});
   auto after = resumed.read_until([](const sse_event& ev) { return is_kind(ev, "run_completed"); });
   BOOST_REQUIRE(!after.empty());

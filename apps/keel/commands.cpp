@@ -1,0 +1,380 @@
+// Each command: arguments checked locally first (a bad one costs no request), then the request, then the
+// answer printed as people read it, or as the API's JSON with --json.
+#include "commands.hpp"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <charconv>
+#include <iostream>
+
+#include "errors.hpp"
+#include "interrupt.hpp"
+#include "keel/common/time_text.hpp"
+#include "render.hpp"
+#include "sse_follow.hpp"
+
+namespace keel::cli {
+namespace {
+
+namespace json = boost::json;
+
+constexpr std::string_view k_statuses[] = {"queued",    "running", "sleeping", "waiting",
+                                           "completed", "failed",  "cancelled"};
+
+/// A JSON argument, parsed here so that a typo is a usage error rather than a round trip.
+json::value json_argument(std::string_view text, std::string_view what, std::string_view command) {
+  boost::system::error_code ec;
+  auto v = json::parse(text, ec);
+  if (ec)
+    throw usage_error(
+        "invalid JSON for " + std::string(what) + ": " + ec.message() + " in '" + std::string(text) + "'",
+        std::string(command));
+  return v;
+}
+
+std::int64_t integer_option(const invocation& inv, std::string_view name, std::int64_t min, std::int64_t max,
+                            std::string_view command) {
+  const auto& text = *inv.value(name);
+  std::int64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p != text.data() + text.size() || v < min || v > max)
+    throw usage_error(std::string(name) + " must be an integer from " + std::to_string(min) + " to " +
+                          std::to_string(max) + ", not '" + text + "'",
+                      std::string(command));
+  return v;
+}
+
+/// Appends key=value to a target's query. (Appends, not "?" + std::string: GCC 12 at -O3 warns inside
+/// that operator+ with -Wrestrict, falsely.)
+void add_query(std::string& target, std::string_view key, std::string_view value) {
+  target += target.find('?') == std::string::npos ? '?' : '&';
+  target += key;
+  target += '=';
+  target += query_value(value);
+}
+
+json::value parse_answer(const http_reply& r) {
+  throw_unless_success(r);
+  boost::system::error_code ec;
+  auto v = json::parse(r.body, ec);
+  if (ec) throw unreachable("the server's answer is not JSON: " + r.body.substr(0, 200));
+  return v;
+}
+
+/// The answer, printed as --json asks (the server's own compact JSON, one document per line).
+void print_json(const json::value& v) {
+  std::cout << json::serialize(v) << '\n';
+}
+
+std::string run_path(std::string_view id) {
+  return "/v1/runs/" + path_segment(id);
+}
+
+std::string string_field(const json::value& v, std::string_view key) {
+  const auto* f = v.is_object() ? v.get_object().if_contains(key) : nullptr;
+  return f != nullptr && f->is_string() ? std::string(f->get_string()) : std::string();
+}
+
+// ---- commands ----
+
+int start(http_client& client, const global_options& g, const invocation& inv) {
+  json::object body;
+  body["input"] =
+      inv.value("--input") ? json_argument(*inv.value("--input"), "--input", "start") : json::value();
+  if (const auto* key = inv.value("--key")) body["idempotency_key"] = *key;
+  if (inv.value("--priority"))
+    body["priority"] = integer_option(inv, "--priority", INT32_MIN, INT32_MAX, "start");
+  if (const auto* at = inv.value("--run-at")) {
+    if (!parse_rfc3339(*at))
+      throw usage_error("--run-at must be an RFC 3339 time, e.g. 2026-11-26T09:00:00Z", "start");
+    body["run_at"] = *at;
+  }
+  const auto reply = client.request_blocking("POST", "/v1/workflows/" + path_segment(inv.args[0]) + "/runs",
+                                             json::serialize(body));
+  const auto run = parse_answer(reply);
+  if (g.json) {
+    print_json(run);
+  } else {
+    std::cout << string_field(run, "id") << '\n';
+    if (reply.status == 200)
+      std::cerr << "keel: the key '" << string_field(run, "idempotency_key")
+                << "' had started this run already (status " << string_field(run, "status") << ")\n";
+  }
+  return 0;
+}
+
+int get(http_client& client, const global_options& g, const invocation& inv) {
+  const auto run = parse_answer(client.request_blocking("GET", run_path(inv.args[0])));
+  if (g.json)
+    print_json(run);
+  else
+    std::cout << render_run(run);
+  return 0;
+}
+
+int list(http_client& client, const global_options& g, const invocation& inv) {
+  std::string query;
+  auto add = [&](std::string_view key, const std::string& value) { add_query(query, key, value); };
+  if (const auto* s = inv.value("--status")) {
+    if (std::find(std::begin(k_statuses), std::end(k_statuses), *s) == std::end(k_statuses))
+      throw usage_error(
+          "--status must be one of queued, running, sleeping, waiting, completed, failed, "
+          "cancelled; not '" +
+              *s + "'",
+          "list");
+    add("status", *s);
+  }
+  if (const auto* w = inv.value("--workflow")) add("workflow", *w);
+  if (inv.value("--limit")) add("limit", std::to_string(integer_option(inv, "--limit", 1, 1000, "list")));
+  const bool all = inv.flag("--all");
+  std::optional<std::string> cursor;
+  if (const auto* c = inv.value("--cursor")) cursor = *c;
+  json::array runs;
+  json::value next;
+  for (;;) {
+    auto target = "/v1/runs" + query;
+    if (cursor) add_query(target, "cursor", *cursor);
+    auto page = parse_answer(client.request_blocking("GET", target));
+    for (auto& r : page.at("runs").as_array())
+      runs.push_back(std::move(r));
+    next = page.at("next_cursor");
+    if (!all || !next.is_string()) break;
+    cursor = std::string(next.get_string());
+  }
+  if (g.json) {
+    print_json(json::object{{"runs", std::move(runs)}, {"next_cursor", next}});
+    return 0;
+  }
+  std::cout << render_run_table(runs);
+  if (next.is_string())
+    std::cerr << "keel: more runs follow: add --cursor " << next.get_string()
+              << " for the next page, or --all for every page\n";
+  return 0;
+}
+
+int cancel(http_client& client, const global_options& g, const invocation& inv) {
+  const auto answer = parse_answer(client.request_blocking("POST", run_path(inv.args[0]) + "/cancel"));
+  if (g.json)
+    print_json(answer);
+  else
+    std::cout << string_field(answer, "run_id") << ": " << string_field(answer, "status") << '\n';
+  return 0;
+}
+
+int retry(http_client& client, const global_options& g, const invocation& inv) {
+  const auto answer = parse_answer(client.request_blocking("POST", run_path(inv.args[0]) + "/retry"));
+  if (g.json)
+    print_json(answer);
+  else
+    std::cout << string_field(answer, "run_id") << ": retrying\n";
+  return 0;
+}
+
+int send(http_client& client, const global_options& g, const invocation& inv) {
+  const auto payload =
+      inv.args.size() > 2 ? json_argument(inv.args[2], "the payload", "send") : json::value();
+  const auto answer = parse_answer(client.request_blocking(
+      "POST", run_path(inv.args[0]) + "/events/" + path_segment(inv.args[1]), json::serialize(payload)));
+  if (g.json)
+    print_json(answer);
+  else
+    std::cout << "sent " << string_field(answer, "event") << " to " << string_field(answer, "run_id") << '\n';
+  return 0;
+}
+
+int resume(http_client& client, const global_options& g, const invocation& inv) {
+  // The hook's path as `keel get` shows it (or a whole URL ending in it) works as well as its token.
+  std::string token = inv.args[0];
+  if (const auto at = token.rfind("/v1/hooks/"); at != std::string::npos) token.erase(0, at + 10);
+  const auto payload =
+      inv.args.size() > 1 ? json_argument(inv.args[1], "the payload", "resume") : json::value();
+  const auto reply =
+      client.request_blocking("POST", "/v1/hooks/" + path_segment(token), json::serialize(payload));
+  const auto answer = parse_answer(reply);
+  if (g.json)
+    print_json(answer);
+  else if (reply.status == 200)
+    std::cout << string_field(answer, "run_id") << ": resumed already, with this payload\n";
+  else
+    std::cout << string_field(answer, "run_id") << ": resumed\n";
+  return 0;
+}
+
+int workflows(http_client& client, const global_options& g, const invocation&) {
+  const auto answer = parse_answer(client.request_blocking("GET", "/v1/workflows"));
+  if (g.json)
+    print_json(answer);
+  else
+    std::cout << render_workflows(answer);
+  return 0;
+}
+
+std::int64_t micros(std::string_view rfc3339_text) {
+  const auto t = parse_rfc3339(rfc3339_text);
+  return t ? std::chrono::duration_cast<std::chrono::microseconds>(t->time_since_epoch()).count() : 0;
+}
+
+/// Whether the end event `event` of the followed run is its last. A run's stream replays its whole log, in
+/// which a failure may be followed by a retry (and a rewind reruns even a completed run): the run as it is
+/// now says whether anything came after this end.
+bool is_final_end(http_client& client, const std::string& id, const json::value& event) {
+  int wait_ms = 200;
+  for (;;) {
+    try {
+      const auto run = parse_answer(client.request_blocking("GET", run_path(id)));
+      const auto status = string_field(run, "status");
+      if (status != "completed" && status != "failed" && status != "cancelled") return false;
+      const auto ended_at = micros(string_field(event, "at"));
+      const auto* history = run.as_object().if_contains("history");
+      if (history == nullptr || !history->is_array()) return true;
+      for (const auto& h : history->get_array()) {
+        const auto* at = h.is_object() ? h.get_object().if_contains("at") : nullptr;
+        if (at != nullptr && at->is_number() && at->to_number<std::int64_t>() > ended_at) return false;
+      }
+      return true;
+    } catch (const unreachable& e) {
+      if (interrupted()) return true;
+      // The server went away just now: ask again once it is back rather than guess.
+      std::cerr << "keel: " << e.what() << "; asking again in " << wait_ms << " ms\n";
+      sleep_unless_interrupted(wait_ms);
+      wait_ms = std::min(wait_ms * 2, 5000);
+    }
+  }
+}
+
+int tail(http_client& client, const global_options& g, const invocation& inv) {
+  std::optional<std::string> run;
+  if (!inv.args.empty()) run = inv.args[0];
+  if (run && inv.value("--workflow"))
+    throw usage_error("--workflow filters the stream of every run; not with a run id", "tail");
+  follow_options options;
+  std::string query;
+  auto add = [&](std::string_view key, const std::string& value) { add_query(query, key, value); };
+  if (const auto* w = inv.value("--workflow")) add("workflow", *w);
+  if (inv.flag("--no-frames")) add("frames", "false");
+  if (inv.value("--after"))
+    options.last_event_id = std::to_string(integer_option(inv, "--after", 0, INT64_MAX - 1, "tail"));
+  options.target = (run ? run_path(*run) + "/events" : std::string("/v1/events")) + query;
+  catch_interrupts();
+  follow_blocking(client, options, [&](const sse_message& m) {
+    if (g.json)
+      std::cout << m.data << std::endl;  // flushed: a tail is read as it happens, often through a pipe
+    else
+      std::cout << render_event(m) << std::endl;
+    if (!run || !m.event.empty()) return false;
+    boost::system::error_code ec;
+    const auto ev = json::parse(m.data, ec);
+    if (ec || string_field(ev, "run_id") != *run) return false;  // a child's end is not the run's
+    const auto kind = string_field(ev, "kind");
+    const bool end = kind == "run_completed" || kind == "run_failed" || kind == "run_cancelled" ||
+                     kind == "run_dead_lettered";
+    return end && is_final_end(client, *run, ev);
+  });
+  return 0;
+}
+
+}  // namespace
+
+const std::vector<command_spec>& commands() {
+  static const std::vector<command_spec> all{
+      {"start",
+       "start WORKFLOW [--input JSON] [--key KEY] [--priority N] [--run-at TIME]",
+       "start a run of WORKFLOW; prints its id",
+       "  --input JSON     the run's input (default null); checked to be JSON before anything is sent\n"
+       "  --key KEY        idempotency key: the same key and input again give the run it started\n"
+       "  --priority N     a 32-bit integer; higher runs first\n"
+       "  --run-at TIME    start it later (RFC 3339, e.g. 2026-11-26T09:00:00Z)\n"
+       "  --json           print the run as JSON instead of its id\n",
+       1,
+       1,
+       {"--input", "--key", "--priority", "--run-at"},
+       {},
+       start},
+      {"get",
+       "get ID",
+       "show a run: status, times, output or error, what it waits for, its steps",
+       "  Shows the hooks that take a resume now with the path to POST the answer to (see `keel resume`).\n"
+       "  --json  print the run as the API gives it\n",
+       1,
+       1,
+       {},
+       {},
+       get},
+      {"list",
+       "list [--status S] [--workflow W] [--limit N] [--cursor C] [--all]",
+       "list runs, newest first",
+       "  --status S     queued, running, sleeping, waiting, completed, failed or cancelled\n"
+       "  --workflow W   only runs of W\n"
+       "  --limit N      runs per page, 1 to 1000 (the server's default: 50)\n"
+       "  --cursor C     the page after the one that gave this next_cursor\n"
+       "  --all          follow next_cursor to the last page (otherwise a hint says there is more)\n"
+       "  --json         {\"runs\":[…], \"next_cursor\"} (with --all, every page's runs together)\n",
+       0,
+       0,
+       {"--status", "--workflow", "--limit", "--cursor"},
+       {"--all"},
+       list},
+      {"cancel", "cancel ID", "cancel a run; prints its status after the call", "", 1, 1, {}, {}, cancel},
+      {"retry",
+       "retry ID",
+       "continue a failed run from its failed step (the steps before it are not run again)",
+       "",
+       1,
+       1,
+       {},
+       {},
+       retry},
+      {"send",
+       "send ID EVENT [JSON]",
+       "send the event EVENT to a run, with an optional JSON payload",
+       "  The payload is checked to be JSON before it is sent (default null).\n",
+       2,
+       3,
+       {},
+       {},
+       send},
+      {"resume",
+       "resume TOKEN [JSON]",
+       "answer a hook (TOKEN, or its path as `keel get` shows it)",
+       "  The payload is checked to be JSON before it is sent (default null). Resuming again with the\n"
+       "  same payload changes nothing and says so.\n",
+       1,
+       2,
+       {},
+       {},
+       resume},
+      {"tail",
+       "tail [ID] [--workflow W] [--no-frames] [--after N]",
+       "follow events: of run ID (and the runs it started), or of every run",
+       "  One line per event: time (UTC), run, type, step, detail; progress frames as type `frame`.\n"
+       "  With ID, the run's history first, then live events, until the run ends; without it, live events\n"
+       "  of every run (or of --workflow W) until SIGINT. A dropped connection is resumed with\n"
+       "  Last-Event-ID (backoff 0.2 s doubling to 5 s): no event is missed or shown twice.\n"
+       "  --after N     start after event N (a log position, the `id` of an event)\n"
+       "  --no-frames   leave out progress frames\n"
+       "  --json        each event's JSON, one per line\n",
+       0,
+       1,
+       {"--workflow", "--after"},
+       {"--no-frames"},
+       tail},
+      {"workflows",
+       "workflows",
+       "list the workflows the server runs, with their versions",
+       "",
+       0,
+       0,
+       {},
+       {},
+       workflows},
+  };
+  return all;
+}
+
+const command_spec* find_command(std::string_view name) {
+  for (const auto& c : commands())
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+}  // namespace keel::cli
