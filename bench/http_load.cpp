@@ -338,7 +338,8 @@ struct resume_load {
   }
 };
 
-asio::awaitable<void> resume_connection(resume_load& l, asio::steady_timer& gate) {
+/// `gate` holds every connection until the last one is open (shared: the frames own it).
+asio::awaitable<void> resume_connection(resume_load& l, std::shared_ptr<asio::steady_timer> gate) {
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   stream.expires_after(k_request_limit);
   auto [cec] = co_await stream.async_connect(l.endpoint, k_nothrow);
@@ -346,9 +347,9 @@ asio::awaitable<void> resume_connection(resume_load& l, asio::steady_timer& gate
   // All connections open before the clock starts: the last one to connect starts it.
   if (++l.ready == l.connections) {
     l.t0 = steady::now();
-    gate.cancel();
+    gate->cancel();
   } else {
-    co_await gate.async_wait(k_nothrow);
+    co_await gate->async_wait(k_nothrow);
   }
   if (cec) {
     l.refuse("connect: " + cec.message());
@@ -484,6 +485,115 @@ std::pair<std::vector<run_id>, std::vector<std::string>> park_runs_blocking(cons
   return {std::move(ids), std::move(tokens)};
 }
 
+/// What one resume phase measured.
+struct phase_figures {
+  std::size_t accepted = 0;  // 202 over HTTP; a first resume directly
+  std::size_t refused = 0;   // any other answer, a failed call, or a request left unanswered
+  std::string first_refusal;
+  std::vector<double> ms;        // each call, from its start to its answer
+  double seconds = 0;            // from the first call to the last answer
+  double completed_seconds = 0;  // from the first call until the last resumed run completed
+
+  void add(phase_figures&& p) {
+    accepted += p.accepted;
+    refused += p.refused;
+    if (first_refusal.empty()) first_refusal = std::move(p.first_refusal);
+    ms.insert(ms.end(), p.ms.begin(), p.ms.end());
+    seconds += p.seconds;
+    completed_seconds += p.completed_seconds;
+  }
+  [[nodiscard]] double rate() const { return static_cast<double>(accepted) / seconds; }
+};
+
+/// Waits until `accepted` more runs than `completed_before` completed; the seconds from `t0` to the last.
+double wait_for_completions(const latency_setup& s, run_counter& counter, std::size_t completed_before,
+                            std::size_t accepted, steady::time_point t0) {
+  wait_until(
+      s, steady::now() + s.timeout, "completing the resumed runs",
+      [&] { return counter.completed() + counter.unsuccessful() >= completed_before + accepted; },
+      [&] {
+        return std::to_string(counter.completed() - completed_before) + "/" + std::to_string(accepted) +
+               " completed";
+      });
+  if (counter.unsuccessful() > 0) throw std::runtime_error("some resumed runs failed or were abandoned");
+  return seconds_between(t0, counter.last());
+}
+
+/// POSTs each of `tokens`' hook paths over `s.connections` keep-alive connections (the client thread).
+phase_figures resume_over_http_blocking(const latency_setup& s, run_counter& counter,
+                                        const tcp::endpoint& endpoint,
+                                        const std::vector<std::string>& tokens) {
+  const std::size_t completed_before = counter.completed();
+  resume_load load;
+  load.endpoint = endpoint;
+  load.connections = s.connections;
+  load.paths.reserve(tokens.size());
+  for (const auto& t : tokens)
+    load.paths.push_back("/v1/hooks/" + t);
+  {
+    std::string failure;  // outlives the client thread, which writes it
+    client_thread clients;
+    auto gate = std::make_shared<asio::steady_timer>(clients.io(), steady::time_point::max());
+    for (std::size_t c = 0; c < s.connections; ++c) {
+      asio::co_spawn(clients.io(), resume_connection(load, gate), [&failure](std::exception_ptr ep) {
+        if (ep && failure.empty()) failure = what_of(ep);
+      });
+    }
+    clients.start();
+    wait_until(
+        s, steady::now() + s.timeout, "resuming over HTTP", [&] { return clients.finished(); },
+        [&] { return std::to_string(counter.completed() - completed_before) + " completed"; });
+    clients.join();
+    if (!failure.empty()) throw std::runtime_error("an HTTP client failed: " + failure);
+  }
+  phase_figures f;
+  f.accepted = load.accepted;
+  // A request that never got its answer (its connection failed) counts too.
+  f.refused = load.refused + (tokens.size() - std::min(tokens.size(), load.accepted + load.refused));
+  f.first_refusal = load.first_refusal;
+  f.ms = std::move(load.ms);
+  f.seconds = seconds_between(load.t0, load.last);
+  if (f.refused == 0)
+    f.completed_seconds = wait_for_completions(s, counter, completed_before, f.accepted, load.t0);
+  return f;
+}
+
+/// Calls engine::resume_hook for each of `tokens`, `s.connections` calls in flight (the engine's threads).
+phase_figures resume_directly_blocking(const latency_setup& s, engine& e, run_counter& counter,
+                                       std::vector<std::string> tokens) {
+  const std::size_t completed_before = counter.completed();
+  auto direct = std::make_shared<direct_load>(e);
+  direct->tokens = std::move(tokens);
+  direct->live = s.connections;
+  auto done = direct->done.get_future();
+  const auto t0 = steady::now();
+  for (std::size_t c = 0; c < s.connections; ++c) {
+    asio::co_spawn(e.get_executor(), resume_directly(direct), [direct](std::exception_ptr ep) {
+      if (ep) {
+        std::lock_guard lock(direct->m);
+        if (direct->refused++ == 0) direct->first_refusal = what_of(ep);
+      }
+      if (direct->live.fetch_sub(1) == 1) direct->done.set_value();
+    });
+  }
+  wait_until(
+      s, steady::now() + s.timeout, "resuming directly",
+      [&] { return done.wait_for(0s) == std::future_status::ready; },
+      [&] {
+        return std::to_string(direct->next.load()) + "/" + std::to_string(direct->tokens.size()) + " called";
+      });
+  // Every coroutine has ended (the future says so): nothing else touches direct's fields now.
+  phase_figures f;
+  f.accepted = direct->accepted;
+  f.refused = direct->refused;
+  f.first_refusal = direct->first_refusal;
+  f.ms = std::move(direct->ms);
+  f.seconds = seconds_between(t0, direct->last);
+  if (f.refused == 0)
+    f.completed_seconds = wait_for_completions(s, counter, completed_before, f.accepted, t0);
+  return f;
+}
+
 std::string hook_resumes_blocking(const latency_setup& s) {
   run_counter counter;
   token_book book;
@@ -503,116 +613,76 @@ std::string hook_resumes_blocking(const latency_setup& s) {
   auto srv = start_server_blocking(e, s.connections + 16);
   const tcp::endpoint endpoint(asio::ip::make_address_v4("127.0.0.1"), srv->port());
 
-  // Over HTTP.
-  log::info(k_component, "enqueueing " + std::to_string(s.runs) + " runs that wait on a hook");
+  // Every run parks first: --runs for HTTP, as many again for the direct comparison.
+  const std::size_t total = s.skip_direct ? s.runs : 2 * s.runs;
+  log::info(k_component, "enqueueing " + std::to_string(total) + " runs that wait on a hook");
   const auto park_started = steady::now();
-  auto [ids, tokens] = park_runs_blocking(s, e, counter, book, s.runs, 0);
+  auto [ids, tokens] = park_runs_blocking(s, e, counter, book, total, 0);
   const double park_seconds = seconds_between(park_started, steady::now());
   check_run_lists_hook_blocking(endpoint, ids.front(), "/v1/hooks/" + tokens.front());
-  log::info(k_component, "all " + std::to_string(s.runs) + " runs wait on their hooks (" +
-                             fixed(park_seconds, 3) + " s); resuming them over " +
-                             std::to_string(s.connections) + " connections");
-  resume_load load;
-  load.endpoint = endpoint;
-  load.connections = s.connections;
-  load.paths.reserve(tokens.size());
-  for (const auto& t : tokens)
-    load.paths.push_back("/v1/hooks/" + t);
-  {
-    client_thread clients;
-    asio::steady_timer gate(clients.io(), steady::time_point::max());
-    std::string failure;
-    for (std::size_t c = 0; c < s.connections; ++c) {
-      asio::co_spawn(clients.io(), resume_connection(load, gate), [&failure](std::exception_ptr ep) {
-        if (ep && failure.empty()) failure = what_of(ep);
-      });
-    }
-    clients.start();
-    wait_until(
-        s, steady::now() + s.timeout, "resuming over HTTP", [&] { return clients.finished(); },
-        [&] { return std::to_string(counter.completed()) + "/" + std::to_string(s.runs) + " completed"; });
-    clients.join();
-    if (!failure.empty()) throw std::runtime_error("an HTTP client failed: " + failure);
-  }
-  const std::size_t http_answered = load.accepted + load.refused;
-  const double resume_seconds = seconds_between(load.t0, load.last);
-  wait_until(
-      s, steady::now() + s.timeout, "completing the runs resumed over HTTP",
-      [&] { return counter.completed() + counter.unsuccessful() >= load.accepted; },
-      [&] {
-        return std::to_string(counter.completed()) + "/" + std::to_string(load.accepted) + " completed";
-      });
-  const double completed_seconds = seconds_between(load.t0, counter.last());
-  const std::string http_fields =
-      ",\"resumes_per_s\":" + fixed(static_cast<double>(load.accepted) / resume_seconds, 1) +
-      ",\"p50_ms\":" + fixed(percentile(load.ms, 0.5), 2) +
-      ",\"p99_ms\":" + fixed(percentile(load.ms, 0.99), 2) +
-      ",\"max_ms\":" + fixed(load.ms.empty() ? 0.0 : *std::max_element(load.ms.begin(), load.ms.end()), 2) +
-      ",\"non_202\":" + std::to_string(load.refused + (s.runs - std::min(s.runs, http_answered))) +
-      ",\"resume_seconds\":" + fixed(resume_seconds, 3) +
-      ",\"completed_seconds\":" + fixed(completed_seconds, 3) + ",\"park_seconds\":" + fixed(park_seconds, 3);
-  if (load.refused > 0 || http_answered != s.runs) {
-    log::error(k_component, "figures so far: " + http_fields);
-    throw std::runtime_error(std::to_string(load.refused) + " resume(s) over HTTP were not answered 202 (" +
-                             std::to_string(http_answered) + " of " + std::to_string(s.runs) +
-                             " answered); first: " + load.first_refusal);
-  }
+  log::info(k_component, "all " + std::to_string(total) + " runs wait on their hooks (" +
+                             fixed(park_seconds, 3) + " s); resuming them, " + std::to_string(s.connections) +
+                             " at a time");
 
-  // Directly, as many runs again, at the same concurrency.
-  std::string direct_fields = ",\"direct_resumes_per_s\":null,\"ratio\":null";
-  std::size_t total_runs = s.runs;
-  if (!s.skip_direct) {
-    log::info(k_component, "again with engine::resume_hook called directly, " +
-                               std::to_string(s.connections) + " at a time");
-    const std::size_t completed_before = counter.completed();
-    auto parked = park_runs_blocking(s, e, counter, book, s.runs, s.runs);
-    total_runs += s.runs;
-    auto direct = std::make_shared<direct_load>(e);
-    direct->tokens = std::move(parked.second);
-    direct->live = s.connections;
-    auto done = direct->done.get_future();
-    const auto t0 = steady::now();
-    for (std::size_t c = 0; c < s.connections; ++c) {
-      asio::co_spawn(e.get_executor(), resume_directly(direct), [direct](std::exception_ptr ep) {
-        if (ep) {
-          std::lock_guard lock(direct->m);
-          if (direct->refused++ == 0) direct->first_refusal = what_of(ep);
-        }
-        if (direct->live.fetch_sub(1) == 1) direct->done.set_value();
-      });
+  // HTTP and direct alternate in halves, HTTP-direct-direct-HTTP: a later phase meets a busier table (and
+  // whatever else the machine does then); the order cancels that drift out.
+  const auto slice = [&](std::size_t from, std::size_t to) {
+    return std::vector<std::string>(tokens.begin() + static_cast<std::ptrdiff_t>(from),
+                                    tokens.begin() + static_cast<std::ptrdiff_t>(to));
+  };
+  const std::size_t n = s.runs, half = s.skip_direct ? n : n / 2;
+  phase_figures http, direct;
+  const auto over_http = [&](std::size_t from, std::size_t to) {
+    if (from == to) return;
+    auto f = resume_over_http_blocking(s, counter, endpoint, slice(from, to));
+    if (f.refused > 0) {
+      throw std::runtime_error(std::to_string(f.refused) + " resume(s) over HTTP were not answered 202 (" +
+                               std::to_string(f.accepted) + " of " + std::to_string(to - from) +
+                               " were); first: " + f.first_refusal);
     }
-    wait_until(
-        s, steady::now() + s.timeout, "resuming directly",
-        [&] { return done.wait_for(0s) == std::future_status::ready; },
-        [&] { return std::to_string(direct->next.load()) + "/" + std::to_string(s.runs) + " called"; });
-    // Every coroutine has ended: nothing else touches direct's fields now.
-    if (direct->refused > 0)
-      throw std::runtime_error(std::to_string(direct->refused) +
-                               " direct resume(s) failed; first: " + direct->first_refusal);
-    wait_until(
-        s, steady::now() + s.timeout, "completing the runs resumed directly",
-        [&] { return counter.completed() + counter.unsuccessful() >= completed_before + s.runs; },
-        [&] {
-          return std::to_string(counter.completed() - completed_before) + "/" + std::to_string(s.runs);
-        });
-    const double direct_seconds = seconds_between(t0, direct->last);
-    const double http_rate = static_cast<double>(load.accepted) / resume_seconds;
-    const double direct_rate = static_cast<double>(direct->accepted) / direct_seconds;
-    direct_fields = ",\"direct_resumes_per_s\":" + fixed(direct_rate, 1) +
-                    ",\"ratio\":" + fixed(http_rate / direct_rate, 2) +
-                    ",\"direct_p50_ms\":" + fixed(percentile(direct->ms, 0.5), 2) +
-                    ",\"direct_p99_ms\":" + fixed(percentile(direct->ms, 0.99), 2) +
-                    ",\"direct_completed_seconds\":" + fixed(seconds_between(t0, counter.last()), 3);
+    http.add(std::move(f));
+  };
+  const auto directly = [&](std::size_t from, std::size_t to) {
+    if (from == to) return;
+    auto f = resume_directly_blocking(s, e, counter, slice(from, to));
+    if (f.refused > 0) {
+      throw std::runtime_error(std::to_string(f.refused) +
+                               " direct resume(s) failed; first: " + f.first_refusal);
+    }
+    direct.add(std::move(f));
+  };
+  over_http(0, half);
+  if (!s.skip_direct) {
+    directly(n, n + half);
+    directly(n + half, 2 * n);
+    over_http(half, n);
   }
   srv->stop_blocking();
   guard.stop_blocking();
   if (counter.unsuccessful() > 0) throw std::runtime_error("some runs failed or were abandoned");
   // Each run: the hook's creation and its wait, one step position each.
-  const auto server = verify_blocking(s.conninfo, total_runs, 2);
-  return "{\"workload\":" + json_string(s.workload) + ",\"runs\":" + std::to_string(s.runs) +
-         ",\"connections\":" + std::to_string(s.connections) + http_fields + direct_fields +
-         ",\"threads\":" + std::to_string(s.threads) + ",\"concurrency\":" + std::to_string(s.concurrency) +
-         ",\"client\":" +
+  const auto server = verify_blocking(s.conninfo, total, 2);
+
+  std::string line =
+      "{\"workload\":" + json_string(s.workload) + ",\"runs\":" + std::to_string(s.runs) +
+      ",\"connections\":" + std::to_string(s.connections) + ",\"resumes_per_s\":" + fixed(http.rate(), 1) +
+      ",\"p50_ms\":" + fixed(percentile(http.ms, 0.5), 2) +
+      ",\"p99_ms\":" + fixed(percentile(http.ms, 0.99), 2) +
+      ",\"max_ms\":" + fixed(http.ms.empty() ? 0.0 : *std::max_element(http.ms.begin(), http.ms.end()), 2) +
+      ",\"non_202\":" + std::to_string(http.refused) + ",\"resume_seconds\":" + fixed(http.seconds, 3) +
+      ",\"completed_seconds\":" + fixed(http.completed_seconds, 3) +
+      ",\"park_seconds\":" + fixed(park_seconds, 3);
+  if (s.skip_direct) {
+    line += ",\"direct_resumes_per_s\":null,\"ratio\":null";
+  } else {
+    line += ",\"direct_resumes_per_s\":" + fixed(direct.rate(), 1) +
+            ",\"ratio\":" + fixed(http.rate() / direct.rate(), 2) +
+            ",\"direct_p50_ms\":" + fixed(percentile(direct.ms, 0.5), 2) +
+            ",\"direct_p99_ms\":" + fixed(percentile(direct.ms, 0.99), 2) +
+            ",\"direct_completed_seconds\":" + fixed(direct.completed_seconds, 3);
+  }
+  return line + ",\"threads\":" + std::to_string(s.threads) +
+         ",\"concurrency\":" + std::to_string(s.concurrency) + ",\"client\":" +
          json_string("1 thread in this process (direct: the engine's threads), sharing " +
                      std::to_string(std::thread::hardware_concurrency()) +
                      " cores with the server's and PostgreSQL's") +
@@ -870,8 +940,8 @@ std::string sse_fanout_blocking(const latency_setup& s) {
   load.clients.resize(s.clients);
   load.frame_ms.reserve(s.clients * frames);
   load.step_ms.reserve(s.clients * frames);
+  std::string failure;  // outlives the client thread, which writes it
   client_thread clients;
-  std::string failure;
   for (std::size_t k = 0; k < s.clients; ++k) {
     asio::co_spawn(clients.io(), sse_connection(load, k), [&failure](std::exception_ptr ep) {
       if (ep && failure.empty()) failure = what_of(ep);
