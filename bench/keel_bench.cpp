@@ -30,6 +30,7 @@
 
 #include "ceiling.hpp"
 #include "event_latency.hpp"
+#include "http_load.hpp"
 #include "json_line.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
@@ -104,6 +105,8 @@ struct bench_options {
   std::size_t max_batch = 512;
   std::size_t pool = 2;
   std::size_t enqueuers = 1024;
+  std::size_t clients = 1'000;   // sse-fanout
+  std::size_t connections = 32;  // hook-resumes
   bool skip_ceiling = false;
   bool analyze = false;
   std::optional<std::string> database_url;
@@ -125,7 +128,9 @@ parsed_options parse_options(int argc, char** argv) {
                concurrency = static_cast<std::int64_t>(o.concurrency),
                threads = static_cast<std::int64_t>(o.threads), writers = static_cast<std::int64_t>(o.writers),
                max_batch = static_cast<std::int64_t>(o.max_batch), pool = static_cast<std::int64_t>(o.pool),
-               enqueuers = static_cast<std::int64_t>(o.enqueuers), timeout = o.timeout.count();
+               enqueuers = static_cast<std::int64_t>(o.enqueuers),
+               clients = static_cast<std::int64_t>(o.clients),
+               connections = static_cast<std::int64_t>(o.connections), timeout = o.timeout.count();
   std::string url;
   po::options_description desc(
       "keel-bench: Keel's throughput and latency on a standard workload against a raw-SQL ceiling,\n"
@@ -141,11 +146,14 @@ parsed_options parse_options(int argc, char** argv) {
        "runs x 100 chunks to a durable output stream, read in another process), "
        "start-latency (enqueue to first step, one run at a time), "
        "hook-latency (resume_hook to next step, one run at a time), sleep-lateness (wake time to resume "
-       "of 0.5-2 s sleeps), replay (resume of one run with a long history) or list-runs (pages of "
-       "engine::list_runs with --runs runs in the table, default 1000000)")
+       "of 0.5-2 s sleeps), replay (resume of one run with a long history), list-runs (pages of "
+       "engine::list_runs with --runs runs in the table, default 1000000), hook-resumes (POST "
+       "/v1/hooks/{token} per second from --connections keep-alive connections, default 5000 runs) or "
+       "sse-fanout (one run's events to --clients SSE clients; --runs frames, default 100)")
       ("runs", po::value(&runs)->default_value(runs),
        "runs to enqueue, then drain (start-latency, hook-latency, sleep-lateness: runs to measure, default "
-       "1000; replay: recorded steps, default 10000)")
+       "1000; replay: recorded steps, default 10000; hook-resumes: runs resumed over HTTP, default 5000; "
+       "sse-fanout: the run's frames and steps, default 100)")
       ("parked", po::value(&parked)->default_value(parked),
        "parked workload: runs queued for a day later beside the drain")
       ("concurrency", po::value(&concurrency)->default_value(concurrency), "engine concurrency (runs in flight)")
@@ -157,7 +165,11 @@ parsed_options parse_options(int argc, char** argv) {
       ("pool", po::value(&pool)->default_value(pool),
        "connections for claims and heartbeats (store_options.pool_size)")
       ("enqueuers", po::value(&enqueuers)->default_value(enqueuers), "enqueue calls in flight while enqueueing")
-      ("skip-ceiling", po::bool_switch(&o.skip_ceiling), "do not measure the raw-SQL ceiling")
+      ("clients", po::value(&clients)->default_value(clients), "sse-fanout: SSE clients connected to the run")
+      ("connections", po::value(&connections)->default_value(connections),
+       "hook-resumes: keep-alive HTTP connections (and direct resume_hook calls) in flight")
+      ("skip-ceiling", po::bool_switch(&o.skip_ceiling),
+       "do not measure the raw-SQL ceiling (hook-resumes: the direct resume_hook comparison)")
       ("analyze", po::bool_switch(&o.analyze),
        "diagnostic: ANALYZE keel.runs after enqueueing, before the drain (not timed)")
       ("database-url", po::value(&url),
@@ -187,20 +199,24 @@ parsed_options parse_options(int argc, char** argv) {
   };
   if (!check("runs", runs, 1) || !check("parked", parked, 0) || !check("concurrency", concurrency, 1) ||
       !check("threads", threads, 0) || !check("writers", writers, 1) || !check("max-batch", max_batch, 1) ||
-      !check("pool", pool, 1) || !check("enqueuers", enqueuers, 1) || !check("timeout", timeout, 1)) {
+      !check("pool", pool, 1) || !check("enqueuers", enqueuers, 1) || !check("clients", clients, 1) ||
+      !check("connections", connections, 1) || !check("timeout", timeout, 1)) {
     return {std::nullopt, k_exit_usage};
   }
   if (o.workload != k_noop3 && o.workload != k_parked && o.workload != k_log_overhead &&
       o.workload != k_stream_overhead && !is_latency_workload(o.workload)) {
-    std::cerr << "keel-bench: unknown workload '" << o.workload
-              << "' (known: noop3, parked, log-overhead, stream-overhead, start-latency, hook-latency, "
-                 "sleep-lateness, replay, event-latency, stream-write, list-runs)\n";
+    std::cerr
+        << "keel-bench: unknown workload '" << o.workload
+        << "' (known: noop3, parked, log-overhead, stream-overhead, start-latency, hook-latency, "
+           "sleep-lateness, replay, event-latency, stream-write, list-runs, hook-resumes, sse-fanout)\n";
     return {std::nullopt, k_exit_usage};
   }
   if (is_latency_workload(o.workload) && vm["runs"].defaulted()) {
-    runs = static_cast<std::int64_t>(o.workload == k_replay      ? k_replay_default_steps
-                                     : o.workload == k_list_runs ? k_list_default_runs
-                                                                 : k_latency_default_runs);
+    runs = static_cast<std::int64_t>(o.workload == k_replay         ? k_replay_default_steps
+                                     : o.workload == k_list_runs    ? k_list_default_runs
+                                     : o.workload == k_hook_resumes ? k_hook_resumes_default_runs
+                                     : o.workload == k_sse_fanout   ? k_sse_fanout_default_frames
+                                                                    : k_latency_default_runs);
   }
   for (const auto& s : o.pg_settings) {
     if (s.find('=') == std::string::npos || s.front() == '=') {
@@ -223,6 +239,8 @@ parsed_options parse_options(int argc, char** argv) {
   o.max_batch = static_cast<std::size_t>(max_batch);
   o.pool = static_cast<std::size_t>(pool);
   o.enqueuers = static_cast<std::size_t>(enqueuers);
+  o.clients = static_cast<std::size_t>(clients);
+  o.connections = static_cast<std::size_t>(connections);
   o.timeout = std::chrono::seconds(timeout);
   return {o, 0};
 }
@@ -808,6 +826,9 @@ int run_latency(const bench_options& o) {
   s.max_batch = o.max_batch;
   s.pool = o.pool;
   s.timeout = o.timeout;
+  s.clients = o.clients;
+  s.connections = o.connections;
+  s.skip_direct = o.skip_ceiling;
   s.check_interrupted = throw_if_interrupted;
   s.stop_engine_blocking = [&db](engine& e) { engine_stopper(e, db, k_stop_limit).stop_blocking(); };
   std::cout << run_latency_workload_blocking(s) << std::endl;

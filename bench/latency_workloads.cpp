@@ -1,7 +1,8 @@
-// keel-bench's latency workloads (start-latency, hook-latency, sleep-lateness, replay); see
-// latency_workloads.hpp and README.md.
+// keel-bench's latency workloads (start-latency, hook-latency, sleep-lateness, replay) and the dispatch to
+// the others (event_latency.cpp, list_runs.cpp, http_load.cpp); see latency_workloads.hpp and README.md.
 #include "latency_workloads.hpp"
 #include "event_latency.hpp"
+#include "http_load.hpp"
 #include "list_runs.hpp"
 
 #include <algorithm>
@@ -178,35 +179,6 @@ asio::awaitable<enqueue_timing> timed_enqueue(engine& e, std::string_view workfl
     t.error = r.error().message();
   }
   co_return t;
-}
-
-/// The server's durability settings and version, as the noop3 line reports them.
-struct server_settings {
-  std::string fsync, synchronous_commit, server_version;
-};
-
-/// Reads the server settings and checks that `runs` runs completed with `steps_per_run` steps each.
-server_settings verify_blocking(const std::string& conninfo, std::size_t runs, std::size_t steps_per_run) {
-  auto conn = connect_blocking(conninfo);
-  auto r = exec_blocking(conn.get(), R"sql(
-SELECT count(*), count(*) FILTER (WHERE status = 'completed'), (SELECT count(*) FROM keel.steps),
-       current_setting('fsync'), current_setting('synchronous_commit'), current_setting('server_version')
-FROM keel.runs)sql");
-  const PGresult* res = r.get();
-  const auto total = field(res, 0, 0), completed = field(res, 0, 1), steps = field(res, 0, 2);
-  const auto expected_steps = std::to_string(runs * steps_per_run);
-  if (total != std::to_string(runs) || completed != total || steps != expected_steps) {
-    throw std::runtime_error("verification failed: keel.runs holds " + total + " runs (" + completed +
-                             " completed), keel.steps " + steps + " rows; expected " + std::to_string(runs) +
-                             " completed runs and " + expected_steps + " steps");
-  }
-  return {field(res, 0, 3), field(res, 0, 4), field(res, 0, 5)};
-}
-
-std::string server_fields(const server_settings& s) {
-  return ",\"fsync\":" + json_string(s.fsync) +
-         ",\"synchronous_commit\":" + json_string(s.synchronous_commit) +
-         ",\"server_version\":" + json_string(s.server_version);
 }
 
 /// What a one-call-at-a-time workload measures: from a call starting, and from its return, to the moment
@@ -574,10 +546,33 @@ std::string replay_blocking(const latency_setup& s) {
 
 }  // namespace
 
+server_settings verify_blocking(const std::string& conninfo, std::size_t runs, std::size_t steps_per_run) {
+  auto conn = connect_blocking(conninfo);
+  auto r = exec_blocking(conn.get(), R"sql(
+SELECT count(*), count(*) FILTER (WHERE status = 'completed'), (SELECT count(*) FROM keel.steps),
+       current_setting('fsync'), current_setting('synchronous_commit'), current_setting('server_version')
+FROM keel.runs)sql");
+  const PGresult* res = r.get();
+  const auto total = field(res, 0, 0), completed = field(res, 0, 1), steps = field(res, 0, 2);
+  const auto expected_steps = std::to_string(runs * steps_per_run);
+  if (total != std::to_string(runs) || completed != total || steps != expected_steps) {
+    throw std::runtime_error("verification failed: keel.runs holds " + total + " runs (" + completed +
+                             " completed), keel.steps " + steps + " rows; expected " + std::to_string(runs) +
+                             " completed runs and " + expected_steps + " steps");
+  }
+  return {field(res, 0, 3), field(res, 0, 4), field(res, 0, 5)};
+}
+
+std::string server_fields(const server_settings& s) {
+  return ",\"fsync\":" + json_string(s.fsync) +
+         ",\"synchronous_commit\":" + json_string(s.synchronous_commit) +
+         ",\"server_version\":" + json_string(s.server_version);
+}
+
 bool is_latency_workload(std::string_view workload) noexcept {
   return workload == k_start_latency || workload == k_sleep_lateness || workload == k_hook_latency ||
          workload == k_replay || workload == k_event_latency || workload == k_stream_write ||
-         workload == k_list_runs;
+         workload == k_list_runs || is_http_workload(workload);
 }
 
 std::string run_latency_workload_blocking(const latency_setup& s) {
@@ -588,6 +583,7 @@ std::string run_latency_workload_blocking(const latency_setup& s) {
   if (s.workload == k_event_latency) return event_latency_blocking(s);
   if (s.workload == k_stream_write) return stream_write_blocking(s);
   if (s.workload == k_list_runs) return list_runs_blocking(s);
+  if (is_http_workload(s.workload)) return http_workload_blocking(s);
   throw std::invalid_argument("not a latency workload: " + s.workload);
 }
 

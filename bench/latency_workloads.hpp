@@ -38,11 +38,27 @@ struct latency_setup {
   std::size_t runs = k_latency_default_runs;
   std::size_t concurrency = 0, threads = 0, writers = 0, max_batch = 0, pool = 0;
   std::chrono::seconds timeout{600};  ///< the whole measurement fails past this
+  /// sse-fanout: SSE clients; hook-resumes: keep-alive connections resuming hooks.
+  std::size_t clients = 1'000, connections = 32;
+  /// hook-resumes: leave out the direct engine::resume_hook comparison.
+  bool skip_direct = false;
   /// Throws when a signal asked the benchmark to stop.
   std::function<void()> check_interrupted;
   /// Stops the engine (blocking, with keel-bench's hung-engine watchdog).
   std::function<void(engine&)> stop_engine_blocking;
 };
+
+/// The server's durability settings and version, as the noop3 line reports them.
+struct server_settings {
+  std::string fsync, synchronous_commit, server_version;
+};
+
+/// Reads the server settings and checks that `runs` runs completed with `steps_per_run` steps each (and
+/// that the database holds no other runs or steps). Blocking; throws std::runtime_error otherwise.
+server_settings verify_blocking(const std::string& conninfo, std::size_t runs, std::size_t steps_per_run);
+
+/// `,"fsync":…,"synchronous_commit":…,"server_version":…`: the fields that end a latency workload's line.
+[[nodiscard]] std::string server_fields(const server_settings& s);
 
 /// Runs `s.workload` on `s.conninfo` and returns its one JSON line (without a newline). Blocking. Throws
 /// std::runtime_error when the engine or the database fails, a run fails, or the timeout passes.
