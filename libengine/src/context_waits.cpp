@@ -110,11 +110,18 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   std::string name(name_view);
   const auto ttl = options.ttl;
   json::value metadata = options.metadata;
+  auto signature_key = options.signature_key;
   auto& st = *state_;
-  if (name.empty() || name.size() > storage::k_max_key_bytes || !storage::is_valid_utf8(name)) {
+  const bool bad_name =
+      name.empty() || name.size() > storage::k_max_key_bytes || !storage::is_valid_utf8(name);
+  // A key this engine does not know would make the hook impossible to resume: a mistake to report now.
+  const bool bad_key = signature_key && !st.engine.options_.webhook_secrets.contains(*signature_key);
+  if (bad_name || bad_key) {
     json::object error;
     error["code"] = "invalid_argument";
-    error["message"] = "create_hook: the name must be 1 to 255 bytes of UTF-8";
+    error["message"] = bad_name ? "create_hook: the name must be 1 to 255 bytes of UTF-8"
+                                : "create_hook: signature_key '" + storage::valid_utf8(*signature_key) +
+                                      "' is not in engine_options::webhook_secrets";
     st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
     std::rethrow_exception(st.poisoned);
   }
@@ -127,7 +134,8 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
     std::rethrow_exception(st.poisoned);
   }
   if (branch_ != nullptr) {
-    co_return co_await branch_create_hook(std::move(name), std::move(*secret), ttl, std::move(metadata));
+    co_return co_await branch_create_hook(std::move(name), std::move(*secret), ttl, std::move(metadata),
+                                          std::move(signature_key));
   }
   const int seq = st.next_seq;  // the position the step below takes
   hook h;
@@ -140,10 +148,11 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   const std::string hash = detail::hook_token_hash(h.token_);
   // First execution: the hook row, then the step's record (its expiry). A crash between the two replays
   // this step: the same token finds its row (a no-op) and the record follows.
-  auto create = [&st, &name, &metadata, &hash, ttl, seq]() -> asio::awaitable<json::value> {
+  auto create = [&st, &name, &metadata, &hash, &signature_key, ttl, seq]() -> asio::awaitable<json::value> {
     std::optional<system_clock::time_point> expires;
     if (ttl) expires = system_clock::now() + *ttl;
-    const storage::hook_record rec{st.lease(), seq, name, hash, metadata, expires, std::nullopt};
+    const storage::hook_record rec{st.lease(), seq,     name,         hash,
+                                   metadata,   expires, std::nullopt, signature_key};
     auto created = co_await st.engine.store_.create_hook(rec);
     if (!created && created.error() == storage::errc::fenced) detail::lose_lease(st);
     if (!created && storage::is_transient(created.error())) {
@@ -443,7 +452,8 @@ asio::awaitable<void> context::branch_sleep(std::string name, system_clock::time
 
 asio::awaitable<hook> context::branch_create_hook(std::string name, std::string secret,
                                                   std::optional<std::chrono::milliseconds> ttl,
-                                                  json::value metadata) {
+                                                  json::value metadata,
+                                                  std::optional<std::string> signature_key) {
   auto& st = *state_;
   const std::string step_name = std::string(k_hook_step_prefix) + name;
   const detail::step_slot slot(st, branch_->in_step, step_name);
@@ -475,8 +485,8 @@ asio::awaitable<hook> context::branch_create_hook(std::string name, std::string 
   json::object out;
   out["hook"] = name;
   if (expires) out["expires_at"] = to_micros(*expires);
-  storage::hook_record rec{st.lease(),          seq,     name,        detail::hook_token_hash(h.token_),
-                           std::move(metadata), expires, std::nullopt};
+  storage::hook_record rec{st.lease(),          seq,     name,         detail::hook_token_hash(h.token_),
+                           std::move(metadata), expires, std::nullopt, std::move(signature_key)};
   rec.step = storage::step_record{seq, step_name,     false, json::value(std::move(out)), nullptr, 1, now,
                                   now, branch_->path, local};
   auto created = co_await st.engine.store_.create_hook(rec);

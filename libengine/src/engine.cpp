@@ -976,15 +976,18 @@ boost::asio::awaitable<result<hook_resumption>> engine::resume_hook(std::string_
                                                                     const resume_options& options) {
   if (auto c = check_payload(payload, impl_->store_.options().limits, "hook resume refused: payload"); !c)
     return refused<hook_resumption>(c.error());
-  return impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by});
+  auto resume = impl_->signed_resume(payload, options);
+  if (!resume) return refused<hook_resumption>(resume.error());
+  return impl_->resume_hook(std::string(token), std::move(*resume));
 }
 result<hook_resumption> engine::resume_hook_blocking(std::string_view token,
                                                      const boost::json::value& payload,
                                                      const resume_options& options) {
   if (auto c = check_payload(payload, impl_->store_.options().limits, "hook resume refused: payload"); !c)
     return c.error();
-  return impl_->block_on(
-      impl_->resume_hook(std::string(token), storage::hook_resume{{}, payload, options.resumed_by}));
+  auto resume = impl_->signed_resume(payload, options);
+  if (!resume) return resume.error();
+  return impl_->block_on(impl_->resume_hook(std::string(token), std::move(*resume)));
 }
 
 boost::asio::awaitable<result<output_reader>> engine::read_stream(std::string_view id,

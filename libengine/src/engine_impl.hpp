@@ -63,6 +63,10 @@ class engine_impl {
   /// `epoch` at their next boundary (a newer one, claimed since, goes on).
   void fence_local(const run_id& id, std::int64_t epoch);
   boost::asio::awaitable<result<hook_resumption>> resume_hook(std::string token, storage::hook_resume resume);
+  /// The resume of `payload` with `options`' signature verified (run_operations.cpp). Errors:
+  /// invalid_signature, signature_expired.
+  [[nodiscard]] result<storage::hook_resume> signed_resume(const boost::json::value& payload,
+                                                           const resume_options& options) const;
   /// The hook secret: engine_options::hook_secret, or the database's (read once, then cached).
   boost::asio::awaitable<result<std::string>> hook_secret();
   /// The version a run of `workflow` gets: `wanted` if registered here, else the newest registered here.

@@ -52,6 +52,14 @@ class category final : public boost::system::error_category {
         return "the run has not failed";
       case errc::child_failed:
         return "a child run failed or was cancelled";
+      case errc::signature_required:
+        return "the hook takes requests signed with its key only (Keel-Signature)";
+      case errc::invalid_signature:
+        return "the Keel-Signature header is malformed or matches no secret";
+      case errc::signature_expired:
+        return "the signature's timestamp is outside the tolerance";
+      case errc::signature_replayed:
+        return "the signature was accepted before: a replay";
     }
     return "unknown keel error";
   }
@@ -110,6 +118,14 @@ std::string code_name(errc e) {
       return "run_not_failed";
     case errc::child_failed:
       return "child_failed";
+    case errc::signature_required:
+      return "signature_required";
+    case errc::invalid_signature:
+      return "invalid_signature";
+    case errc::signature_expired:
+      return "signature_expired";
+    case errc::signature_replayed:
+      return "signature_replayed";
   }
   return "unknown";
 }

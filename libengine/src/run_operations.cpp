@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "engine_impl.hpp"
+#include "hook_signature.hpp"
 #include "hook_token.hpp"
 #include "keel/common/log.hpp"
 
@@ -86,6 +87,21 @@ asio::awaitable<result<std::string>> engine_impl::hook_secret() {
   co_return std::move(*s);
 }
 
+result<storage::hook_resume> engine_impl::signed_resume(const boost::json::value& payload,
+                                                        const resume_options& options) const {
+  storage::hook_resume resume{{}, payload, options.resumed_by, {}, std::nullopt, 0};
+  if (!options.signature) return resume;
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  auto verified = verify_signature(*options.signature, options.signed_body, options_.webhook_secrets,
+                                   now.count(), options_.signature_tolerance);
+  if (!verified) return verified.error();
+  resume.signature_keys = std::move(verified->keys);
+  resume.signature = std::move(verified->signature);
+  resume.signed_at = verified->signed_at;
+  return resume;
+}
+
 asio::awaitable<result<hook_resumption>> engine_impl::resume_hook(std::string token,
                                                                   storage::hook_resume resume) {
   // A token is 43 URL-safe characters; anything else names no hook (and never reaches SQL).
@@ -110,6 +126,10 @@ asio::awaitable<result<hook_resumption>> engine_impl::resume_hook(std::string to
       co_return errc::hook_already_resumed;
     case storage::hook_resume_outcome::closed:
       co_return errc::hook_closed;
+    case storage::hook_resume_outcome::not_signed:
+      co_return errc::signature_required;
+    case storage::hook_resume_outcome::replayed:
+      co_return errc::signature_replayed;
   }
   co_return errc::hook_not_found;
 }

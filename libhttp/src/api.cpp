@@ -285,7 +285,11 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       if (n == 3 && path[1] == "hooks") {
         only(verb::post);
         auto payload = body_json(req);
-        const resume_options options;  // named, as above
+        resume_options options;  // named, as above
+        if (const auto it = req.find("Keel-Signature"); it != req.end()) {
+          options.signature = std::string(it->value());
+          options.signed_body = req.body();
+        }
         auto r = co_await e.resume_hook(path[2], payload, options);
         if (!r) co_return from_error(r.error());
         // A repeat with the same payload (a webhook sender's retry) changed nothing: 200, not 202.

@@ -27,6 +27,12 @@ http_error to_http(error_code ec) {
       case errc::hook_expired:
       case errc::hook_closed:
         return {status::gone, std::move(code)};
+      case errc::signature_required:
+      case errc::invalid_signature:
+      case errc::signature_expired:
+        return {status::unauthorized, std::move(code)};
+      case errc::signature_replayed:
+        return {status::conflict, std::move(code)};
       case errc::wait_timeout:
         return {status::gateway_timeout, std::move(code)};
       case errc::shutting_down:

@@ -915,8 +915,8 @@ WITH fence AS (
   WHERE id = $2::uuid AND owner = $7 AND epoch = $8::bigint AND status = 'running'
   FOR SHARE),
 ins AS (
-  INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at)
-  SELECT decode($1, 'hex'), id, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6) FROM fence
+  INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at, signature_key)
+  SELECT decode($1, 'hex'), id, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6), $14::text FROM fence
   ON CONFLICT (token_hash) DO NOTHING),
 step AS (
   INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch,
@@ -949,6 +949,21 @@ FOR UPDATE OF r)sql"};
 // it now, and says what the hook was: (status, expired, same payload, resumed now).
 const std::string resume_hook_sql = std::string(R"sql(
 WITH h AS (SELECT * FROM keel.hooks WHERE token_hash = decode($1, 'hex') FOR UPDATE),
+-- A hook with a signature key takes requests signed with it ($5: the keys the request's signature was
+-- verified with), each signature once ($6, $7: it and its time): a replay finds it recorded (by hook, so
+-- that two hooks may take the same signed body). Signatures recorded long past the tolerance go.
+signed AS (SELECT h.signature_key IS NULL OR h.signature_key = ANY($5::text[]) AS ok FROM h),
+seen AS (
+  INSERT INTO keel.hook_signatures (digest, signed_at)
+  SELECT sha256(h.token_hash || decode($6, 'hex')), to_timestamp($7::bigint) FROM h
+  WHERE $6::text IS NOT NULL AND h.signature_key = ANY($5::text[])
+  ON CONFLICT (digest) DO NOTHING
+  RETURNING 1),
+pruned AS (
+  DELETE FROM keel.hook_signatures
+  WHERE $6::text IS NOT NULL AND digest IN (
+    SELECT digest FROM keel.hook_signatures WHERE signed_at < now() - interval '15 minutes'
+    LIMIT 100 FOR UPDATE SKIP LOCKED)),
 upd AS (
   UPDATE keel.hooks k
   SET status = 'resumed', payload = $2::jsonb, payload_hash = sha256(convert_to($2::jsonb::text, 'UTF8')),
@@ -956,6 +971,7 @@ upd AS (
   FROM h
   WHERE k.token_hash = h.token_hash AND $4::bool AND h.status = 'open'
     AND (h.expires_at IS NULL OR h.expires_at > now())
+    AND (h.signature_key IS NULL OR EXISTS (SELECT 1 FROM seen))
     -- A hook in a wait for any whose timer is already due has lost, even before the run decides so (it
     -- decides by completion time): refused as closed, not accepted and then ignored.
     -- (Blocked parallel branches park together: only a timer of the hook's own branch counts.)
@@ -999,7 +1015,8 @@ notified AS (SELECT pg_notify('keel_runs', '') FROM wake),
   FROM wake w WHERE w.waiting_for->>'kind' = 'hook' AND w.waiting_for->>'name' IS NOT NULL)sql") +
                                     R"sql(
 SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload = $2::jsonb,
-       (SELECT count(*) FROM upd), (SELECT count(*) FROM notified)
+       (SELECT count(*) FROM upd), (SELECT count(*) FROM notified), NOT (SELECT ok FROM signed),
+       h.signature_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seen)
 FROM h)sql";
 const statement resume_hook{"keel_resume_hook", resume_hook_sql.c_str()};
 

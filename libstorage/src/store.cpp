@@ -518,6 +518,7 @@ boost::asio::awaitable<result<void>> store::create_hook(const hook_record& h) {
                    : std::nullopt,
       h.lease.owner,
       std::to_string(h.lease.epoch)};
+  if (h.signature_key && !detail::valid_key(*h.signature_key)) co_return errc::invalid_argument;
   if (h.step) {
     if (auto c = impl_->check(h.step->output, "output", h.lease.id); !c) co_return c.error();
     if (h.step->branch && !detail::valid_key(*h.step->branch)) co_return errc::invalid_argument;
@@ -529,6 +530,7 @@ boost::asio::awaitable<result<void>> store::create_hook(const hook_record& h) {
   } else {
     params.resize(13);
   }
+  params.push_back(h.signature_key);
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<void>(pg_connection&)> insert =
       [params = std::move(params)](pg_connection& c) -> result<void> {
@@ -544,8 +546,19 @@ boost::asio::awaitable<result<hook_resume_answer>> store::resume_hook(const hook
   if (r.resumed_by && (r.resumed_by->size() > k_max_key_bytes || !is_valid_utf8(*r.resumed_by)))
     co_return errc::invalid_argument;
   if (auto c = impl_->check(r.payload, "hook payload", "(hook)"); !c) co_return c.error();
-  std::vector<std::optional<std::string>> params{r.token_hash, boost::json::serialize(r.payload),
-                                                 r.resumed_by, "true"};
+  for (const auto& key : r.signature_keys) {
+    if (!detail::valid_key(key)) co_return errc::invalid_argument;
+  }
+  if (r.signature &&
+      (r.signature->size() != 64 || r.signature->find_first_not_of("0123456789abcdef") != std::string::npos))
+    co_return errc::invalid_argument;
+  std::vector<std::optional<std::string>> params{r.token_hash,
+                                                 boost::json::serialize(r.payload),
+                                                 r.resumed_by,
+                                                 "true",
+                                                 detail::text_array(r.signature_keys),
+                                                 r.signature,
+                                                 std::to_string(r.signed_at)};
   // One transaction: lock the run row, then resume (see sql::resume_hook_lock). Safe to repeat after a lost
   // connection: a resume with the same payload is an idempotent success.
   std::function<result<hook_resume_answer>(pg_connection&)> resume =
@@ -562,6 +575,9 @@ boost::asio::awaitable<result<hook_resume_answer>> store::resume_hook(const hook
       if (!res) return res.error();
       const PGresult* row = res->get();
       if (PQntuples(row) == 0) return hook_resume_outcome::not_found;
+      // Signatures first: a caller that may not resume the hook learns nothing of its state.
+      if (detail::get_text(row, 0, 5) == "t") return hook_resume_outcome::not_signed;
+      if (detail::get_text(row, 0, 6) == "t") return hook_resume_outcome::replayed;
       if (detail::get_text(row, 0, 3) == "1") return hook_resume_outcome::resumed;
       const auto hook_status = detail::get_text(row, 0, 0);
       if (hook_status == "resumed")

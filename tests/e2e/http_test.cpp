@@ -459,6 +459,106 @@ BOOST_AUTO_TEST_CASE(garbage_and_silent_clients_are_answered_or_dropped_without_
   BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
 }
 
+BOOST_AUTO_TEST_CASE(a_signed_hook_takes_each_valid_signature_once_from_any_current_secret,
+                     *utf::timeout(60)) {
+  auto o = options_for(fresh_database());
+  o.webhook_secrets = {{"payments", {"old-secret", "new-secret"}}, {"other", {"other-secret"}}};
+  engine e(o);
+  add_workflow(e, "signed", [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    hook_options options;
+    if (in.is_string()) options.signature_key = std::string(in.as_string());
+    auto hook = co_await ctx.create_hook("paid", options);
+    auto announce = [path = hook.path()] { return json::value(path); };
+    co_await ctx.step("announce", announce);
+    auto paid = co_await hook.wait();
+    co_return paid ? *paid : json::value("expired");
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  http::server_options so;
+  so.port = 0;
+  http::server s(e, so);
+  BOOST_REQUIRE(s.start());
+  client c(s.port());
+  auto path_of = [&](const std::string& id) {
+    std::string path;
+    BOOST_REQUIRE(wait_until(
+        [&] {
+          const auto run = c.send(bhttp::verb::get, "/v1/runs/" + id);
+          if (run.body.at("hooks").as_array().empty()) return false;
+          path = std::string(run.body.at("hooks").as_array()[0].at("path").as_string());
+          return true;
+        },
+        10s));
+    return path;
+  };
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count();
+  const std::string body = R"({"amount":1200,"event":"evt_1"})";
+  auto post = [&](const std::string& path, const std::string& payload, const std::string& signature) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (!signature.empty()) headers.emplace_back("Keel-Signature", signature);
+    return c.send(bhttp::verb::post, path, payload, headers);
+  };
+
+  const auto id = *e.enqueue_blocking("signed", json::value("payments"));
+  const auto path = path_of(id);
+  BOOST_REQUIRE(wait_until([&] { return e.get_blocking(id)->status == run_status::waiting; }, 10s));
+  // The token alone is not enough, nor a wrong, malformed or stale signature; each says why.
+  const std::vector<std::pair<std::string, std::string>> refused{
+      {"", "signature_required"},
+      {webhook_signature("guessed-secret", body, now), "invalid_signature"},
+      {webhook_signature("other-secret", body, now), "signature_required"},  // another key's secret
+      {webhook_signature("old-secret", R"({"amount":9999,"event":"evt_1"})", now), "invalid_signature"},
+      {"t=" + std::to_string(now) + ",v1=zz", "invalid_signature"},
+      {"v1=" + std::string(64, 'a'), "invalid_signature"},
+      {"garbage", "invalid_signature"},
+      {webhook_signature("old-secret", body, now - 600), "signature_expired"},
+      {webhook_signature("old-secret", body, now + 600), "signature_expired"}};
+  for (const auto& [signature, code] : refused) {
+    BOOST_TEST_INFO(signature);
+    const auto r = post(path, body, signature);
+    BOOST_TEST(r.status == 401);
+    BOOST_TEST(r.code() == code);
+  }
+  BOOST_TEST((e.get_blocking(id)->status == run_status::waiting));
+  // Signed with a current secret: resumed. The same request again is a replay: refused, changing nothing.
+  const auto signature = webhook_signature("old-secret", body, now);
+  const auto accepted = post(path, body, signature);
+  BOOST_TEST(accepted.status == 202);
+  const auto replayed = post(path, body, signature);
+  BOOST_TEST(replayed.status == 409);
+  BOOST_TEST(replayed.code() == "signature_replayed");
+  const auto done = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(done->output == json::parse(body));
+
+  // Rotation: the new secret works too, as does a header carrying one v1 per secret (a sender mid-rotation).
+  const auto second = *e.enqueue_blocking("signed", json::value("payments"));
+  const auto both = webhook_signature("new-secret", body, now) + "," +
+                    webhook_signature("old-secret", body, now).substr(std::to_string(now).size() + 3);
+  BOOST_TEST(post(path_of(second), body, both).status == 202);
+  BOOST_REQUIRE(e.wait_blocking(second, 10s));
+  // The same signed body may resume another hook (replays are told apart by hook).
+  const auto third = *e.enqueue_blocking("signed", json::value("payments"));
+  BOOST_TEST(post(path_of(third), body, signature).status == 202);
+
+  // A hook without a key takes unsigned resumes; a signature sent to it must still verify.
+  const auto open = *e.enqueue_blocking("signed", json::value(nullptr));
+  const auto open_path = path_of(open);
+  BOOST_TEST(post(open_path, body, webhook_signature("guessed-secret", body, now)).status == 401);
+  BOOST_TEST(post(open_path, body, "").status == 202);
+
+  // A key the engine does not know fails the run at once, instead of leaving a hook nobody can resume.
+  const auto unknown = *e.enqueue_blocking("signed", json::value("no-such-key"));
+  const auto failed = e.wait_blocking(unknown, 10s);
+  BOOST_REQUIRE(failed);
+  BOOST_TEST((failed->status == run_status::failed));
+  BOOST_TEST(json::serialize(failed->error).find("webhook_secrets") != std::string::npos);
+  s.stop_blocking();
+  e.stop_blocking();
+}
+
 BOOST_AUTO_TEST_CASE(api_keys_guard_the_api_but_not_hooks_or_probes_and_cors_answers_allowed_origins,
                      *utf::timeout(60)) {
   http::server_options o;

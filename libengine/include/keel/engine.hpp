@@ -5,4 +5,5 @@
 #include "keel/engine/engine.hpp"
 #include "keel/engine/error.hpp"
 #include "keel/engine/step_options.hpp"
+#include "keel/engine/webhook_signature.hpp"
 #include "keel/engine/workflow.hpp"

@@ -100,6 +100,10 @@ struct hook_options {
   std::optional<std::chrono::milliseconds> ttl;
   /// Stored with the hook, for whoever lists or resumes it.
   boost::json::value metadata;
+  /// For machine webhooks: a name in engine_options::webhook_secrets. Resumes must then carry a
+  /// Keel-Signature made with one of its secrets, each signature accepted once (resume_options::signature);
+  /// the token alone is not enough.
+  std::optional<std::string> signature_key;
 };
 
 /// Options of ctx.child.
@@ -433,7 +437,8 @@ class context {
   boost::asio::awaitable<void> branch_sleep(std::string name, std::chrono::system_clock::time_point wake);
   boost::asio::awaitable<hook> branch_create_hook(std::string name, std::string secret,
                                                   std::optional<std::chrono::milliseconds> ttl,
-                                                  boost::json::value metadata);
+                                                  boost::json::value metadata,
+                                                  std::optional<std::string> signature_key);
   boost::asio::awaitable<child_run> branch_start_child(std::string name, std::string workflow,
                                                        boost::json::value input, child_options options);
   /// ctx.child in a branch; `existing`: child_run::wait of a child started in the branch (one attempt).

@@ -7,6 +7,7 @@
 #include <boost/json/value_from.hpp>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -146,6 +147,12 @@ struct engine_options {
   /// Empty: a secret generated in the database (keel.secrets) at migration, which needs no setup but lets
   /// anyone who can read the database compute live tokens. Set it (e.g. from a secret store) in production.
   std::string hook_secret;
+  /// Signing keys for machine webhooks, by name: a hook created with hook_options::signature_key = name is
+  /// resumed only by requests whose Keel-Signature was made with one of that key's secrets (several while
+  /// rotating: the new one added, senders moved over, the old one removed). See webhook_signature.hpp.
+  std::map<std::string, std::vector<std::string>> webhook_secrets;
+  /// How far a signature's timestamp may be from now (either way).
+  std::chrono::seconds signature_tolerance{300};
   /// Called for every run_event, from the run's strand (any pool thread). Must not block. This worker's
   /// own view, as it happens (claims, releases and abandoned leases included); engine::stream is the
   /// durable, cross-worker one.
@@ -170,6 +177,12 @@ struct event_options {
 struct resume_options {
   /// Who resumes, for the hook's audit (e.g. the authenticated user). At most 255 bytes of UTF-8.
   std::optional<std::string> resumed_by;
+  /// The request's Keel-Signature header (`t=<unix>,v1=<hex>`), checked over `signed_body` against
+  /// engine_options::webhook_secrets. Required by a hook with a signature key; given to another, it must
+  /// still verify.
+  std::optional<std::string> signature;
+  /// The bytes the signature covers: the request body exactly as received (the payload is its parse).
+  std::string signed_body;
 };
 
 /// Per-cancel options.

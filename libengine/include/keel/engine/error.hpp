@@ -57,6 +57,15 @@ enum class errc {
   run_not_failed,
   /// A child run (ctx.child) failed or was cancelled, after its last attempt.
   child_failed,
+  /// The hook takes signed requests only (hook_options::signature_key), and this one carried no signature
+  /// made with its key.
+  signature_required,
+  /// The request's signature is malformed, or no secret configured for it matches.
+  invalid_signature,
+  /// The signature's timestamp is further from now than the tolerance (engine_options::signature_tolerance).
+  signature_expired,
+  /// The signature was accepted before (for this hook or another): a replay.
+  signature_replayed,
 };
 
 const boost::system::error_category& engine_category() noexcept;

@@ -393,6 +393,8 @@ struct hook_record {
   /// Recorded in the same statement (a hook created in a parallel branch: its position, `seq`, is taken
   /// when it is new, so the hook and its record must commit together). `step.seq` is ignored (`seq` is).
   std::optional<step_record> step;
+  /// The signing key whose secrets a resume must be signed with (none: any resume with the token).
+  std::optional<std::string> signature_key;
 };
 
 /// A resume of a hook by its token's hash.
@@ -400,6 +402,11 @@ struct hook_resume {
   std::string token_hash;
   boost::json::value payload;
   std::optional<std::string> resumed_by;  ///< the caller's identity, when known (audit)
+  /// The signing keys the request's signature was verified with (empty: unsigned, or none matched).
+  std::vector<std::string> signature_keys;
+  /// The verified signature (lowercase hex) and its timestamp, recorded so that it is accepted only once.
+  std::optional<std::string> signature;
+  std::int64_t signed_at = 0;  ///< Unix seconds
 };
 
 /// What a resume did.
@@ -410,6 +417,8 @@ enum class hook_resume_outcome {
   expired,          ///< past its expiry, never resumed
   already_resumed,  ///< resumed before with another payload
   closed,           ///< its run finished, or the hook was closed
+  not_signed,       ///< the hook has a signature key and the request was not signed with it
+  replayed,         ///< the request's signature was accepted before
 };
 
 /// What a resume did, and to which run (store::resume_hook).
