@@ -415,7 +415,8 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
 
 void context::add_compensation(std::string name, erased_step fn, const step_options& options) {
   main_line_only("ctx.compensate");
-  state_->compensations.push_back({std::move(name), std::move(fn), options});
+  state_->compensations.push_back(
+      {std::move(name), std::move(fn), options, std::max(0, state_->next_seq - 1)});
 }
 
 asio::awaitable<json::array> context::run_compensations() {
@@ -428,6 +429,7 @@ asio::awaitable<json::array> context::run_compensations() {
     const std::string step = "keel.compensate:" + it->name;
     json::object outcome;
     outcome["step"] = storage::valid_utf8(step);
+    outcome["from_step"] = it->from_step;
     try {
       co_await run_step(step, it->fn, it->options);
       outcome["status"] = "completed";

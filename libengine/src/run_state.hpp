@@ -75,6 +75,9 @@ struct run_state {
     std::string name;
     std::function<boost::asio::awaitable<boost::json::value>()> fn;
     step_options options;
+    /// The position of the step it undoes (the last one taken before it was registered): a retry of the
+    /// compensated run starts again there.
+    int from_step = 0;
   };
   std::vector<compensation> compensations;
   /// Retry backoff timers of parallel branches in progress (besides `backoff`): cut short with it.

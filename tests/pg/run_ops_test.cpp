@@ -107,6 +107,49 @@ BOOST_AUTO_TEST_CASE(a_rewound_run_runs_again_from_the_chosen_step_and_says_so, 
   BOOST_TEST((unknown.error() == errc::run_not_found));
 }
 
+BOOST_AUTO_TEST_CASE(a_retry_of_a_compensated_run_runs_the_undone_steps_again, *utf::timeout(60)) {
+  // A saga: the reservation is released when the charge fails. A retry must reserve again, not replay a
+  // reservation that no longer holds.
+  auto db = fresh_database();
+  engine e(options_for(db));
+  std::atomic<int> notes{0}, reserved{0}, released{0}, charged{0};
+  std::atomic<bool> declined{true};
+  add_workflow(e, "saga", [&](context& ctx, json::value) -> asio::awaitable<json::value> {
+    auto note = [&] { return ++notes; };  // before anything to undo: kept
+    co_await ctx.step("note", note);
+    auto reserve = [&] { return ++reserved; };
+    co_await ctx.step("reserve", reserve);
+    auto release = [&] { return ++released; };
+    ctx.compensate("release", release);
+    auto charge = [&] {
+      ++charged;
+      if (declined) throw non_retriable_error("card declined");
+      return 1;
+    };
+    co_await ctx.step("charge", charge);
+    co_return json::value(reserved.load());
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  auto id = e.enqueue_blocking("saga", json::object{}).value();
+  auto failed = e.wait_blocking(id, 10s);
+  BOOST_REQUIRE(failed);
+  BOOST_TEST(to_string(failed->status) == "failed");
+  BOOST_TEST(released == 1);
+  BOOST_TEST(failed->error.at("compensation").at(0).at("from_step").as_int64() == 1);
+
+  declined = false;  // another card
+  BOOST_REQUIRE(e.retry_blocking(id));
+  BOOST_REQUIRE(wait_until([&] { return e.get_blocking(id)->status == run_status::completed; }, 10s));
+  const auto done = e.get_blocking(id);
+  BOOST_TEST(notes == 1);     // before the undone steps: replayed
+  BOOST_TEST(reserved == 2);  // undone by the compensation: run again
+  BOOST_TEST(charged == 2);
+  BOOST_TEST(released == 1);  // no failure this time: no compensation
+  BOOST_TEST(done->output == json::value(2));
+  BOOST_REQUIRE_EQUAL(done->steps.size(), 3u);  // note, reserve, charge: the compensation's record went
+  BOOST_TEST(done->history.as_array().back().at("what").as_string() == "rewound");
+}
+
 BOOST_AUTO_TEST_CASE(a_retry_keeps_a_failure_the_workflow_caught_earlier, *utf::timeout(60)) {
   auto db = fresh_database();
   engine e(options_for(db));

@@ -377,7 +377,9 @@ class engine {
   result<std::int64_t> trim_log_blocking(std::chrono::milliseconds older_than);
 
   /// Continues a failed run from its failed step: the failed step runs again, the checkpoints before it are
-  /// replayed (recorded in the run's history). Errors: run_not_failed, invalid_run_id, run_not_found.
+  /// replayed (recorded in the run's history). A run whose failure was compensated (ctx.compensate) starts
+  /// again at the earliest step a compensation undid, as rewind() to it would (recorded as a rewind): its
+  /// records describe effects that no longer hold. Errors: run_not_failed, invalid_run_id, run_not_found.
   boost::asio::awaitable<result<void>> retry(std::string_view id);
   result<void> retry_blocking(std::string_view id);
 
