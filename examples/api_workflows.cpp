@@ -138,10 +138,17 @@ asio::awaitable<json::value> noop3(context& ctx, json::value) {
 }  // namespace
 
 void register_api_workflows(engine& e) {
-  e.register_workflow<json::value, json::value>("approval", 1, approval);
-  e.register_workflow<json::value, json::value>("countdown", 1, countdown);
-  e.register_workflow<json::value, json::value>("order", 1, order);
-  e.register_workflow<json::value, json::value>("noop3", 1, noop3);
+  e.register_workflow<json::value, json::value>(
+      "approval", 1, approval, json::value{{"amount", 1200}, {"ttl_s", 3600}},
+      "waits for a person's decision on a hook (escalate_after_s: a manager's hook when nobody answers)");
+  e.register_workflow<json::value, json::value>(
+      "countdown", 1, countdown, json::value{{"n", 5}, {"delay_ms", 1000}},
+      "n steps, each emitting a frame, with a durable sleep between");
+  e.register_workflow<json::value, json::value>(
+      "order", 1, order, json::value{{"card", "visa"}},
+      "reserve, charge, ship; card \"declined\" fails the charge and the reservation is released");
+  e.register_workflow<json::value, json::value>("noop3", 1, noop3, json::object{},
+                                                "three empty steps: the benchmark");
 }
 
 }  // namespace keel::examples

@@ -95,7 +95,7 @@ std::string table(const std::vector<std::vector<std::string>>& rows, std::string
   return out;
 }
 
-/// What a run waits for ({"kind", "hook"?, "event"?, "until"? (µs since the epoch), …}), as a phrase.
+/// What a run waits for ({"kind", "hook"?, "event"?, "until"? (RFC 3339), …}), as a phrase.
 std::string waiting_text(const json::value& w) {
   const auto* kind = field(w, "kind");
   if (kind == nullptr || !kind->is_string()) return compact(w);
@@ -103,10 +103,8 @@ std::string waiting_text(const json::value& w) {
   for (const auto* key : {"hook", "event", "child"})
     if (const auto* v = field(w, key); v != nullptr && v->is_string())
       out += " '" + std::string(v->get_string()) + "'";
-  if (const auto* until = field(w, "until"); until != nullptr && until->is_number()) {
-    const std::chrono::microseconds us(until->to_number<std::int64_t>());
-    out += " until " + readable_time(rfc3339(std::chrono::system_clock::time_point(us)));
-  }
+  if (const auto* until = field(w, "until"); until != nullptr && until->is_string())
+    out += " until " + readable_time(std::string(until->get_string()));
   return out;
 }
 

@@ -910,11 +910,11 @@ boost::asio::awaitable<result<enqueued>> engine::submit(std::string_view workflo
   return impl_->enqueue(std::string(workflow), input, options);
 }
 
-std::vector<storage::workflow_version> engine::workflows() const {
-  std::vector<storage::workflow_version> out;
+std::vector<registered_workflow> engine::workflows() const {
+  std::vector<registered_workflow> out;
   for (const auto& [name, versions] : impl_->workflows_) {
     for (const auto& [version, def] : versions)
-      out.push_back({name, version});
+      out.push_back({name, version, def.input_example, def.description});
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
     return a.name != b.name ? a.name < b.name : a.version < b.version;

@@ -45,13 +45,39 @@ json::value body_json(const request& req) {
   return v;
 }
 
+bool is_time_field(std::string_view key) {
+  return key == "until" || key == "started" || key == "at" || key == "wake_at" || key == "expires_at";
+}
+
+/// The engine's own records keep times as microseconds since the epoch; the API shows RFC 3339. Converts
+/// the time fields of such a record: its own (`deep`: and its nested records'). Never applied where a
+/// workflow's data may sit (a payload, an output), which is the workflow's to shape.
+json::value with_rfc3339_times(json::value v, bool deep) {
+  if (auto* o = v.if_object()) {
+    for (auto& [key, field] : *o) {
+      if (is_time_field(key) && field.is_int64()) {
+        field = rfc3339(std::chrono::system_clock::time_point(std::chrono::microseconds(field.get_int64())));
+      } else if (deep) {
+        field = with_rfc3339_times(std::move(field), deep);
+      }
+    }
+  } else if (auto* a = v.if_array()) {
+    for (auto& item : *a)
+      item = with_rfc3339_times(std::move(item), deep);
+  }
+  return v;
+}
+
 json::value step_json(const storage::step_record& s) {
   json::object o;
   o["seq"] = s.seq;
   o["name"] = s.name;
   o["status"] = s.failed ? "failed" : "completed";
   o["attempts"] = s.attempts;
-  o["output"] = s.output;
+  // The engine's steps (a hook's creation, a sleep, a wait: named "keel.…") record times of their own
+  // beside the payloads they hold; a compensation's output is the workflow's.
+  const bool engine_record = s.name.starts_with("keel.") && !s.name.starts_with("keel.compensate:");
+  o["output"] = engine_record && s.output.is_object() ? with_rfc3339_times(s.output, false) : s.output;
   o["error"] = s.error;
   o["started_at"] = rfc3339(s.started_at);
   o["finished_at"] = rfc3339(s.finished_at);
@@ -82,8 +108,8 @@ json::value run_json(const run_info& r) {
   o["output"] = r.output;
   o["claims"] = r.claims;
   o["recoveries"] = r.recoveries;
-  o["waiting_for"] = r.waiting_for;
-  o["history"] = r.history;
+  o["waiting_for"] = with_rfc3339_times(r.waiting_for, true);  // the engine's alone, arms included
+  o["history"] = with_rfc3339_times(r.history, false);         // each entry's time, not its details
   json::array hooks;
   for (const auto& h : r.hooks) {
     hooks.push_back(
@@ -231,7 +257,11 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       for (const auto& w : e.workflows()) {
         if (list.empty() || list.back().at("name").as_string() != w.name)
           list.push_back(json::object{{"name", w.name}, {"versions", json::array{}}});
-        list.back().at("versions").as_array().push_back(w.version);
+        auto& entry = list.back().as_object();
+        entry["versions"].as_array().push_back(w.version);
+        // The newest version's (the one a new run gets).
+        entry["input_example"] = w.input_example;
+        entry["description"] = w.description;
       }
       co_return json_response(status::ok, json::object{{"workflows", std::move(list)}});
     }

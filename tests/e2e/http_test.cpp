@@ -24,6 +24,7 @@
 
 #include "engine_fixture.hpp"
 #include "http_client.hpp"
+#include "keel/common/time_text.hpp"
 #include "keel/http/server.hpp"
 #include "tcp_proxy.hpp"
 
@@ -144,6 +145,11 @@ BOOST_AUTO_TEST_CASE(events_and_hooks_resume_waiting_runs, *utf::timeout(60)) {
   BOOST_TEST(hooks[0].at("name").as_string() == "decision");
   BOOST_TEST(hooks[0].at("path").as_string() == "/v1/hooks/" + token);
   BOOST_TEST(hooks[0].at("expires_at").is_null());
+  // What it waits for shows its times as RFC 3339, like every time the API shows.
+  const auto& waiting_for = waiting_run.body.at("waiting_for").as_object();
+  BOOST_TEST(waiting_for.at("kind") == "hook");
+  BOOST_REQUIRE(waiting_for.contains("started"));
+  BOOST_TEST(parse_rfc3339(waiting_for.at("started").as_string()).has_value());
   auto resumed = c.send(bhttp::verb::post, "/v1/hooks/" + token, R"({"approved":true,"by":"ann"})");
   BOOST_TEST(resumed.status == 202);
   BOOST_TEST(resumed.body.at("run_id").as_string() == approval);

@@ -122,6 +122,28 @@ BOOST_AUTO_TEST_CASE(an_event_stream_resumes_without_gap_after_keeld_is_killed_a
   const auto run = c.send(bhttp::verb::get, "/v1/runs/" + order_id);
   BOOST_TEST(run.body.at("status") == "failed");
   BOOST_TEST(json_text(run.body.at("error")).find("release") != std::string::npos);
+  // A retry runs the steps the compensation undid again (a rewind to the reservation); the same card is
+  // declined again.
+  BOOST_TEST(c.send(bhttp::verb::post, "/v1/runs/" + order_id + "/retry").status == 202);
+  BOOST_REQUIRE(keel::test::wait_until(
+      [&] {
+        const auto again = c.send(bhttp::verb::get, "/v1/runs/" + order_id);
+        return again.body.at("status") == "failed" && !again.body.at("history").as_array().empty();
+      },
+      std::chrono::seconds(30)));
+  const auto retried = c.send(bhttp::verb::get, "/v1/runs/" + order_id);
+  BOOST_TEST(retried.body.at("history").as_array().back().at("what") == "rewound");
+
+  // The examples say what they take.
+  const auto workflows = c.send(bhttp::verb::get, "/v1/workflows");
+  bool found = false;
+  for (const auto& w : workflows.body.at("workflows").as_array()) {
+    if (w.at("name") != "approval") continue;
+    found = true;
+    BOOST_TEST(w.at("input_example").at("amount") == 1200);
+    BOOST_TEST(!w.at("description").as_string().empty());
+  }
+  BOOST_TEST(found);
   BOOST_TEST(keeld.stop(SIGTERM) == 0);
 }
 

@@ -224,6 +224,14 @@ struct workflow_metrics_snapshot {
   std::uint64_t cancelled = 0;
 };
 
+/// A workflow version registered on an engine, as callers are shown it (engine::workflows).
+struct registered_workflow {
+  std::string name;
+  int version = 1;
+  boost::json::value input_example;  ///< null: none registered
+  std::string description;
+};
+
 /// What this engine measured since it was made, for /metrics.
 struct engine_metrics {
   std::vector<workflow_metrics_snapshot> workflows;  ///< one per registered workflow name, by name
@@ -253,11 +261,16 @@ class engine {
   /// registration of the same name and version replaces the first.
   void register_workflow(workflow_definition def);
 
-  /// Registers a typed workflow body `awaitable<Output>(context&, Input)`.
+  /// Registers a typed workflow body `awaitable<Output>(context&, Input)`, with what callers are shown of
+  /// it (an input example, a description).
   template <class Input, class Output>
   void register_workflow(std::string name, int version,
-                         std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
-    register_workflow(make_workflow<Input, Output>(std::move(name), version, std::move(body)));
+                         std::function<boost::asio::awaitable<Output>(context&, Input)> body,
+                         boost::json::value input_example = nullptr, std::string description = {}) {
+    auto def = make_workflow<Input, Output>(std::move(name), version, std::move(body));
+    def.input_example = std::move(input_example);
+    def.description = std::move(description);
+    register_workflow(std::move(def));
   }
 
   /// Applies migrations (if enabled; this blocks the calling thread on the database), then claims and runs
@@ -290,7 +303,7 @@ class engine {
 
   /// The workflows registered on this engine, each version once, by name then version. Call after
   /// registering (registration is not synchronised with this).
-  [[nodiscard]] std::vector<storage::workflow_version> workflows() const;
+  [[nodiscard]] std::vector<registered_workflow> workflows() const;
 
   /// Whether this engine's database can serve it now: it answers within `within`, and how many of this
   /// build's migrations it has. Errors: storage (connection_lost, timed_out).

@@ -18,6 +18,10 @@ struct workflow_definition {
   std::string name;
   int version = 1;
   std::function<boost::asio::awaitable<boost::json::value>(context&, boost::json::value)> body;
+  /// What callers see of it (GET /v1/workflows, the dashboard): an input to start a run with, and a line
+  /// saying what it does. Both optional.
+  boost::json::value input_example;
+  std::string description;
 };
 
 /// Makes a definition from a typed body `awaitable<Output>(context&, Input)`. Input and Output convert with
@@ -25,7 +29,7 @@ struct workflow_definition {
 template <class Input, class Output>
 workflow_definition make_workflow(std::string name, int version,
                                   std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
-  workflow_definition def{std::move(name), version, {}};
+  workflow_definition def{std::move(name), version, {}, nullptr, {}};
   def.body = [body = std::move(body)](
                  context& ctx, boost::json::value input) -> boost::asio::awaitable<boost::json::value> {
     std::optional<Input> typed;
