@@ -11,7 +11,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -145,6 +147,11 @@ std::optional<detail::response> unreadable(beast::error_code ec, bool got_some, 
   return std::nullopt;
 }
 
+/// An HTTP/1.1 request that asks for `100 Continue` before its body (RFC 9110 §10.1.1).
+bool expects_continue(const beast_http::request<beast_http::string_body>& req) {
+  return req.version() >= 11 && beast::iequals(req[beast_http::field::expect], "100-continue");
+}
+
 /// After refusing a request the client may still be sending: reads and drops the rest for a moment before
 /// the close, which would otherwise reset the connection under the response.
 asio::awaitable<void> linger(connection& c) {
@@ -182,6 +189,17 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
         co_await beast_http::async_read_header(c->stream, buffer, parser, asio::as_tuple(use_awaitable));
     // From here the request is in progress: a stop lets it arrive whole and be answered.
     c->busy = true;
+    if (!ec && !parser.is_done() && expects_continue(parser.get())) {
+      // The client waits for a go-ahead before sending the body (curl does for bodies over 1 KiB). A body
+      // over the limit was refused with the header already (body_limit checks Content-Length), so here it
+      // is welcome.
+      static constexpr std::string_view k_continue = "HTTP/1.1 100 Continue\r\n\r\n";
+      c->stream.expires_after(o.request_timeout);
+      auto [wec, written] =
+          co_await asio::async_write(c->stream, asio::buffer(k_continue), asio::as_tuple(use_awaitable));
+      (void)written;
+      ec = wec;
+    }
     if (!ec && !parser.is_done()) {
       std::tie(ec, n) =
           co_await beast_http::async_read(c->stream, buffer, parser, asio::as_tuple(use_awaitable));

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/dynamic_body.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -636,6 +637,39 @@ BOOST_AUTO_TEST_CASE(api_keys_guard_the_api_but_not_hooks_or_probes_and_cors_ans
       c.send(bhttp::verb::options, "/v1/workflows/approval/runs", "",
              {{"Origin", "https://evil.example"}, {"Access-Control-Request-Method", "POST"}});
   BOOST_TEST(pre_other.raw.count(bhttp::field::access_control_allow_origin) == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_client_expecting_100_continue_gets_it_or_an_early_413, *utf::timeout(60)) {
+  http::server_options o;
+  o.max_body_bytes = 4096;
+  served srv(o);
+  const std::string body = R"({"input":")" + std::string(2000, 'x') + R"("})";
+  auto head = [](std::size_t length) {
+    return "POST /v1/workflows/echo/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           "Content-Length: " +
+           std::to_string(length) + "\r\nExpect: 100-continue\r\n\r\n";
+  };
+  {
+    client c(srv.s->port());
+    asio::write(c.socket(), asio::buffer(head(body.size())));
+    // The go-ahead comes before any byte of the body is sent.
+    std::string interim;
+    boost::system::error_code ec;
+    asio::read_until(c.socket(), asio::dynamic_buffer(interim), "\r\n\r\n", ec);
+    BOOST_REQUIRE(!ec);
+    BOOST_TEST(interim == "HTTP/1.1 100 Continue\r\n\r\n");
+    asio::write(c.socket(), asio::buffer(body));
+    const auto r = c.read();
+    BOOST_TEST(r.status == 201);
+  }
+  {
+    // Over the limit: refused at once, the body never asked for.
+    client c(srv.s->port());
+    asio::write(c.socket(), asio::buffer(head(100'000)));
+    const auto r = c.read();
+    BOOST_TEST(r.status == 413);
+    BOOST_TEST(r.code() == "payload_too_large");
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_head_request_gets_the_headers_of_a_get_without_its_body, *utf::timeout(60)) {
