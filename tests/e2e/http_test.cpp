@@ -108,8 +108,9 @@ BOOST_AUTO_TEST_CASE(a_run_is_started_and_read_back_over_one_kept_alive_connecti
   auto workflows = c.send(bhttp::verb::get, "/v1/workflows");
   BOOST_TEST(workflows.status == 200);
   BOOST_TEST(json::serialize(workflows.body) ==
-             R"({"workflows":[{"name":"approval","versions":[1]},{"name":"echo","versions":[1]},)"
-             R"({"name":"waits","versions":[1]}]})");
+             R"({"workflows":[{"name":"approval","versions":[1],"input_example":null,"description":""},)"
+             R"({"name":"echo","versions":[1],"input_example":null,"description":""},)"
+             R"({"name":"waits","versions":[1],"input_example":null,"description":""}]})");
   auto conflict =
       c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":3,"idempotency_key":"k"})");
   BOOST_TEST(conflict.status == 409);
