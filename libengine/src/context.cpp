@@ -222,6 +222,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
   // On the main line the position is the seq; in a parallel branch, the branch's own position, and a seq
   // from the region once the step is new.
   const int local = branch_ ? branch_->next_local++ : st.next_seq++;
+  if (branch_ == nullptr && !name.starts_with("keel.")) st.last_user_step = local;
   const auto* replayed = branch_ ? detail::replayed_branch_step(st, branch_->path, local, name)
                                  : detail::replayed_step(st, local, name);
   // Replay: the step at this position was recorded by an earlier execution.
@@ -415,8 +416,8 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
 
 void context::add_compensation(std::string name, erased_step fn, const step_options& options) {
   main_line_only("ctx.compensate");
-  state_->compensations.push_back(
-      {std::move(name), std::move(fn), options, std::max(0, state_->next_seq - 1)});
+  const int undoes = state_->last_user_step >= 0 ? state_->last_user_step : state_->next_seq;
+  state_->compensations.push_back({std::move(name), std::move(fn), options, undoes});
 }
 
 asio::awaitable<json::array> context::run_compensations() {

@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/sha.h>
 
 #include <array>
 #include <charconv>
@@ -125,15 +126,15 @@ result<verified_signature> verify_signature(std::string_view header, std::string
       for (const auto& c : candidates) {
         if (CRYPTO_memcmp(expected.data(), c.data(), c.size()) == 0) {
           matched = true;
-          // The smallest, so that reordering the header's v1 values does not make it another signature.
-          const auto text = hex(c);
-          if (out.signature.empty() || text < out.signature) out.signature = text;
         }
       }
     }
     if (matched) out.keys.push_back(key);
   }
   if (out.keys.empty()) return errc::invalid_signature;
+  mac digest{};
+  SHA256(reinterpret_cast<const unsigned char*>(message.data()), message.size(), digest.data());
+  out.message_digest = hex(digest);
   return out;
 }
 

@@ -15,8 +15,9 @@ namespace keel::detail {
 struct verified_signature {
   /// The keys (engine_options::webhook_secrets names) one of whose secrets made a v1 of the header.
   std::vector<std::string> keys;
-  /// The v1 that matched (lowercase hex), recorded so that it is accepted once.
-  std::string signature;
+  /// SHA-256 of the signed message "<t>.<body>" (lowercase hex): what is recorded so that it is accepted
+  /// once, whichever of the header's v1 values matched.
+  std::string message_digest;
   std::int64_t signed_at = 0;
 };
 

@@ -13,7 +13,6 @@
 namespace keel::detail {
 
 namespace asio = boost::asio;
-namespace json = boost::json;
 
 asio::awaitable<result<run_status>> engine_impl::cancel(run_id id, cancel_options options) {
   if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
@@ -57,37 +56,8 @@ void engine_impl::fence_local(const run_id& id, std::int64_t epoch) {
   });
 }
 
-namespace {
-
-/// Where a retry of a failed run whose compensations ran starts: the earliest step they undid (what their
-/// entries in the run's error say); none when no compensation ran.
-std::optional<int> compensated_from(const json::value& error) {
-  const auto* o = error.if_object();
-  const auto* list = o ? o->if_contains("compensation") : nullptr;
-  if (list == nullptr || !list->is_array()) return std::nullopt;
-  std::optional<int> from;
-  for (const auto& c : list->get_array()) {
-    const auto* entry = c.if_object();
-    const auto* seq = entry ? entry->if_contains("from_step") : nullptr;
-    if (seq == nullptr || !seq->is_int64()) continue;
-    const int s = static_cast<int>(seq->get_int64());
-    if (!from || s < *from) from = s;
-  }
-  return from;
-}
-
-}  // namespace
-
 asio::awaitable<result<void>> engine_impl::retry(run_id id) {
   if (!is_valid_run_id(id)) co_return errc::invalid_run_id;
-  // A failure that was compensated rolled back what the steps from the earliest undone one did: replaying
-  // their records would go on as if it still held (a released reservation, a refunded charge). The retry
-  // runs them again, as a rewind to that step does.
-  auto run = co_await store_.get(id);
-  if (!run) co_return engine_error(run.error());
-  if (run->status == storage::run_status::failed) {
-    if (const auto from = compensated_from(run->error)) co_return co_await rewind(id, *from);
-  }
   auto r = co_await store_.retry(id);
   if (!r) co_return engine_error(r.error());
   if (*r == storage::retry_outcome::not_failed) co_return errc::run_not_failed;
@@ -127,8 +97,11 @@ result<storage::hook_resume> engine_impl::signed_resume(const boost::json::value
                                    now.count(), options_.signature_tolerance);
   if (!verified) return verified.error();
   resume.signature_keys = std::move(verified->keys);
-  resume.signature = std::move(verified->signature);
+  resume.signature = std::move(verified->message_digest);
   resume.signed_at = verified->signed_at;
+  // Kept while a replay could still pass the tolerance check (either side of now), and then some.
+  resume.replay_window =
+      std::max(std::chrono::seconds(900), 2 * options_.signature_tolerance + std::chrono::seconds(60));
   return resume;
 }
 

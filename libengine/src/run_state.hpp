@@ -40,6 +40,9 @@ struct run_state {
   boost::asio::steady_timer backoff;
   /// Position of the next ctx.step call on the main line (outside parallel branches).
   int next_seq = 0;
+  /// Position of the workflow's latest own step on the main line (not the engine's `keel.` records of
+  /// waits, clocks, hooks), -1 before the first: what a compensation registered now undoes.
+  int last_user_step = -1;
   /// Progress frames this execution published (ctx.emit): the last one's number.
   std::int64_t frames = 0;
   /// The attempt of the main-line step in progress (its output stream chunks carry it).
@@ -75,8 +78,8 @@ struct run_state {
     std::string name;
     std::function<boost::asio::awaitable<boost::json::value>()> fn;
     step_options options;
-    /// The position of the step it undoes (the last one taken before it was registered): a retry of the
-    /// compensated run starts again there.
+    /// The position of the step it undoes (the workflow's latest step when it was registered, or the next
+    /// position before any): a retry of the compensated run starts again there.
     int from_step = 0;
   };
   std::vector<compensation> compensations;

@@ -184,15 +184,24 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
       if (idle_ec) break;  // idle too long, the client left, or the server stops
       buffer.commit(got);
     }
+    // From its first byte the request is in progress: a stop lets it arrive whole and be answered.
+    c->busy = true;
     c->stream.expires_after(o.request_timeout);
     auto [ec, n] =
         co_await beast_http::async_read_header(c->stream, buffer, parser, asio::as_tuple(use_awaitable));
-    // From here the request is in progress: a stop lets it arrive whole and be answered.
-    c->busy = true;
     if (!ec && !parser.is_done() && expects_continue(parser.get())) {
       // The client waits for a go-ahead before sending the body (curl does for bodies over 1 KiB). A body
-      // over the limit was refused with the header already (body_limit checks Content-Length), so here it
-      // is welcome.
+      // over the limit was refused with the header already (body_limit checks Content-Length); a caller
+      // without a key is refused before it sends one.
+      if (!detail::authorised(st->access, parser.get())) {
+        auto res = detail::unauthorised();
+        res.version(parser.get().version());
+        detail::allow_origin(res, detail::allowed_origin(st->access, parser.get()));
+        res.keep_alive(false);
+        res.prepare_payload();
+        if (co_await send(o, *c, res)) co_await linger(*c);
+        break;
+      }
       static constexpr std::string_view k_continue = "HTTP/1.1 100 Continue\r\n\r\n";
       c->stream.expires_after(o.request_timeout);
       auto [wec, written] =

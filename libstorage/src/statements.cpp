@@ -950,19 +950,21 @@ FOR UPDATE OF r)sql"};
 const std::string resume_hook_sql = std::string(R"sql(
 WITH h AS (SELECT * FROM keel.hooks WHERE token_hash = decode($1, 'hex') FOR UPDATE),
 -- A hook with a signature key takes requests signed with it ($5: the keys the request's signature was
--- verified with), each signature once ($6, $7: it and its time): a replay finds it recorded (by hook, so
--- that two hooks may take the same signed body). Signatures recorded long past the tolerance go.
+-- verified with), each signed message once ($6: its SHA-256, $7: its time, $8: this call, so that its own
+-- repeat after a lost connection is no replay): a replay finds it recorded (by hook, so that two hooks may
+-- take the same signed body). Records older than $9 seconds (well past the tolerance) go.
 signed AS (SELECT h.signature_key IS NULL OR h.signature_key = ANY($5::text[]) AS ok FROM h),
 seen AS (
-  INSERT INTO keel.hook_signatures (digest, signed_at)
-  SELECT sha256(h.token_hash || decode($6, 'hex')), to_timestamp($7::bigint) FROM h
+  INSERT INTO keel.hook_signatures (digest, signed_at, attempt)
+  SELECT sha256(h.token_hash || decode($6, 'hex')), to_timestamp($7::bigint), $8::uuid FROM h
   WHERE $6::text IS NOT NULL AND h.signature_key = ANY($5::text[])
-  ON CONFLICT (digest) DO NOTHING
+  ON CONFLICT (digest) DO UPDATE SET signed_at = excluded.signed_at
+    WHERE keel.hook_signatures.attempt = excluded.attempt
   RETURNING 1),
 pruned AS (
   DELETE FROM keel.hook_signatures
   WHERE $6::text IS NOT NULL AND digest IN (
-    SELECT digest FROM keel.hook_signatures WHERE signed_at < now() - interval '15 minutes'
+    SELECT digest FROM keel.hook_signatures WHERE signed_at < now() - make_interval(secs => $9::int)
     LIMIT 100 FOR UPDATE SKIP LOCKED)),
 upd AS (
   UPDATE keel.hooks k
@@ -1083,6 +1085,16 @@ const statement retry_run{"keel_retry_run", retry_run_sql.c_str()};
 // Rewind, in two statements of one transaction: the run row locked first (rewind_lock), so that the second
 // statement's snapshot holds every checkpoint and consumed event committed before — a writer that held the
 // row's share lock when the rewind began has committed by then.
+// A retry's first statement: the run's row locked, its status, and where its compensations (if any ran)
+// say the undone steps begin (the earliest `from_step` in its error's `compensation`).
+const statement retry_lock{"keel_retry_lock", R"sql(
+SELECT status,
+       (SELECT min((c->>'from_step')::int)
+        FROM jsonb_array_elements(CASE WHEN jsonb_typeof(error->'compensation') = 'array'
+                                       THEN error->'compensation' ELSE '[]'::jsonb END) c
+        WHERE jsonb_typeof(c->'from_step') = 'number')
+FROM keel.runs WHERE id = $1::uuid FOR UPDATE)sql"};
+
 const statement rewind_lock{"keel_rewind_lock", "SELECT 1 FROM keel.runs WHERE id = $1::uuid FOR UPDATE"};
 
 // Rewind: the checkpoints from step position $2 on are discarded and the run queued to run again from

@@ -49,6 +49,7 @@ extern const statement create_hook;
 extern const statement resume_hook_lock;
 extern const statement resume_hook;
 extern const statement retry_run;
+extern const statement retry_lock;
 extern const statement rewind_lock;
 extern const statement rewind_run;
 extern const statement register_worker;

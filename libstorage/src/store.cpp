@@ -558,7 +558,9 @@ boost::asio::awaitable<result<hook_resume_answer>> store::resume_hook(const hook
                                                  "true",
                                                  detail::text_array(r.signature_keys),
                                                  r.signature,
-                                                 std::to_string(r.signed_at)};
+                                                 std::to_string(r.signed_at),
+                                                 new_run_id(),  // this call (a UUID), see sql::resume_hook
+                                                 std::to_string(r.replay_window.count())};
   // One transaction: lock the run row, then resume (see sql::resume_hook_lock). Safe to repeat after a lost
   // connection: a resume with the same payload is an idempotent success.
   std::function<result<hook_resume_answer>(pg_connection&)> resume =
@@ -601,15 +603,27 @@ boost::asio::awaitable<result<hook_resume_answer>> store::resume_hook(const hook
 
 boost::asio::awaitable<result<retry_outcome>> store::retry(const run_id& id) {
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
+  // One transaction, the run locked first: two retries at once, or a retry racing a worker, see one
+  // status. A failure whose compensations ran rolled back what the steps from the earliest undone one
+  // did: those run again (a rewind to there), rather than replaying records of effects that no longer hold.
   std::function<result<retry_outcome>(pg_connection&)> retry =
       [id](pg_connection& c) -> result<retry_outcome> {
-    auto r = c.exec_blocking(detail::sql::retry_run, {id});
-    if (!r) return r.error();
-    if (detail::get_text(r->get(), 0, 0) == "1") return retry_outcome::retried;
-    auto s = c.exec_blocking(detail::sql::run_status_of, {id});
-    if (!s) return s.error();
-    if (PQntuples(s->get()) == 0) return errc::not_found;
-    return retry_outcome::not_failed;
+    const std::function<result<retry_outcome>()> body = [&]() -> result<retry_outcome> {
+      auto locked = c.exec_blocking(detail::sql::retry_lock, {id});
+      if (!locked) return locked.error();
+      if (PQntuples(locked->get()) == 0) return errc::not_found;
+      if (detail::get_text(locked->get(), 0, 0) != "failed") return retry_outcome::not_failed;
+      if (!PQgetisnull(locked->get(), 0, 1)) {
+        const std::string from(detail::get_text(locked->get(), 0, 1));
+        auto r = c.exec_blocking(detail::sql::rewind_run, {id, from});
+        if (!r) return r.error();
+        return retry_outcome::retried;
+      }
+      auto r = c.exec_blocking(detail::sql::retry_run, {id});
+      if (!r) return r.error();
+      return detail::get_text(r->get(), 0, 0) == "1" ? retry_outcome::retried : retry_outcome::not_failed;
+    };
+    return detail::in_transaction(c, body);
   };
   auto done = co_await impl_->on_pool<retry_outcome>(std::move(retry), impl_->request_deadline());
   if (done) impl_->committed();  // it appended to the run log

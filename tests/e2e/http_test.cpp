@@ -610,6 +610,15 @@ BOOST_AUTO_TEST_CASE(api_keys_guard_the_api_but_not_hooks_or_probes_and_cors_ans
       },
       10s));
   BOOST_TEST(c.send(bhttp::verb::post, path, R"({"approved":true})").status == 202);
+  {
+    // A caller without a key that asks for 100 Continue is refused before it sends its body.
+    client raw(srv.s->port());
+    asio::write(raw.socket(),
+                asio::buffer(std::string("POST /v1/workflows/approval/runs HTTP/1.1\r\nHost: x\r\n"
+                                         "Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")));
+    const auto r = raw.read();
+    BOOST_TEST(r.status == 401);
+  }
   // Event streams need a key too.
   BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs/" + id + "/events").status == 401);
 

@@ -267,6 +267,8 @@ class context {
   /// error plus what each compensation did (`"compensation": [{"step", "status", "error"}]`). A compensation
   /// that fails for good does not stop the others. Register on the main line, after the step it undoes
   /// succeeded; replays register again (registration itself is not recorded). `fn` as for ctx.step.
+  /// engine::retry of the compensated run starts again at the earliest step undone (the workflow's latest
+  /// ctx.step when each compensation was registered): it must not replay a record its compensation undid.
   template <class F>
   void compensate(std::string_view name, F&& fn, const step_options& options = {}) {
     add_compensation(std::string(name), erase(std::forward<F>(fn)), options);

@@ -404,9 +404,12 @@ struct hook_resume {
   std::optional<std::string> resumed_by;  ///< the caller's identity, when known (audit)
   /// The signing keys the request's signature was verified with (empty: unsigned, or none matched).
   std::vector<std::string> signature_keys;
-  /// The verified signature (lowercase hex) and its timestamp, recorded so that it is accepted only once.
+  /// The SHA-256 (lowercase hex) of the signed message ("<t>.<body>") whose signature was verified, and
+  /// its time: recorded so that it is accepted only once.
   std::optional<std::string> signature;
   std::int64_t signed_at = 0;  ///< Unix seconds
+  /// How long a recorded signature is kept (past which its timestamp is refused anyway).
+  std::chrono::seconds replay_window{900};
 };
 
 /// What a resume did.

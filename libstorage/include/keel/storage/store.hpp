@@ -181,7 +181,9 @@ class store {
   boost::asio::awaitable<result<hook_resume_answer>> resume_hook(const hook_resume& r);
 
   /// Queues a failed run to continue from its failed step (its earlier checkpoints stay); recorded in its
-  /// history. Returns not_failed (and changes nothing) when the run has not failed. Errors: not_found.
+  /// history. A run whose failure ran compensations is rewound instead to the earliest step they undid
+  /// (their `from_step` in its error). Returns not_failed (and changes nothing) when the run has not
+  /// failed. Errors: not_found.
   boost::asio::awaitable<result<retry_outcome>> retry(const run_id& id);
 
   /// Discards the run's checkpoints from step position `from_step` on and queues it to run again from there
