@@ -21,6 +21,7 @@
 #include "keel/common/time_text.hpp"
 #include "keel/engine.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "request_decoding.hpp"
 #include "within.hpp"
 
 namespace keel::http::detail {
@@ -34,7 +35,8 @@ using beast_http::verb;
 /// Deeper request JSON is refused before it reaches the engine (whose own limits still apply).
 constexpr std::size_t k_max_json_depth = 128;
 
-/// The body as JSON; an empty body is null.
+}  // namespace
+
 json::value body_json(const request& req) {
   if (req.body().empty()) return nullptr;
   json::parse_options opts;
@@ -44,6 +46,8 @@ json::value body_json(const request& req) {
   if (ec) throw bad_request{"the body is not valid JSON: " + ec.message()};
   return v;
 }
+
+namespace {
 
 json::value step_json(const storage::step_record& s) {
   json::object o;
@@ -101,9 +105,9 @@ json::value run_json(const run_info& r) {
   return o;
 }
 
-/// POST /v1/workflows/{name}/runs: {"input":…, "idempotency_key"?:…, "priority"?:…, "run_at"?:RFC3339}, or
-/// the key in an Idempotency-Key header.
-boost::asio::awaitable<response> start_run(engine& e, const request& req, const std::string& workflow) {
+}  // namespace
+
+start_run_request decode_start_run(const request& req) {
   auto body = body_json(req);
   if (!body.is_object() && !body.is_null()) throw bad_request{"the body must be a JSON object"};
   enqueue_options options;
@@ -136,7 +140,16 @@ boost::asio::awaitable<response> start_run(engine& e, const request& req, const 
       throw bad_request{"the Idempotency-Key header and the body's idempotency_key differ"};
     options.idempotency_key = header;
   }
-  auto submitted = co_await e.submit(workflow, input, options);
+  return {std::move(input), std::move(options)};
+}
+
+namespace {
+
+/// POST /v1/workflows/{name}/runs: {"input":…, "idempotency_key"?:…, "priority"?:…, "run_at"?:RFC3339}, or
+/// the key in an Idempotency-Key header.
+boost::asio::awaitable<response> start_run(engine& e, const request& req, const std::string& workflow) {
+  const auto decoded = decode_start_run(req);
+  auto submitted = co_await e.submit(workflow, decoded.input, decoded.options);
   if (!submitted) co_return from_error(submitted.error());
   auto run = co_await e.get(submitted->id);
   if (!run) co_return from_error(run.error());
@@ -155,8 +168,9 @@ json::value summary_json(const run_summary& r) {
   return o;
 }
 
-/// GET /v1/runs?workflow=&status=&limit=&cursor=: newest first; `next_cursor` continues.
-boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
+}  // namespace
+
+run_query decode_run_query(const target& t) {
   run_query q;
   bool seen[4] = {false, false, false, false};
   for (const auto& [key, value] : t.query) {
@@ -186,6 +200,23 @@ boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
       q.after = value;
     }
   }
+  return q;
+}
+
+int decode_rewind_step(const request& req) {
+  auto body = body_json(req);
+  const json::value* step = body.is_object() ? body.get_object().if_contains("step") : nullptr;
+  if (step == nullptr || !step->is_int64() || step->get_int64() < 0 || step->get_int64() > INT32_MAX ||
+      body.get_object().size() != 1)
+    throw bad_request{"the body must be {\"step\": <step position, from 0>}"};
+  return static_cast<int>(step->get_int64());
+}
+
+namespace {
+
+/// GET /v1/runs?workflow=&status=&limit=&cursor=: newest first; `next_cursor` continues.
+boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
+  const auto q = decode_run_query(t);
   auto page = co_await e.list_runs(q);
   if (!page) co_return from_error(page.error());
   json::array runs;
@@ -265,12 +296,8 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       }
       if (n == 4 && path[1] == "runs" && path[3] == "rewind") {
         only(verb::post);
-        auto body = body_json(req);
-        const json::value* step = body.is_object() ? body.get_object().if_contains("step") : nullptr;
-        if (step == nullptr || !step->is_int64() || step->get_int64() < 0 || step->get_int64() > INT32_MAX ||
-            body.get_object().size() != 1)
-          throw bad_request{"the body must be {\"step\": <step position, from 0>}"};
-        auto r = co_await e.rewind(path[2], static_cast<int>(step->get_int64()));
+        const int step = decode_rewind_step(req);
+        auto r = co_await e.rewind(path[2], step);
         if (!r) co_return from_error(r.error());
         co_return json_response(status::accepted, json::object{{"run_id", path[2]}});
       }
@@ -311,7 +338,6 @@ response json_response(status s, const json::value& body) {
 response error_response(status s, std::string_view code, std::string_view message) {
   return json_response(s, json::object{{"error", json::object{{"code", code}, {"message", message}}}});
 }
-
 response from_error(error_code ec) {
   auto e = to_http(ec);
   return error_response(e.status, e.code, ec.message());
