@@ -336,8 +336,12 @@ response json_response(status s, const json::value& body) {
 }
 
 response error_response(status s, std::string_view code, std::string_view message) {
-  return json_response(s, json::object{{"error", json::object{{"code", code}, {"message", message}}}});
+  // A message may quote the request (a query parameter's name, a path) and a JSON string must be UTF-8:
+  // a client's JSON parser would otherwise refuse the error itself.
+  return json_response(
+      s, json::object{{"error", json::object{{"code", code}, {"message", storage::valid_utf8(message)}}}});
 }
+
 response from_error(error_code ec) {
   auto e = to_http(ec);
   return error_response(e.status, e.code, ec.message());
