@@ -10,6 +10,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 #include <charconv>
+#include <cmath>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -35,6 +36,25 @@ using beast_http::verb;
 /// Deeper request JSON is refused before it reaches the engine (whose own limits still apply).
 constexpr std::size_t k_max_json_depth = 128;
 
+/// Whether `v` holds a number beyond a double's range: Boost.JSON reads 1e999 as infinity and would write it
+/// back as `Infinity`, which is not JSON (PostgreSQL refuses it). Iterative, as the value may be wide.
+bool has_non_finite_number(const json::value& v) {
+  std::vector<const json::value*> todo{&v};
+  while (!todo.empty()) {
+    const auto* x = todo.back();
+    todo.pop_back();
+    if (x->is_double() && !std::isfinite(x->get_double())) return true;
+    if (const auto* a = x->if_array()) {
+      for (const auto& e : *a)
+        todo.push_back(&e);
+    } else if (const auto* o = x->if_object()) {
+      for (const auto& kv : *o)
+        todo.push_back(&kv.value());
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 json::value body_json(const request& req) {
@@ -44,6 +64,7 @@ json::value body_json(const request& req) {
   error_code ec;
   auto v = json::parse(req.body(), ec, {}, opts);
   if (ec) throw bad_request{"the body is not valid JSON: " + ec.message()};
+  if (has_non_finite_number(v)) throw bad_request{"the body holds a number beyond the range of a double"};
   return v;
 }
 
