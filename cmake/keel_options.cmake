@@ -24,3 +24,18 @@ elseif(KEEL_SANITIZE STREQUAL "thread")
 elseif(NOT KEEL_SANITIZE STREQUAL "")
   message(FATAL_ERROR "KEEL_SANITIZE must be empty, 'address' or 'thread'")
 endif()
+
+# libFuzzer (clang only; scripts/fuzz.sh configures it in build-fuzz/ with KEEL_SANITIZE=address): coverage
+# instrumentation for every target, and the fuzz targets link libFuzzer's main instead of the built-in driver.
+option(KEEL_LIBFUZZER "Build the fuzz targets for libFuzzer (clang)" OFF)
+if(KEEL_LIBFUZZER)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "KEEL_LIBFUZZER needs clang (CXX=clang++)")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link)
+endif()
+if(KEEL_SANITIZE STREQUAL "address" AND CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  # clang 14 cannot emit -fsanitize=function's checks in coroutines ("Cannot represent a difference across
+  # sections" from its assembler); the other UBSan checks stay.
+  add_compile_options(-fno-sanitize=function)
+endif()

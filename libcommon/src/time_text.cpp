@@ -77,6 +77,10 @@ std::optional<system_clock::time_point> parse_rfc3339(std::string_view s) {
   if (!ymd.ok()) return std::nullopt;
   const auto t =
       sys_days(ymd) + hours(hour) + minutes(minute) + seconds(second) + frac - minutes(offset_minutes);
+  // system_clock counts nanoseconds in 64 bits (up to 2262-04-11): a later time does not fit, and
+  // converting it would overflow (undefined behaviour).
+  constexpr auto k_latest = duration_cast<microseconds>(system_clock::time_point::max().time_since_epoch());
+  if (t.time_since_epoch() > k_latest) return std::nullopt;
   return time_point_cast<system_clock::duration>(t);
 }
 

@@ -681,8 +681,8 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   hub_->release_gate();  // runs paused by a stream's consumer go on to their release
   wake_claimer();
   // Cut retry backoffs short: each run stops at its next step boundary and is released.
-  for (auto& [id, st] : inflight_)
-    asio::post(st->strand, [st] { st->cancel_backoffs(); });
+  for (auto& [id, st] : inflight_)  // (an init-capture: clang 14 cannot capture a structured binding)
+    asio::post(st->strand, [st = st] { st->cancel_backoffs(); });
   asio::steady_timer limit(ctl_, deadline);
   bool expired = false;
   limit.async_wait([this, &expired](boost::system::error_code ec) {

@@ -10,6 +10,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/url/parse.hpp>
 #include <charconv>
+#include <cmath>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -21,6 +22,7 @@
 #include "keel/common/time_text.hpp"
 #include "keel/engine.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "request_decoding.hpp"
 #include "within.hpp"
 
 namespace keel::http::detail {
@@ -34,7 +36,27 @@ using beast_http::verb;
 /// Deeper request JSON is refused before it reaches the engine (whose own limits still apply).
 constexpr std::size_t k_max_json_depth = 128;
 
-/// The body as JSON; an empty body is null.
+/// Whether `v` holds a number beyond a double's range: Boost.JSON reads 1e999 as infinity and would write it
+/// back as `Infinity`, which is not JSON (PostgreSQL refuses it). Iterative, as the value may be wide.
+bool has_non_finite_number(const json::value& v) {
+  std::vector<const json::value*> todo{&v};
+  while (!todo.empty()) {
+    const auto* x = todo.back();
+    todo.pop_back();
+    if (x->is_double() && !std::isfinite(x->get_double())) return true;
+    if (const auto* a = x->if_array()) {
+      for (const auto& e : *a)
+        todo.push_back(&e);
+    } else if (const auto* o = x->if_object()) {
+      for (const auto& kv : *o)
+        todo.push_back(&kv.value());
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 json::value body_json(const request& req) {
   if (req.body().empty()) return nullptr;
   json::parse_options opts;
@@ -42,8 +64,11 @@ json::value body_json(const request& req) {
   error_code ec;
   auto v = json::parse(req.body(), ec, {}, opts);
   if (ec) throw bad_request{"the body is not valid JSON: " + ec.message()};
+  if (has_non_finite_number(v)) throw bad_request{"the body holds a number beyond the range of a double"};
   return v;
 }
+
+namespace {
 
 bool is_time_field(std::string_view key) {
   return key == "until" || key == "started" || key == "at" || key == "wake_at" || key == "expires_at";
@@ -127,9 +152,9 @@ json::value run_json(const run_info& r) {
   return o;
 }
 
-/// POST /v1/workflows/{name}/runs: {"input":…, "idempotency_key"?:…, "priority"?:…, "run_at"?:RFC3339}, or
-/// the key in an Idempotency-Key header.
-boost::asio::awaitable<response> start_run(engine& e, const request& req, const std::string& workflow) {
+}  // namespace
+
+start_run_request decode_start_run(const request& req) {
   auto body = body_json(req);
   if (!body.is_object() && !body.is_null()) throw bad_request{"the body must be a JSON object"};
   enqueue_options options;
@@ -162,7 +187,16 @@ boost::asio::awaitable<response> start_run(engine& e, const request& req, const 
       throw bad_request{"the Idempotency-Key header and the body's idempotency_key differ"};
     options.idempotency_key = header;
   }
-  auto submitted = co_await e.submit(workflow, input, options);
+  return {std::move(input), std::move(options)};
+}
+
+namespace {
+
+/// POST /v1/workflows/{name}/runs: {"input":…, "idempotency_key"?:…, "priority"?:…, "run_at"?:RFC3339}, or
+/// the key in an Idempotency-Key header.
+boost::asio::awaitable<response> start_run(engine& e, const request& req, const std::string& workflow) {
+  const auto decoded = decode_start_run(req);
+  auto submitted = co_await e.submit(workflow, decoded.input, decoded.options);
   if (!submitted) co_return from_error(submitted.error());
   auto run = co_await e.get(submitted->id);
   if (!run) co_return from_error(run.error());
@@ -181,8 +215,9 @@ json::value summary_json(const run_summary& r) {
   return o;
 }
 
-/// GET /v1/runs?workflow=&status=&limit=&cursor=: newest first; `next_cursor` continues.
-boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
+}  // namespace
+
+run_query decode_run_query(const target& t) {
   run_query q;
   bool seen[4] = {false, false, false, false};
   for (const auto& [key, value] : t.query) {
@@ -212,6 +247,23 @@ boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
       q.after = value;
     }
   }
+  return q;
+}
+
+int decode_rewind_step(const request& req) {
+  auto body = body_json(req);
+  const json::value* step = body.is_object() ? body.get_object().if_contains("step") : nullptr;
+  if (step == nullptr || !step->is_int64() || step->get_int64() < 0 || step->get_int64() > INT32_MAX ||
+      body.get_object().size() != 1)
+    throw bad_request{"the body must be {\"step\": <step position, from 0>}"};
+  return static_cast<int>(step->get_int64());
+}
+
+namespace {
+
+/// GET /v1/runs?workflow=&status=&limit=&cursor=: newest first; `next_cursor` continues.
+boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
+  const auto q = decode_run_query(t);
   auto page = co_await e.list_runs(q);
   if (!page) co_return from_error(page.error());
   json::array runs;
@@ -295,12 +347,8 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       }
       if (n == 4 && path[1] == "runs" && path[3] == "rewind") {
         only(verb::post);
-        auto body = body_json(req);
-        const json::value* step = body.is_object() ? body.get_object().if_contains("step") : nullptr;
-        if (step == nullptr || !step->is_int64() || step->get_int64() < 0 || step->get_int64() > INT32_MAX ||
-            body.get_object().size() != 1)
-          throw bad_request{"the body must be {\"step\": <step position, from 0>}"};
-        auto r = co_await e.rewind(path[2], static_cast<int>(step->get_int64()));
+        const int step = decode_rewind_step(req);
+        auto r = co_await e.rewind(path[2], step);
         if (!r) co_return from_error(r.error());
         co_return json_response(status::accepted, json::object{{"run_id", path[2]}});
       }
@@ -343,7 +391,10 @@ response json_response(status s, const json::value& body) {
 }
 
 response error_response(status s, std::string_view code, std::string_view message) {
-  return json_response(s, json::object{{"error", json::object{{"code", code}, {"message", message}}}});
+  // A message may quote the request (a query parameter's name, a path) and a JSON string must be UTF-8:
+  // a client's JSON parser would otherwise refuse the error itself.
+  return json_response(
+      s, json::object{{"error", json::object{{"code", code}, {"message", storage::valid_utf8(message)}}}});
 }
 
 response from_error(error_code ec) {

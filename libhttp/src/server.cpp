@@ -33,6 +33,7 @@
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
 #include "metrics.hpp"
+#include "request_parser.hpp"
 #include "sse.hpp"
 
 namespace keel::http {
@@ -173,9 +174,8 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
   for (;;) {
     c->busy = false;
     if (st->stopping.load(std::memory_order_acquire)) break;
-    beast_http::request_parser<beast_http::string_body> parser;
-    parser.header_limit(static_cast<std::uint32_t>(o.max_header_bytes));
-    parser.body_limit(o.max_body_bytes);
+    detail::request_parser parser;
+    detail::configure_parser(parser, o);
     if (buffer.size() == 0) {
       // Idle until the request's first byte (a kept-alive client may have pipelined it already).
       c->stream.expires_after(o.idle_timeout);
