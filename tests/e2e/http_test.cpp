@@ -27,6 +27,7 @@
 #include "http_client.hpp"
 #include "keel/common/time_text.hpp"
 #include "keel/http/server.hpp"
+#include "keel/storage/json_limits.hpp"
 #include "tcp_proxy.hpp"
 
 using namespace keel;
@@ -697,6 +698,81 @@ BOOST_AUTO_TEST_CASE(a_head_request_gets_the_headers_of_a_get_without_its_body, 
   BOOST_TEST(buffer.size() == 0u);  // nothing after the headers
   // The connection goes on with the next request.
   BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(a_table_of_broken_requests_over_a_raw_socket_gets_4xx_or_a_close_never_a_5xx,
+                     *utf::timeout(120)) {
+  http::server_options o;
+  o.request_timeout = 1s;
+  served srv(o);
+  using namespace std::string_literals;
+  const std::string host = "Host: x\r\n";
+  const std::string deep(20000, '[');
+  const std::vector<std::string> requests{
+      "GET /healthz HTTP/1.1\r\n" + host + "Transfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",  // bad chunk size
+      "POST /v1/workflows/echo/runs HTTP/1.1\r\n" + host +
+          "Transfer-Encoding: chunked\r\n\r\n5\r\nabc",  // cut
+      "POST /v1/workflows/echo/runs HTTP/1.1\r\n" + host +
+          "Transfer-Encoding: chunked\r\n\r\n3;ext=\"unterminated\r\nabc\r\n0\r\n\r\n",
+      "POST /v1/workflows/echo/runs HTTP/1.1\r\n" + host +
+          "Content-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef",
+      "POST /v1/workflows/echo/runs HTTP/1.1\r\n" + host + "Content-Length: -1\r\n\r\n",
+      "POST /v1/workflows/echo/runs HTTP/1.1\r\n" + host + "Content-Length: 99999999999999999999\r\n\r\n",
+      "POST /v1/workflows/echo/runs HTTP/1.1\r\n" + host + "Content-Length: 10\r\n\r\n{\"in",  // short body
+      "BREW /v1/runs HTTP/1.1\r\n" + host + "\r\n",
+      "DELETE /v1/runs HTTP/1.1\r\n" + host + "\r\n",
+      "GET /v1/runs/%ff%fe HTTP/1.1\r\n" + host + "\r\n",
+      "GET /v1/runs/%00 HTTP/1.1\r\n" + host + "\r\n",
+      "GET /v1/../../etc/passwd HTTP/1.1\r\n" + host + "\r\n",
+      "GET /v1/runs?limit=%zz HTTP/1.1\r\n" + host + "\r\n",
+      "GET http://x/healthz HTTP/1.1\r\n" + host + "\r\n",  // absolute form
+      "GET * HTTP/1.1\r\n" + host + "\r\n",
+      "GET /healthz HTTP/9.9\r\n" + host + "\r\n",
+      "GET /healthz\r\n\r\n",  // HTTP/0.9
+      "GET\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nX-A: b\0c\r\n\r\n"s,  // a NUL in a header
+      "GET /healthz HTTP/1.1\r\n: no-name\r\n\r\n",
+      "GET /healthz HTTP/1.1\r\nNo-Colon\r\n\r\n",
+      "\r\n\r\n\r\n",
+      std::string("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 11),  // a TLS ClientHello
+      "POST /v1/workflows/echo/runs HTTP/1.1\r\n" + host + "Content-Length: " + std::to_string(deep.size()) +
+          "\r\n\r\n" + deep,  // deep JSON
+      "POST /v1/workflows/echo/runs HTTP/1.1\r\n" + host +
+          "Content-Length: 14\r\n\r\n{\"input\":\"\xc0\xaf\"}",
+      "POST /v1/hooks/" + std::string(5000, 'a') + " HTTP/1.1\r\n" + host + "\r\n",
+      "POST /v1/runs/0190b3c2-0000-7000-8000-000000000000/events/" + std::string(300, 'e') + " HTTP/1.1\r\n" +
+          host + "Content-Length: 2\r\n\r\n{}",
+  };
+  int answered = 0, closed = 0;
+  for (const auto& raw : requests) {
+    BOOST_TEST_INFO("request: " << json::serialize(json::value(storage::valid_utf8(raw.substr(0, 80)))));
+    client c(srv.s->port());
+    boost::system::error_code ec;
+    asio::write(c.socket(), asio::buffer(raw), ec);
+    c.socket().shutdown(tcp::socket::shutdown_send, ec);  // nothing more comes: the server must decide
+    beast::flat_buffer buffer;
+    bhttp::response_parser<bhttp::string_body> parser;
+    bhttp::read(c.socket(), buffer, parser, ec);
+    if (ec) {
+      ++closed;  // dropped without an answer: allowed for what is not HTTP at all
+      continue;
+    }
+    ++answered;
+    const int status = parser.get().result_int();
+    BOOST_TEST(status >= 400);
+    BOOST_TEST(status < 500);
+    BOOST_TEST(!json::parse(parser.get().body()).at("error").at("code").as_string().empty());
+  }
+  BOOST_TEST(answered >= 20);  // most get a typed answer
+  BOOST_TEST_MESSAGE(answered << " answered, " << closed << " closed");
+  // The server still serves, and runs still run.
+  client c(srv.s->port());
+  BOOST_TEST(c.send(bhttp::verb::get, "/healthz").status == 200);
+  const auto started = c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":7})");
+  BOOST_REQUIRE(started.status == 201);
+  const auto done = srv.e.wait_blocking(std::string(started.body.at("id").as_string()), 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(done->output == json::value(7));
 }
 
 BOOST_AUTO_TEST_CASE(a_stop_closes_idle_connections_and_lets_a_request_in_progress_finish,
