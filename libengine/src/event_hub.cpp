@@ -380,17 +380,25 @@ asio::awaitable<result<std::shared_ptr<subscription>>> event_hub::subscribe(stre
 }
 
 asio::awaitable<result<std::shared_ptr<subscription>>> event_hub::join(std::shared_ptr<subscription> sub) {
-  if (cursor_ < 0) {
-    auto top = co_await store_.follow_log(0, 0);
-    if (!top) co_return top.error();
-    if (cursor_ < 0) cursor_ = top->top - 1;
-  }
-  if (sub->followed_run()) {
+  for (;;) {
+    if (cursor_ < 0) {
+      auto top = co_await store_.follow_log(0, 0);
+      if (!top) co_return top.error();
+      if (cursor_ < 0) {
+        cursor_ = top->top - 1;
+        ++cursor_starts_;
+      }
+    }
+    if (!sub->followed_run()) break;
     // The runs it started so far, read after the cursor is set: one started since shows in an event
     // past the cursor, naming its parent.
+    const auto starts = cursor_starts_;
     auto tree = co_await store_.run_tree(*sub->followed_run());
     if (!tree) co_return tree.error();
     sub->add_tree(*tree);
+    // Unless the follower went idle while the tree was read (this stream had not joined yet): it then
+    // forgot the cursor, and would start from -1; or another join set it afresh, past this tree's read.
+    if (cursor_ >= 0 && cursor_starts_ == starts) break;
   }
   bool start = false;
   {

@@ -190,6 +190,9 @@ class event_hub : public std::enable_shared_from_this<event_hub> {
   std::atomic<bool> released_{false};
   /// Follower state (on strand_): the last position delivered; -1 before the first read.
   std::int64_t cursor_ = -1;
+  /// Counts the times cursor_ was set from the log's top (on strand_): a join that suspended sees whether
+  /// the follower went idle and started afresh meanwhile.
+  std::uint64_t cursor_starts_ = 0;
   /// A bounded stream is open (as of the last read): reads do not wait for events to gather.
   bool any_bounded_ = false;
   /// The retention horizon last reported as a gap.
