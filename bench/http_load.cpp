@@ -160,25 +160,6 @@ engine_options options_for(const latency_setup& s, run_counter& counter) {
   return eo;
 }
 
-/// Stops the engine through keel-bench's hook when it goes out of scope (also on an exception).
-class engine_guard {
- public:
-  engine_guard(engine& e, const latency_setup& s) : e_(e), s_(s) {}
-  ~engine_guard() { stop_blocking(); }
-  engine_guard(const engine_guard&) = delete;
-  engine_guard& operator=(const engine_guard&) = delete;
-  void stop_blocking() {
-    if (stopped_) return;
-    stopped_ = true;
-    s_.stop_engine_blocking(e_);
-  }
-
- private:
-  engine& e_;
-  const latency_setup& s_;
-  bool stopped_ = false;
-};
-
 /// Serves the engine's API on 127.0.0.1, any free port, for up to `connections` clients at once.
 std::unique_ptr<http::server> start_server_blocking(engine& e, std::size_t connections) {
   http::server_options so;

@@ -77,25 +77,6 @@ engine_options options_for(const latency_setup& s) {
   return eo;
 }
 
-/// Stops the engine through keel-bench's hook when it goes out of scope (also on an exception).
-class engine_guard {
- public:
-  engine_guard(engine& e, const latency_setup& s) : e_(e), s_(s) {}
-  ~engine_guard() { stop_blocking(); }
-  engine_guard(const engine_guard&) = delete;
-  engine_guard& operator=(const engine_guard&) = delete;
-  void stop_blocking() {
-    if (stopped_) return;
-    stopped_ = true;
-    s_.stop_engine_blocking(e_);
-  }
-
- private:
-  engine& e_;
-  const latency_setup& s_;
-  bool stopped_ = false;
-};
-
 /// What the workflows and the engine's events report, by run; shared by the engine's threads and the main
 /// one.
 class run_log {

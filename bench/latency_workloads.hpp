@@ -48,6 +48,25 @@ struct latency_setup {
   std::function<void(engine&)> stop_engine_blocking;
 };
 
+/// Stops the engine through keel-bench's hook when it goes out of scope (also on an exception).
+class engine_guard {
+ public:
+  engine_guard(engine& e, const latency_setup& s) : e_(e), s_(s) {}
+  ~engine_guard() { stop_blocking(); }
+  engine_guard(const engine_guard&) = delete;
+  engine_guard& operator=(const engine_guard&) = delete;
+  void stop_blocking() {
+    if (stopped_) return;
+    stopped_ = true;
+    s_.stop_engine_blocking(e_);
+  }
+
+ private:
+  engine& e_;
+  const latency_setup& s_;
+  bool stopped_ = false;
+};
+
 /// The server's durability settings and version, as the noop3 line reports them.
 struct server_settings {
   std::string fsync, synchronous_commit, server_version;
