@@ -4,6 +4,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "keel/engine/error.hpp"
 
@@ -84,8 +85,8 @@ asio::awaitable<json::value> approval(context& ctx, json::value input) {
   co_return json::value{{"approved", *approved}, {"by", *by}, {"amount", amount_value}};
 }
 
-/// Input {"n": int, "delay_ms": int}: n steps, each publishing a frame {"left": k}, with a durable sleep of
-/// delay_ms between them. Output {"done": n}.
+/// Input {"n": int, "delay_ms": int}: n steps, each publishing a frame {"left": k, "progress": percent done},
+/// with a durable sleep of delay_ms between them. Output {"done": n}.
 asio::awaitable<json::value> countdown(context& ctx, json::value input) {
   const auto& in = object_input(input);
   const auto n = whole(in, "n", 3, 10'000);
@@ -94,7 +95,8 @@ asio::awaitable<json::value> countdown(context& ctx, json::value input) {
     auto tick = [k] { return json::value(k); };
     const std::string name = "tick_" + std::to_string(k);  // named: no class temporary inside co_await
     co_await ctx.step(name, tick);
-    ctx.emit(json::object{{"left", n - k - 1}});
+    ctx.emit(json::object{{"left", n - k - 1},
+                          {"progress", 100.0 * static_cast<double>(k + 1) / static_cast<double>(n)}});
     if (k + 1 < n) co_await ctx.sleep(delay);
   }
   co_return json::value{{"done", n}};
@@ -125,6 +127,21 @@ asio::awaitable<json::value> order(context& ctx, json::value input) {
   co_return json::value{{"reservation", reservation}, {"charge", charged}, {"tracking", tracking}};
 }
 
+/// Input {"n": int (1 to 50), "delay_ms"?: int}: n child runs of `countdown` ({"n": 2, "delay_ms"}), two at a
+/// time, each released from the parent's worker while it runs. Output {"children": n, "outputs": [...]}.
+asio::awaitable<json::value> batch(context& ctx, json::value input) {
+  const auto& in = object_input(input);
+  const auto n = whole(in, "n", 3, 50);
+  if (n == 0) throw invalid_input_error("'n' must be at least 1");
+  const auto delay = whole(in, "delay_ms", 200, 60'000);
+  std::vector<json::value> inputs(static_cast<std::size_t>(n), json::value{{"n", 2}, {"delay_ms", delay}});
+  map_options options;
+  options.concurrency = 2;
+  const std::string child_workflow = "countdown";
+  auto outputs = co_await ctx.map_children(child_workflow, inputs, options);
+  co_return json::value{{"children", n}, {"outputs", json::value_from(outputs)}};
+}
+
 /// Three steps that do nothing: the benchmark workflow (keel-bench's noop3).
 asio::awaitable<json::value> noop3(context& ctx, json::value) {
   for (int i = 1; i <= 3; ++i) {
@@ -147,6 +164,9 @@ void register_api_workflows(engine& e) {
   e.register_workflow<json::value, json::value>(
       "order", 1, order, json::value{{"card", "visa"}},
       "reserve, charge, ship; card \"declined\" fails the charge and the reservation is released");
+  e.register_workflow<json::value, json::value>(
+      "batch", 1, batch, json::value{{"n", 3}, {"delay_ms", 200}},
+      "n child runs of countdown, two at a time: a run tree to watch");
   e.register_workflow<json::value, json::value>("noop3", 1, noop3, json::object{},
                                                 "three empty steps: the benchmark");
 }

@@ -7,7 +7,14 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-test1.81-dev
   libboost-program-options1.81-dev
   libpq-dev libssl-dev postgresql-15 curl
+  # The dashboard's browser tests: Debian's chromium, driven by playwright-core from npm (tests/browser).
+  chromium
 )
+# Node.js 18 or newer with npm, for the browser tests: Debian's, unless the machine has its own already.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null ||
+   [ "$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)" -lt 18 ]; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,8 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 
+#include "dashboard.hpp"
+
 namespace keel::http::detail {
 namespace {
 
@@ -12,6 +14,7 @@ namespace beast_http = boost::beast::http;
 /// calls it holds no API key), and probes come from the orchestrator. Anything else, an unknown or
 /// unparseable path included, needs a key, so that a caller without one learns nothing, not even a 404.
 bool open_path(std::string_view target_text) {
+  if (is_dashboard(target_text)) return true;  // the page and its files: no data, it asks for the key
   try {
     const auto t = parse_target(target_text);
     const auto& p = t.path;

@@ -30,6 +30,7 @@
 
 #include "access.hpp"
 #include "api.hpp"
+#include "dashboard.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
 #include "metrics.hpp"
@@ -240,6 +241,8 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
         answer = co_await detail::serve_sse(st->e, std::get<detail::sse_request>(*sse), link);
         if (!answer) break;  // the event stream was served: its end closes the connection
       }
+    } else if (detail::is_dashboard(req.target())) {
+      answer = detail::dashboard(req);
     } else if (detail::is_metrics(req)) {
       answer = co_await detail::metrics(st->e, req, st->stats());
     } else {
