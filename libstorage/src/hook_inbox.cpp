@@ -10,6 +10,7 @@
 #include "pg_connection.hpp"
 #include "row_text.hpp"
 #include "statement_parts.hpp"
+#include "statements.hpp"
 #include "step_rows.hpp"
 #include "store_impl.hpp"
 
@@ -29,10 +30,11 @@ std::string inbox_sql(bool of_workflow) {
 SELECT h.run_id::text, r.workflow, h.seq, h.name, h.metadata::text,
        (extract(epoch FROM h.created_at) * 1e6)::bigint, (extract(epoch FROM h.expires_at) * 1e6)::bigint,
        (extract(epoch FROM r.created_at) * 1e6)::bigint, r.generation
-FROM keel.hooks h JOIN keel.runs r ON r.id = h.run_id
-WHERE )sql";
+FROM keel.hooks h )sql";
+  sql += live_run_of("h", "r.workflow, r.created_at, r.generation");
+  sql += "\nWHERE ";
   if (of_workflow) sql += "h.workflow = $5 AND ";
-  sql += hook_takes_resume("h", "r");
+  sql += hook_is_open("h");
   sql += "\n  AND (" + key + R"sql(, h.run_id, h.seq) >
       (greatest(coalesce(timestamptz 'epoch' + ($2::bigint / 1000000) * interval '1 second'
                                              + ($2::bigint % 1000000) * interval '1 microsecond',
@@ -47,10 +49,12 @@ ORDER BY )sql";
 
 const std::string list_hooks_sql = inbox_sql(false);
 const std::string list_hooks_of_workflow_sql = inbox_sql(true);
+
+}  // namespace
+
 const statement list_hooks{"keel_list_hooks", list_hooks_sql.c_str()};
 const statement list_hooks_of_workflow{"keel_list_hooks_of_workflow", list_hooks_of_workflow_sql.c_str()};
 
-}  // namespace
 }  // namespace detail::sql
 
 namespace {

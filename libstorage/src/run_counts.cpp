@@ -7,6 +7,7 @@
 #include "pg_connection.hpp"
 #include "row_text.hpp"
 #include "statement_parts.hpp"
+#include "statements.hpp"
 #include "step_rows.hpp"
 #include "store_impl.hpp"
 
@@ -36,10 +37,14 @@ SELECT (extract(epoch FROM now()) * 1e6)::bigint,
           WHERE status = 'cancelled' AND status IN ('failed', 'cancelled', 'waiting', 'sleeping')
           LIMIT $1::int) c),
        (SELECT count(*) FROM (
-          SELECT 1 FROM keel.hooks h JOIN keel.runs r ON r.id = h.run_id
-          WHERE )sql" + hook_takes_resume("h", "r") +
+          SELECT 1 FROM keel.hooks h )sql" +
+                                      live_run_of("h", "1") + R"sql(
+          WHERE )sql" + hook_is_open("h") +
                                       R"sql(
           LIMIT $1::int) h))sql";
+
+}  // namespace
+
 const statement count_at_rest{"keel_count_at_rest", count_at_rest_sql.c_str()};
 
 // The last log row written a minute ago or earlier: a backward scan of the primary key that stops there,
@@ -58,7 +63,6 @@ const statement count_steps_since{
     "SELECT coalesce(sum(cardinality(array_positions(kinds, 'step_completed'))), 0) FROM keel.run_log "
     "WHERE pos > $1::bigint AND at > now() - interval '60 s'"};
 
-}  // namespace
 }  // namespace detail::sql
 
 namespace {

@@ -3,6 +3,7 @@
 #include "keel/storage/store.hpp"
 #include "pg_connection.hpp"
 #include "row_text.hpp"
+#include "statements.hpp"
 #include "step_rows.hpp"
 #include "store_impl.hpp"
 
@@ -54,6 +55,8 @@ const statement list_completed_runs_of_workflow{"keel_list_completed_runs_of_wor
                                                 "WHERE workflow = $3 AND status = $4 AND " KEEL_BEFORE_CURSOR
                                                 "ORDER BY r.workflow, r.id DESC LIMIT $2::int"};
 
+}  // namespace
+
 // A run's children ($3), with the other filters when given ($4 workflow, $5 status): through runs_children
 // (020_dashboard_reads.sql: parent, then id newest first), whatever the filters, so a page walks that run's
 // children only.
@@ -66,7 +69,6 @@ const statement list_children{"keel_list_children", KEEL_RUN_SUMMARY
 #undef KEEL_BEFORE_CURSOR
 #undef KEEL_RUN_SUMMARY
 
-}  // namespace
 }  // namespace detail::sql
 
 namespace {

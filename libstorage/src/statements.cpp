@@ -28,9 +28,22 @@ std::string hook_expiry_key(std::string_view h) {
   return "coalesce(" + std::string(h) + ".expires_at, 'infinity'::timestamptz)";
 }
 
+std::string hook_is_open(std::string_view h) {
+  return std::string(h) + ".status = 'open' AND " + hook_expiry_key(h) + " > now()";
+}
+
+std::string run_is_live(std::string_view r) {
+  return std::string(r) + ".status IN ('queued', 'running', 'sleeping', 'waiting')";
+}
+
 std::string hook_takes_resume(std::string_view h, std::string_view r) {
-  return std::string(h) + ".status = 'open' AND " + hook_expiry_key(h) + " > now() AND " + std::string(r) +
-         ".status NOT IN ('completed', 'failed', 'cancelled')";
+  return hook_is_open(h) + " AND " + run_is_live(r);
+}
+
+std::string live_run_of(std::string_view h, std::string_view columns) {
+  return "CROSS JOIN LATERAL (SELECT " + std::string(columns) +
+         " FROM keel.runs r WHERE r.id = " + std::string(h) + ".run_id AND " + run_is_live("r") +
+         " OFFSET 0) r";
 }
 
 namespace {
