@@ -140,6 +140,7 @@ T engine_impl::block_on(asio::awaitable<T> aw) {
 }
 // For the _blocking calls defined in other files (co_spawn and futures compiled here only).
 template result<run_list> engine_impl::block_on(asio::awaitable<result<run_list>>);
+template result<hook_list> engine_impl::block_on(asio::awaitable<result<hook_list>>);
 
 result<void> engine_impl::migrate_blocking() {
   if (migrated_ || !options_.migrate) return {};

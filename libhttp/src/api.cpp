@@ -212,23 +212,57 @@ constexpr std::chrono::seconds k_ready_within{2};
 json::value summary_json(const run_summary& r) {
   auto o = run_fields(r);
   o["parent_id"] = r.parent ? json::value(*r.parent) : json::value(nullptr);
+  o["waiting_for"] = with_rfc3339_times(r.waiting_for, true);  // as the run shows it
   return o;
+}
+
+json::value inbox_hook_json(const inbox_hook& h) {
+  return json::object{
+      {"run_id", h.run},
+      {"workflow", h.workflow},
+      {"name", h.hook.name},
+      {"path", h.hook.path},
+      {"created_at", rfc3339(h.hook.created_at)},
+      {"expires_at", h.hook.expires_at ? json::value(rfc3339(*h.hook.expires_at)) : json::value()},
+      {"metadata", h.hook.metadata},
+      {"run_created_at", rfc3339(h.run_created_at)}};
+}
+
+/// A page size from a query parameter: 1 to 1,000.
+std::size_t decode_limit(const std::string& value) {
+  std::size_t limit = 0;
+  const auto* end = value.data() + value.size();
+  auto [p, ec] = std::from_chars(value.data(), end, limit);
+  if (ec != std::errc() || p != end || limit < 1 || limit > 1000)
+    throw bad_request{"limit must be an integer from 1 to 1000"};
+  return limit;
+}
+
+/// A workflow name from a query parameter.
+std::string decode_workflow(const std::string& value) {
+  if (value.empty() || value.size() > 255 || !storage::is_valid_utf8(value))
+    throw bad_request{"workflow must be a workflow name (1 to 255 bytes of UTF-8)"};
+  return value;
 }
 
 }  // namespace
 
 run_query decode_run_query(const target& t) {
   run_query q;
-  bool seen[4] = {false, false, false, false};
+  bool seen[5] = {false, false, false, false, false};
   for (const auto& [key, value] : t.query) {
-    const int k = key == "workflow" ? 0 : key == "status" ? 1 : key == "limit" ? 2 : key == "cursor" ? 3 : -1;
-    if (k < 0) throw bad_request{"unknown query parameter '" + key + "' (workflow, status, limit, cursor)"};
+    const int k = key == "workflow" ? 0
+                  : key == "status" ? 1
+                  : key == "limit"  ? 2
+                  : key == "cursor" ? 3
+                  : key == "parent" ? 4
+                                    : -1;
+    if (k < 0)
+      throw bad_request{"unknown query parameter '" + key + "' (workflow, status, parent, limit, cursor)"};
     if (seen[k]) throw bad_request{"query parameter '" + key + "' given twice"};
     seen[k] = true;
     if (k == 0) {
-      if (value.empty() || value.size() > 255 || !storage::is_valid_utf8(value))
-        throw bad_request{"workflow must be a workflow name (1 to 255 bytes of UTF-8)"};
-      q.workflow = value;
+      q.workflow = decode_workflow(value);
     } else if (k == 1) {
       q.status = storage::run_status_from(value);
       if (!q.status)
@@ -236,14 +270,33 @@ run_query decode_run_query(const target& t) {
             "status must be one of queued, running, sleeping, waiting, completed, failed, "
             "cancelled"};
     } else if (k == 2) {
-      std::size_t limit = 0;
-      const auto* end = value.data() + value.size();
-      auto [p, ec] = std::from_chars(value.data(), end, limit);
-      if (ec != std::errc() || p != end || limit < 1 || limit > 1000)
-        throw bad_request{"limit must be an integer from 1 to 1000"};
-      q.limit = limit;
-    } else {
+      q.limit = decode_limit(value);
+    } else if (k == 3) {
       if (!is_valid_run_id(value)) throw bad_request{"cursor must be a next_cursor this endpoint returned"};
+      q.after = value;
+    } else {
+      if (!is_valid_run_id(value)) throw bad_request{"parent must be a run id (a UUID)"};
+      q.parent = value;
+    }
+  }
+  return q;
+}
+
+hook_query decode_hook_query(const target& t) {
+  hook_query q;
+  bool seen[3] = {false, false, false};
+  for (const auto& [key, value] : t.query) {
+    const int k = key == "workflow" ? 0 : key == "limit" ? 1 : key == "cursor" ? 2 : -1;
+    if (k < 0) throw bad_request{"unknown query parameter '" + key + "' (workflow, limit, cursor)"};
+    if (seen[k]) throw bad_request{"query parameter '" + key + "' given twice"};
+    seen[k] = true;
+    if (k == 0) {
+      q.workflow = decode_workflow(value);
+    } else if (k == 1) {
+      q.limit = decode_limit(value);
+    } else {
+      if (!storage::is_valid_hook_cursor(value))
+        throw bad_request{"cursor must be a next_cursor this endpoint returned"};
       q.after = value;
     }
   }
@@ -272,6 +325,57 @@ boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
   co_return json_response(
       status::ok, json::object{{"runs", std::move(runs)},
                                {"next_cursor", page->next ? json::value(*page->next) : json::value()}});
+}
+
+/// GET /v1/hooks?workflow=&limit=&cursor=: the hooks that take a resume now, soonest expiry first.
+boost::asio::awaitable<response> list_hooks(engine& e, const target& t) {
+  const auto q = decode_hook_query(t);
+  auto page = co_await e.list_hooks(q);
+  if (!page) co_return from_error(page.error());
+  json::array hooks;
+  for (const auto& h : page->hooks)
+    hooks.push_back(inbox_hook_json(h));
+  co_return json_response(
+      status::ok, json::object{{"hooks", std::move(hooks)},
+                               {"next_cursor", page->next ? json::value(*page->next) : json::value()}});
+}
+
+/// How long GET /v1/stats waits for the database, as a /metrics scrape does.
+constexpr std::chrono::milliseconds k_stats_within{2000};
+/// Failed and cancelled runs and open hooks are counted up to this many.
+constexpr std::int64_t k_stats_cap = 10'000;
+
+json::value stats_json(const run_overview& o) {
+  json::object runs{{"queued", 0}, {"running", 0}, {"sleeping", 0}, {"waiting", 0}};
+  std::int64_t queue_depth = 0;
+  for (const auto& c : o.unfinished) {
+    runs[to_string(c.status)] = runs[to_string(c.status)].as_int64() + c.runs;
+    if (c.status == storage::run_status::queued) queue_depth += c.due;
+  }
+  return json::object{{"at", rfc3339(o.at)},
+                      {"runs", std::move(runs)},
+                      {"queue_depth", queue_depth},
+                      {"failed", o.failed.n},
+                      {"failed_capped", o.failed.capped},
+                      {"cancelled", o.cancelled.n},
+                      {"cancelled_capped", o.cancelled.capped},
+                      {"waiting_on_hooks", o.open_hooks.n},
+                      {"waiting_on_hooks_capped", o.open_hooks.capped},
+                      {"count_cap", k_stats_cap},
+                      {"steps_last_minute", o.steps_last_minute},
+                      {"steps_per_s", static_cast<double>(o.steps_last_minute) / 60.0}};
+}
+
+/// GET /v1/stats: a dashboard's counters, or 503 when the database does not answer within 2 s.
+boost::asio::awaitable<response> stats(engine& e, const target& t) {
+  if (!t.query.empty()) throw bad_request{"GET /v1/stats takes no query parameters"};
+  auto count = [e = &e] { return e->overview(k_stats_cap, k_stats_within); };
+  auto answer = co_await answer_within<result<run_overview>>(k_stats_within, count);
+  if (!answer)
+    co_return error_response(status::service_unavailable, "unavailable",
+                             "the database did not answer within 2 s");
+  if (!*answer) co_return from_error(answer->error());
+  co_return json_response(status::ok, stats_json(**answer));
 }
 
 boost::asio::awaitable<response> route(engine& e, const request& req) {
@@ -320,6 +424,14 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
     if (n == 2 && path[0] == "v1" && path[1] == "runs") {
       only(verb::get);
       co_return co_await list_runs(e, t);
+    }
+    if (n == 2 && path[0] == "v1" && path[1] == "hooks") {
+      only(verb::get);
+      co_return co_await list_hooks(e, t);
+    }
+    if (n == 2 && path[0] == "v1" && path[1] == "stats") {
+      only(verb::get);
+      co_return co_await stats(e, t);
     }
     if (n >= 2 && path[0] == "v1") {
       if (n == 4 && path[1] == "workflows" && path[3] == "runs") {

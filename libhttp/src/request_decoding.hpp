@@ -24,9 +24,13 @@ struct start_run_request {
 /// differs between body and header).
 start_run_request decode_start_run(const request& req);
 
-/// Decodes GET /v1/runs's query (workflow, status, limit, cursor). Throws bad_request for an unknown,
-/// repeated or invalid parameter.
+/// Decodes GET /v1/runs's query (workflow, status, parent, limit, cursor). Throws bad_request for an
+/// unknown, repeated or invalid parameter.
 run_query decode_run_query(const target& t);
+
+/// Decodes GET /v1/hooks's query (workflow, limit, cursor). Throws bad_request for an unknown, repeated or
+/// invalid parameter.
+hook_query decode_hook_query(const target& t);
 
 /// Decodes POST /v1/runs/{id}/rewind's body {"step": position}. Throws bad_request for any other body.
 int decode_rewind_step(const request& req);

@@ -1,9 +1,9 @@
-// Listing runs newest first, a page at a time (keyset pagination on the UUIDv7 id; 018_run_listing.sql),
-// and counting the unfinished ones.
+// Listing runs newest first, a page at a time (keyset pagination on the UUIDv7 id; 018_run_listing.sql).
 #include "keel/storage/json_limits.hpp"
 #include "keel/storage/store.hpp"
 #include "pg_connection.hpp"
 #include "row_text.hpp"
+#include "statements.hpp"
 #include "step_rows.hpp"
 #include "store_impl.hpp"
 
@@ -18,7 +18,8 @@ namespace {
 #define KEEL_RUN_SUMMARY                                                                             \
   "SELECT id::text, workflow, version, status, error::text, idempotency_key, priority, "             \
   "(extract(epoch FROM created_at) * 1e6)::bigint, (extract(epoch FROM started_at) * 1e6)::bigint, " \
-  "(extract(epoch FROM finished_at) * 1e6)::bigint, parent_id::text FROM keel.runs r "
+  "(extract(epoch FROM finished_at) * 1e6)::bigint, parent_id::text, "                               \
+  "CASE WHEN status IN ('sleeping', 'waiting') THEN waiting_for::text END FROM keel.runs r "
 
 #define KEEL_BEFORE_CURSOR "id < coalesce($1::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff') "
 
@@ -54,17 +55,20 @@ const statement list_completed_runs_of_workflow{"keel_list_completed_runs_of_wor
                                                 "WHERE workflow = $3 AND status = $4 AND " KEEL_BEFORE_CURSOR
                                                 "ORDER BY r.workflow, r.id DESC LIMIT $2::int"};
 
-// Through runs_claimable, whose predicate it spells out (005_waits.sql): its cost is the unfinished runs'.
-const statement count_unfinished_runs{
-    "keel_count_unfinished_runs",
-    "SELECT workflow, status, count(*), count(*) FILTER (WHERE due_at <= now()) FROM keel.runs "
-    "WHERE status IN ('queued', 'running', 'sleeping', 'waiting') GROUP BY workflow, status "
-    "ORDER BY workflow, status"};
+}  // namespace
+
+// A run's children ($3), with the other filters when given ($4 workflow, $5 status): through runs_children
+// (020_dashboard_reads.sql: parent, then id newest first), whatever the filters, so a page walks that run's
+// children only.
+const statement list_children{"keel_list_children", KEEL_RUN_SUMMARY
+                              "WHERE parent_id = $3::uuid AND parent_id IS NOT NULL "
+                              "AND ($4::text IS NULL OR workflow = $4::text) "
+                              "AND ($5::text IS NULL OR status = $5::text) AND " KEEL_BEFORE_CURSOR
+                              "ORDER BY r.parent_id, r.id DESC LIMIT $2::int"};
 
 #undef KEEL_BEFORE_CURSOR
 #undef KEEL_RUN_SUMMARY
 
-}  // namespace
 }  // namespace detail::sql
 
 namespace {
@@ -82,6 +86,7 @@ run_summary summary_of(const PGresult* res, int row) {
   s.started_at = detail::opt_time(res, row, 8);
   s.finished_at = detail::opt_time(res, row, 9);
   if (!PQgetisnull(res, row, 10)) s.parent = std::string(detail::get_text(res, row, 10));
+  s.waiting_for = detail::parse_json(res, row, 11);
   return s;
 }
 
@@ -91,28 +96,37 @@ boost::asio::awaitable<result<run_list>> store::list_runs(const run_query& q) {
   constexpr std::size_t k_max_page = 1000;
   if (q.limit == 0 || q.limit > k_max_page) co_return errc::invalid_argument;
   if (q.after && !is_valid_run_id(*q.after)) co_return errc::invalid_argument;
+  if (q.parent && !is_valid_run_id(*q.parent)) co_return errc::invalid_argument;
   if (q.workflow && (q.workflow->size() > 255 || !is_valid_utf8(*q.workflow) ||
                      q.workflow->find('\0') != std::string::npos))
     co_return errc::invalid_argument;
   // One more than asked: whether another page follows.
   std::vector<std::optional<std::string>> params{q.after, std::to_string(q.limit + 1)};
-  // Statuses a run rests in off the happy path have partial indexes; the others are found by scanning.
-  const bool resting = q.status == run_status::failed || q.status == run_status::cancelled ||
-                       q.status == run_status::waiting || q.status == run_status::sleeping;
-  if (q.workflow) params.emplace_back(*q.workflow);
-  if (q.status) params.emplace_back(std::string(to_string(*q.status)));
-  const bool busy = q.status == run_status::queued || q.status == run_status::running;
+  std::optional<std::string> status;
+  if (q.status) status = std::string(to_string(*q.status));
   const detail::statement* stmt = &detail::sql::list_runs;
-  if (q.workflow && q.status) {
-    stmt = resting ? &detail::sql::list_runs_of_workflow_by_status
-           : busy  ? &detail::sql::list_busy_runs_of_workflow
-                   : &detail::sql::list_completed_runs_of_workflow;
-  } else if (q.workflow) {
-    stmt = &detail::sql::list_runs_of_workflow;
-  } else if (q.status) {
-    stmt = resting ? &detail::sql::list_runs_by_status
-           : busy  ? &detail::sql::list_busy_runs
-                   : &detail::sql::list_completed_runs;
+  if (q.parent) {
+    // A run's children: one statement, the other filters optional in it.
+    params.insert(params.end(), {*q.parent, q.workflow, status});
+    stmt = &detail::sql::list_children;
+  } else {
+    if (q.workflow) params.emplace_back(*q.workflow);
+    if (status) params.emplace_back(*status);
+    // Statuses a run rests in off the happy path have partial indexes; the others are found by scanning.
+    const bool resting = q.status == run_status::failed || q.status == run_status::cancelled ||
+                         q.status == run_status::waiting || q.status == run_status::sleeping;
+    const bool busy = q.status == run_status::queued || q.status == run_status::running;
+    if (q.workflow && q.status) {
+      stmt = resting ? &detail::sql::list_runs_of_workflow_by_status
+             : busy  ? &detail::sql::list_busy_runs_of_workflow
+                     : &detail::sql::list_completed_runs_of_workflow;
+    } else if (q.workflow) {
+      stmt = &detail::sql::list_runs_of_workflow;
+    } else if (q.status) {
+      stmt = resting ? &detail::sql::list_runs_by_status
+             : busy  ? &detail::sql::list_busy_runs
+                     : &detail::sql::list_completed_runs;
+    }
   }
   const auto limit = q.limit;
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
@@ -128,26 +142,6 @@ boost::asio::awaitable<result<run_list>> store::list_runs(const run_query& q) {
     return out;
   };
   co_return co_await impl_->on_pool<run_list>(std::move(read), impl_->request_deadline());
-}
-
-boost::asio::awaitable<result<std::vector<run_count>>> store::count_unfinished_runs() {
-  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
-  std::function<result<std::vector<run_count>>(detail::pg_connection&)> count =
-      [](detail::pg_connection& c) -> result<std::vector<run_count>> {
-    auto r = c.exec_blocking(detail::sql::count_unfinished_runs, {});
-    if (!r) return r.error();
-    std::vector<run_count> out;
-    for (int row = 0; row < PQntuples(r->get()); ++row) {
-      run_count n;
-      n.workflow = std::string(detail::get_text(r->get(), row, 0));
-      n.status = run_status_from(detail::get_text(r->get(), row, 1)).value_or(run_status::queued);
-      n.runs = detail::to_int64(detail::get_text(r->get(), row, 2));
-      n.due = detail::to_int64(detail::get_text(r->get(), row, 3));
-      out.push_back(std::move(n));
-    }
-    return out;
-  };
-  co_return co_await impl_->on_pool<std::vector<run_count>>(std::move(count), impl_->request_deadline());
 }
 
 }  // namespace keel::storage

@@ -12,4 +12,25 @@ namespace keel::storage::detail::sql {
 /// comes from the rows earlier statements of the transaction appended).
 std::string log_cte(std::string_view source);
 
+/// The condition on hook `h` (keel.hooks) of run `r` (keel.runs) under which it takes a resume now: open,
+/// not expired (hook_is_open), its run not finished (run_is_live). A run's `hooks`, the hook inbox and its
+/// count all use it.
+std::string hook_takes_resume(std::string_view h, std::string_view r);
+
+/// Hook `h` is open and not expired, its expiry spelled as the index of open hooks has it
+/// (020_dashboard_reads.sql), so that a range scan from now() serves it.
+std::string hook_is_open(std::string_view h);
+
+/// Run `r` has not finished: the predicate of runs_claimable (005_waits.sql), spelled out.
+std::string run_is_live(std::string_view r);
+
+/// `r`: the columns `columns` of hook `h`'s run, when it has not finished (else the hook's row drops out).
+/// A lateral subquery the planner may not flatten (OFFSET 0): joined as usual, the planner would reckon
+/// that few hooks belong to live runs (they are few among all runs) and scan the runs instead of walking
+/// the hooks' index in order; here each hook's run is a lookup of its primary key.
+std::string live_run_of(std::string_view h, std::string_view columns);
+
+/// The sort key of hook `h` in the inbox: its expiry, `infinity` when it never expires (as indexed).
+std::string hook_expiry_key(std::string_view h);
+
 }  // namespace keel::storage::detail::sql

@@ -24,6 +24,28 @@ std::string log_cte(std::string_view source) {
   return sql;
 }
 
+std::string hook_expiry_key(std::string_view h) {
+  return "coalesce(" + std::string(h) + ".expires_at, 'infinity'::timestamptz)";
+}
+
+std::string hook_is_open(std::string_view h) {
+  return std::string(h) + ".status = 'open' AND " + hook_expiry_key(h) + " > now()";
+}
+
+std::string run_is_live(std::string_view r) {
+  return std::string(r) + ".status IN ('queued', 'running', 'sleeping', 'waiting')";
+}
+
+std::string hook_takes_resume(std::string_view h, std::string_view r) {
+  return hook_is_open(h) + " AND " + run_is_live(r);
+}
+
+std::string live_run_of(std::string_view h, std::string_view columns) {
+  return "CROSS JOIN LATERAL (SELECT " + std::string(columns) +
+         " FROM keel.runs r WHERE r.id = " + std::string(h) + ".run_id AND " + run_is_live("r") +
+         " OFFSET 0) r";
+}
+
 namespace {
 
 /// The `logged` CTE of a checkpoint: its step rows, by reference (see keel.run_log), each after its
@@ -418,13 +440,15 @@ FROM keel.runs r WHERE id = $1::uuid)sql"};
 
 // A run's hooks that take a resume now, by position (none once the run finished: its hooks answer
 // hook_closed), with the run's generation as this snapshot sees it (their tokens derive from it).
-const statement open_hooks{"keel_open_hooks", R"sql(
+const std::string open_hooks_sql = R"sql(
 SELECT h.seq, h.name, h.metadata::text, (extract(epoch FROM h.created_at) * 1e6)::bigint,
        (extract(epoch FROM h.expires_at) * 1e6)::bigint, r.generation
 FROM keel.hooks h JOIN keel.runs r ON r.id = h.run_id
-WHERE h.run_id = $1::uuid AND h.status = 'open' AND (h.expires_at IS NULL OR h.expires_at > now())
-  AND r.status NOT IN ('completed', 'failed', 'cancelled')
-ORDER BY h.seq)sql"};
+WHERE h.run_id = $1::uuid AND )sql" +
+                                   hook_takes_resume("h", "r") +
+                                   R"sql(
+ORDER BY h.seq)sql";
+const statement open_hooks{"keel_open_hooks", open_hooks_sql.c_str()};
 
 // A worker announces (or refreshes) what it runs; its row lapses unless refreshed before `expires_at`.
 const statement register_worker{"keel_register_worker", R"sql(
@@ -911,12 +935,13 @@ const statement hook_secret{"keel_hook_secret", "SELECT value FROM keel.secrets 
 // position there). Returns whether the lease held.
 const std::string create_hook_sql = std::string(R"sql(
 WITH fence AS (
-  SELECT id FROM keel.runs
+  SELECT id, workflow FROM keel.runs
   WHERE id = $2::uuid AND owner = $7 AND epoch = $8::bigint AND status = 'running'
   FOR SHARE),
 ins AS (
-  INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at, signature_key)
-  SELECT decode($1, 'hex'), id, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6), $14::text FROM fence
+  INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at, signature_key, workflow)
+  SELECT decode($1, 'hex'), id, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6), $14::text, workflow
+  FROM fence
   ON CONFLICT (token_hash) DO NOTHING),
 step AS (
   INSERT INTO keel.steps (run_id, seq, name, status, output, error, attempts, started_at, finished_at, epoch,

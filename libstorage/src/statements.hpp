@@ -33,6 +33,14 @@ extern const statement run_status_of;
 extern const statement read_log;
 extern const statement read_runs_log;
 extern const statement open_hooks;
+// The dashboard's reads (hook_inbox.cpp, run_counts.cpp, run_list.cpp): each served by an index, which
+// tests/pg/dashboard_plans_test.cpp checks.
+extern const statement list_hooks;
+extern const statement list_hooks_of_workflow;
+extern const statement count_at_rest;
+extern const statement steps_log_boundary;
+extern const statement count_steps_since;
+extern const statement list_children;
 extern const statement follow_log;
 extern const statement run_tree;
 extern const statement runs_meta;

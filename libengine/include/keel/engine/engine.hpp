@@ -32,6 +32,12 @@ using run_info = storage::run_record;
 using run_query = storage::run_query;
 using run_summary = storage::run_summary;
 using run_list = storage::run_list;
+/// The inbox of pending decisions (engine::list_hooks): which hooks, one of them with its run, a page.
+using hook_query = storage::hook_query;
+using inbox_hook = storage::inbox_hook;
+using hook_list = storage::hook_list;
+/// A dashboard's counters (engine::overview).
+using run_overview = storage::run_overview;
 
 /// Something that happened to a run, as reported to engine_options::on_event.
 struct run_event {
@@ -318,6 +324,20 @@ class engine {
   /// limit out of 1 to 1,000, a malformed cursor or workflow name); connection_lost.
   boost::asio::awaitable<result<run_list>> list_runs(const run_query& query);
   result<run_list> list_runs_blocking(const run_query& query);
+
+  /// The hooks that take a resume now, across runs (a run's `hooks` are the same set), soonest expiry
+  /// first and those that never expire last: pass the page's `next` as the next query's `after`. Each with
+  /// its resume link (derived as get() derives it). Served by the index of open hooks. Errors:
+  /// storage::errc::invalid_argument (a limit out of 1 to 1,000, a malformed cursor or workflow name);
+  /// connection_lost.
+  boost::asio::awaitable<result<hook_list>> list_hooks(const hook_query& query);
+  result<hook_list> list_hooks_blocking(const hook_query& query);
+
+  /// The counters a dashboard shows (storage::store::overview), each bounded in cost: unfinished runs by
+  /// workflow and status, failed, cancelled and open hooks up to `cap`, steps completed in the last minute.
+  /// A database it cannot reach within `within` fails it. Errors: storage (invalid_argument,
+  /// connection_lost).
+  boost::asio::awaitable<result<run_overview>> overview(std::int64_t cap, std::chrono::milliseconds within);
 
   /// Waits until the run is completed, failed or cancelled, and returns it. Errors: wait_timeout, as get().
   boost::asio::awaitable<result<run_info>> wait(std::string_view id, std::chrono::milliseconds timeout);

@@ -272,12 +272,16 @@ struct run_summary {
   std::optional<clock::time_point> finished_at;
   /// The run that started it (ctx.child).
   std::optional<run_id> parent;
+  /// While sleeping or waiting: what for, as run_record::waiting_for; null otherwise.
+  boost::json::value waiting_for;
 };
 
 /// Which runs a listing shows, newest first (store::list_runs).
 struct run_query {
   std::optional<std::string> workflow;
   std::optional<run_status> status;
+  /// Only the runs this run started (ctx.child), through the index of children.
+  std::optional<run_id> parent;
   /// The page after this run (the previous page's `next`); none: from the newest.
   std::optional<run_id> after;
   /// Runs per page, 1 to 1,000.
@@ -289,6 +293,38 @@ struct run_list {
   std::vector<run_summary> runs;
   std::optional<run_id> next;
 };
+
+/// Which hooks the inbox shows (store::list_hooks): those that take a resume now (run_record::hooks: open,
+/// not expired, their run not finished), soonest expiry first, those that never expire last.
+struct hook_query {
+  /// Only hooks of this workflow's runs.
+  std::optional<std::string> workflow;
+  /// The page after this one (the previous page's `next`: opaque, see is_valid_hook_cursor); none: from the
+  /// soonest expiry.
+  std::optional<std::string> after;
+  /// Hooks per page, 1 to 1,000.
+  std::size_t limit = 50;
+};
+
+/// A hook in the inbox, with the run it belongs to.
+struct inbox_hook {
+  run_id run;
+  std::string workflow;
+  clock::time_point run_created_at;
+  /// The run's fresh starts (its hooks' tokens derive from it).
+  int generation = 0;
+  /// The hook; its `path` is filled in by the engine, which can derive the token.
+  open_hook hook;
+};
+
+/// A page of the inbox; `next` is where the next page starts (none: this was the last).
+struct hook_list {
+  std::vector<inbox_hook> hooks;
+  std::optional<std::string> next;
+};
+
+/// Whether `cursor` has the shape of a hook_list::next (a hook's expiry or "never", its run, its position).
+[[nodiscard]] bool is_valid_hook_cursor(std::string_view cursor) noexcept;
 
 /// What a durable wait waits for. `any`: the first of several alternatives (wait_request::arms); `child`: a
 /// child run (child_request).

@@ -68,6 +68,27 @@ struct run_count {
   std::int64_t due = 0;
 };
 
+/// A count that stops at a cap, so that what it costs is bounded: `capped` when there were more than `n`.
+struct capped_count {
+  std::int64_t n = 0;
+  bool capped = false;
+};
+
+/// What a dashboard shows at the top (store::overview), each count bounded in cost.
+struct run_overview {
+  /// Unfinished runs, as count_unfinished_runs counts them.
+  std::vector<run_count> unfinished;
+  /// When the database counted (its clock).
+  clock::time_point at;
+  /// Failed and cancelled runs (through runs_resting_by_status), up to the cap.
+  capped_count failed;
+  capped_count cancelled;
+  /// Hooks that take a resume now (as in hook_query), up to the cap.
+  capped_count open_hooks;
+  /// step_completed events committed to the run log in the minute before `at`, by every worker.
+  std::int64_t steps_last_minute = 0;
+};
+
 namespace detail {
 class store_impl;
 }
@@ -208,6 +229,17 @@ class store {
   /// Runs queued, running, waiting or sleeping, by workflow and status, counted through the index of
   /// unfinished runs (their number, not the table's, is what it costs). Errors: connection_lost.
   boost::asio::awaitable<result<std::vector<run_count>>> count_unfinished_runs();
+
+  /// The inbox of pending decisions: hooks that take a resume now, soonest expiry first (those that never
+  /// expire last, ties by run and position), one page, through the index of open hooks (020). Errors:
+  /// invalid_argument (a limit out of range, a malformed cursor or workflow); connection_lost.
+  boost::asio::awaitable<result<hook_list>> list_hooks(const hook_query& query);
+
+  /// A dashboard's counters in one call: the unfinished runs (as count_unfinished_runs), failed, cancelled
+  /// and open hooks each counted up to `cap` (1 to 1,000,000), and the steps completed in the last minute
+  /// (read from the run log's last minute only). A database it cannot reach within `within` fails it.
+  /// Errors: invalid_argument (`cap`); connection_lost.
+  boost::asio::awaitable<result<run_overview>> overview(std::int64_t cap, std::chrono::milliseconds within);
 
   /// The run log after position `after` (0: from its start), oldest first, at most `limit` events (1 to
   /// 10,000) that `filter` takes. Events of transactions still in progress, and of those that began after
