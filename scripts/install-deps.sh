@@ -7,6 +7,7 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-test1.81-dev
   libboost-program-options1.81-dev
   libpq-dev libssl-dev postgresql-15 curl
+  libhowardhinnant-date-dev tzdata
 )
 
 missing=()
