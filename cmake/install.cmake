@@ -15,4 +15,4 @@ configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/keelConfig.cmake.in
   ${CMAKE_CURRENT_BINARY_DIR}/keelConfig.cmake INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/keel)
 write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/keelConfigVersion.cmake COMPATIBILITY SameMinorVersion)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/keelConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/keelConfigVersion.cmake
-  DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/keel)
+  ${PROJECT_SOURCE_DIR}/cmake/keel_find_date.cmake DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/keel)

@@ -7,6 +7,8 @@ packages=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-test1.81-dev
   libboost-program-options1.81-dev
   libpq-dev libssl-dev postgresql-15 curl
+  # Cron schedules in IANA time zones (GCC 12 has no std::chrono::zoned_time): Howard Hinnant's date, tzdata.
+  libhowardhinnant-date-dev tzdata
   # The dashboard's browser tests: Debian's chromium, driven by playwright-core from npm (tests/browser).
   chromium
 )

@@ -60,6 +60,10 @@ class category final : public boost::system::error_category {
         return "the signature's timestamp is outside the tolerance";
       case errc::signature_replayed:
         return "the signature was accepted before: a replay";
+      case errc::invalid_cron_expression:
+        return "the cron expression is malformed";
+      case errc::unknown_time_zone:
+        return "unknown time zone";
     }
     return "unknown keel error";
   }
@@ -126,6 +130,10 @@ std::string code_name(errc e) {
       return "signature_expired";
     case errc::signature_replayed:
       return "signature_replayed";
+    case errc::invalid_cron_expression:
+      return "invalid_cron_expression";
+    case errc::unknown_time_zone:
+      return "unknown_time_zone";
   }
   return "unknown";
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "keel/engine/context.hpp"
+#include "keel/engine/cron.hpp"
 #include "keel/engine/engine.hpp"
 #include "keel/engine/error.hpp"
 #include "keel/engine/step_options.hpp"

@@ -66,6 +66,10 @@ enum class errc {
   signature_expired,
   /// The signature was accepted before (for this hook or another): a replay.
   signature_replayed,
+  /// A cron expression is malformed (keel::cron_error's message says where).
+  invalid_cron_expression,
+  /// A time zone name is not in the system's time zone database (IANA names such as "America/New_York").
+  unknown_time_zone,
 };
 
 const boost::system::error_category& engine_category() noexcept;
