@@ -129,6 +129,8 @@ json::object run_fields(const Run& r) {
 
 json::value run_json(const run_info& r) {
   auto o = run_fields(r);
+  o["parent_id"] = r.parent ? json::value(*r.parent) : json::value(nullptr);
+  o["unclaimable"] = r.unclaimable ? json::value(*r.unclaimable) : json::value(nullptr);
   o["input"] = r.input;
   o["output"] = r.output;
   o["claims"] = r.claims;

@@ -435,7 +435,7 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
                                                      'what', h.what, 'detail', h.detail) ORDER BY h.id),
                         '[]'::jsonb)::text
         FROM keel.run_history h WHERE h.run_id = r.id),
-       generation
+       generation, parent_id::text
 FROM keel.runs r WHERE id = $1::uuid)sql"};
 
 // A run's hooks that take a resume now, by position (none once the run finished: its hooks answer

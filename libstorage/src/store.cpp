@@ -844,6 +844,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
         rec.waiting_for = detail::parse_json(res, 0, 17);
         rec.history = detail::parse_json(res, 0, 18);
         rec.generation = detail::to_int(detail::get_text(res, 0, 19));
+        if (!PQgetisnull(res, 0, 20)) rec.parent = std::string(detail::get_text(res, 0, 20));
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });

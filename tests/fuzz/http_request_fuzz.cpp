@@ -23,6 +23,7 @@
 
 #include "access.hpp"
 #include "api.hpp"
+#include "dashboard.hpp"
 #include "keel/storage/error.hpp"
 #include "keel/storage/json_limits.hpp"
 #include "metrics.hpp"
@@ -162,11 +163,13 @@ void check_access(std::string& trace, const access_policy& policy, const request
   trace += ok ? "authorised " : "unauthorised ";
   if (ok && !policy.api_keys.empty()) {
     // Allowed without a key only on the open paths; else the header must carry one of the keys.
-    bool open = false;
+    // The dashboard's page and files (`/`, `/ui/…`) hold no data: open, whatever the query.
+    const auto raw_path = req.target().substr(0, req.target().find('?'));
+    bool open = raw_path == "/" || raw_path.starts_with("/ui/");
     try {
       const auto t = parse_target(req.target());
       const auto& p = t.path;
-      open = (p.size() == 1 && (p[0] == "healthz" || p[0] == "readyz")) ||
+      open = open || (p.size() == 1 && (p[0] == "healthz" || p[0] == "readyz")) ||
              (p.size() >= 3 && p[0] == "v1" && p[1] == "hooks");
     } catch (const bad_request&) {
     }
@@ -204,6 +207,16 @@ std::string decode_all(const request& req) {
     check_access(trace, keyed_policy(), req);
     check_access(trace, open_policy(), req);
     trace += is_metrics(req) ? "metrics\n" : "";
+  });
+  must_not_throw("dashboard", [&] {
+    if (!is_dashboard(req.target())) return;
+    const auto res = dashboard(req);
+    const auto code = res.result_int();
+    if (code != 200 && code != 304 && code != 404 && code != 405)
+      finding("dashboard", "an answer other than 200, 304, 404 or 405: " + std::to_string(code));
+    if (code >= 400) check_answer("dashboard", res);
+    if (code < 300 && res["Content-Security-Policy"].empty()) finding("dashboard", "a file without its CSP");
+    trace += "dashboard " + std::to_string(code) + '\n';
   });
   must_not_throw("sse_route", [&] {
     auto sse = sse_route(req);

@@ -146,10 +146,11 @@ export function renderRun(view, id) {
   let waitingShown = null;
 
   function drawNow() {
-    const key = JSON.stringify([run.status, run.waiting_for, run.hooks]);
+    const key = JSON.stringify([run.status, run.waiting_for, run.hooks, run.unclaimable]);
     if (key !== waitingShown) {
       waitingShown = key;
       const parts = [];
+      if (run.unclaimable) parts.push(h('p', {class: 'error-text unclaimable'}, run.unclaimable));
       if (run.status === 'waiting' || run.status === 'sleeping') {
         parts.push(h('p', {class: 'waiting-for'}, h('strong', {}, 'Waiting for '), waitingText(run.waiting_for)));
       }

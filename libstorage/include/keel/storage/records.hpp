@@ -256,6 +256,8 @@ struct run_record {
   int generation = 0;
   /// Its hooks that take a resume now (open, not expired), by position.
   std::vector<open_hook> hooks;
+  /// The run that started it (ctx.child).
+  std::optional<run_id> parent;
 };
 
 /// A run as a listing shows it (store::list_runs): no input, output or steps.
