@@ -240,6 +240,16 @@ std::string decode_all(const request& req) {
       if (q.limit < 1 || q.limit > 1000) finding("decode_run_query", "a limit out of range");
       if (q.workflow && !keel::storage::is_valid_utf8(*q.workflow))
         finding("decode_run_query", "a workflow name that is not UTF-8");
+      if (q.parent && !keel::is_valid_run_id(*q.parent))
+        finding("decode_run_query", "a parent that is no id");
+    });
+    expect_typed(trace, "decode_hook_query", [&] {
+      const auto q = decode_hook_query(t);
+      if (q.limit < 1 || q.limit > 1000) finding("decode_hook_query", "a limit out of range");
+      if (q.workflow && !keel::storage::is_valid_utf8(*q.workflow))
+        finding("decode_hook_query", "a workflow name that is not UTF-8");
+      if (q.after && !keel::storage::is_valid_hook_cursor(*q.after))
+        finding("decode_hook_query", "a cursor of another shape");
     });
   });
   expect_typed(trace, "body_json", [&] { check_json_value(body_json(req)); });
