@@ -217,8 +217,14 @@ test('a failed order run shows the failed step and its error', async () => {
   await page.locator('.failed-step').filter({hasText: 'charge'}).waitFor({timeout: WAIT});
   assert.match(await page.locator('.error-message').textContent(), /the card was declined/);
   assert.equal(await page.locator('.tl-row[data-status="failed"] .tl-name').textContent(), '1charge');
-  await page.locator('#retry-run').waitFor({timeout: WAIT});
   await shot('run-failed');
+  // Retry: the run goes on from the earliest step its compensation undid (so the history says rewound),
+  // and fails at the charge again: the card is still declined.
+  await page.locator('#retry-run').click();
+  await page.locator('.log tr[data-kind="run_rewound"]').waitFor({timeout: WAIT});
+  const retried = await waitForRun(run.id, (r) => r.status === 'failed' && r.history.some((h) => h.what === 'rewound'),
+                                   'retried and failed again');
+  assert.equal(retried.error.step, 'charge');
 });
 
 test('cancel works from the page, after a confirmation', async () => {
