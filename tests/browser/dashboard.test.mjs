@@ -7,6 +7,7 @@
 
 import assert from 'node:assert/strict';
 import {spawn} from 'node:child_process';
+import {request} from 'node:http';
 import {mkdirSync, mkdtempSync, openSync, rmSync} from 'node:fs';
 import {createServer} from 'node:net';
 import {tmpdir} from 'node:os';
@@ -94,6 +95,18 @@ async function waitForRun(id, predicate, what) {
   throw new Error(`run ${id} never became ${what}: ${JSON.stringify(run?.status)}`);
 }
 
+/** GET `path` sent exactly as written (fetch would resolve the dots); resolves with the status. */
+function rawGet(path) {
+  return new Promise((resolve, reject) => {
+    const req = request({host: '127.0.0.1', port, path, method: 'GET'}, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 async function shot(name) {
   await page.screenshot({path: join(SHOTS, `${name}.png`), fullPage: true});
 }
@@ -140,11 +153,20 @@ test('the page is served with its security headers and asks for the API key once
   assert.equal(again.status, 304);
   const script = await fetch(`${base}/ui/js/app.js`);
   assert.match(script.headers.get('content-type'), /^text\/javascript/);
-  // The API itself still wants the key.
+  // The API itself still wants the key, however the path dresses it up as the dashboard's.
   assert.equal((await fetch(`${base}/v1/runs`)).status, 401);
+  assert.equal(await rawGet('/ui/../v1/runs'), 404);
+  assert.equal(await rawGet('/ui/%2e%2e/v1/runs'), 404);
+  assert.equal(await rawGet('/%75i/js/app.js'), 401);
+  assert.equal(await rawGet('/?x=/v1/runs'), 200);
 
   await page.goto(`${base}/`);
   const dialog = page.locator('#key-dialog');
+  await dialog.waitFor({state: 'visible', timeout: WAIT});
+  await shot('key-dialog');
+  // Escape twice does not leave the page without a key: the dialog comes back.
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Escape');
   await dialog.waitFor({state: 'visible', timeout: WAIT});
   await page.fill('#key-input', 'not-the-key-at-all');
   await page.press('#key-input', 'Enter');
@@ -164,12 +186,20 @@ test('the page is served with its security headers and asks for the API key once
 
 test('a run started elsewhere appears live, without a reload, and moves on', async () => {
   await open('#/');
+  // The table's own load is done (rows, or none yet): what comes next comes from the live feed.
+  await page.waitForFunction(() => document.querySelector('tbody tr') !== null ||
+                                   /No runs/.test(document.querySelector('main p[role="status"]')?.textContent ?? ''),
+                             null, {timeout: WAIT});
+  await page.evaluate(() => { window.keelNotReloaded = true; });
   const started = Date.now();
   const run = await startRun('noop3', {});
   const row = page.locator(`tr[data-run="${run.id}"]`);
   await row.waitFor({timeout: WAIT});
   const latency = Date.now() - started;
   console.log(`# the new run showed after ${latency} ms`);
+  // Within a second on a quiet machine (measured here: tens of ms); 2 s leaves room for sanitizer builds.
+  assert.ok(latency < 2000, `the new run took ${latency} ms to show`);
+  assert.equal(await page.evaluate(() => window.keelNotReloaded), true);
   await page.locator(`tr[data-run="${run.id}"][data-status="completed"]`).waitFor({timeout: WAIT});
   await shot('runs-live');
 });
@@ -238,6 +268,7 @@ test('cancel works from the page, after a confirmation', async () => {
   await page.locator('#cancel-run').click();
   await page.locator('#confirm-yes').click();
   await page.locator('.view-head .status-cancelled').waitFor({timeout: WAIT});
+  await shot('run-cancelled');
   assert.equal((await api('GET', `/v1/runs/${run.id}`)).status, 'cancelled');
 });
 
@@ -252,6 +283,7 @@ test('rewinding a completed run to a step runs it again from there', async () =>
                                  'rewound and completed again');
   assert.equal(again.output.done, 2);
   await page.locator('.log tr[data-kind="run_rewound"]').waitFor({timeout: WAIT});
+  await shot('run-rewound');
 });
 
 test('the inbox lists waiting decisions with a countdown, and deciding there resumes the run', async () => {
@@ -309,6 +341,7 @@ test('a run of a registered workflow starts from the form', async () => {
   const id = page.url().split('/').pop();
   await page.locator('.view-head .status-completed').waitFor({timeout: WAIT});
   assert.deepEqual((await api('GET', `/v1/runs/${id}`)).input, {card: 'visa'});
+  await shot('start-run');
 });
 
 test('the runs table filters by workflow and status, and is reachable from the keyboard', async () => {
@@ -316,6 +349,7 @@ test('the runs table filters by workflow and status, and is reachable from the k
   await page.locator('tbody tr').first().waitFor({timeout: WAIT});
   const statuses = await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.status));
   assert.ok(statuses.length > 0 && statuses.every((s) => s === 'failed'), `statuses ${statuses}`);
+  await shot('runs-filtered');
   await open('#/');
   await page.locator('tbody tr a').first().waitFor({timeout: WAIT});
   let reached = false;
@@ -329,6 +363,7 @@ test('the runs table filters by workflow and status, and is reachable from the k
   await page.waitForURL(/#\/runs\//, {timeout: WAIT});
   // Every control has a name a screen reader can say.
   await page.locator('.view-head h1').waitFor({timeout: WAIT});
+  await shot('run-by-keyboard');
   const unnamed = await page.evaluate(() => [...document.querySelectorAll('input, select, textarea, button')]
     .filter((el) => el.offsetParent !== null)
     .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.textContent.trim()))
@@ -362,10 +397,16 @@ test('the page reconnects by itself after keeld restarts, and misses nothing', a
   await stopKeeld();
   await page.waitForSelector('#connection[data-state="reconnecting"]', {timeout: WAIT});
   await shot('reconnecting');
+  // A run starts and ends while keeld is back but the page cannot reach its feed yet: it must show anyway.
+  const blocked = '**/v1/events*';
+  await page.route(blocked, (route) => route.abort());
   await startKeeld();
-  await page.waitForSelector('#connection[data-state="live"]', {timeout: 30_000});
   const run = await startRun('noop3', {});
+  await waitForRun(run.id, (r) => r.status === 'completed', 'completed');
+  await page.unroute(blocked);
+  await page.waitForSelector('#connection[data-state="live"]', {timeout: 30_000});
   await page.locator(`tr[data-run="${run.id}"][data-status="completed"]`).waitFor({timeout: WAIT});
+  await shot('reconnected');
 });
 
 test('no script error and no Content-Security-Policy violation on any page', () => {

@@ -34,24 +34,32 @@ export function askForKey(reason = '') {
   error.hidden = !reason;
   error.textContent = reason;
   input.value = '';
+  const previous = apiKey();
   pendingPrompt = new Promise((resolve) => {
+    const finish = (key) => {
+      form.removeEventListener('submit', submit);
+      dialog.removeEventListener('close', closed);
+      pendingPrompt = null;
+      if (dialog.open) dialog.close();
+      resolve(key);
+    };
     const submit = (e) => {
       e.preventDefault();
       const key = input.value.trim();
       if (!key) return;
       sessionStorage.setItem(KEY_ITEM, key);
-      form.removeEventListener('submit', submit);
-      dialog.removeEventListener('cancel', refuseCancel);
-      dialog.close();
-      pendingPrompt = null;
       document.getElementById('key-button').hidden = false;
+      finish(key);
       for (const f of keyListeners) f(key);
-      resolve(key);
     };
-    // Without a key nothing works: the dialog stays until one is given.
-    const refuseCancel = (e) => e.preventDefault();
+    // Closed without a key (Escape): keep the key there was, if any; without one nothing works, so the
+    // dialog comes back (a browser may close a modal dialog on a second Escape whatever `cancel` says).
+    const closed = () => {
+      if (previous) finish(previous);
+      else if (!dialog.open) dialog.showModal();
+    };
     form.addEventListener('submit', submit);
-    dialog.addEventListener('cancel', refuseCancel);
+    dialog.addEventListener('close', closed);
   });
   if (!dialog.open) dialog.showModal();
   input.focus();
@@ -80,7 +88,10 @@ export async function api(path, {method = 'GET', body} = {}) {
     }
     const sentKey = headers.Authorization !== undefined;
     if (res.status === 401) {
-      await askForKey(sentKey ? 'The server refused that key.' : '');
+      // Refused with a key that was replaced meanwhile: try the new one before asking.
+      if (authHeaders().Authorization === headers.Authorization) {
+        await askForKey(sentKey ? 'The server refused that key.' : '');
+      }
       continue;
     }
     const text = await res.text();

@@ -4,7 +4,7 @@
 import {askForKey} from './api.js';
 import {startCounters} from './counters.js';
 import {renderInbox} from './inbox.js';
-import {startFeed} from './live.js';
+import {startFeed, stopFeed} from './live.js';
 import {renderRun} from './run.js';
 import {renderRuns} from './runs.js';
 import {renderStart} from './start.js';
@@ -19,8 +19,16 @@ function route() {
   const params = new URLSearchParams(query ?? '');
   let nav = 'runs';
   const run = path.match(/^\/runs\/([^/]+)$/);
+  let id = null;
+  try {
+    id = run ? decodeURIComponent(run[1]) : null;
+  } catch {
+    id = run[1];  // not valid percent-encoding: asked as it is, the server says it is no run
+  }
+  if (run) stopFeed();
+  else startFeed();
   if (run) {
-    leave = renderRun(view, decodeURIComponent(run[1]));
+    leave = renderRun(view, id);
     nav = '';
   } else if (path === '/inbox') {
     leave = renderInbox(view);
@@ -40,6 +48,10 @@ function route() {
 
 document.getElementById('key-button').addEventListener('click', () => askForKey());
 window.addEventListener('hashchange', route);
-startFeed();
+// The skip link moves the focus; it must not go through the router (#view is no view).
+document.querySelector('.skip').addEventListener('click', (e) => {
+  e.preventDefault();
+  view.focus();
+});
 startCounters();
 route();

@@ -20,8 +20,15 @@ export function startCounters() {
   const el = document.getElementById('counters');
   const badge = document.getElementById('inbox-count');
   let timer = null;
+  let busy = false;
+  const again = () => {
+    clearTimeout(timer);
+    timer = document.hidden ? null : setTimeout(refresh, PERIOD_MS);
+  };
   async function refresh() {
     clearTimeout(timer);
+    if (busy) return;  // the refresh under way schedules the next
+    busy = true;
     try {
       const s = await api('/v1/stats');
       const runs = s.runs ?? {};
@@ -42,11 +49,12 @@ export function startCounters() {
     } catch (e) {
       if (!el.firstChild) fill(el, h('p', {class: 'muted'}, `counters unavailable: ${e.message}`));
       el.classList.add('stale');
-      timer = setTimeout(refresh, PERIOD_MS);
       return;
+    } finally {
+      busy = false;
+      again();
     }
     el.classList.remove('stale');
-    timer = setTimeout(refresh, PERIOD_MS);
   }
   document.addEventListener('visibilitychange', () => {
     if (!document.hidden) refresh();

@@ -5,7 +5,7 @@ import {api, withQuery} from './api.js';
 import {decisionControls} from './decision.js';
 import {fill, h, jsonBlock} from './dom.js';
 import {absolute, countdown, parseTime, relative, shortId} from './format.js';
-import {subscribe, throttle} from './live.js';
+import {latest, subscribe, throttle} from './live.js';
 
 const PAGE = 100;
 
@@ -32,10 +32,12 @@ export function renderInbox(view) {
              decisionControls(hook, () => reload()));
   }
 
+  const loads = latest();
   async function load(append = false) {
+    const token = loads.guard();
     try {
       const doc = await api(withQuery('/v1/hooks', {limit: PAGE, cursor: append ? cursor : null}));
-      if (gone) return;
+      if (gone || !loads.current(token)) return;
       const items = doc.hooks.map(card);
       if (append) list.append(...items);
       else fill(list, items);
@@ -46,11 +48,21 @@ export function renderInbox(view) {
       message.textContent = `Could not load the inbox: ${e.message}`;
     }
   }
+  // Keep a decision being typed: while the focus is in the list, a reload waits for it to leave.
+  let pending = false;
   const reload = throttle(() => {
-    // Keep a decision being typed: reload only when no editor in the list has the focus.
-    if (!gone && !list.contains(document.activeElement)) load();
+    if (gone) return;
+    if (list.contains(document.activeElement)) pending = true;
+    else load();
   }, 1000);
+  list.addEventListener('focusout', (e) => {
+    if (pending && !list.contains(e.relatedTarget)) {
+      pending = false;
+      reload();
+    }
+  });
   const unsubscribe = subscribe((e) => {
+    if (e.type === 'resync') reload();
     const k = e.data?.kind;
     if (e.type === 'message' && (k === 'run_waiting' || k === 'run_resumed' || k === 'run_cancelled' ||
                                  k === 'run_completed' || k === 'run_failed')) {

@@ -13,21 +13,49 @@ export function subscribe(f) {
   return () => listeners.delete(f);
 }
 
-/** Starts the shared feed (once). */
+function tell(e) {
+  for (const f of listeners) {
+    try {
+      f(e);
+    } catch (err) {
+      console.error('keel: a view failed on an event', err);
+    }
+  }
+}
+
+/**
+ * Starts the shared feed (if it is not running). Views that follow it also get {type: 'resync'} when it is
+ * live again after a break: what changed meanwhile may predate the last event it saw, so they reload.
+ */
 export function startFeed() {
   if (feed) return;
-  feed = openStream('/v1/events?frames=true', {
-    onEvent: (e) => {
-      for (const f of listeners) {
-        try {
-          f(e);
-        } catch (err) {
-          console.error('keel: a view failed on an event', err);
-        }
+  let wasDown = false;
+  feed = openStream('/v1/events?frames=false', {
+    onEvent: tell,
+    onState: (s) => {
+      setState('feed', s);
+      if (s === 'reconnecting') wasDown = true;
+      if (s === 'live' && wasDown) {
+        wasDown = false;
+        tell({type: 'resync'});
       }
     },
-    onState: (s) => setState('feed', s),
   });
+}
+
+/** Stops the shared feed: a run's page follows its own stream, and a browser allows six connections per
+ * server across all its tabs. */
+export function stopFeed() {
+  feed?.close();
+  feed = null;
+  setState('feed', null);
+}
+
+/** A load that only the latest call may finish: `guard()` gives a token, `current(token)` says whether it is
+ * still the latest (an older answer arriving late must not overwrite a newer one). */
+export function latest() {
+  let n = 0;
+  return {guard: () => ++n, current: (token) => token === n};
 }
 
 /** Reports the state of stream `name` (null: it is gone) to the header's indicator. */

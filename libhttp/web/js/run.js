@@ -7,7 +7,7 @@ import {confirmAction} from './confirm.js';
 import {decisionControls} from './decision.js';
 import {fill, h, jsonBlock} from './dom.js';
 import {absolute, countdown, duration, finished, micros, parseTime, relative, shortId, waitingText} from './format.js';
-import {setState, throttle} from './live.js';
+import {latest, setState, throttle} from './live.js';
 import {statusBadge} from './runs.js';
 import {openStream} from './sse.js';
 
@@ -67,10 +67,13 @@ export function renderRun(view, id) {
        timeline, family, io, log);
   fill(head, h('h1', {}, 'Run ', h('span', {class: 'mono'}, shortId(id))));
 
+  const loads = latest();
   async function load() {
+    const token = loads.guard();
     try {
-      run = await api(`/v1/runs/${encodeURIComponent(id)}`);
-      if (gone) return;
+      const fresh = await api(`/v1/runs/${encodeURIComponent(id)}`);
+      if (gone || !loads.current(token)) return;
+      run = fresh;
       parentId = run.parent_id ?? parentId;
       draw();
     } catch (e) {
@@ -123,8 +126,10 @@ export function renderRun(view, id) {
     }
     const userSteps = run.steps.filter((s) => !s.name.startsWith('keel.'));
     if (userSteps.length > 0 && run.status !== 'queued') {
+      const chosen = actions.querySelector('#rewind-step')?.value;  // kept across redraws
       const select = h('select', {id: 'rewind-step', 'aria-label': 'Step to rewind to'},
-                       userSteps.map((s) => h('option', {value: s.seq}, `${s.seq}: ${s.name}`)));
+                       userSteps.map((s) => h('option', {value: s.seq, selected: String(s.seq) === chosen},
+                                              `${s.seq}: ${s.name}`)));
       const rewind = h('button', {type: 'button', id: 'rewind-run', onclick: async () => {
         const step = Number(select.value);
         const name = select.selectedOptions[0]?.textContent ?? step;
@@ -440,7 +445,7 @@ export function renderRun(view, id) {
     }
     if (run && !finished.has(run.status)) {
       drawFacts();
-      drawTimeline();
+      if (!timeline.contains(document.activeElement)) drawTimeline();  // keep a keyboard user's place
     }
   }, 1000);
   load();

@@ -4,7 +4,7 @@
 import {api, withQuery} from './api.js';
 import {fill, h} from './dom.js';
 import {absolute, duration, finished, parseTime, relative, shortId, waitingText} from './format.js';
-import {subscribe, throttle} from './live.js';
+import {latest, subscribe, throttle} from './live.js';
 
 const STATUSES = ['queued', 'running', 'sleeping', 'waiting', 'completed', 'failed', 'cancelled'];
 const PAGE = 50;
@@ -108,10 +108,12 @@ export function renderRuns(view, params) {
     return entry.tr;
   }
 
+  const loads = latest();
   async function load() {
+    const token = loads.guard();
     try {
       const doc = await api(withQuery('/v1/runs', {workflow, status, limit: PAGE, cursor}));
-      if (gone) return;
+      if (gone || !loads.current(token)) return;
       const old = rows;
       rows = new Map();
       fill(tbody, doc.runs.map((r) => {
@@ -132,6 +134,10 @@ export function renderRuns(view, params) {
   }, 1000);
 
   const unsubscribe = subscribe((e) => {
+    if (e.type === 'resync') {
+      load();
+      return;
+    }
     const ev = e.data;
     if (!ev || typeof ev !== 'object' || !ev.run_id) return;
     const entry = rows.get(ev.run_id);
@@ -153,9 +159,13 @@ export function renderRuns(view, params) {
       }
     }
   });
-  // Durations of running runs move on by themselves.
+  // Durations of running runs move on by themselves (the cell's text only: a focused link keeps its focus).
   const ticker = setInterval(() => {
-    for (const {run} of rows.values()) if (run.status === 'running') render(run);
+    for (const {run, tr} of rows.values()) {
+      if (run.status !== 'running' || !run.started_at) continue;
+      const cell = tr.querySelector('td.num');
+      if (cell) cell.textContent = duration(Date.now() - parseTime(run.started_at).getTime());
+    }
   }, 1000);
   load();
   return () => {

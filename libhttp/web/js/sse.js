@@ -35,7 +35,9 @@ export function openStream(path, handlers) {
       try {
         const res = await fetch(path, {headers, signal: controller.signal, cache: 'no-store'});
         if (res.status === 401) {
-          await askForKey(headers.Authorization ? 'The server refused that key.' : '');
+          if (authHeaders().Authorization === headers.Authorization) {
+            await askForKey(headers.Authorization ? 'The server refused that key.' : '');
+          }
           continue;
         }
         if (res.status === 404 || res.status === 400) {
@@ -82,7 +84,8 @@ export function openStream(path, handlers) {
       if (done) return false;
       buffer += decoder.decode(value, {stream: true});
       let at;
-      while ((at = buffer.search(/\r\n|\r|\n/)) >= 0) {
+      // A \r at the end may be the first half of a \r\n split across chunks: wait for the next one.
+      while ((at = buffer.search(/\r\n|\r(?!$)|\n/)) >= 0) {
         const line = buffer.slice(0, at);
         buffer = buffer.slice(at + (buffer.startsWith('\r\n', at) ? 2 : 1));
         if (line === '') {
