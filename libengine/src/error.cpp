@@ -64,6 +64,8 @@ class category final : public boost::system::error_category {
         return "the cron expression is malformed";
       case errc::unknown_time_zone:
         return "unknown time zone";
+      case errc::schedule_not_found:
+        return "no schedule has that name";
     }
     return "unknown keel error";
   }
@@ -134,6 +136,8 @@ std::string code_name(errc e) {
       return "invalid_cron_expression";
     case errc::unknown_time_zone:
       return "unknown_time_zone";
+    case errc::schedule_not_found:
+      return "schedule_not_found";
   }
   return "unknown";
 }

@@ -21,6 +21,7 @@
 #include "keel/engine/output_stream.hpp"
 #include "keel/engine/workflow.hpp"
 #include "keel/storage/records.hpp"
+#include "keel/storage/schedule_records.hpp"
 #include "keel/storage/store.hpp"
 
 namespace keel {
@@ -38,6 +39,34 @@ using inbox_hook = storage::inbox_hook;
 using hook_list = storage::hook_list;
 /// A dashboard's counters (engine::overview).
 using run_overview = storage::run_overview;
+/// Cron schedules (engine::put_schedule and the calls after it): one as stored, with its next firings; a
+/// page of them and which.
+using schedule_info = storage::schedule_record;
+using schedule_query = storage::schedule_query;
+using schedule_list = storage::schedule_list;
+
+/// A cron schedule's definition (engine::put_schedule): at each firing of `cron` in `time_zone`, one run of
+/// `workflow` with `input`.
+struct schedule_spec {
+  /// Its name: 1 to 200 ASCII letters, digits and `-_.:`.
+  std::string name;
+  std::string workflow;
+  /// A 5-field cron expression or an alias, as keel::cron_schedule reads it (`0 9 * * mon-fri`, `@hourly`).
+  std::string cron;
+  /// The IANA time zone the expression's fields are read in.
+  std::string time_zone = "UTC";
+  boost::json::value input;
+  /// The workflow version its runs run; none: the newest one the firing worker has registered.
+  std::optional<int> version;
+  int priority = 0;
+  /// Occurrences missed while no worker could fire them (every worker down, or the database unreachable for
+  /// longer than schedule_tolerance) are skipped; with catch_up = N the newest N of them still run when a
+  /// worker can fire again (0 to 1,000).
+  int catch_up = 0;
+};
+
+/// What engine::put_schedule did.
+using schedule_put = storage::schedule_put;
 
 /// Something that happened to a run, as reported to engine_options::on_event.
 struct run_event {
@@ -168,6 +197,12 @@ struct engine_options {
   /// Asynchronous hooks on live events, called in order for each event (see event_hook); fed by a stream
   /// that opens when the engine starts.
   std::vector<event_hook> hooks;
+  /// Cron schedules: how late a worker may fire an occurrence and still count it on time (later, it was
+  /// missed: skipped, or replayed up to the schedule's catch_up).
+  std::chrono::milliseconds schedule_tolerance{60'000};
+  /// How often a worker looks for due schedules when it knows of none due sooner (schedules created or
+  /// changed by other processes are seen within this).
+  std::chrono::milliseconds schedule_poll_interval{1'000};
   /// How often streams read the run log when nothing announced new events (a missed notification, an
   /// append by a transaction outside the engine). Appends on any worker wake them at once.
   std::chrono::milliseconds stream_poll_interval{200};
@@ -422,6 +457,42 @@ class engine {
   /// with what was discarded. Errors: invalid_run_id, run_not_found, storage::errc::invalid_argument.
   boost::asio::awaitable<result<void>> rewind(std::string_view id, int from_step);
   result<void> rewind_blocking(std::string_view id, int from_step);
+
+  /// Creates the schedule `spec.name`, or replaces its definition. Idempotent: a put of the definition it
+  /// has already changes nothing (`changed` false), so every worker may put its schedules as it starts. A
+  /// replaced expression or time zone fires next at its first occurrence from now; paused stays as it was.
+  /// Exactly one run starts per occurrence, whatever the number of workers: any worker that registers the
+  /// workflow fires it, in one statement that moves the schedule to its next occurrence only if no one did,
+  /// and each run's idempotency key (`schedule:<name>@<instant>`) holds against repeats. Errors:
+  /// invalid_cron_expression, unknown_time_zone, unknown_workflow (or a version not registered here);
+  /// storage::errc::invalid_argument (the name; catch_up out of 0 to 1,000), payload_too_large,
+  /// payload_too_deep, connection_lost.
+  boost::asio::awaitable<result<schedule_put>> put_schedule(const schedule_spec& spec);
+  result<schedule_put> put_schedule_blocking(const schedule_spec& spec);
+
+  /// The schedule `name`, with its next `upcoming` firings (5; none while paused). Errors:
+  /// schedule_not_found; storage::errc::invalid_argument (a malformed name), connection_lost.
+  boost::asio::awaitable<result<schedule_info>> get_schedule(std::string_view name);
+  result<schedule_info> get_schedule_blocking(std::string_view name);
+
+  /// Schedules by name, a page at a time (each with its upcoming firings). Errors:
+  /// storage::errc::invalid_argument (a limit out of 1 to 1,000), connection_lost.
+  boost::asio::awaitable<result<schedule_list>> list_schedules(const schedule_query& query);
+  result<schedule_list> list_schedules_blocking(const schedule_query& query);
+
+  /// Pauses the schedule: it fires nothing until resume_schedule. Returns it. Errors: as get_schedule.
+  boost::asio::awaitable<result<schedule_info>> pause_schedule(std::string_view name);
+  result<schedule_info> pause_schedule_blocking(std::string_view name);
+
+  /// Resumes a paused schedule at its first occurrence from now (what it was paused for is not replayed).
+  /// Returns it. Errors: as get_schedule; invalid_cron_expression, unknown_time_zone (its time zone is
+  /// unknown to this machine).
+  boost::asio::awaitable<result<schedule_info>> resume_schedule(std::string_view name);
+  result<schedule_info> resume_schedule_blocking(std::string_view name);
+
+  /// Deletes the schedule; the runs it started stay. Errors: as get_schedule.
+  boost::asio::awaitable<result<void>> delete_schedule(std::string_view name);
+  result<void> delete_schedule_blocking(std::string_view name);
 
   /// This worker's lease owner name.
   [[nodiscard]] const std::string& worker_id() const noexcept;

@@ -70,6 +70,8 @@ enum class errc {
   invalid_cron_expression,
   /// A time zone name is not in the system's time zone database (IANA names such as "America/New_York").
   unknown_time_zone,
+  /// No schedule has that name.
+  schedule_not_found,
 };
 
 const boost::system::error_category& engine_category() noexcept;
