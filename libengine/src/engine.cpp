@@ -86,6 +86,7 @@ engine_impl::engine_impl(engine_options options)
       heartbeat_wait_(ctl_),
       step_watch_wait_(ctl_),
       wakeup_timer_(ctl_),
+      schedule_wait_(ctl_),
       rng_(std::random_device{}()) {
   store_.outlived_by(ioc_);  // destroyed after the store (declared before it)
   if (options_.concurrency == 0) options_.concurrency = 1;
@@ -141,6 +142,10 @@ T engine_impl::block_on(asio::awaitable<T> aw) {
 // For the _blocking calls defined in other files (co_spawn and futures compiled here only).
 template result<run_list> engine_impl::block_on(asio::awaitable<result<run_list>>);
 template result<hook_list> engine_impl::block_on(asio::awaitable<result<hook_list>>);
+template result<schedule_put> engine_impl::block_on(asio::awaitable<result<schedule_put>>);
+template result<schedule_info> engine_impl::block_on(asio::awaitable<result<schedule_info>>);
+template result<schedule_list> engine_impl::block_on(asio::awaitable<result<schedule_list>>);
+template result<void> engine_impl::block_on(asio::awaitable<result<void>>);
 
 result<void> engine_impl::migrate_blocking() {
   if (migrated_ || !options_.migrate) return {};
@@ -223,6 +228,8 @@ result<void> engine_impl::start() {
     ensure_heartbeat();
     step_watch_active_ = true;
     asio::co_spawn(ctl_, step_watch_loop(), log_failure("step watch"));
+    schedule_loop_active_ = true;
+    asio::co_spawn(ctl_, schedule_loop(), log_failure("schedule loop"));
     if (options_.lag_warning.count() > 0) {
       watchdog_active_ = true;
       // On its own strand: it measures whether any pool thread is free, not whether ctl_ is busy.
@@ -706,7 +713,9 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   heartbeat_wait_.cancel();
   wakeup_timer_.cancel();
   step_watch_wait_.cancel();
-  while (heartbeat_active_ || watchdog_active_ || claim_loop_active_ || wakeup_active_ || step_watch_active_)
+  schedule_wait_.cancel();
+  while (heartbeat_active_ || watchdog_active_ || claim_loop_active_ || wakeup_active_ ||
+         step_watch_active_ || schedule_loop_active_)
     co_await wait_changed();
 }
 

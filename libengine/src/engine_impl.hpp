@@ -75,6 +75,8 @@ class engine_impl {
   /// At `until`, a run this worker parked becomes due (wakeups.cpp): `run` (a sleep) is then claimed by id
   /// at once; without one, the claim loop is woken (a little after `until`, for the database's clock).
   void schedule_wakeup(std::chrono::system_clock::time_point until, std::optional<run_id> run = std::nullopt);
+  /// Has the schedule loop look for due schedules now (one was created or changed here).
+  void wake_scheduler();
 
   /// Runs `aw` on the engine's threads and blocks the calling thread for its result.
   template <class T>
@@ -122,6 +124,11 @@ class engine_impl {
   /// Logs step_started for steps that run a while (step_watch.cpp), until the engine stops.
   boost::asio::awaitable<void> step_watch_loop();
   boost::asio::awaitable<void> wakeup_loop();
+  /// Fires the due cron schedules of the workflows registered here, until the engine stops (schedules.cpp).
+  boost::asio::awaitable<void> schedule_loop();
+  /// Fires one due schedule read at `now` (the database's clock); true when this call fired it.
+  boost::asio::awaitable<bool> fire_schedule(const storage::schedule_record& s,
+                                             std::chrono::system_clock::time_point now);
   void ensure_heartbeat();
   boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
   /// Runs what a claim took, or hands it straight back when the engine is stopping (on ctl_).
@@ -170,6 +177,11 @@ class engine_impl {
   std::size_t direct_claims_ = 0;
   boost::asio::steady_timer wakeup_timer_;
   bool wakeup_active_ = false;
+  boost::asio::steady_timer schedule_wait_;
+  bool schedule_loop_active_ = false;
+  /// Schedules this worker cannot fire (their zone unknown here, their version not registered), by name and
+  /// revision: logged once each.
+  std::set<std::pair<std::string, std::int64_t>> unfireable_schedules_;
   bool started_ = false;
   bool migrated_ = false;
   std::atomic<bool> stopping_{false};

@@ -63,4 +63,16 @@ extern const statement rewind_run;
 extern const statement register_worker;
 extern const statement unregister_worker;
 
+// Cron schedules (schedules.cpp).
+extern const statement put_schedule;
+extern const statement get_schedule;
+extern const statement list_schedules;
+extern const statement pause_schedule;
+extern const statement resume_schedule;
+extern const statement delete_schedule;
+extern const statement due_schedules;
+extern const statement soonest_schedule;
+extern const statement fire_schedule;
+extern const statement schedule_last_run;
+
 }  // namespace keel::storage::detail::sql

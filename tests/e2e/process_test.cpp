@@ -317,6 +317,51 @@ BOOST_AUTO_TEST_CASE(three_worker_processes_drain_a_thousand_runs_exactly_once) 
   }
 }
 
+BOOST_AUTO_TEST_CASE(three_worker_processes_fire_each_occurrence_of_a_schedule_exactly_once) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects";
+  producer p(db);
+  schedule_spec spec;
+  spec.name = "catch-up";
+  spec.workflow = "noop3";
+  spec.cron = "* * * * *";
+  spec.catch_up = 1000;
+  BOOST_REQUIRE(p.e.put_schedule_blocking(spec));
+  std::vector<std::unique_ptr<spawned_worker>> workers;
+  for (int w = 0; w < 3; ++w) {
+    workers.push_back(std::make_unique<spawned_worker>(
+        std::vector<std::string>{"--db", db, "--effects", effects, "--concurrency", "32"}));
+  }
+  BOOST_REQUIRE(wait_until([&] { return count_of(db, "SELECT count(*) FROM keel.workers") == 3; }, 30s));
+  // Five hours missed, all caught up: 300 occurrences and this minute's, due at once on three workers that
+  // each look for due schedules every second.
+  query_value(db,
+              "UPDATE keel.schedules SET next_fire_at = date_trunc('minute', now()) - interval '5 hours'");
+  const auto key_of_run =
+      "SELECT idempotency_key FROM keel.runs WHERE idempotency_key LIKE 'schedule:catch-up@%'";
+  BOOST_REQUIRE(wait_until(
+      [&] { return count_of(db, "SELECT count(*) FROM (" + std::string(key_of_run) + ") k") >= 301; }, 30s));
+  BOOST_REQUIRE(wait_until(
+      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE status <> 'completed'") == 0; }, 60s));
+  for (auto& w : workers)
+    BOOST_TEST(w->terminate() == 0);
+  const auto runs = count_of(db, "SELECT count(*) FROM keel.runs");
+  BOOST_TEST((runs == 301 || runs == 302));  // a minute may have begun meanwhile
+  // One per minute, none missing: the newest minus the oldest spans one minute fewer than there are runs.
+  BOOST_TEST(
+      count_of(db, "SELECT extract(epoch FROM max(created_at) - min(created_at))::int FROM keel.runs") < 60);
+  BOOST_TEST(count_of(db,
+                      "SELECT (extract(epoch FROM max(to_timestamp(split_part(idempotency_key, '@', 2), "
+                      "'YYYY-MM-DD\"T\"HH24:MI:SS')) - min(to_timestamp(split_part(idempotency_key, '@', 2), "
+                      "'YYYY-MM-DD\"T\"HH24:MI:SS'))) / 60)::int FROM keel.runs") == runs - 1);
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts.size() == static_cast<std::size_t>(runs) * 4);  // 3 steps and a completion each, once
+  for (const auto& [line, n] : counts) {
+    if (n != 1) BOOST_ERROR(line << " happened " << n << " times");
+  }
+}
+
 BOOST_AUTO_TEST_CASE(runs_continue_after_the_database_restarts_under_load) {
   auto db = fresh_database();
   auto o = options_for(db);

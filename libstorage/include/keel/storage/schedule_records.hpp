@@ -77,7 +77,7 @@ struct schedule_list {
 };
 
 /// Schedules whose next occurrence is due (store::due_schedules), by the database's clock.
-struct due_schedules {
+struct schedules_due {
   std::chrono::system_clock::time_point now;
   /// Due now, oldest occurrence first.
   std::vector<schedule_record> due;

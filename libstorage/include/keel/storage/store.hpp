@@ -14,6 +14,7 @@
 #include "keel/storage/error.hpp"
 #include "keel/storage/json_limits.hpp"
 #include "keel/storage/records.hpp"
+#include "keel/storage/schedule_records.hpp"
 
 namespace keel::storage {
 
@@ -240,6 +241,31 @@ class store {
   /// (read from the run log's last minute only). A database it cannot reach within `within` fails it.
   /// Errors: invalid_argument (`cap`); connection_lost.
   boost::asio::awaitable<result<run_overview>> overview(std::int64_t cap, std::chrono::milliseconds within);
+
+  /// Creates schedule `s.name` with next occurrence `s.next_fire_at`, or replaces its definition (workflow,
+  /// version, cron, time_zone, input, priority, catch_up) when it differs: a new expression or zone takes
+  /// `s.next_fire_at`, otherwise the stored next occurrence stays; `paused` is left as it is. Errors:
+  /// invalid_argument (name, workflow, catch_up), payload_too_large, payload_too_deep, connection_lost.
+  boost::asio::awaitable<result<schedule_put>> put_schedule(const schedule_record& s);
+  /// Errors: not_found; invalid_argument (a malformed name); connection_lost.
+  boost::asio::awaitable<result<schedule_record>> get_schedule(std::string name);
+  /// By name, one page. Errors: invalid_argument (limit out of 1 to 1,000, a malformed cursor or workflow).
+  boost::asio::awaitable<result<schedule_list>> list_schedules(const schedule_query& query);
+  /// Pauses the schedule (a paused one stays as it is) and returns it. Errors: as get_schedule.
+  boost::asio::awaitable<result<schedule_record>> pause_schedule(std::string name);
+  /// Resumes a paused schedule at its revision `revision` with next occurrence `next`; returns 1, or 0 when
+  /// it was not paused at that revision (changed meanwhile, or gone).
+  boost::asio::awaitable<result<std::size_t>> resume_schedule(std::string name, std::int64_t revision,
+                                                              std::optional<clock::time_point> next);
+  /// Returns 1, or 0 when there was none.
+  boost::asio::awaitable<result<std::size_t>> delete_schedule(std::string name);
+  /// Up to `limit` active schedules of `workflows` whose next occurrence is due by the database's clock, and
+  /// the soonest occurrence after now among them.
+  boost::asio::awaitable<result<schedules_due>> due_schedules(const std::vector<std::string>& workflows,
+                                                              std::size_t limit);
+  /// Fires a due schedule (see schedule_firing): starts the occurrences' runs (one per idempotency key) and
+  /// moves it on, in one transaction, if no one else did first. Returns 1 when this call fired it, else 0.
+  boost::asio::awaitable<result<std::size_t>> fire_schedule(const schedule_firing& f);
 
   /// The run log after position `after` (0: from its start), oldest first, at most `limit` events (1 to
   /// 10,000) that `filter` takes. Events of transactions still in progress, and of those that began after
