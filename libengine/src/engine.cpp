@@ -16,6 +16,7 @@
 
 #include "engine_impl.hpp"
 #include "event_hooks.hpp"
+#include "event_triggers.hpp"
 #include "hook_token.hpp"
 #include "keel/common/log.hpp"
 #include "keel/storage/json_limits.hpp"
@@ -146,6 +147,7 @@ template result<schedule_put> engine_impl::block_on(asio::awaitable<result<sched
 template result<schedule_info> engine_impl::block_on(asio::awaitable<result<schedule_info>>);
 template result<schedule_list> engine_impl::block_on(asio::awaitable<result<schedule_list>>);
 template result<void> engine_impl::block_on(asio::awaitable<result<void>>);
+template result<published_event> engine_impl::block_on(asio::awaitable<result<published_event>>);
 
 result<void> engine_impl::migrate_blocking() {
   if (migrated_ || !options_.migrate) return {};
@@ -198,6 +200,9 @@ result<void> engine_impl::start() {
   // Announce what this worker runs, so that a run of a version registered nowhere says so.
   if (auto r = block_on(store_.register_worker(worker_id_, workflow_versions(), worker_ttl())); !r)
     log::warn("engine", "cannot register this worker: " + r.error().message());
+  // What its workflows declare of events (triggers, cancel_on), for publish_event on any engine.
+  if (auto r = block_on(store_.declare_workflows(declarations_of(workflows_))); !r)
+    log::warn("engine", "cannot record the workflows' event triggers: " + r.error().message());
   // Runs enqueued by other processes wake the claim loop at once instead of at its next poll.
   if (!started_once_.exchange(true)) {
     store_.listen(storage::store_listeners{
@@ -837,6 +842,7 @@ engine::~engine() {
 }
 
 void engine::register_workflow(workflow_definition def) {
+  detail::check_event_declarations(def);
   auto name = def.name;
   const int version = def.version;
   if (!impl_->metrics_.contains(name))

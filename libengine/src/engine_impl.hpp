@@ -77,6 +77,8 @@ class engine_impl {
   void schedule_wakeup(std::chrono::system_clock::time_point until, std::optional<run_id> run = std::nullopt);
   /// Has the schedule loop look for due schedules now (one was created or changed here).
   void wake_scheduler();
+  /// Has the claim loop look for due runs now (runs were enqueued here).
+  void wake_claimer();
 
   /// Runs `aw` on the engine's threads and blocks the calling thread for its result.
   template <class T>
@@ -145,7 +147,6 @@ class engine_impl {
   boost::asio::awaitable<void> execute(std::shared_ptr<run_state> st);
   void notify_changed();
   boost::asio::awaitable<void> wait_changed();
-  void wake_claimer();
   std::vector<storage::workflow_version> workflow_versions() const;
   /// How long this worker's registry entry lasts without a refresh.
   std::chrono::milliseconds worker_ttl() const;

@@ -75,4 +75,8 @@ extern const statement soonest_schedule;
 extern const statement fire_schedule;
 extern const statement schedule_last_run;
 
+// Event triggers (event_triggers.cpp).
+extern const statement declare_workflows;
+extern const statement event_subscribers;
+
 }  // namespace keel::storage::detail::sql

@@ -68,6 +68,28 @@ struct schedule_spec {
 /// What engine::put_schedule did.
 using schedule_put = storage::schedule_put;
 
+/// Per-publish options (engine::publish_event).
+struct publish_options {
+  /// A repeat with the same key starts nothing more: each workflow the event starts gets one run per key
+  /// (its idempotency key derives from the event's name, this key and the workflow). Without one, every
+  /// publish starts runs.
+  std::optional<std::string> idempotency_key;
+};
+
+/// A run an event started.
+struct triggered_run {
+  std::string workflow;
+  run_id id;
+  /// false: a repeat with the same idempotency key found it.
+  bool created = false;
+};
+
+/// What engine::publish_event did: the runs it started, and the runs it cancelled (or asked to cancel).
+struct published_event {
+  std::vector<triggered_run> started;
+  std::vector<run_id> cancelled;
+};
+
 /// Something that happened to a run, as reported to engine_options::on_event.
 struct run_event {
   enum class kind {
@@ -299,7 +321,9 @@ class engine {
 
   /// Registers a workflow version; do it before start_blocking(). Several versions of one workflow may be
   /// registered: this worker claims runs of each, and runs each with the body of its own version. A second
-  /// registration of the same name and version replaces the first.
+  /// registration of the same name and version replaces the first. Throws std::invalid_argument for a
+  /// trigger or cancel_on event name that is empty or over 255 bytes, or a cancel_on pointer that is not a
+  /// JSON pointer ("" or "/a/0/b", with ~0 and ~1 escapes).
   void register_workflow(workflow_definition def);
 
   /// Registers a typed workflow body `awaitable<Output>(context&, Input)`, with what callers are shown of
@@ -397,6 +421,19 @@ class engine {
                                                   const event_options& options = {});
   result<void> send_event_blocking(std::string_view id, std::string_view name,
                                    const boost::json::value& payload, const event_options& options = {});
+
+  /// Publishes the event `name` with `payload`: starts one run (input: the payload) of each workflow whose
+  /// newest version lists `name` in its triggers, and cancels, as cancel() with its default grace, the
+  /// unfinished runs of each workflow whose newest version has a cancel_on rule that matches. What workflows
+  /// declare is known once a worker that registers them has started (start_blocking); the workflows need not
+  /// be registered on this engine. Errors: idempotency_conflict (the key was used for this event with
+  /// another payload); from storage: invalid_argument (name or key over 255 bytes or not UTF-8),
+  /// payload_too_large, payload_too_deep, connection_lost.
+  boost::asio::awaitable<result<published_event>> publish_event(std::string_view name,
+                                                                const boost::json::value& payload,
+                                                                const publish_options& options = {});
+  result<published_event> publish_event_blocking(std::string_view name, const boost::json::value& payload,
+                                                 const publish_options& options = {});
 
   /// Resumes the hook whose token this is (see context::create_hook) with `payload`, once: the run's
   /// hook.wait() returns it, at once if the run waits now (on any worker), or when it gets there. A repeat

@@ -8,10 +8,22 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "keel/engine/context.hpp"
 
 namespace keel {
+
+/// An event that cancels a workflow's unfinished runs (workflow_definition::cancel_on), when they match it.
+struct cancel_on_event {
+  /// The event's name, as engine::publish_event is given it.
+  std::string event;
+  /// A JSON pointer into the event's payload (e.g. "/user_id"): a run is cancelled when its input holds the
+  /// same value at `input_match` — a payload without it cancels nothing. Empty: every unfinished run.
+  std::string match;
+  /// The JSON pointer into the run's input; empty: the same as `match`.
+  std::string input_match;
+};
 
 /// A workflow with its input and output erased to JSON; what the engine stores in its registry.
 struct workflow_definition {
@@ -22,6 +34,11 @@ struct workflow_definition {
   /// saying what it does. Both optional.
   boost::json::value input_example;
   std::string description;
+  /// Events that start a run of it (engine::publish_event): each starts one, with the event's payload as its
+  /// input (once per idempotency key). Declared by the newest version any worker has registered.
+  std::vector<std::string> triggers;
+  /// Events that cancel its unfinished runs (of every version), as engine::cancel does: compensations run.
+  std::vector<cancel_on_event> cancel_on;
 };
 
 /// Makes a definition from a typed body `awaitable<Output>(context&, Input)`. Input and Output convert with
@@ -29,7 +46,7 @@ struct workflow_definition {
 template <class Input, class Output>
 workflow_definition make_workflow(std::string name, int version,
                                   std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
-  workflow_definition def{std::move(name), version, {}, nullptr, {}};
+  workflow_definition def{std::move(name), version, {}, nullptr, {}, {}, {}};
   def.body = [body = std::move(body)](
                  context& ctx, boost::json::value input) -> boost::asio::awaitable<boost::json::value> {
     std::optional<Input> typed;

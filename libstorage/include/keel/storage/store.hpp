@@ -15,6 +15,7 @@
 #include "keel/storage/json_limits.hpp"
 #include "keel/storage/records.hpp"
 #include "keel/storage/schedule_records.hpp"
+#include "keel/storage/trigger_records.hpp"
 
 namespace keel::storage {
 
@@ -241,6 +242,17 @@ class store {
   /// (read from the run log's last minute only). A database it cannot reach within `within` fails it.
   /// Errors: invalid_argument (`cap`); connection_lost.
   boost::asio::awaitable<result<run_overview>> overview(std::int64_t cap, std::chrono::milliseconds within);
+
+  /// Records what each workflow version declares of events (the triggers that start it, the events that
+  /// cancel its runs); an identical declaration writes nothing. Errors: invalid_argument (a name over 255
+  /// bytes or not UTF-8), connection_lost.
+  boost::asio::awaitable<result<void>> declare_workflows(const std::vector<workflow_declaration>& workflows);
+  /// Whom event `event` with `payload` concerns, as the newest declared version of each workflow says: the
+  /// workflows it starts, and up to `max_cancel` unfinished runs it cancels. Errors: invalid_argument (the
+  /// name), payload_too_large, payload_too_deep, connection_lost.
+  boost::asio::awaitable<result<event_audience>> event_subscribers(std::string event,
+                                                                   const boost::json::value& payload,
+                                                                   std::size_t max_cancel);
 
   /// Creates schedule `s.name` with next occurrence `s.next_fire_at`, or replaces its definition (workflow,
   /// version, cron, time_zone, input, priority, catch_up) when it differs: a new expression or zone takes

@@ -1,0 +1,27 @@
+// Event triggers and cancel-on rules: checking what a workflow declares, and what a worker records of it.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "keel/engine/workflow.hpp"
+#include "keel/storage/trigger_records.hpp"
+
+namespace keel::detail {
+
+/// The path a JSON pointer (RFC 6901) names, as PostgreSQL's #> takes it: "" is the whole value, "/a/0/b"
+/// the keys or indexes a, 0, b (~1 reads '/', ~0 '~'). nullopt: not a JSON pointer.
+std::optional<std::vector<std::string>> json_pointer_path(std::string_view pointer);
+
+/// Throws std::invalid_argument if `def`'s triggers or cancel_on rules are malformed.
+void check_event_declarations(const workflow_definition& def);
+
+/// What a worker records of the workflow versions it registers.
+std::vector<storage::workflow_declaration> declarations_of(
+    const std::unordered_map<std::string, std::map<int, workflow_definition>>& workflows);
+
+}  // namespace keel::detail
