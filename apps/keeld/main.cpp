@@ -5,6 +5,7 @@
 
 #include <boost/json/serialize.hpp>
 #include <boost/program_options.hpp>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <iostream>
@@ -38,6 +39,29 @@ void print_event(const keel::run_event& ev) {
   std::cout << line << std::endl;
 }
 
+/// "90s", "15m", "12h", "30d", "250ms": a positive duration; nullopt for anything else.
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9')
+    ++digits;
+  if (digits == 0 || digits > 9) return std::nullopt;
+  const long long n = std::stoll(text.substr(0, digits));
+  const std::string unit = text.substr(digits);
+  long long ms_per = 0;
+  if (unit == "ms")
+    ms_per = 1;
+  else if (unit == "s")
+    ms_per = 1000;
+  else if (unit == "m")
+    ms_per = 60'000;
+  else if (unit == "h")
+    ms_per = 3'600'000;
+  else if (unit == "d")
+    ms_per = 86'400'000;
+  if (ms_per == 0 || n == 0) return std::nullopt;
+  return std::chrono::milliseconds(n * ms_per);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -66,6 +90,18 @@ int main(int argc, char** argv) {
       "run the demonstration batch, print its transitions and exit, serving no HTTP")(
       "no-examples", po::bool_switch(&no_examples),
       "register no example workflows (approval, countdown, order, noop3 and the demonstration ones)");
+  std::string retain_finished, retention_interval = "1m";
+  std::size_t retention_batch = 500;
+  po::options_description retention("Retention");
+  retention.add_options()(
+      "retain-finished", po::value(&retain_finished),
+      "delete finished runs (with their steps, events, hooks, output streams and run log) once they finished "
+      "longer ago than this: 30d, 12h, 90m, 45s; default: keep them forever")(
+      "retention-batch", po::value(&retention_batch)->default_value(retention_batch),
+      "runs deleted per transaction (1 to 10000): each is short and waits on nothing")(
+      "retention-interval", po::value(&retention_interval)->default_value(retention_interval),
+      "how often retention runs");
+  desc.add(retention);
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, desc), vm);
@@ -98,6 +134,25 @@ int main(int argc, char** argv) {
   if (once && (no_examples || !vm["listen"].defaulted())) {
     std::cerr << "keeld: --once runs the demonstration batch without serving: it takes neither --no-examples "
                  "nor --listen\n";
+    return 2;
+  }
+  std::optional<std::chrono::milliseconds> keep_finished;
+  if (!retain_finished.empty()) {
+    keep_finished = parse_duration(retain_finished);
+    if (!keep_finished) {
+      std::cerr << "keeld: --retain-finished takes a duration such as 30d, 12h, 90m or 45s (got '"
+                << retain_finished << "')\n";
+      return 2;
+    }
+  }
+  const auto retention_every = parse_duration(retention_interval);
+  if (!retention_every) {
+    std::cerr << "keeld: --retention-interval takes a duration such as 1m or 30s (got '" << retention_interval
+              << "')\n";
+    return 2;
+  }
+  if (retention_batch == 0 || retention_batch > 10'000) {
+    std::cerr << "keeld: --retention-batch takes 1 to 10000\n";
     return 2;
   }
   if (once && demo_runs == 0) demo_runs = 10;
@@ -163,6 +218,9 @@ int main(int argc, char** argv) {
   keel::engine_options o;
   o.store.conninfo = database_url;
   o.concurrency = concurrency;
+  if (keep_finished) o.retention.keep_finished = *keep_finished;
+  o.retention.batch = retention_batch;
+  o.retention.interval = *retention_every;
   o.on_event = [&](const keel::run_event& ev) {
     print_event(ev);
     if (ev.what == keel::run_event::kind::completed || ev.what == keel::run_event::kind::failed ||

@@ -88,6 +88,7 @@ engine_impl::engine_impl(engine_options options)
       step_watch_wait_(ctl_),
       wakeup_timer_(ctl_),
       schedule_wait_(ctl_),
+      retention_wait_(ctl_),
       rng_(std::random_device{}()) {
   store_.outlived_by(ioc_);  // destroyed after the store (declared before it)
   if (options_.concurrency == 0) options_.concurrency = 1;
@@ -148,6 +149,7 @@ template result<schedule_info> engine_impl::block_on(asio::awaitable<result<sche
 template result<schedule_list> engine_impl::block_on(asio::awaitable<result<schedule_list>>);
 template result<void> engine_impl::block_on(asio::awaitable<result<void>>);
 template result<published_event> engine_impl::block_on(asio::awaitable<result<published_event>>);
+template result<purged_runs> engine_impl::block_on(asio::awaitable<result<purged_runs>>);
 
 result<void> engine_impl::migrate_blocking() {
   if (migrated_ || !options_.migrate) return {};
@@ -235,6 +237,10 @@ result<void> engine_impl::start() {
     asio::co_spawn(ctl_, step_watch_loop(), log_failure("step watch"));
     schedule_loop_active_ = true;
     asio::co_spawn(ctl_, schedule_loop(), log_failure("schedule loop"));
+    if (options_.retention.keep_finished.count() > 0) {
+      retention_active_ = true;
+      asio::co_spawn(ctl_, retention_loop(), log_failure("retention"));
+    }
     if (options_.lag_warning.count() > 0) {
       watchdog_active_ = true;
       // On its own strand: it measures whether any pool thread is free, not whether ctl_ is busy.
@@ -719,8 +725,9 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   wakeup_timer_.cancel();
   step_watch_wait_.cancel();
   schedule_wait_.cancel();
+  retention_wait_.cancel();
   while (heartbeat_active_ || watchdog_active_ || claim_loop_active_ || wakeup_active_ ||
-         step_watch_active_ || schedule_loop_active_)
+         step_watch_active_ || schedule_loop_active_ || retention_active_)
     co_await wait_changed();
 }
 
@@ -860,6 +867,8 @@ engine_metrics engine::metrics() const {
   std::sort(out.workflows.begin(), out.workflows.end(),
             [](const auto& a, const auto& b) { return a.workflow < b.workflow; });
   out.store = impl_->store_.metrics();
+  out.retention_runs_removed = impl_->retention_runs_removed_.load(std::memory_order_relaxed);
+  out.retention_rows_removed = impl_->retention_rows_removed_.load(std::memory_order_relaxed);
   return out;
 }
 

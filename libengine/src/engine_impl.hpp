@@ -75,6 +75,11 @@ class engine_impl {
   /// At `until`, a run this worker parked becomes due (wakeups.cpp): `run` (a sleep) is then claimed by id
   /// at once; without one, the claim loop is woken (a little after `until`, for the database's clock).
   void schedule_wakeup(std::chrono::system_clock::time_point until, std::optional<run_id> run = std::nullopt);
+  /// One retention pass: old finished runs' log events, then the runs, batch after batch.
+  boost::asio::awaitable<result<storage::purged>> purge_finished(std::chrono::milliseconds older_than,
+                                                                 std::size_t batch);
+  std::atomic<std::uint64_t> retention_runs_removed_{0};
+  std::atomic<std::uint64_t> retention_rows_removed_{0};
   /// Has the schedule loop look for due schedules now (one was created or changed here).
   void wake_scheduler();
   /// Has the claim loop look for due runs now (runs were enqueued here).
@@ -126,6 +131,8 @@ class engine_impl {
   /// Logs step_started for steps that run a while (step_watch.cpp), until the engine stops.
   boost::asio::awaitable<void> step_watch_loop();
   boost::asio::awaitable<void> wakeup_loop();
+  /// Deletes old finished runs every retention.interval, until the engine stops (retention.cpp).
+  boost::asio::awaitable<void> retention_loop();
   /// Fires the due cron schedules of the workflows registered here, until the engine stops (schedules.cpp).
   boost::asio::awaitable<void> schedule_loop();
   /// Fires one due schedule read at `now` (the database's clock); true when this call fired it.
@@ -180,6 +187,8 @@ class engine_impl {
   bool wakeup_active_ = false;
   boost::asio::steady_timer schedule_wait_;
   bool schedule_loop_active_ = false;
+  boost::asio::steady_timer retention_wait_;
+  bool retention_active_ = false;
   /// Schedules this worker cannot fire (their zone unknown here, their version not registered), by name and
   /// revision: logged once each.
   std::set<std::pair<std::string, std::int64_t>> unfireable_schedules_;

@@ -146,6 +146,14 @@ boost::asio::awaitable<response> metrics(engine& e, const request& req, server_s
   x.histogram("keel_commit_duration_seconds", "", measured.store.commit_seconds);
   x.family("keel_commit_batch_writes", "histogram", "Writes per group-committed transaction.");
   x.histogram("keel_commit_batch_writes", "", measured.store.batch_writes);
+  x.family("keel_retention_runs_removed_total", "counter",
+           "Finished runs deleted by retention on this worker (engine_options::retention).");
+  x.sample("keel_retention_runs_removed_total", "", std::to_string(measured.retention_runs_removed));
+  x.family(
+      "keel_retention_rows_removed_total", "counter",
+      "Rows deleted by retention on this worker: the runs and their steps, events, hooks, history and run "
+      "log events.");
+  x.sample("keel_retention_rows_removed_total", "", std::to_string(measured.retention_rows_removed));
   x.family("keel_sse_clients", "gauge", "Event stream (SSE) clients connected now.");
   x.sample("keel_sse_clients", "", std::to_string(http.event_streams));
   x.family("keel_sse_dropped_frames_total", "counter",

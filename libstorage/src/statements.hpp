@@ -79,4 +79,7 @@ extern const statement schedule_last_run;
 extern const statement declare_workflows;
 extern const statement event_subscribers;
 
+// Retention (retention.cpp).
+extern const statement purge_runs;
+
 }  // namespace keel::storage::detail::sql

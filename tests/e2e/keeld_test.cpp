@@ -147,6 +147,40 @@ BOOST_AUTO_TEST_CASE(an_event_stream_resumes_without_gap_after_keeld_is_killed_a
   BOOST_TEST(keeld.stop(SIGTERM) == 0);
 }
 
+BOOST_AUTO_TEST_CASE(keeld_deletes_old_finished_runs_when_told_to_and_counts_them) {
+  namespace bhttp = boost::beast::http;
+  keel::test::temp_dir dir;
+  const auto port = keel::test::free_port();
+  keel::test::keeld_process keeld(KEEL_KEELD_PATH, dir.path(), port,
+                                  {"--retain-finished", "1s", "--retention-interval", "200ms"});
+  keel::test::client c(port);
+  auto started = c.send(bhttp::verb::post, "/v1/workflows/noop3/runs", R"({"input":{}})");
+  BOOST_REQUIRE(started.status == 201);
+  const std::string id(started.body.at("id").as_string());
+  BOOST_REQUIRE(keel::test::wait_until(
+      [&] { return c.send(bhttp::verb::get, "/v1/runs/" + id).body.at("status") == "completed"; },
+      std::chrono::seconds(10)));
+  // Finished more than a second ago, found by a pass: gone.
+  BOOST_REQUIRE(keel::test::wait_until(
+      [&] { return c.send(bhttp::verb::get, "/v1/runs/" + id).status == 404; }, std::chrono::seconds(10)));
+  const auto metrics = c.send(bhttp::verb::get, "/metrics").raw.body();
+  BOOST_TEST(metrics.find("\nkeel_retention_runs_removed_total 1\n") != std::string::npos);
+  // The run, its three steps, and its run log events (enqueued, started, steps, completed) at least.
+  const auto rows_at = metrics.find("\nkeel_retention_rows_removed_total ");
+  BOOST_REQUIRE(rows_at != std::string::npos);
+  BOOST_TEST(std::stol(metrics.substr(rows_at + 35)) >= 4);
+  BOOST_TEST(keeld.stop(SIGTERM) == 0);
+  // Durations it cannot read are refused before anything starts.
+  for (const char* bad : {"--retain-finished=30x", "--retain-finished=0s", "--retention-interval=soon",
+                          "--retention-batch=0"}) {
+    const auto r = run(std::string(KEEL_KEELD_PATH) + " " + bad);
+    BOOST_TEST(r.status == 2, bad);
+    BOOST_TEST((r.output.find("keeld: --retention") != std::string::npos ||
+                r.output.find("keeld: --retain-finished") != std::string::npos),
+               r.output);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(keeld_runs_its_demonstration_batch_on_an_embedded_postgres_and_exits) {
   keel::test::temp_dir dir;
   const std::string cmd = std::string("cd ") + dir.path() + " && " + KEEL_KEELD_PATH;

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "http_client.hpp"
 
@@ -26,11 +27,13 @@ inline unsigned short free_port() {
 }
 
 /// keeld (the binary at `keeld_path`) serving HTTP on 127.0.0.1:`port` with its data in `dir`/keel-data and
-/// its output appended to `dir`/keeld.log. The constructor returns once /healthz answers (a test failure
-/// after 60 s). `dir` must be traversable by the postgres user (keel::test::temp_dir is).
+/// its output appended to `dir`/keeld.log, with `extra` options after its own. The constructor returns once
+/// /healthz answers (a test failure after 60 s). `dir` must be traversable by the postgres user
+/// (keel::test::temp_dir is).
 class keeld_process {
  public:
-  keeld_process(const std::string& keeld_path, const std::string& dir, unsigned short port) {
+  keeld_process(const std::string& keeld_path, const std::string& dir, unsigned short port,
+                const std::vector<std::string>& extra = {}) {
     const std::string log = dir + "/keeld.log";
     std::fflush(nullptr);  // or the child writes what the test buffered so far a second time
     pid_ = ::fork();
@@ -43,8 +46,13 @@ class keeld_process {
       std::FILE* out = std::freopen(log.c_str(), "a", stdout);
       (void)out;
       ::dup2(::fileno(stdout), 2);
-      ::execl(keeld_path.c_str(), "keeld", "--listen", listen.c_str(), "--data-dir", data.c_str(),
-              "--demo-runs", "0", static_cast<char*>(nullptr));
+      std::vector<std::string> args{"keeld", "--listen", listen, "--data-dir", data, "--demo-runs", "0"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      std::vector<char*> argv;
+      for (auto& a : args)
+        argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(keeld_path.c_str(), argv.data());
       ::_exit(127);
     }
     // Ready once it answers.

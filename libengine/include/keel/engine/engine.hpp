@@ -174,6 +174,18 @@ struct step_middleware {
 /// hook that throws is logged and ignored. Hooks still running when the engine is destroyed are abandoned.
 using event_hook = std::function<boost::asio::awaitable<void>(const stream_event&)>;
 
+/// Retention of finished runs (engine_options::retention).
+struct retention_options {
+  /// Runs that finished longer ago than this are deleted with everything they own: steps, events, hooks,
+  /// history, output streams and their run log events. Their idempotency keys are then free again. 0: runs
+  /// are kept forever.
+  std::chrono::milliseconds keep_finished{0};
+  /// Runs per transaction (1 to 10,000): each batch is short, and skips rows others hold.
+  std::size_t batch = 500;
+  /// How often a pass runs.
+  std::chrono::milliseconds interval{60'000};
+};
+
 struct engine_options {
   /// Database and connection settings.
   storage::store_options store;
@@ -225,6 +237,9 @@ struct engine_options {
   /// How often a worker looks for due schedules when it knows of none due sooner (schedules created or
   /// changed by other processes are seen within this).
   std::chrono::milliseconds schedule_poll_interval{1'000};
+  /// Deleting old finished runs (off unless retention.keep_finished is set). Every worker with it set runs
+  /// passes; they share the work (each batch skips rows another holds).
+  retention_options retention;
   /// How often streams read the run log when nothing announced new events (a missed notification, an
   /// append by a transaction outside the engine). Appends on any worker wake them at once.
   std::chrono::milliseconds stream_poll_interval{200};
@@ -299,7 +314,14 @@ struct registered_workflow {
 struct engine_metrics {
   std::vector<workflow_metrics_snapshot> workflows;  ///< one per registered workflow name, by name
   storage::store_metrics store;
+  /// Retention on this engine: finished runs deleted, and every row that went with them (run log events
+  /// included).
+  std::uint64_t retention_runs_removed = 0;
+  std::uint64_t retention_rows_removed = 0;
 };
+
+/// What engine::purge_finished_runs removed.
+using purged_runs = storage::purged;
 
 namespace detail {
 class engine_impl;
@@ -480,6 +502,13 @@ class engine {
   /// `gap_until`; a trimmed run's own log says so too. Returns how many events went.
   boost::asio::awaitable<result<std::int64_t>> trim_log(std::chrono::milliseconds older_than);
   result<std::int64_t> trim_log_blocking(std::chrono::milliseconds older_than);
+
+  /// Retention, once: deletes the runs that finished more than `older_than` ago (> 0) as
+  /// retention_options describes, batch after batch until none is left, their run log events first.
+  /// Returns what went (`rows` includes the log events). Errors: storage::errc::invalid_argument,
+  /// connection_lost.
+  boost::asio::awaitable<result<purged_runs>> purge_finished_runs(std::chrono::milliseconds older_than);
+  result<purged_runs> purge_finished_runs_blocking(std::chrono::milliseconds older_than);
 
   /// Continues a failed run from its failed step: the failed step runs again, the checkpoints before it are
   /// replayed (recorded in the run's history). A run whose failure was compensated (ctx.compensate) starts

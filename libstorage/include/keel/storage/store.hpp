@@ -55,6 +55,14 @@ struct store_stats {
 };
 
 /// Latencies and sizes, for /metrics.
+/// What a batch of retention removed (store::purge_runs).
+struct purged {
+  std::int64_t runs = 0;
+  /// The runs and every row they owned (steps, events, hooks, history; output streams go by cascade and are
+  /// not counted).
+  std::int64_t rows = 0;
+};
+
 struct store_metrics {
   histogram_snapshot claim_seconds;   ///< a claim, from its submission to its commit
   histogram_snapshot commit_seconds;  ///< a write transaction, from sending it to its COMMIT's answer
@@ -242,6 +250,11 @@ class store {
   /// (read from the run log's last minute only). A database it cannot reach within `within` fails it.
   /// Errors: invalid_argument (`cap`); connection_lost.
   boost::asio::awaitable<result<run_overview>> overview(std::int64_t cap, std::chrono::milliseconds within);
+
+  /// Retention: deletes up to `batch` (1 to 10,000) runs that finished, and began, more than `older_than`
+  /// ago, with their steps, events, hooks, history and output streams, in one short transaction that skips
+  /// rows others hold. Run log events go by trim_log. Errors: invalid_argument, connection_lost.
+  boost::asio::awaitable<result<purged>> purge_runs(std::chrono::milliseconds older_than, std::size_t batch);
 
   /// Records what each workflow version declares of events (the triggers that start it, the events that
   /// cancel its runs); an identical declaration writes nothing. Errors: invalid_argument (a name over 255
