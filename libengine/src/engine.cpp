@@ -759,10 +759,15 @@ asio::awaitable<result<enqueued>> engine_impl::enqueue(std::string workflow, jso
                                                        enqueue_options options) {
   const auto version = registered_version(workflow, options.version);
   if (!version) co_return errc::unknown_workflow;
+  auto debounce = debounce_of(*find_workflow(workflow, *version), input, options);
+  if (!debounce) co_return debounce.error();
   storage::new_run run{
       new_run_id(),     std::move(workflow), *version, std::move(input), std::move(options.idempotency_key),
       options.priority, options.run_at};
-  auto r = co_await store_.enqueue(run);
+  // Named first (GCC 12 destroys a temporary inside a co_await expression twice).
+  auto pending =
+      *debounce ? store_.enqueue_debounced(run, (*debounce)->key, (*debounce)->window) : store_.enqueue(run);
+  auto r = co_await std::move(pending);
   // The only data an enqueue carries is the input (and key): a statement the server refuses means bad input.
   if (!r && r.error() == storage::errc::data_rejected) co_return errc::invalid_input;
   if (!r) co_return r.error();

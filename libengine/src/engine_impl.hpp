@@ -26,6 +26,17 @@ namespace keel::detail {
 /// An error from storage, as the engine reports it: not_found becomes run_not_found.
 error_code engine_error(error_code ec);
 
+/// How an enqueue is debounced: its key and window; none: not debounced (debounce.cpp).
+struct debounce_key {
+  std::string key;
+  std::chrono::milliseconds window{0};
+};
+/// From the workflow's rule and the enqueue's options (which win). Errors: storage::errc::invalid_argument
+/// (a debounce with an idempotency key or run_at, a window <= 0).
+result<std::optional<debounce_key>> debounce_of(const workflow_definition& def,
+                                                const boost::json::value& input,
+                                                const enqueue_options& options);
+
 class engine_impl {
  public:
   using strand_t = boost::asio::strand<boost::asio::io_context::executor_type>;

@@ -44,6 +44,10 @@ bool valid_event_name(const std::string& name) {
 }  // namespace
 
 void check_event_declarations(const workflow_definition& def) {
+  if (def.debounce && (def.debounce->window.count() <= 0 || !json_pointer_path(def.debounce->key)))
+    throw std::invalid_argument(
+        "workflow '" + def.name +
+        "': debounce needs a window > 0 and a JSON pointer key (\"\" or \"/key/...\")");
   for (const auto& t : def.triggers) {
     if (!valid_event_name(t))
       throw std::invalid_argument("workflow '" + def.name +

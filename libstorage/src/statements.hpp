@@ -82,4 +82,7 @@ extern const statement event_subscribers;
 // Retention (retention.cpp).
 extern const statement purge_runs;
 
+// Debounced enqueues (debounce.cpp).
+extern const statement enqueue_debounced;
+
 }  // namespace keel::storage::detail::sql

@@ -18,7 +18,7 @@ using namespace std::chrono_literals;
 namespace {
 
 workflow_definition echo(std::string name, std::vector<std::string> triggers, int version = 1) {
-  workflow_definition def{std::move(name), version, {}, nullptr, {}, std::move(triggers), {}};
+  workflow_definition def{std::move(name), version, {}, nullptr, {}, std::move(triggers), {}, std::nullopt};
   def.body = [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; };
   return def;
 }
@@ -117,7 +117,7 @@ BOOST_AUTO_TEST_CASE(an_event_cancels_the_matching_runs_and_their_compensations_
   auto db = fresh_database();
   engine worker(options_for(db));
   std::atomic<int> undone{0};
-  workflow_definition onboarding{"onboarding", 1, {}, nullptr, {}, {}, {}};
+  workflow_definition onboarding{"onboarding", 1, {}, nullptr, {}, {}, {}, std::nullopt};
   onboarding.cancel_on = {{"user.deleted", "/user_id", ""}, {"account.closed", "/account", "/user/account"}};
   onboarding.body = [&](context& ctx, json::value) -> asio::awaitable<json::value> {
     co_await ctx.step("create account", [] { return 1; });

@@ -282,6 +282,13 @@ struct enqueue_options {
   /// The workflow version to run; empty = the newest version registered on this engine. A run of a version
   /// that no worker has registered stays queued.
   std::optional<int> version;
+  /// Debounce (see debounce_rule): the key, instead of the one the workflow's rule reads from the input.
+  /// With a key and a window (this one's or the rule's), enqueues with the same key collapse into one
+  /// queued run, whose id each of them returns (created: only the first). Not with idempotency_key or
+  /// run_at (storage::errc::invalid_argument).
+  std::optional<std::string> debounce_key;
+  /// The debounce window, instead of the rule's.
+  std::optional<std::chrono::milliseconds> debounce_window;
 };
 
 /// What engine::submit did: the run, and whether it is new (false: an idempotent repeat got the run that
@@ -344,8 +351,8 @@ class engine {
   /// Registers a workflow version; do it before start_blocking(). Several versions of one workflow may be
   /// registered: this worker claims runs of each, and runs each with the body of its own version. A second
   /// registration of the same name and version replaces the first. Throws std::invalid_argument for a
-  /// trigger or cancel_on event name that is empty or over 255 bytes, or a cancel_on pointer that is not a
-  /// JSON pointer ("" or "/a/0/b", with ~0 and ~1 escapes).
+  /// trigger or cancel_on event name that is empty or over 255 bytes, a cancel_on or debounce pointer that
+  /// is not a JSON pointer ("" or "/a/0/b", with ~0 and ~1 escapes), a debounce window <= 0.
   void register_workflow(workflow_definition def);
 
   /// Registers a typed workflow body `awaitable<Output>(context&, Input)`, with what callers are shown of

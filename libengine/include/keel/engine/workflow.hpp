@@ -5,6 +5,7 @@
 #include <boost/json/value.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
+#include <chrono>
 #include <functional>
 #include <optional>
 #include <string>
@@ -25,6 +26,15 @@ struct cancel_on_event {
   std::string input_match;
 };
 
+/// Debounce (workflow_definition::debounce): enqueues with the same key, while their run has not started,
+/// collapse into that one run — the last input wins — which starts `window` after the last of them.
+struct debounce_rule {
+  std::chrono::milliseconds window{0};
+  /// A JSON pointer into the input whose value is the key (e.g. "/user_id"); "" makes the whole input the
+  /// key. An input without the value is not debounced.
+  std::string key;
+};
+
 /// A workflow with its input and output erased to JSON; what the engine stores in its registry.
 struct workflow_definition {
   std::string name;
@@ -39,6 +49,8 @@ struct workflow_definition {
   std::vector<std::string> triggers;
   /// Events that cancel its unfinished runs (of every version), as engine::cancel does: compensations run.
   std::vector<cancel_on_event> cancel_on;
+  /// Debounce of its enqueues (enqueue_options can give the key or the window instead).
+  std::optional<debounce_rule> debounce;
 };
 
 /// Makes a definition from a typed body `awaitable<Output>(context&, Input)`. Input and Output convert with
@@ -46,7 +58,7 @@ struct workflow_definition {
 template <class Input, class Output>
 workflow_definition make_workflow(std::string name, int version,
                                   std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
-  workflow_definition def{std::move(name), version, {}, nullptr, {}, {}, {}};
+  workflow_definition def{std::move(name), version, {}, nullptr, {}, {}, {}, std::nullopt};
   def.body = [body = std::move(body)](
                  context& ctx, boost::json::value input) -> boost::asio::awaitable<boost::json::value> {
     std::optional<Input> typed;

@@ -139,6 +139,14 @@ class store {
   /// payload_too_large, payload_too_deep, connection_lost (past request_timeout).
   boost::asio::awaitable<result<enqueue_outcome>> enqueue(const new_run& run);
 
+  /// Enqueues `run` debounced by `key`: a new run due `window` from now, or, when a queued run of its
+  /// workflow holds the key, that run takes this input, version and priority and is due `window` from now.
+  /// Returns the run (`created` false: a collapse). Errors: invalid_argument (as enqueue; `run` with an
+  /// idempotency key or run_at; a window <= 0), payload_too_large, payload_too_deep, connection_lost.
+  boost::asio::awaitable<result<enqueue_outcome>> enqueue_debounced(const new_run& run,
+                                                                    const std::string& key,
+                                                                    std::chrono::milliseconds window);
+
   /// Claims up to `max` due runs (queued, or running with an expired lease) of the requested (workflow,
   /// version) pairs for `owner`, by priority then due time, with a lease of `lease`; group-committed with
   /// other writes. Returns them with their recorded steps, and the runs it dead-lettered instead.

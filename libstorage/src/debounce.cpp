@@ -1,0 +1,75 @@
+// Debounced enqueues (024_debounce.sql): enqueues of one workflow with the same debounce key, while its run
+// has not started, collapse into that run — the last input wins, and it starts a window after the last one.
+#include <boost/json/serialize.hpp>
+#include <string>
+
+#include "keel/storage/store.hpp"
+#include "pg_connection.hpp"
+#include "row_text.hpp"
+#include "statement_parts.hpp"
+#include "statements.hpp"
+#include "store_impl.hpp"
+
+namespace keel::storage {
+
+namespace detail::sql {
+namespace {
+
+// One upsert on runs_debouncing: a new run, or the queued one holding the key takes this input, version and
+// priority and is due a window from now. A run that started meanwhile has left the index (its status
+// changed), so the enqueue after it opens a new window with a new run. Logged in the same statement:
+// run_enqueued for a new run, run_debounced for a collapse.
+const std::string enqueue_debounced_sql = R"sql(
+WITH up AS (
+INSERT INTO keel.runs AS r (id, workflow, version, status, input, priority, due_at, debounce_key)
+VALUES ($1::uuid, $2, $3::int, 'queued', $4::jsonb, $5::int, now() + $6::bigint * interval '1 millisecond', $7)
+ON CONFLICT (workflow, debounce_key) WHERE status = 'queued' AND debounce_key IS NOT NULL
+DO UPDATE SET input = EXCLUDED.input, version = EXCLUDED.version, priority = EXCLUDED.priority,
+              due_at = EXCLUDED.due_at
+RETURNING r.id, r.workflow, r.version, r.priority, r.due_at, (r.xmax = 0) AS created),
+)sql" + log_cte(R"sql(
+  SELECT id, CASE WHEN created THEN 'run_enqueued' ELSE 'run_debounced' END,
+         jsonb_build_object('workflow', workflow, 'version', version, 'priority', priority,
+                            'run_at', keel.micros(due_at), 'debounce_key', $7::text),
+         0::bigint
+  FROM up)sql") + R"sql(
+SELECT id::text, created FROM up)sql";
+
+}  // namespace
+
+const statement enqueue_debounced{"keel_enqueue_debounced", enqueue_debounced_sql.c_str()};
+
+}  // namespace detail::sql
+
+boost::asio::awaitable<result<enqueue_outcome>> store::enqueue_debounced(const new_run& run,
+                                                                         const std::string& key,
+                                                                         std::chrono::milliseconds window) {
+  // Limits before SQL, as enqueue.
+  if (!detail::valid_key(run.workflow) || !detail::valid_key(key) || !is_valid_run_id(run.id) ||
+      run.idempotency_key || run.run_at || window.count() <= 0)
+    co_return errc::invalid_argument;
+  if (auto c = impl_->check(run.input, "input", run.id); !c) co_return c.error();
+  std::vector<std::optional<std::string>> params{run.id,
+                                                 run.workflow,
+                                                 std::to_string(run.version),
+                                                 boost::json::serialize(run.input),
+                                                 std::to_string(run.priority),
+                                                 std::to_string(window.count()),
+                                                 key};
+  // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice). A repeat after a
+  // lost connection collapses into the run the first attempt made (same key), or makes it: safe.
+  std::function<result<enqueue_outcome>(detail::pg_connection&)> upsert =
+      [params = std::move(params)](detail::pg_connection& c) -> result<enqueue_outcome> {
+    auto r = c.exec_blocking(detail::sql::enqueue_debounced, params);
+    if (!r) return r.error();
+    enqueue_outcome out;
+    out.id = std::string(detail::get_text(r->get(), 0, 0));
+    out.created = detail::get_text(r->get(), 0, 1) == "t";
+    return out;
+  };
+  auto done = co_await impl_->on_pool<enqueue_outcome>(std::move(upsert), impl_->request_deadline());
+  if (done) impl_->committed();  // it appended to the run log
+  co_return done;
+}
+
+}  // namespace keel::storage
