@@ -273,6 +273,106 @@ int tail(http_client& client, const global_options& g, const invocation& inv) {
   return 0;
 }
 
+std::string schedule_path(std::string_view name) {
+  return "/v1/schedules/" + path_segment(name);
+}
+
+int schedules(http_client& client, const global_options& g, const invocation& inv) {
+  std::string query;
+  if (const auto* w = inv.value("--workflow")) add_query(query, "workflow", *w);
+  if (inv.value("--limit"))
+    add_query(query, "limit", std::to_string(integer_option(inv, "--limit", 1, 1000, "schedules")));
+  const bool all = inv.flag("--all");
+  std::optional<std::string> cursor;
+  if (const auto* c = inv.value("--cursor")) cursor = *c;
+  json::array list;
+  json::value next;
+  for (;;) {
+    auto target = "/v1/schedules" + query;
+    if (cursor) add_query(target, "cursor", *cursor);
+    auto page = parse_answer(client.request_blocking("GET", target));
+    for (auto& s : page.at("schedules").as_array())
+      list.push_back(std::move(s));
+    next = page.at("next_cursor");
+    if (!all || !next.is_string()) break;
+    cursor = std::string(next.get_string());
+  }
+  if (g.json) {
+    print_json(json::object{{"schedules", std::move(list)}, {"next_cursor", next}});
+    return 0;
+  }
+  std::cout << render_schedule_table(list);
+  if (next.is_string())
+    std::cerr << "keel: more schedules follow: add --cursor " << next.get_string()
+              << " for the next page, or --all for every page\n";
+  return 0;
+}
+
+/// `schedule put`'s options, which the other subcommands refuse.
+constexpr std::string_view k_put_options[] = {"--workflow", "--cron",     "--tz",     "--input",
+                                              "--catch-up", "--priority", "--version"};
+
+int schedule_put(http_client& client, const global_options& g, const invocation& inv) {
+  const auto& name = inv.args[1];
+  if (!inv.value("--workflow") || !inv.value("--cron"))
+    throw usage_error("schedule put needs --workflow and --cron", "schedule");
+  json::object body;
+  body["workflow"] = *inv.value("--workflow");
+  body["cron"] = *inv.value("--cron");
+  if (const auto* tz = inv.value("--tz")) body["time_zone"] = *tz;
+  if (const auto* input = inv.value("--input")) body["input"] = json_argument(*input, "--input", "schedule");
+  if (inv.value("--catch-up")) body["catch_up"] = integer_option(inv, "--catch-up", 0, 1000, "schedule");
+  if (inv.value("--priority"))
+    body["priority"] = integer_option(inv, "--priority", INT32_MIN, INT32_MAX, "schedule");
+  if (inv.value("--version")) body["version"] = integer_option(inv, "--version", 1, INT32_MAX, "schedule");
+  const auto reply = client.request_blocking("PUT", schedule_path(name), json::serialize(body));
+  const auto s = parse_answer(reply);
+  if (g.json) {
+    print_json(s);
+    return 0;
+  }
+  const auto* changed = s.is_object() ? s.get_object().if_contains("changed") : nullptr;
+  const bool did_change = changed != nullptr && changed->is_bool() && changed->get_bool();
+  std::cout << string_field(s, "name") << ": "
+            << (reply.status == 201 ? "created"
+                : did_change        ? "updated"
+                                    : "unchanged")
+            << "; " << schedule_next_text(s) << '\n';
+  return 0;
+}
+
+int schedule(http_client& client, const global_options& g, const invocation& inv) {
+  const auto& sub = inv.args[0];
+  if (sub != "show" && sub != "put" && sub != "pause" && sub != "resume" && sub != "delete")
+    throw usage_error("unknown schedule subcommand '" + sub + "' (show, put, pause, resume, delete)",
+                      "schedule");
+  if (sub == "put") return schedule_put(client, g, inv);
+  for (const auto option : k_put_options)
+    if (inv.value(option)) throw usage_error(std::string(option) + " is for `schedule put` only", "schedule");
+  const auto& name = inv.args[1];
+  if (sub == "delete") {
+    const auto reply = client.request_blocking("DELETE", schedule_path(name));
+    throw_unless_success(reply);  // 204: no body
+    if (g.json)
+      print_json(json::object{{"name", name}, {"deleted", true}});
+    else
+      std::cout << name << ": deleted\n";
+    return 0;
+  }
+  const auto s = sub == "show"
+                     ? parse_answer(client.request_blocking("GET", schedule_path(name)))
+                     : parse_answer(client.request_blocking("POST", schedule_path(name) + "/" + sub));
+  if (g.json)
+    print_json(s);
+  else if (sub == "show")
+    std::cout << render_schedule(s);
+  else if (sub == "pause")
+    std::cout << string_field(s, "name") << ": paused\n";
+  else
+    std::cout << string_field(s, "name") << ": resumed; " << schedule_next_text(s) << '\n';
+  return 0;
+}
+
 }  // namespace
 
 const std::vector<command_spec>& commands() {
@@ -358,6 +458,44 @@ const std::vector<command_spec>& commands() {
        {"--workflow", "--after"},
        {"--no-frames"},
        tail},
+      {"schedules",
+       "schedules [--workflow W] [--limit N] [--cursor C] [--all]",
+       "list cron schedules by name: workflow, expression, time zone, paused, next firing",
+       "  --workflow W   only schedules of W\n"
+       "  --limit N      schedules per page, 1 to 1000 (the server's default: 100)\n"
+       "  --cursor C     the page after the one that gave this next_cursor\n"
+       "  --all          follow next_cursor to the last page (otherwise a hint says there is more)\n"
+       "  --json         {\"schedules\":[…], \"next_cursor\"} (with --all, every page's together)\n",
+       0,
+       0,
+       {"--workflow", "--limit", "--cursor"},
+       {"--all"},
+       schedules},
+      {"schedule",
+       "schedule show|put|pause|resume|delete NAME [put's options]",
+       "show, create or change, pause, resume or delete the cron schedule NAME",
+       "  show NAME      its definition, state, last firing and next five firings\n"
+       "  put NAME --workflow W --cron EXPR [--tz ZONE] [--input JSON] [--catch-up N] [--priority P]\n"
+       "                 [--version V]\n"
+       "                 create it, or replace its definition (paused stays as it was); prints whether it\n"
+       "                 was created, updated or unchanged, and its next firing\n"
+       "    --workflow W   the workflow each firing starts a run of\n"
+       "    --cron EXPR    5 fields (minute hour day-of-month month day-of-week, e.g. '0 9 * * mon-fri')\n"
+       "                   or an alias (@hourly, @daily, @weekly, @monthly, @yearly); the server checks it\n"
+       "    --tz ZONE      the IANA time zone the fields are read in (default UTC), e.g. Europe/Paris\n"
+       "    --input JSON   each run's input (default null); checked to be JSON before anything is sent\n"
+       "    --catch-up N   after an outage, run the newest N occurrences it missed (0 to 1000; default 0)\n"
+       "    --priority P   its runs' priority, a 32-bit integer (default 0)\n"
+       "    --version V    the workflow version its runs run (default: the newest the firing worker has)\n"
+       "  pause NAME     it fires nothing until resumed\n"
+       "  resume NAME    it fires again from its next occurrence (what it missed while paused is skipped)\n"
+       "  delete NAME    remove it (the runs it started stay)\n"
+       "  --json         the schedule as the API gives it (delete: {\"name\", \"deleted\": true})\n",
+       2,
+       2,
+       {"--workflow", "--cron", "--tz", "--input", "--catch-up", "--priority", "--version"},
+       {},
+       schedule},
       {"workflows",
        "workflows",
        "list the workflows the server runs, with their versions",

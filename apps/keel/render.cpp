@@ -249,6 +249,64 @@ std::string render_workflows(const json::value& answer) {
   return table(rows);
 }
 
+namespace {
+
+bool is_paused(const json::value& schedule) {
+  const auto* p = field(schedule, "paused");
+  return p != nullptr && p->is_bool() && p->get_bool();
+}
+
+/// A paused schedule keeps its next occurrence, but will not fire it: it shows "-".
+std::string next_firing(const json::value& schedule) {
+  return is_paused(schedule) ? "-" : time_field(schedule, "next_fire_at");
+}
+
+}  // namespace
+
+std::string render_schedule_table(const json::array& schedules) {
+  std::vector<std::vector<std::string>> rows{
+      {"NAME", "WORKFLOW", "CRON", "TIME ZONE", "PAUSED", "NEXT FIRING"}};
+  for (const auto& s : schedules)
+    rows.push_back({text_field(s, "name"), text_field(s, "workflow"), text_field(s, "cron"),
+                    text_field(s, "time_zone"), is_paused(s) ? "yes" : "no", next_firing(s)});
+  return table(rows);
+}
+
+std::string schedule_next_text(const json::value& schedule) {
+  if (is_paused(schedule)) return "paused";
+  const auto* next = field(schedule, "next_fire_at");
+  if (next == nullptr || !next->is_string()) return "it never fires again";
+  return "next firing " + readable_time(std::string(next->get_string()));
+}
+
+std::string render_schedule(const json::value& s) {
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"name", text_field(s, "name")});
+  auto workflow = text_field(s, "workflow");
+  if (const auto* v = field(s, "version"); v != nullptr && !v->is_null())
+    workflow += " (version " + text_of(v) + ")";
+  rows.push_back({"workflow", workflow});
+  rows.push_back({"cron", text_field(s, "cron") + " (" + text_field(s, "time_zone") + ")"});
+  rows.push_back({"paused", is_paused(s) ? "yes" : "no"});
+  rows.push_back({"input", compact(field(s, "input") ? *field(s, "input") : json::value(), 400)});
+  rows.push_back({"priority", text_field(s, "priority")});
+  rows.push_back({"catch up", text_field(s, "catch_up")});
+  auto last = time_field(s, "last_fired_at");
+  if (const auto* run = field(s, "last_run"); run != nullptr && run->is_string())
+    last += " (run " + std::string(run->get_string()) + ")";
+  rows.push_back({"last fired", last});
+  rows.push_back({"created", time_field(s, "created_at")});
+  rows.push_back({"updated", time_field(s, "updated_at")});
+  std::string out = table(rows);
+  const auto* upcoming = field(s, "upcoming");
+  if (upcoming == nullptr || !upcoming->is_array() || upcoming->get_array().empty())
+    return out + "upcoming    " + (is_paused(s) ? "none while paused" : "none") + '\n';
+  out += "upcoming\n";
+  for (const auto& t : upcoming->get_array())
+    out += "  " + (t.is_string() ? readable_time(std::string(t.get_string())) : compact(t)) + '\n';
+  return out;
+}
+
 std::string render_event(const sse_message& m) {
   boost::system::error_code ec;
   const auto v = json::parse(m.data, ec);

@@ -78,7 +78,7 @@ std::optional<response> preflight(const access_policy& policy, const request& re
   response res{beast_http::status::no_content, req.version()};
   if (!origin.empty()) {
     allow_origin(res, origin);
-    res.set(beast_http::field::access_control_allow_methods, "GET, POST, HEAD, OPTIONS");
+    res.set(beast_http::field::access_control_allow_methods, "GET, POST, PUT, DELETE, HEAD, OPTIONS");
     res.set(beast_http::field::access_control_allow_headers,
             "Authorization, Content-Type, Idempotency-Key, Last-Event-ID, Keel-Signature");
     res.set(beast_http::field::access_control_max_age, "600");

@@ -22,6 +22,7 @@
 #include "keel/common/time_text.hpp"
 #include "keel/engine.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "keel/storage/schedule_records.hpp"
 #include "request_decoding.hpp"
 #include "within.hpp"
 
@@ -314,6 +315,93 @@ int decode_rewind_step(const request& req) {
   return static_cast<int>(step->get_int64());
 }
 
+std::string decode_schedule_name(std::string_view segment) {
+  if (!storage::is_valid_schedule_name(segment))
+    throw bad_request{"a schedule name is 1 to " + std::to_string(storage::k_max_schedule_name_bytes) +
+                      " ASCII letters, digits and '-', '_', '.', ':'"};
+  return std::string(segment);
+}
+
+namespace {
+
+/// A 32-bit integer field of a request body, from `min` to `max`.
+int int_field(const json::value& value, std::string_view key, std::int64_t min, std::int64_t max) {
+  if (!value.is_int64() || value.get_int64() < min || value.get_int64() > max)
+    throw bad_request{std::string(key) + " must be an integer from " + std::to_string(min) + " to " +
+                      std::to_string(max)};
+  return static_cast<int>(value.get_int64());
+}
+
+}  // namespace
+
+schedule_spec decode_schedule_put(const request& req, std::string_view name) {
+  schedule_spec spec;
+  spec.name = decode_schedule_name(name);
+  const auto body = body_json(req);
+  if (!body.is_object())
+    throw bad_request{
+        "the body must be a JSON object: {\"workflow\", \"cron\", \"time_zone\"?, \"input\"?, ...}"};
+  bool has_workflow = false;
+  bool has_cron = false;
+  for (const auto& [key, value] : body.get_object()) {
+    if (key == "workflow") {
+      if (!value.is_string() || value.get_string().empty() || value.get_string().size() > 255 ||
+          value.get_string().find('\0') != json::string::npos)
+        throw bad_request{"workflow must be a workflow name (1 to 255 bytes of UTF-8)"};
+      spec.workflow = std::string(value.get_string());
+      has_workflow = true;
+    } else if (key == "cron") {
+      if (!value.is_string())
+        throw bad_request{"cron must be a string: 5 fields (\"0 9 * * mon-fri\") or an alias (\"@hourly\")"};
+      spec.cron = std::string(value.get_string());
+      has_cron = true;
+    } else if (key == "time_zone") {
+      if (!value.is_string())
+        throw bad_request{"time_zone must be an IANA time zone name, e.g. \"Europe/Paris\""};
+      spec.time_zone = std::string(value.get_string());
+    } else if (key == "input") {
+      spec.input = value;
+    } else if (key == "version") {
+      if (!value.is_null()) spec.version = int_field(value, key, 1, INT32_MAX);
+    } else if (key == "priority") {
+      spec.priority = int_field(value, key, INT32_MIN, INT32_MAX);
+    } else if (key == "catch_up") {
+      spec.catch_up = int_field(value, key, 0, storage::k_max_catch_up);
+    } else {
+      throw bad_request{"unknown field '" + std::string(key) +
+                        "' (workflow, cron, time_zone, input, version, priority, catch_up)"};
+    }
+  }
+  if (!has_workflow) throw bad_request{"the body needs workflow: the workflow each firing starts a run of"};
+  if (!has_cron) throw bad_request{"the body needs cron: a 5-field cron expression or an alias"};
+  // Parsed here, so that a mistake is answered with exactly what is wrong and where (the engine would only
+  // say which kind of mistake).
+  auto parsed = cron_schedule::parse(spec.cron, spec.time_zone);
+  if (!parsed) throw bad_request{parsed.error().message, to_http(parsed.error().code).code};
+  return spec;
+}
+
+schedule_query decode_schedule_query(const target& t) {
+  schedule_query q;
+  bool seen[3] = {false, false, false};
+  for (const auto& [key, value] : t.query) {
+    const int k = key == "workflow" ? 0 : key == "limit" ? 1 : key == "cursor" ? 2 : -1;
+    if (k < 0) throw bad_request{"unknown query parameter '" + key + "' (workflow, limit, cursor)"};
+    if (seen[k]) throw bad_request{"query parameter '" + key + "' given twice"};
+    seen[k] = true;
+    if (k == 0) {
+      q.workflow = decode_workflow(value);
+    } else if (k == 1) {
+      q.limit = decode_limit(value);
+    } else {
+      if (!storage::is_valid_schedule_name(value))
+        throw bad_request{"cursor must be a next_cursor this endpoint returned"};
+      q.after = value;
+    }
+  }
+  return q;
+}
+
 namespace {
 
 /// GET /v1/runs?workflow=&status=&limit=&cursor=: newest first; `next_cursor` continues.
@@ -340,6 +428,85 @@ boost::asio::awaitable<response> list_hooks(engine& e, const target& t) {
   co_return json_response(
       status::ok, json::object{{"hooks", std::move(hooks)},
                                {"next_cursor", page->next ? json::value(*page->next) : json::value()}});
+}
+
+json::value time_or_null(const std::optional<std::chrono::system_clock::time_point>& t) {
+  return t ? json::value(rfc3339(*t)) : json::value(nullptr);
+}
+
+json::object schedule_json(const schedule_info& s) {
+  json::array upcoming;
+  for (const auto& t : s.upcoming)
+    upcoming.push_back(json::value(rfc3339(t)));
+  return json::object{{"name", s.name},
+                      {"workflow", s.workflow},
+                      {"version", s.version ? json::value(*s.version) : json::value(nullptr)},
+                      {"cron", s.cron},
+                      {"time_zone", s.time_zone},
+                      {"input", s.input},
+                      {"priority", s.priority},
+                      {"catch_up", s.catch_up},
+                      {"paused", s.paused},
+                      {"next_fire_at", time_or_null(s.next_fire_at)},
+                      {"last_fired_at", time_or_null(s.last_fired_at)},
+                      {"last_run", s.last_run ? json::value(*s.last_run) : json::value(nullptr)},
+                      {"created_at", rfc3339(s.created_at)},
+                      {"updated_at", rfc3339(s.updated_at)},
+                      {"upcoming", std::move(upcoming)}};
+}
+
+/// GET /v1/schedules?workflow=&limit=&cursor=: by name; `next_cursor` continues.
+boost::asio::awaitable<response> list_schedules(engine& e, const target& t) {
+  const auto q = decode_schedule_query(t);
+  auto page = co_await e.list_schedules(q);
+  if (!page) co_return from_error(page.error());
+  json::array schedules;
+  for (const auto& s : page->schedules)
+    schedules.push_back(schedule_json(s));
+  co_return json_response(
+      status::ok, json::object{{"schedules", std::move(schedules)},
+                               {"next_cursor", page->next ? json::value(*page->next) : json::value()}});
+}
+
+/// PUT /v1/schedules/{name}: 201 when created, 200 when it existed (`changed` says whether this put changed
+/// it).
+boost::asio::awaitable<response> put_schedule(engine& e, const request& req, const std::string& name) {
+  const auto spec = decode_schedule_put(req, name);
+  auto put = co_await e.put_schedule(spec);
+  if (!put) co_return from_error(put.error());
+  auto body = schedule_json(put->schedule);
+  body["changed"] = put->changed;
+  auto res = json_response(put->created ? status::created : status::ok, body);
+  if (put->created) res.set(beast_http::field::location, "/v1/schedules/" + spec.name);
+  co_return res;
+}
+
+/// GET, PUT and DELETE /v1/schedules/{name}.
+boost::asio::awaitable<response> schedule(engine& e, const request& req, const std::string& segment) {
+  allow_only(req.method(), {verb::get, verb::put, verb::delete_});
+  if (req.method() == verb::put) co_return co_await put_schedule(e, req, segment);
+  const auto name = decode_schedule_name(segment);
+  if (req.method() == verb::delete_) {
+    auto r = co_await e.delete_schedule(name);
+    if (!r) co_return from_error(r.error());
+    co_return response{status::no_content, 11};
+  }
+  auto s = co_await e.get_schedule(name);
+  if (!s) co_return from_error(s.error());
+  co_return json_response(status::ok, schedule_json(*s));
+}
+
+/// POST /v1/schedules/{name}/pause and /resume: 200 with the schedule.
+boost::asio::awaitable<response> pause_or_resume(engine& e, const std::string& segment, bool pause) {
+  const auto name = decode_schedule_name(segment);
+  result<schedule_info> s = errc::schedule_not_found;
+  if (pause) {
+    s = co_await e.pause_schedule(name);
+  } else {
+    s = co_await e.resume_schedule(name);
+  }
+  if (!s) co_return from_error(s.error());
+  co_return json_response(status::ok, schedule_json(*s));
 }
 
 /// How long GET /v1/stats waits for the database, as a /metrics scrape does.
@@ -431,6 +598,10 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       only(verb::get);
       co_return co_await list_hooks(e, t);
     }
+    if (n == 2 && path[0] == "v1" && path[1] == "schedules") {
+      only(verb::get);
+      co_return co_await list_schedules(e, t);
+    }
     if (n == 2 && path[0] == "v1" && path[1] == "stats") {
       only(verb::get);
       co_return co_await stats(e, t);
@@ -439,6 +610,11 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       if (n == 4 && path[1] == "workflows" && path[3] == "runs") {
         only(verb::post);
         co_return co_await start_run(e, req, path[2]);
+      }
+      if (n == 3 && path[1] == "schedules") co_return co_await schedule(e, req, path[2]);
+      if (n == 4 && path[1] == "schedules" && (path[3] == "pause" || path[3] == "resume")) {
+        only(verb::post);
+        co_return co_await pause_or_resume(e, path[2], path[3] == "pause");
       }
       if (n == 3 && path[1] == "runs") {
         only(verb::get);
@@ -517,14 +693,34 @@ response from_error(error_code ec) {
 }
 
 response method_not_allowed(verb allowed) {
-  auto res = error_response(status::method_not_allowed, "method_not_allowed",
-                            "use " + std::string(beast_http::to_string(allowed)) + " here");
-  res.set(beast_http::field::allow, beast_http::to_string(allowed));
+  return method_not_allowed(std::vector<verb>{allowed});
+}
+
+response method_not_allowed(const std::vector<verb>& allowed) {
+  std::string list;    // "GET, PUT, DELETE"
+  std::string phrase;  // "GET, PUT or DELETE"
+  for (std::size_t i = 0; i < allowed.size(); ++i) {
+    const auto name = beast_http::to_string(allowed[i]);
+    if (i > 0) {
+      list += ", ";
+      phrase += i + 1 == allowed.size() ? " or " : ", ";
+    }
+    list += name;
+    phrase += name;
+  }
+  auto res = error_response(status::method_not_allowed, "method_not_allowed", "use " + phrase + " here");
+  res.set(beast_http::field::allow, list);
   return res;
 }
 
 void allow_only(verb method, verb allowed) {
-  if (method != allowed && !(allowed == verb::get && method == verb::head)) throw wrong_method{allowed};
+  if (method != allowed && !(allowed == verb::get && method == verb::head)) throw wrong_method{{allowed}};
+}
+
+void allow_only(verb method, const std::vector<verb>& allowed) {
+  for (const auto v : allowed)
+    if (method == v || (v == verb::get && method == verb::head)) return;
+  throw wrong_method{allowed};
 }
 
 target parse_target(std::string_view text) {
@@ -549,7 +745,7 @@ boost::asio::awaitable<response> handle(engine& e, const request& req) {
   try {
     out = co_await route(e, req);
   } catch (const bad_request& b) {
-    out = error_response(status::bad_request, "invalid_request", b.message);
+    out = error_response(status::bad_request, b.code, b.message);
   } catch (const std::exception& ex) {
     log::error("http",
                std::string(req.method_string()) + " " + std::string(req.target()) + " failed: " + ex.what());

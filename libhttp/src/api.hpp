@@ -33,19 +33,25 @@ response error_response(boost::beast::http::status status, std::string_view code
 response from_error(error_code ec);
 /// 405 naming the method the path takes.
 response method_not_allowed(boost::beast::http::verb allowed);
+/// 405 naming the methods the path takes (`Allow: GET, PUT, DELETE`).
+response method_not_allowed(const std::vector<boost::beast::http::verb>& allowed);
 
-/// A request the API cannot take (answered 400 invalid_request): the text says what is wrong.
+/// A request the API cannot take (answered 400): the text says what is wrong; the code is invalid_request
+/// unless a more precise one applies (invalid_cron_expression, unknown_time_zone).
 struct bad_request {
   std::string message;
+  std::string code = "invalid_request";
 };
 
 /// A known path asked with another method than its own (answered 405).
 struct wrong_method {
-  boost::beast::http::verb allowed;
+  std::vector<boost::beast::http::verb> allowed;
 };
 
 /// Throws wrong_method unless `method` is `allowed` (HEAD counts as GET).
 void allow_only(boost::beast::http::verb method, boost::beast::http::verb allowed);
+/// Throws wrong_method unless `method` is one of `allowed` (HEAD counts as GET).
+void allow_only(boost::beast::http::verb method, const std::vector<boost::beast::http::verb>& allowed);
 
 /// A request target, percent-decoded.
 struct target {

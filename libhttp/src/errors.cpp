@@ -15,9 +15,12 @@ http_error to_http(error_code ec) {
       case errc::unknown_workflow:
       case errc::run_not_found:
       case errc::hook_not_found:
+      case errc::schedule_not_found:
         return {status::not_found, std::move(code)};
       case errc::invalid_run_id:
       case errc::invalid_input:
+      case errc::invalid_cron_expression:
+      case errc::unknown_time_zone:
         return {status::bad_request, std::move(code)};
       case errc::idempotency_conflict:
       case errc::run_finished:

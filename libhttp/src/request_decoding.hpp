@@ -35,4 +35,19 @@ hook_query decode_hook_query(const target& t);
 /// Decodes POST /v1/runs/{id}/rewind's body {"step": position}. Throws bad_request for any other body.
 int decode_rewind_step(const request& req);
 
+/// A schedule's name from a path segment. Throws bad_request unless it is 1 to 200 ASCII letters, digits and
+/// `-_.:` (storage::is_valid_schedule_name).
+std::string decode_schedule_name(std::string_view segment);
+
+/// Decodes PUT /v1/schedules/{name}: the name (as decode_schedule_name) and the body {"workflow", "cron",
+/// "time_zone"?: "UTC", "input"?: null, "version"?, "priority"?, "catch_up"?}, its cron expression parsed in
+/// its time zone. Throws bad_request for anything else: code invalid_cron_expression or unknown_time_zone
+/// with keel::cron_error's message when the expression or the zone does not parse, invalid_request for an
+/// unknown field, a missing one or a wrong type.
+schedule_spec decode_schedule_put(const request& req, std::string_view name);
+
+/// Decodes GET /v1/schedules's query (workflow, limit, cursor). Throws bad_request for an unknown, repeated
+/// or invalid parameter.
+schedule_query decode_schedule_query(const target& t);
+
 }  // namespace keel::http::detail

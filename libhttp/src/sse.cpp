@@ -423,7 +423,7 @@ std::optional<std::variant<sse_request, response>> sse_route(const request& req)
     if (!r) return std::nullopt;
     return std::move(*r);
   } catch (const bad_request& b) {
-    return error_response(status::bad_request, "invalid_request", b.message);
+    return error_response(status::bad_request, b.code, b.message);
   } catch (const wrong_method& w) {
     return method_not_allowed(w.allowed);
   }

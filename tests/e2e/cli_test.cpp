@@ -417,6 +417,184 @@ BOOST_AUTO_TEST_CASE(the_api_key_is_sent_as_a_bearer_token) {
   BOOST_TEST(seen[1] == "Bearer from-env");
 }
 
+// The schedules these tests make fire once a year at most (New Year), so that no run of theirs lands among
+// the runs other tests count.
+BOOST_AUTO_TEST_CASE(schedule_put_show_pause_resume_and_delete_and_schedules_lists_them) {
+  auto created = run_keel({"schedule", "put", "cli.yearly", "--workflow", "noop3", "--cron", "0 0 1 1 *",
+                           "--tz", "Europe/Paris", "--input", R"({"from":"cli"})", "--catch-up", "2",
+                           "--priority", "-4", "--version", "1"});
+  BOOST_TEST_INFO(created.err);
+  BOOST_REQUIRE(created.status == 0);
+  BOOST_TEST(contains(created.out, "cli.yearly: created; next firing "));
+  BOOST_TEST(contains(created.out, "-12-31 23:00:00.000Z"));  // midnight in Paris, in UTC
+  // The same definition again: nothing changed, and it says so; another one: updated.
+  const std::vector<std::string> again{
+      "schedule", "put",          "cli.yearly", "--workflow",        "noop3",      "--cron", "0 0 1 1 *",
+      "--tz",     "Europe/Paris", "--input",    R"({"from":"cli"})", "--catch-up", "2",      "--priority",
+      "-4",       "--version",    "1"};
+  auto repeat = run_keel(again);
+  BOOST_TEST(repeat.status == 0);
+  BOOST_TEST(contains(repeat.out, "cli.yearly: unchanged; next firing "));
+
+  auto shown = run_keel({"schedule", "show", "cli.yearly"});
+  BOOST_TEST_INFO(shown.err);
+  BOOST_TEST(shown.status == 0);
+  BOOST_TEST_INFO(shown.out);
+  BOOST_TEST(contains(shown.out, "cli.yearly"));
+  BOOST_TEST(contains(shown.out, "noop3 (version 1)"));
+  BOOST_TEST(contains(shown.out, "0 0 1 1 * (Europe/Paris)"));
+  BOOST_TEST(contains(shown.out, R"({"from":"cli"})"));
+  BOOST_TEST(contains(shown.out, "catch up"));
+  BOOST_TEST(contains(shown.out, "upcoming\n"));
+  std::size_t new_years = 0;  // the next five firings, one a line
+  for (const auto& line : lines_of(shown.out))
+    new_years += line.starts_with("  ") && contains(line, "-12-31 23:00:00.000Z") ? 1 : 0;
+  BOOST_TEST(new_years == 5u);
+  const auto as_json = run_keel({"--json", "schedule", "show", "cli.yearly"});
+  BOOST_REQUIRE(as_json.status == 0);
+  const auto s = as_json.json();
+  BOOST_TEST(s.at("name") == "cli.yearly");
+  BOOST_TEST(s.at("time_zone") == "Europe/Paris");
+  BOOST_TEST(s.at("catch_up") == 2);
+  BOOST_TEST(s.at("priority") == -4);
+  BOOST_TEST(s.at("version") == 1);
+  BOOST_TEST(s.at("upcoming").as_array().size() == 5u);
+
+  auto second = run_keel({"schedule", "put", "cli.yearly-2", "--workflow", "noop3", "--cron", "0 0 1 1 *"});
+  BOOST_REQUIRE(second.status == 0);
+  auto changed =
+      run_keel({"--json", "schedule", "put", "cli.yearly-2", "--workflow", "noop3", "--cron", "30 4 1 1 *"});
+  BOOST_REQUIRE(changed.status == 0);
+  BOOST_TEST(changed.json().at("changed") == true);
+  BOOST_TEST(changed.json().at("cron") == "30 4 1 1 *");
+  BOOST_TEST(changed.json().at("time_zone") == "UTC");
+
+  // The table: a header, then a line per schedule.
+  auto listed = run_keel({"schedules", "--workflow", "noop3"});
+  BOOST_TEST_INFO(listed.err);
+  BOOST_TEST(listed.status == 0);
+  auto lines = lines_of(listed.out);
+  BOOST_REQUIRE(lines.size() == 3u);
+  BOOST_TEST(contains(lines[0], "NAME"));
+  BOOST_TEST(contains(lines[0], "TIME ZONE"));
+  BOOST_TEST(contains(lines[0], "NEXT FIRING"));
+  BOOST_TEST(lines[1].starts_with("cli.yearly "));
+  BOOST_TEST(contains(lines[1], "noop3"));
+  BOOST_TEST(contains(lines[1], "0 0 1 1 *"));
+  BOOST_TEST(contains(lines[1], "Europe/Paris"));
+  BOOST_TEST(contains(lines[1], " no "));
+  BOOST_TEST(contains(lines[1], "-12-31 23:00:00.000Z"));
+  BOOST_TEST(lines[2].starts_with("cli.yearly-2 "));
+  BOOST_TEST(contains(lines[2], "-01-01 04:30:00.000Z"));
+  // A page at a time, as `list` pages runs.
+  auto page = run_keel({"schedules", "--workflow", "noop3", "--limit", "1"});
+  BOOST_TEST(page.status == 0);
+  BOOST_TEST(lines_of(page.out).size() == 2u);
+  BOOST_TEST(contains(page.err, R"(--cursor "cli.yearly")"));  // quoted, as `list` writes it
+  BOOST_TEST(contains(page.err, "--all"));
+  auto next = run_keel({"schedules", "--workflow", "noop3", "--limit", "1", "--cursor", "cli.yearly"});
+  BOOST_TEST(lines_of(next.out).size() == 2u);
+  BOOST_TEST(contains(next.out, "cli.yearly-2"));
+  auto all = run_keel({"--json", "schedules", "--workflow", "noop3", "--limit", "1", "--all"});
+  BOOST_REQUIRE(all.status == 0);
+  BOOST_TEST(all.json().at("schedules").as_array().size() == 2u);
+  BOOST_TEST(all.json().at("next_cursor").is_null());
+  BOOST_TEST(lines_of(run_keel({"schedules", "--workflow", "nothing"}).out).size() == 1u);
+
+  auto paused = run_keel({"schedule", "pause", "cli.yearly"});
+  BOOST_TEST_INFO(paused.err);
+  BOOST_TEST(paused.status == 0);
+  BOOST_TEST(paused.out == "cli.yearly: paused\n");
+  lines = lines_of(run_keel({"schedules", "--workflow", "noop3"}).out);
+  BOOST_REQUIRE(lines.size() == 3u);
+  BOOST_TEST(contains(lines[1], " yes "));
+  BOOST_TEST(lines[1].ends_with(" -"));  // a paused schedule fires nothing
+  BOOST_TEST(contains(run_keel({"schedule", "show", "cli.yearly"}).out, "none while paused"));
+  BOOST_TEST(run_keel({"--json", "schedule", "pause", "cli.yearly"}).json().at("paused") == true);
+  auto resumed = run_keel({"schedule", "resume", "cli.yearly"});
+  BOOST_TEST(resumed.status == 0);
+  BOOST_TEST(contains(resumed.out, "cli.yearly: resumed; next firing "));
+
+  auto deleted = run_keel({"schedule", "delete", "cli.yearly"});
+  BOOST_TEST_INFO(deleted.err);
+  BOOST_TEST(deleted.status == 0);
+  BOOST_TEST(deleted.out == "cli.yearly: deleted\n");
+  auto deleted_json = run_keel({"--json", "schedule", "delete", "cli.yearly-2"});
+  BOOST_TEST(deleted_json.status == 0);
+  BOOST_TEST(deleted_json.json() == json::parse(R"({"name":"cli.yearly-2","deleted":true})"));
+  for (const auto* sub : {"show", "pause", "resume", "delete"}) {
+    auto gone = run_keel({"schedule", sub, "cli.yearly"});
+    BOOST_TEST_INFO(sub << ": " << gone.err);
+    BOOST_TEST(gone.status == 1);
+    BOOST_TEST(contains(gone.err, "keel: schedule_not_found: "));
+    BOOST_TEST(contains(gone.err, "(HTTP 404)"));
+  }
+  BOOST_TEST(lines_of(run_keel({"schedules", "--workflow", "noop3"}).out).size() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(schedule_errors_exit_1_with_the_servers_words_and_bad_arguments_exit_2) {
+  auto bad_cron = run_keel({"schedule", "put", "cli.bad", "--workflow", "noop3", "--cron", "61 * * * *"});
+  BOOST_TEST(bad_cron.status == 1);
+  BOOST_TEST_INFO(bad_cron.err);
+  BOOST_TEST(contains(bad_cron.err, "keel: invalid_cron_expression: "));
+  BOOST_TEST(contains(bad_cron.err, "61"));
+  BOOST_TEST(contains(bad_cron.err, "(HTTP 400)"));
+  auto bad_zone = run_keel(
+      {"schedule", "put", "cli.bad", "--workflow", "noop3", "--cron", "0 0 1 1 *", "--tz", "Mars/Base"});
+  BOOST_TEST(bad_zone.status == 1);
+  BOOST_TEST(contains(bad_zone.err, "keel: unknown_time_zone: "));
+  BOOST_TEST(contains(bad_zone.err, "Mars/Base"));
+  auto unknown =
+      run_keel({"schedule", "put", "cli.bad", "--workflow", "no_such_workflow", "--cron", "0 0 1 1 *"});
+  BOOST_TEST(unknown.status == 1);
+  BOOST_TEST(contains(unknown.err, "keel: unknown_workflow: "));
+  BOOST_TEST(contains(unknown.err, "(HTTP 404)"));
+  auto bad_name = run_keel({"schedule", "show", "no spaces/or slashes"});
+  BOOST_TEST(bad_name.status == 1);
+  BOOST_TEST(contains(bad_name.err, "keel: invalid_request: a schedule name is "));
+  BOOST_TEST(contains(bad_name.err, "(HTTP 400)"));
+  BOOST_TEST(lines_of(run_keel({"schedules", "--workflow", "noop3"}).out).size() == 1u);  // nothing was made
+
+  const auto nowhere = "http://127.0.0.1:" + std::to_string(keel::test::free_port());
+  const std::vector<std::vector<std::string>> bad{
+      {"schedule"},
+      {"schedule", "show"},
+      {"schedule", "show", "a", "b"},
+      {"schedule", "frobnicate", "a"},
+      {"schedule", "put", "a", "--cron", "0 0 1 1 *"},
+      {"schedule", "put", "a", "--workflow", "noop3"},
+      {"schedule", "put", "a", "--workflow", "noop3", "--cron", "0 0 1 1 *", "--input", "{not json"},
+      {"schedule", "put", "a", "--workflow", "noop3", "--cron", "0 0 1 1 *", "--catch-up", "1001"},
+      {"schedule", "put", "a", "--workflow", "noop3", "--cron", "0 0 1 1 *", "--priority", "high"},
+      {"schedule", "put", "a", "--workflow", "noop3", "--cron", "0 0 1 1 *", "--version", "0"},
+      {"schedule", "put", "a", "--workflow", "noop3", "--cron", "0 0 1 1 *", "--timezone", "UTC"},
+      {"schedule", "show", "a", "--cron", "0 0 1 1 *"},
+      {"schedule", "delete", "a", "--workflow", "noop3"},
+      {"schedules", "--limit", "0"},
+      {"schedules", "--cron", "x"},
+      {"schedules", "extra"},
+  };
+  for (const auto& args : bad) {
+    auto with_url = args;
+    with_url.insert(with_url.begin(), {"--url", nowhere});
+    auto r = run_keel_env(with_url, {});
+    BOOST_TEST_INFO((args.empty() ? std::string() : args[0]) << ": " << r.err);
+    BOOST_TEST(r.status == 2);
+    BOOST_TEST(contains(r.err, "usage: keel"));
+    BOOST_TEST(!contains(r.err, "cannot reach"));
+  }
+  auto invalid = run_keel_env(
+      {"--url", nowhere, "schedule", "put", "a", "--workflow", "w", "--cron", "c", "--input", "{not json"},
+      {});
+  BOOST_TEST(contains(invalid.err, "invalid JSON for --input"));
+  auto not_put = run_keel_env({"--url", nowhere, "schedule", "pause", "a", "--tz", "UTC"}, {});
+  BOOST_TEST(contains(not_put.err, "--tz is for `schedule put` only"));
+  auto help = run_keel({"help", "schedule"});
+  BOOST_TEST(help.status == 0);
+  BOOST_TEST(contains(help.out, "--catch-up N"));
+  BOOST_TEST(contains(run_keel({"--help"}).out, "schedules"));
+}
+
 BOOST_AUTO_TEST_CASE(tail_follows_a_run_to_its_end_showing_each_event_once_in_order) {
   auto started = run_keel({"start", "countdown", "--input", R"({"n":3,"delay_ms":100})"});
   BOOST_REQUIRE(started.status == 0);

@@ -24,8 +24,10 @@
 #include "access.hpp"
 #include "api.hpp"
 #include "dashboard.hpp"
+#include "keel/engine/cron.hpp"
 #include "keel/storage/error.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "keel/storage/schedule_records.hpp"
 #include "metrics.hpp"
 #include "request_decoding.hpp"
 #include "request_parser.hpp"
@@ -114,9 +116,14 @@ void expect_typed(std::string& trace, std::string_view where, F&& f) {
     trace += where;
     trace += ": ok\n";
   } catch (const bad_request& b) {
-    check_answer(where, error_response(beast_http::status::bad_request, "invalid_request", b.message));
+    // The codes a refusal of the decoding may carry (errors.cpp's table lists them).
+    if (b.code != "invalid_request" && b.code != "invalid_cron_expression" && b.code != "unknown_time_zone")
+      finding(where, "a refusal with the code " + b.code);
+    check_answer(where, error_response(beast_http::status::bad_request, b.code, b.message));
     trace += where;
     trace += ": bad_request ";
+    trace += b.code;
+    trace += ' ';
     trace += b.message;
     trace += '\n';
   } catch (const wrong_method& w) {
@@ -242,6 +249,29 @@ std::string decode_all(const request& req) {
         finding("decode_run_query", "a workflow name that is not UTF-8");
       if (q.parent && !keel::is_valid_run_id(*q.parent))
         finding("decode_run_query", "a parent that is no id");
+    });
+    expect_typed(trace, "decode_schedule_query", [&] {
+      const auto q = decode_schedule_query(t);
+      if (q.limit < 1 || q.limit > 1000) finding("decode_schedule_query", "a limit out of range");
+      if (q.workflow && !keel::storage::is_valid_utf8(*q.workflow))
+        finding("decode_schedule_query", "a workflow name that is not UTF-8");
+      if (q.after && !keel::storage::is_valid_schedule_name(*q.after))
+        finding("decode_schedule_query", "a cursor that is no schedule name");
+    });
+    // A schedule's name is the path's third segment (/v1/schedules/{name}); any segment will do here.
+    expect_typed(trace, "decode_schedule_put", [&] {
+      const auto spec = decode_schedule_put(req, t.path.size() > 2 ? t.path[2] : std::string("nightly"));
+      if (!keel::storage::is_valid_schedule_name(spec.name))
+        finding("decode_schedule_put", "a schedule name of another shape");
+      if (spec.workflow.empty() || !keel::storage::is_valid_utf8(spec.workflow))
+        finding("decode_schedule_put", "a workflow name that is empty or not UTF-8");
+      if (spec.catch_up < 0 || spec.catch_up > keel::storage::k_max_catch_up)
+        finding("decode_schedule_put", "a catch_up out of range");
+      if (spec.version && *spec.version < 1) finding("decode_schedule_put", "a version below 1");
+      // What it took must parse again as the engine will parse it.
+      if (!keel::cron_schedule::parse(spec.cron, spec.time_zone))
+        finding("decode_schedule_put", "an expression the engine would refuse");
+      check_json_value(spec.input);
     });
     expect_typed(trace, "decode_hook_query", [&] {
       const auto q = decode_hook_query(t);
