@@ -155,15 +155,25 @@ asio::awaitable<json::value> noop3(context& ctx, json::value) {
 }  // namespace
 
 void register_api_workflows(engine& e) {
-  e.register_workflow<json::value, json::value>(
-      "approval", 1, approval, json::value{{"amount", 1200}, {"ttl_s", 3600}},
-      "waits for a person's decision on a hook (escalate_after_s: a manager's hook when nobody answers)");
+  // Withdrawn requests stop waiting: the event approval.withdrawn with the request's request_id cancels it.
+  auto approval_def = make_workflow<json::value, json::value>("approval", 1, approval);
+  approval_def.input_example = json::value{{"amount", 1200}, {"ttl_s", 3600}, {"request_id", "r-1"}};
+  approval_def.description =
+      "waits for a person's decision on a hook (escalate_after_s: a manager's hook when nobody answers); the "
+      "event approval.withdrawn with its request_id cancels it";
+  approval_def.cancel_on = {{"approval.withdrawn", "/request_id", ""}};
+  e.register_workflow(std::move(approval_def));
   e.register_workflow<json::value, json::value>(
       "countdown", 1, countdown, json::value{{"n", 5}, {"delay_ms", 1000}},
       "n steps, each emitting a frame, with a durable sleep between");
-  e.register_workflow<json::value, json::value>(
-      "order", 1, order, json::value{{"card", "visa"}},
-      "reserve, charge, ship; card \"declined\" fails the charge and the reservation is released");
+  // Started by the event order.placed too (its payload the input).
+  auto order_def = make_workflow<json::value, json::value>("order", 1, order);
+  order_def.input_example = json::value{{"card", "visa"}};
+  order_def.description =
+      "reserve, charge, ship; card \"declined\" fails the charge and the reservation is released; the event "
+      "order.placed starts one";
+  order_def.triggers = {"order.placed"};
+  e.register_workflow(std::move(order_def));
   e.register_workflow<json::value, json::value>(
       "batch", 1, batch, json::value{{"n", 3}, {"delay_ms", 200}},
       "n child runs of countdown, two at a time: a run tree to watch");

@@ -89,6 +89,9 @@ int start(http_client& client, const global_options& g, const invocation& inv) {
       throw usage_error("--run-at must be an RFC 3339 time, e.g. 2026-11-26T09:00:00Z", "start");
     body["run_at"] = *at;
   }
+  if (const auto* key = inv.value("--debounce-key")) body["debounce_key"] = *key;
+  if (inv.value("--debounce-ms"))
+    body["debounce_ms"] = integer_option(inv, "--debounce-ms", 1, 30LL * 24 * 3600 * 1000, "start");
   const auto reply = client.request_blocking("POST", "/v1/workflows/" + path_segment(inv.args[0]) + "/runs",
                                              json::serialize(body));
   const auto run = parse_answer(reply);
@@ -96,7 +99,10 @@ int start(http_client& client, const global_options& g, const invocation& inv) {
     print_json(run);
   } else {
     std::cout << string_field(run, "id") << '\n';
-    if (reply.status == 200)
+    if (reply.status == 200 && inv.value("--debounce-key"))
+      std::cerr << "keel: collapsed into the queued run of debounce key '" << *inv.value("--debounce-key")
+                << "'\n";
+    else if (reply.status == 200)
       std::cerr << "keel: the key '" << string_field(run, "idempotency_key")
                 << "' had started this run already (status " << string_field(run, "status") << ")\n";
   }
@@ -179,6 +185,40 @@ int send(http_client& client, const global_options& g, const invocation& inv) {
     print_json(answer);
   else
     std::cout << "sent " << string_field(answer, "event") << " to " << string_field(answer, "run_id") << '\n';
+  return 0;
+}
+
+int publish(http_client& client, const global_options& g, const invocation& inv) {
+  const auto payload =
+      inv.args.size() > 1 ? json_argument(inv.args[1], "the payload", "publish") : json::value();
+  std::vector<http_header> headers;
+  if (const auto* key = inv.value("--key")) headers.push_back({"Idempotency-Key", *key});
+  const auto answer = parse_answer(client.request_blocking("POST", "/v1/events/" + path_segment(inv.args[0]),
+                                                           json::serialize(payload), headers));
+  if (g.json) {
+    print_json(answer);
+    return 0;
+  }
+  const auto* started = answer.is_object() ? answer.get_object().if_contains("started") : nullptr;
+  const auto* cancelled = answer.is_object() ? answer.get_object().if_contains("cancelled") : nullptr;
+  std::size_t n = 0;
+  if (started != nullptr && started->is_array()) {
+    for (const auto& s : started->get_array()) {
+      const bool created = s.is_object() && s.get_object().if_contains("created") != nullptr &&
+                           s.get_object().at("created") == true;
+      std::cout << (created ? "started " : "already started ") << string_field(s, "workflow") << ' '
+                << string_field(s, "run_id") << '\n';
+      ++n;
+    }
+  }
+  if (cancelled != nullptr && cancelled->is_array()) {
+    for (const auto& id : cancelled->get_array()) {
+      std::cout << "cancelled " << (id.is_string() ? std::string(id.get_string()) : json::serialize(id))
+                << '\n';
+      ++n;
+    }
+  }
+  if (n == 0) std::cout << "no workflow starts on " << inv.args[0] << " and no run cancels on it\n";
   return 0;
 }
 
@@ -378,16 +418,20 @@ int schedule(http_client& client, const global_options& g, const invocation& inv
 const std::vector<command_spec>& commands() {
   static const std::vector<command_spec> all{
       {"start",
-       "start WORKFLOW [--input JSON] [--key KEY] [--priority N] [--run-at TIME]",
+       "start WORKFLOW [--input JSON] [--key KEY] [--priority N] [--run-at TIME] [--debounce-key K "
+       "--debounce-ms N]",
        "start a run of WORKFLOW; prints its id",
-       "  --input JSON     the run's input (default null); checked to be JSON before anything is sent\n"
-       "  --key KEY        idempotency key: the same key and input again give the run it started\n"
-       "  --priority N     a 32-bit integer; higher runs first\n"
-       "  --run-at TIME    start it later (RFC 3339, e.g. 2026-11-26T09:00:00Z)\n"
-       "  --json           print the run as JSON instead of its id\n",
+       "  --input JSON       the run's input (default null); checked to be JSON before anything is sent\n"
+       "  --key KEY          idempotency key: the same key and input again give the run it started\n"
+       "  --priority N       a 32-bit integer; higher runs first\n"
+       "  --run-at TIME      start it later (RFC 3339, e.g. 2026-11-26T09:00:00Z)\n"
+       "  --debounce-key K   collapse into the queued run of WORKFLOW with this key, if any (it takes this\n"
+       "                     input and starts the window after this start)\n"
+       "  --debounce-ms N    the debounce window, in milliseconds (or the workflow's own)\n"
+       "  --json             print the run as JSON instead of its id\n",
        1,
        1,
-       {"--input", "--key", "--priority", "--run-at"},
+       {"--input", "--key", "--priority", "--run-at", "--debounce-key", "--debounce-ms"},
        {},
        start},
       {"get",
@@ -433,6 +477,18 @@ const std::vector<command_spec>& commands() {
        {},
        {},
        send},
+      {"publish",
+       "publish EVENT [JSON] [--key KEY]",
+       "publish EVENT: start each workflow that declares it, cancel the runs it matches",
+       "  The payload is checked to be JSON before it is sent (default null). Prints each run started or\n"
+       "  cancelled.\n"
+       "  --key KEY   idempotency key: publishing again with it starts nothing more\n"
+       "  --json      print the answer as the API gives it\n",
+       1,
+       2,
+       {"--key"},
+       {},
+       publish},
       {"resume",
        "resume TOKEN [JSON]",
        "answer a hook (TOKEN, or its path as `keel get` shows it)",

@@ -271,7 +271,8 @@ http_client::http_client(server_url url, std::optional<std::string> api_key,
     : url_(std::move(url)), api_key_(std::move(api_key)), timeout_(timeout) {}
 
 http_reply http_client::request_blocking(std::string_view method, std::string_view path_and_query,
-                                         const std::optional<std::string>& body) {
+                                         const std::optional<std::string>& body,
+                                         const std::vector<http_header>& headers) {
   asio::io_context io;
   deadline_socket socket(io);
   socket.expires_after(timeout_);
@@ -280,6 +281,8 @@ http_reply http_client::request_blocking(std::string_view method, std::string_vi
                                          url_.prefix + std::string(path_and_query), 11};
   add_common_headers(req, url_, api_key_);
   req.set(bhttp::field::accept, "application/json");
+  for (const auto& h : headers)
+    req.set(h.name, h.value);
   if (body) {
     req.set(bhttp::field::content_type, "application/json");
     req.body() = *body;

@@ -47,9 +47,10 @@ class http_client {
   http_client(server_url url, std::optional<std::string> api_key, std::chrono::milliseconds timeout);
 
   /// One request on a fresh connection, its whole answer within the timeout. `body`, when set, is sent as
-  /// application/json.
+  /// application/json, with `headers` besides the usual ones.
   http_reply request_blocking(std::string_view method, std::string_view path_and_query,
-                              const std::optional<std::string>& body = std::nullopt);
+                              const std::optional<std::string>& body = std::nullopt,
+                              const std::vector<http_header>& headers = {});
 
   /// GET of an event stream. A 200 answer gives the stream (`idle`: the longest silence it accepts); any
   /// other gives its status and body in `refused` and nullptr.

@@ -157,6 +157,9 @@ json::value run_json(const run_info& r) {
 
 }  // namespace
 
+/// The longest debounce window a request may ask for: 30 days.
+constexpr std::int64_t k_max_debounce_ms = 30LL * 24 * 3600 * 1000;
+
 start_run_request decode_start_run(const request& req) {
   auto body = body_json(req);
   if (!body.is_object() && !body.is_null()) throw bad_request{"the body must be a JSON object"};
@@ -178,9 +181,16 @@ start_run_request decode_start_run(const request& req) {
         if (value.is_string()) at = parse_rfc3339(value.get_string());
         if (!at) throw bad_request{"run_at must be an RFC 3339 time, e.g. 2026-11-26T09:00:00Z"};
         options.run_at = at;
+      } else if (key == "debounce_key") {
+        if (!value.is_string()) throw bad_request{"debounce_key must be a string"};
+        options.debounce_key = std::string(value.get_string());
+      } else if (key == "debounce_ms") {
+        if (!value.is_int64() || value.get_int64() < 1 || value.get_int64() > k_max_debounce_ms)
+          throw bad_request{"debounce_ms must be an integer from 1 to " + std::to_string(k_max_debounce_ms)};
+        options.debounce_window = std::chrono::milliseconds(value.get_int64());
       } else {
         throw bad_request{"unknown field '" + std::string(key) +
-                          "' (input, idempotency_key, priority, run_at)"};
+                          "' (input, idempotency_key, priority, run_at, debounce_key, debounce_ms)"};
       }
     }
   }
@@ -207,6 +217,28 @@ boost::asio::awaitable<response> start_run(engine& e, const request& req, const 
   auto res = json_response(submitted->created ? status::created : status::ok, run_json(*run));
   res.set(beast_http::field::location, "/v1/runs/" + submitted->id);
   co_return res;
+}
+
+/// POST /v1/events/{name}: the body is the payload; an Idempotency-Key header makes repeats start nothing
+/// more. 202 with the runs started and cancelled; 200 when a repeat found every run it would start.
+boost::asio::awaitable<response> publish(engine& e, const request& req, const std::string& name) {
+  auto payload = body_json(req);
+  publish_options options;  // named: GCC 12 destroys a temporary inside a co_await expression twice
+  if (auto it = req.find("Idempotency-Key"); it != req.end())
+    options.idempotency_key = std::string(it->value());
+  auto r = co_await e.publish_event(name, payload, options);
+  if (!r) co_return from_error(r.error());
+  json::array started, cancelled;
+  bool any_new = r->started.empty();
+  for (const auto& s : r->started) {
+    started.push_back(json::object{{"workflow", s.workflow}, {"run_id", s.id}, {"created", s.created}});
+    any_new = any_new || s.created;
+  }
+  for (const auto& id : r->cancelled)
+    cancelled.push_back(json::value(id));
+  co_return json_response(
+      any_new || !r->cancelled.empty() ? status::accepted : status::ok,
+      json::object{{"event", name}, {"started", std::move(started)}, {"cancelled", std::move(cancelled)}});
 }
 
 /// How long /readyz waits for the database: probes give up soon, and a hung connection must not hang them.
@@ -649,6 +681,10 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
         auto r = co_await e.send_event(path[2], path[4], payload, options);
         if (!r) co_return from_error(r.error());
         co_return json_response(status::accepted, json::object{{"run_id", path[2]}, {"event", path[4]}});
+      }
+      if (n == 3 && path[1] == "events") {
+        only(verb::post);
+        co_return co_await publish(e, req, path[2]);
       }
       if (n == 3 && path[1] == "hooks") {
         only(verb::post);

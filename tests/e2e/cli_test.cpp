@@ -317,6 +317,51 @@ BOOST_AUTO_TEST_CASE(send_cancel_and_retry_report_the_servers_answers) {
   BOOST_TEST(contains(run_keel({"get", order_id}).out, "history"));
 }
 
+BOOST_AUTO_TEST_CASE(publish_starts_and_cancels_runs_and_start_debounces) {
+  // order.placed starts an order (the example declares it), once per key.
+  auto placed = run_keel({"publish", "order.placed", R"({"card":"visa"})", "--key", "cli-order-1"});
+  BOOST_TEST_INFO(placed.err);
+  BOOST_REQUIRE(placed.status == 0);
+  const auto line = lines_of(placed.out).at(0);
+  BOOST_REQUIRE(line.starts_with("started order "));
+  const auto order_id = line.substr(std::string("started order ").size());
+  wait_for_run(order_id, [](const json::value& r) { return status_of(r) == "completed"; });
+  auto again = run_keel({"publish", "order.placed", R"({"card":"visa"})", "--key", "cli-order-1"});
+  BOOST_REQUIRE(again.status == 0);
+  BOOST_TEST(contains(again.out, "already started order " + order_id));
+  auto conflict = run_keel({"publish", "order.placed", R"({"card":"amex"})", "--key", "cli-order-1"});
+  BOOST_TEST(conflict.status == 1);
+  BOOST_TEST(contains(conflict.err, "keel: idempotency_conflict: "));
+
+  // approval.withdrawn cancels the approval of that request_id (the example's cancel_on).
+  auto asked = run_keel({"start", "approval", "--input", R"({"amount":5,"request_id":"cli-r-1"})"});
+  BOOST_REQUIRE(asked.status == 0);
+  const auto approval_id = lines_of(asked.out).at(0);
+  wait_for_run(approval_id, [](const json::value& r) { return status_of(r) == "waiting"; });
+  auto withdrawn = run_keel({"publish", "approval.withdrawn", R"({"request_id":"cli-r-1"})"});
+  BOOST_TEST_INFO(withdrawn.err);
+  BOOST_REQUIRE(withdrawn.status == 0);
+  BOOST_TEST(contains(withdrawn.out, "cancelled " + approval_id));
+  wait_for_run(approval_id, [](const json::value& r) { return status_of(r) == "cancelled"; });
+  auto nobody = run_keel({"publish", "nobody.listens"});
+  BOOST_TEST(nobody.status == 0);
+  BOOST_TEST(contains(nobody.out, "no workflow starts on nobody.listens"));
+  BOOST_TEST(run_keel({"publish", "x", "{not json"}).status == 2);
+
+  // Debounced starts: the second collapses into the first's queued run.
+  auto first = run_keel(
+      {"start", "noop3", "--input", R"({"n":1})", "--debounce-key", "cli-k", "--debounce-ms", "600000"});
+  auto second = run_keel(
+      {"start", "noop3", "--input", R"({"n":2})", "--debounce-key", "cli-k", "--debounce-ms", "600000"});
+  BOOST_REQUIRE(first.status == 0);
+  BOOST_REQUIRE(second.status == 0);
+  BOOST_TEST(lines_of(first.out).at(0) == lines_of(second.out).at(0));
+  BOOST_TEST(contains(second.err, "collapsed into the queued run of debounce key 'cli-k'"));
+  BOOST_TEST(run_keel({"start", "noop3", "--debounce-key", "k", "--debounce-ms", "0"}).status == 2);
+  // The queued run is cancelled, so that it does not start among other tests' runs.
+  BOOST_TEST(run_keel({"cancel", lines_of(first.out).at(0)}).status == 0);
+}
+
 BOOST_AUTO_TEST_CASE(api_errors_exit_1_with_their_code_and_bad_arguments_exit_2_before_any_request) {
   auto unknown = run_keel({"start", "no_such_workflow"});
   BOOST_TEST(unknown.status == 1);

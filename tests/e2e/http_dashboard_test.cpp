@@ -17,6 +17,7 @@
 #include "http_client.hpp"
 #include "keel/common/time_text.hpp"
 #include "keel/http/server.hpp"
+#include "served_engine.hpp"
 #include "tcp_proxy.hpp"
 
 using namespace keel;
@@ -29,9 +30,11 @@ namespace {
 /// The example workflows (approval, countdown, order, noop3) and two of the test's own, served on a free
 /// port: `forever` waits on a hook that never expires, `family` runs three `noop3` children one after the
 /// other and then waits on such a hook too.
-struct served {
+struct served : served_engine {
   explicit served(http::server_options o = {}) : served(options_for(fresh_database()), std::move(o)) {}
-  served(engine_options eo, http::server_options o) : e(std::move(eo)) {
+  served(engine_options eo, http::server_options o)
+      : served_engine(register_workflows, std::move(o), std::move(eo)) {}
+  static void register_workflows(engine& e) {
     examples::register_api_workflows(e);
     add_workflow(e, "forever", [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       hook_options options;
@@ -52,19 +55,7 @@ struct served {
       auto answer = co_await hook.wait();
       co_return answer ? *answer : json::value(nullptr);
     });
-    BOOST_REQUIRE(e.start_blocking());
-    o.address = "127.0.0.1";
-    o.port = 0;
-    s.emplace(e, o);
-    BOOST_REQUIRE(s->start());
   }
-  ~served() {
-    s->stop_blocking();
-    e.stop_blocking();
-  }
-
-  engine e;
-  std::optional<http::server> s;
 };
 
 std::string start(client& c, const std::string& workflow, const std::string& body) {

@@ -15,6 +15,7 @@
 #include "http_client.hpp"
 #include "keel/common/time_text.hpp"
 #include "keel/http/server.hpp"
+#include "served_engine.hpp"
 
 using namespace keel;
 using namespace keel::test;
@@ -26,27 +27,16 @@ namespace {
 
 /// An engine with two workflows (neither ever runs here: the schedules tested fire at most daily) and a
 /// server on a free port.
-struct served {
-  explicit served(http::server_options o = {}) : e(options_for(fresh_database())) {
+struct served : served_engine {
+  explicit served(http::server_options o = {}) : served_engine(register_workflows, std::move(o)) {}
+  static void register_workflows(engine& e) {
     const wf_fn echo = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       auto step = [in] { return in; };
       co_return co_await ctx.step("echo", step);
     };
     add_workflow(e, "echo", echo);
     add_workflow(e, "report", echo);
-    BOOST_REQUIRE(e.start_blocking());
-    o.address = "127.0.0.1";
-    o.port = 0;
-    s.emplace(e, o);
-    BOOST_REQUIRE(s->start());
   }
-  ~served() {
-    s->stop_blocking();
-    e.stop_blocking();
-  }
-
-  engine e;
-  std::optional<http::server> s;
 };
 
 std::string text(const json::value& v) {

@@ -16,6 +16,7 @@
 #include "engine_fixture.hpp"
 #include "http_client.hpp"
 #include "keel/http/server.hpp"
+#include "served_engine.hpp"
 
 using namespace keel;
 using namespace keel::test;
@@ -25,8 +26,17 @@ namespace utf = boost::unit_test;
 namespace {
 
 /// An engine with the test workflows and a server on a free port.
-struct served {
-  explicit served(http::server_options o = {}) : e(options_for(fresh_database())) {
+struct served : served_engine {
+  explicit served(http::server_options o = {}) : served_engine(register_workflows, std::move(o)) {}
+
+  std::string start(const std::string& workflow, const std::string& body) {
+    client c(s->port());
+    auto r = c.send(bhttp::verb::post, "/v1/workflows/" + workflow + "/runs", body);
+    BOOST_REQUIRE(r.status == 201);
+    return std::string(r.body.at("id").as_string());
+  }
+
+  static void register_workflows(engine& e) {
     // n steps, each publishing a frame, then a wait for the event "go".
     add_workflow(e, "steps", [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       const auto n = in.at("n").to_number<int>();
@@ -72,26 +82,7 @@ struct served {
       auto step = [] { return json::value("done"); };
       co_return co_await ctx.step("done", step);
     });
-    BOOST_REQUIRE(e.start_blocking());
-    o.address = "127.0.0.1";
-    o.port = 0;
-    s.emplace(e, o);
-    BOOST_REQUIRE(s->start());
   }
-  ~served() {
-    s->stop_blocking();
-    e.stop_blocking();
-  }
-
-  std::string start(const std::string& workflow, const std::string& body) {
-    client c(s->port());
-    auto r = c.send(bhttp::verb::post, "/v1/workflows/" + workflow + "/runs", body);
-    BOOST_REQUIRE(r.status == 201);
-    return std::string(r.body.at("id").as_string());
-  }
-
-  engine e;
-  std::optional<http::server> s;
 };
 
 std::string kind_of(const sse_event& ev) {

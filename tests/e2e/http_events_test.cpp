@@ -1,0 +1,143 @@
+// Published events and debounced starts over the HTTP API with a real client on loopback: POST
+// /v1/events/{name} starts each workflow that declares the event (once per Idempotency-Key) and cancels the
+// runs a cancel_on rule matches; a start with debounce_key and debounce_ms collapses into the queued run.
+#define BOOST_TEST_MODULE http_events
+#define BOOST_TEST_DYN_LINK
+#include <boost/test/unit_test.hpp>
+
+#include <string>
+
+#include "http_client.hpp"
+#include "served_engine.hpp"
+
+using namespace keel;
+using namespace keel::test;
+using namespace std::chrono_literals;
+namespace utf = boost::unit_test;
+namespace bhttp = boost::beast::http;
+
+namespace {
+
+struct served : served_engine {
+  served() : served_engine(register_workflows, {}) {}
+  static void register_workflows(engine& e) {
+    workflow_definition fulfil{"fulfil", 1, {}, nullptr, {}, {"order.placed"}, {}, std::nullopt};
+    fulfil.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+      auto step = [in] { return in; };
+      co_return co_await ctx.step("ship", step);
+    };
+    e.register_workflow(fulfil);
+    workflow_definition onboarding{"onboarding", 1, {}, nullptr, {}, {}, {{"user.deleted", "/user_id", ""}},
+                                   std::nullopt};
+    onboarding.body = [](context& ctx, json::value) -> asio::awaitable<json::value> {
+      auto verified = co_await ctx.wait_for_event("verified");
+      co_return verified ? *verified : json::value(nullptr);
+    };
+    e.register_workflow(onboarding);
+  }
+};
+
+std::string text(const json::value& v) {
+  return std::string(v.as_string());
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(unit)
+
+BOOST_AUTO_TEST_CASE(an_event_starts_its_subscribers_once_per_key_and_cancels_matching_runs,
+                     *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  const auto first = c.send(bhttp::verb::post, "/v1/events/order.placed", R"({"order":1})",
+                            {{"Idempotency-Key", "order-1"}});
+  BOOST_TEST_INFO(first.raw.body());
+  BOOST_REQUIRE(first.status == 202);
+  BOOST_TEST(first.body.at("event") == "order.placed");
+  const auto& started = first.body.at("started").as_array();
+  BOOST_REQUIRE_EQUAL(started.size(), 1u);
+  BOOST_TEST(started[0].at("workflow") == "fulfil");
+  BOOST_TEST(started[0].at("created") == true);
+  const auto run = text(started[0].at("run_id"));
+  BOOST_REQUIRE(wait_until(
+      [&] { return c.send(bhttp::verb::get, "/v1/runs/" + run).body.at("status") == "completed"; }, 10s));
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs/" + run).body.at("output").at("order") == 1);
+  // A sender's retry: the same run, nothing new.
+  const auto again = c.send(bhttp::verb::post, "/v1/events/order.placed", R"({"order":1})",
+                            {{"Idempotency-Key", "order-1"}});
+  BOOST_REQUIRE(again.status == 200);
+  BOOST_TEST(text(again.body.at("started").at(0).at("run_id")) == run);
+  BOOST_TEST(again.body.at("started").at(0).at("created") == false);
+  const auto conflict = c.send(bhttp::verb::post, "/v1/events/order.placed", R"({"order":2})",
+                               {{"Idempotency-Key", "order-1"}});
+  BOOST_TEST(conflict.status == 409);
+  BOOST_TEST(conflict.body.at("error").at("code") == "idempotency_conflict");
+
+  // cancel_on: the run of user 7 goes, user 8's stays.
+  auto start = [&](int user) {
+    const auto r = c.send(bhttp::verb::post, "/v1/workflows/onboarding/runs",
+                          R"({"input":{"user_id":)" + std::to_string(user) + "}}");
+    BOOST_REQUIRE(r.status == 201);
+    return text(r.body.at("id"));
+  };
+  const auto seven = start(7), eight = start(8);
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        return c.send(bhttp::verb::get, "/v1/runs/" + seven).body.at("status") == "waiting" &&
+               c.send(bhttp::verb::get, "/v1/runs/" + eight).body.at("status") == "waiting";
+      },
+      10s));
+  const auto deleted = c.send(bhttp::verb::post, "/v1/events/user.deleted", R"({"user_id":7})");
+  BOOST_REQUIRE(deleted.status == 202);
+  BOOST_TEST(deleted.body.at("started").as_array().empty());
+  BOOST_REQUIRE_EQUAL(deleted.body.at("cancelled").as_array().size(), 1u);
+  BOOST_TEST(text(deleted.body.at("cancelled").at(0)) == seven);
+  BOOST_REQUIRE(wait_until(
+      [&] { return c.send(bhttp::verb::get, "/v1/runs/" + seven).body.at("status") == "cancelled"; }, 10s));
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs/" + eight).body.at("status") == "waiting");
+}
+
+BOOST_AUTO_TEST_CASE(bad_event_requests_get_typed_errors, *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  const auto too_long = c.send(bhttp::verb::post, "/v1/events/" + std::string(256, 'e'), "{}");
+  BOOST_TEST(too_long.status == 400);
+  BOOST_TEST(too_long.body.at("error").at("code") == "invalid_request");
+  const auto not_json = c.send(bhttp::verb::post, "/v1/events/order.placed", "{not json");
+  BOOST_TEST(not_json.status == 400);
+  const auto long_key = c.send(bhttp::verb::post, "/v1/events/order.placed", "{}",
+                               {{"Idempotency-Key", std::string(300, 'k')}});
+  BOOST_TEST(long_key.status == 400);
+  const auto get = c.send(bhttp::verb::get, "/v1/events/order.placed");
+  BOOST_TEST(get.status == 405);
+  // Nobody declares it: accepted, nothing to do.
+  const auto nobody = c.send(bhttp::verb::post, "/v1/events/nobody.listens", "null");
+  BOOST_TEST(nobody.status == 202);
+  BOOST_TEST(nobody.body.at("started").as_array().empty());
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs").body.at("runs").as_array().empty());
+}
+
+BOOST_AUTO_TEST_CASE(debounced_starts_collapse_into_the_queued_run, *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  const auto first = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs",
+                            R"({"input":{"n":1},"debounce_key":"cart-9","debounce_ms":60000})");
+  BOOST_REQUIRE(first.status == 201);
+  const auto second = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs",
+                             R"({"input":{"n":2},"debounce_key":"cart-9","debounce_ms":60000})");
+  BOOST_REQUIRE(second.status == 200);
+  BOOST_TEST(second.body.at("id") == first.body.at("id"));
+  BOOST_TEST(second.body.at("input").at("n") == 2);
+  BOOST_TEST(second.body.at("status") == "queued");
+  for (const char* bad : {R"({"input":{},"debounce_key":"k","debounce_ms":0})",
+                          R"({"input":{},"debounce_key":"k","debounce_ms":"soon"})",
+                          R"({"input":{},"debounce_key":7,"debounce_ms":1000})",
+                          R"({"input":{},"debounce_key":"k"})", R"({"input":{},"debounce_ms":1000})",
+                          R"({"input":{},"debounce_key":"k","debounce_ms":1000,"idempotency_key":"x"})"}) {
+    const auto r = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", bad);
+    BOOST_TEST(r.status == 400, bad);
+    BOOST_TEST(r.body.at("error").at("code") == "invalid_request", bad);
+  }
+}
+
+BOOST_AUTO_TEST_SUITE_END()
