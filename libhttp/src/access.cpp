@@ -53,6 +53,33 @@ bool authorised(const access_policy& policy, const request& req) {
   return match;
 }
 
+bool foreign_origin(const access_policy& policy, const request& req) {
+  const auto method = req.method();
+  if (method == beast_http::verb::get || method == beast_http::verb::head ||
+      method == beast_http::verb::options)
+    return false;
+  const auto origin = req[beast_http::field::origin];
+  if (origin.empty()) return false;  // not a browser's request (curl, a webhook sender, keel)
+  if (!allowed_origin(policy, req).empty()) return false;
+  // The page's own server: its origin's host and port are the Host the browser sent ("null" never is).
+  const auto scheme_end = origin.find("://");
+  if (scheme_end != std::string_view::npos && origin.substr(scheme_end + 3) == req[beast_http::field::host])
+    return false;
+  // A hook's token is its own authorisation, as for keys.
+  try {
+    const auto t = parse_target(req.target());
+    if (t.path.size() >= 3 && t.path[0] == "v1" && t.path[1] == "hooks") return false;
+  } catch (const bad_request&) {
+  }
+  return true;
+}
+
+response forbidden_origin() {
+  return error_response(beast_http::status::forbidden, "forbidden_origin",
+                        "a page from this origin may not change anything here: start keeld with "
+                        "--cors-origin ORIGIN to let it");
+}
+
 response unauthorised() {
   auto res = error_response(beast_http::status::unauthorized, "unauthorized",
                             "this server needs an API key: send 'Authorization: Bearer <key>'");

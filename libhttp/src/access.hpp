@@ -24,6 +24,15 @@ bool authorised(const access_policy& policy, const request& req);
 /// 401 with a Bearer challenge.
 response unauthorised();
 
+/// True when `req` would change something (any method but GET, HEAD and OPTIONS) and comes from a web page
+/// of an origin that is neither allowed (cors_origins) nor this server's own (its Origin names the Host it
+/// was sent to). Without API keys, a page on any site could otherwise make a visitor's browser start or
+/// cancel runs on a keeld it can reach (localhost): a simple cross-site POST needs no preflight. Hooks are
+/// exempt (their token authorises them).
+bool foreign_origin(const access_policy& policy, const request& req);
+/// 403 forbidden_origin.
+response forbidden_origin();
+
 /// The value of Access-Control-Allow-Origin for `req` (empty: the request has no allowed Origin).
 std::string allowed_origin(const access_policy& policy, const request& req);
 /// The answer to a CORS preflight (an OPTIONS request naming Access-Control-Request-Method); nullopt when

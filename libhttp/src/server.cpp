@@ -229,6 +229,8 @@ asio::awaitable<void> serve(state_ptr st, std::shared_ptr<connection> c) {
     std::optional<detail::response> answer;
     if (auto pre = detail::preflight(st->access, req)) {
       answer = std::move(*pre);
+    } else if (detail::foreign_origin(st->access, req)) {
+      answer = detail::forbidden_origin();
     } else if (!detail::authorised(st->access, req)) {
       answer = detail::unauthorised();
     } else if (auto sse = detail::sse_route(req)) {

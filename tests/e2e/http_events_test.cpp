@@ -19,7 +19,7 @@ namespace bhttp = boost::beast::http;
 namespace {
 
 struct served : served_engine {
-  served() : served_engine(register_workflows, {}) {}
+  explicit served(http::server_options o = {}) : served_engine(register_workflows, std::move(o)) {}
   static void register_workflows(engine& e) {
     workflow_definition fulfil{"fulfil", 1, {}, nullptr, {}, {"order.placed"}, {}, std::nullopt};
     fulfil.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
@@ -138,6 +138,40 @@ BOOST_AUTO_TEST_CASE(debounced_starts_collapse_into_the_queued_run, *utf::timeou
     BOOST_TEST(r.status == 400, bad);
     BOOST_TEST(r.body.at("error").at("code") == "invalid_request", bad);
   }
+}
+
+BOOST_AUTO_TEST_CASE(a_page_of_another_origin_changes_nothing_but_its_own_and_allowed_ones_do,
+                     *utf::timeout(60)) {
+  http::server_options o;
+  o.cors_origins = {"https://app.example"};
+  served srv(o);
+  client c(srv.s->port());
+  const std::string host = "127.0.0.1:" + std::to_string(srv.s->port());
+  // Another site's page (a simple cross-site POST needs no preflight): refused, nothing written.
+  for (const char* origin : {"https://evil.example", "null", "http://127.0.0.1:1"}) {
+    const auto event =
+        c.send(bhttp::verb::post, "/v1/events/order.placed", "{}", {{"Origin", origin}, {"Host", host}});
+    BOOST_TEST(event.status == 403, origin);
+    BOOST_TEST(event.body.at("error").at("code") == "forbidden_origin", origin);
+    const auto start =
+        c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", "{}", {{"Origin", origin}, {"Host", host}});
+    BOOST_TEST(start.status == 403, origin);
+  }
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs").body.at("runs").as_array().empty());
+  // Reading is no change (the browser keeps the answer from the page without CORS headers); a hook's token
+  // is its own authorisation.
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs", "", {{"Origin", "https://evil.example"}}).status == 200);
+  BOOST_TEST(
+      c.send(bhttp::verb::post, "/v1/hooks/not-a-token", "{}", {{"Origin", "https://evil.example"}}).status ==
+      404);
+  // The server's own pages (the dashboard) and the allowed origin may.
+  const auto own = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", "{}",
+                          {{"Origin", "http://" + host}, {"Host", host}});
+  BOOST_TEST(own.status == 201);
+  const auto allowed = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", "{}",
+                              {{"Origin", "https://app.example"}, {"Host", host}});
+  BOOST_TEST(allowed.status == 201);
+  BOOST_TEST(allowed.raw[bhttp::field::access_control_allow_origin] == "https://app.example");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
