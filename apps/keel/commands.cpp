@@ -99,9 +99,8 @@ int start(http_client& client, const global_options& g, const invocation& inv) {
     print_json(run);
   } else {
     std::cout << string_field(run, "id") << '\n';
-    if (reply.status == 200 && inv.value("--debounce-key"))
-      std::cerr << "keel: collapsed into the queued run of debounce key '" << *inv.value("--debounce-key")
-                << "'\n";
+    if (reply.status == 200 && (inv.value("--debounce-key") || string_field(run, "idempotency_key").empty()))
+      std::cerr << "keel: collapsed into the queued run of its debounce key (it takes this input)\n";
     else if (reply.status == 200)
       std::cerr << "keel: the key '" << string_field(run, "idempotency_key")
                 << "' had started this run already (status " << string_field(run, "status") << ")\n";

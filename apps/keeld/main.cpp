@@ -58,7 +58,8 @@ std::optional<std::chrono::milliseconds> parse_duration(const std::string& text)
     ms_per = 3'600'000;
   else if (unit == "d")
     ms_per = 86'400'000;
-  if (ms_per == 0 || n == 0) return std::nullopt;
+  if (ms_per == 0 || n == 0 || n * ms_per > 36'500LL * 86'400'000)
+    return std::nullopt;  // 0 < it <= 100 years
   return std::chrono::milliseconds(n * ms_per);
 }
 

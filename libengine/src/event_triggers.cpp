@@ -2,6 +2,7 @@
 // what the newest version of each workflow declared when a worker registering it started.
 #include "event_triggers.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "engine_impl.hpp"
@@ -114,14 +115,22 @@ boost::asio::awaitable<result<published_event>> publish(detail::engine_impl& imp
     out.started.push_back({w.workflow, r->id, r->created});
   }
   if (!out.started.empty()) impl.wake_claimer();
-  // Cancels: batch after batch, each of runs not yet asked (a run asked to cancel leaves the next read).
+  // Cancels: never the runs this publish starts (a repeat with the key would otherwise cancel the run it
+  // returns, its input matching the payload), batch after batch of runs not yet asked (a run asked to cancel
+  // leaves the next read).
+  std::vector<run_id> spared;
+  for (const auto& s : out.started)
+    spared.push_back(s.id);
+  const cancel_options grace;  // named: GCC 12 destroys a braced temporary inside co_await twice
   for (auto ids = std::move(audience->cancel);;) {
+    const auto read = ids.size();
     for (const auto& id : ids) {
-      auto c = co_await impl.cancel(id, cancel_options{});
+      if (std::find(spared.begin(), spared.end(), id) != spared.end()) continue;
+      auto c = co_await impl.cancel(id, grace);
       if (c) out.cancelled.push_back(id);  // a run that finished meanwhile: nothing to do
     }
-    if (ids.size() < k_cancel_batch) break;
-    auto more = co_await impl.store_.event_subscribers(name, payload, k_cancel_batch);
+    if (read < k_cancel_batch) break;
+    auto more = co_await impl.store_.event_subscribers(name, payload, k_cancel_batch, spared);
     if (!more) co_return more.error();
     ids = std::move(more->cancel);
   }

@@ -1,6 +1,7 @@
 // Retention of finished runs: a loop that deletes, every retention.interval, the runs that finished longer
 // ago than retention.keep_finished (their run log events first), and engine::purge_finished_runs, one pass
 // on demand. Storage's retention.cpp and trim_log do each batch in one short transaction.
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -11,7 +12,10 @@ namespace detail {
 
 boost::asio::awaitable<result<storage::purged>> engine_impl::purge_finished(
     std::chrono::milliseconds older_than, std::size_t batch) {
-  if (older_than.count() <= 0 || batch == 0 || batch > 10'000) co_return storage::errc::invalid_argument;
+  // Ages past a century would overflow the clock's arithmetic (and mean "forever" anyway).
+  constexpr auto k_longest = std::chrono::hours(24 * 36'525);
+  if (older_than.count() <= 0 || older_than > k_longest || batch == 0 || batch > 10'000)
+    co_return storage::errc::invalid_argument;
   storage::purged out;
   // The log first: a log event outliving its run is harmless (trim_log counts a run no longer stored as
   // finished), and this order never leaves a run whose log is gone but not it.
@@ -45,7 +49,7 @@ boost::asio::awaitable<void> engine_impl::retention_loop() {
                               std::to_string(pass->rows) + " row(s) in all");
     }
     if (stopping()) break;
-    retention_wait_.expires_after(r.interval);
+    retention_wait_.expires_after(std::max(r.interval, std::chrono::milliseconds(10)));  // never a busy loop
     co_await retention_wait_.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
   }
   retention_active_ = false;

@@ -88,10 +88,11 @@ boost::asio::awaitable<result<schedule_info>> resume(detail::engine_impl& impl, 
   for (int attempt = 0;; ++attempt) {
     auto s = co_await impl.store_.get_schedule(name);
     if (!s) co_return schedule_error(s.error());
-    if (!s->paused || attempt == 10) {
+    if (!s->paused) {
       fill_upcoming(*s);
       co_return std::move(*s);
     }
+    if (attempt == 10) co_return storage::errc::retryable;  // changed under it ten times running
     auto cron = cron_schedule::parse(s->cron, s->time_zone);
     if (!cron) co_return cron.error().code;
     auto done =
@@ -144,6 +145,8 @@ boost::asio::awaitable<bool> engine_impl::fire_schedule(const storage::schedule_
   const auto version = registered_version(s.workflow, s.version);
   if (!cron || !version) {
     // Another worker (with that zone, or that version) may fire it; this one says why it does not, once.
+    // Bounded: past that many, forget them all (each is logged again, once).
+    if (unfireable_schedules_.size() >= 10'000) unfireable_schedules_.clear();
     if (unfireable_schedules_.insert(once).second)
       log::warn("engine", "schedule '" + s.name + "': this worker cannot fire it: " +
                               (cron ? "version " + std::to_string(s.version.value_or(0)) + " of '" +
@@ -194,19 +197,23 @@ boost::asio::awaitable<void> engine_impl::schedule_loop() {
   bool warned = false;
   while (!stopping()) {
     auto wait = options_.schedule_poll_interval;
-    auto due = co_await store_.due_schedules(workflows, k_due_batch);
+    const std::vector<std::pair<std::string, std::int64_t>> skipped(unfireable_schedules_.begin(),
+                                                                    unfireable_schedules_.end());
+    auto due = co_await store_.due_schedules(workflows, k_due_batch, skipped);
     if (!due) {
       // The database is away: the claim loop reports it too; say it once per outage.
       if (!warned) log::warn("engine", "schedules: cannot read them: " + due.error().message());
       warned = true;
     } else {
       warned = false;
+      bool fired = false;
       for (const auto& s : due->due) {
         if (stopping()) break;
-        co_await fire_schedule(s, due->now);
+        const bool this_one = co_await fire_schedule(s, due->now);
+        fired = fired || this_one;
       }
-      if (due->due.size() == k_due_batch) {
-        wait = std::chrono::milliseconds(0);
+      if (fired && due->due.size() == k_due_batch) {
+        wait = std::chrono::milliseconds(0);  // more may be due: the next batch at once
       } else if (due->soonest) {
         // Aimed at the soonest occurrence (by the database's clock), a millisecond past it.
         const auto until = std::chrono::ceil<std::chrono::milliseconds>(*due->soonest - due->now) +

@@ -16,14 +16,15 @@ namespace detail::sql {
 namespace {
 
 // One upsert on runs_debouncing: a new run, or the queued one holding the key takes this input, version and
-// priority and is due a window from now. A run that started meanwhile has left the index (its status
-// changed), so the enqueue after it opens a new window with a new run. Logged in the same statement:
+// priority and is due a window from now. A run that started meanwhile has left the index for good (its
+// status changed, and its claims count keeps it out if it is queued again), so the enqueue after it opens a
+// new window with a new run. Logged in the same statement:
 // run_enqueued for a new run, run_debounced for a collapse.
 const std::string enqueue_debounced_sql = R"sql(
 WITH up AS (
 INSERT INTO keel.runs AS r (id, workflow, version, status, input, priority, due_at, debounce_key)
 VALUES ($1::uuid, $2, $3::int, 'queued', $4::jsonb, $5::int, now() + $6::bigint * interval '1 millisecond', $7)
-ON CONFLICT (workflow, debounce_key) WHERE status = 'queued' AND debounce_key IS NOT NULL
+ON CONFLICT (workflow, debounce_key) WHERE status = 'queued' AND claims = 0 AND debounce_key IS NOT NULL
 DO UPDATE SET input = EXCLUDED.input, version = EXCLUDED.version, priority = EXCLUDED.priority,
               due_at = EXCLUDED.due_at
 RETURNING r.id, r.workflow, r.version, r.priority, r.due_at, (r.xmax = 0) AS created),

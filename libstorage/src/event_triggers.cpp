@@ -24,7 +24,8 @@ ON CONFLICT (workflow, version) DO UPDATE SET triggers = EXCLUDED.triggers, canc
                                               declared_at = now()
 WHERE (v.triggers, v.cancel_on) IS DISTINCT FROM (EXCLUDED.triggers, EXCLUDED.cancel_on))sql"};
 
-// $1 the event, $2 its payload, $3 the most runs to cancel (runs asked to cancel already are not read again).
+// $1 the event, $2 its payload, $3 the most runs to cancel (runs asked to cancel already are not read again),
+// $4 runs not to cancel (those this publish starts: a repeat would otherwise cancel the run it returns).
 // The runs are read through runs_claimable (its predicate spelled out): what this costs is the unfinished
 // runs', not the history's. A payload without the matched value (#> gives NULL) matches no run.
 const statement event_subscribers{"keel_event_subscribers", R"sql(
@@ -38,6 +39,7 @@ UNION ALL
  CROSS JOIN LATERAL jsonb_to_recordset(n.cancel_on) AS c(event text, match text[], input text[])
  JOIN keel.runs r ON r.workflow = n.workflow
  WHERE c.event = $1 AND r.status IN ('queued', 'running', 'sleeping', 'waiting') AND r.cancel_deadline IS NULL
+   AND r.id <> ALL($4::uuid[])
    AND (cardinality(c.match) = 0 OR r.input #> c.input = $2::jsonb #> c.match)
  LIMIT $3::int))sql"};
 
@@ -87,12 +89,15 @@ boost::asio::awaitable<result<void>> store::declare_workflows(
 
 boost::asio::awaitable<result<event_audience>> store::event_subscribers(std::string event,
                                                                         const boost::json::value& payload,
-                                                                        std::size_t max_cancel) {
+                                                                        std::size_t max_cancel,
+                                                                        const std::vector<run_id>& spared) {
   if (!detail::valid_key(event)) co_return errc::invalid_argument;
   std::string why;
   if (auto c = check_json(payload, impl_->options_.limits, &why); !c) co_return c.error();
+  for (const auto& id : spared)
+    if (!is_valid_run_id(id)) co_return errc::invalid_argument;
   std::vector<std::optional<std::string>> params{std::move(event), boost::json::serialize(payload),
-                                                 std::to_string(max_cancel)};
+                                                 std::to_string(max_cancel), detail::text_array(spared)};
   std::function<result<event_audience>(detail::pg_connection&)> read =
       [params = std::move(params)](detail::pg_connection& c) -> result<event_audience> {
     auto r = c.exec_blocking(detail::sql::event_subscribers, params);

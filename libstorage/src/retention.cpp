@@ -17,12 +17,16 @@ namespace detail::sql {
 // creation time): the primary key is walked from the oldest run, and stops there. Runs begun before the
 // cutoff that have not finished, or finished since, are walked past (they are few: long sleepers). Output
 // streams go by their foreign key (ON DELETE CASCADE); run log rows by trim_log, which counts a run no
-// longer stored as finished. A child's parent_id may outlive its parent's row.
+// longer stored as finished. A child stays while its parent has not finished (the parent finds it again by
+// its key or id when it waits for it); a child's parent_id may outlive its parent's row.
 const statement purge_runs{"keel_purge_runs", R"sql(
 WITH doomed AS (
   SELECT id FROM keel.runs
   WHERE id < $3::uuid AND status IN ('completed', 'failed', 'cancelled')
     AND finished_at < now() - $1::bigint * interval '1 millisecond'
+    AND (parent_id IS NULL OR NOT EXISTS (
+          SELECT 1 FROM keel.runs p
+          WHERE p.id = keel.runs.parent_id AND p.status IN ('queued', 'running', 'sleeping', 'waiting')))
   ORDER BY id LIMIT $2::int
   FOR UPDATE SKIP LOCKED),
 steps AS (DELETE FROM keel.steps s USING doomed d WHERE s.run_id = d.id RETURNING 1),

@@ -57,9 +57,12 @@ const std::string list_schedules_sql = "SELECT " + columns + R"sql( FROM keel.sc
 WHERE ($1::text IS NULL OR workflow = $1) AND name > $2
 ORDER BY name LIMIT $3::int)sql";
 
-// Through schedules_by_next_fire (its predicate spelled out), for the workflows a worker runs ($1).
+// Through schedules_by_next_fire (its predicate spelled out), for the workflows a worker runs ($1), but for
+// the schedules (names $3 at revisions $4) it found it cannot fire: they stay due for other workers, and
+// must not fill every batch of this one.
 const std::string due_schedules_sql = "SELECT keel.micros(now()), " + columns + R"sql( FROM keel.schedules
 WHERE NOT paused AND next_fire_at IS NOT NULL AND next_fire_at <= now() AND workflow = ANY($1::text[])
+  AND (name, revision) NOT IN (SELECT * FROM unnest($3::text[], $4::bigint[]))
 ORDER BY next_fire_at LIMIT $2::int)sql";
 
 const std::string soonest_schedule_sql = R"sql(
@@ -280,9 +283,19 @@ boost::asio::awaitable<result<std::size_t>> store::delete_schedule(std::string n
   co_return co_await impl_->on_pool<std::size_t>(std::move(drop), impl_->request_deadline());
 }
 
-boost::asio::awaitable<result<schedules_due>> store::due_schedules(const std::vector<std::string>& workflows,
-                                                                   std::size_t limit) {
-  std::vector<std::optional<std::string>> params{detail::text_array(workflows), std::to_string(limit)};
+boost::asio::awaitable<result<schedules_due>> store::due_schedules(
+    const std::vector<std::string>& workflows, std::size_t limit,
+    const std::vector<std::pair<std::string, std::int64_t>>& skipped) {
+  std::vector<std::string> names;
+  std::string revisions = "{";
+  for (const auto& [name, revision] : skipped) {
+    names.push_back(name);
+    if (revisions.size() > 1) revisions += ',';
+    revisions += std::to_string(revision);
+  }
+  revisions += '}';
+  std::vector<std::optional<std::string>> params{detail::text_array(workflows), std::to_string(limit),
+                                                 detail::text_array(names), std::move(revisions)};
   std::function<result<schedules_due>(pg_connection&)> read =
       [params = std::move(params)](pg_connection& c) -> result<schedules_due> {
     schedules_due out;

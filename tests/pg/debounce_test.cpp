@@ -67,6 +67,39 @@ BOOST_AUTO_TEST_CASE(enqueues_with_one_key_collapse_into_one_run_with_the_last_i
   e.stop_blocking();
 }
 
+BOOST_AUTO_TEST_CASE(a_run_queued_again_after_it_started_holds_its_key_no_more) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  workflow_definition waits{"waits", 1, {}, nullptr, {}, {}, {}, debounce_rule{100ms, "/user"}};
+  waits.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    co_await ctx.wait_for_event("go");
+    co_return in;
+  };
+  e.register_workflow(waits);
+  BOOST_REQUIRE(e.start_blocking());
+  auto first = e.enqueue_blocking("waits", json::value{{"user", "a"}, {"n", 1}});
+  BOOST_REQUIRE(first);
+  BOOST_REQUIRE(wait_until([&] { return status_of(e, *first) == "waiting"; }, 10s));
+  // Started, parked: the next enqueue opens a new window with a new run, queued for a while.
+  enqueue_options long_window;
+  long_window.debounce_window = 60s;
+  auto second = e.enqueue_blocking("waits", json::value{{"user", "a"}, {"n", 2}}, long_window);
+  BOOST_REQUIRE(second);
+  BOOST_TEST(*second != *first);
+  // The first is woken (queued again, with claims > 0) while the second holds the key: no collision, and a
+  // third enqueue collapses into the second, never into the first.
+  BOOST_REQUIRE(e.send_event_blocking(*first, "go", json::object{}));
+  auto done = e.wait_blocking(*first, 10s);
+  BOOST_REQUIRE(done);
+  BOOST_TEST(to_string(done->status) == "completed");
+  BOOST_TEST(done->output == (json::value{{"user", "a"}, {"n", 1}}));  // its own input, untouched
+  auto third = e.enqueue_blocking("waits", json::value{{"user", "a"}, {"n", 3}}, long_window);
+  BOOST_REQUIRE(third);
+  BOOST_TEST(*third == *second);
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.runs") == 2);
+  e.stop_blocking();
+}
+
 BOOST_AUTO_TEST_CASE(concurrent_callers_all_get_the_one_run) {
   auto db = fresh_database();
   engine e(options_for(db));

@@ -166,6 +166,45 @@ BOOST_AUTO_TEST_CASE(an_event_cancels_the_matching_runs_and_their_compensations_
   worker.stop_blocking();
 }
 
+BOOST_AUTO_TEST_CASE(a_workflow_restarted_by_its_own_event_is_not_cancelled_by_a_repeat) {
+  auto db = fresh_database();
+  engine worker(options_for(db));
+  // The "latest wins" pattern: each signup of a user starts a run and cancels the user's earlier one.
+  workflow_definition w{"welcome", 1, {}, nullptr, {}, {"signup"}, {{"signup", "/user", ""}}, std::nullopt};
+  w.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+    co_await ctx.wait_for_event("never");
+    co_return in;
+  };
+  worker.register_workflow(w);
+  BOOST_REQUIRE(worker.start_blocking());
+  publish_options first_key;
+  first_key.idempotency_key = "signup-1";
+  const json::value user{{"user", 1}};
+  auto first = worker.publish_event_blocking("signup", user, first_key);
+  BOOST_REQUIRE(first);
+  BOOST_REQUIRE_EQUAL(first->started.size(), 1u);
+  const auto run = first->started[0].id;
+  BOOST_TEST(first->cancelled.empty());
+  BOOST_REQUIRE(wait_until([&] { return status_of(worker, run) == "waiting"; }, 10s));
+  // A sender's retry with the key returns that run, and leaves it alone.
+  auto repeat = worker.publish_event_blocking("signup", user, first_key);
+  BOOST_REQUIRE(repeat);
+  BOOST_TEST(repeat->started[0].id == run);
+  BOOST_TEST(repeat->cancelled.empty());
+  BOOST_TEST(status_of(worker, run) == "waiting");
+  // A new signup of the same user: a new run, and the earlier one cancelled.
+  publish_options second_key;
+  second_key.idempotency_key = "signup-2";
+  auto second = worker.publish_event_blocking("signup", user, second_key);
+  BOOST_REQUIRE(second);
+  BOOST_REQUIRE_EQUAL(second->cancelled.size(), 1u);
+  BOOST_TEST(second->cancelled[0] == run);
+  BOOST_TEST(second->started[0].id != run);
+  BOOST_REQUIRE(wait_until([&] { return status_of(worker, run) == "cancelled"; }, 10s));
+  BOOST_TEST(status_of(worker, second->started[0].id) != "cancelled");
+  worker.stop_blocking();
+}
+
 BOOST_AUTO_TEST_CASE(malformed_declarations_are_refused_at_registration) {
   engine e(options_for("host=/nonexistent"));
   auto bad_pointer = echo("w", {});

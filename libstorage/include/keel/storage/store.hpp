@@ -269,11 +269,13 @@ class store {
   /// bytes or not UTF-8), connection_lost.
   boost::asio::awaitable<result<void>> declare_workflows(const std::vector<workflow_declaration>& workflows);
   /// Whom event `event` with `payload` concerns, as the newest declared version of each workflow says: the
-  /// workflows it starts, and up to `max_cancel` unfinished runs it cancels. Errors: invalid_argument (the
-  /// name), payload_too_large, payload_too_deep, connection_lost.
+  /// workflows it starts, and up to `max_cancel` unfinished runs it cancels (not yet asked to, and not in
+  /// `spared`). Errors: invalid_argument (the name, a malformed id), payload_too_large, payload_too_deep,
+  /// connection_lost.
   boost::asio::awaitable<result<event_audience>> event_subscribers(std::string event,
                                                                    const boost::json::value& payload,
-                                                                   std::size_t max_cancel);
+                                                                   std::size_t max_cancel,
+                                                                   const std::vector<run_id>& spared = {});
 
   /// Creates schedule `s.name` with next occurrence `s.next_fire_at`, or replaces its definition (workflow,
   /// version, cron, time_zone, input, priority, catch_up) when it differs: a new expression or zone takes
@@ -292,10 +294,11 @@ class store {
                                                               std::optional<clock::time_point> next);
   /// Returns 1, or 0 when there was none.
   boost::asio::awaitable<result<std::size_t>> delete_schedule(std::string name);
-  /// Up to `limit` active schedules of `workflows` whose next occurrence is due by the database's clock, and
-  /// the soonest occurrence after now among them.
-  boost::asio::awaitable<result<schedules_due>> due_schedules(const std::vector<std::string>& workflows,
-                                                              std::size_t limit);
+  /// Up to `limit` active schedules of `workflows` whose next occurrence is due by the database's clock (but
+  /// those in `skipped`, by name and revision), and the soonest occurrence after now among them.
+  boost::asio::awaitable<result<schedules_due>> due_schedules(
+      const std::vector<std::string>& workflows, std::size_t limit,
+      const std::vector<std::pair<std::string, std::int64_t>>& skipped = {});
   /// Fires a due schedule (see schedule_firing): starts the occurrences' runs (one per idempotency key) and
   /// moves it on, in one transaction, if no one else did first. Returns 1 when this call fired it, else 0.
   boost::asio::awaitable<result<std::size_t>> fire_schedule(const schedule_firing& f);
