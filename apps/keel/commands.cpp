@@ -18,8 +18,8 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr std::string_view k_statuses[] = {"queued",    "running", "sleeping", "waiting",
-                                           "completed", "failed",  "cancelled"};
+constexpr std::string_view k_statuses[] = {"queued", "running",   "sleeping",      "waiting",    "completed",
+                                           "failed", "cancelled", "dead_lettered", "unclaimable"};
 
 /// A JSON argument, parsed here so that a typo is a usage error rather than a round trip.
 json::value json_argument(std::string_view text, std::string_view what, std::string_view command) {
@@ -124,7 +124,7 @@ int list(http_client& client, const global_options& g, const invocation& inv) {
     if (std::find(std::begin(k_statuses), std::end(k_statuses), *s) == std::end(k_statuses))
       throw usage_error(
           "--status must be one of queued, running, sleeping, waiting, completed, failed, "
-          "cancelled; not '" +
+          "cancelled, dead_lettered, unclaimable; not '" +
               *s + "'",
           "list");
     add("status", *s);
@@ -446,7 +446,9 @@ const std::vector<command_spec>& commands() {
       {"list",
        "list [--status S] [--workflow W] [--limit N] [--cursor C] [--all]",
        "list runs, newest first",
-       "  --status S     queued, running, sleeping, waiting, completed, failed or cancelled\n"
+       "  --status S     queued, running, sleeping, waiting, completed, failed or cancelled; or\n"
+       "                 dead_lettered (failed: lost its worker too often) or unclaimable (queued:\n"
+       "                 no live worker has its version)\n"
        "  --workflow W   only runs of W\n"
        "  --limit N      runs per page, 1 to 1000 (the server's default: 50)\n"
        "  --cursor C     the page after the one that gave this next_cursor\n"

@@ -205,6 +205,8 @@ std::string render_run(const json::value& run) {
                                      compact(field(h, "detail") ? *field(h, "detail") : json::value())});
   }
   if (number_field(run, "recoveries") > 0) rows.push_back({"recoveries", text_field(run, "recoveries")});
+  if (const auto* why = field(run, "unclaimable"); why != nullptr && why->is_string())
+    rows.push_back({"unclaimable", std::string(why->get_string())});
   std::string out = table(rows);
   const auto* steps = field(run, "steps");
   if (steps == nullptr || !steps->is_array() || steps->get_array().empty()) return out + "steps       none\n";
@@ -224,13 +226,27 @@ std::string render_run(const json::value& run) {
   return out + "steps\n" + table(step_rows, "  ");
 }
 
+namespace {
+
+/// Why a listed run stopped or waits: its error (a dead-lettered run's as how often it lost its worker), or
+/// why nothing claims it.
+std::string reason_text(const json::value& run) {
+  if (const auto* why = field(run, "unclaimable"); why != nullptr && why->is_string())
+    return "unclaimable: " + std::string(why->get_string());
+  const auto* err = field(run, "error");
+  if (err == nullptr || err->is_null()) return "";
+  if (text_field(*err, "code") == "dead_lettered" && number_field(*err, "recoveries") > 0)
+    return "dead_lettered: lost its worker " + text_field(*err, "recoveries") + " times";
+  return error_text(*err);
+}
+
+}  // namespace
+
 std::string render_run_table(const json::array& runs) {
-  std::vector<std::vector<std::string>> rows{{"ID", "WORKFLOW", "STATUS", "CREATED", "FINISHED", "ERROR"}};
+  std::vector<std::vector<std::string>> rows{{"ID", "WORKFLOW", "STATUS", "CREATED", "FINISHED", "REASON"}};
   for (const auto& r : runs) {
-    const auto* err = field(r, "error");
     rows.push_back({text_field(r, "id"), text_field(r, "workflow"), text_field(r, "status"),
-                    time_field(r, "created_at"), time_field(r, "finished_at"),
-                    err != nullptr && !err->is_null() ? error_text(*err) : ""});
+                    time_field(r, "created_at"), time_field(r, "finished_at"), reason_text(r)});
   }
   return table(rows);
 }

@@ -248,6 +248,7 @@ json::value summary_json(const run_summary& r) {
   auto o = run_fields(r);
   o["parent_id"] = r.parent ? json::value(*r.parent) : json::value(nullptr);
   o["waiting_for"] = with_rfc3339_times(r.waiting_for, true);  // as the run shows it
+  o["unclaimable"] = r.unclaimable ? json::value(*r.unclaimable) : json::value(nullptr);
   return o;
 }
 
@@ -299,11 +300,13 @@ run_query decode_run_query(const target& t) {
     if (k == 0) {
       q.workflow = decode_workflow(value);
     } else if (k == 1) {
+      // Besides the stored statuses, the filters of runs an operator must act on (run_filter).
       q.status = storage::run_status_from(value);
-      if (!q.status)
+      if (!q.status) q.filter = storage::run_filter_from(value);
+      if (!q.status && !q.filter)
         throw bad_request{
             "status must be one of queued, running, sleeping, waiting, completed, failed, "
-            "cancelled"};
+            "cancelled, dead_lettered, unclaimable"};
     } else if (k == 2) {
       q.limit = decode_limit(value);
     } else if (k == 3) {
@@ -436,7 +439,8 @@ schedule_query decode_schedule_query(const target& t) {
 
 namespace {
 
-/// GET /v1/runs?workflow=&status=&limit=&cursor=: newest first; `next_cursor` continues.
+/// GET /v1/runs?workflow=&status=&limit=&cursor=: newest first; `next_cursor` continues. `status` may be
+/// dead_lettered or unclaimable too.
 boost::asio::awaitable<response> list_runs(engine& e, const target& t) {
   const auto q = decode_run_query(t);
   auto page = co_await e.list_runs(q);

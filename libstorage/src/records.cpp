@@ -32,4 +32,18 @@ std::optional<run_status> run_status_from(std::string_view s) noexcept {
   return std::nullopt;
 }
 
+std::string_view to_string(run_filter f) noexcept {
+  return f == run_filter::dead_lettered ? "dead_lettered" : "unclaimable";
+}
+
+std::optional<run_filter> run_filter_from(std::string_view s) noexcept {
+  if (s == "dead_lettered") return run_filter::dead_lettered;
+  if (s == "unclaimable") return run_filter::unclaimable;
+  return std::nullopt;
+}
+
+run_status status_of(run_filter f) noexcept {
+  return f == run_filter::dead_lettered ? run_status::failed : run_status::queued;
+}
+
 }  // namespace keel::storage

@@ -59,6 +59,11 @@ std::string versions_json(const std::vector<workflow_version>& workflows) {
   return out;
 }
 
+std::string unclaimable_reason(std::string_view workflow, int version) {
+  return "no live worker has registered workflow '" + std::string(workflow) + "' version " +
+         std::to_string(version);
+}
+
 /// What every session pins, whatever the server's, database's or role's defaults say.
 std::string session_sql(const store_options& o) {
   auto ms = [](auto d) { return std::to_string(std::chrono::milliseconds(d).count()); };
@@ -838,8 +843,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
         rec.finished_at = detail::opt_time(res, 0, 14);
         rec.recoveries = detail::to_int(detail::get_text(res, 0, 15));
         if (detail::get_text(res, 0, 16) == "t") {
-          rec.unclaimable = "no live worker has registered workflow '" + rec.workflow + "' version " +
-                            std::to_string(rec.version);
+          rec.unclaimable = detail::unclaimable_reason(rec.workflow, rec.version);
         }
         rec.waiting_for = detail::parse_json(res, 0, 17);
         rec.history = detail::parse_json(res, 0, 18);

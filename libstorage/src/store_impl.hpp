@@ -35,6 +35,9 @@ row_text lease_row(const lease_token& l);
 std::string versions_json(const std::vector<workflow_version>& workflows);
 /// What a connection runs first: every session's pinned settings, the server's defaults aside.
 connection_config config_for(const store_options& o);
+/// Why a queued run of `workflow` at `version` waits when no live worker has registered that pair
+/// (run_record::unclaimable, run_summary::unclaimable).
+std::string unclaimable_reason(std::string_view workflow, int version);
 /// A name or key that reaches SQL: present, at most k_max_key_bytes, valid UTF-8.
 bool valid_key(std::string_view s);
 

@@ -41,9 +41,9 @@ async function freePort() {
   });
 }
 
-async function startKeeld() {
+async function startKeeld(extra = []) {
   const log = openSync(join(OUT, 'keeld.log'), 'a');
-  keeld = spawn(KEELD, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--api-key', KEY],
+  keeld = spawn(KEELD, ['--listen', `127.0.0.1:${port}`, '--data-dir', dataDir, '--api-key', KEY, ...extra],
                 {stdio: ['ignore', log, log]});
   const exited = new Promise((resolve) => keeld.once('exit', (code, signal) => resolve({code, signal})));
   keeld.exited = exited;
@@ -369,6 +369,37 @@ test('the runs table filters by workflow and status, and is reachable from the k
     .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.textContent.trim()))
     .map((el) => el.outerHTML.slice(0, 80)));
   assert.deepEqual(unnamed, []);
+});
+
+test('the status filter finds unclaimable runs and says why they wait', async () => {
+  // Runs of noop3 due tomorrow, then a keeld that runs no examples (a deployment that dropped noop3):
+  // nothing live can claim them.
+  const runAt = new Date(Date.now() + 86_400_000).toISOString();
+  const stuck = await api('POST', '/v1/workflows/noop3/runs', {input: {}, run_at: runAt});
+  assert.equal((await api('GET', '/v1/runs?status=unclaimable')).runs.length, 0);
+  await stopKeeld();
+  await startKeeld(['--no-examples']);
+  try {
+    await open('#/');
+    await page.locator('tbody tr').first().waitFor({timeout: WAIT});
+    await page.selectOption('#filter-status', 'unclaimable');
+    await page.waitForURL(/status=unclaimable/, {timeout: WAIT});
+    const row = page.locator(`tr[data-run="${stuck.id}"][data-reason="unclaimable"]`);
+    await row.waitFor({timeout: WAIT});
+    assert.match(await row.locator('td.now').textContent(),
+                 /no live worker has registered workflow 'noop3' version 1/);
+    const statuses = await page.locator('tbody tr').evaluateAll((rows) => rows.map((r) => r.dataset.status));
+    assert.ok(statuses.every((s) => s === 'queued'), `statuses ${statuses}`);
+    // The option is offered by name, with the dead-lettered one.
+    assert.equal(await page.locator('#filter-status option[value="dead_lettered"]').textContent(), 'dead-lettered');
+    await shot('runs-unclaimable');
+    await row.locator('a').click();
+    await page.locator('.unclaimable').filter({hasText: "workflow 'noop3' version 1"}).waitFor({timeout: WAIT});
+    await api('POST', `/v1/runs/${stuck.id}/cancel`);
+  } finally {
+    await stopKeeld();
+    await startKeeld();
+  }
 });
 
 test('counters show runs by status, steps per second and queue depth', async () => {

@@ -278,6 +278,56 @@ BOOST_AUTO_TEST_CASE(list_shows_a_line_per_run_and_follows_the_cursor_only_with_
   BOOST_TEST(lines_of(none.out).size() == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(list_status_shows_unclaimable_and_dead_lettered_runs_with_the_reason) {
+  // Runs of noop3 due tomorrow are queued under a keeld that runs noop3; the keeld after it runs no
+  // examples (a deployment that dropped the workflow), so nothing live can claim them.
+  keel::test::temp_dir dir;
+  const auto port = keel::test::free_port();
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  auto keel_at = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"--url", url});
+    return run_keel_env(args, {});
+  };
+  std::vector<std::string> ids;
+  {
+    keel::test::keeld_process first{KEEL_KEELD_PATH, dir.path(), port};
+    for (int i = 0; i < 3; ++i) {
+      auto r = keel_at({"start", "noop3", "--run-at", "2099-01-01T00:00:00Z"});
+      BOOST_TEST_INFO(r.err);
+      BOOST_REQUIRE(r.status == 0);
+      ids.push_back(lines_of(r.out).at(0));
+    }
+    auto none = keel_at({"list", "--status", "unclaimable"});
+    BOOST_TEST(none.status == 0);
+    BOOST_TEST(lines_of(none.out).size() == 1u);  // the header: noop3 has a live worker
+  }
+  keel::test::keeld_process second{KEEL_KEELD_PATH, dir.path(), port, {"--no-examples"}};
+  auto page = keel_at({"list", "--status", "unclaimable", "--limit", "2", "--all"});
+  BOOST_TEST_INFO(page.out << page.err);
+  BOOST_TEST(page.status == 0);
+  const auto lines = lines_of(page.out);
+  BOOST_REQUIRE(lines.size() == 4u);  // a header and three runs, over two pages
+  BOOST_TEST(contains(lines.at(0), "REASON"));
+  for (std::size_t i = 1; i < lines.size(); ++i) {
+    BOOST_TEST(contains(lines[i], "queued"));
+    BOOST_TEST(contains(lines[i], "unclaimable: no live worker has registered workflow 'noop3' version 1"));
+  }
+  BOOST_TEST(contains(lines.at(1), ids.at(2)));  // newest first
+  BOOST_TEST(contains(lines.at(3), ids.at(0)));
+  auto json = keel_at({"list", "--status", "unclaimable", "--workflow", "noop3", "--json"}).json();
+  BOOST_TEST(json.at("runs").as_array().size() == 3u);
+  BOOST_TEST(json.at("runs").at(0).at("unclaimable").is_string());
+  auto shown = keel_at({"get", ids.at(0)});
+  BOOST_TEST(contains(shown.out, "unclaimable"));
+  // No run here lost its worker: the dead-lettered listing is its header alone.
+  auto dead = keel_at({"list", "--status", "dead_lettered"});
+  BOOST_TEST(dead.status == 0);
+  BOOST_TEST(lines_of(dead.out).size() == 1u);
+  auto typo = keel_at({"list", "--status", "dead-lettered"});
+  BOOST_TEST(typo.status == 2);
+  BOOST_TEST(contains(typo.err, "dead_lettered, unclaimable"));
+}
+
 BOOST_AUTO_TEST_CASE(send_cancel_and_retry_report_the_servers_answers) {
   auto started = run_keel({"start", "approval", "--input", R"({"amount":1})"});
   BOOST_REQUIRE(started.status == 0);

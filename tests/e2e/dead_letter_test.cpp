@@ -64,6 +64,20 @@ BOOST_AUTO_TEST_CASE(a_run_that_loses_its_worker_past_max_recoveries_is_dead_let
   BOOST_TEST(counts[id + " s3"] == 0);
   BOOST_TEST(counts[id + " completed"] == 0);
   BOOST_TEST(read_lines(marker).empty());
+
+  // The listing of dead-lettered runs shows it, with its recoveries; of its workflow only.
+  run_query q;
+  q.filter = run_filter::dead_lettered;
+  auto listed = producer.list_runs_blocking(q);
+  BOOST_REQUIRE(listed);
+  BOOST_REQUIRE_EQUAL(listed->runs.size(), 1u);
+  BOOST_TEST(listed->runs[0].id == id);
+  BOOST_TEST(listed->runs[0].error.at("recoveries").to_number<int>() == 3);
+  BOOST_TEST(!listed->next.has_value());
+  q.workflow = "crashable";
+  BOOST_TEST(producer.list_runs_blocking(q).value().runs.size() == 1u);
+  q.workflow = "other";
+  BOOST_TEST(producer.list_runs_blocking(q).value().runs.empty());
   BOOST_TEST(last.terminate() == 0);
 }
 

@@ -238,6 +238,91 @@ BOOST_AUTO_TEST_CASE(runs_are_listed_newest_first_a_page_at_a_time_with_filters,
   }
 }
 
+BOOST_AUTO_TEST_CASE(the_status_filter_lists_dead_lettered_and_unclaimable_runs_with_their_reasons,
+                     *utf::timeout(60)) {
+  const auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "echo", [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; });
+  BOOST_REQUIRE(e.start_blocking());
+  http::server_options so;
+  so.port = 0;
+  http::server s(e, so);
+  BOOST_REQUIRE(s.start());
+  client c(s.port());
+  // A newer deployment enqueues echo version 2, which no live worker runs (it never starts its own).
+  engine newer(options_for(db));
+  add_workflow(
+      newer, "echo", [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; }, 2);
+  std::vector<std::string> v2;  // oldest first
+  for (int i = 0; i < 3; ++i)
+    v2.push_back(newer.enqueue_blocking("echo", json::object{}).value());
+  std::vector<std::string> done;
+  for (int i = 0; i < 3; ++i) {
+    auto id = e.enqueue_blocking("echo", json::value(i)).value();
+    BOOST_REQUIRE(e.wait_blocking(id, 10s));
+    done.push_back(id);
+  }
+  // Two of the completed runs as a claim leaves a dead-lettered one (tests/pg/run_ops_test.cpp and
+  // tests/e2e/dead_letter_test.cpp dead-letter runs for real; this checks what HTTP makes of them).
+  for (const auto& id : {done[0], done[2]}) {
+    query_value(db,
+                "UPDATE keel.runs SET status = 'failed', output = NULL, error = jsonb_build_object("
+                "'code', 'dead_lettered', 'message', 'lost', 'recoveries', 6) WHERE id = '" +
+                    id + "' RETURNING id");
+  }
+
+  auto dead = c.send(bhttp::verb::get, "/v1/runs?status=dead_lettered&limit=1");
+  BOOST_REQUIRE(dead.status == 200);
+  BOOST_REQUIRE(dead.body.at("runs").as_array().size() == 1u);
+  BOOST_TEST(dead.body.at("runs").at(0).at("id").as_string() == done[2]);
+  BOOST_TEST(dead.body.at("runs").at(0).at("status").as_string() == "failed");
+  BOOST_TEST(dead.body.at("runs").at(0).at("error").at("code").as_string() == "dead_lettered");
+  BOOST_TEST(dead.body.at("runs").at(0).at("error").at("recoveries").to_number<int>() == 6);
+  BOOST_TEST(dead.body.at("runs").at(0).at("unclaimable").is_null());
+  auto dead_rest = c.send(bhttp::verb::get, "/v1/runs?status=dead_lettered&workflow=echo&limit=1&cursor=" +
+                                                std::string(dead.body.at("next_cursor").as_string()));
+  BOOST_REQUIRE(dead_rest.status == 200);
+  BOOST_REQUIRE(dead_rest.body.at("runs").as_array().size() == 1u);
+  BOOST_TEST(dead_rest.body.at("runs").at(0).at("id").as_string() == done[0]);
+  BOOST_TEST(dead_rest.body.at("next_cursor").is_null());
+
+  // Unclaimable: the version-2 runs, newest first, two pages, each saying why it waits.
+  std::vector<std::string> listed;
+  std::string cursor;
+  for (int page = 0; page < 5; ++page) {
+    auto r = c.send(bhttp::verb::get, "/v1/runs?workflow=echo&status=unclaimable&limit=2" +
+                                          (cursor.empty() ? "" : "&cursor=" + cursor));
+    BOOST_REQUIRE(r.status == 200);
+    for (const auto& run : r.body.at("runs").as_array()) {
+      listed.push_back(std::string(run.at("id").as_string()));
+      BOOST_TEST(run.at("status").as_string() == "queued");
+      BOOST_TEST(run.at("version").to_number<int>() == 2);
+      BOOST_TEST(run.at("unclaimable").as_string() ==
+                 "no live worker has registered workflow 'echo' version 2");
+    }
+    if (r.body.at("next_cursor").is_null()) break;
+    cursor = std::string(r.body.at("next_cursor").as_string());
+  }
+  std::vector<std::string> newest_first = v2;
+  std::sort(newest_first.begin(), newest_first.end(), std::greater<>());
+  BOOST_TEST(listed == newest_first, boost::test_tools::per_element());
+  // The unfiltered listing says why too, for those runs only.
+  auto all = c.send(bhttp::verb::get, "/v1/runs");
+  for (const auto& run : all.body.at("runs").as_array())
+    BOOST_TEST(run.at("unclaimable").is_null() == (run.at("version").to_number<int>() == 1));
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs?status=unclaimable&workflow=other")
+                 .body.at("runs")
+                 .as_array()
+                 .empty());
+  // A status that is neither a stored one nor a filter: a typed 400 that names them all.
+  auto bad = c.send(bhttp::verb::get, "/v1/runs?status=dead-lettered");
+  BOOST_TEST(bad.status == 400);
+  BOOST_TEST(bad.code() == "invalid_request");
+  BOOST_TEST(bad.body.at("error").at("message").as_string().find("unclaimable") != std::string::npos);
+  s.stop_blocking();
+  e.stop_blocking();
+}
+
 BOOST_AUTO_TEST_CASE(readyz_answers_within_two_seconds_whether_the_database_can_serve, *utf::timeout(60)) {
   auto db = fresh_database();
   tcp_proxy proxy(db);  // between the engine and PostgreSQL: holds the readiness query on demand

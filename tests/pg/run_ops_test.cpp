@@ -1,10 +1,16 @@
 // Operating on runs against a real PostgreSQL: retry a failed run from its failed step, rewind a run to an
-// earlier step; both recorded in the run's history.
+// earlier step; both recorded in the run's history; list the runs that need an operator (dead-lettered,
+// unclaimable).
 #define BOOST_TEST_MODULE run_ops
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
+#include <set>
 
 #include "engine_fixture.hpp"
 
@@ -12,6 +18,38 @@ using namespace keel;
 using namespace keel::test;
 using namespace std::chrono_literals;
 namespace utf = boost::unit_test;
+
+namespace {
+
+template <class T>
+T run_on(asio::io_context& ioc, asio::awaitable<T> aw) {
+  auto f = asio::co_spawn(ioc, std::move(aw), asio::use_future);
+  ioc.restart();
+  ioc.run();
+  return f.get();
+}
+
+/// Every page of `q` (limit as given), following `next`; the ids newest first.
+std::vector<std::string> all_pages(asio::io_context& ioc, storage::store& s, storage::run_query q,
+                                   std::vector<storage::run_summary>* summaries = nullptr) {
+  std::vector<std::string> ids;
+  for (int page = 0; page < 100; ++page) {
+    auto got = run_on(ioc, s.list_runs(q));
+    BOOST_REQUIRE(got);
+    BOOST_TEST(got->runs.size() <= q.limit);
+    for (const auto& r : got->runs) {
+      ids.push_back(r.id);
+      if (summaries != nullptr) summaries->push_back(r);
+    }
+    if (!got->next) return ids;
+    BOOST_TEST(got->runs.size() == q.limit);  // a page before the last is full
+    q.after = got->next;
+  }
+  BOOST_FAIL("the pages never ended");
+  return ids;
+}
+
+}  // namespace
 
 BOOST_AUTO_TEST_SUITE(unit)
 
@@ -276,6 +314,120 @@ BOOST_AUTO_TEST_CASE(a_retry_keeps_a_failure_a_branch_caught_and_went_on_from, *
   BOOST_TEST(charges == 1);    // the caught failure replayed, not run again
   BOOST_TEST(fallbacks == 1);  // and what the branch did after it
   BOOST_TEST(partner_calls == 2);
+}
+
+BOOST_AUTO_TEST_CASE(listings_filter_dead_lettered_and_unclaimable_runs_a_page_at_a_time, *utf::timeout(60)) {
+  auto db = fresh_database();
+  asio::io_context ioc;  // outlives the store (see store.hpp)
+  storage::store s({db});
+  BOOST_REQUIRE(s.migrate_blocking());
+  auto enqueue = [&](const std::string& workflow, int version) {
+    const storage::new_run run{new_run_id(), workflow, version,     json::object{},
+                               std::nullopt, 0,        std::nullopt};
+    BOOST_REQUIRE(run_on(ioc, s.enqueue(run)));
+    return run.id;
+  };
+  // Dead-lettered for real: claimed with a short lease that lapses, then claimed again past
+  // max_recoveries (0). Three of "wf", two of "other"; in between, runs that failed otherwise, completed,
+  // or are queued and claimable, which no filter must show.
+  std::vector<std::string> dead_wf, dead_other;
+  std::string early_v2;
+  for (int i = 0; i < 3; ++i) {
+    dead_wf.push_back(enqueue("wf", 1));
+    if (i < 2)
+      dead_other.push_back(enqueue("other", 1));
+    else
+      early_v2 = enqueue("wf", 2);
+  }
+  const std::vector<storage::workflow_version> held{{"wf", 1}, {"other", 1}};
+  const storage::claim_request lapsing{"crasher", held, 10, 50ms, 5};
+  BOOST_REQUIRE_EQUAL(run_on(ioc, s.claim(lapsing)).value().runs.size(), 5u);
+  const storage::claim_request strict{"successor", held, 10, 30s, 0};
+  std::set<std::string> dead;
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        for (const auto& id : run_on(ioc, s.claim(strict)).value().dead_lettered)
+          dead.insert(id);
+        return dead.size() == 5;
+      },
+      10s));
+  // A version-2 run of wf (enqueued above, between them) and one of "third" no worker has: unclaimable
+  // once a worker registers wf 1 and other 1 only. A queued wf 1 run stays claimable.
+  const auto claimable = enqueue("wf", 1);
+  const auto third = enqueue("third", 1);
+  BOOST_REQUIRE(run_on(ioc, s.register_worker("live", held, 60s)));
+  const std::vector<storage::workflow_version> wf2{{"wf", 2}};
+  std::vector<std::string> unclaimable_wf;
+  for (int i = 0; i < 4; ++i)
+    unclaimable_wf.push_back(enqueue("wf", 2));
+  (void)claimable;
+
+  // Newest first: the ids are UUIDv7, in enqueue order.
+  auto newest_first = [](std::vector<std::string> ids) {
+    std::sort(ids.rbegin(), ids.rend());
+    return ids;
+  };
+  std::vector<std::string> all_dead = dead_wf;
+  all_dead.insert(all_dead.end(), dead_other.begin(), dead_other.end());
+  BOOST_TEST(std::set<std::string>(all_dead.begin(), all_dead.end()) == dead);
+
+  storage::run_query q;
+  q.filter = storage::run_filter::dead_lettered;
+  q.limit = 2;
+  std::vector<storage::run_summary> summaries;
+  BOOST_TEST(all_pages(ioc, s, q, &summaries) == newest_first(all_dead), boost::test_tools::per_element());
+  for (const auto& r : summaries) {
+    BOOST_TEST(to_string(r.status) == "failed");
+    BOOST_TEST(r.error.at("code").as_string() == "dead_lettered");
+    BOOST_TEST(r.error.at("recoveries").to_number<int>() == 1);
+    BOOST_TEST(!r.unclaimable.has_value());
+  }
+  q.workflow = "wf";
+  BOOST_TEST(all_pages(ioc, s, q) == newest_first(dead_wf), boost::test_tools::per_element());
+  q.status = run_status::failed;  // the filter's own status: the same
+  BOOST_TEST(all_pages(ioc, s, q) == newest_first(dead_wf), boost::test_tools::per_element());
+  q.status = run_status::queued;  // another: refused
+  BOOST_TEST(!run_on(ioc, s.list_runs(q)));
+
+  // Unclaimable: the version-2 runs of wf (the first enqueued among the dead-lettered ones too) and third's.
+  storage::run_query u;
+  u.filter = storage::run_filter::unclaimable;
+  u.limit = 2;
+  summaries.clear();
+  const auto listed = all_pages(ioc, s, u, &summaries);
+  std::vector<std::string> expected = unclaimable_wf;
+  expected.push_back(early_v2);
+  expected.push_back(third);
+  BOOST_TEST(listed == newest_first(expected), boost::test_tools::per_element());
+  BOOST_TEST((std::find(listed.begin(), listed.end(), claimable) == listed.end()));
+  for (const auto& r : summaries) {
+    BOOST_TEST(to_string(r.status) == "queued");
+    BOOST_REQUIRE(r.unclaimable.has_value());
+    BOOST_TEST(r.unclaimable->find("version " + std::to_string(r.version)) != std::string::npos);
+  }
+  u.workflow = "wf";
+  const auto of_wf = all_pages(ioc, s, u);
+  BOOST_TEST(of_wf.size() == 5u);
+  BOOST_TEST((std::find(of_wf.begin(), of_wf.end(), third) == of_wf.end()));
+  for (const auto& id : unclaimable_wf)
+    BOOST_TEST((std::find(of_wf.begin(), of_wf.end(), id) != of_wf.end()));
+
+  // An unfiltered listing says why the unclaimable ones wait, and nothing for the claimable one.
+  storage::run_query everything;
+  everything.limit = 1000;
+  summaries.clear();
+  (void)all_pages(ioc, s, everything, &summaries);
+  for (const auto& r : summaries) {
+    BOOST_TEST_CONTEXT(r.id) {
+      const bool expect = std::find(listed.begin(), listed.end(), r.id) != listed.end();
+      BOOST_TEST(r.unclaimable.has_value() == expect);
+    }
+  }
+
+  // A worker that registers wf 2 makes those claimable: the filter then shows third's only.
+  BOOST_REQUIRE(run_on(ioc, s.register_worker("newer", wf2, 60s)));
+  u.workflow.reset();
+  BOOST_TEST(all_pages(ioc, s, u) == std::vector<std::string>{third}, boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

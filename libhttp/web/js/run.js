@@ -230,6 +230,11 @@ export function renderRun(view, id) {
       parts.push(h('div', {class: 'error-box', role: 'alert'},
                    h('h2', {}, 'Error ', h('code', {}, e.code ?? '')),
                    h('p', {class: 'error-message'}, e.message ?? ''),
+                   e.code === 'dead_lettered'
+                     ? h('p', {class: 'dead-lettered'}, `Dead-lettered: it lost its worker ${e.recoveries ?? '?'} ` +
+                         'times (a crash, a kill or a stall each time), so no worker runs it again. ' +
+                         'Retry runs it again, with a fresh count.')
+                     : null,
                    e.step ? h('p', {}, 'Step ', h('strong', {class: 'failed-step'}, e.step),
                               e.attempts ? ` after ${e.attempts} attempt${e.attempts > 1 ? 's' : ''}` : '') : null,
                    Array.isArray(e.compensation) && e.compensation.length > 0

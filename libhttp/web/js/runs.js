@@ -7,7 +7,20 @@ import {absolute, duration, finished, parseTime, relative, shortId, waitingText}
 import {latest, subscribe, throttle} from './live.js';
 
 const STATUSES = ['queued', 'running', 'sleeping', 'waiting', 'completed', 'failed', 'cancelled'];
+// Filters of runs an operator must act on, each within a status (GET /v1/runs?status= takes them too).
+const FILTERS = {dead_lettered: {label: 'dead-lettered', status: 'failed'},
+                 unclaimable: {label: 'unclaimable', status: 'queued'}};
 const PAGE = 50;
+
+/** Why a run stopped or waits, when it is for a reason an operator must act on ('' otherwise). */
+export function reasonText(run) {
+  if (run.unclaimable) return run.unclaimable;
+  const e = run.error;
+  if (run.status === 'failed' && e?.code === 'dead_lettered') {
+    return `dead-lettered: lost its worker ${e.recoveries ?? '?'} time${e.recoveries === 1 ? '' : 's'}`;
+  }
+  return '';
+}
 
 /** The status a lifecycle event leaves its run in (undefined: the event does not change it). */
 export function statusAfter(kind) {
@@ -34,7 +47,12 @@ export function renderRuns(view, params) {
   const workflowSelect = h('select', {id: 'filter-workflow', name: 'workflow'},
                            h('option', {value: ''}, 'all workflows'));
   const statusSelect = h('select', {id: 'filter-status', name: 'status'}, h('option', {value: ''}, 'any status'),
-                         STATUSES.map((s) => h('option', {value: s, selected: s === status}, s)));
+                         STATUSES.map((s) => h('option', {value: s, selected: s === status}, s)),
+                         h('optgroup', {label: 'Needs attention'},
+                           Object.entries(FILTERS).map(([s, f]) => h('option', {value: s, selected: s === status},
+                                                                        f.label))));
+  // The stored status the filter's runs have (a filter narrows one status).
+  const statusWanted = FILTERS[status]?.status ?? status;
   const filters = h('form', {class: 'filters', role: 'search', onsubmit: (e) => e.preventDefault()},
                     h('label', {for: 'filter-workflow'}, 'Workflow'), workflowSelect,
                     h('label', {for: 'filter-status'}, 'Status'), statusSelect);
@@ -72,6 +90,8 @@ export function renderRuns(view, params) {
   }).catch(() => {});
 
   function nowText(run) {
+    const reason = reasonText(run);
+    if (reason) return reason;
     if (run.status === 'waiting' || run.status === 'sleeping') return waitingText(run.waiting_for);
     if (run.status === 'running' && run.last_step) return `after ${run.last_step}`;
     if (run.status === 'failed' && run.error) {
@@ -92,7 +112,7 @@ export function renderRuns(view, params) {
       h('td', {}, statusBadge(run.status)),
       h('td', {title: absolute(created)}, relative(created)),
       h('td', {class: 'num'}, span === null ? '' : duration(span)),
-      h('td', {class: 'now'}, nowText(run)),
+      h('td', {class: reasonText(run) ? 'now reason' : 'now'}, nowText(run)),
     ];
   }
 
@@ -104,6 +124,8 @@ export function renderRuns(view, params) {
     }
     entry.run = run;
     entry.tr.dataset.status = run.status;
+    if (reasonText(run)) entry.tr.dataset.reason = run.unclaimable ? 'unclaimable' : 'dead_lettered';
+    else delete entry.tr.dataset.reason;
     fill(entry.tr, cells(run));
     return entry.tr;
   }
@@ -151,10 +173,11 @@ export function renderRuns(view, params) {
         if (ev.kind === 'step_completed' && ev.data?.name) run.last_step = ev.data.name;
         if (ev.kind === 'run_waiting') run.waiting_for = ev.data?.what;
         if (ev.kind === 'run_sleeping') run.waiting_for = {kind: 'sleep', until: ev.data?.until};
-        if (ev.kind === 'run_failed') run.error = ev.data?.error;
+        if (ev.kind === 'run_failed' || ev.kind === 'run_dead_lettered') run.error = ev.data?.error;
+        if (next && next !== 'queued') delete run.unclaimable;  // claimed, or ended
         render(run);
-        if (status && next && next !== status) reloadFirstPage();
-      } else if (next && (!workflow || ev.workflow === workflow) && (!status || next === status)) {
+        if (status && next && next !== statusWanted) reloadFirstPage();
+      } else if (next && (!workflow || ev.workflow === workflow) && (!status || next === statusWanted)) {
         reloadFirstPage();  // a run this page does not show yet (new, or newly in this status)
       }
     }

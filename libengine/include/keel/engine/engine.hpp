@@ -31,6 +31,7 @@ using storage::run_status;
 using run_info = storage::run_record;
 /// Listing runs (engine::list_runs): which, and a page of them.
 using run_query = storage::run_query;
+using run_filter = storage::run_filter;
 using run_summary = storage::run_summary;
 using run_list = storage::run_list;
 /// The inbox of pending decisions (engine::list_hooks): which hooks, one of them with its run, a page.

@@ -23,6 +23,23 @@ enum class run_status { queued, running, sleeping, waiting, completed, failed, c
   return s == run_status::completed || s == run_status::failed || s == run_status::cancelled;
 }
 
+/// What a listing can ask for besides a stored status (run_query::filter): runs that stopped, or wait, for
+/// a reason an operator must act on.
+enum class run_filter {
+  /// Failed by a claim as dead_lettered (error code "dead_lettered", with its `recoveries`): it lost its
+  /// worker more than max_recoveries times.
+  dead_lettered,
+  /// Queued, and no live worker has registered its (workflow, version): nothing will claim it until one
+  /// does (run_summary::unclaimable says so).
+  unclaimable,
+};
+
+/// "dead_lettered", "unclaimable".
+[[nodiscard]] std::string_view to_string(run_filter f) noexcept;
+[[nodiscard]] std::optional<run_filter> run_filter_from(std::string_view s) noexcept;
+/// The stored status every run a filter matches has: failed for dead_lettered, queued for unclaimable.
+[[nodiscard]] run_status status_of(run_filter f) noexcept;
+
 /// A run to insert.
 struct new_run {
   run_id id;
@@ -276,12 +293,18 @@ struct run_summary {
   std::optional<run_id> parent;
   /// While sleeping or waiting: what for, as run_record::waiting_for; null otherwise.
   boost::json::value waiting_for;
+  /// Set while the run is queued and no live worker has registered its (workflow, version): why it waits
+  /// (as run_record::unclaimable). A dead-lettered run says why in `error` (code, recoveries).
+  std::optional<std::string> unclaimable;
 };
 
 /// Which runs a listing shows, newest first (store::list_runs).
 struct run_query {
   std::optional<std::string> workflow;
   std::optional<run_status> status;
+  /// Only the runs this filter matches (each through an index of its own). With `status`, that status
+  /// must be the filter's (status_of), else invalid_argument.
+  std::optional<run_filter> filter;
   /// Only the runs this run started (ctx.child), through the index of children.
   std::optional<run_id> parent;
   /// The page after this run (the previous page's `next`); none: from the newest.
