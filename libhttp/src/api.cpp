@@ -320,8 +320,13 @@ run_query decode_run_query(const target& t) {
   return q;
 }
 
-hook_query decode_hook_query(const target& t) {
-  hook_query q;
+namespace {
+
+/// `?workflow=&limit=&cursor=` of a listing a page at a time, each at most once; `valid_cursor` tells a
+/// cursor this endpoint returned.
+template <class Query>
+Query decode_page_query(const target& t, bool (*valid_cursor)(std::string_view) noexcept) {
+  Query q;
   bool seen[3] = {false, false, false};
   for (const auto& [key, value] : t.query) {
     const int k = key == "workflow" ? 0 : key == "limit" ? 1 : key == "cursor" ? 2 : -1;
@@ -333,12 +338,17 @@ hook_query decode_hook_query(const target& t) {
     } else if (k == 1) {
       q.limit = decode_limit(value);
     } else {
-      if (!storage::is_valid_hook_cursor(value))
-        throw bad_request{"cursor must be a next_cursor this endpoint returned"};
+      if (!valid_cursor(value)) throw bad_request{"cursor must be a next_cursor this endpoint returned"};
       q.after = value;
     }
   }
   return q;
+}
+
+}  // namespace
+
+hook_query decode_hook_query(const target& t) {
+  return decode_page_query<hook_query>(t, storage::is_valid_hook_cursor);
 }
 
 int decode_rewind_step(const request& req) {
@@ -417,24 +427,7 @@ schedule_spec decode_schedule_put(const request& req, std::string_view name) {
 }
 
 schedule_query decode_schedule_query(const target& t) {
-  schedule_query q;
-  bool seen[3] = {false, false, false};
-  for (const auto& [key, value] : t.query) {
-    const int k = key == "workflow" ? 0 : key == "limit" ? 1 : key == "cursor" ? 2 : -1;
-    if (k < 0) throw bad_request{"unknown query parameter '" + key + "' (workflow, limit, cursor)"};
-    if (seen[k]) throw bad_request{"query parameter '" + key + "' given twice"};
-    seen[k] = true;
-    if (k == 0) {
-      q.workflow = decode_workflow(value);
-    } else if (k == 1) {
-      q.limit = decode_limit(value);
-    } else {
-      if (!storage::is_valid_schedule_name(value))
-        throw bad_request{"cursor must be a next_cursor this endpoint returned"};
-      q.after = value;
-    }
-  }
-  return q;
+  return decode_page_query<schedule_query>(t, storage::is_valid_schedule_name);
 }
 
 namespace {
