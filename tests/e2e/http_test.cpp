@@ -28,6 +28,7 @@
 #include "keel/common/time_text.hpp"
 #include "keel/http/server.hpp"
 #include "keel/storage/json_limits.hpp"
+#include "served_engine.hpp"
 #include "tcp_proxy.hpp"
 
 using namespace keel;
@@ -41,8 +42,9 @@ using asio::ip::tcp;
 namespace {
 
 /// An engine with the test workflows and a server on a free port.
-struct served {
-  explicit served(http::server_options o = {}) : e(options_for(fresh_database())) {
+struct served : served_engine {
+  explicit served(http::server_options o = {}) : served_engine(register_workflows, std::move(o)) {}
+  static void register_workflows(engine& e) {
     add_workflow(e, "echo", [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       auto step = [in] { return in; };
       co_return co_await ctx.step("echo", step);
@@ -58,19 +60,7 @@ struct served {
       auto go = co_await ctx.wait_for_event("go");
       co_return go ? *go : json::value("timed out");
     });
-    BOOST_REQUIRE(e.start_blocking());
-    o.address = "127.0.0.1";
-    o.port = 0;
-    s.emplace(e, o);
-    BOOST_REQUIRE(s->start());
   }
-  ~served() {
-    s->stop_blocking();
-    e.stop_blocking();
-  }
-
-  engine e;
-  std::optional<http::server> s;
 };
 
 std::string status_of_run(client& c, const std::string& id) {
