@@ -75,6 +75,46 @@ std::string string_field(const json::value& v, std::string_view key) {
   return f != nullptr && f->is_string() ? std::string(f->get_string()) : std::string();
 }
 
+/// A listing's items (under `key` in each page) and the cursor of the page after them (null: none).
+struct listing {
+  json::array items;
+  json::value next;
+};
+
+/// GET `target` (its query included) from --cursor on: one page, or with --all every page.
+listing fetch_pages(http_client& client, const invocation& inv, const std::string& target,
+                    std::string_view key) {
+  std::optional<std::string> cursor;
+  if (const auto* c = inv.value("--cursor")) cursor = *c;
+  listing out;
+  for (;;) {
+    auto page_target = target;
+    if (cursor) add_query(page_target, "cursor", *cursor);
+    auto page = parse_answer(client.request_blocking("GET", page_target));
+    for (auto& item : page.at(key).as_array())
+      out.items.push_back(std::move(item));
+    out.next = page.at("next_cursor");
+    if (!inv.flag("--all") || !out.next.is_string()) break;
+    cursor = std::string(out.next.get_string());
+  }
+  return out;
+}
+
+/// Prints a listing: `{key: […], "next_cursor"}` with --json, else its table and, on stderr, how to get the
+/// next page when there is one.
+int print_listing(const global_options& g, listing l, std::string_view key,
+                  std::string (*table)(const json::array&)) {
+  if (g.json) {
+    print_json(json::object{{key, std::move(l.items)}, {"next_cursor", l.next}});
+    return 0;
+  }
+  std::cout << table(l.items);
+  if (l.next.is_string())
+    std::cerr << "keel: more " << key << " follow: add --cursor " << l.next.get_string()
+              << " for the next page, or --all for every page\n";
+  return 0;
+}
+
 // ---- commands ----
 
 int start(http_client& client, const global_options& g, const invocation& inv) {
@@ -131,30 +171,8 @@ int list(http_client& client, const global_options& g, const invocation& inv) {
   }
   if (const auto* w = inv.value("--workflow")) add("workflow", *w);
   if (inv.value("--limit")) add("limit", std::to_string(integer_option(inv, "--limit", 1, 1000, "list")));
-  const bool all = inv.flag("--all");
-  std::optional<std::string> cursor;
-  if (const auto* c = inv.value("--cursor")) cursor = *c;
-  json::array runs;
-  json::value next;
-  for (;;) {
-    auto target = "/v1/runs" + query;
-    if (cursor) add_query(target, "cursor", *cursor);
-    auto page = parse_answer(client.request_blocking("GET", target));
-    for (auto& r : page.at("runs").as_array())
-      runs.push_back(std::move(r));
-    next = page.at("next_cursor");
-    if (!all || !next.is_string()) break;
-    cursor = std::string(next.get_string());
-  }
-  if (g.json) {
-    print_json(json::object{{"runs", std::move(runs)}, {"next_cursor", next}});
-    return 0;
-  }
-  std::cout << render_run_table(runs);
-  if (next.is_string())
-    std::cerr << "keel: more runs follow: add --cursor " << next.get_string()
-              << " for the next page, or --all for every page\n";
-  return 0;
+  auto runs = fetch_pages(client, inv, "/v1/runs" + query, "runs");
+  return print_listing(g, std::move(runs), "runs", render_run_table);
 }
 
 int cancel(http_client& client, const global_options& g, const invocation& inv) {
@@ -321,30 +339,8 @@ int schedules(http_client& client, const global_options& g, const invocation& in
   if (const auto* w = inv.value("--workflow")) add_query(query, "workflow", *w);
   if (inv.value("--limit"))
     add_query(query, "limit", std::to_string(integer_option(inv, "--limit", 1, 1000, "schedules")));
-  const bool all = inv.flag("--all");
-  std::optional<std::string> cursor;
-  if (const auto* c = inv.value("--cursor")) cursor = *c;
-  json::array list;
-  json::value next;
-  for (;;) {
-    auto target = "/v1/schedules" + query;
-    if (cursor) add_query(target, "cursor", *cursor);
-    auto page = parse_answer(client.request_blocking("GET", target));
-    for (auto& s : page.at("schedules").as_array())
-      list.push_back(std::move(s));
-    next = page.at("next_cursor");
-    if (!all || !next.is_string()) break;
-    cursor = std::string(next.get_string());
-  }
-  if (g.json) {
-    print_json(json::object{{"schedules", std::move(list)}, {"next_cursor", next}});
-    return 0;
-  }
-  std::cout << render_schedule_table(list);
-  if (next.is_string())
-    std::cerr << "keel: more schedules follow: add --cursor " << next.get_string()
-              << " for the next page, or --all for every page\n";
-  return 0;
+  auto schedules = fetch_pages(client, inv, "/v1/schedules" + query, "schedules");
+  return print_listing(g, std::move(schedules), "schedules", render_schedule_table);
 }
 
 /// `schedule put`'s options, which the other subcommands refuse.
