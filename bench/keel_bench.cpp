@@ -61,6 +61,11 @@ constexpr int k_noop3_steps = 3;
 constexpr std::string_view k_log_overhead = "log-overhead";
 /// The noop3 drain twice, without and with one unbounded stream attached (and consumed).
 constexpr std::string_view k_stream_overhead = "stream-overhead";
+/// The noop3 drain twice, without and with a concurrency key on every run.
+constexpr std::string_view k_keyed_overhead = "keyed-overhead";
+/// keyed-overhead's keys, and the limit of each.
+constexpr std::size_t k_keys = 100;
+constexpr int k_key_limit = 8;
 constexpr auto k_progress_every = 2s;
 /// How long the engine may take to stop before the benchmark gives up on it.
 constexpr std::chrono::seconds k_stop_limit{60};
@@ -141,7 +146,8 @@ parsed_options parse_options(int argc, char** argv) {
       ("help,h", "show this help")
       ("workload", po::value(&o.workload)->default_value(o.workload),
        "workload to run: noop3, parked, log-overhead (noop3 without, then with the run log), "
-       "stream-overhead (noop3 without, then with a stream attached), event-latency (ctx.emit to a "
+       "stream-overhead (noop3 without, then with a stream attached), keyed-overhead (noop3 without, then with "
+       "a concurrency key on every run), event-latency (ctx.emit to a "
        "stream consumer on the same worker and in another process), stream-write (one run appending "
        "runs x 100 chunks to a durable output stream, read in another process), "
        "start-latency (enqueue to first step, one run at a time), "
@@ -204,10 +210,11 @@ parsed_options parse_options(int argc, char** argv) {
     return {std::nullopt, k_exit_usage};
   }
   if (o.workload != k_noop3 && o.workload != k_parked && o.workload != k_log_overhead &&
-      o.workload != k_stream_overhead && !is_latency_workload(o.workload)) {
+      o.workload != k_stream_overhead && o.workload != k_keyed_overhead && !is_latency_workload(o.workload)) {
     std::cerr
         << "keel-bench: unknown workload '" << o.workload
-        << "' (known: noop3, parked, log-overhead, stream-overhead, start-latency, hook-latency, "
+        << "' (known: noop3, parked, log-overhead, stream-overhead, keyed-overhead, start-latency, "
+           "hook-latency, "
            "sleep-lateness, replay, event-latency, stream-write, list-runs, hook-resumes, sse-fanout)\n";
     return {std::nullopt, k_exit_usage};
   }
@@ -433,6 +440,7 @@ class outcome_counter {
 /// Shared by the enqueuing coroutines.
 struct enqueue_state {
   std::size_t total = 0;
+  bool keyed = false;                // run i gets concurrency key "tenant-<i % k_keys>", limit k_key_limit
   std::atomic<std::size_t> next{0};  // the next run index to enqueue
   std::atomic<std::size_t> enqueued{0};
   std::atomic<std::size_t> live{0};  // coroutines still running
@@ -452,7 +460,12 @@ asio::awaitable<void> enqueue_some(engine& e, std::shared_ptr<enqueue_state> s) 
   for (std::size_t i = s->next.fetch_add(1); i < s->total; i = s->next.fetch_add(1)) {
     json::object input;
     input["n"] = i;
-    auto r = co_await e.enqueue(k_noop3, json::value(std::move(input)));
+    enqueue_options options;
+    if (s->keyed) {
+      options.concurrency_key = "tenant-" + std::to_string(i % k_keys);
+      options.concurrency_limit = k_key_limit;
+    }
+    auto r = co_await e.enqueue(k_noop3, json::value(std::move(input)), options);
     if (r) {
       s->enqueued.fetch_add(1, std::memory_order_relaxed);
     } else {
@@ -463,10 +476,11 @@ asio::awaitable<void> enqueue_some(engine& e, std::shared_ptr<enqueue_state> s) 
 }
 
 /// Enqueues `runs` noop3 runs with `in_flight` enqueue calls at a time; returns the wall time it took.
-double enqueue_all_blocking(engine& e, std::size_t runs, std::size_t in_flight) {
+double enqueue_all_blocking(engine& e, std::size_t runs, std::size_t in_flight, bool keyed) {
   // Shared with the coroutines: the last one may still be inside set_value() when this function returns.
   auto s = std::make_shared<enqueue_state>();
   s->total = runs;
+  s->keyed = keyed;
   const std::size_t k = std::min(in_flight, runs);
   s->live = k;
   auto done = s->done.get_future();
@@ -584,11 +598,18 @@ struct engine_figures {
   std::uint64_t writes = 0;   // writes they carried
 };
 
+/// What a drain adds to plain noop3 runs.
+enum class drain_extra {
+  none,
+  stream,  ///< one unbounded stream attached before the drain and consumed throughout
+  keyed,   ///< a concurrency key on every run (k_keys keys, k_key_limit each)
+};
+
 /// Runs the noop3 drain on `conninfo`; `before_enqueue` (if any) runs on a migrated, empty schema.
-/// With `with_stream`, one unbounded stream is attached before the drain and consumed throughout.
 engine_figures run_engine_blocking(const bench_options& o, bench_database& db, const std::string& conninfo,
                                    const std::function<void(const std::string&)>& before_enqueue = {},
-                                   bool with_stream = false) {
+                                   drain_extra extra = drain_extra::none) {
+  const bool with_stream = extra == drain_extra::stream;
   outcome_counter counter(o.runs);
   engine_options eo;
   eo.store.conninfo = conninfo;
@@ -610,7 +631,7 @@ engine_figures run_engine_blocking(const bench_options& o, bench_database& db, c
 
   engine_figures f;
   log::info(k_component, "enqueueing " + std::to_string(o.runs) + " runs");
-  f.enqueue_seconds = enqueue_all_blocking(e, o.runs, o.enqueuers);
+  f.enqueue_seconds = enqueue_all_blocking(e, o.runs, o.enqueuers, extra == drain_extra::keyed);
   log::info(k_component, "enqueued in " + std::to_string(f.enqueue_seconds) + " s; draining");
   if (o.analyze) {
     // A fresh table has no statistics until autovacuum gets to it; this shows what the plans do with them.
@@ -793,7 +814,8 @@ int run_stream_overhead(const bench_options& o) {
     const bool with_stream = phase.rfind("stream", 0) == 0;
     log::info(k_component, std::string(with_stream ? "with" : "without") + " a stream (" + phase + ")");
     const auto conninfo = db.add_database_blocking(phase);
-    const auto figures = run_engine_blocking(o, db, conninfo, {}, with_stream);
+    const auto figures =
+        run_engine_blocking(o, db, conninfo, {}, with_stream ? drain_extra::stream : drain_extra::none);
     const auto verified = read_and_verify_blocking(conninfo, o.runs, k_noop3_steps);
     (with_stream ? on_seconds : off_seconds) += figures.seconds;
     if (with_stream) {
@@ -808,6 +830,52 @@ int run_stream_overhead(const bench_options& o) {
             << ",\"without_stream_steps_per_s\":" << fixed(off_rate, 1)
             << ",\"ratio\":" << fixed(on_rate / off_rate, 2)
             << ",\"events_streamed_per_drain\":" << streamed / 2 << ",\"p99_ms\":" << fixed(on_db.p99_ms, 2)
+            << ",\"concurrency\":" << o.concurrency << ",\"fsync\":" << json_string(on_db.fsync) << "}"
+            << std::endl;
+  return 0;
+}
+
+/// The keyed-overhead workload: the noop3 drain without and with a concurrency key on every run (k_keys
+/// keys round robin, k_key_limit each: the limits seldom bind, so what it measures is what the slots cost),
+/// each on a database of its own, in the order without, with, with, without (as log-overhead); ratio = the
+/// keyed drains' steps per second over the plain ones'.
+int run_keyed_overhead(const bench_options& o) {
+  bench_database db(o);
+  const double steps = static_cast<double>(o.runs * static_cast<std::size_t>(k_noop3_steps));
+  double on_seconds = 0, off_seconds = 0;
+  database_figures on_db, off_db;
+  std::string blocked = "0";
+  const char* order[] = {"plain1", "keyed1", "keyed2", "plain2"};
+  for (const std::string phase : order) {
+    const bool keyed = phase.rfind("keyed", 0) == 0;
+    log::info(k_component, std::string(keyed ? "with" : "without") + " concurrency keys (" + phase + ")");
+    const auto conninfo = db.add_database_blocking(phase);
+    const auto figures =
+        run_engine_blocking(o, db, conninfo, {}, keyed ? drain_extra::keyed : drain_extra::none);
+    const auto verified = read_and_verify_blocking(conninfo, o.runs, k_noop3_steps);
+    (keyed ? on_seconds : off_seconds) += figures.seconds;
+    (keyed ? on_db : off_db) = verified;
+    if (keyed) {
+      auto conn = connect_blocking(conninfo);
+      const auto holders = field(
+          exec_blocking(conn.get(), "SELECT count(*) FROM keel.concurrency_slots WHERE holder IS NOT NULL")
+              .get(),
+          0, 0);
+      if (holders != "0") throw std::runtime_error("verification failed: " + holders + " slot(s) still held");
+      blocked =
+          field(exec_blocking(conn.get(),
+                              "SELECT count(*) FROM keel.run_log, unnest(kinds) k WHERE k = 'run_blocked'")
+                    .get(),
+                0, 0);
+    }
+    settle_blocking(conninfo);
+  }
+  const double on_rate = 2 * steps / on_seconds, off_rate = 2 * steps / off_seconds;
+  std::cout << "{\"workload\":" << json_string(o.workload) << ",\"runs\":" << o.runs << ",\"keys\":" << k_keys
+            << ",\"limit\":" << k_key_limit << ",\"steps_per_s\":" << fixed(on_rate, 1)
+            << ",\"plain_steps_per_s\":" << fixed(off_rate, 1)
+            << ",\"ratio\":" << fixed(on_rate / off_rate, 2) << ",\"blocked_per_drain\":" << blocked
+            << ",\"p99_ms\":" << fixed(on_db.p99_ms, 2) << ",\"plain_p99_ms\":" << fixed(off_db.p99_ms, 2)
             << ",\"concurrency\":" << o.concurrency << ",\"fsync\":" << json_string(on_db.fsync) << "}"
             << std::endl;
   return 0;
@@ -839,6 +907,7 @@ int run(const bench_options& o) {
   if (o.workload == k_parked) return run_parked(o);
   if (o.workload == k_log_overhead) return run_log_overhead(o);
   if (o.workload == k_stream_overhead) return run_stream_overhead(o);
+  if (o.workload == k_keyed_overhead) return run_keyed_overhead(o);
   if (is_latency_workload(o.workload)) return run_latency(o);
   bench_database db(o);
   const auto ef = run_engine_blocking(o, db, db.conninfo());

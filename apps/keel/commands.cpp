@@ -132,6 +132,9 @@ int start(http_client& client, const global_options& g, const invocation& inv) {
   if (const auto* key = inv.value("--debounce-key")) body["debounce_key"] = *key;
   if (inv.value("--debounce-ms"))
     body["debounce_ms"] = integer_option(inv, "--debounce-ms", 1, 30LL * 24 * 3600 * 1000, "start");
+  if (const auto* key = inv.value("--concurrency-key")) body["concurrency_key"] = *key;
+  if (inv.value("--concurrency-limit"))
+    body["concurrency_limit"] = integer_option(inv, "--concurrency-limit", 1, 10'000, "start");
   const auto reply = client.request_blocking("POST", "/v1/workflows/" + path_segment(inv.args[0]) + "/runs",
                                              json::serialize(body));
   const auto run = parse_answer(reply);
@@ -414,7 +417,7 @@ const std::vector<command_spec>& commands() {
   static const std::vector<command_spec> all{
       {"start",
        "start WORKFLOW [--input JSON] [--key KEY] [--priority N] [--run-at TIME] [--debounce-key K "
-       "--debounce-ms N]",
+       "--debounce-ms N] [--concurrency-key K --concurrency-limit N]",
        "start a run of WORKFLOW; prints its id",
        "  --input JSON       the run's input (default null); checked to be JSON before anything is sent\n"
        "  --key KEY          idempotency key: the same key and input again give the run it started\n"
@@ -423,10 +426,16 @@ const std::vector<command_spec>& commands() {
        "  --debounce-key K   collapse into the queued run of WORKFLOW with this key, if any (it takes this\n"
        "                     input and starts the window after this start)\n"
        "  --debounce-ms N    the debounce window, in milliseconds (or the workflow's own)\n"
+       "  --concurrency-key K\n"
+       "                     at most --concurrency-limit runs of WORKFLOW with this key run at once (or the\n"
+       "                     workflow's own limit); the others wait queued, in order\n"
+       "  --concurrency-limit N\n"
+       "                     that limit, 1 to 10000 (alone: for the workflow's own key)\n"
        "  --json             print the run as JSON instead of its id\n",
        1,
        1,
-       {"--input", "--key", "--priority", "--run-at", "--debounce-key", "--debounce-ms"},
+       {"--input", "--key", "--priority", "--run-at", "--debounce-key", "--debounce-ms", "--concurrency-key",
+        "--concurrency-limit"},
        {},
        start},
       {"get",

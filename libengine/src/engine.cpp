@@ -89,6 +89,7 @@ engine_impl::engine_impl(engine_options options)
       wakeup_timer_(ctl_),
       schedule_wait_(ctl_),
       retention_wait_(ctl_),
+      key_sweep_wait_(ctl_),
       rng_(std::random_device{}()) {
   store_.outlived_by(ioc_);  // destroyed after the store (declared before it)
   if (options_.concurrency == 0) options_.concurrency = 1;
@@ -237,6 +238,8 @@ result<void> engine_impl::start() {
     asio::co_spawn(ctl_, step_watch_loop(), log_failure("step watch"));
     schedule_loop_active_ = true;
     asio::co_spawn(ctl_, schedule_loop(), log_failure("schedule loop"));
+    key_sweep_active_ = true;
+    asio::co_spawn(ctl_, key_sweep_loop(), log_failure("concurrency key sweep"));
     if (options_.retention.keep_finished.count() > 0) {
       retention_active_ = true;
       asio::co_spawn(ctl_, retention_loop(), log_failure("retention"));
@@ -250,7 +253,7 @@ result<void> engine_impl::start() {
   return {};
 }
 
-asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
+asio::awaitable<engine_impl::claim_tally> engine_impl::claim_batch(std::size_t max) {
   // Runs on ctl_: storage completions resume a coroutine on its own executor, which is ctl_ here.
   storage::claim_request request{worker_id_, workflow_versions(), max, options_.lease,
                                  options_.max_recoveries};
@@ -258,16 +261,16 @@ asio::awaitable<std::size_t> engine_impl::claim_batch(std::size_t max) {
   auto claimed = co_await store_.claim(request);
   if (!claimed) {
     log::warn("engine", "claim failed: " + claimed.error().message());
-    co_return 0;
+    co_return claim_tally{};
   }
   for (const auto& id : claimed->dead_lettered) {
     log::warn("engine", "run " + id + " lost its worker more than " +
                             std::to_string(options_.max_recoveries) + " times: failed as dead_lettered");
     emit(run_event{run_event::kind::dead_lettered, id, {}, {}, 0, {}});
   }
-  const std::size_t n = claimed->runs.size();
+  const claim_tally tally{claimed->runs.size(), claimed->parked};
   co_await launch_claimed(std::move(claimed->runs), lease_until);
-  co_return n;
+  co_return tally;
 }
 
 asio::awaitable<void> engine_impl::launch_claimed(std::vector<storage::claimed_run> runs,
@@ -349,8 +352,9 @@ asio::awaitable<void> engine_impl::claim_loop() {
       wake_pending_ = false;
       continue;
     }
-    const std::size_t got = co_await claim_batch(free);
-    if (got > 0 || stopping()) continue;
+    // A claim that parked runs made room in the due range: what follows them may be claimable now.
+    const auto got = co_await claim_batch(free);
+    if (got.claimed > 0 || got.parked > 0 || stopping()) continue;
     // Nothing due: sleep until a local enqueue, a freed slot or the poll interval.
     if (wake_pending_) {
       wake_pending_ = false;
@@ -726,8 +730,9 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   step_watch_wait_.cancel();
   schedule_wait_.cancel();
   retention_wait_.cancel();
+  key_sweep_wait_.cancel();
   while (heartbeat_active_ || watchdog_active_ || claim_loop_active_ || wakeup_active_ ||
-         step_watch_active_ || schedule_loop_active_ || retention_active_)
+         step_watch_active_ || schedule_loop_active_ || retention_active_ || key_sweep_active_)
     co_await wait_changed();
 }
 
@@ -737,7 +742,7 @@ asio::awaitable<result<std::size_t>> engine_impl::tick() {
 
 asio::awaitable<result<std::size_t>> engine_impl::tick_on_ctl() {
   if (stopping()) co_return errc::shutting_down;
-  const std::size_t got = co_await claim_batch(options_.concurrency);
+  const std::size_t got = (co_await claim_batch(options_.concurrency)).claimed;
   ensure_heartbeat();  // runs longer than a lease must keep it
   while (!inflight_.empty())
     co_await wait_changed();
@@ -759,11 +764,21 @@ asio::awaitable<result<enqueued>> engine_impl::enqueue(std::string workflow, jso
                                                        enqueue_options options) {
   const auto version = registered_version(workflow, options.version);
   if (!version) co_return errc::unknown_workflow;
-  auto debounce = debounce_of(*find_workflow(workflow, *version), input, options);
+  const auto& def = *find_workflow(workflow, *version);
+  auto debounce = debounce_of(def, input, options);
   if (!debounce) co_return debounce.error();
-  storage::new_run run{
-      new_run_id(),     std::move(workflow), *version, std::move(input), std::move(options.idempotency_key),
-      options.priority, options.run_at};
+  // A key needs a limit, the enqueue's or the rule's; storage checks the rest before SQL.
+  if (options.concurrency_key && !options.concurrency_limit && !def.concurrency)
+    co_return storage::errc::invalid_argument;
+  storage::new_run run{new_run_id(),
+                       std::move(workflow),
+                       *version,
+                       std::move(input),
+                       std::move(options.idempotency_key),
+                       options.priority,
+                       options.run_at,
+                       std::move(options.concurrency_key),
+                       options.concurrency_limit};
   // Named first (GCC 12 destroys a temporary inside a co_await expression twice).
   auto pending =
       *debounce ? store_.enqueue_debounced(run, (*debounce)->key, (*debounce)->window) : store_.enqueue(run);
@@ -854,7 +869,7 @@ engine::~engine() {
 }
 
 void engine::register_workflow(workflow_definition def) {
-  detail::check_event_declarations(def);
+  detail::check_declarations(def);
   auto name = def.name;
   const int version = def.version;
   if (!impl_->metrics_.contains(name))

@@ -150,7 +150,15 @@ class engine_impl {
   boost::asio::awaitable<bool> fire_schedule(const storage::schedule_record& s,
                                              std::chrono::system_clock::time_point now);
   void ensure_heartbeat();
-  boost::asio::awaitable<std::size_t> claim_batch(std::size_t max);
+  /// What one claim did: runs it took, and due runs it parked (their concurrency key was full).
+  struct claim_tally {
+    std::size_t claimed = 0;
+    std::size_t parked = 0;
+  };
+  boost::asio::awaitable<claim_tally> claim_batch(std::size_t max);
+  /// Starts parked runs whose concurrency key has a free slot, every concurrency_sweep_interval, until the
+  /// engine stops (concurrency_keys.cpp).
+  boost::asio::awaitable<void> key_sweep_loop();
   /// Runs what a claim took, or hands it straight back when the engine is stopping (on ctl_).
   boost::asio::awaitable<void> launch_claimed(std::vector<storage::claimed_run> runs,
                                               std::chrono::steady_clock::time_point lease_until);
@@ -200,6 +208,8 @@ class engine_impl {
   bool schedule_loop_active_ = false;
   boost::asio::steady_timer retention_wait_;
   bool retention_active_ = false;
+  boost::asio::steady_timer key_sweep_wait_;
+  bool key_sweep_active_ = false;
   /// Schedules this worker cannot fire (their zone unknown here, their version not registered), by name and
   /// revision: logged once each.
   std::set<std::pair<std::string, std::int64_t>> unfireable_schedules_;

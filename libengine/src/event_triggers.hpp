@@ -1,4 +1,5 @@
-// Event triggers and cancel-on rules: checking what a workflow declares, and what a worker records of it.
+// What a workflow declares for storage to enforce (event triggers, cancel-on rules, debounce, concurrency):
+// checking it, and what a worker records of it.
 #pragma once
 
 #include <map>
@@ -17,8 +18,12 @@ namespace keel::detail {
 /// the keys or indexes a, 0, b (~1 reads '/', ~0 '~'). nullopt: not a JSON pointer.
 std::optional<std::vector<std::string>> json_pointer_path(std::string_view pointer);
 
-/// Throws std::invalid_argument if `def`'s triggers or cancel_on rules are malformed.
-void check_event_declarations(const workflow_definition& def);
+/// The most a concurrency key's limit can be (each unit is a slot row).
+inline constexpr int k_max_concurrency_limit = 10'000;
+
+/// Throws std::invalid_argument if what `def` declares for storage to enforce (triggers, cancel_on,
+/// debounce, concurrency) is malformed.
+void check_declarations(const workflow_definition& def);
 
 /// What a worker records of the workflow versions it registers.
 std::vector<storage::workflow_declaration> declarations_of(

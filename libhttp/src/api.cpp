@@ -132,6 +132,12 @@ json::value run_json(const run_info& r) {
   auto o = run_fields(r);
   o["parent_id"] = r.parent ? json::value(*r.parent) : json::value(nullptr);
   o["unclaimable"] = r.unclaimable ? json::value(*r.unclaimable) : json::value(nullptr);
+  if (r.concurrency_key) {
+    o["concurrency"] = json::object{
+        {"key", *r.concurrency_key}, {"limit", r.concurrency_limit}, {"waiting", r.waits_for_key}};
+  } else {
+    o["concurrency"] = nullptr;
+  }
   o["input"] = r.input;
   o["output"] = r.output;
   o["claims"] = r.claims;
@@ -159,6 +165,8 @@ json::value run_json(const run_info& r) {
 
 /// The longest debounce window a request may ask for: 30 days.
 constexpr std::int64_t k_max_debounce_ms = 30LL * 24 * 3600 * 1000;
+/// The largest concurrency limit a request may give (the engine's own bound: a slot row per unit).
+constexpr std::int64_t k_max_concurrency_limit = 10'000;
 
 start_run_request decode_start_run(const request& req) {
   auto body = body_json(req);
@@ -188,9 +196,18 @@ start_run_request decode_start_run(const request& req) {
         if (!value.is_int64() || value.get_int64() < 1 || value.get_int64() > k_max_debounce_ms)
           throw bad_request{"debounce_ms must be an integer from 1 to " + std::to_string(k_max_debounce_ms)};
         options.debounce_window = std::chrono::milliseconds(value.get_int64());
+      } else if (key == "concurrency_key") {
+        if (!value.is_string()) throw bad_request{"concurrency_key must be a string"};
+        options.concurrency_key = std::string(value.get_string());
+      } else if (key == "concurrency_limit") {
+        if (!value.is_int64() || value.get_int64() < 1 || value.get_int64() > k_max_concurrency_limit)
+          throw bad_request{"concurrency_limit must be an integer from 1 to " +
+                            std::to_string(k_max_concurrency_limit)};
+        options.concurrency_limit = static_cast<int>(value.get_int64());
       } else {
         throw bad_request{"unknown field '" + std::string(key) +
-                          "' (input, idempotency_key, priority, run_at, debounce_key, debounce_ms)"};
+                          "' (input, idempotency_key, priority, run_at, debounce_key, debounce_ms, "
+                          "concurrency_key, concurrency_limit)"};
       }
     }
   }

@@ -22,13 +22,20 @@ namespace {
 // run_enqueued for a new run, run_debounced for a collapse.
 const std::string enqueue_debounced_sql = R"sql(
 WITH up AS (
-INSERT INTO keel.runs AS r (id, workflow, version, status, input, priority, due_at, debounce_key)
-VALUES ($1::uuid, $2, $3::int, 'queued', $4::jsonb, $5::int, now() + $6::bigint * interval '1 millisecond', $7)
+INSERT INTO keel.runs AS r (id, workflow, version, status, input, priority, due_at, debounce_key,
+                            concurrency_key, concurrency_limit)
+SELECT $1::uuid, $2, $3::int, 'queued', $4::jsonb, $5::int, now() + $6::bigint * interval '1 millisecond', $7,
+       )sql" + concurrency_columns("$4::jsonb", "$8", "$9::int", "v") +
+                                          R"sql(
+FROM (SELECT) one )sql" + declared_rule_join("v", "$2", "$3::int") +
+                                          R"sql(
 ON CONFLICT (workflow, debounce_key) WHERE status = 'queued' AND claims = 0 AND debounce_key IS NOT NULL
 DO UPDATE SET input = EXCLUDED.input, version = EXCLUDED.version, priority = EXCLUDED.priority,
-              due_at = EXCLUDED.due_at
-RETURNING r.id, r.workflow, r.version, r.priority, r.due_at, (r.xmax = 0) AS created),
-)sql" + log_cte(R"sql(
+              due_at = EXCLUDED.due_at, concurrency_key = EXCLUDED.concurrency_key,
+              concurrency_limit = EXCLUDED.concurrency_limit
+RETURNING r.id, r.workflow, r.version, r.priority, r.due_at, (r.xmax = 0) AS created, r.concurrency_key,
+          r.concurrency_limit),)sql" + slots_made_cte("up") +
+                                          "\n" + log_cte(R"sql(
   SELECT id, CASE WHEN created THEN 'run_enqueued' ELSE 'run_debounced' END,
          jsonb_build_object('workflow', workflow, 'version', version, 'priority', priority,
                             'run_at', keel.micros(due_at), 'debounce_key', $7::text),
@@ -47,16 +54,19 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue_debounced(const n
                                                                          std::chrono::milliseconds window) {
   // Limits before SQL, as enqueue.
   if (!detail::valid_key(run.workflow) || !detail::valid_key(key) || !is_valid_run_id(run.id) ||
-      run.idempotency_key || run.run_at || window.count() <= 0)
+      run.idempotency_key || run.run_at || window.count() <= 0 || !detail::valid_concurrency(run))
     co_return errc::invalid_argument;
   if (auto c = impl_->check(run.input, "input", run.id); !c) co_return c.error();
-  std::vector<std::optional<std::string>> params{run.id,
-                                                 run.workflow,
-                                                 std::to_string(run.version),
-                                                 boost::json::serialize(run.input),
-                                                 std::to_string(run.priority),
-                                                 std::to_string(window.count()),
-                                                 key};
+  std::vector<std::optional<std::string>> params{
+      run.id,
+      run.workflow,
+      std::to_string(run.version),
+      boost::json::serialize(run.input),
+      std::to_string(run.priority),
+      std::to_string(window.count()),
+      key,
+      run.concurrency_key,
+      run.concurrency_limit ? std::optional(std::to_string(*run.concurrency_limit)) : std::nullopt};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice). A repeat after a
   // lost connection collapses into the run the first attempt made (same key), or makes it: safe.
   std::function<result<enqueue_outcome>(detail::pg_connection&)> upsert =

@@ -17,12 +17,19 @@ namespace detail::sql {
 
 // An identical declaration (every worker's, at every start) writes nothing.
 const statement declare_workflows{"keel_declare_workflows", R"sql(
-INSERT INTO keel.workflow_versions AS v (workflow, version, triggers, cancel_on)
-SELECT x.workflow, x.version, ARRAY(SELECT jsonb_array_elements_text(x.triggers)), x.cancel_on
-FROM jsonb_to_recordset($1::jsonb) AS x(workflow text, version int, triggers jsonb, cancel_on jsonb)
+INSERT INTO keel.workflow_versions AS v (workflow, version, triggers, cancel_on, concurrency_limit,
+                                         concurrency_key)
+SELECT x.workflow, x.version, ARRAY(SELECT jsonb_array_elements_text(x.triggers)), x.cancel_on, x.climit,
+       CASE WHEN x.ckey IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(x.ckey)) END
+FROM jsonb_to_recordset($1::jsonb) AS x(workflow text, version int, triggers jsonb, cancel_on jsonb,
+                                        climit int, ckey jsonb)
 ON CONFLICT (workflow, version) DO UPDATE SET triggers = EXCLUDED.triggers, cancel_on = EXCLUDED.cancel_on,
+                                              concurrency_limit = EXCLUDED.concurrency_limit,
+                                              concurrency_key = EXCLUDED.concurrency_key,
                                               declared_at = now()
-WHERE (v.triggers, v.cancel_on) IS DISTINCT FROM (EXCLUDED.triggers, EXCLUDED.cancel_on))sql"};
+WHERE (v.triggers, v.cancel_on, v.concurrency_limit, v.concurrency_key)
+      IS DISTINCT FROM (EXCLUDED.triggers, EXCLUDED.cancel_on, EXCLUDED.concurrency_limit,
+                        EXCLUDED.concurrency_key))sql"};
 
 // $1 the event, $2 its payload, $3 the most runs to cancel (runs asked to cancel already are not read again),
 // $4 runs not to cancel (those this publish starts: a repeat would otherwise cancel the run it returns).
@@ -71,10 +78,15 @@ boost::asio::awaitable<result<void>> store::declare_workflows(
       cancel_on.push_back(boost::json::object{
           {"event", c.event}, {"match", path_json(c.match)}, {"input", path_json(c.input)}});
     }
-    rows.push_back(boost::json::object{{"workflow", w.workflow},
-                                       {"version", w.version},
-                                       {"triggers", std::move(triggers)},
-                                       {"cancel_on", std::move(cancel_on)}});
+    if (w.concurrency_limit && (*w.concurrency_limit <= 0 || *w.concurrency_limit > 10'000))
+      co_return errc::invalid_argument;
+    boost::json::object row{{"workflow", w.workflow},
+                            {"version", w.version},
+                            {"triggers", std::move(triggers)},
+                            {"cancel_on", std::move(cancel_on)}};
+    if (w.concurrency_limit) row["climit"] = *w.concurrency_limit;
+    if (w.concurrency_key) row["ckey"] = path_json(*w.concurrency_key);
+    rows.push_back(std::move(row));
   }
   std::vector<std::optional<std::string>> params{boost::json::serialize(rows)};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice). Idempotent.

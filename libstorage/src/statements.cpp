@@ -36,6 +36,56 @@ std::string run_is_live(std::string_view r) {
   return std::string(r) + ".status IN ('queued', 'running', 'sleeping', 'waiting')";
 }
 
+std::string concurrency_columns(std::string_view input, std::string_view key, std::string_view limit,
+                                std::string_view v) {
+  const std::string lim = "coalesce(" + std::string(limit) + ", " + std::string(v) + ".concurrency_limit)";
+  return "CASE WHEN " + lim + " IS NOT NULL THEN keel.short_key(coalesce(" + std::string(key) + ", " +
+         std::string(input) + " #>> " + std::string(v) + ".concurrency_key, '')) END, " + lim;
+}
+
+std::string declared_rule_join(std::string_view v, std::string_view workflow, std::string_view version) {
+  return "LEFT JOIN keel.workflow_versions " + std::string(v) + " ON " + std::string(v) +
+         ".workflow = " + std::string(workflow) + " AND " + std::string(v) +
+         ".version = " + std::string(version);
+}
+
+std::string slots_made_cte(std::string_view inserted) {
+  return R"sql(
+slots_made AS (
+  INSERT INTO keel.concurrency_slots (workflow, key, slot)
+  SELECT k.workflow, k.concurrency_key, g
+  FROM (SELECT DISTINCT workflow, concurrency_key, concurrency_limit FROM )sql" +
+         std::string(inserted) + R"sql(
+        WHERE concurrency_key IS NOT NULL AND concurrency_limit IS NOT NULL) k
+  CROSS JOIN generate_series(1, k.concurrency_limit) g
+  WHERE NOT EXISTS (SELECT 1 FROM keel.concurrency_slots s
+                    WHERE s.workflow = k.workflow AND s.key = k.concurrency_key AND s.slot = k.concurrency_limit)
+  ON CONFLICT DO NOTHING),)sql";
+}
+
+std::string slots_freed_ctes(std::string_view stopped) {
+  return R"sql(
+slots_freed AS (
+  UPDATE keel.concurrency_slots s SET holder = NULL
+  FROM (SELECT id, workflow, concurrency_key FROM )sql" +
+         std::string(stopped) + R"sql( WHERE concurrency_key IS NOT NULL) x
+  WHERE s.workflow = x.workflow AND s.key = x.concurrency_key AND s.holder = x.id
+  RETURNING s.workflow, s.key),
+slots_woken AS (
+  UPDATE keel.runs parked_run SET due_at = now()
+  FROM (SELECT p.id
+        FROM (SELECT workflow, key, count(*) AS n FROM slots_freed GROUP BY workflow, key) f
+        CROSS JOIN LATERAL (
+          SELECT id FROM keel.runs
+          WHERE workflow = f.workflow AND concurrency_key = f.key AND due_at = 'infinity'
+            AND key_parked_at IS NOT NULL
+          ORDER BY priority DESC, key_parked_at
+          LIMIT f.n
+          FOR UPDATE SKIP LOCKED) p) w
+  WHERE parked_run.id = w.id
+  RETURNING pg_notify('keel_runs', '')),)sql";
+}
+
 std::string hook_takes_resume(std::string_view h, std::string_view r) {
   return hook_is_open(h) + " AND " + run_is_live(r);
 }
@@ -102,14 +152,19 @@ const statement commit{"keel_commit", "COMMIT"};
 // A JSON null input arrives as SQL NULL from jsonb_to_recordset: stored as the JSON null it was.
 const std::string enqueue_insert_sql = std::string(R"sql(
 WITH ins AS (
-INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at)
+INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at,
+                       concurrency_key, concurrency_limit)
 SELECT x.id, x.workflow, x.version, 'queued', coalesce(x.input, 'null'), x.key, x.priority,
-       coalesce(to_timestamp(x.run_at::double precision / 1e6), now())
+       coalesce(to_timestamp(x.run_at::double precision / 1e6), now()),
+       )sql" + concurrency_columns("x.input", "x.ckey", "x.climit", "v") +
+                                                   R"sql(
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, workflow text, version int, input jsonb, key text,
-                                        priority int, run_at bigint)
+                                        priority int, run_at bigint, ckey text, climit int)
+)sql" + declared_rule_join("v", "x.workflow", "x.version") +
+                                                   R"sql(
 ON CONFLICT DO NOTHING
-RETURNING id, workflow, version, priority, due_at),
-)sql") + log_cte(R"sql(
+RETURNING id, workflow, version, priority, due_at, concurrency_key, concurrency_limit),)sql") +
+                                       slots_made_cte("ins") + "\n" + log_cte(R"sql(
   SELECT id, 'run_enqueued',
          jsonb_strip_nulls(jsonb_build_object('workflow', workflow, 'version', version, 'priority', priority,
                                               'run_at', CASE WHEN due_at > now() THEN keel.micros(due_at) END)),
@@ -230,8 +285,11 @@ upd AS (
   FROM x
   WHERE r.id = x.id AND r.owner = x.owner AND r.epoch = x.epoch
     AND (r.status = 'running' OR r.status = x.status)
-  RETURNING x.ord, r.id, x.status, x.output, x.error),
-)sql") + log_cte(R"sql(
+  RETURNING x.ord, r.id, x.status, x.output, x.error, r.workflow, r.concurrency_key),)sql") +
+                                    // A repeat frees nothing: the run's slot was freed by the first (and
+                                    // whoever took it since is its holder). Not joined to `was`: a second
+                                    // reference would materialize it, and the log's join to it would loop.
+                                    slots_freed_ctes("upd") + "\n" + log_cte(R"sql(
   SELECT u.id, 'run_' || u.status,
          CASE WHEN u.status = 'completed' THEN jsonb_build_object('output', u.output)
               ELSE jsonb_build_object('error', u.error) END,
@@ -262,6 +320,65 @@ upd AS (
                                      R"sql(
 SELECT ord FROM upd)sql";
 const statement release_runs{"keel_release_runs", release_runs_sql.c_str()};
+
+namespace {
+
+// Concurrency keys in a claim (026_concurrency_keys.sql). From `due` (the locked due runs, with their
+// workflow, priority, due_at, concurrency_key, concurrency_limit, key_parked_at, recovery and cancel),
+// `c` is what the claim takes and `blocked` what it parks. A due run needs a slot of its key unless it
+// holds one already (a recovery: it never stopped running) or is about to be cancelled. The runs of one key
+// are ranked in start order and matched to that key's free slots, locked here (SKIP LOCKED, on a
+// one-table condition that PostgreSQL checks again on the newest row version: a slot taken meanwhile is
+// never taken twice); the runs left over are parked out of the claim range until a slot frees up.
+std::string concurrency_slots_ctes() {
+  return R"sql(
+keyed AS MATERIALIZED (
+  SELECT id, workflow, concurrency_key, concurrency_limit,
+         row_number() OVER (PARTITION BY workflow, concurrency_key
+                            ORDER BY priority DESC, coalesce(key_parked_at, due_at), id) AS n
+  FROM due WHERE concurrency_key IS NOT NULL AND NOT recovery AND NOT cancel),
+free AS MATERIALIZED (
+  SELECT w.workflow, w.concurrency_key, s.slot,
+         row_number() OVER (PARTITION BY w.workflow, w.concurrency_key ORDER BY s.slot) AS n
+  FROM (SELECT workflow, concurrency_key, min(concurrency_limit) AS lim, count(*) AS wanted
+        FROM keyed GROUP BY workflow, concurrency_key) w
+  CROSS JOIN LATERAL (
+    SELECT slot FROM keel.concurrency_slots
+    WHERE workflow = w.workflow AND key = w.concurrency_key AND slot <= w.lim AND holder IS NULL
+    ORDER BY slot LIMIT w.wanted
+    FOR UPDATE SKIP LOCKED) s),
+placed AS MATERIALIZED (
+  SELECT k.id, k.workflow, k.concurrency_key, f.slot
+  FROM keyed k LEFT JOIN free f
+    ON f.workflow = k.workflow AND f.concurrency_key = k.concurrency_key AND f.n = k.n),
+c AS MATERIALIZED (
+  SELECT * FROM due WHERE id NOT IN (SELECT id FROM placed WHERE slot IS NULL)),
+blocked AS MATERIALIZED (
+  SELECT * FROM due WHERE id IN (SELECT id FROM placed WHERE slot IS NULL)),
+took AS (
+  UPDATE keel.concurrency_slots s SET holder = p.id
+  FROM placed p
+  WHERE s.workflow = p.workflow AND s.key = p.concurrency_key AND s.slot = p.slot),
+parked AS (
+  UPDATE keel.runs parked_run
+  SET due_at = 'infinity', key_parked_at = coalesce(parked_run.key_parked_at, b.due_at)
+  FROM blocked b WHERE parked_run.id = b.id
+  RETURNING parked_run.id),)sql";
+}
+
+// The log events of the runs a claim parks: run_blocked, the first time each waits for its key.
+std::string blocked_log_source() {
+  return R"sql(SELECT b.id, 'run_blocked',
+         jsonb_build_object('concurrency_key', b.concurrency_key, 'limit', b.concurrency_limit), 2::bigint
+  FROM blocked b WHERE b.key_parked_at IS NULL)sql";
+}
+
+// The claim's result rows of the runs it parked: marked 'p' where a claimed row says 'f'.
+std::string parked_rows() {
+  return "SELECT id::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'p', NULL, NULL, NULL FROM parked";
+}
+
+}  // namespace
 
 // Atomic claim of due runs (queued, or running with an expired lease) by priority then due time, for the
 // (workflow, version) pairs this worker has registered. SKIP LOCKED lets many workers claim at once.
@@ -295,13 +412,16 @@ wanted AS (SELECT w.workflow, w.version FROM jsonb_to_recordset($4::jsonb) AS w(
 prior AS (
   SELECT id FROM keel.runs
   WHERE $7::bool AND status = 'running' AND owner = $1 AND claim_token = $6::uuid),
-c AS (
+due AS (
   SELECT x.id, x.status = 'running' AS recovery, x.status AS was, x.claims, x.epoch, x.recoveries,
          x.waiting_for,
          x.cancel_deadline IS NOT NULL AND x.cancel_deadline <= now() AS cancel,
-         x.status = 'running' AND x.recoveries >= $5::int AS dead
+         x.status = 'running' AND x.recoveries >= $5::int AS dead,
+         x.workflow, x.priority, x.due_at, x.concurrency_key, x.concurrency_limit, x.key_parked_at
   FROM band CROSS JOIN LATERAL (
-    SELECT id, status, recoveries, cancel_deadline, claims, epoch, waiting_for FROM keel.runs
+    SELECT id, status, recoveries, cancel_deadline, claims, epoch, waiting_for, workflow, priority, due_at,
+           concurrency_key, concurrency_limit, key_parked_at
+    FROM keel.runs
     WHERE status IN ('queued', 'running', 'sleeping', 'waiting') AND priority = band.p AND due_at <= now()
       AND (workflow, version) IN (SELECT workflow, version FROM wanted)
     ORDER BY due_at
@@ -309,6 +429,8 @@ c AS (
     FOR UPDATE SKIP LOCKED) x
   WHERE band.p IS NOT NULL
   LIMIT greatest($2::int - (SELECT count(*) FROM prior), 0)),
+)sql") + concurrency_slots_ctes() +
+                                   R"sql(
 claimed AS (
 UPDATE keel.runs r
 SET status = CASE WHEN c.cancel THEN 'cancelled' WHEN c.dead THEN 'failed' ELSE 'running' END,
@@ -322,6 +444,7 @@ SET status = CASE WHEN c.cancel THEN 'cancelled' WHEN c.dead THEN 'failed' ELSE 
     started_at = coalesce(r.started_at, now()),
     finished_at = CASE WHEN c.dead OR c.cancel THEN now() END,
     claim_token = $6::uuid,
+    key_parked_at = NULL,
     error = CASE WHEN c.cancel THEN jsonb_build_object(
               'code', 'cancelled',
               'message', 'run cancelled: it did not finish within its cancel grace, and was fenced off')
@@ -335,7 +458,8 @@ FROM c WHERE r.id = c.id
 RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
           CASE WHEN c.cancel THEN 'c' WHEN c.dead THEN 't' ELSE 'f' END, r.generation,
           r.cancel_deadline IS NOT NULL, r.parent_id::text),
-)sql") + log_cte(R"sql(
+)sql" +
+                                   log_cte(R"sql(
   SELECT c.id, 'run_resumed',
          jsonb_build_object('by', coalesce(c.waiting_for->>'woken_by', 'timer'), 'from', c.was), 0::bigint
   FROM c WHERE c.was IN ('sleeping', 'waiting') AND NOT c.cancel AND NOT c.dead
@@ -350,9 +474,13 @@ RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r
               ELSE jsonb_build_object('execution', c.claims + 1, 'worker', $1::text, 'epoch', c.epoch + 1,
                                       'recovery', c.recovery) END,
          1::bigint
-  FROM c)sql") +
+  FROM c
+  UNION ALL
+  )sql" + blocked_log_source() + R"sql()sql") +
                                    R"sql(
 SELECT * FROM claimed
+UNION ALL
+)sql" + parked_rows() + R"sql(
 UNION ALL
 SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
        r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text
@@ -369,22 +497,27 @@ const std::string claim_parked_sql = std::string(R"sql(
 WITH mine AS (
   SELECT id FROM keel.runs
   WHERE $6::bool AND id = $2::uuid AND status = 'running' AND owner = $1 AND claim_token = $4::uuid),
-c AS (
-  SELECT id, status AS was, claims, epoch, waiting_for FROM keel.runs
+due AS (
+  SELECT id, status AS was, claims, epoch, waiting_for, false AS recovery, false AS cancel, workflow, priority,
+         due_at, concurrency_key, concurrency_limit, key_parked_at
+  FROM keel.runs
   WHERE id = $2::uuid AND NOT EXISTS (SELECT 1 FROM mine)
     AND status IN ('queued', 'sleeping', 'waiting') AND due_at <= to_timestamp($3::bigint / 1e6)
     AND (cancel_deadline IS NULL OR cancel_deadline > now())
   FOR UPDATE SKIP LOCKED),
+)sql") + concurrency_slots_ctes() +
+                                     R"sql(
 claimed AS (
   UPDATE keel.runs r
   SET status = 'running', owner = $1, epoch = r.epoch + 1, claims = r.claims + 1,
       due_at = least(now() + $5::bigint * interval '1 millisecond', coalesce(r.cancel_deadline, 'infinity')),
       started_at = coalesce(r.started_at, now()),
-      claim_token = $4::uuid
+      claim_token = $4::uuid, key_parked_at = NULL
   FROM c WHERE r.id = c.id
   RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
             'f', r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text),
-)sql") + log_cte(R"sql(
+)sql" +
+                                     log_cte(R"sql(
   SELECT c.id, 'run_resumed',
          jsonb_build_object('by', coalesce(c.waiting_for->>'woken_by', 'timer'), 'from', c.was), 0::bigint
   FROM c WHERE c.was IN ('sleeping', 'waiting')
@@ -393,9 +526,13 @@ claimed AS (
          jsonb_build_object('execution', c.claims + 1, 'worker', $1::text, 'epoch', c.epoch + 1,
                             'recovery', false),
          1::bigint
-  FROM c)sql") +
+  FROM c
+  UNION ALL
+  )sql" + blocked_log_source() + R"sql()sql") +
                                      R"sql(
 SELECT * FROM claimed
+UNION ALL
+)sql" + parked_rows() + R"sql(
 UNION ALL
 SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
        r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text
@@ -435,7 +572,8 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
                                                      'what', h.what, 'detail', h.detail) ORDER BY h.id),
                         '[]'::jsonb)::text
         FROM keel.run_history h WHERE h.run_id = r.id),
-       generation, parent_id::text
+       generation, parent_id::text, concurrency_key, concurrency_limit,
+       due_at = 'infinity' AND key_parked_at IS NOT NULL
 FROM keel.runs r WHERE id = $1::uuid)sql"};
 
 // A run's hooks that take a resume now, by position (none once the run finished: its hooks answer
@@ -794,7 +932,8 @@ const statement wait_any_decide{"keel_wait_any_decide", wait_any_decide_sql.c_st
 // lock. A finished child is handed back ('consumed': {"child", "status", "output", "error"}; the engine
 // records the parent's step); an unfinished one parks the parent `waiting` for it, with no deadline: the
 // child's end wakes it (trigger keel.runs_wake_parent, serialised with this by the parent's row lock).
-const std::string child_decide_sql = std::string(R"sql(
+const std::string child_decide_sql = std::string(
+                                         R"sql(
 WITH x AS (
   SELECT * FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id uuid, owner text, epoch bigint, seq int,
                                                              child uuid, workflow text, version int,
@@ -813,12 +952,16 @@ existing AS (
   FROM fenced f JOIN keel.runs c ON c.idempotency_key = f.key AND c.idempotency_key IS NOT NULL),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
-                         parent_step)
+                         parent_step, concurrency_key, concurrency_limit)
   SELECT f.child, f.workflow, f.version, 'queued', coalesce(f.input, 'null'), f.key, f.priority,
-         coalesce(to_timestamp(f.run_at / 1e6), now()), f.id, f.seq
-  FROM fenced f WHERE f.ord NOT IN (SELECT ord FROM existing) AND NOT f.cancel
+         coalesce(to_timestamp(f.run_at / 1e6), now()), f.id, f.seq,
+         )sql" + concurrency_columns("coalesce(f.input, 'null')", "NULL", "NULL", "v") +
+                                         R"sql(
+  FROM fenced f )sql" + declared_rule_join("v", "f.workflow", "f.version") +
+                                         R"sql( WHERE f.ord NOT IN (SELECT ord FROM existing) AND NOT f.cancel
   ON CONFLICT DO NOTHING
-  RETURNING id, workflow, version, parent_id, parent_step),
+  RETURNING id, workflow, version, parent_id, parent_step, concurrency_key, concurrency_limit),)sql" +
+                                         slots_made_cte("ins") + R"sql(
 decided AS (
   SELECT f.id, f.seq, f.workflow, f.ord, f.cancel_deadline, coalesce(e.id, f.child) AS child,
          CASE WHEN e.status IN ('completed', 'failed', 'cancelled') THEN 'consumed'
@@ -857,12 +1000,17 @@ WITH fence AS (
   FOR SHARE),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
-                         parent_step)
+                         parent_step, concurrency_key, concurrency_limit)
   SELECT $5::uuid, $6, $7::int, 'queued', $8::jsonb, $9, $10::int,
-         coalesce(to_timestamp($12::bigint / 1e6), now()), id, $4::int FROM fence
+         coalesce(to_timestamp($12::bigint / 1e6), now()), fence.id, $4::int,
+         )sql" + concurrency_columns("$8::jsonb", "NULL", "NULL", "v") +
+                                                R"sql(
+  FROM fence )sql" + declared_rule_join("v", "$6", "$7::int") +
+                                                R"sql(
   WHERE NOT cancel
   ON CONFLICT DO NOTHING
-  RETURNING id),
+  RETURNING id, workflow, concurrency_key, concurrency_limit),)sql" +
+                                                slots_made_cte("ins") + R"sql(
 notified AS (SELECT pg_notify('keel_runs', '') FROM ins),
 )sql") + log_cte(R"sql(
   SELECT id, 'run_enqueued',

@@ -87,6 +87,9 @@ extern const statement event_subscribers;
 // Retention (retention.cpp).
 extern const statement purge_runs;
 
+// Concurrency keys (concurrency_keys.cpp).
+extern const statement wake_key_parked;
+
 // Debounced enqueues (debounce.cpp).
 extern const statement enqueue_debounced;
 

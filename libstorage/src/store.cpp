@@ -96,6 +96,13 @@ bool valid_key(std::string_view s) {
   return !s.empty() && s.size() <= k_max_key_bytes && is_valid_utf8(s);
 }
 
+bool valid_concurrency(const new_run& run) {
+  // Each unit of a key's limit is a row (keel.concurrency_slots): a limit is a count of workers, not a rate.
+  constexpr int k_max_slots = 10'000;
+  return (!run.concurrency_key || valid_key(*run.concurrency_key)) &&
+         (!run.concurrency_limit || (*run.concurrency_limit > 0 && *run.concurrency_limit <= k_max_slots));
+}
+
 }  // namespace detail
 
 using detail::pg_connection;
@@ -200,7 +207,7 @@ result<void> store::migrate_blocking() {
 boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& run) {
   // Limits before SQL: a refused write must fail here, alone, not inside a batch.
   if (!detail::valid_key(run.workflow) || (run.idempotency_key && !detail::valid_key(*run.idempotency_key)) ||
-      !is_valid_run_id(run.id)) {
+      !is_valid_run_id(run.id) || !detail::valid_concurrency(run)) {
     co_return errc::invalid_argument;
   }
   if (auto c = impl_->check(run.input, "input", run.id); !c) co_return c.error();
@@ -217,6 +224,8 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& ru
   } else {
     row.null("run_at");
   }
+  if (run.concurrency_key) row.str("ckey", *run.concurrency_key);
+  if (run.concurrency_limit) row.num("climit", *run.concurrency_limit);
   // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
   auto text = std::move(row).finish();
   co_return co_await impl_->write<enqueue_outcome>(detail::enqueue_kind(), std::move(text),
@@ -849,6 +858,11 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
         rec.history = detail::parse_json(res, 0, 18);
         rec.generation = detail::to_int(detail::get_text(res, 0, 19));
         if (!PQgetisnull(res, 0, 20)) rec.parent = std::string(detail::get_text(res, 0, 20));
+        if (!PQgetisnull(res, 0, 21)) {
+          rec.concurrency_key = std::string(detail::get_text(res, 0, 21));
+          rec.concurrency_limit = detail::to_int(detail::get_text(res, 0, 22));
+          rec.waits_for_key = detail::get_text(res, 0, 23) == "t";
+        }
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });

@@ -61,10 +61,14 @@ class enqueue_kind_t final : public write_kind {
 
 /// A claimed run as keel_claim_runs / keel_claim_parked return it; nullopt for one failed as dead_lettered
 /// (its id in `dead`) or cancelled past its grace.
-std::optional<claimed_run> read_claimed(const PGresult* res, int row, std::vector<run_id>& dead) {
+std::optional<claimed_run> read_claimed(const PGresult* res, int row, claim_outcome& out) {
   const auto finished = get_text(res, row, 8);
   if (finished == "t") {
-    dead.emplace_back(get_text(res, row, 0));
+    out.dead_lettered.emplace_back(get_text(res, row, 0));
+    return std::nullopt;
+  }
+  if (finished == "p") {  // parked: its concurrency key had no free slot
+    ++out.parked;
     return std::nullopt;
   }
   if (finished == "c") return std::nullopt;  // its cancel grace had passed: fenced and cancelled instead
@@ -100,7 +104,7 @@ class claim_kind_t final : public write_kind {
       claim_outcome out;
       out.runs.reserve(static_cast<std::size_t>(PQntuples(res)));
       for (int row = 0; row < PQntuples(res); ++row) {
-        if (auto run = read_claimed(res, row, out.dead_lettered)) out.runs.push_back(std::move(*run));
+        if (auto run = read_claimed(res, row, out)) out.runs.push_back(std::move(*run));
       }
       as<claim_outcome>(writes[i]).succeed(std::move(out));
     }
@@ -130,7 +134,7 @@ class claim_parked_kind_t final : public write_kind {
       const PGresult* res = results[2 * i].get();
       claim_outcome out;
       for (int row = 0; row < PQntuples(res); ++row) {
-        if (auto run = read_claimed(res, row, out.dead_lettered)) out.runs.push_back(std::move(*run));
+        if (auto run = read_claimed(res, row, out)) out.runs.push_back(std::move(*run));
       }
       for (auto& run : out.runs) {
         read_steps(results[2 * i + 1].get(), [&run](std::string_view id) -> std::vector<step_record>* {

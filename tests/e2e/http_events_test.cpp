@@ -1,6 +1,7 @@
 // Published events and debounced starts over the HTTP API with a real client on loopback: POST
 // /v1/events/{name} starts each workflow that declares the event (once per Idempotency-Key) and cancels the
-// runs a cancel_on rule matches; a start with debounce_key and debounce_ms collapses into the queued run.
+// runs a cancel_on rule matches; a start with debounce_key and debounce_ms collapses into the queued run; a
+// start with a concurrency key waits while its key is full, and shows so.
 #define BOOST_TEST_MODULE http_events
 #define BOOST_TEST_DYN_LINK
 #include <boost/test/unit_test.hpp>
@@ -21,19 +22,31 @@ namespace {
 struct served : served_engine {
   explicit served(http::server_options o = {}) : served_engine(register_workflows, std::move(o)) {}
   static void register_workflows(engine& e) {
-    workflow_definition fulfil{"fulfil", 1, {}, nullptr, {}, {"order.placed"}, {}, std::nullopt};
+    workflow_definition fulfil{"fulfil",         1,  {},           nullptr,     {},
+                               {"order.placed"}, {}, std::nullopt, std::nullopt};
     fulfil.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       auto step = [in] { return in; };
       co_return co_await ctx.step("ship", step);
     };
     e.register_workflow(fulfil);
-    workflow_definition onboarding{"onboarding", 1, {}, nullptr, {}, {}, {{"user.deleted", "/user_id", ""}},
-                                   std::nullopt};
+    workflow_definition onboarding{
+        "onboarding", 1, {}, nullptr, {}, {}, {{"user.deleted", "/user_id", ""}}, std::nullopt, std::nullopt};
     onboarding.body = [](context& ctx, json::value) -> asio::awaitable<json::value> {
       auto verified = co_await ctx.wait_for_event("verified");
       co_return verified ? *verified : json::value(nullptr);
     };
     e.register_workflow(onboarding);
+    workflow_definition gate{
+        "gate", 1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/account"}};
+    gate.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
+      auto hold = []() -> asio::awaitable<int> {
+        co_await async_sleep(1500ms);
+        co_return 1;
+      };
+      co_await ctx.step("hold", hold);
+      co_return in;
+    };
+    e.register_workflow(gate);
   }
 };
 
@@ -134,6 +147,49 @@ BOOST_AUTO_TEST_CASE(debounced_starts_collapse_into_the_queued_run, *utf::timeou
                           R"({"input":{},"debounce_key":7,"debounce_ms":1000})",
                           R"({"input":{},"debounce_key":"k"})", R"({"input":{},"debounce_ms":1000})",
                           R"({"input":{},"debounce_key":"k","debounce_ms":1000,"idempotency_key":"x"})"}) {
+    const auto r = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", bad);
+    BOOST_TEST(r.status == 400, bad);
+    BOOST_TEST(r.body.at("error").at("code") == "invalid_request", bad);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_start_waits_for_its_concurrency_key_and_shows_it, *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  const auto first = c.send(bhttp::verb::post, "/v1/workflows/gate/runs", R"({"input":{"account":"a-1"}})");
+  BOOST_REQUIRE(first.status == 201);
+  const std::string first_path = "/v1/runs/" + text(first.body.at("id"));
+  BOOST_REQUIRE(
+      wait_until([&] { return c.send(bhttp::verb::get, first_path).body.at("status") == "running"; }, 10s));
+  const auto second = c.send(bhttp::verb::post, "/v1/workflows/gate/runs", R"({"input":{"account":"a-1"}})");
+  BOOST_REQUIRE(second.status == 201);
+  const std::string second_path = "/v1/runs/" + text(second.body.at("id"));
+  // The key is full (limit 1): the second run is parked until the first frees its slot, and says so.
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        const auto r = c.send(bhttp::verb::get, second_path);
+        return r.body.at("concurrency").is_object() && r.body.at("concurrency").at("waiting") == true;
+      },
+      10s));
+  const auto waiting = c.send(bhttp::verb::get, second_path).body;
+  BOOST_TEST(waiting.at("status") == "queued");
+  BOOST_TEST(waiting.at("concurrency").at("key") == "a-1");
+  BOOST_TEST(waiting.at("concurrency").at("limit") == 1);
+  BOOST_REQUIRE(wait_until(
+      [&] { return c.send(bhttp::verb::get, second_path).body.at("status") == "completed"; }, 20s));
+  BOOST_TEST(c.send(bhttp::verb::get, second_path).body.at("concurrency").at("waiting") == false);
+  // A key and limit given by the start, on a workflow without a rule.
+  const auto own = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs",
+                          R"({"input":{},"concurrency_key":"partner","concurrency_limit":2})");
+  BOOST_REQUIRE(own.status == 201);
+  BOOST_TEST(own.body.at("concurrency").at("key") == "partner");
+  BOOST_TEST(own.body.at("concurrency").at("limit") == 2);
+  BOOST_TEST(c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", "{}").body.at("concurrency").is_null());
+  for (const char* bad : {R"({"input":{},"concurrency_key":"k","concurrency_limit":0})",
+                          R"({"input":{},"concurrency_key":"k","concurrency_limit":10001})",
+                          R"({"input":{},"concurrency_key":"k","concurrency_limit":"2"})",
+                          R"({"input":{},"concurrency_key":7,"concurrency_limit":2})",
+                          R"({"input":{},"concurrency_key":"no limit, no rule"})"}) {
     const auto r = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", bad);
     BOOST_TEST(r.status == 400, bad);
     BOOST_TEST(r.body.at("error").at("code") == "invalid_request", bad);

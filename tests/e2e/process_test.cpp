@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_future.hpp>
 #include <fstream>
@@ -27,7 +28,8 @@ namespace {
 struct producer {
   engine e;
   explicit producer(const std::string& db) : e(options_for(db)) {
-    for (const char* name : {"crashable", "noop3", "sleepy", "napper", "family", "looper", "branches"}) {
+    for (const char* name :
+         {"crashable", "noop3", "sleepy", "napper", "family", "looper", "branches", "keyed"}) {
       add_workflow(e, name, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
     }
     BOOST_REQUIRE(e.tick_blocking());
@@ -357,6 +359,68 @@ BOOST_AUTO_TEST_CASE(three_worker_processes_fire_each_occurrence_of_a_schedule_e
                       "'YYYY-MM-DD\"T\"HH24:MI:SS'))) / 60)::int FROM keel.runs") == runs - 1);
   auto counts = count_lines(effects);
   BOOST_TEST(counts.size() == static_cast<std::size_t>(runs) * 4);  // 3 steps and a completion each, once
+  for (const auto& [line, n] : counts) {
+    if (n != 1) BOOST_ERROR(line << " happened " << n << " times");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(three_worker_processes_never_run_more_than_a_keys_limit_at_once) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects";
+  producer p(db);
+  std::vector<std::unique_ptr<spawned_worker>> workers;
+  for (int w = 0; w < 3; ++w) {
+    workers.push_back(std::make_unique<spawned_worker>(std::vector<std::string>{
+        "--db", db, "--effects", effects, "--concurrency", "32", "--step-ms", "20"}));
+  }
+  // Each worker declares the rule (3 per /tenant) as it starts; the burst comes after all have.
+  BOOST_REQUIRE(wait_until([&] { return count_of(db, "SELECT count(*) FROM keel.workers") == 3; }, 30s));
+  // Sampled while the burst drains: the most runs of one key that are running at one instant.
+  std::atomic<bool> sampling{true};
+  std::atomic<long> most_running{0};
+  std::thread sampler([&] {
+    while (sampling) {
+      const long n = count_of(db,
+                              "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM keel.runs "
+                              "WHERE status = 'running' GROUP BY concurrency_key) x");
+      if (n > most_running) most_running = n;
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+  std::vector<std::future<result<run_id>>> pending;
+  for (int i = 0; i < 300; ++i) {
+    const std::string tenant = i % 10 == 0 ? "small" : "t" + std::to_string(i % 4);
+    pending.push_back(asio::co_spawn(p.e.get_executor(),
+                                     p.e.enqueue("keyed", json::value{{"tenant", tenant}, {"i", i}}),
+                                     asio::use_future));
+  }
+  for (auto& f : pending)
+    BOOST_REQUIRE(f.get());
+  const bool drained = wait_until(
+      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE status = 'completed'") == 300; }, 120s);
+  sampling = false;
+  sampler.join();
+  BOOST_REQUIRE(drained);
+  for (auto& w : workers)
+    BOOST_TEST(w->terminate() == 0);
+  BOOST_TEST(most_running.load() <= 3);
+  // The same from the steps' own times: no instant inside more than 3 steps of one key. Each run's step
+  // lies inside the time it held its slot, so this is a lower bound of what the slots allowed.
+  const long most_overlap = count_of(db, R"sql(
+    WITH s AS (SELECT r.concurrency_key AS k, s.started_at, s.finished_at
+               FROM keel.steps s JOIN keel.runs r ON r.id = s.run_id)
+    SELECT max((SELECT count(*) FROM s b
+                WHERE b.k = a.k AND b.started_at <= a.started_at AND b.finished_at > a.started_at))
+    FROM s a)sql");
+  BOOST_TEST_MESSAGE("most running of one key: " << most_running.load() << " sampled, " << most_overlap
+                                                 << " from the steps' times");
+  BOOST_TEST(most_overlap <= 3);
+  BOOST_TEST(most_overlap >= 2);  // and the keys did run side by side
+  BOOST_TEST(count_of(db, "SELECT count(DISTINCT owner) FROM keel.runs") >= 2);  // on several workers
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.concurrency_slots WHERE holder IS NOT NULL") == 0);
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts.size() == 600u);  // a step and a completion for each of 300 runs, once each
   for (const auto& [line, n] : counts) {
     if (n != 1) BOOST_ERROR(line << " happened " << n << " times");
   }

@@ -118,6 +118,20 @@ int main(int argc, char** argv) {
         co_return json::value{{"done", true}};
       });
 
+  // keyed: one step of --step-ms; at most 3 runs per /tenant at once, across every worker process.
+  auto keyed = keel::make_workflow<json::value, json::value>(
+      "keyed", 1, [&](keel::context& ctx, json::value in) -> asio::awaitable<json::value> {
+        auto work = [&]() -> asio::awaitable<int> {
+          append_line(g_effects, ctx.id() + " work");
+          co_await sleep_for(step_time);
+          co_return 1;
+        };
+        co_await ctx.step("work", work);
+        co_return in;
+      });
+  keyed.concurrency = keel::concurrency_rule{3, "/tenant"};
+  engine.register_workflow(std::move(keyed));
+
   // napper: a step, a durable sleep of --step-ms, a step: the worker that parked it can be killed meanwhile.
   engine.register_workflow<json::value, json::value>(
       "napper", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {

@@ -238,6 +238,9 @@ struct engine_options {
   /// How often a worker looks for due schedules when it knows of none due sooner (schedules created or
   /// changed by other processes are seen within this).
   std::chrono::milliseconds schedule_poll_interval{1'000};
+  /// Concurrency keys: a freed slot starts its key's next run at once; a run that queued for a key while a
+  /// slot was being freed (a race the release cannot see) starts within this.
+  std::chrono::milliseconds concurrency_sweep_interval{1'000};
   /// Deleting old finished runs (off unless retention.keep_finished is set). Every worker with it set runs
   /// passes; they share the work (each batch skips rows another holds).
   retention_options retention;
@@ -290,6 +293,12 @@ struct enqueue_options {
   std::optional<std::string> debounce_key;
   /// The debounce window, instead of the rule's.
   std::optional<std::chrono::milliseconds> debounce_window;
+  /// Concurrency (see concurrency_rule): the key, instead of the one the workflow's rule reads from the
+  /// input. Needs a limit, this one's or the rule's (storage::errc::invalid_argument otherwise).
+  std::optional<std::string> concurrency_key;
+  /// The limit (1 to 10,000) for this run's key, instead of the rule's; without a rule and without
+  /// concurrency_key, one key for all the workflow's runs that give it.
+  std::optional<int> concurrency_limit;
 };
 
 /// What engine::submit did: the run, and whether it is new (false: an idempotent repeat got the run that

@@ -35,6 +35,16 @@ struct debounce_rule {
   std::string key;
 };
 
+/// Concurrency (workflow_definition::concurrency): at most `limit` of the workflow's runs with the same key
+/// hold a worker at once, exactly, across every worker process; the others wait queued, in order, and start
+/// as those finish. A run that sleeps or waits holds no worker, so it does not count.
+struct concurrency_rule {
+  int limit = 1;  ///< 1 to 10,000
+  /// A JSON pointer into the input whose value is the key (e.g. "/tenant"): a string as it is, anything else
+  /// as its JSON text; runs whose input lacks it share the key "". "": one key for all the workflow's runs.
+  std::string key;
+};
+
 /// A workflow with its input and output erased to JSON; what the engine stores in its registry.
 struct workflow_definition {
   std::string name;
@@ -51,6 +61,8 @@ struct workflow_definition {
   std::vector<cancel_on_event> cancel_on;
   /// Debounce of its enqueues (enqueue_options can give the key or the window instead).
   std::optional<debounce_rule> debounce;
+  /// A limit on how many of its runs (per key) run at once (enqueue_options can give the key or limit).
+  std::optional<concurrency_rule> concurrency;
 };
 
 /// Makes a definition from a typed body `awaitable<Output>(context&, Input)`. Input and Output convert with
@@ -58,7 +70,7 @@ struct workflow_definition {
 template <class Input, class Output>
 workflow_definition make_workflow(std::string name, int version,
                                   std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
-  workflow_definition def{std::move(name), version, {}, nullptr, {}, {}, {}, std::nullopt};
+  workflow_definition def{std::move(name), version, {}, nullptr, {}, {}, {}, std::nullopt, std::nullopt};
   def.body = [body = std::move(body)](
                  context& ctx, boost::json::value input) -> boost::asio::awaitable<boost::json::value> {
     std::optional<Input> typed;

@@ -49,6 +49,10 @@ struct new_run {
   std::optional<std::string> idempotency_key;
   int priority = 0;
   std::optional<clock::time_point> run_at;
+  /// Its concurrency key and limit instead of those its workflow version declares (026_concurrency_keys.sql):
+  /// a key needs a limit, given here or declared; a limit alone applies to the declared key.
+  std::optional<std::string> concurrency_key;
+  std::optional<int> concurrency_limit;
 };
 
 /// What an enqueue did.
@@ -98,6 +102,9 @@ struct claimed_run {
 struct claim_outcome {
   std::vector<claimed_run> runs;
   std::vector<run_id> dead_lettered;
+  /// Due runs the claim parked instead: their concurrency key had no free slot. They start, in order, as
+  /// slots free up.
+  std::size_t parked = 0;
 };
 
 /// What a worker can run: a workflow name and one of its versions.
@@ -275,6 +282,11 @@ struct run_record {
   std::vector<open_hook> hooks;
   /// The run that started it (ctx.child).
   std::optional<run_id> parent;
+  /// Its concurrency key and that key's limit (026_concurrency_keys.sql), if it has one.
+  std::optional<std::string> concurrency_key;
+  int concurrency_limit = 0;
+  /// Due, but parked until a slot of its key frees up (as many runs of the key as its limit are running).
+  bool waits_for_key = false;
 };
 
 /// A run as a listing shows it (store::list_runs): no input, output or steps.

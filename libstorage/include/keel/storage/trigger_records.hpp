@@ -2,6 +2,7 @@
 // those that cancel its runs), and whom an event concerns.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,11 @@ struct workflow_declaration {
   /// Events that start a run of it.
   std::vector<std::string> triggers;
   std::vector<cancel_rule> cancel_on;
+  /// Concurrency (026_concurrency_keys.sql): at most this many of its runs with the same key run at once;
+  /// none: no limit.
+  std::optional<int> concurrency_limit;
+  /// Where the key is in a run's input (a path, as #>> takes it); none: one key for all its runs.
+  std::optional<std::vector<std::string>> concurrency_key;
 };
 
 /// A workflow an event starts, at the newest version declared.
