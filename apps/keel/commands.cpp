@@ -135,6 +135,11 @@ int start(http_client& client, const global_options& g, const invocation& inv) {
   if (const auto* key = inv.value("--concurrency-key")) body["concurrency_key"] = *key;
   if (inv.value("--concurrency-limit"))
     body["concurrency_limit"] = integer_option(inv, "--concurrency-limit", 1, 10'000, "start");
+  if (const auto* key = inv.value("--throttle-key")) body["throttle_key"] = *key;
+  if (inv.value("--throttle-limit"))
+    body["throttle_limit"] = integer_option(inv, "--throttle-limit", 1, 10'000, "start");
+  if (inv.value("--throttle-ms"))
+    body["throttle_window_ms"] = integer_option(inv, "--throttle-ms", 1, 366LL * 24 * 3600 * 1000, "start");
   const auto reply = client.request_blocking("POST", "/v1/workflows/" + path_segment(inv.args[0]) + "/runs",
                                              json::serialize(body));
   const auto run = parse_answer(reply);
@@ -417,7 +422,8 @@ const std::vector<command_spec>& commands() {
   static const std::vector<command_spec> all{
       {"start",
        "start WORKFLOW [--input JSON] [--key KEY] [--priority N] [--run-at TIME] [--debounce-key K "
-       "--debounce-ms N] [--concurrency-key K --concurrency-limit N]",
+       "--debounce-ms N] [--concurrency-key K --concurrency-limit N] [--throttle-key K --throttle-limit N "
+       "--throttle-ms N]",
        "start a run of WORKFLOW; prints its id",
        "  --input JSON       the run's input (default null); checked to be JSON before anything is sent\n"
        "  --key KEY          idempotency key: the same key and input again give the run it started\n"
@@ -431,11 +437,16 @@ const std::vector<command_spec>& commands() {
        "                     workflow's own limit); the others wait queued, in order\n"
        "  --concurrency-limit N\n"
        "                     that limit, 1 to 10000 (alone: for the workflow's own key)\n"
+       "  --throttle-key K   at most --throttle-limit runs of WORKFLOW with this key start per "
+       "--throttle-ms\n"
+       "                     (or the workflow's own throttle); the others wait queued, in order\n"
+       "  --throttle-limit N, --throttle-ms N\n"
+       "                     that limit (1 to 10000) and window (ms)\n"
        "  --json             print the run as JSON instead of its id\n",
        1,
        1,
        {"--input", "--key", "--priority", "--run-at", "--debounce-key", "--debounce-ms", "--concurrency-key",
-        "--concurrency-limit"},
+        "--concurrency-limit", "--throttle-key", "--throttle-limit", "--throttle-ms"},
        {},
        start},
       {"get",

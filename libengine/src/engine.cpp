@@ -203,9 +203,12 @@ result<void> engine_impl::start() {
   // Announce what this worker runs, so that a run of a version registered nowhere says so.
   if (auto r = block_on(store_.register_worker(worker_id_, workflow_versions(), worker_ttl())); !r)
     log::warn("engine", "cannot register this worker: " + r.error().message());
-  // What its workflows declare of events (triggers, cancel_on), for publish_event on any engine.
-  if (auto r = block_on(store_.declare_workflows(declarations_of(workflows_))); !r)
-    log::warn("engine", "cannot record the workflows' event triggers: " + r.error().message());
+  // What its workflows declare (triggers, cancel_on, concurrency, throttle), for every engine's inserts.
+  if (auto r = block_on(store_.declare_workflows(declarations_of(workflows_))); !r) {
+    log::warn("engine", "cannot record what the workflows declare: " + r.error().message());
+  } else {
+    declared_ = true;
+  }
   // Runs enqueued by other processes wake the claim loop at once instead of at its next poll.
   if (!started_once_.exchange(true)) {
     store_.listen(storage::store_listeners{
@@ -269,6 +272,13 @@ asio::awaitable<engine_impl::claim_tally> engine_impl::claim_batch(std::size_t m
     emit(run_event{run_event::kind::dead_lettered, id, {}, {}, 0, {}});
   }
   const claim_tally tally{claimed->runs.size(), claimed->parked};
+  const bool throttled = claimed->parked_for_throttle > 0;
+  // Runs parked for a throttle start when its window moves: the sweep learns when that is (at most ten
+  // times a second: under a burst, most claims park some runs).
+  if (throttled && std::chrono::steady_clock::now() - last_sweep_nudge_ >= std::chrono::milliseconds(100)) {
+    last_sweep_nudge_ = std::chrono::steady_clock::now();
+    key_sweep_wait_.cancel();
+  }
   co_await launch_claimed(std::move(claimed->runs), lease_until);
   co_return tally;
 }
@@ -764,11 +774,20 @@ asio::awaitable<result<enqueued>> engine_impl::enqueue(std::string workflow, jso
                                                        enqueue_options options) {
   const auto version = registered_version(workflow, options.version);
   if (!version) co_return errc::unknown_workflow;
+  // The keys of a run come from what its version declares (keel.workflow_versions): an engine that
+  // enqueues before any worker of the version started declares it first, or its runs would go unlimited.
+  if (!declared_) {
+    auto declared = co_await store_.declare_workflows(declarations_of(workflows_));
+    if (!declared) co_return declared.error();
+    declared_ = true;
+  }
   const auto& def = *find_workflow(workflow, *version);
   auto debounce = debounce_of(def, input, options);
   if (!debounce) co_return debounce.error();
   // A key needs a limit, the enqueue's or the rule's; storage checks the rest before SQL.
   if (options.concurrency_key && !options.concurrency_limit && !def.concurrency)
+    co_return storage::errc::invalid_argument;
+  if (options.throttle_key && (!options.throttle_limit || !options.throttle_window) && !def.throttle)
     co_return storage::errc::invalid_argument;
   storage::new_run run{new_run_id(),
                        std::move(workflow),
@@ -778,7 +797,10 @@ asio::awaitable<result<enqueued>> engine_impl::enqueue(std::string workflow, jso
                        options.priority,
                        options.run_at,
                        std::move(options.concurrency_key),
-                       options.concurrency_limit};
+                       options.concurrency_limit,
+                       std::move(options.throttle_key),
+                       options.throttle_limit,
+                       options.throttle_window};
   // Named first (GCC 12 destroys a temporary inside a co_await expression twice).
   auto pending =
       *debounce ? store_.enqueue_debounced(run, (*debounce)->key, (*debounce)->window) : store_.enqueue(run);

@@ -210,11 +210,14 @@ class engine_impl {
   bool retention_active_ = false;
   boost::asio::steady_timer key_sweep_wait_;
   bool key_sweep_active_ = false;
+  std::chrono::steady_clock::time_point last_sweep_nudge_;
   /// Schedules this worker cannot fire (their zone unknown here, their version not registered), by name and
   /// revision: logged once each.
   std::set<std::pair<std::string, std::int64_t>> unfireable_schedules_;
   bool started_ = false;
   bool migrated_ = false;
+  /// What the registered workflows declare is recorded (by start, or by the first enqueue).
+  std::atomic<bool> declared_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> started_once_{false};
   std::atomic<bool> hooks_started_{false};

@@ -45,6 +45,14 @@ bool valid_event_name(const std::string& name) {
 }  // namespace
 
 void check_declarations(const workflow_definition& def) {
+  if (def.throttle &&
+      (def.throttle->limit <= 0 || def.throttle->limit > k_max_concurrency_limit ||
+       def.throttle->window.count() <= 0 || def.throttle->window > k_longest_throttle_window ||
+       !json_pointer_path(def.throttle->key)))
+    throw std::invalid_argument(
+        "workflow '" + def.name +
+        "': throttle needs a limit from 1 to 10,000, a window from 1 ms to a year and a "
+        "JSON pointer key (\"\" or \"/key/...\")");
   if (def.concurrency && (def.concurrency->limit <= 0 || def.concurrency->limit > k_max_concurrency_limit ||
                           !json_pointer_path(def.concurrency->key)))
     throw std::invalid_argument("workflow '" + def.name +
@@ -76,10 +84,16 @@ std::vector<storage::workflow_declaration> declarations_of(
   std::vector<storage::workflow_declaration> out;
   for (const auto& [name, versions] : workflows) {
     for (const auto& [version, def] : versions) {
-      storage::workflow_declaration d{name, version, def.triggers, {}, std::nullopt, std::nullopt};
+      storage::workflow_declaration d{name,         version,      def.triggers, {},          std::nullopt,
+                                      std::nullopt, std::nullopt, std::nullopt, std::nullopt};
       if (def.concurrency) {
         d.concurrency_limit = def.concurrency->limit;
         if (!def.concurrency->key.empty()) d.concurrency_key = json_pointer_path(def.concurrency->key);
+      }
+      if (def.throttle) {
+        d.throttle_limit = def.throttle->limit;
+        d.throttle_window = def.throttle->window;
+        if (!def.throttle->key.empty()) d.throttle_key = json_pointer_path(def.throttle->key);
       }
       for (const auto& c : def.cancel_on) {
         auto match = json_pointer_path(c.match).value_or(std::vector<std::string>{});
@@ -109,8 +123,8 @@ boost::asio::awaitable<result<published_event>> publish(detail::engine_impl& imp
   if (!audience) co_return audience.error();
   published_event out;
   for (const auto& w : audience->start) {
-    storage::new_run run{new_run_id(), w.workflow,   w.version,   payload, std::nullopt, 0,
-                         std::nullopt, std::nullopt, std::nullopt};
+    storage::new_run run{new_run_id(), w.workflow,   w.version,    payload,      std::nullopt, 0,
+                         std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt};
     if (options.idempotency_key) {
       // One run per (event, key, workflow), whatever their lengths: the key is their digest.
       const std::string identity = name + '\0' + *options.idempotency_key + '\0' + w.workflow;

@@ -2,6 +2,7 @@
 // checking it, and what a worker records of it.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -20,6 +21,8 @@ std::optional<std::vector<std::string>> json_pointer_path(std::string_view point
 
 /// The most a concurrency key's limit can be (each unit is a slot row).
 inline constexpr int k_max_concurrency_limit = 10'000;
+/// The longest throttle window.
+inline constexpr std::chrono::milliseconds k_longest_throttle_window{366LL * 24 * 3600 * 1000};
 
 /// Throws std::invalid_argument if what `def` declares for storage to enforce (triggers, cancel_on,
 /// debounce, concurrency) is malformed.

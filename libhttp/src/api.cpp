@@ -138,6 +138,14 @@ json::value run_json(const run_info& r) {
   } else {
     o["concurrency"] = nullptr;
   }
+  if (r.throttle_key) {
+    o["throttle"] = json::object{{"key", *r.throttle_key},
+                                 {"limit", r.throttle_limit},
+                                 {"window_ms", r.throttle_window.count()},
+                                 {"waiting", r.waits_for_key}};
+  } else {
+    o["throttle"] = nullptr;
+  }
   o["input"] = r.input;
   o["output"] = r.output;
   o["claims"] = r.claims;
@@ -167,6 +175,8 @@ json::value run_json(const run_info& r) {
 constexpr std::int64_t k_max_debounce_ms = 30LL * 24 * 3600 * 1000;
 /// The largest concurrency limit a request may give (the engine's own bound: a slot row per unit).
 constexpr std::int64_t k_max_concurrency_limit = 10'000;
+/// The longest throttle window a request may give: a year.
+constexpr std::int64_t k_max_throttle_window_ms = 366LL * 24 * 3600 * 1000;
 
 start_run_request decode_start_run(const request& req) {
   auto body = body_json(req);
@@ -204,10 +214,24 @@ start_run_request decode_start_run(const request& req) {
           throw bad_request{"concurrency_limit must be an integer from 1 to " +
                             std::to_string(k_max_concurrency_limit)};
         options.concurrency_limit = static_cast<int>(value.get_int64());
+      } else if (key == "throttle_key") {
+        if (!value.is_string()) throw bad_request{"throttle_key must be a string"};
+        options.throttle_key = std::string(value.get_string());
+      } else if (key == "throttle_limit") {
+        if (!value.is_int64() || value.get_int64() < 1 || value.get_int64() > k_max_concurrency_limit)
+          throw bad_request{"throttle_limit must be an integer from 1 to " +
+                            std::to_string(k_max_concurrency_limit)};
+        options.throttle_limit = static_cast<int>(value.get_int64());
+      } else if (key == "throttle_window_ms") {
+        if (!value.is_int64() || value.get_int64() < 1 || value.get_int64() > k_max_throttle_window_ms)
+          throw bad_request{"throttle_window_ms must be an integer from 1 to " +
+                            std::to_string(k_max_throttle_window_ms)};
+        options.throttle_window = std::chrono::milliseconds(value.get_int64());
       } else {
-        throw bad_request{"unknown field '" + std::string(key) +
-                          "' (input, idempotency_key, priority, run_at, debounce_key, debounce_ms, "
-                          "concurrency_key, concurrency_limit)"};
+        throw bad_request{
+            "unknown field '" + std::string(key) +
+            "' (input, idempotency_key, priority, run_at, debounce_key, debounce_ms, "
+            "concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)"};
       }
     }
   }

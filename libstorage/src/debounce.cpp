@@ -23,19 +23,20 @@ namespace {
 const std::string enqueue_debounced_sql = R"sql(
 WITH up AS (
 INSERT INTO keel.runs AS r (id, workflow, version, status, input, priority, due_at, debounce_key,
-                            concurrency_key, concurrency_limit)
+                            concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
 SELECT $1::uuid, $2, $3::int, 'queued', $4::jsonb, $5::int, now() + $6::bigint * interval '1 millisecond', $7,
-       )sql" + concurrency_columns("$4::jsonb", "$8", "$9::int", "v") +
+       )sql" + flow_control_values("$4::jsonb", "v", {"$8", "$9::int", "$10", "$11::int", "$12::bigint"}) +
                                           R"sql(
 FROM (SELECT) one )sql" + declared_rule_join("v", "$2", "$3::int") +
                                           R"sql(
 ON CONFLICT (workflow, debounce_key) WHERE status = 'queued' AND claims = 0 AND debounce_key IS NOT NULL
 DO UPDATE SET input = EXCLUDED.input, version = EXCLUDED.version, priority = EXCLUDED.priority,
               due_at = EXCLUDED.due_at, concurrency_key = EXCLUDED.concurrency_key,
-              concurrency_limit = EXCLUDED.concurrency_limit
+              concurrency_limit = EXCLUDED.concurrency_limit, throttle_key = EXCLUDED.throttle_key,
+              throttle_limit = EXCLUDED.throttle_limit, throttle_window_ms = EXCLUDED.throttle_window_ms
 RETURNING r.id, r.workflow, r.version, r.priority, r.due_at, (r.xmax = 0) AS created, r.concurrency_key,
-          r.concurrency_limit),)sql" + slots_made_cte("up") +
-                                          "\n" + log_cte(R"sql(
+          r.concurrency_limit, r.throttle_key, r.throttle_limit, r.throttle_window_ms),)sql" +
+                                          slots_made_cte("up") + "\n" + log_cte(R"sql(
   SELECT id, CASE WHEN created THEN 'run_enqueued' ELSE 'run_debounced' END,
          jsonb_build_object('workflow', workflow, 'version', version, 'priority', priority,
                             'run_at', keel.micros(due_at), 'debounce_key', $7::text),
@@ -49,12 +50,18 @@ const statement enqueue_debounced{"keel_enqueue_debounced", enqueue_debounced_sq
 
 }  // namespace detail::sql
 
+namespace {
+std::optional<std::string> number_or_null(const std::optional<int>& n) {
+  return n ? std::optional(std::to_string(*n)) : std::nullopt;
+}
+}  // namespace
+
 boost::asio::awaitable<result<enqueue_outcome>> store::enqueue_debounced(const new_run& run,
                                                                          const std::string& key,
                                                                          std::chrono::milliseconds window) {
   // Limits before SQL, as enqueue.
   if (!detail::valid_key(run.workflow) || !detail::valid_key(key) || !is_valid_run_id(run.id) ||
-      run.idempotency_key || run.run_at || window.count() <= 0 || !detail::valid_concurrency(run))
+      run.idempotency_key || run.run_at || window.count() <= 0 || !detail::valid_flow_control(run))
     co_return errc::invalid_argument;
   if (auto c = impl_->check(run.input, "input", run.id); !c) co_return c.error();
   std::vector<std::optional<std::string>> params{
@@ -66,7 +73,10 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue_debounced(const n
       std::to_string(window.count()),
       key,
       run.concurrency_key,
-      run.concurrency_limit ? std::optional(std::to_string(*run.concurrency_limit)) : std::nullopt};
+      number_or_null(run.concurrency_limit),
+      run.throttle_key,
+      number_or_null(run.throttle_limit),
+      run.throttle_window ? std::optional(std::to_string(run.throttle_window->count())) : std::nullopt};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice). A repeat after a
   // lost connection collapses into the run the first attempt made (same key), or makes it: safe.
   std::function<result<enqueue_outcome>(detail::pg_connection&)> upsert =

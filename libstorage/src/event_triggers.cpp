@@ -18,18 +18,25 @@ namespace detail::sql {
 // An identical declaration (every worker's, at every start) writes nothing.
 const statement declare_workflows{"keel_declare_workflows", R"sql(
 INSERT INTO keel.workflow_versions AS v (workflow, version, triggers, cancel_on, concurrency_limit,
-                                         concurrency_key)
+                                         concurrency_key, throttle_limit, throttle_window_ms, throttle_key)
 SELECT x.workflow, x.version, ARRAY(SELECT jsonb_array_elements_text(x.triggers)), x.cancel_on, x.climit,
-       CASE WHEN x.ckey IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(x.ckey)) END
+       CASE WHEN x.ckey IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(x.ckey)) END,
+       x.tlimit, x.twindow,
+       CASE WHEN x.tkey IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(x.tkey)) END
 FROM jsonb_to_recordset($1::jsonb) AS x(workflow text, version int, triggers jsonb, cancel_on jsonb,
-                                        climit int, ckey jsonb)
+                                        climit int, ckey jsonb, tlimit int, twindow bigint, tkey jsonb)
 ON CONFLICT (workflow, version) DO UPDATE SET triggers = EXCLUDED.triggers, cancel_on = EXCLUDED.cancel_on,
                                               concurrency_limit = EXCLUDED.concurrency_limit,
                                               concurrency_key = EXCLUDED.concurrency_key,
+                                              throttle_limit = EXCLUDED.throttle_limit,
+                                              throttle_window_ms = EXCLUDED.throttle_window_ms,
+                                              throttle_key = EXCLUDED.throttle_key,
                                               declared_at = now()
-WHERE (v.triggers, v.cancel_on, v.concurrency_limit, v.concurrency_key)
+WHERE (v.triggers, v.cancel_on, v.concurrency_limit, v.concurrency_key, v.throttle_limit,
+       v.throttle_window_ms, v.throttle_key)
       IS DISTINCT FROM (EXCLUDED.triggers, EXCLUDED.cancel_on, EXCLUDED.concurrency_limit,
-                        EXCLUDED.concurrency_key))sql"};
+                        EXCLUDED.concurrency_key, EXCLUDED.throttle_limit, EXCLUDED.throttle_window_ms,
+                        EXCLUDED.throttle_key))sql"};
 
 // $1 the event, $2 its payload, $3 the most runs to cancel (runs asked to cancel already are not read again),
 // $4 runs not to cancel (those this publish starts: a repeat would otherwise cancel the run it returns).
@@ -86,6 +93,12 @@ boost::asio::awaitable<result<void>> store::declare_workflows(
                             {"cancel_on", std::move(cancel_on)}};
     if (w.concurrency_limit) row["climit"] = *w.concurrency_limit;
     if (w.concurrency_key) row["ckey"] = path_json(*w.concurrency_key);
+    if (w.throttle_limit && (*w.throttle_limit <= 0 || *w.throttle_limit > 10'000))
+      co_return errc::invalid_argument;
+    if (w.throttle_window && w.throttle_window->count() <= 0) co_return errc::invalid_argument;
+    if (w.throttle_limit) row["tlimit"] = *w.throttle_limit;
+    if (w.throttle_window) row["twindow"] = w.throttle_window->count();
+    if (w.throttle_key) row["tkey"] = path_json(*w.throttle_key);
     rows.push_back(std::move(row));
   }
   std::vector<std::optional<std::string>> params{boost::json::serialize(rows)};

@@ -86,15 +86,15 @@ WITH s AS (
   RETURNING name, workflow, input, priority),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at,
-                         concurrency_key, concurrency_limit)
+                         concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
   SELECT x.id, s.workflow, $7::int, 'queued', s.input, x.key, s.priority, now(),
-         )sql" + concurrency_columns("s.input", "NULL", "NULL", "v") +
+         )sql" + flow_control_values("s.input", "v") +
                                       R"sql(
   FROM s CROSS JOIN jsonb_to_recordset($6::jsonb) AS x(id uuid, key text)
   )sql" + declared_rule_join("v", "s.workflow", "$7::int") +
                                       R"sql(
   ON CONFLICT DO NOTHING
-  RETURNING id, workflow, version, priority, concurrency_key, concurrency_limit),)sql" +
+  RETURNING id, workflow, version, priority, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms),)sql" +
                                       slots_made_cte("ins") + "\n" + log_cte(R"sql(
   SELECT ins.id, 'run_enqueued',
          jsonb_build_object('workflow', ins.workflow, 'version', ins.version, 'priority', ins.priority,

@@ -30,16 +30,26 @@ std::string run_is_live(std::string_view r);
 /// the hooks' index in order; here each hook's run is a lookup of its primary key.
 std::string live_run_of(std::string_view h, std::string_view columns);
 
-/// The columns (concurrency_key, concurrency_limit) of a run inserted with input `input`, as its enqueue gave
-/// them (`key`, `limit`: SQL expressions, NULL when it gave none) or else as its workflow version declares
-/// (`v`: its keel.workflow_versions row, LEFT JOINed; 026_concurrency_keys.sql). Without a limit from either,
-/// the run has no key; a key the input lacks is '' (those runs share one key, and its limit).
-std::string concurrency_columns(std::string_view input, std::string_view key, std::string_view limit,
-                                std::string_view v);
+/// What an enqueue gives of its run's flow control, as SQL expressions ("NULL": nothing).
+struct flow_overrides {
+  std::string_view concurrency_key = "NULL";
+  std::string_view concurrency_limit = "NULL";
+  std::string_view throttle_key = "NULL";
+  std::string_view throttle_limit = "NULL";
+  std::string_view throttle_window_ms = "NULL";
+};
 
-/// `slots_made`: a CTE that makes the slots (1..limit) of the concurrency keys of the runs `inserted` yields
-/// (columns workflow, concurrency_key, concurrency_limit), for each key the first time; one statement for
-/// a batch, where a row trigger would cost a call per run. Ends with a comma.
+/// The values of the flow-control columns of keel.runs (concurrency_key, concurrency_limit, throttle_key,
+/// throttle_limit, throttle_window_ms, in this order) for a run inserted with input `input`, as its enqueue
+/// gave them
+/// (`o`) or else as its workflow version declares (`v`: its keel.workflow_versions row, LEFT JOINed;
+/// 026_concurrency_keys.sql, 027_throttle.sql). Without a limit (and, for throttle, a window) from either,
+/// the run has no key of that kind; a key the input lacks is '' (those runs share one key).
+std::string flow_control_values(std::string_view input, std::string_view v, const flow_overrides& o = {});
+
+/// `slots_made`: a CTE that makes the slots (1..limit) of the concurrency and throttle keys of the runs
+/// `inserted` yields (columns workflow and the flow-control columns), for each key the first time; one
+/// statement for a batch, where a row trigger would cost a call per run. Ends with a comma.
 std::string slots_made_cte(std::string_view inserted);
 
 /// `slots_freed` and `slots_woken`: CTEs that free the slots held by the runs `stopped` yields (columns id,
@@ -48,7 +58,7 @@ std::string slots_made_cte(std::string_view inserted);
 /// out of `running` free their slot by trigger (026_concurrency_keys.sql). Ends with a comma.
 std::string slots_freed_ctes(std::string_view stopped);
 
-/// `LEFT JOIN keel.workflow_versions v` for concurrency_columns, on the run's `workflow` and `version`.
+/// `LEFT JOIN keel.workflow_versions v` for flow_control_values, on the run's `workflow` and `version`.
 std::string declared_rule_join(std::string_view v, std::string_view workflow, std::string_view version);
 
 /// The sort key of hook `h` in the inbox: its expiry, `infinity` when it never expires (as indexed).

@@ -36,31 +36,53 @@ std::string run_is_live(std::string_view r) {
   return std::string(r) + ".status IN ('queued', 'running', 'sleeping', 'waiting')";
 }
 
-std::string concurrency_columns(std::string_view input, std::string_view key, std::string_view limit,
-                                std::string_view v) {
-  const std::string lim = "coalesce(" + std::string(limit) + ", " + std::string(v) + ".concurrency_limit)";
-  return "CASE WHEN " + lim + " IS NOT NULL THEN keel.short_key(coalesce(" + std::string(key) + ", " +
-         std::string(input) + " #>> " + std::string(v) + ".concurrency_key, '')) END, " + lim;
+std::string flow_control_values(std::string_view input, std::string_view v, const flow_overrides& o) {
+  const std::string in(input), rule(v);
+  const auto either = [](std::string_view own, const std::string& declared) {
+    return "coalesce(" + std::string(own) + ", " + declared + ")";
+  };
+  const std::string climit = either(o.concurrency_limit, rule + ".concurrency_limit");
+  const std::string tlimit = either(o.throttle_limit, rule + ".throttle_limit");
+  const std::string twindow = either(o.throttle_window_ms, rule + ".throttle_window_ms");
+  const auto key = [&](std::string_view own, const std::string& path) {
+    return "keel.short_key(coalesce(" + std::string(own) + ", " + in + " #>> " + path + ", ''))";
+  };
+  const std::string throttled = tlimit + " IS NOT NULL AND " + twindow + " IS NOT NULL";
+  return "CASE WHEN " + climit + " IS NOT NULL THEN " + key(o.concurrency_key, rule + ".concurrency_key") +
+         " END, " + climit + ", CASE WHEN " + throttled + " THEN " +
+         key(o.throttle_key, rule + ".throttle_key") + " END, CASE WHEN " + throttled + " THEN " + tlimit +
+         " END, CASE WHEN " + throttled + " THEN " + twindow + " END";
+}
+
+std::string slots_made_cte(std::string_view inserted) {
+  const std::string from(inserted);
+  return R"sql(
+slots_made AS (
+  INSERT INTO keel.concurrency_slots (workflow, key, slot)
+  SELECT k.workflow, k.concurrency_key, g
+  FROM (SELECT DISTINCT workflow, concurrency_key, concurrency_limit FROM )sql" +
+         from + R"sql(
+        WHERE concurrency_key IS NOT NULL AND concurrency_limit IS NOT NULL) k
+  CROSS JOIN generate_series(1, k.concurrency_limit) g
+  WHERE NOT EXISTS (SELECT 1 FROM keel.concurrency_slots s
+                    WHERE s.workflow = k.workflow AND s.key = k.concurrency_key AND s.slot = k.concurrency_limit)
+  ON CONFLICT DO NOTHING),
+throttle_slots_made AS (
+  INSERT INTO keel.throttle_slots (workflow, key, slot)
+  SELECT k.workflow, k.throttle_key, g
+  FROM (SELECT DISTINCT workflow, throttle_key, throttle_limit FROM )sql" +
+         from + R"sql(
+        WHERE throttle_key IS NOT NULL AND throttle_limit IS NOT NULL) k
+  CROSS JOIN generate_series(1, k.throttle_limit) g
+  WHERE NOT EXISTS (SELECT 1 FROM keel.throttle_slots s
+                    WHERE s.workflow = k.workflow AND s.key = k.throttle_key AND s.slot = k.throttle_limit)
+  ON CONFLICT DO NOTHING),)sql";
 }
 
 std::string declared_rule_join(std::string_view v, std::string_view workflow, std::string_view version) {
   return "LEFT JOIN keel.workflow_versions " + std::string(v) + " ON " + std::string(v) +
          ".workflow = " + std::string(workflow) + " AND " + std::string(v) +
          ".version = " + std::string(version);
-}
-
-std::string slots_made_cte(std::string_view inserted) {
-  return R"sql(
-slots_made AS (
-  INSERT INTO keel.concurrency_slots (workflow, key, slot)
-  SELECT k.workflow, k.concurrency_key, g
-  FROM (SELECT DISTINCT workflow, concurrency_key, concurrency_limit FROM )sql" +
-         std::string(inserted) + R"sql(
-        WHERE concurrency_key IS NOT NULL AND concurrency_limit IS NOT NULL) k
-  CROSS JOIN generate_series(1, k.concurrency_limit) g
-  WHERE NOT EXISTS (SELECT 1 FROM keel.concurrency_slots s
-                    WHERE s.workflow = k.workflow AND s.key = k.concurrency_key AND s.slot = k.concurrency_limit)
-  ON CONFLICT DO NOTHING),)sql";
 }
 
 std::string slots_freed_ctes(std::string_view stopped) {
@@ -150,27 +172,31 @@ const statement commit{"keel_commit", "COMMIT"};
 
 // Inserts new runs; an existing id (a retried batch) or idempotency key is skipped.
 // A JSON null input arrives as SQL NULL from jsonb_to_recordset: stored as the JSON null it was.
-const std::string enqueue_insert_sql = std::string(R"sql(
+const std::string enqueue_insert_sql =
+    std::string(
+        R"sql(
 WITH ins AS (
 INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at,
-                       concurrency_key, concurrency_limit)
+                       concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
 SELECT x.id, x.workflow, x.version, 'queued', coalesce(x.input, 'null'), x.key, x.priority,
        coalesce(to_timestamp(x.run_at::double precision / 1e6), now()),
-       )sql" + concurrency_columns("x.input", "x.ckey", "x.climit", "v") +
-                                                   R"sql(
+       )sql" +
+        flow_control_values("x.input", "v", {"x.ckey", "x.climit", "x.tkey", "x.tlimit", "x.twindow"}) +
+        R"sql(
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, workflow text, version int, input jsonb, key text,
-                                        priority int, run_at bigint, ckey text, climit int)
+                                        priority int, run_at bigint, ckey text, climit int, tkey text,
+                                        tlimit int, twindow bigint)
 )sql" + declared_rule_join("v", "x.workflow", "x.version") +
-                                                   R"sql(
+        R"sql(
 ON CONFLICT DO NOTHING
-RETURNING id, workflow, version, priority, due_at, concurrency_key, concurrency_limit),)sql") +
-                                       slots_made_cte("ins") + "\n" + log_cte(R"sql(
+RETURNING id, workflow, version, priority, due_at, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms),)sql") +
+    slots_made_cte("ins") + "\n" + log_cte(R"sql(
   SELECT id, 'run_enqueued',
          jsonb_strip_nulls(jsonb_build_object('workflow', workflow, 'version', version, 'priority', priority,
                                               'run_at', CASE WHEN due_at > now() THEN keel.micros(due_at) END)),
          0::bigint
   FROM ins)sql") +
-                                       R"sql(
+    R"sql(
 SELECT count(*) FROM ins)sql";
 const statement enqueue_insert{"keel_enqueue_insert", enqueue_insert_sql.c_str()};
 
@@ -323,13 +349,15 @@ const statement release_runs{"keel_release_runs", release_runs_sql.c_str()};
 
 namespace {
 
-// Concurrency keys in a claim (026_concurrency_keys.sql). From `due` (the locked due runs, with their
-// workflow, priority, due_at, concurrency_key, concurrency_limit, key_parked_at, recovery and cancel),
-// `c` is what the claim takes and `blocked` what it parks. A due run needs a slot of its key unless it
-// holds one already (a recovery: it never stopped running) or is about to be cancelled. The runs of one key
-// are ranked in start order and matched to that key's free slots, locked here (SKIP LOCKED, on a
-// one-table condition that PostgreSQL checks again on the newest row version: a slot taken meanwhile is
-// never taken twice); the runs left over are parked out of the claim range until a slot frees up.
+// Concurrency keys and throttles in a claim (026_concurrency_keys.sql, 027_throttle.sql). From `due` (the
+// locked due runs, with their workflow, priority, due_at, claims, flow-control columns, key_parked_at,
+// recovery and cancel), `c` is what the claim takes and `blocked` what it parks. A due run needs a slot of
+// its concurrency key unless it holds one already (a recovery: it never stopped running) or is about to be
+// cancelled, and a slot of its throttle key if this is its first start. The runs of one key are ranked in
+// start order and matched to that key's free slots, locked here (SKIP LOCKED, on a one-table condition that
+// PostgreSQL checks again on the newest row version: a slot taken meanwhile is never taken twice). A run
+// takes its slots only if it gets every one it needs; the others stay as they were (locked until commit,
+// unchanged), and the run is parked out of the claim range until a slot frees up.
 std::string concurrency_slots_ctes() {
   return R"sql(
 keyed AS MATERIALIZED (
@@ -347,35 +375,70 @@ free AS MATERIALIZED (
     WHERE workflow = w.workflow AND key = w.concurrency_key AND slot <= w.lim AND holder IS NULL
     ORDER BY slot LIMIT w.wanted
     FOR UPDATE SKIP LOCKED) s),
+throttled AS MATERIALIZED (
+  SELECT id, workflow, throttle_key, throttle_limit,
+         row_number() OVER (PARTITION BY workflow, throttle_key
+                            ORDER BY priority DESC, coalesce(key_parked_at, due_at), id) AS n
+  FROM due WHERE throttle_key IS NOT NULL AND claims = 0 AND NOT recovery AND NOT cancel),
+opened AS MATERIALIZED (
+  SELECT w.workflow, w.throttle_key, s.slot,
+         row_number() OVER (PARTITION BY w.workflow, w.throttle_key ORDER BY s.slot) AS n
+  FROM (SELECT workflow, throttle_key, min(throttle_limit) AS lim, count(*) AS wanted
+        FROM throttled GROUP BY workflow, throttle_key) w
+  CROSS JOIN LATERAL (
+    SELECT slot FROM keel.throttle_slots
+    WHERE workflow = w.workflow AND key = w.throttle_key AND slot <= w.lim AND free_at <= now()
+    ORDER BY slot LIMIT w.wanted
+    FOR UPDATE SKIP LOCKED) s),
 placed AS MATERIALIZED (
-  SELECT k.id, k.workflow, k.concurrency_key, f.slot
-  FROM keyed k LEFT JOIN free f
-    ON f.workflow = k.workflow AND f.concurrency_key = k.concurrency_key AND f.n = k.n),
+  SELECT d.id, d.workflow, d.concurrency_key, f.slot AS cslot, d.throttle_key, o.slot AS tslot,
+         d.throttle_window_ms,
+         (k.id IS NOT NULL AND f.slot IS NULL) OR (t.id IS NOT NULL AND o.slot IS NULL) AS short,
+         k.id IS NOT NULL AND f.slot IS NULL AS for_concurrency
+  FROM due d
+  LEFT JOIN keyed k ON k.id = d.id
+  LEFT JOIN free f ON f.workflow = k.workflow AND f.concurrency_key = k.concurrency_key AND f.n = k.n
+  LEFT JOIN throttled t ON t.id = d.id
+  LEFT JOIN opened o ON o.workflow = t.workflow AND o.throttle_key = t.throttle_key AND o.n = t.n
+  WHERE k.id IS NOT NULL OR t.id IS NOT NULL),
 c AS MATERIALIZED (
-  SELECT * FROM due WHERE id NOT IN (SELECT id FROM placed WHERE slot IS NULL)),
+  SELECT * FROM due WHERE id NOT IN (SELECT id FROM placed WHERE short)),
 blocked AS MATERIALIZED (
-  SELECT * FROM due WHERE id IN (SELECT id FROM placed WHERE slot IS NULL)),
+  SELECT due.*, p.for_concurrency FROM due JOIN placed p ON p.id = due.id WHERE p.short),
 took AS (
   UPDATE keel.concurrency_slots s SET holder = p.id
   FROM placed p
-  WHERE s.workflow = p.workflow AND s.key = p.concurrency_key AND s.slot = p.slot),
+  WHERE NOT p.short AND s.workflow = p.workflow AND s.key = p.concurrency_key AND s.slot = p.cslot),
+spent AS (
+  UPDATE keel.throttle_slots s SET free_at = now() + p.throttle_window_ms * interval '1 millisecond'
+  FROM placed p
+  WHERE NOT p.short AND s.workflow = p.workflow AND s.key = p.throttle_key AND s.slot = p.tslot),
 parked AS (
   UPDATE keel.runs parked_run
-  SET due_at = 'infinity', key_parked_at = coalesce(parked_run.key_parked_at, b.due_at)
+  SET due_at = coalesce(parked_run.cancel_deadline, 'infinity'),  -- asked to cancel: cancelled by then
+      key_parked_at = coalesce(parked_run.key_parked_at, b.due_at)
   FROM blocked b WHERE parked_run.id = b.id
-  RETURNING parked_run.id),)sql";
+  RETURNING parked_run.id, NOT b.for_concurrency AS for_throttle),)sql";
 }
 
-// The log events of the runs a claim parks: run_blocked, the first time each waits for its key.
+// The log events of the runs a claim parks: run_blocked, the first time each waits for a key, with why.
 std::string blocked_log_source() {
   return R"sql(SELECT b.id, 'run_blocked',
-         jsonb_build_object('concurrency_key', b.concurrency_key, 'limit', b.concurrency_limit), 2::bigint
+         CASE WHEN b.for_concurrency
+              THEN jsonb_build_object('reason', 'concurrency', 'key', b.concurrency_key,
+                                      'limit', b.concurrency_limit)
+              ELSE jsonb_build_object('reason', 'throttle', 'key', b.throttle_key, 'limit', b.throttle_limit,
+                                      'window_ms', b.throttle_window_ms) END,
+         2::bigint
   FROM blocked b WHERE b.key_parked_at IS NULL)sql";
 }
 
-// The claim's result rows of the runs it parked: marked 'p' where a claimed row says 'f'.
+// The claim's result rows of the runs it parked: marked 'p' (for a concurrency key) or 'w' (for a throttle's
+// window) where a claimed row says 'f'.
 std::string parked_rows() {
-  return "SELECT id::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'p', NULL, NULL, NULL FROM parked";
+  return "SELECT id::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, CASE WHEN for_throttle THEN 'w' ELSE "
+         "'p' "
+         "END, NULL, NULL, NULL FROM parked";
 }
 
 }  // namespace
@@ -417,10 +480,11 @@ due AS (
          x.waiting_for,
          x.cancel_deadline IS NOT NULL AND x.cancel_deadline <= now() AS cancel,
          x.status = 'running' AND x.recoveries >= $5::int AS dead,
-         x.workflow, x.priority, x.due_at, x.concurrency_key, x.concurrency_limit, x.key_parked_at
+         x.workflow, x.priority, x.due_at, x.concurrency_key, x.concurrency_limit, x.throttle_key,
+         x.throttle_limit, x.throttle_window_ms, x.key_parked_at
   FROM band CROSS JOIN LATERAL (
     SELECT id, status, recoveries, cancel_deadline, claims, epoch, waiting_for, workflow, priority, due_at,
-           concurrency_key, concurrency_limit, key_parked_at
+           concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms, key_parked_at
     FROM keel.runs
     WHERE status IN ('queued', 'running', 'sleeping', 'waiting') AND priority = band.p AND due_at <= now()
       AND (workflow, version) IN (SELECT workflow, version FROM wanted)
@@ -499,7 +563,8 @@ WITH mine AS (
   WHERE $6::bool AND id = $2::uuid AND status = 'running' AND owner = $1 AND claim_token = $4::uuid),
 due AS (
   SELECT id, status AS was, claims, epoch, waiting_for, false AS recovery, false AS cancel, workflow, priority,
-         due_at, concurrency_key, concurrency_limit, key_parked_at
+         due_at, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
+         key_parked_at
   FROM keel.runs
   WHERE id = $2::uuid AND NOT EXISTS (SELECT 1 FROM mine)
     AND status IN ('queued', 'sleeping', 'waiting') AND due_at <= to_timestamp($3::bigint / 1e6)
@@ -573,7 +638,7 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
                         '[]'::jsonb)::text
         FROM keel.run_history h WHERE h.run_id = r.id),
        generation, parent_id::text, concurrency_key, concurrency_limit,
-       due_at = 'infinity' AND key_parked_at IS NOT NULL
+       due_at = 'infinity' AND key_parked_at IS NOT NULL, throttle_key, throttle_limit, throttle_window_ms
 FROM keel.runs r WHERE id = $1::uuid)sql"};
 
 // A run's hooks that take a resume now, by position (none once the run finished: its hooks answer
@@ -952,15 +1017,15 @@ existing AS (
   FROM fenced f JOIN keel.runs c ON c.idempotency_key = f.key AND c.idempotency_key IS NOT NULL),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
-                         parent_step, concurrency_key, concurrency_limit)
+                         parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
   SELECT f.child, f.workflow, f.version, 'queued', coalesce(f.input, 'null'), f.key, f.priority,
          coalesce(to_timestamp(f.run_at / 1e6), now()), f.id, f.seq,
-         )sql" + concurrency_columns("coalesce(f.input, 'null')", "NULL", "NULL", "v") +
+         )sql" + flow_control_values("coalesce(f.input, 'null')", "v") +
                                          R"sql(
   FROM fenced f )sql" + declared_rule_join("v", "f.workflow", "f.version") +
                                          R"sql( WHERE f.ord NOT IN (SELECT ord FROM existing) AND NOT f.cancel
   ON CONFLICT DO NOTHING
-  RETURNING id, workflow, version, parent_id, parent_step, concurrency_key, concurrency_limit),)sql" +
+  RETURNING id, workflow, version, parent_id, parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms),)sql" +
                                          slots_made_cte("ins") + R"sql(
 decided AS (
   SELECT f.id, f.seq, f.workflow, f.ord, f.cancel_deadline, coalesce(e.id, f.child) AS child,
@@ -1000,16 +1065,16 @@ WITH fence AS (
   FOR SHARE),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
-                         parent_step, concurrency_key, concurrency_limit)
+                         parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
   SELECT $5::uuid, $6, $7::int, 'queued', $8::jsonb, $9, $10::int,
          coalesce(to_timestamp($12::bigint / 1e6), now()), fence.id, $4::int,
-         )sql" + concurrency_columns("$8::jsonb", "NULL", "NULL", "v") +
+         )sql" + flow_control_values("$8::jsonb", "v") +
                                                 R"sql(
   FROM fence )sql" + declared_rule_join("v", "$6", "$7::int") +
                                                 R"sql(
   WHERE NOT cancel
   ON CONFLICT DO NOTHING
-  RETURNING id, workflow, concurrency_key, concurrency_limit),)sql" +
+  RETURNING id, workflow, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms),)sql" +
                                                 slots_made_cte("ins") + R"sql(
 notified AS (SELECT pg_notify('keel_runs', '') FROM ins),
 )sql") + log_cte(R"sql(

@@ -89,6 +89,7 @@ extern const statement purge_runs;
 
 // Concurrency keys (concurrency_keys.cpp).
 extern const statement wake_key_parked;
+extern const statement wake_throttled;
 
 // Debounced enqueues (debounce.cpp).
 extern const statement enqueue_debounced;

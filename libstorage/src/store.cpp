@@ -96,11 +96,15 @@ bool valid_key(std::string_view s) {
   return !s.empty() && s.size() <= k_max_key_bytes && is_valid_utf8(s);
 }
 
-bool valid_concurrency(const new_run& run) {
-  // Each unit of a key's limit is a row (keel.concurrency_slots): a limit is a count of workers, not a rate.
+bool valid_flow_control(const new_run& run) {
+  // Each unit of a key's limit is a row (keel.concurrency_slots, keel.throttle_slots).
   constexpr int k_max_slots = 10'000;
-  return (!run.concurrency_key || valid_key(*run.concurrency_key)) &&
-         (!run.concurrency_limit || (*run.concurrency_limit > 0 && *run.concurrency_limit <= k_max_slots));
+  constexpr auto k_longest_window = std::chrono::milliseconds(366LL * 24 * 3600 * 1000);
+  const auto valid_limit = [](const std::optional<int>& l) { return !l || (*l > 0 && *l <= k_max_slots); };
+  return (!run.concurrency_key || valid_key(*run.concurrency_key)) && valid_limit(run.concurrency_limit) &&
+         (!run.throttle_key || valid_key(*run.throttle_key)) && valid_limit(run.throttle_limit) &&
+         (!run.throttle_window ||
+          (run.throttle_window->count() > 0 && *run.throttle_window <= k_longest_window));
 }
 
 }  // namespace detail
@@ -207,7 +211,7 @@ result<void> store::migrate_blocking() {
 boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& run) {
   // Limits before SQL: a refused write must fail here, alone, not inside a batch.
   if (!detail::valid_key(run.workflow) || (run.idempotency_key && !detail::valid_key(*run.idempotency_key)) ||
-      !is_valid_run_id(run.id) || !detail::valid_concurrency(run)) {
+      !is_valid_run_id(run.id) || !detail::valid_flow_control(run)) {
     co_return errc::invalid_argument;
   }
   if (auto c = impl_->check(run.input, "input", run.id); !c) co_return c.error();
@@ -226,6 +230,9 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& ru
   }
   if (run.concurrency_key) row.str("ckey", *run.concurrency_key);
   if (run.concurrency_limit) row.num("climit", *run.concurrency_limit);
+  if (run.throttle_key) row.str("tkey", *run.throttle_key);
+  if (run.throttle_limit) row.num("tlimit", *run.throttle_limit);
+  if (run.throttle_window) row.num("twindow", run.throttle_window->count());
   // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
   auto text = std::move(row).finish();
   co_return co_await impl_->write<enqueue_outcome>(detail::enqueue_kind(), std::move(text),
@@ -861,7 +868,12 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
         if (!PQgetisnull(res, 0, 21)) {
           rec.concurrency_key = std::string(detail::get_text(res, 0, 21));
           rec.concurrency_limit = detail::to_int(detail::get_text(res, 0, 22));
-          rec.waits_for_key = detail::get_text(res, 0, 23) == "t";
+        }
+        rec.waits_for_key = detail::get_text(res, 0, 23) == "t";
+        if (!PQgetisnull(res, 0, 24)) {
+          rec.throttle_key = std::string(detail::get_text(res, 0, 24));
+          rec.throttle_limit = detail::to_int(detail::get_text(res, 0, 25));
+          rec.throttle_window = std::chrono::milliseconds(detail::to_int64(detail::get_text(res, 0, 26)));
         }
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();

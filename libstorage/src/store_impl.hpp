@@ -40,8 +40,8 @@ connection_config config_for(const store_options& o);
 std::string unclaimable_reason(std::string_view workflow, int version);
 /// A name or key that reaches SQL: present, at most k_max_key_bytes, valid UTF-8.
 bool valid_key(std::string_view s);
-/// A run's own concurrency key and limit, if it gives them: a valid key, a limit within 1..k_max_slots.
-bool valid_concurrency(const new_run& run);
+/// A run's own flow control, if it gives any: valid keys, limits within 1..10,000, a window within a year.
+bool valid_flow_control(const new_run& run);
 
 /// Runs `body` in a transaction on `c` (a pool connection): committed if it returns a value, rolled back
 /// otherwise.

@@ -67,8 +67,9 @@ std::optional<claimed_run> read_claimed(const PGresult* res, int row, claim_outc
     out.dead_lettered.emplace_back(get_text(res, row, 0));
     return std::nullopt;
   }
-  if (finished == "p") {  // parked: its concurrency key had no free slot
+  if (finished == "p" || finished == "w") {  // parked: its concurrency key or throttle had no slot free
     ++out.parked;
+    if (finished == "w") ++out.parked_for_throttle;
     return std::nullopt;
   }
   if (finished == "c") return std::nullopt;  // its cancel grace had passed: fenced and cancelled instead

@@ -22,22 +22,23 @@ namespace {
 struct served : served_engine {
   explicit served(http::server_options o = {}) : served_engine(register_workflows, std::move(o)) {}
   static void register_workflows(engine& e) {
-    workflow_definition fulfil{"fulfil",         1,  {},           nullptr,     {},
-                               {"order.placed"}, {}, std::nullopt, std::nullopt};
+    workflow_definition fulfil{"fulfil",         1,  {},           nullptr,      {},
+                               {"order.placed"}, {}, std::nullopt, std::nullopt, std::nullopt};
     fulfil.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       auto step = [in] { return in; };
       co_return co_await ctx.step("ship", step);
     };
     e.register_workflow(fulfil);
     workflow_definition onboarding{
-        "onboarding", 1, {}, nullptr, {}, {}, {{"user.deleted", "/user_id", ""}}, std::nullopt, std::nullopt};
+        "onboarding", 1,           {}, nullptr, {}, {}, {{"user.deleted", "/user_id", ""}}, std::nullopt,
+        std::nullopt, std::nullopt};
     onboarding.body = [](context& ctx, json::value) -> asio::awaitable<json::value> {
       auto verified = co_await ctx.wait_for_event("verified");
       co_return verified ? *verified : json::value(nullptr);
     };
     e.register_workflow(onboarding);
     workflow_definition gate{
-        "gate", 1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/account"}};
+        "gate", 1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/account"}, std::nullopt};
     gate.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       auto hold = []() -> asio::awaitable<int> {
         co_await async_sleep(1500ms);
@@ -190,6 +191,35 @@ BOOST_AUTO_TEST_CASE(a_start_waits_for_its_concurrency_key_and_shows_it, *utf::t
                           R"({"input":{},"concurrency_key":"k","concurrency_limit":"2"})",
                           R"({"input":{},"concurrency_key":7,"concurrency_limit":2})",
                           R"({"input":{},"concurrency_key":"no limit, no rule"})"}) {
+    const auto r = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", bad);
+    BOOST_TEST(r.status == 400, bad);
+    BOOST_TEST(r.body.at("error").at("code") == "invalid_request", bad);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_throttled_start_waits_for_its_window_and_shows_it, *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  const std::string paced =
+      R"({"input":{},"throttle_key":"api","throttle_limit":1,"throttle_window_ms":60000})";
+  const auto first = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", paced);
+  BOOST_REQUIRE(first.status == 201);
+  BOOST_TEST(first.body.at("throttle").at("key") == "api");
+  BOOST_TEST(first.body.at("throttle").at("window_ms") == 60000);
+  const std::string first_path = "/v1/runs/" + text(first.body.at("id"));
+  BOOST_REQUIRE(
+      wait_until([&] { return c.send(bhttp::verb::get, first_path).body.at("status") == "completed"; }, 10s));
+  // One start a minute: the second waits for the window to move, and says so.
+  const auto second = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", paced);
+  BOOST_REQUIRE(second.status == 201);
+  const std::string second_path = "/v1/runs/" + text(second.body.at("id"));
+  BOOST_REQUIRE(wait_until(
+      [&] { return c.send(bhttp::verb::get, second_path).body.at("throttle").at("waiting") == true; }, 10s));
+  BOOST_TEST(c.send(bhttp::verb::get, second_path).body.at("status") == "queued");
+  for (const char* bad : {R"({"throttle_key":"k","throttle_limit":1})",
+                          R"({"throttle_key":"k","throttle_limit":0,"throttle_window_ms":10})",
+                          R"({"throttle_key":"k","throttle_limit":1,"throttle_window_ms":0})",
+                          R"({"throttle_key":"k","throttle_limit":1,"throttle_window_ms":"1s"})"}) {
     const auto r = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", bad);
     BOOST_TEST(r.status == 400, bad);
     BOOST_TEST(r.body.at("error").at("code") == "invalid_request", bad);

@@ -28,10 +28,18 @@ namespace {
 struct producer {
   engine e;
   explicit producer(const std::string& db) : e(options_for(db)) {
-    for (const char* name :
-         {"crashable", "noop3", "sleepy", "napper", "family", "looper", "branches", "keyed"}) {
+    for (const char* name : {"crashable", "noop3", "sleepy", "napper", "family", "looper", "branches"}) {
       add_workflow(e, name, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
     }
+    // Declared as the workers declare it (an enqueue records what its engine registered).
+    auto keyed = make_workflow<json::value, json::value>(
+        "keyed", 1, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
+    keyed.concurrency = concurrency_rule{3, "/tenant"};
+    e.register_workflow(std::move(keyed));
+    auto paced = make_workflow<json::value, json::value>(
+        "paced", 1, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
+    paced.throttle = throttle_rule{3, 500ms, "/tenant"};
+    e.register_workflow(std::move(paced));
     BOOST_REQUIRE(e.tick_blocking());
   }
 };
@@ -424,6 +432,44 @@ BOOST_AUTO_TEST_CASE(three_worker_processes_never_run_more_than_a_keys_limit_at_
   for (const auto& [line, n] : counts) {
     if (n != 1) BOOST_ERROR(line << " happened " << n << " times");
   }
+}
+
+BOOST_AUTO_TEST_CASE(three_worker_processes_never_start_more_than_a_throttles_limit_in_a_window) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects";
+  producer p(db);
+  std::vector<std::unique_ptr<spawned_worker>> workers;
+  for (int w = 0; w < 3; ++w) {
+    workers.push_back(std::make_unique<spawned_worker>(
+        std::vector<std::string>{"--db", db, "--effects", effects, "--concurrency", "32"}));
+  }
+  BOOST_REQUIRE(wait_until([&] { return count_of(db, "SELECT count(*) FROM keel.workers") == 3; }, 30s));
+  std::vector<std::future<result<run_id>>> pending;
+  for (int i = 0; i < 40; ++i) {
+    pending.push_back(asio::co_spawn(
+        p.e.get_executor(), p.e.enqueue("paced", json::value{{"tenant", i % 2 ? "x" : "y"}, {"i", i}}),
+        asio::use_future));
+  }
+  for (auto& f : pending)
+    BOOST_REQUIRE(f.get());
+  BOOST_REQUIRE(wait_until(
+      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE status = 'completed'") == 40; }, 60s));
+  for (auto& w : workers)
+    BOOST_TEST(w->terminate() == 0);
+  // Any two starts of one key three apart are at least a window apart: no 500 ms holds four.
+  BOOST_TEST(count_of(db, R"sql(
+    SELECT count(*) FROM (
+      SELECT started_at - lag(started_at, 3) OVER (PARTITION BY input->>'tenant' ORDER BY started_at) AS gap
+      FROM keel.runs) g
+    WHERE gap < interval '500 milliseconds')sql") == 0);
+  // And the windows were used: 20 runs of a key start within about 7 windows, not one at a time.
+  BOOST_TEST(count_of(db,
+                      "SELECT extract(epoch FROM max(started_at) - min(started_at)) * 1000 FROM keel.runs "
+                      "WHERE input->>'tenant' = 'x'") < 6000);
+  BOOST_TEST(count_of(db, "SELECT count(DISTINCT owner) FROM keel.runs") >= 2);
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts.size() == 80u);  // a step and a completion for each of 40 runs, once each
 }
 
 BOOST_AUTO_TEST_CASE(runs_continue_after_the_database_restarts_under_load) {

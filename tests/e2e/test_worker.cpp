@@ -132,6 +132,19 @@ int main(int argc, char** argv) {
   keyed.concurrency = keel::concurrency_rule{3, "/tenant"};
   engine.register_workflow(std::move(keyed));
 
+  // paced: one quick step; at most 3 runs per /tenant start in any 500 ms, across every worker process.
+  auto paced = keel::make_workflow<json::value, json::value>(
+      "paced", 1, [&](keel::context& ctx, json::value in) -> asio::awaitable<json::value> {
+        auto work = [&] {
+          append_line(g_effects, ctx.id() + " work");
+          return 1;
+        };
+        co_await ctx.step("work", work);
+        co_return in;
+      });
+  paced.throttle = keel::throttle_rule{3, std::chrono::milliseconds(500), "/tenant"};
+  engine.register_workflow(std::move(paced));
+
   // napper: a step, a durable sleep of --step-ms, a step: the worker that parked it can be killed meanwhile.
   engine.register_workflow<json::value, json::value>(
       "napper", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {

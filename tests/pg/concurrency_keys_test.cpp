@@ -48,7 +48,8 @@ struct overlap_meter {
 /// A workflow whose one step takes `step_time`, measured by `meter` under the key `/tenant` (or "-").
 workflow_definition metered(std::string name, std::optional<concurrency_rule> rule, overlap_meter& meter,
                             std::chrono::milliseconds step_time) {
-  workflow_definition def{std::move(name), 1, {}, nullptr, {}, {}, {}, std::nullopt, std::move(rule)};
+  workflow_definition def{std::move(name), 1,           {}, nullptr, {}, {}, {}, std::nullopt,
+                          std::move(rule), std::nullopt};
   def.body = [&meter, step_time](context& ctx, json::value in) -> asio::awaitable<json::value> {
     const auto* tenant = in.as_object().if_contains("tenant");
     const std::string key = tenant ? std::string(tenant->as_string()) : "-";
@@ -131,7 +132,8 @@ BOOST_AUTO_TEST_CASE(a_sleeping_run_holds_no_slot) {
   auto db = fresh_database();
   engine e(options_for(db));
   std::atomic<bool> slept{false};
-  workflow_definition napper{"napper", 1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/k"}};
+  workflow_definition napper{"napper",    1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/k"},
+                             std::nullopt};
   napper.body = [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
     if (in.as_object().contains("nap")) {
       co_await ctx.sleep(1500ms);
@@ -259,7 +261,8 @@ BOOST_AUTO_TEST_CASE(a_slot_whose_holder_stopped_running_without_freeing_it_is_f
 BOOST_AUTO_TEST_CASE(a_run_parked_for_its_key_can_be_cancelled) {
   auto db = fresh_database();
   engine e(options_for(db));
-  workflow_definition gate{"gate", 1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, ""}};
+  workflow_definition gate{"gate",      1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, ""},
+                           std::nullopt};
   gate.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
     auto hold = []() -> asio::awaitable<int> {
       co_await async_sleep(1500ms);
@@ -289,5 +292,104 @@ BOOST_AUTO_TEST_CASE(a_run_parked_for_its_key_can_be_cancelled) {
   auto f = e.wait_blocking(*first, 10s);
   BOOST_REQUIRE(f);
   BOOST_TEST(to_string(f->status) == "completed");
+  e.stop_blocking();
+}
+
+namespace {
+
+/// The start times of the runs of `workflow` with input /tenant = `tenant`, in ms since the first, sorted.
+std::vector<long> starts_ms(const std::string& db, const std::string& workflow, const std::string& tenant) {
+  const auto text = query_value(db, "WITH r AS (SELECT started_at FROM keel.runs WHERE workflow = '" +
+                                        workflow + "' AND input->>'tenant' = '" + tenant +
+                                        "') SELECT string_agg((extract(epoch FROM started_at - (SELECT "
+                                        "min(started_at) FROM r)) * 1000)::bigint::text, ',' ORDER BY "
+                                        "started_at) FROM r");
+  std::vector<long> out;
+  std::size_t from = 0;
+  while (from < text.size()) {
+    const auto comma = text.find(',', from);
+    out.push_back(std::stol(text.substr(from, comma - from)));
+    if (comma == std::string::npos) break;
+    from = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_throttle_lets_at_most_limit_runs_of_a_key_start_in_any_window) {
+  auto db = fresh_database();
+  overlap_meter meter;
+  auto o = options_for(db);
+  o.concurrency = 32;
+  engine e(o);
+  auto def = metered("paced", std::nullopt, meter, 1ms);
+  def.throttle = throttle_rule{2, 600ms, "/tenant"};
+  e.register_workflow(def);
+  BOOST_REQUIRE(e.start_blocking());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 7; ++i) {
+    auto id = e.enqueue_blocking("paced", json::value{{"tenant", "a"}, {"i", i}});
+    BOOST_REQUIRE(id);
+    ids.push_back(*id);
+  }
+  auto other = e.enqueue_blocking("paced", json::value{{"tenant", "b"}});
+  BOOST_REQUIRE(other);
+  ids.push_back(*other);
+  for (const auto& id : ids) {
+    auto r = e.wait_blocking(id, 30s);
+    BOOST_REQUIRE(r);
+    BOOST_TEST(to_string(r->status) == "completed");
+  }
+  // By the runs' start times: any two starts two apart are a window apart, so no window holds three.
+  const auto a = starts_ms(db, "paced", "a");
+  BOOST_REQUIRE_EQUAL(a.size(), 7u);
+  for (std::size_t i = 2; i < a.size(); ++i)
+    BOOST_TEST(a[i] - a[i - 2] >= 600,
+               "starts " << i - 2 << " and " << i << ": " << a[i - 2] << " ms, " << a[i]);
+  BOOST_TEST(a.back() < 6000);  // and they did start as the window moved (3 windows' wait, ~1.8 s)
+  // Another key is not held back by this one.
+  auto b = e.get_blocking(*other);
+  BOOST_REQUIRE(b);
+  BOOST_TEST(count_of(db,
+                      "SELECT count(*) FROM keel.runs WHERE throttle_key = 'a' AND throttle_limit = 2 AND "
+                      "throttle_window_ms = 600") == 7);
+  BOOST_TEST(count_of(db,
+                      "SELECT count(*) FROM keel.run_log l, unnest(l.kinds, l.data) AS e(kind, data) "
+                      "WHERE e.kind = 'run_blocked' AND e.data->>'reason' = 'throttle'") >= 5);
+  e.stop_blocking();
+}
+
+BOOST_AUTO_TEST_CASE(an_enqueue_gives_its_own_throttle) {
+  auto db = fresh_database();
+  overlap_meter meter;
+  engine e(options_for(db));
+  e.register_workflow(metered("free", std::nullopt, meter, 1ms));
+  BOOST_REQUIRE(e.start_blocking());
+  enqueue_options paced;
+  paced.throttle_key = "partner";
+  paced.throttle_limit = 1;
+  paced.throttle_window = 400ms;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto id = e.enqueue_blocking("free", json::value{{"tenant", "p"}, {"i", i}}, paced);
+    BOOST_REQUIRE(id);
+    ids.push_back(*id);
+  }
+  for (const auto& id : ids)
+    BOOST_REQUIRE(e.wait_blocking(id, 30s));
+  const auto p = starts_ms(db, "free", "p");
+  BOOST_REQUIRE_EQUAL(p.size(), 3u);
+  BOOST_TEST(p[1] - p[0] >= 400);
+  BOOST_TEST(p[2] - p[1] >= 400);
+  enqueue_options no_window;
+  no_window.throttle_key = "partner";
+  no_window.throttle_limit = 1;
+  auto bad = e.enqueue_blocking("free", json::object{}, no_window);
+  BOOST_REQUIRE(!bad);
+  BOOST_TEST((bad.error() == storage::errc::invalid_argument));
+  auto zero_window = metered("bad", std::nullopt, meter, 1ms);
+  zero_window.throttle = throttle_rule{1, 0ms, ""};
+  BOOST_CHECK_THROW(e.register_workflow(zero_window), std::invalid_argument);
   e.stop_blocking();
 }

@@ -299,6 +299,12 @@ struct enqueue_options {
   /// The limit (1 to 10,000) for this run's key, instead of the rule's; without a rule and without
   /// concurrency_key, one key for all the workflow's runs that give it.
   std::optional<int> concurrency_limit;
+  /// Throttle (see throttle_rule): the key, instead of the rule's; needs a limit and a window, these or the
+  /// rule's (storage::errc::invalid_argument otherwise).
+  std::optional<std::string> throttle_key;
+  /// The throttle's limit (1 to 10,000) and window (up to a year) for this run's key, instead of the rule's.
+  std::optional<int> throttle_limit;
+  std::optional<std::chrono::milliseconds> throttle_window;
 };
 
 /// What engine::submit did: the run, and whether it is new (false: an idempotent repeat got the run that

@@ -45,6 +45,17 @@ struct concurrency_rule {
   std::string key;
 };
 
+/// Throttle (workflow_definition::throttle): at most `limit` of the workflow's runs with the same key start
+/// in any `window` (a sliding window, exact across every worker process); the others wait queued, in order,
+/// and start as the window moves. Only a run's first start counts (not a resume after a sleep, a wait or a
+/// crash).
+struct throttle_rule {
+  int limit = 1;  ///< 1 to 10,000
+  std::chrono::milliseconds window{0};
+  /// As concurrency_rule::key.
+  std::string key;
+};
+
 /// A workflow with its input and output erased to JSON; what the engine stores in its registry.
 struct workflow_definition {
   std::string name;
@@ -63,6 +74,9 @@ struct workflow_definition {
   std::optional<debounce_rule> debounce;
   /// A limit on how many of its runs (per key) run at once (enqueue_options can give the key or limit).
   std::optional<concurrency_rule> concurrency;
+  /// A limit on how many of its runs (per key) start per window (enqueue_options can give the key, limit or
+  /// window).
+  std::optional<throttle_rule> throttle;
 };
 
 /// Makes a definition from a typed body `awaitable<Output>(context&, Input)`. Input and Output convert with
@@ -70,7 +84,8 @@ struct workflow_definition {
 template <class Input, class Output>
 workflow_definition make_workflow(std::string name, int version,
                                   std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
-  workflow_definition def{std::move(name), version, {}, nullptr, {}, {}, {}, std::nullopt, std::nullopt};
+  workflow_definition def{std::move(name), version, {},           nullptr,     {},
+                          {},              {},      std::nullopt, std::nullopt, std::nullopt};
   def.body = [body = std::move(body)](
                  context& ctx, boost::json::value input) -> boost::asio::awaitable<boost::json::value> {
     std::optional<Input> typed;

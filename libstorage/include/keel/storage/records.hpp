@@ -53,6 +53,29 @@ struct new_run {
   /// a key needs a limit, given here or declared; a limit alone applies to the declared key.
   std::optional<std::string> concurrency_key;
   std::optional<int> concurrency_limit;
+  /// Its throttle key, limit and window instead of those its workflow version declares (027_throttle.sql):
+  /// a key needs a limit and a window, given here or declared.
+  std::optional<std::string> throttle_key;
+  std::optional<int> throttle_limit;
+  std::optional<std::chrono::milliseconds> throttle_window;
+};
+
+/// The keys runs wait for (store::wake_parked).
+enum class parked_kind { concurrency, throttle };
+
+/// A concurrency or throttle key of a workflow.
+struct parked_key {
+  std::string workflow;
+  std::string key;
+};
+
+/// What a sweep of parked runs did.
+struct parked_sweep {
+  std::size_t woken = 0;
+  /// Where the next sweep goes on (it read as many keys as it could); none: it reached the last key.
+  std::optional<parked_key> next;
+  /// Throttles: when the next slot of a swept key comes free (the database's clock).
+  std::optional<clock::time_point> next_free_at;
 };
 
 /// What an enqueue did.
@@ -105,6 +128,8 @@ struct claim_outcome {
   /// Due runs the claim parked instead: their concurrency key had no free slot. They start, in order, as
   /// slots free up.
   std::size_t parked = 0;
+  /// Of those, the ones parked for a throttle (they start when its window moves).
+  std::size_t parked_for_throttle = 0;
 };
 
 /// What a worker can run: a workflow name and one of its versions.
@@ -285,7 +310,11 @@ struct run_record {
   /// Its concurrency key and that key's limit (026_concurrency_keys.sql), if it has one.
   std::optional<std::string> concurrency_key;
   int concurrency_limit = 0;
-  /// Due, but parked until a slot of its key frees up (as many runs of the key as its limit are running).
+  /// Its throttle key, limit and window (027_throttle.sql), if it has one.
+  std::optional<std::string> throttle_key;
+  int throttle_limit = 0;
+  std::chrono::milliseconds throttle_window{0};
+  /// Due, but parked until a slot of its concurrency key frees up or its throttle's window moves.
   bool waits_for_key = false;
 };
 

@@ -264,11 +264,13 @@ class store {
   /// rows others hold. Run log events go by trim_log. Errors: invalid_argument, connection_lost.
   boost::asio::awaitable<result<purged>> purge_runs(std::chrono::milliseconds older_than, std::size_t batch);
 
-  /// Concurrency keys: makes due the first parked runs of up to `max_keys` (1 to 100,000) keys, as many of
-  /// each as its free slots, and returns how many. A freed slot wakes its key's next run by itself; this
-  /// catches a run parked while the slot it needed was being freed. Errors: invalid_argument,
-  /// connection_lost.
-  boost::asio::awaitable<result<std::size_t>> wake_key_parked(std::size_t max_keys);
+  /// Concurrency keys and throttles: makes due the first parked runs of up to `max_keys` (1 to 100,000) keys
+  /// of `kind` after `after`, as many of each as it has slots free. A freed concurrency slot wakes its key's
+  /// next run by itself; this catches a run parked while the slot it needed was being freed (and frees a
+  /// slot whose holder stopped running without freeing it). Throttled runs start by this alone. Errors:
+  /// invalid_argument, connection_lost.
+  boost::asio::awaitable<result<parked_sweep>> wake_parked(parked_kind kind, std::size_t max_keys,
+                                                           const std::optional<parked_key>& after);
 
   /// Records what each workflow version declares of events (the triggers that start it, the events that
   /// cancel its runs); an identical declaration writes nothing. Errors: invalid_argument (a name over 255

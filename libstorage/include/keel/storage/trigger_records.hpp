@@ -2,6 +2,7 @@
 // those that cancel its runs), and whom an event concerns.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +32,12 @@ struct workflow_declaration {
   std::optional<int> concurrency_limit;
   /// Where the key is in a run's input (a path, as #>> takes it); none: one key for all its runs.
   std::optional<std::vector<std::string>> concurrency_key;
+  /// Throttle (027_throttle.sql): at most this many of its runs with the same key start per window; none:
+  /// no throttle.
+  std::optional<int> throttle_limit;
+  std::optional<std::chrono::milliseconds> throttle_window;
+  /// Where the throttle key is in a run's input; none: one key for all its runs.
+  std::optional<std::vector<std::string>> throttle_key;
 };
 
 /// A workflow an event starts, at the newest version declared.
