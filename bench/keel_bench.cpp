@@ -462,7 +462,7 @@ asio::awaitable<void> enqueue_some(engine& e, std::shared_ptr<enqueue_state> s) 
     input["n"] = i;
     enqueue_options options;
     if (s->keyed) {
-      options.concurrency_key = "tenant-" + std::to_string(i % k_keys);
+      options.concurrency_key = std::string("tenant-").append(std::to_string(i % k_keys));
       options.concurrency_limit = k_key_limit;
     }
     auto r = co_await e.enqueue(k_noop3, json::value(std::move(input)), options);

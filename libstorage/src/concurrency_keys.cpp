@@ -72,7 +72,8 @@ notified AS (SELECT pg_notify('keel_runs', '') WHERE EXISTS (SELECT 1 FROM woken
 // status in one transaction, so a snapshot that shows the holder not running shows a leak; the update
 // matches the holder it read, so a slot taken again meanwhile is left alone. Then each key wakes as many
 // parked runs as it has free slots its first parked run may take (slot <= its limit).
-const std::string wake_key_parked_sql = "WITH RECURSIVE" + parked_keys_cte("concurrency_key") + R"sql(
+const std::string wake_key_parked_sql = std::string("WITH RECURSIVE") + parked_keys_cte("concurrency_key") +
+                                        R"sql(
 leaked AS (
   UPDATE keel.concurrency_slots s SET holder = NULL
   FROM (SELECT s.workflow, s.key, s.slot, s.holder
@@ -93,7 +94,8 @@ SELECT (SELECT count(*) FROM woken), (SELECT count(*) FROM keys),
 
 // Throttles: each key wakes as many parked runs as it has slots come free (slot <= its first parked run's
 // limit), and the sweep learns when the next slot of a swept key comes free (µs since the epoch).
-const std::string wake_throttled_sql = "WITH RECURSIVE" + parked_keys_cte("throttle_key") + R"sql(
+const std::string wake_throttled_sql = std::string("WITH RECURSIVE") + parked_keys_cte("throttle_key") +
+                                       R"sql(
 free AS (
   SELECT head.workflow, head.key, f.n FROM head CROSS JOIN LATERAL (
     SELECT count(*) AS n FROM keel.throttle_slots s

@@ -1,7 +1,9 @@
 #include "statements.hpp"
 
+#include <initializer_list>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "statement_parts.hpp"
 
@@ -39,13 +41,13 @@ std::string run_is_live(std::string_view r) {
 std::string flow_control_values(std::string_view input, std::string_view v, const flow_overrides& o) {
   const std::string in(input), rule(v);
   const auto either = [](std::string_view own, const std::string& declared) {
-    return "coalesce(" + std::string(own) + ", " + declared + ")";
+    return std::string("coalesce(").append(own).append(", ").append(declared).append(")");
   };
   const std::string climit = either(o.concurrency_limit, rule + ".concurrency_limit");
   const std::string tlimit = either(o.throttle_limit, rule + ".throttle_limit");
   const std::string twindow = either(o.throttle_window_ms, rule + ".throttle_window_ms");
   const auto key = [&](std::string_view own, const std::string& path) {
-    return "keel.short_key(coalesce(" + std::string(own) + ", " + in + " #>> " + path + ", ''))";
+    return std::string("keel.short_key(coalesce(").append(own).append(", ") + in + " #>> " + path + ", ''))";
   };
   const std::string throttled = tlimit + " IS NOT NULL AND " + twindow + " IS NOT NULL";
   return "CASE WHEN " + climit + " IS NOT NULL THEN " + key(o.concurrency_key, rule + ".concurrency_key") +
@@ -54,33 +56,48 @@ std::string flow_control_values(std::string_view input, std::string_view v, cons
          " END, CASE WHEN " + throttled + " THEN " + twindow + " END";
 }
 
-std::string slots_made_cte(std::string_view inserted) {
-  const std::string from(inserted);
-  return R"sql(
-slots_made AS (
-  INSERT INTO keel.concurrency_slots (workflow, key, slot)
-  SELECT k.workflow, k.concurrency_key, g
-  FROM (SELECT DISTINCT workflow, concurrency_key, concurrency_limit FROM )sql" +
-         from + R"sql(
-        WHERE concurrency_key IS NOT NULL AND concurrency_limit IS NOT NULL) k
-  CROSS JOIN generate_series(1, k.concurrency_limit) g
-  WHERE NOT EXISTS (SELECT 1 FROM keel.concurrency_slots s
-                    WHERE s.workflow = k.workflow AND s.key = k.concurrency_key AND s.slot = k.concurrency_limit)
-  ON CONFLICT DO NOTHING),
-throttle_slots_made AS (
-  INSERT INTO keel.throttle_slots (workflow, key, slot)
-  SELECT k.workflow, k.throttle_key, g
-  FROM (SELECT DISTINCT workflow, throttle_key, throttle_limit FROM )sql" +
-         from + R"sql(
-        WHERE throttle_key IS NOT NULL AND throttle_limit IS NOT NULL) k
-  CROSS JOIN generate_series(1, k.throttle_limit) g
-  WHERE NOT EXISTS (SELECT 1 FROM keel.throttle_slots s
-                    WHERE s.workflow = k.workflow AND s.key = k.throttle_key AND s.slot = k.throttle_limit)
+namespace {
+
+/// `text` with each `{name}` in `values` replaced.
+std::string fill(std::string text,
+                 std::initializer_list<std::pair<std::string_view, std::string_view>> values) {
+  for (const auto& [name, value] : values) {
+    const std::string mark = std::string("{").append(name).append("}");
+    for (auto at = text.find(mark); at != std::string::npos; at = text.find(mark, at + value.size()))
+      text.replace(at, mark.size(), value);
+  }
+  return text;
+}
+
+/// `{cte}`: a CTE that makes slots 1..limit in `{table}` for each (workflow, key, limit) of `{from}` not made
+/// yet (the last slot is made with the others, in one statement, so finding it means all are there).
+constexpr std::string_view k_make_slots = R"sql(
+{cte} AS (
+  INSERT INTO {table} (workflow, key, slot)
+  SELECT k.workflow, k.{key}, g
+  FROM (SELECT DISTINCT workflow, {key}, {limit} FROM {from} WHERE {key} IS NOT NULL AND {limit} IS NOT NULL) k
+  CROSS JOIN generate_series(1, k.{limit}) g
+  WHERE NOT EXISTS (SELECT 1 FROM {table} s
+                    WHERE s.workflow = k.workflow AND s.key = k.{key} AND s.slot = k.{limit})
   ON CONFLICT DO NOTHING),)sql";
+
+}  // namespace
+
+std::string slots_made_cte(std::string_view inserted) {
+  return fill(std::string(k_make_slots), {{"cte", "slots_made"},
+                                          {"table", "keel.concurrency_slots"},
+                                          {"key", "concurrency_key"},
+                                          {"limit", "concurrency_limit"},
+                                          {"from", inserted}}) +
+         fill(std::string(k_make_slots), {{"cte", "throttle_slots_made"},
+                                          {"table", "keel.throttle_slots"},
+                                          {"key", "throttle_key"},
+                                          {"limit", "throttle_limit"},
+                                          {"from", inserted}});
 }
 
 std::string declared_rule_join(std::string_view v, std::string_view workflow, std::string_view version) {
-  return "LEFT JOIN keel.workflow_versions " + std::string(v) + " ON " + std::string(v) +
+  return std::string("LEFT JOIN keel.workflow_versions ").append(v) + " ON " + std::string(v) +
          ".workflow = " + std::string(workflow) + " AND " + std::string(v) +
          ".version = " + std::string(version);
 }

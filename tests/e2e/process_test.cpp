@@ -398,7 +398,8 @@ BOOST_AUTO_TEST_CASE(three_worker_processes_never_run_more_than_a_keys_limit_at_
   });
   std::vector<std::future<result<run_id>>> pending;
   for (int i = 0; i < 300; ++i) {
-    const std::string tenant = i % 10 == 0 ? "small" : "t" + std::to_string(i % 4);
+    const std::string tenant =
+        i % 10 == 0 ? std::string("small") : std::string("t").append(std::to_string(i % 4));
     pending.push_back(asio::co_spawn(p.e.get_executor(),
                                      p.e.enqueue("keyed", json::value{{"tenant", tenant}, {"i", i}}),
                                      asio::use_future));
