@@ -159,6 +159,13 @@ result<void> engine_impl::migrate_blocking() {
   return r;
 }
 
+result<void> engine_impl::declare_blocking() {
+  if (declared_) return {};
+  auto r = block_on(store_.declare_workflows(declarations_of(workflows_)));
+  if (r) declared_ = true;
+  return r;
+}
+
 std::vector<storage::workflow_version> engine_impl::workflow_versions() const {
   std::vector<storage::workflow_version> out;
   for (const auto& [name, versions] : workflows_) {
@@ -929,6 +936,8 @@ boost::asio::awaitable<result<std::size_t>> engine::tick() {
 }
 result<std::size_t> engine::tick_blocking() {
   if (auto m = impl_->migrate_blocking(); !m) return m.error();
+  // What its workflows declare, before its enqueues need it (once here, not once per concurrent enqueue).
+  if (auto d = impl_->declare_blocking(); !d) return d.error();
   return impl_->block_on(impl_->tick());
 }
 

@@ -53,6 +53,8 @@ class engine_impl {
   double random_unit();
 
   result<void> migrate_blocking();
+  /// Records what the registered workflows declare, once (blocking; tick_blocking's, before its enqueues).
+  result<void> declare_blocking();
   result<void> start();
   boost::asio::awaitable<void> stop(std::chrono::milliseconds deadline);
   boost::asio::awaitable<result<std::size_t>> tick();

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <tuple>
 
 #include "engine_impl.hpp"
 #include "hook_token.hpp"
@@ -103,6 +104,10 @@ std::vector<storage::workflow_declaration> declarations_of(
       out.push_back(std::move(d));
     }
   }
+  // One order in every process: concurrent declarations of the same rows then never deadlock.
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.workflow, a.version) < std::tie(b.workflow, b.version);
+  });
   return out;
 }
 

@@ -65,6 +65,21 @@ workflow_definition metered(std::string name, std::optional<concurrency_rule> ru
   return def;
 }
 
+/// Options for `db` whose sweep of parked runs comes every 200 ms.
+engine_options swept_often(const std::string& db) {
+  auto o = options_for(db);
+  o.concurrency_sweep_interval = 200ms;
+  return o;
+}
+
+/// An enqueue of its own key "k", one run at a time.
+enqueue_options one_at_a_time() {
+  enqueue_options keyed;
+  keyed.concurrency_key = "k";
+  keyed.concurrency_limit = 1;
+  return keyed;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(at_most_limit_runs_of_a_key_run_at_once_and_every_run_finishes) {
@@ -203,14 +218,10 @@ BOOST_AUTO_TEST_CASE(an_enqueue_gives_its_own_key_and_limit) {
 
 BOOST_AUTO_TEST_CASE(a_run_parked_while_its_slot_was_freed_is_started_by_the_sweep) {
   auto db = fresh_database();
-  auto o = options_for(db);
-  o.concurrency_sweep_interval = 200ms;
-  engine e(o);
+  engine e(swept_often(db));
   add_workflow(e, "plain", [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; });
   BOOST_REQUIRE(e.tick_blocking());
-  enqueue_options keyed;
-  keyed.concurrency_key = "k";
-  keyed.concurrency_limit = 1;
+  auto keyed = one_at_a_time();
   keyed.run_at = std::chrono::system_clock::now() + 1h;  // not claimed before the test parks it
   auto id = e.enqueue_blocking("plain", json::object{}, keyed);
   BOOST_REQUIRE(id);
@@ -226,14 +237,10 @@ BOOST_AUTO_TEST_CASE(a_run_parked_while_its_slot_was_freed_is_started_by_the_swe
 
 BOOST_AUTO_TEST_CASE(a_slot_whose_holder_stopped_running_without_freeing_it_is_freed_by_the_sweep) {
   auto db = fresh_database();
-  auto o = options_for(db);
-  o.concurrency_sweep_interval = 200ms;
-  engine e(o);
+  engine e(swept_often(db));
   add_workflow(e, "plain", [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; });
   BOOST_REQUIRE(e.tick_blocking());
-  enqueue_options keyed;
-  keyed.concurrency_key = "k";
-  keyed.concurrency_limit = 1;
+  auto keyed = one_at_a_time();
   auto first = e.enqueue_blocking("plain", json::object{}, keyed);
   BOOST_REQUIRE(first);
   BOOST_REQUIRE(e.tick_blocking());

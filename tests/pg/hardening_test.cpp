@@ -575,8 +575,10 @@ BOOST_AUTO_TEST_CASE(a_heartbeat_for_an_older_execution_does_not_stand_for_the_n
   asio::io_context ioc;  // outlives the store (see store.hpp)
   storage::store s({db});
   BOOST_REQUIRE(s.migrate_blocking());
-  const storage::new_run run{new_run_id(), "wf",         1,           json::object{}, std::nullopt, 0,
-                             std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt};
+  const storage::new_run run{new_run_id(),   "wf",         1,
+                             json::object{}, std::nullopt, 0,
+                             std::nullopt,   std::nullopt, std::nullopt,
+                             std::nullopt,   std::nullopt, std::nullopt};
   BOOST_REQUIRE(run_on(ioc, s.enqueue(run)));
   const std::vector<storage::workflow_version> wf{{"wf", 1}};
   const storage::claim_request short_claim{"owner-a", wf, 1, 50ms};

@@ -84,8 +84,8 @@ struct workflow_definition {
 template <class Input, class Output>
 workflow_definition make_workflow(std::string name, int version,
                                   std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
-  workflow_definition def{std::move(name), version, {},           nullptr,     {},
-                          {},              {},      std::nullopt, std::nullopt, std::nullopt};
+  workflow_definition def{std::move(name), version,      {},          nullptr, {}, {}, {},
+                          std::nullopt,    std::nullopt, std::nullopt};
   def.body = [body = std::move(body)](
                  context& ctx, boost::json::value input) -> boost::asio::awaitable<boost::json::value> {
     std::optional<Input> typed;
