@@ -148,14 +148,7 @@ void wait_until(const latency_setup& s, steady::time_point deadline, std::string
 }
 
 engine_options options_for(const latency_setup& s, run_counter& counter) {
-  engine_options eo;
-  eo.store.conninfo = s.conninfo;
-  eo.store.writers = s.writers;
-  eo.store.max_batch = s.max_batch;
-  eo.store.pool_size = s.pool;
-  eo.concurrency = s.concurrency;
-  eo.threads = s.threads;
-  eo.migrate = true;
+  auto eo = engine_options_for(s);
   eo.on_event = [&counter](const run_event& ev) { counter.on_event(ev); };
   return eo;
 }

@@ -30,6 +30,7 @@
 
 #include "ceiling.hpp"
 #include "event_latency.hpp"
+#include "fairness.hpp"
 #include "http_load.hpp"
 #include "json_line.hpp"
 #include "keel/common/log.hpp"
@@ -147,7 +148,8 @@ parsed_options parse_options(int argc, char** argv) {
       ("workload", po::value(&o.workload)->default_value(o.workload),
        "workload to run: noop3, parked, log-overhead (noop3 without, then with the run log), "
        "stream-overhead (noop3 without, then with a stream attached), keyed-overhead (noop3 without, then with "
-       "a concurrency key on every run), event-latency (ctx.emit to a "
+       "a concurrency key on every run), fairness (1,000 runs of 100 tenants, idle and beside one tenant's "
+       "burst of --runs runs, default 50000), event-latency (ctx.emit to a "
        "stream consumer on the same worker and in another process), stream-write (one run appending "
        "runs x 100 chunks to a durable output stream, read in another process), "
        "start-latency (enqueue to first step, one run at a time), "
@@ -211,20 +213,25 @@ parsed_options parse_options(int argc, char** argv) {
   }
   if (o.workload != k_noop3 && o.workload != k_parked && o.workload != k_log_overhead &&
       o.workload != k_stream_overhead && o.workload != k_keyed_overhead && !is_latency_workload(o.workload)) {
-    std::cerr
-        << "keel-bench: unknown workload '" << o.workload
-        << "' (known: noop3, parked, log-overhead, stream-overhead, keyed-overhead, start-latency, "
-           "hook-latency, "
-           "sleep-lateness, replay, event-latency, stream-write, list-runs, hook-resumes, sse-fanout)\n";
+    std::cerr << "keel-bench: unknown workload '" << o.workload
+              << "' (known: noop3, parked, log-overhead, stream-overhead, keyed-overhead, start-latency, "
+                 "hook-latency, "
+                 "sleep-lateness, replay, event-latency, stream-write, list-runs, fairness, hook-resumes, "
+                 "sse-fanout)\n";
     return {std::nullopt, k_exit_usage};
   }
   if (is_latency_workload(o.workload) && vm["runs"].defaulted()) {
     runs = static_cast<std::int64_t>(o.workload == k_replay         ? k_replay_default_steps
                                      : o.workload == k_list_runs    ? k_list_default_runs
+                                     : o.workload == k_fairness     ? k_fairness_default_runs
                                      : o.workload == k_hook_resumes ? k_hook_resumes_default_runs
                                      : o.workload == k_sse_fanout   ? k_sse_fanout_default_frames
                                                                     : k_latency_default_runs);
   }
+  // A worker's capacity bounds how soon a newcomer can start behind a busy one (bench/README.md): the
+  // fairness workload measures the engine's own default unless told otherwise.
+  if (o.workload == k_fairness && vm["concurrency"].defaulted())
+    concurrency = static_cast<std::int64_t>(engine_options{}.concurrency);
   for (const auto& s : o.pg_settings) {
     if (s.find('=') == std::string::npos || s.front() == '=') {
       std::cerr << "keel-bench: --pg-setting wants NAME=VALUE, not '" << s << "'\n";

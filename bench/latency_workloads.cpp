@@ -2,6 +2,7 @@
 // the others (event_latency.cpp, list_runs.cpp, http_load.cpp); see latency_workloads.hpp and README.md.
 #include "latency_workloads.hpp"
 #include "event_latency.hpp"
+#include "fairness.hpp"
 #include "http_load.hpp"
 #include "list_runs.hpp"
 
@@ -65,17 +66,6 @@ std::int64_t to_micros(system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
-engine_options options_for(const latency_setup& s) {
-  engine_options eo;
-  eo.store.conninfo = s.conninfo;
-  eo.store.writers = s.writers;
-  eo.store.max_batch = s.max_batch;
-  eo.store.pool_size = s.pool;
-  eo.concurrency = s.concurrency;
-  eo.threads = s.threads;
-  eo.migrate = true;
-  return eo;
-}
 
 /// What the workflows and the engine's events report, by run; shared by the engine's threads and the main
 /// one.
@@ -199,7 +189,7 @@ struct call_to_step {
 
 std::string start_latency_blocking(const latency_setup& s) {
   run_log seen;
-  auto eo = options_for(s);
+  auto eo = engine_options_for(s);
   eo.on_event = [&seen](const run_event& ev) { seen.on_event(ev); };
   engine e(eo);
   engine_guard guard(e, s);
@@ -269,7 +259,7 @@ struct spread_state {
 
 std::string sleep_lateness_blocking(const latency_setup& s) {
   run_log seen;
-  auto eo = options_for(s);
+  auto eo = engine_options_for(s);
   eo.on_event = [&seen](const run_event& ev) { seen.on_event(ev); };
   engine e(eo);
   engine_guard guard(e, s);
@@ -400,7 +390,7 @@ std::string hook_latency_blocking(const latency_setup& s) {
   run_log seen;
   token_book tokens;
   std::atomic<std::size_t> parked{0};
-  auto eo = options_for(s);
+  auto eo = engine_options_for(s);
   eo.on_event = [&seen, &parked](const run_event& ev) {
     if (ev.what == run_event::kind::waiting) parked.fetch_add(1, std::memory_order_relaxed);
     seen.on_event(ev);
@@ -470,7 +460,7 @@ std::string hook_latency_blocking(const latency_setup& s) {
 std::string replay_blocking(const latency_setup& s) {
   run_log seen;
   std::atomic<int> parked{0};
-  auto eo = options_for(s);
+  auto eo = engine_options_for(s);
   eo.on_event = [&seen, &parked](const run_event& ev) {
     if (ev.what == run_event::kind::waiting) parked.fetch_add(1, std::memory_order_relaxed);
     seen.on_event(ev);
@@ -544,6 +534,18 @@ FROM keel.runs)sql");
   return {field(res, 0, 3), field(res, 0, 4), field(res, 0, 5)};
 }
 
+engine_options engine_options_for(const latency_setup& s) {
+  engine_options eo;
+  eo.store.conninfo = s.conninfo;
+  eo.store.writers = s.writers;
+  eo.store.max_batch = s.max_batch;
+  eo.store.pool_size = s.pool;
+  eo.concurrency = s.concurrency;
+  eo.threads = s.threads;
+  eo.migrate = true;
+  return eo;
+}
+
 std::string server_fields(const server_settings& s) {
   return ",\"fsync\":" + json_string(s.fsync) +
          ",\"synchronous_commit\":" + json_string(s.synchronous_commit) +
@@ -553,7 +555,7 @@ std::string server_fields(const server_settings& s) {
 bool is_latency_workload(std::string_view workload) noexcept {
   return workload == k_start_latency || workload == k_sleep_lateness || workload == k_hook_latency ||
          workload == k_replay || workload == k_event_latency || workload == k_stream_write ||
-         workload == k_list_runs || is_http_workload(workload);
+         workload == k_list_runs || workload == k_fairness || is_http_workload(workload);
 }
 
 std::string run_latency_workload_blocking(const latency_setup& s) {
@@ -564,6 +566,7 @@ std::string run_latency_workload_blocking(const latency_setup& s) {
   if (s.workload == k_event_latency) return event_latency_blocking(s);
   if (s.workload == k_stream_write) return stream_write_blocking(s);
   if (s.workload == k_list_runs) return list_runs_blocking(s);
+  if (s.workload == k_fairness) return fairness_blocking(s);
   if (is_http_workload(s.workload)) return http_workload_blocking(s);
   throw std::invalid_argument("not a latency workload: " + s.workload);
 }

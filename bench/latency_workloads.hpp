@@ -10,6 +10,7 @@
 
 namespace keel {
 class engine;
+struct engine_options;
 }
 
 namespace keel::bench {
@@ -47,6 +48,9 @@ struct latency_setup {
   /// Stops the engine (blocking, with keel-bench's hung-engine watchdog).
   std::function<void(engine&)> stop_engine_blocking;
 };
+
+/// Engine options for the setup's database and sizes (migrating; no event callback).
+[[nodiscard]] engine_options engine_options_for(const latency_setup& s);
 
 /// Stops the engine through keel-bench's hook when it goes out of scope (also on an exception).
 class engine_guard {

@@ -140,6 +140,9 @@ int start(http_client& client, const global_options& g, const invocation& inv) {
     body["throttle_limit"] = integer_option(inv, "--throttle-limit", 1, 10'000, "start");
   if (inv.value("--throttle-ms"))
     body["throttle_window_ms"] = integer_option(inv, "--throttle-ms", 1, 366LL * 24 * 3600 * 1000, "start");
+  if (const auto* key = inv.value("--fairness-key")) body["fairness_key"] = *key;
+  if (inv.value("--fairness-weight"))
+    body["fairness_weight"] = integer_option(inv, "--fairness-weight", 1, 1'000, "start");
   const auto reply = client.request_blocking("POST", "/v1/workflows/" + path_segment(inv.args[0]) + "/runs",
                                              json::serialize(body));
   const auto run = parse_answer(reply);
@@ -423,7 +426,7 @@ const std::vector<command_spec>& commands() {
       {"start",
        "start WORKFLOW [--input JSON] [--key KEY] [--priority N] [--run-at TIME] [--debounce-key K "
        "--debounce-ms N] [--concurrency-key K --concurrency-limit N] [--throttle-key K --throttle-limit N "
-       "--throttle-ms N]",
+       "--throttle-ms N] [--fairness-key K [--fairness-weight N]]",
        "start a run of WORKFLOW; prints its id",
        "  --input JSON       the run's input (default null); checked to be JSON before anything is sent\n"
        "  --key KEY          idempotency key: the same key and input again give the run it started\n"
@@ -442,11 +445,16 @@ const std::vector<command_spec>& commands() {
        "                     (or the workflow's own throttle); the others wait queued, in order\n"
        "  --throttle-limit N, --throttle-ms N\n"
        "                     that limit (1 to 10000) and window (ms)\n"
+       "  --fairness-key K   while runs of several keys are queued, claims take them in turn (keys are\n"
+       "                     shared by every workflow: a tenant is one key)\n"
+       "  --fairness-weight N\n"
+       "                     the key's weight, 1 to 1000 (default 1): N runs claimed for one of weight 1\n"
        "  --json             print the run as JSON instead of its id\n",
        1,
        1,
        {"--input", "--key", "--priority", "--run-at", "--debounce-key", "--debounce-ms", "--concurrency-key",
-        "--concurrency-limit", "--throttle-key", "--throttle-limit", "--throttle-ms"},
+        "--concurrency-limit", "--throttle-key", "--throttle-limit", "--throttle-ms", "--fairness-key",
+        "--fairness-weight"},
        {},
        start},
       {"get",

@@ -796,6 +796,8 @@ asio::awaitable<result<enqueued>> engine_impl::enqueue(std::string workflow, jso
     co_return storage::errc::invalid_argument;
   if (options.throttle_key && (!options.throttle_limit || !options.throttle_window) && !def.throttle)
     co_return storage::errc::invalid_argument;
+  if (options.fairness_weight && !options.fairness_key && !def.fairness)
+    co_return storage::errc::invalid_argument;
   storage::new_run run{new_run_id(),
                        std::move(workflow),
                        *version,
@@ -807,7 +809,9 @@ asio::awaitable<result<enqueued>> engine_impl::enqueue(std::string workflow, jso
                        options.concurrency_limit,
                        std::move(options.throttle_key),
                        options.throttle_limit,
-                       options.throttle_window};
+                       options.throttle_window,
+                       std::move(options.fairness_key),
+                       options.fairness_weight};
   // Named first (GCC 12 destroys a temporary inside a co_await expression twice).
   auto pending =
       *debounce ? store_.enqueue_debounced(run, (*debounce)->key, (*debounce)->window) : store_.enqueue(run);

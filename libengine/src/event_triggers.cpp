@@ -59,6 +59,9 @@ void check_declarations(const workflow_definition& def) {
     throw std::invalid_argument("workflow '" + def.name +
                                 "': concurrency needs a limit from 1 to 10,000 and a JSON pointer key (\"\" "
                                 "or \"/key/...\")");
+  if (def.fairness && (def.fairness->key.empty() || !json_pointer_path(def.fairness->key)))
+    throw std::invalid_argument("workflow '" + def.name +
+                                "': fairness needs a JSON pointer key into the input (\"/key/...\")");
   if (def.debounce && (def.debounce->window.count() <= 0 || !json_pointer_path(def.debounce->key)))
     throw std::invalid_argument(
         "workflow '" + def.name +
@@ -85,8 +88,9 @@ std::vector<storage::workflow_declaration> declarations_of(
   std::vector<storage::workflow_declaration> out;
   for (const auto& [name, versions] : workflows) {
     for (const auto& [version, def] : versions) {
-      storage::workflow_declaration d{name,         version,      def.triggers, {},          std::nullopt,
-                                      std::nullopt, std::nullopt, std::nullopt, std::nullopt};
+      storage::workflow_declaration d{name,         version,      def.triggers, {},           std::nullopt,
+                                      std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt};
+      if (def.fairness) d.fair_key = json_pointer_path(def.fairness->key);
       if (def.concurrency) {
         d.concurrency_limit = def.concurrency->limit;
         if (!def.concurrency->key.empty()) d.concurrency_key = json_pointer_path(def.concurrency->key);
@@ -129,7 +133,8 @@ boost::asio::awaitable<result<published_event>> publish(detail::engine_impl& imp
   published_event out;
   for (const auto& w : audience->start) {
     storage::new_run run{new_run_id(), w.workflow,   w.version,    payload,      std::nullopt, 0,
-                         std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt};
+                         std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
+                         std::nullopt, std::nullopt};
     if (options.idempotency_key) {
       // One run per (event, key, workflow), whatever their lengths: the key is their digest.
       const std::string identity = name + '\0' + *options.idempotency_key + '\0' + w.workflow;

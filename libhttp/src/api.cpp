@@ -146,6 +146,11 @@ json::value run_json(const run_info& r) {
   } else {
     o["throttle"] = nullptr;
   }
+  if (r.fairness_key) {
+    o["fairness"] = json::object{{"key", *r.fairness_key}, {"weight", r.fairness_weight}};
+  } else {
+    o["fairness"] = nullptr;
+  }
   o["input"] = r.input;
   o["output"] = r.output;
   o["claims"] = r.claims;
@@ -227,11 +232,20 @@ start_run_request decode_start_run(const request& req) {
           throw bad_request{"throttle_window_ms must be an integer from 1 to " +
                             std::to_string(k_max_throttle_window_ms)};
         options.throttle_window = std::chrono::milliseconds(value.get_int64());
+      } else if (key == "fairness_key") {
+        if (!value.is_string()) throw bad_request{"fairness_key must be a string"};
+        options.fairness_key = std::string(value.get_string());
+      } else if (key == "fairness_weight") {
+        if (!value.is_int64() || value.get_int64() < 1 || value.get_int64() > storage::k_max_fairness_weight)
+          throw bad_request{"fairness_weight must be an integer from 1 to " +
+                            std::to_string(storage::k_max_fairness_weight)};
+        options.fairness_weight = static_cast<int>(value.get_int64());
       } else {
         throw bad_request{
             "unknown field '" + std::string(key) +
             "' (input, idempotency_key, priority, run_at, debounce_key, debounce_ms, "
-            "concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)"};
+            "concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms, "
+            "fairness_key, fairness_weight)"};
       }
     }
   }

@@ -23,9 +23,13 @@ namespace {
 const std::string enqueue_debounced_sql = R"sql(
 WITH up AS (
 INSERT INTO keel.runs AS r (id, workflow, version, status, input, priority, due_at, debounce_key,
-                            concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
+                            concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
+                            fair_key, fair_weight)
 SELECT $1::uuid, $2, $3::int, 'queued', $4::jsonb, $5::int, now() + $6::bigint * interval '1 millisecond', $7,
-       )sql" + flow_control_values("$4::jsonb", "v", {"$8", "$9::int", "$10", "$11::int", "$12::bigint"}) +
+       )sql" +
+                                          flow_control_values("$4::jsonb", "v",
+                                                              {"$8", "$9::int", "$10", "$11::int",
+                                                               "$12::bigint", "$13::text", "$14::int"}) +
                                           R"sql(
 FROM (SELECT) one )sql" + declared_rule_join("v", "$2", "$3::int") +
                                           R"sql(
@@ -33,7 +37,8 @@ ON CONFLICT (workflow, debounce_key) WHERE status = 'queued' AND claims = 0 AND 
 DO UPDATE SET input = EXCLUDED.input, version = EXCLUDED.version, priority = EXCLUDED.priority,
               due_at = EXCLUDED.due_at, concurrency_key = EXCLUDED.concurrency_key,
               concurrency_limit = EXCLUDED.concurrency_limit, throttle_key = EXCLUDED.throttle_key,
-              throttle_limit = EXCLUDED.throttle_limit, throttle_window_ms = EXCLUDED.throttle_window_ms
+              throttle_limit = EXCLUDED.throttle_limit, throttle_window_ms = EXCLUDED.throttle_window_ms,
+              fair_key = EXCLUDED.fair_key, fair_weight = EXCLUDED.fair_weight
 RETURNING r.id, r.workflow, r.version, r.priority, r.due_at, (r.xmax = 0) AS created, r.concurrency_key,
           r.concurrency_limit, r.throttle_key, r.throttle_limit, r.throttle_window_ms),)sql" +
                                           slots_made_cte("up") + "\n" + log_cte(R"sql(
@@ -76,7 +81,9 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue_debounced(const n
       number_or_null(run.concurrency_limit),
       run.throttle_key,
       number_or_null(run.throttle_limit),
-      run.throttle_window ? std::optional(std::to_string(run.throttle_window->count())) : std::nullopt};
+      run.throttle_window ? std::optional(std::to_string(run.throttle_window->count())) : std::nullopt,
+      run.fairness_key,
+      number_or_null(run.fairness_weight)};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice). A repeat after a
   // lost connection collapses into the run the first attempt made (same key), or makes it: safe.
   std::function<result<enqueue_outcome>(detail::pg_connection&)> upsert =

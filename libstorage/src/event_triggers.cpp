@@ -18,25 +18,29 @@ namespace detail::sql {
 // An identical declaration (every worker's, at every start) writes nothing.
 const statement declare_workflows{"keel_declare_workflows", R"sql(
 INSERT INTO keel.workflow_versions AS v (workflow, version, triggers, cancel_on, concurrency_limit,
-                                         concurrency_key, throttle_limit, throttle_window_ms, throttle_key)
+                                         concurrency_key, throttle_limit, throttle_window_ms, throttle_key,
+                                         fair_key)
 SELECT x.workflow, x.version, ARRAY(SELECT jsonb_array_elements_text(x.triggers)), x.cancel_on, x.climit,
        CASE WHEN x.ckey IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(x.ckey)) END,
        x.tlimit, x.twindow,
-       CASE WHEN x.tkey IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(x.tkey)) END
+       CASE WHEN x.tkey IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(x.tkey)) END,
+       CASE WHEN x.fkey IS NOT NULL THEN ARRAY(SELECT jsonb_array_elements_text(x.fkey)) END
 FROM jsonb_to_recordset($1::jsonb) AS x(workflow text, version int, triggers jsonb, cancel_on jsonb,
-                                        climit int, ckey jsonb, tlimit int, twindow bigint, tkey jsonb)
+                                        climit int, ckey jsonb, tlimit int, twindow bigint, tkey jsonb,
+                                        fkey jsonb)
 ON CONFLICT (workflow, version) DO UPDATE SET triggers = EXCLUDED.triggers, cancel_on = EXCLUDED.cancel_on,
                                               concurrency_limit = EXCLUDED.concurrency_limit,
                                               concurrency_key = EXCLUDED.concurrency_key,
                                               throttle_limit = EXCLUDED.throttle_limit,
                                               throttle_window_ms = EXCLUDED.throttle_window_ms,
                                               throttle_key = EXCLUDED.throttle_key,
+                                              fair_key = EXCLUDED.fair_key,
                                               declared_at = now()
 WHERE (v.triggers, v.cancel_on, v.concurrency_limit, v.concurrency_key, v.throttle_limit,
-       v.throttle_window_ms, v.throttle_key)
+       v.throttle_window_ms, v.throttle_key, v.fair_key)
       IS DISTINCT FROM (EXCLUDED.triggers, EXCLUDED.cancel_on, EXCLUDED.concurrency_limit,
                         EXCLUDED.concurrency_key, EXCLUDED.throttle_limit, EXCLUDED.throttle_window_ms,
-                        EXCLUDED.throttle_key))sql"};
+                        EXCLUDED.throttle_key, EXCLUDED.fair_key))sql"};
 
 // $1 the event, $2 its payload, $3 the most runs to cancel (runs asked to cancel already are not read again),
 // $4 runs not to cancel (those this publish starts: a repeat would otherwise cancel the run it returns).
@@ -99,6 +103,7 @@ boost::asio::awaitable<result<void>> store::declare_workflows(
     if (w.throttle_limit) row["tlimit"] = *w.throttle_limit;
     if (w.throttle_window) row["twindow"] = w.throttle_window->count();
     if (w.throttle_key) row["tkey"] = path_json(*w.throttle_key);
+    if (w.fair_key) row["fkey"] = path_json(*w.fair_key);
     rows.push_back(std::move(row));
   }
   std::vector<std::optional<std::string>> params{boost::json::serialize(rows)};

@@ -19,7 +19,8 @@ namespace {
 // Through runs_claimable, whose predicate it spells out (005_waits.sql): its cost is the unfinished runs'.
 const statement count_unfinished_runs{
     "keel_count_unfinished_runs",
-    "SELECT workflow, status, count(*), count(*) FILTER (WHERE due_at <= now()) FROM keel.runs "
+    "SELECT workflow, status, count(*), count(*) FILTER (WHERE due_at <= now() OR fair_vtime IS NOT NULL) "
+    "FROM keel.runs "
     "WHERE status IN ('queued', 'running', 'sleeping', 'waiting') GROUP BY workflow, status "
     "ORDER BY workflow, status"};
 

@@ -86,7 +86,8 @@ WITH s AS (
   RETURNING name, workflow, input, priority),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at,
-                         concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
+                         concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
+                         fair_key, fair_weight)
   SELECT x.id, s.workflow, $7::int, 'queued', s.input, x.key, s.priority, now(),
          )sql" + flow_control_values("s.input", "v") +
                                       R"sql(

@@ -37,14 +37,17 @@ struct flow_overrides {
   std::string_view throttle_key = "NULL";
   std::string_view throttle_limit = "NULL";
   std::string_view throttle_window_ms = "NULL";
+  std::string_view fair_key = "NULL";
+  std::string_view fair_weight = "NULL";
 };
 
 /// The values of the flow-control columns of keel.runs (concurrency_key, concurrency_limit, throttle_key,
-/// throttle_limit, throttle_window_ms, in this order) for a run inserted with input `input`, as its enqueue
-/// gave them
-/// (`o`) or else as its workflow version declares (`v`: its keel.workflow_versions row, LEFT JOINed;
-/// 026_concurrency_keys.sql, 027_throttle.sql). Without a limit (and, for throttle, a window) from either,
-/// the run has no key of that kind; a key the input lacks is '' (those runs share one key).
+/// throttle_limit, throttle_window_ms, fair_key, fair_weight, in this order) for a run inserted with input
+/// `input`, as its enqueue gave them (`o`) or else as its workflow version declares (`v`: its
+/// keel.workflow_versions row, LEFT JOINed; 026_concurrency_keys.sql, 027_throttle.sql,
+/// 028_fair_claims.sql). Without a limit (and, for throttle, a window) from either, the run has no key of
+/// that kind, nor a fairness key without a key or a declared path; a key the input lacks is '' (those runs
+/// share one key). The weight of a fairness key is 1 unless the enqueue gives one.
 std::string flow_control_values(std::string_view input, std::string_view v, const flow_overrides& o = {});
 
 /// `slots_made`: a CTE that makes the slots (1..limit) of the concurrency and throttle keys of the runs

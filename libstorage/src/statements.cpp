@@ -50,10 +50,14 @@ std::string flow_control_values(std::string_view input, std::string_view v, cons
     return std::string("keel.short_key(coalesce(").append(own).append(", ") + in + " #>> " + path + ", ''))";
   };
   const std::string throttled = tlimit + " IS NOT NULL AND " + twindow + " IS NOT NULL";
+  const std::string fair =
+      std::string("(").append(o.fair_key).append(" IS NOT NULL OR ") + rule + ".fair_key IS NOT NULL)";
   return "CASE WHEN " + climit + " IS NOT NULL THEN " + key(o.concurrency_key, rule + ".concurrency_key") +
          " END, " + climit + ", CASE WHEN " + throttled + " THEN " +
          key(o.throttle_key, rule + ".throttle_key") + " END, CASE WHEN " + throttled + " THEN " + tlimit +
-         " END, CASE WHEN " + throttled + " THEN " + twindow + " END";
+         " END, CASE WHEN " + throttled + " THEN " + twindow + " END, CASE WHEN " + fair + " THEN " +
+         key(o.fair_key, rule + ".fair_key") + " END, CASE WHEN " + fair + " THEN " +
+         either(o.fair_weight, "1") + " END";
 }
 
 namespace {
@@ -189,31 +193,34 @@ const statement commit{"keel_commit", "COMMIT"};
 
 // Inserts new runs; an existing id (a retried batch) or idempotency key is skipped.
 // A JSON null input arrives as SQL NULL from jsonb_to_recordset: stored as the JSON null it was.
-const std::string enqueue_insert_sql =
-    std::string(
-        R"sql(
+const std::string enqueue_insert_sql = std::string(
+                                           R"sql(
 WITH ins AS (
 INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at,
-                       concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
+                       concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
+                       fair_key, fair_weight)
 SELECT x.id, x.workflow, x.version, 'queued', coalesce(x.input, 'null'), x.key, x.priority,
        coalesce(to_timestamp(x.run_at::double precision / 1e6), now()),
        )sql" +
-        flow_control_values("x.input", "v", {"x.ckey", "x.climit", "x.tkey", "x.tlimit", "x.twindow"}) +
-        R"sql(
+                                           flow_control_values("x.input", "v",
+                                                               {"x.ckey", "x.climit", "x.tkey", "x.tlimit",
+                                                                "x.twindow", "x.fkey", "x.fweight"}) +
+                                           R"sql(
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, workflow text, version int, input jsonb, key text,
                                         priority int, run_at bigint, ckey text, climit int, tkey text,
-                                        tlimit int, twindow bigint)
+                                        tlimit int, twindow bigint, fkey text, fweight int)
 )sql" + declared_rule_join("v", "x.workflow", "x.version") +
-        R"sql(
+                                           R"sql(
 ON CONFLICT DO NOTHING
-RETURNING id, workflow, version, priority, due_at, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms),)sql") +
-    slots_made_cte("ins") + "\n" + log_cte(R"sql(
+RETURNING id, workflow, version, priority, due_at, fair_vtime, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms),)sql") +
+                                       slots_made_cte("ins") + "\n" + log_cte(R"sql(
   SELECT id, 'run_enqueued',
          jsonb_strip_nulls(jsonb_build_object('workflow', workflow, 'version', version, 'priority', priority,
-                                              'run_at', CASE WHEN due_at > now() THEN keel.micros(due_at) END)),
+                                              'run_at', CASE WHEN due_at > now() AND fair_vtime IS NULL
+                                                             THEN keel.micros(due_at) END)),
          0::bigint
   FROM ins)sql") +
-    R"sql(
+                                       R"sql(
 SELECT count(*) FROM ins)sql";
 const statement enqueue_insert{"keel_enqueue_insert", enqueue_insert_sql.c_str()};
 
@@ -433,7 +440,8 @@ spent AS (
 parked AS (
   UPDATE keel.runs parked_run
   SET due_at = coalesce(parked_run.cancel_deadline, 'infinity'),  -- asked to cancel: cancelled by then
-      key_parked_at = coalesce(parked_run.key_parked_at, b.due_at)
+      key_parked_at = coalesce(parked_run.key_parked_at, b.due_at),
+      fair_vtime = NULL  -- out of the fair queue: it starts in its key's order
   FROM blocked b WHERE parked_run.id = b.id
   RETURNING parked_run.id, NOT b.for_concurrency AS for_throttle),)sql";
 }
@@ -458,6 +466,12 @@ std::string parked_rows() {
          "END, NULL, NULL, NULL FROM parked";
 }
 
+/// The columns of keel.runs a claim reads of each run it may take, but its due time.
+constexpr std::string_view k_claimed_columns =
+    "id, status, recoveries, cancel_deadline, claims, epoch, waiting_for, workflow, priority, "
+    "concurrency_key, "
+    "concurrency_limit, throttle_key, throttle_limit, throttle_window_ms, key_parked_at";
+
 }  // namespace
 
 // Atomic claim of due runs (queued, or running with an expired lease) by priority then due time, for the
@@ -465,7 +479,10 @@ std::string parked_rows() {
 //
 // The scan reads only due work, however many runs are parked in the future: it walks the distinct priority
 // bands of runs_claimable (one index descent each) and, inside a band, the index range due_at <= now(),
-// so 200,000 runs queued for tomorrow cost one descent, not 200,000 index entries.
+// so 200,000 runs queued for tomorrow cost one descent, not 200,000 index entries. Beside it, each band's
+// fair queue (runs_fair, 028_fair_claims.sql) is read in virtual-time order, and the two take turns: one
+// run of each in turn, the first by a coin toss, so the runs without a fairness key count as one key and a
+// claim of one run starves neither.
 //
 // Idempotent on retry: each claim request carries a token ($6), stored on the runs it takes. A retry ($7
 // true: the first attempt may have committed with its acknowledgement lost) first adopts the runs still held
@@ -489,6 +506,7 @@ WITH RECURSIVE band(p) AS (
           ORDER BY priority DESC LIMIT 1)
   FROM band WHERE band.p IS NOT NULL),
 wanted AS (SELECT w.workflow, w.version FROM jsonb_to_recordset($4::jsonb) AS w(workflow text, version int)),
+coin AS (SELECT random() < 0.5 AS heads),  -- which queue goes first in each turn
 prior AS (
   SELECT id FROM keel.runs
   WHERE $7::bool AND status = 'running' AND owner = $1 AND claim_token = $6::uuid),
@@ -498,16 +516,32 @@ due AS (
          x.cancel_deadline IS NOT NULL AND x.cancel_deadline <= now() AS cancel,
          x.status = 'running' AND x.recoveries >= $5::int AS dead,
          x.workflow, x.priority, x.due_at, x.concurrency_key, x.concurrency_limit, x.throttle_key,
-         x.throttle_limit, x.throttle_window_ms, x.key_parked_at
+         x.throttle_limit, x.throttle_window_ms, x.key_parked_at, x.fair_vtime
   FROM band CROSS JOIN LATERAL (
-    SELECT id, status, recoveries, cancel_deadline, claims, epoch, waiting_for, workflow, priority, due_at,
-           concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms, key_parked_at
-    FROM keel.runs
-    WHERE status IN ('queued', 'running', 'sleeping', 'waiting') AND priority = band.p AND due_at <= now()
-      AND (workflow, version) IN (SELECT workflow, version FROM wanted)
-    ORDER BY due_at
-    LIMIT $2::int
-    FOR UPDATE SKIP LOCKED) x
+    SELECT * FROM (
+      SELECT n.*, NULL::double precision AS fair_vtime, row_number() OVER (ORDER BY n.due_at) AS turn
+      FROM (SELECT )sql" + std::string(k_claimed_columns) +
+                                               R"sql(, due_at
+            FROM keel.runs
+            WHERE status IN ('queued', 'running', 'sleeping', 'waiting') AND priority = band.p
+              AND due_at <= now() AND fair_vtime IS NULL
+              AND (workflow, version) IN (SELECT workflow, version FROM wanted)
+            ORDER BY due_at
+            LIMIT $2::int
+            FOR UPDATE SKIP LOCKED) n
+      UNION ALL
+      -- The fair queue (028_fair_claims.sql): by virtual time; a run's due time is when it was enqueued.
+      SELECT f.*, row_number() OVER (ORDER BY f.fair_vtime) AS turn
+      FROM (SELECT )sql" + std::string(k_claimed_columns) +
+                                               R"sql(, created_at AS due_at, fair_vtime
+            FROM keel.runs
+            WHERE fair_vtime IS NOT NULL AND status = 'queued' AND priority = band.p
+              AND (workflow, version) IN (SELECT workflow, version FROM wanted)
+            ORDER BY fair_vtime
+            LIMIT $2::int
+            FOR UPDATE SKIP LOCKED) f) both_queues
+    ORDER BY turn, (fair_vtime IS NULL) = (SELECT heads FROM coin) DESC
+    LIMIT $2::int) x
   WHERE band.p IS NOT NULL
   LIMIT greatest($2::int - (SELECT count(*) FROM prior), 0)),
 )sql") + concurrency_slots_ctes() +
@@ -526,6 +560,7 @@ SET status = CASE WHEN c.cancel THEN 'cancelled' WHEN c.dead THEN 'failed' ELSE 
     finished_at = CASE WHEN c.dead OR c.cancel THEN now() END,
     claim_token = $6::uuid,
     key_parked_at = NULL,
+    fair_vtime = NULL,
     error = CASE WHEN c.cancel THEN jsonb_build_object(
               'code', 'cancelled',
               'message', 'run cancelled: it did not finish within its cancel grace, and was fenced off')
@@ -655,7 +690,8 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
                         '[]'::jsonb)::text
         FROM keel.run_history h WHERE h.run_id = r.id),
        generation, parent_id::text, concurrency_key, concurrency_limit,
-       due_at = 'infinity' AND key_parked_at IS NOT NULL, throttle_key, throttle_limit, throttle_window_ms
+       due_at = 'infinity' AND key_parked_at IS NOT NULL, throttle_key, throttle_limit, throttle_window_ms,
+       fair_key, fair_weight
 FROM keel.runs r WHERE id = $1::uuid)sql"};
 
 // A run's hooks that take a resume now, by position (none once the run finished: its hooks answer
@@ -698,6 +734,7 @@ r AS (
                    THEN '{"code":"cancelled","message":"run cancelled"}'::jsonb ELSE error END,
       cancel_deadline = CASE WHEN claims = 0 OR $2::bigint = 0 THEN cancel_deadline
                              ELSE coalesce(cancel_deadline, now() + $2::bigint * interval '1 millisecond') END,
+      fair_vtime = NULL,  -- out of the fair queue (a rewind queues it again by due time)
       waiting_for = CASE WHEN status IN ('sleeping', 'waiting')
                          THEN waiting_for || '{"woken_by": "cancel"}'::jsonb ELSE waiting_for END
   WHERE id = $1::uuid AND status NOT IN ('completed', 'failed', 'cancelled')
@@ -754,6 +791,7 @@ r AS (
                    ELSE r.error END,
       cancel_deadline = CASE WHEN r.claims = 0 OR $2::bigint = 0 THEN r.cancel_deadline
                              ELSE now() + $2::bigint * interval '1 millisecond' END,
+      fair_vtime = NULL,
       waiting_for = CASE WHEN r.status IN ('sleeping', 'waiting')
                          THEN r.waiting_for || '{"woken_by": "cancel"}'::jsonb ELSE r.waiting_for END
   FROM tree t
@@ -1034,7 +1072,8 @@ existing AS (
   FROM fenced f JOIN keel.runs c ON c.idempotency_key = f.key AND c.idempotency_key IS NOT NULL),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
-                         parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
+                         parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
+                         fair_key, fair_weight)
   SELECT f.child, f.workflow, f.version, 'queued', coalesce(f.input, 'null'), f.key, f.priority,
          coalesce(to_timestamp(f.run_at / 1e6), now()), f.id, f.seq,
          )sql" + flow_control_values("coalesce(f.input, 'null')", "v") +
@@ -1082,7 +1121,8 @@ WITH fence AS (
   FOR SHARE),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
-                         parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms)
+                         parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
+                         fair_key, fair_weight)
   SELECT $5::uuid, $6, $7::int, 'queued', $8::jsonb, $9, $10::int,
          coalesce(to_timestamp($12::bigint / 1e6), now()), fence.id, $4::int,
          )sql" + flow_control_values("$8::jsonb", "v") +

@@ -104,7 +104,10 @@ bool valid_flow_control(const new_run& run) {
   return (!run.concurrency_key || valid_key(*run.concurrency_key)) && valid_limit(run.concurrency_limit) &&
          (!run.throttle_key || valid_key(*run.throttle_key)) && valid_limit(run.throttle_limit) &&
          (!run.throttle_window ||
-          (run.throttle_window->count() > 0 && *run.throttle_window <= k_longest_window));
+          (run.throttle_window->count() > 0 && *run.throttle_window <= k_longest_window)) &&
+         (!run.fairness_key || valid_key(*run.fairness_key)) &&
+         (!run.fairness_weight ||
+          (*run.fairness_weight > 0 && *run.fairness_weight <= k_max_fairness_weight));
 }
 
 }  // namespace detail
@@ -233,6 +236,8 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& ru
   if (run.throttle_key) row.str("tkey", *run.throttle_key);
   if (run.throttle_limit) row.num("tlimit", *run.throttle_limit);
   if (run.throttle_window) row.num("twindow", run.throttle_window->count());
+  if (run.fairness_key) row.str("fkey", *run.fairness_key);
+  if (run.fairness_weight) row.num("fweight", *run.fairness_weight);
   // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
   auto text = std::move(row).finish();
   co_return co_await impl_->write<enqueue_outcome>(detail::enqueue_kind(), std::move(text),
@@ -874,6 +879,10 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
           rec.throttle_key = std::string(detail::get_text(res, 0, 24));
           rec.throttle_limit = detail::to_int(detail::get_text(res, 0, 25));
           rec.throttle_window = std::chrono::milliseconds(detail::to_int64(detail::get_text(res, 0, 26)));
+        }
+        if (!PQgetisnull(res, 0, 27)) {
+          rec.fairness_key = std::string(detail::get_text(res, 0, 27));
+          rec.fairness_weight = detail::to_int(detail::get_text(res, 0, 28));
         }
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();

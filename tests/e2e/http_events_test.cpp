@@ -23,22 +23,32 @@ struct served : served_engine {
   explicit served(http::server_options o = {}) : served_engine(register_workflows, std::move(o)) {}
   static void register_workflows(engine& e) {
     workflow_definition fulfil{"fulfil",         1,  {},           nullptr,      {},
-                               {"order.placed"}, {}, std::nullopt, std::nullopt, std::nullopt};
+                               {"order.placed"}, {}, std::nullopt, std::nullopt, std::nullopt,
+                               std::nullopt};
     fulfil.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       auto step = [in] { return in; };
       co_return co_await ctx.step("ship", step);
     };
     e.register_workflow(fulfil);
-    workflow_definition onboarding{
-        "onboarding", 1,           {}, nullptr, {}, {}, {{"user.deleted", "/user_id", ""}}, std::nullopt,
-        std::nullopt, std::nullopt};
+    workflow_definition onboarding{"onboarding",
+                                   1,
+                                   {},
+                                   nullptr,
+                                   {},
+                                   {},
+                                   {{"user.deleted", "/user_id", ""}},
+                                   std::nullopt,
+                                   std::nullopt,
+                                   std::nullopt,
+                                   std::nullopt};
     onboarding.body = [](context& ctx, json::value) -> asio::awaitable<json::value> {
       auto verified = co_await ctx.wait_for_event("verified");
       co_return verified ? *verified : json::value(nullptr);
     };
     e.register_workflow(onboarding);
     workflow_definition gate{
-        "gate", 1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/account"}, std::nullopt};
+        "gate",       1,           {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/account"},
+        std::nullopt, std::nullopt};
     gate.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
       auto hold = []() -> asio::awaitable<int> {
         co_await async_sleep(1500ms);
@@ -224,6 +234,42 @@ BOOST_AUTO_TEST_CASE(a_throttled_start_waits_for_its_window_and_shows_it, *utf::
     BOOST_TEST(r.status == 400, bad);
     BOOST_TEST(r.body.at("error").at("code") == "invalid_request", bad);
   }
+}
+
+BOOST_AUTO_TEST_CASE(a_start_may_give_its_fairness_key_and_weight_and_bad_ones_are_refused,
+                     *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  const auto started = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs",
+                              R"({"input":{"n":1},"fairness_key":"acme","fairness_weight":3})");
+  BOOST_REQUIRE(started.status == 201);
+  BOOST_TEST(started.body.at("fairness").at("key") == "acme");
+  BOOST_TEST(started.body.at("fairness").at("weight") == 3);
+  const std::string path = "/v1/runs/" + text(started.body.at("id"));
+  BOOST_REQUIRE(
+      wait_until([&] { return c.send(bhttp::verb::get, path).body.at("status") == "completed"; }, 10s));
+  // The key alone: weight 1. No key: no fairness.
+  const auto plain =
+      c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", R"({"input":{},"fairness_key":"b"})");
+  BOOST_REQUIRE(plain.status == 201);
+  BOOST_TEST(plain.body.at("fairness").at("weight") == 1);
+  const auto none = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", R"({"input":{}})");
+  BOOST_REQUIRE(none.status == 201);
+  BOOST_TEST(none.body.at("fairness").is_null());
+  for (const char* bad :
+       {R"({"fairness_key":7})", R"({"fairness_key":"k","fairness_weight":0})",
+        R"({"fairness_key":"k","fairness_weight":1001})", R"({"fairness_key":"k","fairness_weight":"2"})"}) {
+    const auto r = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", bad);
+    BOOST_TEST(r.status == 400, bad);
+    BOOST_TEST(r.body.at("error").at("code") == "invalid_request", bad);
+  }
+  // A weight without a key (and no rule on the workflow) is refused, as is an oversize key.
+  const auto weight_alone =
+      c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", R"({"input":{},"fairness_weight":2})");
+  BOOST_TEST(weight_alone.status == 400);
+  const auto long_key = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs",
+                               R"({"input":{},"fairness_key":")" + std::string(300, 'k') + R"("})");
+  BOOST_TEST(long_key.status == 400);
 }
 
 BOOST_AUTO_TEST_CASE(a_page_of_another_origin_changes_nothing_but_its_own_and_allowed_ones_do,

@@ -48,8 +48,8 @@ struct overlap_meter {
 /// A workflow whose one step takes `step_time`, measured by `meter` under the key `/tenant` (or "-").
 workflow_definition metered(std::string name, std::optional<concurrency_rule> rule, overlap_meter& meter,
                             std::chrono::milliseconds step_time) {
-  workflow_definition def{std::move(name), 1,           {}, nullptr, {}, {}, {}, std::nullopt,
-                          std::move(rule), std::nullopt};
+  workflow_definition def{
+      std::move(name), 1, {}, nullptr, {}, {}, {}, std::nullopt, std::move(rule), std::nullopt, std::nullopt};
   def.body = [&meter, step_time](context& ctx, json::value in) -> asio::awaitable<json::value> {
     const auto* tenant = in.as_object().if_contains("tenant");
     const std::string key = tenant ? std::string(tenant->as_string()) : "-";
@@ -147,8 +147,9 @@ BOOST_AUTO_TEST_CASE(a_sleeping_run_holds_no_slot) {
   auto db = fresh_database();
   engine e(options_for(db));
   std::atomic<bool> slept{false};
-  workflow_definition napper{"napper",    1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/k"},
-                             std::nullopt};
+  workflow_definition napper{
+      "napper",     1,           {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, "/k"},
+      std::nullopt, std::nullopt};
   napper.body = [&](context& ctx, json::value in) -> asio::awaitable<json::value> {
     if (in.as_object().contains("nap")) {
       co_await ctx.sleep(1500ms);
@@ -268,8 +269,8 @@ BOOST_AUTO_TEST_CASE(a_slot_whose_holder_stopped_running_without_freeing_it_is_f
 BOOST_AUTO_TEST_CASE(a_run_parked_for_its_key_can_be_cancelled) {
   auto db = fresh_database();
   engine e(options_for(db));
-  workflow_definition gate{"gate",      1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, ""},
-                           std::nullopt};
+  workflow_definition gate{
+      "gate", 1, {}, nullptr, {}, {}, {}, std::nullopt, concurrency_rule{1, ""}, std::nullopt, std::nullopt};
   gate.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
     auto hold = []() -> asio::awaitable<int> {
       co_await async_sleep(1500ms);

@@ -21,8 +21,9 @@ using namespace std::chrono_literals;
 namespace {
 
 workflow_definition echo(std::string name, std::optional<debounce_rule> debounce) {
-  workflow_definition def{std::move(name), 1,           {}, nullptr, {}, {}, {}, std::move(debounce),
-                          std::nullopt,    std::nullopt};
+  workflow_definition def{
+      std::move(name), 1,           {}, nullptr, {}, {}, {}, std::move(debounce), std::nullopt,
+      std::nullopt,    std::nullopt};
   def.body = [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; };
   return def;
 }
@@ -73,8 +74,9 @@ BOOST_AUTO_TEST_CASE(enqueues_with_one_key_collapse_into_one_run_with_the_last_i
 BOOST_AUTO_TEST_CASE(a_run_queued_again_after_it_started_holds_its_key_no_more) {
   auto db = fresh_database();
   engine e(options_for(db));
-  workflow_definition waits{"waits",      1,           {}, nullptr, {}, {}, {}, debounce_rule{100ms, "/user"},
-                            std::nullopt, std::nullopt};
+  workflow_definition waits{
+      "waits",      1,           {}, nullptr, {}, {}, {}, debounce_rule{100ms, "/user"}, std::nullopt,
+      std::nullopt, std::nullopt};
   waits.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
     co_await ctx.wait_for_event("go");
     co_return in;

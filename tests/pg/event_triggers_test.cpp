@@ -19,7 +19,8 @@ namespace {
 
 workflow_definition echo(std::string name, std::vector<std::string> triggers, int version = 1) {
   workflow_definition def{std::move(name),     version, {},           nullptr,      {},
-                          std::move(triggers), {},      std::nullopt, std::nullopt, std::nullopt};
+                          std::move(triggers), {},      std::nullopt, std::nullopt, std::nullopt,
+                          std::nullopt};
   def.body = [](context&, json::value in) -> asio::awaitable<json::value> { co_return in; };
   return def;
 }
@@ -118,8 +119,8 @@ BOOST_AUTO_TEST_CASE(an_event_cancels_the_matching_runs_and_their_compensations_
   auto db = fresh_database();
   engine worker(options_for(db));
   std::atomic<int> undone{0};
-  workflow_definition onboarding{"onboarding", 1,  {},           nullptr,      {},
-                                 {},           {}, std::nullopt, std::nullopt, std::nullopt};
+  workflow_definition onboarding{
+      "onboarding", 1, {}, nullptr, {}, {}, {}, std::nullopt, std::nullopt, std::nullopt, std::nullopt};
   onboarding.cancel_on = {{"user.deleted", "/user_id", ""}, {"account.closed", "/account", "/user/account"}};
   onboarding.body = [&](context& ctx, json::value) -> asio::awaitable<json::value> {
     co_await ctx.step("create account", [] { return 1; });
@@ -172,9 +173,17 @@ BOOST_AUTO_TEST_CASE(a_workflow_restarted_by_its_own_event_is_not_cancelled_by_a
   auto db = fresh_database();
   engine worker(options_for(db));
   // The "latest wins" pattern: each signup of a user starts a run and cancels the user's earlier one.
-  workflow_definition w{
-      "welcome",    1,           {}, nullptr, {}, {"signup"}, {{"signup", "/user", ""}}, std::nullopt,
-      std::nullopt, std::nullopt};
+  workflow_definition w{"welcome",
+                        1,
+                        {},
+                        nullptr,
+                        {},
+                        {"signup"},
+                        {{"signup", "/user", ""}},
+                        std::nullopt,
+                        std::nullopt,
+                        std::nullopt,
+                        std::nullopt};
   w.body = [](context& ctx, json::value in) -> asio::awaitable<json::value> {
     co_await ctx.wait_for_event("never");
     co_return in;

@@ -578,7 +578,8 @@ BOOST_AUTO_TEST_CASE(a_heartbeat_for_an_older_execution_does_not_stand_for_the_n
   const storage::new_run run{new_run_id(),   "wf",         1,
                              json::object{}, std::nullopt, 0,
                              std::nullopt,   std::nullopt, std::nullopt,
-                             std::nullopt,   std::nullopt, std::nullopt};
+                             std::nullopt,   std::nullopt, std::nullopt,
+                             std::nullopt,   std::nullopt};
   BOOST_REQUIRE(run_on(ioc, s.enqueue(run)));
   const std::vector<storage::workflow_version> wf{{"wf", 1}};
   const storage::claim_request short_claim{"owner-a", wf, 1, 50ms};

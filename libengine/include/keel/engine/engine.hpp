@@ -305,6 +305,12 @@ struct enqueue_options {
   /// The throttle's limit (1 to 10,000) and window (up to a year) for this run's key, instead of the rule's.
   std::optional<int> throttle_limit;
   std::optional<std::chrono::milliseconds> throttle_window;
+  /// Fairness (see fairness_rule): the key, instead of the one the workflow's rule reads from the input;
+  /// with neither, the run takes no part in fair claims.
+  std::optional<std::string> fairness_key;
+  /// The key's weight, 1 to 1,000 (default 1): a key with weight 3 gets three runs claimed for one of a
+  /// key with weight 1, while both have runs queued.
+  std::optional<int> fairness_weight;
 };
 
 /// What engine::submit did: the run, and whether it is new (false: an idempotent repeat got the run that

@@ -56,6 +56,15 @@ struct throttle_rule {
   std::string key;
 };
 
+/// Fairness (workflow_definition::fairness): while runs of several keys (tenants) are queued, claims take
+/// them in turn, weighted (enqueue_options::fairness_weight), so a key with 100,000 queued runs delays
+/// another key's run by at most one claim batch. Keys are shared by every workflow: a tenant is one key.
+struct fairness_rule {
+  /// A JSON pointer into the input whose value is the key (e.g. "/tenant"), as concurrency_rule::key; runs
+  /// whose input lacks it share the key "". Not "".
+  std::string key;
+};
+
 /// A workflow with its input and output erased to JSON; what the engine stores in its registry.
 struct workflow_definition {
   std::string name;
@@ -77,6 +86,9 @@ struct workflow_definition {
   /// A limit on how many of its runs (per key) start per window (enqueue_options can give the key, limit or
   /// window).
   std::optional<throttle_rule> throttle;
+  /// Fair claims among its runs' keys, and those of every workflow with a fairness key (enqueue_options
+  /// can give the key and its weight).
+  std::optional<fairness_rule> fairness;
 };
 
 /// Makes a definition from a typed body `awaitable<Output>(context&, Input)`. Input and Output convert with
@@ -84,8 +96,8 @@ struct workflow_definition {
 template <class Input, class Output>
 workflow_definition make_workflow(std::string name, int version,
                                   std::function<boost::asio::awaitable<Output>(context&, Input)> body) {
-  workflow_definition def{std::move(name), version,      {},          nullptr, {}, {}, {},
-                          std::nullopt,    std::nullopt, std::nullopt};
+  workflow_definition def{std::move(name), version,      {},           nullptr,     {}, {}, {},
+                          std::nullopt,    std::nullopt, std::nullopt, std::nullopt};
   def.body = [body = std::move(body)](
                  context& ctx, boost::json::value input) -> boost::asio::awaitable<boost::json::value> {
     std::optional<Input> typed;

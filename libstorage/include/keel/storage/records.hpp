@@ -58,6 +58,11 @@ struct new_run {
   std::optional<std::string> throttle_key;
   std::optional<int> throttle_limit;
   std::optional<std::chrono::milliseconds> throttle_window;
+  /// Its fairness key instead of the one its workflow version declares (028_fair_claims.sql), and the key's
+  /// weight (1 to 1,000; default 1): while several keys have queued runs, claims take runs of each in turn,
+  /// `weight` of a key's for one of a key with weight 1.
+  std::optional<std::string> fairness_key;
+  std::optional<int> fairness_weight;
 };
 
 /// The keys runs wait for (store::wake_parked).
@@ -314,6 +319,9 @@ struct run_record {
   std::optional<std::string> throttle_key;
   int throttle_limit = 0;
   std::chrono::milliseconds throttle_window{0};
+  /// Its fairness key and weight (028_fair_claims.sql), if it has one.
+  std::optional<std::string> fairness_key;
+  int fairness_weight = 0;
   /// Due, but parked until a slot of its concurrency key frees up or its throttle's window moves.
   bool waits_for_key = false;
 };

@@ -48,6 +48,10 @@ struct store_options {
 /// Longest idempotency key, workflow name or owner, in bytes.
 inline constexpr std::size_t k_max_key_bytes = 255;
 
+/// Largest weight of a fairness key (new_run::fairness_weight): a key gets at most this many runs claimed
+/// for one of a key with weight 1.
+inline constexpr int k_max_fairness_weight = 1'000;
+
 /// Counters for benchmarks and metrics.
 struct store_stats {
   std::uint64_t batches = 0;  ///< write transactions committed

@@ -38,6 +38,9 @@ struct workflow_declaration {
   std::optional<std::chrono::milliseconds> throttle_window;
   /// Where the throttle key is in a run's input; none: one key for all its runs.
   std::optional<std::vector<std::string>> throttle_key;
+  /// Fair claims (028_fair_claims.sql): where its runs' fairness key is in their input; none: no fairness
+  /// key but one given at enqueue.
+  std::optional<std::vector<std::string>> fair_key;
 };
 
 /// A workflow an event starts, at the newest version declared.
