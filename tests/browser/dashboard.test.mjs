@@ -402,6 +402,26 @@ test('the status filter finds unclaimable runs and says why they wait', async ()
   }
 });
 
+test('a run held back by its throttle says what it waits for, and shows its keys', async () => {
+  const paced = {input: {}, throttle_key: 'browser', throttle_limit: 1, throttle_window_ms: 600_000,
+                 fairness_key: 'acme', fairness_weight: 2};
+  await api('POST', '/v1/workflows/noop3/runs', paced);
+  const second = await api('POST', '/v1/workflows/noop3/runs', paced);
+  try {
+    await open(`#/runs/${second.id}`);
+    await page.locator('.waiting-for.blocked').filter({hasText: 'throttle'}).filter({hasText: '“browser”'})
+      .waitFor({timeout: WAIT});
+    const facts = await page.locator('dl.facts').textContent();
+    assert.match(facts, /Throttle\s*browser \(1 per 10 min 0 s\)/);
+    assert.match(facts, /Fairness key\s*acme \(weight 2\)/);
+    await page.locator('tr[data-kind="run_blocked"]').filter({hasText: 'throttle of key “browser”'})
+      .waitFor({timeout: WAIT});
+    await shot('run-throttled');
+  } finally {
+    await api('POST', `/v1/runs/${second.id}/cancel`);
+  }
+});
+
 test('counters show runs by status, steps per second and queue depth', async () => {
   await open('#/');
   const steps = page.locator('.tile[data-counter="steps"] .value');

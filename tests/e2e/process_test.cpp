@@ -40,6 +40,10 @@ struct producer {
         "paced", 1, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
     paced.throttle = throttle_rule{3, 500ms, "/tenant"};
     e.register_workflow(std::move(paced));
+    auto shared = make_workflow<json::value, json::value>(
+        "shared", 1, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
+    shared.fairness = fairness_rule{"/tenant"};
+    e.register_workflow(std::move(shared));
     BOOST_REQUIRE(e.tick_blocking());
   }
 };
@@ -471,6 +475,60 @@ BOOST_AUTO_TEST_CASE(three_worker_processes_never_start_more_than_a_throttles_li
   BOOST_TEST(count_of(db, "SELECT count(DISTINCT owner) FROM keel.runs") >= 2);
   auto counts = count_lines(effects);
   BOOST_TEST(counts.size() == 80u);  // a step and a completion for each of 40 runs, once each
+}
+
+BOOST_AUTO_TEST_CASE(three_worker_processes_take_tenants_in_turn_while_one_has_a_burst_queued) {
+  auto db = fresh_database();
+  temp_dir dir;
+  producer p(db);
+  // The burst first: 1,500 runs of one tenant, queued before any worker starts.
+  std::vector<std::future<result<run_id>>> pending;
+  for (int i = 0; i < 1500; ++i) {
+    pending.push_back(asio::co_spawn(p.e.get_executor(),
+                                     p.e.enqueue("shared", json::value{{"tenant", "big"}, {"i", i}}),
+                                     asio::use_future));
+  }
+  for (auto& f : pending)
+    BOOST_REQUIRE(f.get());
+  pending.clear();
+  std::vector<std::unique_ptr<spawned_worker>> workers;
+  for (int w = 0; w < 3; ++w) {
+    workers.push_back(std::make_unique<spawned_worker>(std::vector<std::string>{
+        "--db", db, "--effects", dir.path() + "/effects", "--concurrency", "8", "--step-ms", "10"}));
+  }
+  BOOST_REQUIRE(wait_until(
+      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE started_at IS NOT NULL") >= 100; }, 60s));
+  // Three more tenants arrive while the burst is being worked through.
+  for (int i = 0; i < 15; ++i) {
+    pending.push_back(asio::co_spawn(
+        p.e.get_executor(),
+        p.e.enqueue("shared", json::value{{"tenant", "s" + std::to_string(i % 3)}, {"i", i}}),
+        asio::use_future));
+  }
+  for (auto& f : pending)
+    BOOST_REQUIRE(f.get());
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        return count_of(db, "SELECT count(*) FROM keel.runs WHERE input->>'tenant' <> 'big' AND status = "
+                            "'completed'") == 15;
+      },
+      60s));
+  for (auto& w : workers)
+    BOOST_TEST(w->terminate() == 0);
+  // Between the newcomers' enqueue and the last of them starting, the burst got its turns (about one per
+  // newcomer's run each) and the claims in flight: not the 1,400 runs first come, first served would give.
+  const long burst_meanwhile = count_of(db, R"sql(
+    WITH small AS (SELECT max(created_at) AS queued, max(started_at) AS started FROM keel.runs
+                   WHERE input->>'tenant' <> 'big')
+    SELECT count(*) FROM keel.runs, small
+    WHERE input->>'tenant' = 'big' AND started_at > small.queued AND started_at < small.started)sql");
+  BOOST_TEST_MESSAGE("burst runs started while the newcomers waited: " << burst_meanwhile);
+  BOOST_TEST(burst_meanwhile <= 60);
+  const long burst_left =
+      count_of(db, "SELECT count(*) FROM keel.runs WHERE input->>'tenant' = 'big' AND started_at IS NULL");
+  BOOST_TEST_MESSAGE("burst runs never started: " << burst_left);
+  BOOST_TEST(burst_left > 500);  // the newcomers did come while most of the burst was queued
+  BOOST_TEST(count_of(db, "SELECT count(DISTINCT owner) FROM keel.runs WHERE owner IS NOT NULL") >= 2);
 }
 
 BOOST_AUTO_TEST_CASE(runs_continue_after_the_database_restarts_under_load) {

@@ -145,6 +145,19 @@ int main(int argc, char** argv) {
   paced.throttle = keel::throttle_rule{3, std::chrono::milliseconds(500), "/tenant"};
   engine.register_workflow(std::move(paced));
 
+  // shared: one step of --step-ms; fair by /tenant (tenants take turns in the claims of every worker).
+  auto shared = keel::make_workflow<json::value, json::value>(
+      "shared", 1, [&](keel::context& ctx, json::value in) -> asio::awaitable<json::value> {
+        auto work = [&]() -> asio::awaitable<int> {
+          co_await sleep_for(step_time);
+          co_return 1;
+        };
+        co_await ctx.step("work", work);
+        co_return in;
+      });
+  shared.fairness = keel::fairness_rule{"/tenant"};
+  engine.register_workflow(std::move(shared));
+
   // napper: a step, a durable sleep of --step-ms, a step: the worker that parked it can be killed meanwhile.
   engine.register_workflow<json::value, json::value>(
       "napper", 1, [&](keel::context& ctx, json::value) -> asio::awaitable<json::value> {

@@ -36,6 +36,9 @@ function describeEvent(ev) {
     case 'run_waiting': return waitingText(d.what);
     case 'run_resumed': return `by ${d.by}`;
     case 'run_failed': return `${d.error?.code ?? ''}: ${d.error?.message ?? ''}`;
+    case 'run_blocked': return d.reason === 'throttle'
+      ? `by the throttle of key “${d.key}”: ${d.limit} start per ${duration(d.window_ms)}`
+      : `by concurrency key “${d.key}”: ${d.limit} at once`;
     default: return '';
   }
 }
@@ -151,11 +154,21 @@ export function renderRun(view, id) {
   let waitingShown = null;
 
   function drawNow() {
-    const key = JSON.stringify([run.status, run.waiting_for, run.hooks, run.unclaimable]);
+    const key = JSON.stringify([run.status, run.waiting_for, run.hooks, run.unclaimable, run.concurrency,
+                                run.throttle]);
     if (key !== waitingShown) {
       waitingShown = key;
       const parts = [];
       if (run.unclaimable) parts.push(h('p', {class: 'error-text unclaimable'}, run.unclaimable));
+      // Due, but parked until its key lets it start (a run may wait for both; the slot is taken first).
+      if (run.status === 'queued' && run.concurrency?.waiting) {
+        parts.push(h('p', {class: 'waiting-for blocked'}, h('strong', {}, 'Waiting for a slot '),
+                     `of concurrency key “${run.concurrency.key}”: at most ${run.concurrency.limit} run at once`));
+      } else if (run.status === 'queued' && run.throttle?.waiting) {
+        parts.push(h('p', {class: 'waiting-for blocked'}, h('strong', {}, 'Waiting for the throttle '),
+                     `of key “${run.throttle.key}”: at most ${run.throttle.limit} start per ` +
+                     duration(run.throttle.window_ms)));
+      }
       if (run.status === 'waiting' || run.status === 'sleeping') {
         parts.push(h('p', {class: 'waiting-for'}, h('strong', {}, 'Waiting for '), waitingText(run.waiting_for)));
       }
@@ -260,7 +273,11 @@ export function renderRun(view, id) {
          row('Claims', run.claims),
          row('Recoveries', run.recoveries || null),
          row('Priority', run.priority || null),
-         row('Idempotency key', run.idempotency_key));
+         row('Idempotency key', run.idempotency_key),
+         row('Concurrency key', run.concurrency ? `${run.concurrency.key} (limit ${run.concurrency.limit})` : null),
+         row('Throttle', run.throttle
+           ? `${run.throttle.key} (${run.throttle.limit} per ${duration(run.throttle.window_ms)})` : null),
+         row('Fairness key', run.fairness ? `${run.fairness.key} (weight ${run.fairness.weight})` : null));
   }
 
   /** Attempts of each step (by seq) from the log: [{attempt, start, end, error}]. */
