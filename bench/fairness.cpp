@@ -70,7 +70,7 @@ workflow_definition fair_workflow(std::string_view name, marks& m) {
         p.burst_claimed_at_last = m.burst_claimed.load();
     }
     for (int i = 1; i <= 3; ++i) {
-      const std::string step_name = "step" + std::to_string(i);
+      const std::string step_name = std::string("step").append(std::to_string(i));
       auto step = [i] { return json::value(i); };  // named: no closure temporary inside a co_await (GCC 12)
       co_await ctx.step(step_name, step);
     }
@@ -142,7 +142,7 @@ void enqueue_small_runs_blocking(engine& e, const std::string& phase, phase_mark
     auto enqueuer = [&e, &p, s, phase]() -> asio::awaitable<void> {
       for (std::size_t n = s->next.fetch_add(1); n < k_small_runs; n = s->next.fetch_add(1)) {
         json::object input;
-        input["tenant"] = "t" + std::to_string(n % k_small_tenants);
+        input["tenant"] = std::string("t").append(std::to_string(n % k_small_tenants));
         input["phase"] = phase;
         input["n"] = n;
         p.enqueued[n] = now_ns();
@@ -221,7 +221,8 @@ std::string fairness_blocking(const latency_setup& s) {
   seen.wait_for_small(k_small_runs, deadline);
   s.check_interrupted();
 
-  log::info(k_component, "a burst of " + std::to_string(s.runs) + " runs of one tenant");
+  log::info(k_component,
+            std::string("a burst of ").append(std::to_string(s.runs)).append(" runs of one tenant"));
   insert_burst_blocking(s.conninfo, s.runs);
   seen.wait_for_burst(std::min(k_burst_head_start, s.runs / 2), deadline);
   log::info(k_component, "the same 1,000 runs while the burst is worked through");
@@ -251,12 +252,12 @@ std::string fairness_blocking(const latency_setup& s) {
                                  std::string(k_tenant) + "'");
   if (field(check.get(), 0, 0) != std::to_string(2 * k_small_runs) ||
       field(check.get(), 0, 1) != std::to_string(2 * k_small_runs * 3))
-    throw std::runtime_error("verification failed: " + field(check.get(), 0, 0) +
+    throw std::runtime_error(std::string("verification failed: ").append(field(check.get(), 0, 0)) +
                              " small runs completed with " + field(check.get(), 0, 1) + " steps");
   const server_settings settings{field(check.get(), 0, 2), field(check.get(), 0, 3),
                                  field(check.get(), 0, 4)};
-  return "{\"workload\":" + json_string(k_fairness) + ",\"burst_runs\":" + std::to_string(s.runs) +
-         ",\"small_runs\":" + std::to_string(k_small_runs) +
+  return std::string("{\"workload\":").append(json_string(k_fairness)) +
+         ",\"burst_runs\":" + std::to_string(s.runs) + ",\"small_runs\":" + std::to_string(k_small_runs) +
          ",\"small_tenants\":" + std::to_string(k_small_tenants) +
          ",\"small_p99_ms\":" + fixed(loaded.p99_ms, 2) + ",\"idle_p99_ms\":" + fixed(idle.p99_ms, 2) +
          ",\"ratio\":" + fixed(idle.p99_ms > 0 ? loaded.p99_ms / idle.p99_ms : 0, 2) +

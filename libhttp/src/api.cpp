@@ -237,8 +237,8 @@ start_run_request decode_start_run(const request& req) {
         options.fairness_key = std::string(value.get_string());
       } else if (key == "fairness_weight") {
         if (!value.is_int64() || value.get_int64() < 1 || value.get_int64() > storage::k_max_fairness_weight)
-          throw bad_request{"fairness_weight must be an integer from 1 to " +
-                            std::to_string(storage::k_max_fairness_weight)};
+          throw bad_request{std::string("fairness_weight must be an integer from 1 to ")
+                                .append(std::to_string(storage::k_max_fairness_weight))};
         options.fairness_weight = static_cast<int>(value.get_int64());
       } else {
         throw bad_request{

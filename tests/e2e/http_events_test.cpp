@@ -267,8 +267,9 @@ BOOST_AUTO_TEST_CASE(a_start_may_give_its_fairness_key_and_weight_and_bad_ones_a
   const auto weight_alone =
       c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", R"({"input":{},"fairness_weight":2})");
   BOOST_TEST(weight_alone.status == 400);
-  const auto long_key = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs",
-                               R"({"input":{},"fairness_key":")" + std::string(300, 'k') + R"("})");
+  const auto long_key =
+      c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs",
+             std::string(R"({"input":{},"fairness_key":")").append(300, 'k').append(R"("})"));
   BOOST_TEST(long_key.status == 400);
 }
 

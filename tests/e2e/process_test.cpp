@@ -497,20 +497,23 @@ BOOST_AUTO_TEST_CASE(three_worker_processes_take_tenants_in_turn_while_one_has_a
         "--db", db, "--effects", dir.path() + "/effects", "--concurrency", "8", "--step-ms", "10"}));
   }
   BOOST_REQUIRE(wait_until(
-      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE started_at IS NOT NULL") >= 100; }, 60s));
+      [&] { return count_of(db, "SELECT count(*) FROM keel.runs WHERE started_at IS NOT NULL") >= 100; },
+      60s));
   // Three more tenants arrive while the burst is being worked through.
   for (int i = 0; i < 15; ++i) {
     pending.push_back(asio::co_spawn(
         p.e.get_executor(),
-        p.e.enqueue("shared", json::value{{"tenant", "s" + std::to_string(i % 3)}, {"i", i}}),
+        p.e.enqueue("shared",
+                    json::value{{"tenant", std::string("s").append(std::to_string(i % 3))}, {"i", i}}),
         asio::use_future));
   }
   for (auto& f : pending)
     BOOST_REQUIRE(f.get());
   BOOST_REQUIRE(wait_until(
       [&] {
-        return count_of(db, "SELECT count(*) FROM keel.runs WHERE input->>'tenant' <> 'big' AND status = "
-                            "'completed'") == 15;
+        return count_of(db,
+                        "SELECT count(*) FROM keel.runs WHERE input->>'tenant' <> 'big' AND status = "
+                        "'completed'") == 15;
       },
       60s));
   for (auto& w : workers)
