@@ -85,17 +85,16 @@ class tally {
   explicit tally(marks& m) : marks_(m) {}
 
   void on_event(const run_event& ev) {
-    if (ev.what == run_event::kind::claimed && ev.workflow == k_burst) ++marks_.burst_claimed;
     if (ev.what != run_event::kind::claimed && ev.what != run_event::kind::completed &&
         ev.what != run_event::kind::failed && ev.what != run_event::kind::abandoned)
       return;
     {
+      // Under the lock, so that a waiter that just found the count short is waiting by the notify.
       std::lock_guard lock(mutex_);
-      const bool small = ev.workflow == k_tenant;
       if (ev.what == run_event::kind::claimed) {
-        ++(small ? small_claimed_ : burst_claimed_);
+        if (ev.workflow == k_burst) ++marks_.burst_claimed;
       } else if (ev.what == run_event::kind::completed) {
-        if (small) ++small_completed_;
+        if (ev.workflow == k_tenant) ++small_completed_;
       } else {
         ++unsuccessful_;
       }
@@ -105,7 +104,7 @@ class tally {
 
   /// Waits until `burst` runs of the burst were claimed, or throws at `deadline`.
   void wait_for_burst(std::size_t burst, steady::time_point deadline) {
-    wait([&] { return burst_claimed_ >= burst; }, deadline, "the burst to get going");
+    wait([&] { return marks_.burst_claimed.load() >= burst; }, deadline, "the burst to get going");
   }
   /// Waits until `small` small runs completed in all, or throws at `deadline`.
   void wait_for_small(std::size_t small, steady::time_point deadline) {
@@ -124,7 +123,7 @@ class tally {
   marks& marks_;
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::size_t burst_claimed_ = 0, small_claimed_ = 0, small_completed_ = 0, unsuccessful_ = 0;
+  std::size_t small_completed_ = 0, unsuccessful_ = 0;
 };
 
 /// Enqueues the 1,000 small runs (tenant i % 100), k_enqueuers at a time, marked with `phase`.

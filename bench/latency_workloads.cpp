@@ -66,7 +66,6 @@ std::int64_t to_micros(system_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
 }
 
-
 /// What the workflows and the engine's events report, by run; shared by the engine's threads and the main
 /// one.
 class run_log {

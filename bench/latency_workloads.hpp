@@ -11,7 +11,7 @@
 namespace keel {
 class engine;
 struct engine_options;
-}
+}  // namespace keel
 
 namespace keel::bench {
 
