@@ -35,6 +35,8 @@ row_text lease_row(const lease_token& l);
 std::string versions_json(const std::vector<workflow_version>& workflows);
 /// What a connection runs first: every session's pinned settings, the server's defaults aside.
 connection_config config_for(const store_options& o);
+/// config_for, for the group writer's connections.
+connection_config writer_config_for(const store_options& o);
 /// Why a queued run of `workflow` at `version` waits when no live worker has registered that pair
 /// (run_record::unclaimable, run_summary::unclaimable).
 std::string unclaimable_reason(std::string_view workflow, int version);
@@ -63,7 +65,7 @@ class store_impl {
       : options_(std::move(o)),
         config_(config_for(options_)),
         pool_(config_, options_.pool_size, "pool"),
-        writer_(config_, options_.writers, options_.max_batch, [this] { committed(); }) {}
+        writer_(writer_config_for(options_), options_.writers, options_.max_batch, [this] { committed(); }) {}
 
   /// After a writer transaction commits: it may have appended to the run log.
   void committed() {
