@@ -66,6 +66,10 @@ class category final : public boost::system::error_category {
         return "unknown time zone";
       case errc::schedule_not_found:
         return "no schedule has that name";
+      case errc::run_failed:
+        return "the run failed";
+      case errc::invalid_output:
+        return "the run's output does not convert to the type asked for";
     }
     return "unknown keel error";
   }
@@ -138,8 +142,20 @@ std::string code_name(errc e) {
       return "unknown_time_zone";
     case errc::schedule_not_found:
       return "schedule_not_found";
+    case errc::run_failed:
+      return "run_failed";
+    case errc::invalid_output:
+      return "invalid_output";
   }
   return "unknown";
+}
+
+std::optional<errc> errc_from_code_name(std::string_view name) {
+  for (int i = static_cast<int>(errc::unknown_workflow); i <= static_cast<int>(errc::invalid_output); ++i) {
+    const auto e = static_cast<errc>(i);
+    if (code_name(e) == name) return e;
+  }
+  return std::nullopt;
 }
 
 step_failed_error::step_failed_error(boost::json::value error)

@@ -6,6 +6,7 @@
 #include <boost/json/value.hpp>
 #include <boost/json/value_from.hpp>
 #include <chrono>
+#include <concepts>
 #include <functional>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "keel/engine/error.hpp"
 #include "keel/engine/events.hpp"
 #include "keel/engine/output_stream.hpp"
+#include "keel/engine/run_handle.hpp"
 #include "keel/engine/workflow.hpp"
 #include "keel/storage/records.hpp"
 #include "keel/storage/schedule_records.hpp"
@@ -378,15 +380,18 @@ class engine {
   void register_workflow(workflow_definition def);
 
   /// Registers a typed workflow body `awaitable<Output>(context&, Input)`, with what callers are shown of
-  /// it (an input example, a description).
+  /// it (an input example, a description). The reference it returns starts runs of exactly this version
+  /// with a checked input type (start(ref, input)).
   template <class Input, class Output>
-  void register_workflow(std::string name, int version,
-                         std::function<boost::asio::awaitable<Output>(context&, Input)> body,
-                         boost::json::value input_example = nullptr, std::string description = {}) {
+  workflow_ref<Input, Output> register_workflow(
+      std::string name, int version, std::function<boost::asio::awaitable<Output>(context&, Input)> body,
+      boost::json::value input_example = nullptr, std::string description = {}) {
+    workflow_ref<Input, Output> ref{name, version};
     auto def = make_workflow<Input, Output>(std::move(name), version, std::move(body));
     def.input_example = std::move(input_example);
     def.description = std::move(description);
     register_workflow(std::move(def));
+    return ref;
   }
 
   /// Applies migrations (if enabled; this blocks the calling thread on the database), then claims and runs
@@ -413,6 +418,25 @@ class engine {
                                                  const enqueue_options& options = {});
   result<run_id> enqueue_blocking(std::string_view workflow, const boost::json::value& input,
                                   const enqueue_options& options = {});
+  /// enqueue, returning a handle to follow the run by (its status, result, events and output streams).
+  /// Errors: as enqueue.
+  boost::asio::awaitable<result<run_handle>> start(std::string_view workflow, const boost::json::value& input,
+                                                   const enqueue_options& options = {});
+  /// start() of `ref`'s version, with an input of its type (or one that converts to it: anything else does
+  /// not compile). `options.version` is overwritten with the ref's.
+  template <class Input, class Output, class Arg>
+  requires std::convertible_to<Arg, Input> boost::asio::awaitable<result<typed_run_handle<Output>>> start(
+      workflow_ref<Input, Output> ref, Arg input, enqueue_options options = {}) {
+    const Input typed(std::move(input));
+    const boost::json::value json = boost::json::value_from(typed);
+    options.version = ref.version;
+    auto h = co_await start(ref.name, json, options);
+    if (!h) co_return h.error();
+    co_return typed_run_handle<Output>(std::move(*h));
+  }
+  /// A handle to an existing run (nothing is read until it is used).
+  [[nodiscard]] run_handle handle(run_id id) { return run_handle(*this, std::move(id)); }
+
   /// enqueue, also saying whether the run is new (an HTTP API answers a repeat differently).
   boost::asio::awaitable<result<enqueued>> submit(std::string_view workflow, const boost::json::value& input,
                                                   const enqueue_options& options = {});

@@ -3,8 +3,10 @@
 
 #include <boost/json/value.hpp>
 #include <boost/system/error_code.hpp>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace keel {
@@ -72,6 +74,10 @@ enum class errc {
   unknown_time_zone,
   /// No schedule has that name.
   schedule_not_found,
+  /// The run failed, with an error that is not one of the engine's own codes (run_handle::output).
+  run_failed,
+  /// The run's output does not convert to the type asked for (run_handle::result).
+  invalid_output,
 };
 
 const boost::system::error_category& engine_category() noexcept;
@@ -82,6 +88,8 @@ inline boost::system::error_code make_error_code(errc e) noexcept {
 
 /// The short stable code stored in a run's error ("step_failed", ...).
 [[nodiscard]] std::string code_name(errc e);
+/// The code whose code_name is `name`, if any.
+[[nodiscard]] std::optional<errc> errc_from_code_name(std::string_view name);
 
 /// Throw from step code to fail the step at once, without further attempts.
 class non_retriable_error : public std::runtime_error {
