@@ -1,0 +1,71 @@
+// keel::testing — a worker on a database of its own for a workflow's tests, with time skipping: a flow that
+// sleeps for a week, or waits three days for an approval that never comes, is tested in milliseconds.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "keel/engine/engine.hpp"
+
+namespace keel::testing {
+
+struct environment_options {
+  /// A PostgreSQL database (libpq conninfo) the environment may migrate and own for its lifetime; empty (the
+  /// default): a throwaway embedded server of its own (fsync off), removed with the environment. Its
+  /// server must not run as root: as root, the embedded server runs as the `postgres` user.
+  std::string database_url;
+  /// The worker's options; store.conninfo is the environment's. Its lease is 2 s unless set otherwise, so
+  /// that a killed worker's runs come back soon.
+  engine_options engine;
+  /// Registers the workflows on every worker the environment starts (the first, and after restart_worker).
+  std::function<void(keel::engine&)> register_workflows;
+};
+
+/// One worker on one database, started on construction. Blocking members: call them from the test's
+/// thread, never from the engine's threads.
+class environment {
+ public:
+  explicit environment(environment_options options);
+  /// Stops the worker and, if the environment made it, the embedded server with its data.
+  ~environment();
+  environment(const environment&) = delete;
+  environment& operator=(const environment&) = delete;
+
+  /// The running worker (a new one after restart_worker).
+  [[nodiscard]] keel::engine& engine() noexcept { return *engine_; }
+  /// The database's connection string.
+  [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
+
+  /// Time skipping: everything that waits for a time — sleeps, event and hook timeouts, hook expiries,
+  /// delayed and debounced starts, cancellation graces, throttle windows, the next firing of each schedule —
+  /// comes due as if `by` had passed, and the worker looks for due work at once. Runs that are running are
+  /// not touched (their leases keep real time). A cron schedule fires its next occurrence, not every
+  /// occurrence in `by`. Throws std::runtime_error if the database refuses.
+  void advance_blocking(std::chrono::milliseconds by);
+
+  /// Crashes the worker: it stops at once without handing its runs back (what they do after this is
+  /// fenced off), and its leases are made to expire now, so that the next worker reclaims its runs.
+  void kill_worker_blocking();
+  /// A fresh worker (workflows registered, started) in place of a killed or stopped one.
+  void restart_worker_blocking();
+
+  /// Waits until the run finished; throws std::runtime_error if it did not within `timeout`.
+  run_info wait_blocking(const run_id& id, std::chrono::milliseconds timeout = std::chrono::seconds(10));
+  /// The run's history from the durable run log, oldest first: each event's kind, with the step's name for
+  /// step events ("step_completed:charge"), e.g. to assert that a step ran once.
+  std::vector<std::string> history_blocking(const run_id& id);
+
+ private:
+  struct embedded;
+  void start_worker_blocking();
+
+  environment_options options_;
+  std::unique_ptr<embedded> embedded_;
+  std::string conninfo_;
+  std::unique_ptr<keel::engine> engine_;
+};
+
+}  // namespace keel::testing
