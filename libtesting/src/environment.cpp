@@ -77,6 +77,14 @@ void environment::start_worker_blocking() {
 }
 
 void environment::advance_blocking(std::chrono::milliseconds by) {
+  if (by.count() < 0) throw std::invalid_argument("keel::testing: time only moves forward");
+  // What can run now runs first: a run enqueued a moment ago has not reached its sleep yet, and skipping
+  // time before it did would skip nothing.
+  if (const long busy = detail::wait_until_settled_blocking(conninfo_, options_.settle_timeout); busy > 0) {
+    throw std::runtime_error("keel::testing: cannot skip time: " + std::to_string(busy) +
+                             " run(s) still running or due after " +
+                             std::to_string(options_.settle_timeout.count()) + " ms");
+  }
   detail::advance_timers_blocking(conninfo_, std::chrono::duration_cast<std::chrono::microseconds>(by));
 }
 

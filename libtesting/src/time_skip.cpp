@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 
 namespace keel::testing::detail {
 namespace {
@@ -86,6 +87,29 @@ void advance_timers_blocking(const std::string& conninfo, std::chrono::microseco
     exec(conn.get(), sql,
          std::string_view(sql).find("$1") != std::string_view::npos ? micros.c_str() : nullptr);
   exec(conn.get(), "COMMIT", nullptr);
+}
+
+long wait_until_settled_blocking(const std::string& conninfo, std::chrono::milliseconds timeout) {
+  std::unique_ptr<PGconn, conn_deleter> conn(PQconnectdb(conninfo.c_str()));
+  if (!conn || PQstatus(conn.get()) != CONNECTION_OK) {
+    throw std::runtime_error("keel::testing: cannot connect: " +
+                             std::string(conn ? PQerrorMessage(conn.get()) : "out of memory"));
+  }
+  // Runs a worker holds, and queued runs it would take now: due ones, and those in the fair queue (which
+  // sit at due_at 'infinity' like runs parked for a concurrency key or a throttle, which are not due).
+  constexpr const char* k_busy = R"sql(
+SELECT count(*) FROM keel.runs
+WHERE status = 'running' OR (status = 'queued' AND (due_at <= now() OR fair_vtime IS NOT NULL)))sql";
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    std::unique_ptr<PGresult, result_deleter> r(PQexec(conn.get(), k_busy));
+    if (!r || PQresultStatus(r.get()) != PGRES_TUPLES_OK)
+      throw std::runtime_error("keel::testing: cannot read the runs: " +
+                               std::string(PQerrorMessage(conn.get())));
+    const long busy = std::stol(PQgetvalue(r.get(), 0, 0));
+    if (busy == 0 || std::chrono::steady_clock::now() >= until) return busy;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 }  // namespace keel::testing::detail

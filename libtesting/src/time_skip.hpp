@@ -10,4 +10,9 @@ namespace keel::testing::detail {
 /// workers' claim loops. Blocking; throws std::runtime_error with the database's message.
 void advance_timers_blocking(const std::string& conninfo, std::chrono::microseconds by);
 
+/// Waits until no run is running or due to start (every run has finished or waits for a time, an event, a
+/// hook, a child or a slot), polling the database at `conninfo`. Returns how many runs still run or are due
+/// if that did not happen within `timeout` (0 once settled). Blocking.
+long wait_until_settled_blocking(const std::string& conninfo, std::chrono::milliseconds timeout);
+
 }  // namespace keel::testing::detail

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <thread>
 
+#include "example_workflows.hpp"
 #include "keel/engine/alternatives.hpp"
 #include "keel/testing/environment.hpp"
 
@@ -105,6 +106,16 @@ BOOST_AUTO_TEST_CASE(a_week_long_sleep_ends_when_a_week_is_skipped, *utf::timeou
   BOOST_TEST(std::count(history.begin(), history.end(), "run_sleeping") == 1);
 }
 
+BOOST_AUTO_TEST_CASE(time_skipped_right_after_an_enqueue_waits_for_the_run_to_reach_its_sleep,
+                     *utf::timeout(120)) {
+  testing::environment_options o;
+  o.register_workflows = register_flows;
+  testing::environment env(std::move(o));
+  auto id = env.engine().enqueue_blocking("weekly", json::object{}).value();
+  env.advance_blocking(days(7));
+  BOOST_TEST(env.wait_blocking(id).output == json::value("done"));
+}
+
 BOOST_AUTO_TEST_CASE(an_approval_that_never_comes_times_out_after_three_skipped_days, *utf::timeout(120)) {
   testing::environment_options o;
   o.register_workflows = register_flows;
@@ -157,6 +168,7 @@ BOOST_AUTO_TEST_CASE(a_killed_workers_run_resumes_on_a_restarted_one, *utf::time
   static std::atomic<int> attempts{0};
   static std::atomic<bool> hold{true};
   testing::environment_options o;
+  o.settle_timeout = 300ms;
   o.register_workflows = [](engine& e) {
     e.register_workflow<json::value, json::value>(
         "crashy", 1, as_body([](context& ctx, json::value) -> asio::awaitable<json::value> {
@@ -177,6 +189,8 @@ BOOST_AUTO_TEST_CASE(a_killed_workers_run_resumes_on_a_restarted_one, *utf::time
   testing::environment env(std::move(o));
   auto id = env.engine().enqueue_blocking("crashy", json::object{}).value();
   BOOST_REQUIRE(eventually([&] { return attempts.load() == 1; }));
+  // A run in the middle of a step: time cannot be skipped under it.
+  BOOST_CHECK_THROW(env.advance_blocking(1h), std::runtime_error);
   env.kill_worker_blocking();
   hold = false;
   env.restart_worker_blocking();
@@ -186,4 +200,33 @@ BOOST_AUTO_TEST_CASE(a_killed_workers_run_resumes_on_a_restarted_one, *utf::time
   const auto history = env.history_blocking(id);
   BOOST_TEST(std::count(history.begin(), history.end(), "step_completed:before") == 1);
   BOOST_TEST(std::count(history.begin(), history.end(), "run_started") == 2);
+}
+
+BOOST_AUTO_TEST_CASE(the_example_expense_approval_escalates_once_a_day_is_skipped, *utf::timeout(120)) {
+  testing::environment_options o;
+  o.register_workflows = examples::register_example_workflows;
+  testing::environment env(std::move(o));
+  auto id = env.engine().enqueue_blocking("expense_approval", json::value{{"amount_cents", 12000}}).value();
+  // The link each approver was sent (the notify step's record), once the run waits for that approver.
+  auto link_for = [&](const std::string& who) {
+    std::string link;
+    eventually([&] {
+      auto run = env.engine().get_blocking(id);
+      if (!run || run->status != storage::run_status::waiting) return false;
+      for (const auto& s : run->steps)
+        if (s.name == "notify_" + who) link = std::string(s.output.at("link").as_string());
+      return !link.empty();
+    });
+    return link.substr(link.rfind('/') + 1);
+  };
+  const auto manager = link_for("manager");
+  BOOST_REQUIRE(!manager.empty());
+  env.advance_blocking(std::chrono::hours(25));  // the manager's 24 hours pass unanswered
+  const auto director = link_for("director");
+  BOOST_REQUIRE(!director.empty());
+  auto stale = env.engine().resume_hook_blocking(manager, json::value("approved"));
+  BOOST_TEST(!stale.has_value(), "the manager's link stopped working once the request escalated");
+  BOOST_REQUIRE(env.engine().resume_hook_blocking(director, json::value("approved")));
+  const auto run = env.wait_blocking(id);
+  BOOST_TEST(run.output.at("decided_by") == json::value("director"));
 }

@@ -22,6 +22,8 @@ struct environment_options {
   engine_options engine;
   /// Registers the workflows on every worker the environment starts (the first, and after restart_worker).
   std::function<void(keel::engine&)> register_workflows;
+  /// How long advance_blocking waits for running and due runs to reach a wait or finish.
+  std::chrono::milliseconds settle_timeout{10'000};
 };
 
 /// One worker on one database, started on construction. Blocking members: call them from the test's
@@ -39,11 +41,12 @@ class environment {
   /// The database's connection string.
   [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
 
-  /// Time skipping: everything that waits for a time — sleeps, event and hook timeouts, hook expiries,
-  /// delayed and debounced starts, cancellation graces, throttle windows, the next firing of each schedule —
-  /// comes due as if `by` had passed, and the worker looks for due work at once. Runs that are running are
-  /// not touched (their leases keep real time). A cron schedule fires its next occurrence, not every
-  /// occurrence in `by`. Throws std::runtime_error if the database refuses.
+  /// Time skipping: first waits (up to options.settle_timeout) until no run is running or due — what can run
+  /// now runs, up to its next wait — then everything that waits for a time (sleeps, event and hook deadlines,
+  /// ctx.any timers, hook expiries, delayed and debounced starts, cancellation graces, throttle windows)
+  /// comes due as if `by` had passed, and the worker looks for due work at once. Cron schedules keep real
+  /// time. Throws std::invalid_argument for a negative `by`, std::runtime_error if runs did not settle or
+  /// the database refused.
   void advance_blocking(std::chrono::milliseconds by);
 
   /// Crashes the worker: it stops at once without handing its runs back (what they do after this is
