@@ -230,3 +230,20 @@ BOOST_AUTO_TEST_CASE(a_handle_follows_its_runs_events_and_output_streams, *utf::
   BOOST_TEST(chunks == (std::vector<std::string>{"\"t1\"", "\"t2\""}), boost::test_tools::per_element());
   BOOST_TEST(on_engine(e, h->result<int>(10s)).value() == 3);
 }
+
+BOOST_AUTO_TEST_CASE(an_input_that_does_not_convert_fails_the_run_naming_where, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  register_checkout(e);
+  BOOST_REQUIRE(e.start_blocking());
+  // Through the untyped API, as a tool or the HTTP API would start it.
+  auto h = on_engine(e, e.start("checkout", json::value{{"item", "tea"}, {"quantity", "three"}}));
+  BOOST_REQUIRE(h);
+  auto r = on_engine(e, h->result<shop::receipt>(10s));
+  BOOST_REQUIRE(!r);
+  BOOST_TEST((r.error() == errc::invalid_input));
+  const auto error = on_engine(e, h->info()).value().error;
+  BOOST_TEST(error.at("code") == json::value("invalid_input"));
+  const std::string message(error.at("message").as_string());
+  BOOST_TEST(message.find("at /quantity: ") != std::string::npos, message);
+}

@@ -19,6 +19,7 @@
 #include "keel/common/run_id.hpp"
 #include "keel/engine/alternatives.hpp"
 #include "keel/engine/error.hpp"
+#include "keel/engine/json_types.hpp"
 #include "keel/engine/output_stream.hpp"
 #include "keel/engine/step_options.hpp"
 

@@ -15,6 +15,7 @@
 #include "keel/common/run_id.hpp"
 #include "keel/engine/error.hpp"
 #include "keel/engine/events.hpp"
+#include "keel/engine/json_types.hpp"
 #include "keel/engine/output_stream.hpp"
 #include "keel/storage/records.hpp"
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "keel/engine/context.hpp"
+#include "keel/engine/conversion_error.hpp"
 
 namespace keel {
 
@@ -104,7 +105,9 @@ workflow_definition make_workflow(std::string name, int version,
     try {
       typed.emplace(boost::json::value_to<Input>(input));
     } catch (const std::exception& e) {
-      throw invalid_input_error(e.what());
+      // Where the input is wrong, as a JSON pointer, for whoever reads the run's error.
+      throw invalid_input_error("the input does not convert: " +
+                                detail::conversion_error<Input>(input).value_or(e.what()));
     }
     // The call is made outside the co_await expression (GCC 12 mishandles by-value temporaries there).
     auto run = body(ctx, std::move(*typed));
