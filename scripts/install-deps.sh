@@ -11,6 +11,9 @@ packages=(
   libhowardhinnant-date-dev tzdata
   # The dashboard's browser tests: Debian's chromium, driven by playwright-core from npm (tests/browser).
   chromium
+  # Packaging (cmake/packaging.cmake): man pages from --help, and the Debian packages' library dependencies
+  # (CPack runs dpkg-shlibdeps, which needs file).
+  help2man dpkg-dev file
 )
 # Node.js 18 or newer with npm, for the browser tests: Debian's, unless the machine has its own already.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null ||
