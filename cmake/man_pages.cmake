@@ -4,6 +4,10 @@
 find_program(KEEL_HELP2MAN help2man)
 
 function(keel_add_man_page program description)
+  # A sanitized build is for tests, not packages: its programs need not run at build time.
+  if(KEEL_SANITIZE)
+    return()
+  endif()
   set(page ${CMAKE_CURRENT_BINARY_DIR}/man/${program}.1)
   if(KEEL_HELP2MAN)
     # --version-string: neither program has --version, and the page should carry the project's.

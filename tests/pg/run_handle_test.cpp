@@ -5,6 +5,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/use_future.hpp>
 #include <boost/describe/class.hpp>
 #include <boost/json/value_from.hpp>
@@ -14,6 +15,7 @@
 #include <thread>
 
 #include "engine_fixture.hpp"
+#include "keel/engine/async.hpp"
 
 using namespace keel;
 using namespace keel::test;
@@ -246,4 +248,44 @@ BOOST_AUTO_TEST_CASE(an_input_that_does_not_convert_fails_the_run_naming_where, 
   BOOST_TEST(error.at("code") == json::value("invalid_input"));
   const std::string message(error.at("message").as_string());
   BOOST_TEST(message.find("at /quantity: ") != std::string::npos, message);
+}
+
+BOOST_AUTO_TEST_CASE(the_main_operations_take_any_asio_completion_token, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  const auto checkout = register_checkout(e);
+  BOOST_REQUIRE(e.start_blocking());
+  // A future.
+  auto started = async_start(e, checkout, shop::order{"tea", 2}, enqueue_options{}, asio::use_future).get();
+  BOOST_REQUIRE(started);
+  auto receipt = async_result<shop::receipt>(e, *started, 10s, asio::use_future).get();
+  BOOST_REQUIRE(receipt);
+  BOOST_TEST(receipt->total_cents == 500);
+  // A callback, on the engine's executor.
+  std::promise<std::string> status;
+  async_get(e, started->id(), [&status](std::exception_ptr ex, result<run_info> run) {
+    status.set_value(ex    ? "threw"
+                     : run ? std::string(storage::to_string(run->status))
+                           : run.error().message());
+  });
+  BOOST_TEST(status.get_future().get() == "completed");
+  // Deferred: nothing happens until it is launched, and the strings it was given may be gone by then.
+  auto deferred = [&] {
+    std::string name = "checkout";
+    return async_enqueue(e, name, json::value{{"item", "mug"}, {"quantity", 1}}, enqueue_options{},
+                         asio::deferred);
+  }();
+  auto id = std::move(deferred)(asio::use_future).get();
+  BOOST_REQUIRE(id);
+  auto done = async_wait(e, *id, 10s, asio::use_future).get();
+  BOOST_REQUIRE(done);
+  BOOST_TEST(done->output.at("total_cents") == json::value(250));
+  // Errors come as results (a future would rethrow an exception, had there been one).
+  auto missing = async_get(e, new_run_id(), asio::use_future).get();
+  BOOST_REQUIRE(!missing);
+  BOOST_TEST((missing.error() == errc::run_not_found));
+  // And awaitable, for coroutines on other executors.
+  auto cancelled = on_engine(e, async_cancel(e, *id, cancel_options{}, asio::use_awaitable));
+  BOOST_REQUIRE(cancelled);
+  BOOST_TEST((*cancelled == storage::run_status::completed));  // it finished before: nothing to cancel
 }
