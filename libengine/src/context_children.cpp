@@ -148,7 +148,7 @@ asio::awaitable<child_run> context::run_start_child(std::string workflow, json::
       storage::new_run{new_run_id(), workflow, *version, std::move(input),
                        child_key(st.claim.id, st.claim.generation, std::to_string(seq), 1), options.priority,
                        std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
-                       std::nullopt, std::nullopt},
+                       std::nullopt, std::nullopt, std::nullopt},
       st.cancel_seen};
   auto id = co_await engine.store_.start_child_only(request);
   if (!id) {
@@ -285,7 +285,7 @@ asio::awaitable<json::value> context::wait_child(std::string name, std::string w
         storage::new_run{new_run_id(), workflow, *version, input,
                          child_key(st.claim.id, st.claim.generation, std::to_string(key_seq), attempt),
                          options.priority, retry_at(engine, options, attempt), std::nullopt, std::nullopt,
-                         std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt},
+                         std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt},
         st.cancel_seen};
     co_await detail::flush_outputs(st);  // what the run wrote is durable before it parks
     auto decided = co_await engine.store_.start_child(request);
@@ -371,7 +371,7 @@ asio::awaitable<child_run> context::branch_start_child(std::string name, std::st
       storage::new_run{new_run_id(), workflow, *version, std::move(input),
                        child_key(st.claim.id, st.claim.generation, branch_position(*branch_, local), 1),
                        options.priority, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
-                       std::nullopt, std::nullopt, std::nullopt},
+                       std::nullopt, std::nullopt, std::nullopt, std::nullopt},
       true};
   auto id = co_await engine.store_.start_child_only(request);
   if (!id) {
@@ -428,7 +428,7 @@ asio::awaitable<json::value> context::branch_child(std::string name, std::string
               new_run_id(), workflow, *version, input,
               child_key(st.claim.id, st.claim.generation, branch_position(*branch_, local), attempt),
               options.priority, retry_at(engine, options, attempt), std::nullopt, std::nullopt, std::nullopt,
-              std::nullopt, std::nullopt, std::nullopt, std::nullopt},
+              std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt},
           true};
       auto id = co_await engine.store_.start_child_only(request);
       if (!id) {
@@ -482,6 +482,21 @@ asio::awaitable<json::value> context::branch_child(std::string name, std::string
 
 int context::generation() const noexcept {
   return state_->claim.generation;
+}
+
+std::optional<trace_context> context::trace() const {
+  const auto& stored = state_->claim.traceparent;
+  auto trace = stored ? parse_traceparent(*stored) : std::nullopt;
+  if (!trace) return std::nullopt;
+  std::string seed = state_->claim.id;
+  seed.append("/").append(std::to_string(state_->claim.generation));
+  if (branch_ != nullptr) {
+    seed.append("/").append(branch_->path).append("/").append(std::to_string(branch_->next_local));
+  } else {
+    seed.append("/").append(std::to_string(state_->next_seq));
+  }
+  trace->parent_id = span_id_for(seed);
+  return trace;
 }
 
 asio::awaitable<void> context::run_continue_as_new(json::value input) {

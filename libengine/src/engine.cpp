@@ -811,7 +811,8 @@ asio::awaitable<result<enqueued>> engine_impl::enqueue(std::string workflow, jso
                        options.throttle_limit,
                        options.throttle_window,
                        std::move(options.fairness_key),
-                       options.fairness_weight};
+                       options.fairness_weight,
+                       std::move(options.traceparent)};
   // Named first (GCC 12 destroys a temporary inside a co_await expression twice).
   auto pending =
       *debounce ? store_.enqueue_debounced(run, (*debounce)->key, (*debounce)->window) : store_.enqueue(run);

@@ -150,8 +150,13 @@ std::string code_name(errc e) {
   return "unknown";
 }
 
+namespace {
+/// The last code of the enumeration (a new one goes after it and moves this).
+constexpr errc k_last_errc = errc::invalid_output;
+}  // namespace
+
 std::optional<errc> errc_from_code_name(std::string_view name) {
-  for (int i = static_cast<int>(errc::unknown_workflow); i <= static_cast<int>(errc::invalid_output); ++i) {
+  for (int i = static_cast<int>(errc::unknown_workflow); i <= static_cast<int>(k_last_errc); ++i) {
     const auto e = static_cast<errc>(i);
     if (code_name(e) == name) return e;
   }

@@ -134,7 +134,7 @@ boost::asio::awaitable<result<published_event>> publish(detail::engine_impl& imp
   for (const auto& w : audience->start) {
     storage::new_run run{new_run_id(), w.workflow,   w.version,    payload,      std::nullopt, 0,
                          std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
-                         std::nullopt, std::nullopt};
+                         std::nullopt, std::nullopt, std::nullopt};
     if (options.idempotency_key) {
       // One run per (event, key, workflow), whatever their lengths: the key is their digest.
       const std::string identity = name + '\0' + *options.idempotency_key + '\0' + w.workflow;

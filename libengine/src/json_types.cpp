@@ -68,6 +68,8 @@ std::optional<std::vector<std::byte>> from_base64(std::string_view text) {
 }
 
 std::string iso8601_duration(std::chrono::microseconds d) {
+  // The most negative count has no positive counterpart, and would not read back: one microsecond less.
+  if (d == std::chrono::microseconds::min()) d += std::chrono::microseconds(1);
   std::string out = d.count() < 0 ? "-PT" : "PT";
   // The magnitude as unsigned: the most negative count has no positive counterpart.
   const auto us =
@@ -129,13 +131,40 @@ std::optional<std::chrono::microseconds> parse_iso8601_duration(std::string_view
     constexpr std::int64_t k_per[] = {86'400'000'000, 3'600'000'000, 60'000'000, 1'000'000};
     const auto per = k_per[at];
     if (whole > static_cast<std::uint64_t>(INT64_MAX / per)) return std::nullopt;
-    const auto part = static_cast<std::int64_t>(whole) * per + fraction_us;
+    const auto whole_us = static_cast<std::int64_t>(whole) * per;
+    if (whole_us > INT64_MAX - fraction_us) return std::nullopt;
+    const auto part = whole_us + fraction_us;
     if (total > INT64_MAX - part) return std::nullopt;
     total += part;
     any = true;
   }
   if (!any) return std::nullopt;
   return std::chrono::microseconds(negative ? -total : total);
+}
+
+namespace {
+
+class json_type_category_t final : public boost::system::error_category {
+ public:
+  [[nodiscard]] const char* name() const noexcept override { return "keel.json_types"; }
+  [[nodiscard]] std::string message(int ev) const override {
+    switch (static_cast<json_type_error>(ev)) {
+      case json_type_error::not_a_time:
+        return "not an RFC 3339 time (\"2026-11-27T09:30:00Z\")";
+      case json_type_error::not_a_duration:
+        return "not an ISO 8601 duration (\"PT1.5S\", \"P7D\")";
+      case json_type_error::not_base64:
+        return "not padded base64";
+    }
+    return "unknown keel.json_types error";
+  }
+};
+
+}  // namespace
+
+const boost::system::error_category& json_type_category() noexcept {
+  static const json_type_category_t c;
+  return c;
 }
 
 namespace detail {

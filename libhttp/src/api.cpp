@@ -20,6 +20,7 @@
 #include "errors.hpp"
 #include "keel/common/log.hpp"
 #include "keel/common/time_text.hpp"
+#include "keel/common/trace_context.hpp"
 #include "keel/engine.hpp"
 #include "keel/storage/json_limits.hpp"
 #include "keel/storage/schedule_records.hpp"
@@ -151,6 +152,7 @@ json::value run_json(const run_info& r) {
   } else {
     o["fairness"] = nullptr;
   }
+  o["traceparent"] = r.traceparent ? json::value(*r.traceparent) : json::value(nullptr);
   o["input"] = r.input;
   o["output"] = r.output;
   o["claims"] = r.claims;
@@ -254,6 +256,16 @@ start_run_request decode_start_run(const request& req) {
     if (options.idempotency_key && *options.idempotency_key != header)
       throw bad_request{"the Idempotency-Key header and the body's idempotency_key differ"};
     options.idempotency_key = header;
+  }
+  // The caller's W3C trace context goes on with the run. One that does not parse is refused rather than
+  // dropped (the spec lets a service start a new trace instead, but a caller that meant to pass one would
+  // never learn why its trace broke).
+  if (auto it = req.find("traceparent"); it != req.end()) {
+    const std::string header(it->value());
+    if (!parse_traceparent(header))
+      throw bad_request{"the traceparent header is not a W3C trace context (version-traceid-parentid-flags)",
+                        "invalid_traceparent"};
+    options.traceparent = header;
   }
   return {std::move(input), std::move(options)};
 }

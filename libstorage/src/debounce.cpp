@@ -24,13 +24,13 @@ const std::string enqueue_debounced_sql = R"sql(
 WITH up AS (
 INSERT INTO keel.runs AS r (id, workflow, version, status, input, priority, due_at, debounce_key,
                             concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
-                            fair_key, fair_weight)
+                            fair_key, fair_weight, traceparent)
 SELECT $1::uuid, $2, $3::int, 'queued', $4::jsonb, $5::int, now() + $6::bigint * interval '1 millisecond', $7,
        )sql" +
                                           flow_control_values("$4::jsonb", "v",
                                                               {"$8", "$9::int", "$10", "$11::int",
                                                                "$12::bigint", "$13::text", "$14::int"}) +
-                                          R"sql(
+                                          R"sql(, $15::text
 FROM (SELECT) one )sql" + declared_rule_join("v", "$2", "$3::int") +
                                           R"sql(
 ON CONFLICT (workflow, debounce_key) WHERE status = 'queued' AND claims = 0 AND debounce_key IS NOT NULL
@@ -38,7 +38,8 @@ DO UPDATE SET input = EXCLUDED.input, version = EXCLUDED.version, priority = EXC
               due_at = EXCLUDED.due_at, concurrency_key = EXCLUDED.concurrency_key,
               concurrency_limit = EXCLUDED.concurrency_limit, throttle_key = EXCLUDED.throttle_key,
               throttle_limit = EXCLUDED.throttle_limit, throttle_window_ms = EXCLUDED.throttle_window_ms,
-              fair_key = EXCLUDED.fair_key, fair_weight = EXCLUDED.fair_weight
+              fair_key = EXCLUDED.fair_key, fair_weight = EXCLUDED.fair_weight,
+              traceparent = EXCLUDED.traceparent
 RETURNING r.id, r.workflow, r.version, r.priority, r.due_at, (r.xmax = 0) AS created, r.concurrency_key,
           r.concurrency_limit, r.throttle_key, r.throttle_limit, r.throttle_window_ms),)sql" +
                                           slots_made_cte("up") + "\n" + log_cte(R"sql(
@@ -66,7 +67,7 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue_debounced(const n
                                                                          std::chrono::milliseconds window) {
   // Limits before SQL, as enqueue.
   if (!detail::valid_key(run.workflow) || !detail::valid_key(key) || !is_valid_run_id(run.id) ||
-      run.idempotency_key || run.run_at || window.count() <= 0 || !detail::valid_flow_control(run))
+      run.idempotency_key || run.run_at || window.count() <= 0 || !detail::valid_run_options(run))
     co_return errc::invalid_argument;
   if (auto c = impl_->check(run.input, "input", run.id); !c) co_return c.error();
   std::vector<std::optional<std::string>> params{
@@ -83,7 +84,8 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue_debounced(const n
       number_or_null(run.throttle_limit),
       run.throttle_window ? std::optional(std::to_string(run.throttle_window->count())) : std::nullopt,
       run.fairness_key,
-      number_or_null(run.fairness_weight)};
+      number_or_null(run.fairness_weight),
+      run.traceparent};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice). A repeat after a
   // lost connection collapses into the run the first attempt made (same key), or makes it: safe.
   std::function<result<enqueue_outcome>(detail::pg_connection&)> upsert =

@@ -198,17 +198,17 @@ const std::string enqueue_insert_sql = std::string(
 WITH ins AS (
 INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at,
                        concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
-                       fair_key, fair_weight)
+                       fair_key, fair_weight, traceparent)
 SELECT x.id, x.workflow, x.version, 'queued', coalesce(x.input, 'null'), x.key, x.priority,
        coalesce(to_timestamp(x.run_at::double precision / 1e6), now()),
        )sql" +
                                            flow_control_values("x.input", "v",
                                                                {"x.ckey", "x.climit", "x.tkey", "x.tlimit",
                                                                 "x.twindow", "x.fkey", "x.fweight"}) +
-                                           R"sql(
+                                           R"sql(, x.tp
 FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, workflow text, version int, input jsonb, key text,
                                         priority int, run_at bigint, ckey text, climit int, tkey text,
-                                        tlimit int, twindow bigint, fkey text, fweight int)
+                                        tlimit int, twindow bigint, fkey text, fweight int, tp text)
 )sql" + declared_rule_join("v", "x.workflow", "x.version") +
                                            R"sql(
 ON CONFLICT DO NOTHING
@@ -463,7 +463,7 @@ std::string blocked_log_source() {
 std::string parked_rows() {
   return "SELECT id::text, NULL, NULL, NULL, NULL, NULL, NULL, NULL, CASE WHEN for_throttle THEN 'w' ELSE "
          "'p' "
-         "END, NULL, NULL, NULL FROM parked";
+         "END, NULL, NULL, NULL, NULL FROM parked";
 }
 
 /// The columns of keel.runs a claim reads of each run it may take, but its due time.
@@ -573,7 +573,7 @@ SET status = CASE WHEN c.cancel THEN 'cancelled' WHEN c.dead THEN 'failed' ELSE 
 FROM c WHERE r.id = c.id
 RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
           CASE WHEN c.cancel THEN 'c' WHEN c.dead THEN 't' ELSE 'f' END, r.generation,
-          r.cancel_deadline IS NOT NULL, r.parent_id::text),
+          r.cancel_deadline IS NOT NULL, r.parent_id::text, r.traceparent),
 )sql" +
                                    log_cte(R"sql(
   SELECT c.id, 'run_resumed',
@@ -599,7 +599,7 @@ UNION ALL
 )sql" + parked_rows() + R"sql(
 UNION ALL
 SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
-       r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text
+       r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text, r.traceparent
 FROM keel.runs r WHERE r.id IN (SELECT id FROM prior))sql";
 const statement claim_runs{"keel_claim_runs", claim_runs_sql.c_str()};
 
@@ -632,7 +632,7 @@ claimed AS (
       claim_token = $4::uuid, key_parked_at = NULL
   FROM c WHERE r.id = c.id
   RETURNING r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries,
-            'f', r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text),
+            'f', r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text, r.traceparent),
 )sql" +
                                      log_cte(R"sql(
   SELECT c.id, 'run_resumed',
@@ -652,7 +652,7 @@ UNION ALL
 )sql" + parked_rows() + R"sql(
 UNION ALL
 SELECT r.id::text, r.workflow, r.version, r.input::text, r.epoch, r.claims, r.claims > 1, r.recoveries, 'f',
-       r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text
+       r.generation, r.cancel_deadline IS NOT NULL, r.parent_id::text, r.traceparent
 FROM keel.runs r WHERE r.id IN (SELECT id FROM mine))sql";
 const statement claim_parked{"keel_claim_parked", claim_parked_sql.c_str()};
 
@@ -691,7 +691,7 @@ SELECT id::text, workflow, version, status, input::text, output::text, error::te
         FROM keel.run_history h WHERE h.run_id = r.id),
        generation, parent_id::text, concurrency_key, concurrency_limit,
        due_at = 'infinity' AND key_parked_at IS NOT NULL, throttle_key, throttle_limit, throttle_window_ms,
-       fair_key, fair_weight
+       fair_key, fair_weight, traceparent
 FROM keel.runs r WHERE id = $1::uuid)sql"};
 
 // A run's hooks that take a resume now, by position (none once the run finished: its hooks answer
@@ -1062,7 +1062,7 @@ WITH x AS (
        WITH ORDINALITY AS x(id, owner, epoch, seq, child, workflow, version, input, key, priority, seen,
                             run_at, ord)),
 fenced AS (
-  SELECT x.*, r.cancel_deadline,
+  SELECT x.*, r.cancel_deadline, r.traceparent,
          -- asked to cancel after the worker last looked: no new child; the run must see the cancel now
          r.cancel_deadline IS NOT NULL AND NOT coalesce(x.seen, false) AS cancel
   FROM x JOIN keel.runs r
@@ -1073,11 +1073,11 @@ existing AS (
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
                          parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
-                         fair_key, fair_weight)
+                         fair_key, fair_weight, traceparent)
   SELECT f.child, f.workflow, f.version, 'queued', coalesce(f.input, 'null'), f.key, f.priority,
          coalesce(to_timestamp(f.run_at / 1e6), now()), f.id, f.seq,
          )sql" + flow_control_values("coalesce(f.input, 'null')", "v") +
-                                         R"sql(
+                                         R"sql(, f.traceparent
   FROM fenced f )sql" + declared_rule_join("v", "f.workflow", "f.version") +
                                          R"sql( WHERE f.ord NOT IN (SELECT ord FROM existing) AND NOT f.cancel
   ON CONFLICT DO NOTHING
@@ -1116,17 +1116,17 @@ const statement child_decide{"keel_child_decide", child_decide_sql.c_str()};
 // parent was asked to cancel after it last looked ($11: whether it has seen that), and starts nothing).
 const std::string start_child_sql = std::string(R"sql(
 WITH fence AS (
-  SELECT id, cancel_deadline IS NOT NULL AND NOT $11::bool AS cancel FROM keel.runs
+  SELECT id, cancel_deadline IS NOT NULL AND NOT $11::bool AS cancel, traceparent FROM keel.runs
   WHERE id = $1::uuid AND owner = $2 AND epoch = $3::bigint AND status = 'running'
   FOR SHARE),
 ins AS (
   INSERT INTO keel.runs (id, workflow, version, status, input, idempotency_key, priority, due_at, parent_id,
                          parent_step, concurrency_key, concurrency_limit, throttle_key, throttle_limit, throttle_window_ms,
-                         fair_key, fair_weight)
+                         fair_key, fair_weight, traceparent)
   SELECT $5::uuid, $6, $7::int, 'queued', $8::jsonb, $9, $10::int,
          coalesce(to_timestamp($12::bigint / 1e6), now()), fence.id, $4::int,
          )sql" + flow_control_values("$8::jsonb", "v") +
-                                                R"sql(
+                                                R"sql(, fence.traceparent
   FROM fence )sql" + declared_rule_join("v", "$6", "$7::int") +
                                                 R"sql(
   WHERE NOT cancel

@@ -1,5 +1,7 @@
 #include "keel/storage/store.hpp"
 
+#include "keel/common/trace_context.hpp"
+
 #include <algorithm>
 #include <boost/json/serialize.hpp>
 #include <unordered_set>
@@ -105,7 +107,7 @@ bool valid_key(std::string_view s) {
   return !s.empty() && s.size() <= k_max_key_bytes && is_valid_utf8(s);
 }
 
-bool valid_flow_control(const new_run& run) {
+bool valid_run_options(const new_run& run) {
   // Each unit of a key's limit is a row (keel.concurrency_slots, keel.throttle_slots).
   constexpr int k_max_slots = 10'000;
   constexpr auto k_longest_window = std::chrono::milliseconds(366LL * 24 * 3600 * 1000);
@@ -116,7 +118,8 @@ bool valid_flow_control(const new_run& run) {
           (run.throttle_window->count() > 0 && *run.throttle_window <= k_longest_window)) &&
          (!run.fairness_key || valid_key(*run.fairness_key)) &&
          (!run.fairness_weight ||
-          (*run.fairness_weight > 0 && *run.fairness_weight <= k_max_fairness_weight));
+          (*run.fairness_weight > 0 && *run.fairness_weight <= k_max_fairness_weight)) &&
+         (!run.traceparent || parse_traceparent(*run.traceparent).has_value());
 }
 
 }  // namespace detail
@@ -223,7 +226,7 @@ result<void> store::migrate_blocking() {
 boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& run) {
   // Limits before SQL: a refused write must fail here, alone, not inside a batch.
   if (!detail::valid_key(run.workflow) || (run.idempotency_key && !detail::valid_key(*run.idempotency_key)) ||
-      !is_valid_run_id(run.id) || !detail::valid_flow_control(run)) {
+      !is_valid_run_id(run.id) || !detail::valid_run_options(run)) {
     co_return errc::invalid_argument;
   }
   if (auto c = impl_->check(run.input, "input", run.id); !c) co_return c.error();
@@ -246,6 +249,7 @@ boost::asio::awaitable<result<enqueue_outcome>> store::enqueue(const new_run& ru
   if (run.throttle_limit) row.num("tlimit", *run.throttle_limit);
   if (run.throttle_window) row.num("twindow", run.throttle_window->count());
   if (run.fairness_key) row.str("fkey", *run.fairness_key);
+  if (run.traceparent) row.str("tp", *run.traceparent);
   if (run.fairness_weight) row.num("fweight", *run.fairness_weight);
   // Named first: GCC 12 destroys a class temporary built inside a co_await expression twice.
   auto text = std::move(row).finish();
@@ -893,6 +897,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
           rec.fairness_key = std::string(detail::get_text(res, 0, 27));
           rec.fairness_weight = detail::to_int(detail::get_text(res, 0, 28));
         }
+        if (!PQgetisnull(res, 0, 29)) rec.traceparent = std::string(detail::get_text(res, 0, 29));
         auto steps = c.exec_blocking(detail::sql::load_steps, {detail::text_array({rec.id})});
         if (!steps) return steps.error();
         detail::read_steps(steps->get(), [&](std::string_view) { return &rec.steps; });

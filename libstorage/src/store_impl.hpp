@@ -42,8 +42,9 @@ connection_config writer_config_for(const store_options& o);
 std::string unclaimable_reason(std::string_view workflow, int version);
 /// A name or key that reaches SQL: present, at most k_max_key_bytes, valid UTF-8.
 bool valid_key(std::string_view s);
-/// A run's own flow control, if it gives any: valid keys, limits within 1..10,000, a window within a year.
-bool valid_flow_control(const new_run& run);
+/// A run's own flow control, if it gives any (valid keys, limits within 1..10,000, a window within a year),
+/// and its trace context (a valid W3C traceparent).
+bool valid_run_options(const new_run& run);
 
 /// Runs `body` in a transaction on `c` (a pool connection): committed if it returns a value, rolled back
 /// otherwise.

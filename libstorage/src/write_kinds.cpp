@@ -85,6 +85,7 @@ std::optional<claimed_run> read_claimed(const PGresult* res, int row, claim_outc
   run.generation = to_int(get_text(res, row, 9));
   run.cancel_requested = get_text(res, row, 10) == "t";
   if (!PQgetisnull(res, row, 11)) run.parent = std::string(get_text(res, row, 11));
+  if (!PQgetisnull(res, row, 12)) run.traceparent = std::string(get_text(res, row, 12));
   return run;
 }
 

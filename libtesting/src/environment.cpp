@@ -58,6 +58,9 @@ environment::environment(environment_options options) : options_(std::move(optio
   if (e.lease == defaults.lease) e.lease = std::chrono::seconds(2);
   if (e.schedule_poll_interval == defaults.schedule_poll_interval)
     e.schedule_poll_interval = std::chrono::milliseconds(100);
+  // Runs parked for a throttle start when the key sweep sees their window move (after a skip, too).
+  if (e.concurrency_sweep_interval == defaults.concurrency_sweep_interval)
+    e.concurrency_sweep_interval = std::chrono::milliseconds(100);
   e.store.conninfo = conninfo_;
   e.migrate = true;
   start_worker_blocking();
@@ -90,13 +93,18 @@ void environment::advance_blocking(std::chrono::milliseconds by) {
 
 void environment::kill_worker_blocking() {
   if (!engine_) return;
-  // Stopped with no time to finish anything: what it runs is abandoned and fenced off, as after a crash.
+  const std::string worker = engine_->worker_id();
+  // Stopped with no time to finish anything: what it runs mid-step is abandoned and fenced off, as after a
+  // crash (a run that reaches a step boundary first is handed back instead).
   engine_->stop_blocking(std::chrono::milliseconds(0));
   engine_.reset();
-  // Its leases end now instead of a lease period later (the environment's is its only worker).
+  // Its leases end now instead of a lease period later.
   std::unique_ptr<PGconn, decltype(&PQfinish)> conn(PQconnectdb(conninfo_.c_str()), &PQfinish);
+  const char* params[] = {worker.c_str()};
   std::unique_ptr<PGresult, decltype(&PQclear)> r(
-      PQexec(conn.get(), "UPDATE keel.runs SET due_at = now() WHERE status = 'running'"), &PQclear);
+      PQexecParams(conn.get(), "UPDATE keel.runs SET due_at = now() WHERE status = 'running' AND owner = $1",
+                   1, nullptr, params, nullptr, nullptr, 0),
+      &PQclear);
   if (!r || PQresultStatus(r.get()) != PGRES_COMMAND_OK)
     throw std::runtime_error("keel::testing: cannot expire the killed worker's leases: " +
                              std::string(PQerrorMessage(conn.get())));

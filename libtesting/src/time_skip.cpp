@@ -34,6 +34,13 @@ constexpr const char* k_statements[] = {
                       FROM jsonb_array_elements(waiting_for->'arms') WITH ORDINALITY e(a, n)))
                     ELSE '{}'::jsonb END
           WHERE status IN ('sleeping', 'waiting') AND jsonb_typeof(waiting_for) = 'object')sql",
+    // ctx.now() records (keel.now, a bare number): the times relative deadlines are counted from when a
+    // wait is replayed (ctx.all's timers, waits in parallel branches). All of a waiting run's recorded
+    // times move, as if everything it did had happened `by` earlier.
+    R"sql(UPDATE keel.steps s SET output = to_jsonb(s.output::text::bigint - $1::bigint)
+          FROM keel.runs r
+          WHERE r.id = s.run_id AND r.status IN ('queued', 'sleeping', 'waiting') AND s.name = 'keel.now'
+            AND jsonb_typeof(s.output) = 'number')sql",
     // Engine records (keel.*) hold the times later executions replay: a sleep's wake time (recorded before
     // it parks; the replay compares it with the clock) and a hook's expiry (hook::expires_at).
     R"sql(UPDATE keel.steps s SET output = s.output
@@ -97,9 +104,18 @@ long wait_until_settled_blocking(const std::string& conninfo, std::chrono::milli
   }
   // Runs a worker holds, and queued runs it would take now: due ones, and those in the fair queue (which
   // sit at due_at 'infinity' like runs parked for a concurrency key or a throttle, which are not due).
+  // Sleeping and waiting runs whose time came are due too (the claim takes them), until a worker has taken
+  // them to their next wait. Runs no live worker can run (an unregistered version) would never settle:
+  // they are not counted.
   constexpr const char* k_busy = R"sql(
-SELECT count(*) FROM keel.runs
-WHERE status = 'running' OR (status = 'queued' AND (due_at <= now() OR fair_vtime IS NOT NULL)))sql";
+SELECT count(*) FROM keel.runs r
+WHERE (r.status = 'running'
+       OR (r.status IN ('queued', 'sleeping', 'waiting') AND r.due_at <= now())
+       OR (r.status = 'queued' AND r.fair_vtime IS NOT NULL))
+  AND EXISTS (SELECT 1 FROM keel.workers w
+              WHERE w.expires_at > now()
+                AND w.workflows @> jsonb_build_array(jsonb_build_object('workflow', r.workflow,
+                                                                        'version', r.version))))sql";
   const auto until = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     std::unique_ptr<PGresult, result_deleter> r(PQexec(conn.get(), k_busy));

@@ -273,6 +273,29 @@ BOOST_AUTO_TEST_CASE(a_start_may_give_its_fairness_key_and_weight_and_bad_ones_a
   BOOST_TEST(long_key.status == 400);
 }
 
+BOOST_AUTO_TEST_CASE(a_start_carries_the_callers_traceparent_and_a_malformed_one_is_refused,
+                     *utf::timeout(60)) {
+  served srv;
+  client c(srv.s->port());
+  const std::string tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  const auto started =
+      c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", R"({"input":{}})", {{"traceparent", tp}});
+  BOOST_REQUIRE(started.status == 201);
+  BOOST_TEST(started.body.at("traceparent") == json::value(tp));
+  const auto plain = c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", R"({"input":{}})");
+  BOOST_REQUIRE(plain.status == 201);
+  BOOST_TEST(plain.body.at("traceparent").is_null());
+  for (const std::string bad : {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "hello"}) {
+    const auto r =
+        c.send(bhttp::verb::post, "/v1/workflows/fulfil/runs", R"({"input":{}})", {{"traceparent", bad}});
+    BOOST_TEST(r.status == 400, bad);
+    BOOST_TEST(r.body.at("error").at("code") == "invalid_traceparent", bad);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_page_of_another_origin_changes_nothing_but_its_own_and_allowed_ones_do,
                      *utf::timeout(60)) {
   http::server_options o;

@@ -579,7 +579,7 @@ BOOST_AUTO_TEST_CASE(a_heartbeat_for_an_older_execution_does_not_stand_for_the_n
                              json::object{}, std::nullopt, 0,
                              std::nullopt,   std::nullopt, std::nullopt,
                              std::nullopt,   std::nullopt, std::nullopt,
-                             std::nullopt,   std::nullopt};
+                             std::nullopt,   std::nullopt, std::nullopt};
   BOOST_REQUIRE(run_on(ioc, s.enqueue(run)));
   const std::vector<storage::workflow_version> wf{{"wf", 1}};
   const storage::claim_request short_claim{"owner-a", wf, 1, 50ms};

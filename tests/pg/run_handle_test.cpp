@@ -289,3 +289,46 @@ BOOST_AUTO_TEST_CASE(the_main_operations_take_any_asio_completion_token, *utf::t
   BOOST_REQUIRE(cancelled);
   BOOST_TEST((*cancelled == storage::run_status::completed));  // it finished before: nothing to cancel
 }
+
+BOOST_AUTO_TEST_CASE(the_callers_trace_goes_on_with_the_run_its_steps_and_its_children, *utf::timeout(60)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_workflow(e, "child", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    const auto t = ctx.trace();
+    co_return t ? json::value(t->trace_id) : json::value(nullptr);
+  });
+  add_workflow(e, "parent", [](context& ctx, json::value) -> asio::awaitable<json::value> {
+    // What a step would send on a call it makes.
+    auto outgoing = [&ctx]() -> asio::awaitable<std::string> {
+      const auto t = ctx.trace();
+      co_return t ? t->traceparent() : std::string();
+    };
+    const std::string sent = co_await ctx.step("call", outgoing);
+    const std::string child = "child";
+    const json::value none;
+    auto child_trace = co_await ctx.child(child, none);
+    co_return json::value{{"sent", sent}, {"child", child_trace}};
+  });
+  BOOST_REQUIRE(e.start_blocking());
+  enqueue_options traced;
+  traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  auto h = on_engine(e, e.start("parent", json::object{}, traced));
+  BOOST_REQUIRE(h);
+  auto out = on_engine(e, h->output(10s));
+  BOOST_REQUIRE(out);
+  const std::string sent(out->at("sent").as_string());
+  BOOST_TEST(sent.rfind("00-4bf92f3577b34da6a3ce929d0e0e4736-", 0) == 0u, sent);
+  BOOST_TEST(sent.find("00f067aa0ba902b7") == std::string::npos, "a span of its own, not the caller's");
+  BOOST_TEST(sent.substr(sent.size() - 3) == "-01");
+  BOOST_TEST(out->at("child") == json::value("4bf92f3577b34da6a3ce929d0e0e4736"));
+  BOOST_TEST((on_engine(e, h->info()).value().traceparent == traced.traceparent));
+  // None given: none anywhere; a malformed one is refused before anything is stored.
+  auto plain = on_engine(e, e.start("child", json::object{}));
+  BOOST_REQUIRE(plain);
+  BOOST_TEST(on_engine(e, plain->output(10s)).value().is_null());
+  enqueue_options bad;
+  bad.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
+  auto refused = on_engine(e, e.start("child", json::object{}, bad));
+  BOOST_REQUIRE(!refused);
+  BOOST_TEST((refused.error() == storage::errc::invalid_argument));
+}

@@ -325,7 +325,7 @@ BOOST_AUTO_TEST_CASE(listings_filter_dead_lettered_and_unclaimable_runs_a_page_a
     const storage::new_run run{
         new_run_id(), workflow,     version,      json::object{}, std::nullopt, 0,
         std::nullopt, std::nullopt, std::nullopt, std::nullopt,   std::nullopt, std::nullopt,
-        std::nullopt, std::nullopt};
+        std::nullopt, std::nullopt, std::nullopt};
     BOOST_REQUIRE(run_on(ioc, s.enqueue(run)));
     return run.id;
   };

@@ -80,7 +80,58 @@ void register_flows(engine& e) {
       }));
 }
 
+/// Workflows whose deadlines are counted from a recorded ctx.now(): two sleeps a day apart, ctx.all's timers,
+/// and waits with timeouts inside parallel branches.
+void register_relative_deadlines(engine& e) {
+  e.register_workflow<json::value, json::value>(
+      "two_days", 1, as_body([](context& ctx, json::value) -> asio::awaitable<json::value> {
+        co_await ctx.sleep(days(1));
+        auto between = []() -> asio::awaitable<int> { co_return 1; };
+        co_await ctx.step("between", between);
+        co_await ctx.sleep(days(1));
+        co_return json::value("both");
+      }));
+  e.register_workflow<json::value, json::value>(
+      "all_timers", 1, as_body([](context& ctx, json::value) -> asio::awaitable<json::value> {
+        const keel::timer one(std::chrono::duration_cast<std::chrono::milliseconds>(days(1)));
+        const keel::timer two(std::chrono::duration_cast<std::chrono::milliseconds>(days(2)));
+        auto both = co_await ctx.all(one, two);
+        co_return json::value(static_cast<std::int64_t>(both.size()));
+      }));
+  e.register_workflow<json::value, json::value>(
+      "branch_deadlines", 1, as_body([](context& ctx, json::value) -> asio::awaitable<json::value> {
+        auto waits = [](context& b) -> asio::awaitable<bool> {
+          auto answer = co_await b.wait_for_event(
+              "reply", std::chrono::duration_cast<std::chrono::milliseconds>(days(3)));
+          co_return answer.has_value();
+        };
+        auto sleeps = [](context& b) -> asio::awaitable<bool> {
+          co_await b.sleep(days(2));
+          co_return true;
+        };
+        auto [replied, slept] = co_await ctx.parallel(waits, sleeps);
+        co_return json::value{{"replied", replied}, {"slept", slept}};
+      }));
+}
+
 }  // namespace
+
+BOOST_AUTO_TEST_CASE(skips_back_to_back_each_move_what_the_last_one_left_waiting, *utf::timeout(120)) {
+  testing::environment_options o;
+  o.register_workflows = register_relative_deadlines;
+  testing::environment env(std::move(o));
+  auto twice = env.engine().enqueue_blocking("two_days", json::object{}).value();
+  auto all = env.engine().enqueue_blocking("all_timers", json::object{}).value();
+  auto branches = env.engine().enqueue_blocking("branch_deadlines", json::object{}).value();
+  // The first skip makes the first sleep due; the second must wait for the run to reach its second sleep.
+  env.advance_blocking(days(1) + 1min);
+  env.advance_blocking(days(1) + 1min);
+  BOOST_TEST(env.wait_blocking(twice).output == json::value("both"));
+  BOOST_TEST(env.wait_blocking(all).output == json::value(2));
+  // The branches' deadlines count from a ctx.now() recorded at their first execution: moved too.
+  env.advance_blocking(days(1));
+  BOOST_TEST(env.wait_blocking(branches).output == (json::value{{"replied", false}, {"slept", true}}));
+}
 
 BOOST_AUTO_TEST_CASE(a_week_long_sleep_ends_when_a_week_is_skipped, *utf::timeout(120)) {
   testing::environment_options o;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "keel/common/run_id.hpp"
+#include "keel/common/trace_context.hpp"
 #include "keel/engine/alternatives.hpp"
 #include "keel/engine/error.hpp"
 #include "keel/engine/json_types.hpp"
@@ -299,6 +300,12 @@ class context {
 
   /// How many times this run continued as new (0 on its first generation).
   [[nodiscard]] int generation() const noexcept;
+
+  /// The W3C trace context the run was started with (enqueue_options::traceparent, the HTTP `traceparent`
+  /// header, or its parent run's), its parent_id a span for where the run is now (derived from the run, its
+  /// generation and its position, so the same on every replay); nullopt when the run has none. Send
+  /// `ctx.trace()->traceparent()` on the calls a step makes, so that the callee's spans join the trace.
+  [[nodiscard]] std::optional<trace_context> trace() const;
 
   /// Runs `branches` concurrently (on this run's strand, interleaved at their awaits) and returns their
   /// results as a tuple. Each branch is `awaitable<T>(context&)` and gets a context of its own: its steps

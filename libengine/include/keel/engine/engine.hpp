@@ -313,6 +313,10 @@ struct enqueue_options {
   /// The key's weight, 1 to 1,000 (default 1): a key with weight 3 gets three runs claimed for one of a
   /// key with weight 1, while both have runs queued.
   std::optional<int> fairness_weight;
+  /// The W3C trace context of the caller (a `traceparent` header value, e.g.
+  /// "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"): kept with the run and its children,
+  /// available to its steps as ctx.trace(). A malformed one: storage::errc::invalid_argument.
+  std::optional<std::string> traceparent;
 };
 
 /// What engine::submit did: the run, and whether it is new (false: an idempotent repeat got the run that
@@ -425,14 +429,13 @@ class engine {
   /// start() of `ref`'s version, with an input of its type (or one that converts to it: anything else does
   /// not compile). `options.version` is overwritten with the ref's.
   template <class Input, class Output, class Arg>
-  requires std::convertible_to<Arg, Input> boost::asio::awaitable<result<typed_run_handle<Output>>> start(
-      workflow_ref<Input, Output> ref, Arg input, enqueue_options options = {}) {
-    const Input typed(std::move(input));
-    const boost::json::value json = boost::json::value_from(typed);
-    options.version = ref.version;
-    auto h = co_await start(ref.name, json, options);
-    if (!h) co_return h.error();
-    co_return typed_run_handle<Output>(std::move(*h));
+  requires std::convertible_to<const Arg&, Input> boost::asio::awaitable<result<typed_run_handle<Output>>>
+  start(const workflow_ref<Input, Output>& ref, const Arg& input, const enqueue_options& options = {}) {
+    // Not a coroutine itself: what it needs is copied before it returns, as enqueue's arguments are.
+    const Input typed(input);
+    auto pinned = options;
+    pinned.version = ref.version;
+    return detail::typed_handle<Output>(start(ref.name, boost::json::value_from(typed), pinned));
   }
   /// A handle to an existing run (nothing is read until it is used).
   [[nodiscard]] run_handle handle(run_id id) { return run_handle(*this, std::move(id)); }

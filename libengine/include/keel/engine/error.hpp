@@ -78,6 +78,7 @@ enum class errc {
   run_failed,
   /// The run's output does not convert to the type asked for (run_handle::result).
   invalid_output,
+  // New codes go here, before this line: errc_from_code_name scans up to the last (k_last_errc, error.cpp).
 };
 
 const boost::system::error_category& engine_category() noexcept;

@@ -8,6 +8,8 @@
 #include <boost/json/conversion.hpp>
 #include <boost/json/error.hpp>
 #include <boost/json/value.hpp>
+#include <boost/system/error_category.hpp>
+#include <boost/system/error_code.hpp>
 #include <boost/system/result.hpp>
 #include <chrono>
 #include <cstddef>
@@ -28,6 +30,13 @@ namespace keel {
 /// "P7D", "PT1H30M", "P1DT0.5S", "-PT2S" (days, hours, minutes, seconds; no years or months, whose length
 /// varies); nullopt for anything else or finer than a microsecond.
 [[nodiscard]] std::optional<std::chrono::microseconds> parse_iso8601_duration(std::string_view text);
+
+/// Why a JSON value did not convert to one of these types.
+enum class json_type_error { not_a_time = 1, not_a_duration, not_base64 };
+const boost::system::error_category& json_type_category() noexcept;
+inline boost::system::error_code make_error_code(json_type_error e) noexcept {
+  return {static_cast<int>(e), json_type_category()};
+}
 
 namespace detail {
 [[nodiscard]] std::optional<std::chrono::system_clock::time_point> json_time(const boost::json::value& v);
@@ -50,7 +59,7 @@ template <class Duration>
 boost::system::result<std::chrono::time_point<std::chrono::system_clock, Duration>> tag_invoke(
     try_value_to_tag<std::chrono::time_point<std::chrono::system_clock, Duration>>, const value& jv) {
   auto t = keel::detail::json_time(jv);
-  if (!t) return boost::system::error_code(error::not_string);  // "RFC 3339 text expected"
+  if (!t) return keel::make_error_code(keel::json_type_error::not_a_time);
   return std::chrono::time_point_cast<Duration>(*t);
 }
 
@@ -64,7 +73,7 @@ boost::system::result<std::chrono::duration<Rep, Period>> tag_invoke(
     try_value_to_tag<std::chrono::duration<Rep, Period>>, const value& jv) {
   const auto* s = jv.if_string();
   auto d = s != nullptr ? keel::parse_iso8601_duration(std::string_view(*s)) : std::nullopt;
-  if (!d) return boost::system::error_code(error::not_string);
+  if (!d) return keel::make_error_code(keel::json_type_error::not_a_duration);
   return std::chrono::duration_cast<std::chrono::duration<Rep, Period>>(*d);
 }
 
@@ -76,7 +85,7 @@ inline boost::system::result<std::vector<std::byte>> tag_invoke(try_value_to_tag
                                                                 const value& jv) {
   const auto* s = jv.if_string();
   auto bytes = s != nullptr ? keel::from_base64(std::string_view(*s)) : std::nullopt;
-  if (!bytes) return boost::system::error_code(error::not_string);
+  if (!bytes) return keel::make_error_code(keel::json_type_error::not_base64);
   return std::move(*bytes);
 }
 

@@ -32,7 +32,8 @@ struct workflow_ref {
 };
 
 /// A run, by id, on an engine that outlives the handle. Cheap to copy; holds no resources. Every member
-/// reads the database afresh (another worker may be running the run).
+/// reads the database afresh (another worker may be running the run), and copies what it needs before it
+/// returns: the awaitable it gives outlives the handle and the arguments.
 class run_handle {
  public:
   run_handle(engine& e, run_id id) : engine_(&e), id_(std::move(id)) {}
@@ -58,7 +59,22 @@ class run_handle {
   /// convert gives invalid_output.
   template <class T>
   [[nodiscard]] boost::asio::awaitable<keel::result<T>> result(std::chrono::milliseconds timeout) const {
-    auto out = co_await output(timeout);
+    return converted<T>(output(timeout));
+  }
+
+  /// Its events (and its children's, recursively) from now on, as engine::stream with filter.run set to
+  /// this run; `options.filter.run` is overwritten.
+  [[nodiscard]] boost::asio::awaitable<keel::result<event_stream>> events(
+      const stream_options& options = {}) const;
+  /// Its durable output stream `name`, from chunk `from` (engine::read_stream).
+  [[nodiscard]] boost::asio::awaitable<keel::result<output_reader>> stream(std::string_view name,
+                                                                           std::int64_t from = 0) const;
+
+ private:
+  template <class T>
+  static boost::asio::awaitable<keel::result<T>> converted(
+      boost::asio::awaitable<keel::result<boost::json::value>> output) {
+    auto out = co_await std::move(output);
     if (!out) co_return out.error();
     if constexpr (std::is_void_v<T>) {
       co_return keel::result<void>{};
@@ -71,14 +87,6 @@ class run_handle {
     }
   }
 
-  /// Its events (and its children's, recursively) from now on, as engine::stream with filter.run set to
-  /// this run; `options.filter.run` is overwritten.
-  [[nodiscard]] boost::asio::awaitable<keel::result<event_stream>> events(stream_options options = {}) const;
-  /// Its durable output stream `name`, from chunk `from` (engine::read_stream).
-  [[nodiscard]] boost::asio::awaitable<keel::result<output_reader>> stream(std::string_view name,
-                                                                           std::int64_t from = 0) const;
-
- private:
   engine* engine_ = nullptr;
   run_id id_;
 };
@@ -94,5 +102,16 @@ class typed_run_handle : public run_handle {
     return run_handle::result<Output>(timeout);
   }
 };
+
+namespace detail {
+/// engine::start of a workflow_ref: the started run's handle, typed.
+template <class Output>
+boost::asio::awaitable<keel::result<typed_run_handle<Output>>> typed_handle(
+    boost::asio::awaitable<keel::result<run_handle>> started) {
+  auto h = co_await std::move(started);
+  if (!h) co_return h.error();
+  co_return typed_run_handle<Output>(std::move(*h));
+}
+}  // namespace detail
 
 }  // namespace keel

@@ -63,6 +63,8 @@ struct new_run {
   /// `weight` of a key's for one of a key with weight 1.
   std::optional<std::string> fairness_key;
   std::optional<int> fairness_weight;
+  /// The W3C trace context it was started with (a valid `traceparent` value; 029_trace_context.sql).
+  std::optional<std::string> traceparent;
 };
 
 /// The keys runs wait for (store::wake_parked).
@@ -123,6 +125,7 @@ struct claimed_run {
   bool cancel_requested = false;  ///< asked to cancel (cooperatively): the run sees it at its next boundary
   std::optional<run_id> parent;   ///< the run that started it (ctx.child)
   std::vector<step_record> steps;
+  std::optional<std::string> traceparent;  ///< the W3C trace context it was started with (or its parent)
 };
 
 /// What a claim did: the runs this worker now holds, and the runs it failed as dead_lettered instead (they
@@ -322,6 +325,8 @@ struct run_record {
   /// Its fairness key and weight (028_fair_claims.sql), if it has one.
   std::optional<std::string> fairness_key;
   int fairness_weight = 0;
+  /// The W3C trace context it was started with, or its parent's (029_trace_context.sql).
+  std::optional<std::string> traceparent;
   /// Due, but parked until a slot of its concurrency key frees up or its throttle's window moves.
   bool waits_for_key = false;
 };

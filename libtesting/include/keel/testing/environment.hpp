@@ -41,16 +41,19 @@ class environment {
   /// The database's connection string.
   [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
 
-  /// Time skipping: first waits (up to options.settle_timeout) until no run is running or due — what can run
-  /// now runs, up to its next wait — then everything that waits for a time (sleeps, event and hook deadlines,
-  /// ctx.any timers, hook expiries, delayed and debounced starts, cancellation graces, throttle windows)
-  /// comes due as if `by` had passed, and the worker looks for due work at once. Cron schedules keep real
-  /// time. Throws std::invalid_argument for a negative `by`, std::runtime_error if runs did not settle or
-  /// the database refused.
+  /// Time skipping: first waits (up to options.settle_timeout) until no run a live worker can run is running
+  /// or due — what can run now runs, up to its next wait — then everything that waits for a time (sleeps,
+  /// event and hook deadlines, ctx.any / ctx.all timers, hook expiries, delayed and debounced starts,
+  /// cancellation graces, throttle windows) comes due as if `by` had passed: every time a waiting run
+  /// recorded moves `by` earlier, ctx.now() records included. The worker looks for due work at once. Cron
+  /// schedules keep real time. Throws std::invalid_argument for a negative `by`, std::runtime_error if runs
+  /// did not settle or the database refused.
   void advance_blocking(std::chrono::milliseconds by);
 
-  /// Crashes the worker: it stops at once without handing its runs back (what they do after this is
-  /// fenced off), and its leases are made to expire now, so that the next worker reclaims its runs.
+  /// Crashes the worker: it stops with no time to finish, so a run in the middle of a step is abandoned
+  /// (what it does after this is fenced off) and its lease is made to expire now, so that the next worker
+  /// reclaims it at once, as a recovery. (A run that reaches a step boundary first is handed back instead,
+  /// as a stop does; a real crash may also leave the worker registered until its registration expires.)
   void kill_worker_blocking();
   /// A fresh worker (workflows registered, started) in place of a killed or stopped one.
   void restart_worker_blocking();
