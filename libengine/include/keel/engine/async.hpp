@@ -20,7 +20,7 @@ namespace keel {
 
 namespace detail {
 /// Completes `token` with what the awaitable `op()` returns, run on `e`'s executor.
-template <class T, class Op, class Token>
+template <class Op, class Token>
 auto run_with_token(engine& e, Op op, Token&& token) {
   return boost::asio::co_spawn(e.get_executor(), std::move(op), std::forward<Token>(token));
 }
@@ -34,7 +34,7 @@ auto async_start(engine& e, std::string_view workflow, const boost::json::value&
              options]() -> boost::asio::awaitable<result<run_handle>> {
     co_return co_await e.start(workflow, input, options);
   };
-  return detail::run_with_token<result<run_handle>>(e, std::move(op), std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 /// engine::start of a workflow_ref, type-checked as it is.
@@ -46,8 +46,7 @@ auto async_start(engine& e, const workflow_ref<Input, Output>& ref, const Arg& i
              options]() -> boost::asio::awaitable<result<typed_run_handle<Output>>> {
     co_return co_await e.start(ref, input, options);
   };
-  return detail::run_with_token<result<typed_run_handle<Output>>>(e, std::move(op),
-                                                                  std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 /// engine::enqueue: the new run's id.
@@ -58,7 +57,7 @@ auto async_enqueue(engine& e, std::string_view workflow, const boost::json::valu
              options]() -> boost::asio::awaitable<result<run_id>> {
     co_return co_await e.enqueue(workflow, input, options);
   };
-  return detail::run_with_token<result<run_id>>(e, std::move(op), std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 /// engine::get: the run's record.
@@ -67,7 +66,7 @@ auto async_get(engine& e, std::string_view id, Token&& token) {
   auto op = [&e, id = run_id(id)]() -> boost::asio::awaitable<result<run_info>> {
     co_return co_await e.get(id);
   };
-  return detail::run_with_token<result<run_info>>(e, std::move(op), std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 /// engine::wait: the run's record once it finished (wait_timeout after `timeout`).
@@ -76,7 +75,7 @@ auto async_wait(engine& e, std::string_view id, std::chrono::milliseconds timeou
   auto op = [&e, id = run_id(id), timeout]() -> boost::asio::awaitable<result<run_info>> {
     co_return co_await e.wait(id, timeout);
   };
-  return detail::run_with_token<result<run_info>>(e, std::move(op), std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 /// run_handle::result<T>: the run's typed output, or its own error.
@@ -85,7 +84,7 @@ auto async_result(engine& e, const run_handle& h, std::chrono::milliseconds time
   auto op = [h, timeout]() -> boost::asio::awaitable<result<T>> {
     co_return co_await h.template result<T>(timeout);
   };
-  return detail::run_with_token<result<T>>(e, std::move(op), std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 /// engine::cancel: the run's status after the call.
@@ -94,7 +93,7 @@ auto async_cancel(engine& e, std::string_view id, const cancel_options& options,
   auto op = [&e, id = run_id(id), options]() -> boost::asio::awaitable<result<run_status>> {
     co_return co_await e.cancel(id, options);
   };
-  return detail::run_with_token<result<run_status>>(e, std::move(op), std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 /// engine::send_event.
@@ -105,7 +104,7 @@ auto async_send_event(engine& e, std::string_view id, std::string_view name,
              options]() -> boost::asio::awaitable<result<void>> {
     co_return co_await e.send_event(id, name, payload, options);
   };
-  return detail::run_with_token<result<void>>(e, std::move(op), std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 /// engine::resume_hook: the run it resumes.
@@ -116,7 +115,7 @@ auto async_resume_hook(engine& e, std::string_view hook_token, const boost::json
              options]() -> boost::asio::awaitable<result<hook_resumption>> {
     co_return co_await e.resume_hook(hook_token, payload, options);
   };
-  return detail::run_with_token<result<hook_resumption>>(e, std::move(op), std::forward<Token>(token));
+  return detail::run_with_token(e, std::move(op), std::forward<Token>(token));
 }
 
 }  // namespace keel
