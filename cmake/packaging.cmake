@@ -38,8 +38,8 @@ set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA
 # Maintainer scripts 0755 whatever the checkout's modes.
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 
-# keel-dev: what keelConfig.cmake finds. The static libraries link libpq, libcrypto, date-tz and Boost.JSON and
-# URL into the consumer, and the headers include Boost (Asio, JSON, System).
+# keel-dev: what keelConfig.cmake finds. The static libraries link libpq, libssl, libcrypto, date-tz and
+# Boost.JSON and URL into the consumer, and the headers include Boost (Asio, JSON, System).
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_DEPENDS
   "libboost1.81-dev, libboost-json1.81-dev, libboost-url1.81-dev, libpq-dev, libssl-dev, libhowardhinnant-date-dev")
 set(CPACK_DEBIAN_DEVELOPMENT_DESCRIPTION "Keel durable workflow engine: libraries and headers

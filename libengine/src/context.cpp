@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json/serialize.hpp>
 
+#include "coded_step_failure.hpp"
 #include "engine_impl.hpp"
 #include "keel/common/log.hpp"
 #include "keel/storage/json_limits.hpp"
@@ -274,6 +275,7 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     std::optional<std::string> failure;
     errc code = errc::step_failed;
     bool retriable = true;
+    std::optional<detail::coded_step_failure> coded;  // the body's own code and attempts
     const auto attempt_began = std::chrono::steady_clock::now();
     try {
       if (options.timeout) {
@@ -292,6 +294,10 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
       } else {
         output = co_await fn();
       }
+    } catch (const detail::coded_step_failure& e) {
+      failure = e.what();
+      retriable = false;
+      coded = e;
     } catch (const non_retriable_error& e) {
       failure = e.what();
       retriable = false;
@@ -351,6 +357,12 @@ asio::awaitable<json::value> context::run_step(std::string name, erased_step fn,
     json::value error;
     if (failure) {
       error = step_error(code, *failure, name, attempt, retriable);
+      if (coded) {
+        // The body made its own attempts and chose its code: "retriable" would describe ctx.step's, not its.
+        error.as_object()["code"] = coded->code();
+        error.as_object()["attempts"] = coded->attempts();
+        error.as_object().erase("retriable");
+      }
       rec.failed = true;
       rec.error = error;
     } else {

@@ -26,6 +26,7 @@ constexpr std::chrono::milliseconds k_sleep_held_in_memory{5};
 constexpr std::string_view k_event_step_prefix = "keel.event:";
 constexpr std::string_view k_hook_step_prefix = "keel.hook:";
 constexpr std::string_view k_hook_wait_prefix = "keel.hook_wait:";
+constexpr std::string_view k_webhook_step_prefix = "keel.webhook:";
 constexpr std::string_view k_any_step_prefix = "keel.any:";
 constexpr std::string_view k_all_step_prefix = "keel.all:";
 constexpr int k_sleep = 0, k_event = 1, k_hook = 2, k_any = 3;
@@ -105,12 +106,20 @@ asio::awaitable<hook> context::create_hook(std::string_view name) {
   co_return co_await create_hook(name, none);
 }
 
-asio::awaitable<hook> context::create_hook(std::string_view name_view, const hook_options& options) {
+asio::awaitable<hook> context::create_hook(std::string_view name, const hook_options& options) {
   // Copied before the first suspension.
-  std::string name(name_view);
+  std::string named(name);
+  hook_options copied = options;
+  std::optional<json::value> plain;
+  co_return co_await make_hook(std::move(named), std::move(copied), std::move(plain));
+}
+
+asio::awaitable<hook> context::make_hook(std::string name, hook_options options,
+                                         std::optional<json::value> webhook) {
   const auto ttl = options.ttl;
-  json::value metadata = options.metadata;
-  auto signature_key = options.signature_key;
+  json::value metadata = std::move(options.metadata);
+  auto signature_key = std::move(options.signature_key);
+  const std::string_view what = webhook ? "create_webhook" : "create_hook";
   auto& st = *state_;
   const bool bad_name =
       name.empty() || name.size() > storage::k_max_key_bytes || !storage::is_valid_utf8(name);
@@ -119,9 +128,10 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   if (bad_name || bad_key) {
     json::object error;
     error["code"] = "invalid_argument";
-    error["message"] = bad_name ? "create_hook: the name must be 1 to 255 bytes of UTF-8"
-                                : "create_hook: signature_key '" + storage::valid_utf8(*signature_key) +
-                                      "' is not in engine_options::webhook_secrets";
+    error["message"] = bad_name
+                           ? std::string(what) + ": the name must be 1 to 255 bytes of UTF-8"
+                           : std::string(what) + ": signature_key '" + storage::valid_utf8(*signature_key) +
+                                 "' is not in engine_options::webhook_secrets";
     st.poisoned = std::make_exception_ptr(step_failed_error(json::value(std::move(error))));
     std::rethrow_exception(st.poisoned);
   }
@@ -135,7 +145,7 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   }
   if (branch_ != nullptr) {
     co_return co_await branch_create_hook(std::move(name), std::move(*secret), ttl, std::move(metadata),
-                                          std::move(signature_key));
+                                          std::move(signature_key), std::move(webhook));
   }
   const int seq = st.next_seq;  // the position the step below takes
   hook h;
@@ -148,11 +158,12 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
   const std::string hash = detail::hook_token_hash(h.token_);
   // First execution: the hook row, then the step's record (its expiry). A crash between the two replays
   // this step: the same token finds its row (a no-op) and the record follows.
-  auto create = [&st, &name, &metadata, &hash, &signature_key, ttl, seq]() -> asio::awaitable<json::value> {
+  auto create = [&st, &name, &metadata, &hash, &signature_key, &webhook, ttl,
+                 seq]() -> asio::awaitable<json::value> {
     std::optional<system_clock::time_point> expires;
     if (ttl) expires = system_clock::now() + *ttl;
-    const storage::hook_record rec{st.lease(), seq,     name,         hash,
-                                   metadata,   expires, std::nullopt, signature_key};
+    const storage::hook_record rec{st.lease(), seq,          name,          hash,   metadata,
+                                   expires,    std::nullopt, signature_key, webhook};
     auto created = co_await st.engine.store_.create_hook(rec);
     if (!created && created.error() == storage::errc::fenced) detail::lose_lease(st);
     if (!created && storage::is_transient(created.error())) {
@@ -165,7 +176,7 @@ asio::awaitable<hook> context::create_hook(std::string_view name_view, const hoo
     if (expires) out["expires_at"] = to_micros(*expires);
     co_return json::value(std::move(out));
   };
-  const std::string step_name = std::string(k_hook_step_prefix) + name;
+  const std::string step_name = std::string(webhook ? k_webhook_step_prefix : k_hook_step_prefix) + name;
   const json::value record = co_await step(step_name, create);
   if (const auto* o = record.if_object()) {
     if (const auto* e = o->if_contains("expires_at"); e && e->is_int64())
@@ -453,9 +464,10 @@ asio::awaitable<void> context::branch_sleep(std::string name, system_clock::time
 asio::awaitable<hook> context::branch_create_hook(std::string name, std::string secret,
                                                   std::optional<std::chrono::milliseconds> ttl,
                                                   json::value metadata,
-                                                  std::optional<std::string> signature_key) {
+                                                  std::optional<std::string> signature_key,
+                                                  std::optional<json::value> webhook) {
   auto& st = *state_;
-  const std::string step_name = std::string(k_hook_step_prefix) + name;
+  const std::string step_name = std::string(webhook ? k_webhook_step_prefix : k_hook_step_prefix) + name;
   const detail::step_slot slot(st, branch_->in_step, step_name);
   const int local = branch_->next_local++;
   hook h;
@@ -486,7 +498,8 @@ asio::awaitable<hook> context::branch_create_hook(std::string name, std::string 
   out["hook"] = name;
   if (expires) out["expires_at"] = to_micros(*expires);
   storage::hook_record rec{st.lease(),          seq,     name,         detail::hook_token_hash(h.token_),
-                           std::move(metadata), expires, std::nullopt, std::move(signature_key)};
+                           std::move(metadata), expires, std::nullopt, std::move(signature_key),
+                           std::move(webhook)};
   rec.step = storage::step_record{seq, step_name,     false, json::value(std::move(out)), nullptr, 1, now,
                                   now, branch_->path, local};
   auto created = co_await st.engine.store_.create_hook(rec);

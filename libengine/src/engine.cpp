@@ -121,8 +121,31 @@ double engine_impl::random_unit() {
 
 void engine_impl::emit(run_event::kind what, const run_state& st, std::string step, int attempt,
                        std::string detail) const {
+  log_step(what, st, step, attempt, detail);
   if (!options_.on_event) return;
   emit(run_event{what, st.claim.id, st.claim.workflow, std::move(step), attempt, std::move(detail)});
+}
+
+void engine_impl::log_step(run_event::kind what, const run_state& st, std::string_view step, int attempt,
+                           std::string_view detail) {
+  const bool failed = what == run_event::kind::step_failed;
+  const bool ended =
+      failed || what == run_event::kind::step_completed || what == run_event::kind::step_retrying;
+  if (!ended || !log::enabled(failed ? log::level::info : log::level::debug)) return;
+  // With the run's trace id, so that a step is found from the trace of the request that started its run
+  // (and the calls it made with ctx.trace() or ctx.fetch, which carry the same id).
+  std::string line = "run " + st.claim.id + " (" + st.claim.workflow + ") step '" +
+                     storage::valid_utf8(step) + "' " + std::string(to_string(what)) + ", attempt " +
+                     std::to_string(attempt);
+  if (st.claim.traceparent) {
+    if (const auto trace = parse_traceparent(*st.claim.traceparent)) line += ", trace_id " + trace->trace_id;
+  }
+  if (!detail.empty()) line += ": " + storage::valid_utf8(detail.substr(0, 500));
+  if (failed) {
+    log::info("engine", line);
+  } else {
+    log::debug("engine", line);
+  }
 }
 
 void engine_impl::emit(run_event event) const {
@@ -220,7 +243,8 @@ result<void> engine_impl::start() {
   if (!started_once_.exchange(true)) {
     store_.listen(storage::store_listeners{
         [this] { wake_claimer(); }, [this](const run_id& id) { cancel_requested(id); },
-        [this] { hub_->log_appended(); }, [this](std::string_view frame) { hub_->remote_frame(frame); }});
+        [this] { hub_->log_appended(); }, [this](std::string_view frame) { hub_->remote_frame(frame); },
+        [this](std::string_view token_hash) { webhook_answered(token_hash); }});
   }
   if (!options_.hooks.empty() && !hooks_started_.exchange(true)) {
     // The hooks' feed: a stream of this engine's own, from now until stop() ends it.
@@ -720,6 +744,7 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   stopping_.store(true, std::memory_order_release);
   hub_->release_gate();  // runs paused by a stream's consumer go on to their release
   wake_claimer();
+  wake_webhook_waiters();  // requests waiting for an answer get 202 now: their runs have them
   // Cut retry backoffs short: each run stops at its next step boundary and is released.
   for (auto& [id, st] : inflight_)  // (an init-capture: clang 14 cannot capture a structured binding)
     asio::post(st->strand, [st = st] { st->cancel_backoffs(); });
@@ -835,7 +860,8 @@ asio::awaitable<result<run_info>> engine_impl::get(run_id id) {
     auto secret = co_await hook_secret();
     if (!secret) co_return engine_error(secret.error());
     for (auto& h : r->hooks)
-      h.path = "/v1/hooks/" + hook_token(*secret, r->id, r->generation, h.seq, h.name);
+      h.path = (h.webhook ? "/v1/webhooks/" : "/v1/hooks/") +
+               hook_token(*secret, r->id, r->generation, h.seq, h.name);
   }
   co_return std::move(*r);
 }
@@ -902,10 +928,26 @@ engine::~engine() {
   }
 }
 
+void engine::set_input_check(std::string workflow, int version,
+                             std::function<std::optional<std::string>(const boost::json::value&)> check) {
+  impl_->input_checks_[{std::move(workflow), version}] = std::move(check);
+}
+
+std::optional<std::string> engine::input_error(std::string_view workflow, std::optional<int> version,
+                                               const boost::json::value& input) const {
+  const std::string name(workflow);
+  const auto v = impl_->registered_version(name, version);
+  if (!v) return std::nullopt;
+  const auto it = impl_->input_checks_.find({name, *v});
+  if (it == impl_->input_checks_.end()) return std::nullopt;
+  return it->second(input);
+}
+
 void engine::register_workflow(workflow_definition def) {
   detail::check_declarations(def);
   auto name = def.name;
   const int version = def.version;
+  impl_->input_checks_.erase({name, version});  // a typed registration sets its own after this
   if (!impl_->metrics_.contains(name))
     impl_->metrics_.emplace(name, std::make_unique<detail::workflow_metrics>());
   impl_->workflows_[std::move(name)].insert_or_assign(version, std::move(def));
@@ -1069,6 +1111,11 @@ result<hook_resumption> engine::resume_hook_blocking(std::string_view token,
   auto resume = impl_->signed_resume(payload, options);
   if (!resume) return resume.error();
   return impl_->block_on(impl_->resume_hook(std::string(token), std::move(*resume)));
+}
+
+result<webhook_delivery> engine::deliver_webhook_blocking(std::string_view token,
+                                                          const webhook_request& request) {
+  return impl_->block_on(impl_->deliver_webhook(std::string(token), boost::json::value_from(request)));
 }
 
 boost::asio::awaitable<result<output_reader>> engine::read_stream(std::string_view id,

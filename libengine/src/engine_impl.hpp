@@ -48,6 +48,9 @@ class engine_impl {
   void emit(run_event::kind what, const run_state& st, std::string step = {}, int attempt = 0,
             std::string detail = {}) const;
   void emit(run_event event) const;
+  /// A step's end in this worker's log (failures at info, the rest at debug), with the run's trace id.
+  static void log_step(run_event::kind what, const run_state& st, std::string_view step, int attempt,
+                       std::string_view detail);
   [[nodiscard]] bool stopping() const noexcept { return stopping_.load(std::memory_order_acquire); }
   /// A uniformly random number in [0, 1) for backoff jitter; thread-safe.
   double random_unit();
@@ -75,7 +78,17 @@ class engine_impl {
   /// A run in flight here whose epoch moved on elsewhere (cancel, rewind): stop its executions older than
   /// `epoch` at their next boundary (a newer one, claimed since, goes on).
   void fence_local(const run_id& id, std::int64_t epoch);
-  boost::asio::awaitable<result<hook_resumption>> resume_hook(std::string token, storage::hook_resume resume);
+  /// `webhook_rule`, if given, receives the webhook's answering rule (resume.webhook).
+  boost::asio::awaitable<result<hook_resumption>> resume_hook(
+      std::string token, storage::hook_resume resume,
+      std::optional<boost::json::value>* webhook_rule = nullptr);
+  /// engine::deliver_webhook (webhooks.cpp).
+  boost::asio::awaitable<result<webhook_delivery>> deliver_webhook(std::string token,
+                                                                   boost::json::value request);
+  /// A webhook's run answered (its token hash): the requests waiting here for it read the answer now.
+  void webhook_answered(std::string_view token_hash);
+  /// Every request waiting for an answer looks again (engine stop: they end with none).
+  void wake_webhook_waiters();
   /// The resume of `payload` with `options`' signature verified (run_operations.cpp). Errors:
   /// invalid_signature, signature_expired.
   [[nodiscard]] result<storage::hook_resume> signed_resume(const boost::json::value& payload,
@@ -109,6 +122,9 @@ class engine_impl {
 
   /// name -> version -> definition; immutable once started.
   std::unordered_map<std::string, std::map<int, workflow_definition>> workflows_;
+  /// Typed workflows' input checks (engine::input_error), by name and version; set at registration.
+  std::map<std::pair<std::string, int>, std::function<std::optional<std::string>(const boost::json::value&)>>
+      input_checks_;
   /// name -> what its runs did here; the map is immutable once started, its counters are not.
   std::unordered_map<std::string, std::unique_ptr<workflow_metrics>> metrics_;
   /// The counters of a registered workflow (nullptr for another name).
@@ -229,6 +245,12 @@ class engine_impl {
   std::string database_hook_secret_;  // under secret_mutex_
   std::mutex rng_mutex_;
   std::mt19937_64 rng_;
+  /// Requests waiting for their webhook's answer (deliver_webhook), by token hash.
+  struct webhook_waiter;
+  boost::asio::awaitable<std::optional<webhook_response>> await_webhook_answer(
+      std::string token_hash, std::chrono::milliseconds timeout);
+  std::mutex webhook_mutex_;
+  std::multimap<std::string, std::shared_ptr<webhook_waiter>, std::less<>> webhook_waiters_;  // under it
 };
 
 }  // namespace keel::detail

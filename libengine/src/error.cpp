@@ -55,7 +55,7 @@ class category final : public boost::system::error_category {
       case errc::signature_required:
         return "the hook takes requests signed with its key only (Keel-Signature)";
       case errc::invalid_signature:
-        return "the Keel-Signature header is malformed or matches no secret";
+        return "the signature header is malformed or matches no secret";
       case errc::signature_expired:
         return "the signature's timestamp is outside the tolerance";
       case errc::signature_replayed:

@@ -84,6 +84,25 @@ std::string webhook_signature(std::string_view secret, std::string_view body, st
   return "t=" + t + ",v1=" + hex(hmac_sha256(secret, signed_message(t, body)));
 }
 
+result<void> verify_webhook_signature(std::string_view header, std::string_view body, std::string_view secret,
+                                      std::chrono::seconds tolerance) {
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+  const std::map<std::string, std::vector<std::string>> one{{"secret", {std::string(secret)}}};
+  auto verified = detail::verify_signature(header, body, one, now.count(), tolerance);
+  if (!verified) return verified.error();
+  return {};
+}
+
+std::string hmac_sha256_hex(std::string_view secret, std::string_view message) {
+  return hex(hmac_sha256(secret, message));
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 namespace detail {
 
 result<verified_signature> verify_signature(std::string_view header, std::string_view body,

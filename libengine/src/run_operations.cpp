@@ -105,8 +105,8 @@ result<storage::hook_resume> engine_impl::signed_resume(const boost::json::value
   return resume;
 }
 
-asio::awaitable<result<hook_resumption>> engine_impl::resume_hook(std::string token,
-                                                                  storage::hook_resume resume) {
+asio::awaitable<result<hook_resumption>> engine_impl::resume_hook(
+    std::string token, storage::hook_resume resume, std::optional<boost::json::value>* webhook_rule) {
   // A token is 43 URL-safe characters; anything else names no hook (and never reaches SQL).
   const bool well_formed = token.size() == 43 && std::all_of(token.begin(), token.end(), [](char c) {
                              return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
@@ -116,6 +116,7 @@ asio::awaitable<result<hook_resumption>> engine_impl::resume_hook(std::string to
   resume.token_hash = hook_token_hash(token);
   auto r = co_await store_.resume_hook(resume);
   if (!r) co_return r.error();
+  if (webhook_rule != nullptr) *webhook_rule = std::move(r->webhook);
   switch (r->outcome) {
     case storage::hook_resume_outcome::resumed:
     case storage::hook_resume_outcome::repeated:

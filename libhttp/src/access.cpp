@@ -10,7 +10,7 @@ namespace {
 
 namespace beast_http = boost::beast::http;
 
-/// Paths a request may take without a key: a hook's token is its own authorisation (the third party that
+/// Paths a request may take without a key: a (web)hook's token is its own authorisation (the third party that
 /// calls it holds no API key), and probes come from the orchestrator. Anything else, an unknown or
 /// unparseable path included, needs a key, so that a caller without one learns nothing, not even a 404.
 bool open_path(std::string_view target_text) {
@@ -19,7 +19,7 @@ bool open_path(std::string_view target_text) {
     const auto t = parse_target(target_text);
     const auto& p = t.path;
     if (p.size() == 1 && (p[0] == "healthz" || p[0] == "readyz")) return true;
-    return p.size() >= 3 && p[0] == "v1" && p[1] == "hooks";
+    return p.size() >= 3 && p[0] == "v1" && (p[1] == "hooks" || p[1] == "webhooks");
   } catch (const bad_request&) {
     return false;
   }
@@ -68,7 +68,8 @@ bool foreign_origin(const access_policy& policy, const request& req) {
   // A hook's token is its own authorisation, as for keys.
   try {
     const auto t = parse_target(req.target());
-    if (t.path.size() >= 3 && t.path[0] == "v1" && t.path[1] == "hooks") return false;
+    if (t.path.size() >= 3 && t.path[0] == "v1" && (t.path[1] == "hooks" || t.path[1] == "webhooks"))
+      return false;
   } catch (const bad_request&) {
   }
   return true;

@@ -25,6 +25,7 @@
 #include "keel/storage/json_limits.hpp"
 #include "keel/storage/schedule_records.hpp"
 #include "request_decoding.hpp"
+#include "webhook_endpoint.hpp"
 #include "within.hpp"
 
 namespace keel::http::detail {
@@ -164,6 +165,7 @@ json::value run_json(const run_info& r) {
     hooks.push_back(
         json::object{{"name", h.name},
                      {"path", h.path},
+                     {"kind", h.webhook ? "webhook" : "hook"},
                      {"created_at", rfc3339(h.created_at)},
                      {"expires_at", h.expires_at ? json::value(rfc3339(*h.expires_at)) : json::value()},
                      {"metadata", h.metadata}});
@@ -276,6 +278,9 @@ namespace {
 /// the key in an Idempotency-Key header.
 boost::asio::awaitable<response> start_run(engine& e, const request& req, const std::string& workflow) {
   const auto decoded = decode_start_run(req);
+  // A typed workflow's input that would not convert fails the request, not a run started with it.
+  if (auto why = e.input_error(workflow, decoded.options.version, decoded.input))
+    co_return error_response(status::bad_request, "invalid_input", *why);
   auto submitted = co_await e.submit(workflow, decoded.input, decoded.options);
   if (!submitted) co_return from_error(submitted.error());
   auto run = co_await e.get(submitted->id);
@@ -702,6 +707,8 @@ boost::asio::awaitable<response> route(engine& e, const request& req) {
       only(verb::get);
       co_return co_await stats(e, t);
     }
+    if (n >= 3 && path[0] == "v1" && path[1] == "webhooks")
+      co_return co_await deliver_webhook(e, req, path[2]);
     if (n >= 2 && path[0] == "v1") {
       if (n == 4 && path[1] == "workflows" && path[3] == "runs") {
         only(verb::post);
@@ -840,6 +847,22 @@ target parse_target(std::string_view text) {
   return t;
 }
 
+namespace {
+
+/// The target as a log may show it: a (web)hook's token is its authorisation, so it is left out.
+std::string loggable_target(std::string_view target) {
+  for (const std::string_view prefix : {"/v1/hooks/", "/v1/webhooks/"}) {
+    if (target.substr(0, prefix.size()) != prefix) continue;
+    const auto rest = target.substr(prefix.size());
+    const auto end = rest.find_first_of("/?");
+    return std::string(prefix) + "<token>" +
+           std::string(end == std::string_view::npos ? "" : rest.substr(end));
+  }
+  return std::string(target);
+}
+
+}  // namespace
+
 boost::asio::awaitable<response> handle(engine& e, const request& req) {
   std::optional<response> out;
   try {
@@ -847,8 +870,8 @@ boost::asio::awaitable<response> handle(engine& e, const request& req) {
   } catch (const bad_request& b) {
     out = error_response(status::bad_request, b.code, b.message);
   } catch (const std::exception& ex) {
-    log::error("http",
-               std::string(req.method_string()) + " " + std::string(req.target()) + " failed: " + ex.what());
+    log::error("http", std::string(req.method_string()) + " " + loggable_target(req.target()) +
+                           " failed: " + ex.what());
     out = error_response(status::internal_server_error, "internal", "the server failed to answer");
   }
   co_return std::move(*out);

@@ -34,6 +34,7 @@ FROM keel.hooks h )sql";
   sql += live_run_of("h", "r.workflow, r.created_at, r.generation");
   sql += "\nWHERE ";
   if (of_workflow) sql += "h.workflow = $5 AND ";
+  sql += "h.webhook IS NULL AND ";  // a webhook is a machine's endpoint, not a decision for a person
   sql += hook_is_open("h");
   sql += "\n  AND (" + key + R"sql(, h.run_id, h.seq) >
       (greatest(coalesce(timestamptz 'epoch' + ($2::bigint / 1000000) * interval '1 second'

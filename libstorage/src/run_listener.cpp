@@ -115,6 +115,8 @@ void run_listener::dispatch(pg_connection& conn) {
       grew = true;
     } else if (channel == k_frames_channel) {
       if (listeners_.frame && n->extra != nullptr) listeners_.frame(n->extra);
+    } else if (channel == k_webhooks_channel) {
+      if (listeners_.webhook_answered && n->extra != nullptr) listeners_.webhook_answered(n->extra);
     } else {
       runs = true;
     }
@@ -142,7 +144,7 @@ void run_listener::thread_main() {
     if (!listening) {
       if (!conn.exec_script_blocking(std::string("LISTEN ") + k_runs_channel + "; LISTEN " +
                                      k_cancel_channel + "; LISTEN " + k_log_channel + "; LISTEN " +
-                                     k_frames_channel)) {
+                                     k_frames_channel + "; LISTEN " + k_webhooks_channel)) {
         conn.close();
         continue;
       }

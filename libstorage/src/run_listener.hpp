@@ -24,6 +24,9 @@ inline constexpr const char* k_cancel_channel = "keel_cancel";
 inline constexpr const char* k_log_channel = "keel_log";
 /// The channel progress frames cross workers on (payload: the frame, as the engine encodes it).
 inline constexpr const char* k_frames_channel = "keel_frames";
+/// The channel webhook answers are announced on (payload: the webhook's token hash;
+/// sql::set_webhook_response).
+inline constexpr const char* k_webhooks_channel = "keel_webhooks";
 
 /// A thread holding one connection that LISTENs on the channels above and calls the matching listener for
 /// each notification (several runs or log notifications may be folded into one call). Reconnects with

@@ -698,7 +698,7 @@ FROM keel.runs r WHERE id = $1::uuid)sql"};
 // hook_closed), with the run's generation as this snapshot sees it (their tokens derive from it).
 const std::string open_hooks_sql = R"sql(
 SELECT h.seq, h.name, h.metadata::text, (extract(epoch FROM h.created_at) * 1e6)::bigint,
-       (extract(epoch FROM h.expires_at) * 1e6)::bigint, r.generation
+       (extract(epoch FROM h.expires_at) * 1e6)::bigint, r.generation, h.webhook IS NOT NULL
 FROM keel.hooks h JOIN keel.runs r ON r.id = h.run_id
 WHERE h.run_id = $1::uuid AND )sql" +
                                    hook_takes_resume("h", "r") +
@@ -1209,8 +1209,10 @@ WITH fence AS (
   WHERE id = $2::uuid AND owner = $7 AND epoch = $8::bigint AND status = 'running'
   FOR SHARE),
 ins AS (
-  INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at, signature_key, workflow)
-  SELECT decode($1, 'hex'), id, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6), $14::text, workflow
+  INSERT INTO keel.hooks (token_hash, run_id, seq, name, metadata, expires_at, signature_key, workflow,
+                          webhook)
+  SELECT decode($1, 'hex'), id, $3::int, $4, $5::jsonb, to_timestamp($6::bigint / 1e6), $14::text, workflow,
+         $15::jsonb
   FROM fence
   ON CONFLICT (token_hash) DO NOTHING),
 step AS (
@@ -1241,9 +1243,11 @@ WHERE h.token_hash = decode($1, 'hex')
 FOR UPDATE OF r)sql"};
 
 // Then: resumes an open, unexpired hook of a live run ($4: the run is live), wakes the run if it waits for
-// it now, and says what the hook was: (status, expired, same payload, resumed now).
+// it now, and says what the hook was: (status, expired, same payload, resumed now, ..., its webhook rule).
+// A webhook takes only deliveries, a plain hook only resumes ($10): the other kind finds no hook.
 const std::string resume_hook_sql = std::string(R"sql(
-WITH h AS (SELECT * FROM keel.hooks WHERE token_hash = decode($1, 'hex') FOR UPDATE),
+WITH h AS (SELECT * FROM keel.hooks
+           WHERE token_hash = decode($1, 'hex') AND (webhook IS NOT NULL) = $10::bool FOR UPDATE),
 -- A hook with a signature key takes requests signed with it ($5: the keys the request's signature was
 -- verified with), each signed message once ($6: its SHA-256, $7: its time, $8: this call, so that its own
 -- repeat after a lost connection is no replay): a replay finds it recorded (by hook, so that two hooks may
@@ -1311,11 +1315,34 @@ notified AS (SELECT pg_notify('keel_runs', '') FROM wake),
          1::bigint
   FROM wake w WHERE w.waiting_for->>'kind' = 'hook' AND w.waiting_for->>'name' IS NOT NULL)sql") +
                                     R"sql(
-SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(), h.payload = $2::jsonb,
+-- A webhook's request is the same when its method, path, query and body are: a sender's retry changes
+-- headers (a new signature timestamp, a retry count, a proxy's request id).
+SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(),
+       CASE WHEN h.webhook IS NULL THEN h.payload = $2::jsonb
+            ELSE (h.payload - 'headers') = ($2::jsonb - 'headers') END,
        (SELECT count(*) FROM upd), (SELECT count(*) FROM notified), NOT (SELECT ok FROM signed),
-       h.signature_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seen)
+       h.signature_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seen), h.webhook::text
 FROM h)sql";
 const statement resume_hook{"keel_resume_hook", resume_hook_sql.c_str()};
+
+// A webhook's answer, sent by the run that holds the lease (a fenced execution answers nothing): kept with
+// the hook for the request waiting on it, which hears of it from the notification. Returns (the lease held,
+// the run has such a webhook).
+const statement set_webhook_response{"keel_set_webhook_response", R"sql(
+WITH fence AS (
+  SELECT id FROM keel.runs
+  WHERE id = $1::uuid AND owner = $2 AND epoch = $3::bigint AND status = 'running'
+  FOR SHARE),
+upd AS (
+  UPDATE keel.hooks h SET response = $5::jsonb
+  FROM fence WHERE h.run_id = fence.id AND h.seq = $4::int AND h.webhook IS NOT NULL
+  RETURNING h.token_hash),
+notified AS (SELECT pg_notify('keel_webhooks', encode(token_hash, 'hex')) FROM upd)
+SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM upd), (SELECT count(*) FROM notified))sql"};
+
+// The answer a webhook's run sent, if any (NULL: none yet).
+const statement webhook_response{
+    "keel_webhook_response", "SELECT response::text FROM keel.hooks WHERE token_hash = decode($1, 'hex')"};
 
 // Continue as new (fenced by the lease): the run is queued afresh under the same id with a new input, as the
 // next generation. Its history goes — steps, the hooks its steps created (their links stop working: a

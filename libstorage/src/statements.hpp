@@ -61,6 +61,8 @@ extern const statement hook_secret;
 extern const statement create_hook;
 extern const statement resume_hook_lock;
 extern const statement resume_hook;
+extern const statement set_webhook_response;
+extern const statement webhook_response;
 extern const statement retry_run;
 extern const statement retry_lock;
 extern const statement rewind_lock;

@@ -570,6 +570,12 @@ boost::asio::awaitable<result<void>> store::create_hook(const hook_record& h) {
     params.resize(13);
   }
   params.push_back(h.signature_key);
+  if (h.webhook) {
+    if (auto c = impl_->check(*h.webhook, "webhook", h.lease.id); !c) co_return c.error();
+    params.emplace_back(boost::json::serialize(*h.webhook));
+  } else {
+    params.emplace_back(std::nullopt);
+  }
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<void>(pg_connection&)> insert =
       [params = std::move(params)](pg_connection& c) -> result<void> {
@@ -599,12 +605,14 @@ boost::asio::awaitable<result<hook_resume_answer>> store::resume_hook(const hook
                                                  r.signature,
                                                  std::to_string(r.signed_at),
                                                  new_run_id(),  // this call (a UUID), see sql::resume_hook
-                                                 std::to_string(r.replay_window.count())};
+                                                 std::to_string(r.replay_window.count()),
+                                                 r.webhook ? "true" : "false"};
   // One transaction: lock the run row, then resume (see sql::resume_hook_lock). Safe to repeat after a lost
   // connection: a resume with the same payload is an idempotent success.
   std::function<result<hook_resume_answer>(pg_connection&)> resume =
       [params = std::move(params)](pg_connection& c) mutable -> result<hook_resume_answer> {
     std::string run_of;
+    std::optional<boost::json::value> webhook;
     auto run = [&]() -> result<hook_resume_outcome> {
       auto locked = c.exec_blocking(detail::sql::resume_hook_lock, {params[0]});
       if (!locked) return locked.error();
@@ -616,6 +624,7 @@ boost::asio::awaitable<result<hook_resume_answer>> store::resume_hook(const hook
       if (!res) return res.error();
       const PGresult* row = res->get();
       if (PQntuples(row) == 0) return hook_resume_outcome::not_found;
+      if (!PQgetisnull(row, 0, 7)) webhook = detail::parse_json(row, 0, 7);
       // Signatures first: a caller that may not resume the hook learns nothing of its state.
       if (detail::get_text(row, 0, 5) == "t") return hook_resume_outcome::not_signed;
       if (detail::get_text(row, 0, 6) == "t") return hook_resume_outcome::replayed;
@@ -632,12 +641,44 @@ boost::asio::awaitable<result<hook_resume_answer>> store::resume_hook(const hook
     if (!outcome) return outcome.error();
     hook_resume_answer answer;
     answer.outcome = *outcome;
-    if (*outcome != hook_resume_outcome::not_found) answer.run = std::move(run_of);
+    if (*outcome != hook_resume_outcome::not_found) {
+      answer.run = std::move(run_of);
+      answer.webhook = std::move(webhook);
+    }
     return answer;
   };
   auto done = co_await impl_->on_pool<hook_resume_answer>(std::move(resume), impl_->request_deadline());
   if (done) impl_->committed();  // it may have appended to the run log
   co_return done;
+}
+
+boost::asio::awaitable<result<void>> store::set_webhook_response(const lease_token& lease, int seq,
+                                                                 const boost::json::value& response) {
+  if (auto c = impl_->check(response, "webhook response", lease.id); !c) co_return c.error();
+  std::vector<std::optional<std::string>> params{lease.id, lease.owner, std::to_string(lease.epoch),
+                                                 std::to_string(seq), boost::json::serialize(response)};
+  std::function<result<void>(pg_connection&)> set =
+      [params = std::move(params)](pg_connection& c) -> result<void> {
+    auto r = c.exec_blocking(detail::sql::set_webhook_response, params);
+    if (!r) return r.error();
+    if (detail::get_text(r->get(), 0, 0) == "0") return errc::fenced;
+    if (detail::get_text(r->get(), 0, 1) == "0") return errc::not_found;
+    return {};
+  };
+  co_return co_await impl_->on_pool<void>(std::move(set), impl_->request_deadline());
+}
+
+boost::asio::awaitable<result<std::optional<boost::json::value>>> store::webhook_response(
+    const std::string& token_hash) {
+  std::function<result<std::optional<boost::json::value>>(pg_connection&)> read =
+      [token_hash](pg_connection& c) -> result<std::optional<boost::json::value>> {
+    auto r = c.exec_blocking(detail::sql::webhook_response, {token_hash});
+    if (!r) return r.error();
+    if (PQntuples(r->get()) == 0 || PQgetisnull(r->get(), 0, 0)) return std::optional<boost::json::value>();
+    return std::optional<boost::json::value>(detail::parse_json(r->get(), 0, 0));
+  };
+  co_return co_await impl_->on_pool<std::optional<boost::json::value>>(std::move(read),
+                                                                       impl_->request_deadline());
 }
 
 boost::asio::awaitable<result<retry_outcome>> store::retry(const run_id& id) {
@@ -911,6 +952,7 @@ boost::asio::awaitable<result<run_record>> store::get(const run_id& id) {
           h.created_at = detail::from_micros(detail::get_text(hooks->get(), row, 3));
           h.expires_at = detail::opt_time(hooks->get(), row, 4);
           rec.generation = detail::to_int(detail::get_text(hooks->get(), row, 5));  // the hooks' own
+          h.webhook = detail::get_text(hooks->get(), row, 6) == "t";
           rec.hooks.push_back(std::move(h));
         }
         return rec;

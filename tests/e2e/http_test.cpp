@@ -56,6 +56,13 @@ struct served : served_engine {
       auto decision = co_await hook.wait();
       co_return decision ? *decision : json::value("expired");
     });
+    e.register_workflow<std::vector<int>, int>("sum", 1,
+                                               [](context&, std::vector<int> xs) -> asio::awaitable<int> {
+                                                 int total = 0;
+                                                 for (const int x : xs)
+                                                   total += x;
+                                                 co_return total;
+                                               });
     add_workflow(e, "waits", [](context& ctx, json::value) -> asio::awaitable<json::value> {
       auto go = co_await ctx.wait_for_event("go");
       co_return go ? *go : json::value("timed out");
@@ -101,11 +108,24 @@ BOOST_AUTO_TEST_CASE(a_run_is_started_and_read_back_over_one_kept_alive_connecti
   BOOST_TEST(json::serialize(workflows.body) ==
              R"({"workflows":[{"name":"approval","versions":[1],"input_example":null,"description":""},)"
              R"({"name":"echo","versions":[1],"input_example":null,"description":""},)"
+             R"({"name":"sum","versions":[1],"input_example":null,"description":""},)"
              R"({"name":"waits","versions":[1],"input_example":null,"description":""}]})");
   auto conflict =
       c.send(bhttp::verb::post, "/v1/workflows/echo/runs", R"({"input":3,"idempotency_key":"k"})");
   BOOST_TEST(conflict.status == 409);
   BOOST_TEST(conflict.code() == "idempotency_conflict");
+  // A typed workflow's input that does not convert is refused with where it is wrong; no run starts.
+  auto wrong = c.send(bhttp::verb::post, "/v1/workflows/sum/runs", R"({"input":[1,"two",3]})");
+  BOOST_TEST(wrong.status == 400);
+  BOOST_TEST(wrong.code() == "invalid_input");
+  BOOST_TEST(
+      wrong.body.at("error").at("message").as_string().starts_with("the input does not convert: at /1: "),
+      wrong.body);
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs?workflow=sum").body.at("runs").as_array().empty());
+  const std::string sum(
+      c.send(bhttp::verb::post, "/v1/workflows/sum/runs", R"({"input":[1,2,3]})").body.at("id").as_string());
+  BOOST_REQUIRE(wait_until([&] { return status_of_run(c, sum) == "completed"; }, 10s));
+  BOOST_TEST(c.send(bhttp::verb::get, "/v1/runs/" + sum).body.at("output") == json::value(6));
 }
 
 BOOST_AUTO_TEST_CASE(events_and_hooks_resume_waiting_runs, *utf::timeout(60)) {

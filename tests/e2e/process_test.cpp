@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "engine_fixture.hpp"
+#include "scripted_http_server.hpp"
 #include "worker_process.hpp"
 
 using namespace keel;
@@ -28,7 +29,8 @@ namespace {
 struct producer {
   engine e;
   explicit producer(const std::string& db) : e(options_for(db)) {
-    for (const char* name : {"crashable", "noop3", "sleepy", "napper", "family", "looper", "branches"}) {
+    for (const char* name :
+         {"crashable", "noop3", "sleepy", "napper", "family", "looper", "branches", "fetch_then_hold"}) {
       add_workflow(e, name, [](context&, json::value) -> asio::awaitable<json::value> { co_return nullptr; });
     }
     // Declared as the workers declare it (an enqueue records what its engine registered).
@@ -208,6 +210,70 @@ BOOST_AUTO_TEST_CASE(parallel_branches_killed_mid_way_rerun_only_their_unfinishe
   BOOST_TEST(counts[id + " b1b"] == 2);  // interrupted by the kill: the only step run again
   BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 7);  // the parallel (seq 0), 6 branch steps
   BOOST_TEST(query_value(db, "SELECT max(seq) FROM keel.steps") == "6");
+  BOOST_TEST(second.terminate() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_fetch_recorded_before_a_sigkill_is_replayed_without_a_second_request) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects", marker = dir.path() + "/marker";
+  scripted_http_server server;
+  server.script("/charge", [](const seen_request&, int n) {
+    return scripted_reply{200, {}, "response #" + std::to_string(n), 0ms};
+  });
+  producer p(db);
+  const json::value input{{"url", server.base("127.0.0.1") + "/charge"}};
+  auto id = p.e.enqueue_blocking("fetch_then_hold", input).value();
+
+  spawned_worker first(
+      {"--db", db, "--effects", effects, "--lease-ms", "1000", "--hold-ms", "60000", "--marker", marker});
+  BOOST_REQUIRE(wait_until([&] { return !read_lines(marker).empty(); }, 30s));
+  first.kill_hard();  // SIGKILL in step "hold", after the fetch's record committed
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps WHERE name LIKE 'keel.fetch:%'") == 1);
+
+  spawned_worker second({"--db", db, "--effects", effects, "--lease-ms", "1000"});
+  auto run = p.e.wait_blocking(id, 60s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  BOOST_TEST(run->recoveries == 1);
+  BOOST_TEST(run->output.at("body").as_string() == "response #1");
+  BOOST_TEST(server.count() == 1u);  // the second worker replayed the record: no request
+  auto counts = count_lines(effects);
+  BOOST_TEST(counts[id + " saw response #1"] == 2);  // both executions got the same response
+  BOOST_TEST(counts[id + " hold"] == 2);
+  BOOST_TEST(second.terminate() == 0);
+}
+
+BOOST_AUTO_TEST_CASE(a_fetch_cut_short_by_a_sigkill_is_sent_again_with_the_same_idempotency_key) {
+  auto db = fresh_database();
+  temp_dir dir;
+  const std::string effects = dir.path() + "/effects";
+  scripted_http_server server;
+  // The first request is answered only after the worker that sent it was killed.
+  server.script("/charge", [](const seen_request&, int n) {
+    const std::chrono::milliseconds delay = n == 1 ? 60s : 0ms;
+    return scripted_reply{200, {}, "response #" + std::to_string(n), delay};
+  });
+  producer p(db);
+  const json::value input{{"url", server.base("127.0.0.1") + "/charge"}};
+  auto id = p.e.enqueue_blocking("fetch_then_hold", input).value();
+
+  spawned_worker first({"--db", db, "--effects", effects, "--lease-ms", "1000"});
+  BOOST_REQUIRE(wait_until([&] { return server.count() == 1; }, 30s));
+  first.kill_hard();  // SIGKILL while the request is in flight: nothing recorded
+  BOOST_TEST(count_of(db, "SELECT count(*) FROM keel.steps") == 0);
+
+  spawned_worker second({"--db", db, "--effects", effects, "--lease-ms", "1000"});
+  auto run = p.e.wait_blocking(id, 60s);
+  BOOST_REQUIRE(run);
+  BOOST_TEST(to_string(run->status) == "completed");
+  BOOST_TEST(run->output.at("body").as_string() == "response #2");
+  // Sent again, as the server may never have acted on it; the same key lets it tell a repeat from a new
+  // request.
+  const auto seen = server.requests();
+  BOOST_REQUIRE_EQUAL(seen.size(), 2u);
+  BOOST_TEST(!seen[0].header("idempotency-key").empty());
+  BOOST_TEST(seen[0].header("idempotency-key") == seen[1].header("idempotency-key"));
   BOOST_TEST(second.terminate() == 0);
 }
 

@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   if (db.empty() || g_effects.empty()) {
     std::cerr << "usage: keel-test-worker --db CONNINFO --effects FILE [--lease-ms N] [--concurrency N]"
                  " [--hold-ms N --marker FILE] [--max-recoveries N] [--step-ms N] [--iterations N"
-                 " --hold-at I]\n";
+                 " --hold-at I] [--fetch-ca FILE]\n";
     return 2;
   }
 
@@ -73,6 +73,7 @@ int main(int argc, char** argv) {
   o.poll_interval = std::chrono::milliseconds(20);
   o.threads = 2;
   if (auto m = arg(argc, argv, "--max-recoveries"); !m.empty()) o.max_recoveries = std::stoi(m);
+  o.fetch_ca_file = arg(argc, argv, "--fetch-ca");
   o.on_event = [](const keel::run_event& ev) {
     if (ev.what == keel::run_event::kind::completed) append_line(g_effects, ev.id + " completed");
     if (ev.what == keel::run_event::kind::abandoned) append_line(g_effects, ev.id + " abandoned");
@@ -240,6 +241,27 @@ int main(int argc, char** argv) {
         auto b0 = branch(0), b1 = branch(1), b2 = branch(2);
         auto [x, y, z] = co_await ctx.parallel(b0, b1, b2);
         co_return json::value{{"sum", x + y + z}};
+      });
+
+  // fetch_then_hold: ctx.fetch of the input's "url", then step "hold", which announces itself with the marker
+  // file and is held open (to be killed in it). Every execution notes the body it got ("<run id> saw
+  // <body>"): a replay sees the recorded one.
+  engine.register_workflow<json::value, json::value>(
+      "fetch_then_hold", 1, [&](keel::context& ctx, json::value in) -> asio::awaitable<json::value> {
+        keel::fetch_request request;
+        request.url = std::string(in.at("url").as_string());
+        const auto response = co_await ctx.fetch(request);
+        append_line(g_effects, ctx.id() + " saw " + response.body);
+        auto hold_step = [&]() -> asio::awaitable<int> {
+          append_line(g_effects, ctx.id() + " hold");
+          if (!marker.empty()) {
+            append_line(marker, ctx.id());
+            co_await sleep_for(hold);
+          }
+          co_return 1;
+        };
+        co_await ctx.step("hold", hold_step);
+        co_return json::value{{"status", response.status}, {"body", response.body}};
       });
 
   if (auto r = engine.start_blocking(); !r) {

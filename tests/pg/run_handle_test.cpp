@@ -11,10 +11,12 @@
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
 #include <future>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
 #include "engine_fixture.hpp"
+#include "keel/common/log.hpp"
 #include "keel/engine/async.hpp"
 
 using namespace keel;
@@ -310,12 +312,28 @@ BOOST_AUTO_TEST_CASE(the_callers_trace_goes_on_with_the_run_its_steps_and_its_ch
     co_return json::value{{"sent", sent}, {"child", child_trace}};
   });
   BOOST_REQUIRE(e.start_blocking());
+  // Each step's end is logged with the run's trace id (at debug; failures at info).
+  std::mutex lines_mutex;
+  std::vector<std::string> lines;
+  log::set_level(log::level::debug);
+  log::set_sink([&](log::level, std::string_view, std::string_view m) {
+    const std::lock_guard lock(lines_mutex);
+    lines.emplace_back(m);
+  });
   enqueue_options traced;
   traced.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
   auto h = on_engine(e, e.start("parent", json::object{}, traced));
   BOOST_REQUIRE(h);
   auto out = on_engine(e, h->output(10s));
+  log::set_sink({});
+  log::set_level(log::level::info);
   BOOST_REQUIRE(out);
+  const auto logged = std::count_if(lines.begin(), lines.end(), [&](const std::string& l) {
+    return l.find("run " + h->id() +
+                  " (parent) step 'call' step_completed, attempt 1, trace_id "
+                  "4bf92f3577b34da6a3ce929d0e0e4736") != std::string::npos;
+  });
+  BOOST_TEST(logged == 1);
   const std::string sent(out->at("sent").as_string());
   BOOST_TEST(sent.rfind("00-4bf92f3577b34da6a3ce929d0e0e4736-", 0) == 0u, sent);
   BOOST_TEST(sent.find("00f067aa0ba902b7") == std::string::npos, "a span of its own, not the caller's");

@@ -52,7 +52,8 @@ class client {
     for (const auto& [k, v] : headers)
       req.set(k, v);
     if (!body.empty()) {
-      req.set(bhttp::field::content_type, "application/json");
+      if (req.find(bhttp::field::content_type) == req.end())
+        req.set(bhttp::field::content_type, "application/json");
       req.body() = body;
     }
     req.prepare_payload();

@@ -178,12 +178,15 @@ export function renderRun(view, id) {
       for (const name of new Set(run.status === 'waiting' ? eventNames : [])) parts.push(eventSender(name));
       for (const hook of run.hooks ?? []) {
         const expires = parseTime(hook.expires_at);
+        // A webhook waits for a third party's request, not for a person's decision: its URL, no controls.
+        const webhook = hook.kind === 'webhook';
         parts.push(h('div', {class: 'hook', dataset: {hook: hook.name}},
-                     h('h3', {}, `Hook “${hook.name}”`),
+                     h('h3', {}, webhook ? `Webhook “${hook.name}”` : `Hook “${hook.name}”`),
                      h('p', {class: 'muted'}, `created ${relative(parseTime(hook.created_at))}; `,
                        h('span', {class: 'countdown', dataset: {expires: hook.expires_at ?? ''}}, countdown(expires))),
                      hook.metadata !== null && hook.metadata !== undefined ? jsonBlock(hook.metadata, 'Metadata') : null,
-                     decisionControls({...hook, run_id: run.id}, () => reload())));
+                     webhook ? h('p', {}, 'Takes a request at ', h('code', {}, hook.path))
+                             : decisionControls({...hook, run_id: run.id}, () => reload())));
       }
       fill(waiting, parts);
     }

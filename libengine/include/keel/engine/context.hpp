@@ -20,9 +20,11 @@
 #include "keel/common/trace_context.hpp"
 #include "keel/engine/alternatives.hpp"
 #include "keel/engine/error.hpp"
+#include "keel/engine/fetch.hpp"
 #include "keel/engine/json_types.hpp"
 #include "keel/engine/output_stream.hpp"
 #include "keel/engine/step_options.hpp"
+#include "keel/engine/webhook.hpp"
 
 namespace keel {
 
@@ -140,6 +142,7 @@ class hook {
 
  private:
   friend class context;
+  friend class webhook;
   context* ctx_ = nullptr;
   detail::run_state* run_ = nullptr;
   detail::branch_state* made_in_ = nullptr;  ///< the parallel branch that made it (nullptr: main line)
@@ -147,6 +150,32 @@ class hook {
   std::string token_;
   int seq_ = 0;
   std::optional<std::chrono::system_clock::time_point> expires_at_;
+};
+
+/// An endpoint a third party calls (ctx.create_webhook): `/v1/webhooks/<token>[/anything]` takes any
+/// method, and the workflow receives the whole request, verifies it (a signature over its exact bytes) and
+/// answers it: with webhook_options::respond_with, or from a step (respond), while the request waits.
+/// Takes one request; a repeat of the same request (a sender's retry) gets the same answer.
+class webhook {
+ public:
+  [[nodiscard]] const std::string& name() const noexcept { return hook_.name(); }
+  /// 256 random-looking bits, URL-safe: whoever holds it can call the webhook.
+  [[nodiscard]] const std::string& token() const noexcept { return hook_.token(); }
+  /// `/v1/webhooks/<token>`: where keeld takes the request (any path below it too).
+  [[nodiscard]] std::string path() const { return "/v1/webhooks/" + hook_.token(); }
+  [[nodiscard]] std::optional<std::chrono::system_clock::time_point> expires_at() const noexcept {
+    return hook_.expires_at();
+  }
+  /// Waits durably (like hook::wait, one step position) for the request; nullopt once the webhook expired.
+  boost::asio::awaitable<std::optional<webhook_request>> wait();
+  /// Answers the request (one step position, recorded: replays send nothing): the caller waiting on it gets
+  /// this, and so does a repeat of the request. Before the request came, it answers the request to come.
+  /// Pass the response by name (GCC 12).
+  boost::asio::awaitable<void> respond(const webhook_response& response);
+
+ private:
+  friend class context;
+  hook hook_;
 };
 
 /// A child run started by ctx.start_child, not waited for yet: wait for it, or make it an alternative of
@@ -216,6 +245,11 @@ class context {
   /// (GCC 12: no braced temporaries inside a co_await expression).
   boost::asio::awaitable<hook> create_hook(std::string_view name);
   boost::asio::awaitable<hook> create_hook(std::string_view name, const hook_options& options);
+
+  /// Creates a webhook (one step position): like a hook, but its URL takes any method and the workflow
+  /// receives the whole request (webhook::wait), to verify a third party's signature itself and answer it.
+  /// The same token on every replay. Pass options by name (GCC 12).
+  boost::asio::awaitable<webhook> create_webhook(std::string_view name, const webhook_options& options);
 
   /// Waits durably (one step position) for the first of several alternatives to complete — hooks, events
   /// (keel::event_wait) and timers (keel::timer) — and returns which one and its payload. Replays return the
@@ -306,6 +340,17 @@ class context {
   /// generation and its position, so the same on every replay); nullopt when the run has none. Send
   /// `ctx.trace()->traceparent()` on the calls a step makes, so that the callee's spans join the trace.
   [[nodiscard]] std::optional<trace_context> trace() const;
+
+  /// Makes an outbound HTTP/1.1 request as a checkpointed step (one step position) and returns the
+  /// response, whatever its status; replays return the recorded response without a request. TLS
+  /// (https://) verifies the server's certificate and name (SNI) against the system's CAs plus
+  /// engine_options::fetch_ca_file. Connection errors, timeouts, 5xx and 429 are retried per
+  /// `options.retry` (Retry-After honoured; one over retry.max_delay ends them); when they run out, a
+  /// connection error fails the step (code fetch_failed) and a 5xx/429 is returned. Every attempt carries the
+  /// same `Idempotency-Key` (derived from the run and the step position, unless the request sets one) and,
+  /// when the run has a trace context, `traceparent`. Pass the request by name (GCC 12).
+  boost::asio::awaitable<fetch_response> fetch(const fetch_request& request,
+                                               const step_options& options = {});
 
   /// Runs `branches` concurrently (on this run's strand, interleaved at their awaits) and returns their
   /// results as a tuple. Each branch is `awaitable<T>(context&)` and gets a context of its own: its steps
@@ -402,6 +447,7 @@ class context {
   boost::asio::awaitable<boost::json::array> run_compensations();
   friend class detail::engine_impl;
   friend class hook;
+  friend class webhook;
   /// A durable wait at the next step position; returns its record ({"wake_at"}, {"payload"}, {"timed_out"}).
   /// `kind`: 0 sleep, 1 event (`event` = its name), 2 hook (`event` = its name, `hook_seq` its position),
   /// 3 the first of `alternatives` (their deadlines set).
@@ -435,6 +481,10 @@ class context {
   friend class child_run;
   static detail::wait_alternative alternative_of(const child_run& c);
   static detail::wait_alternative alternative_of(const hook& h);
+  /// (The payload a webhook wins with is its request: value_to<webhook_request>.)
+  static detail::wait_alternative alternative_of(const webhook& w) {
+    return alternative_of(w.hook_);
+  }
   static detail::wait_alternative alternative_of(const timer& t);
   static detail::wait_alternative alternative_of(const event_wait& e);
   boost::asio::awaitable<void> run_continue_as_new(boost::json::value input);
@@ -445,10 +495,14 @@ class context {
   boost::asio::awaitable<boost::json::value> branch_wait(std::string name,
                                                          std::vector<detail::wait_alternative> alternatives);
   boost::asio::awaitable<void> branch_sleep(std::string name, std::chrono::system_clock::time_point wake);
+  /// ctx.create_hook, and ctx.create_webhook with its answering rule (`webhook`) and step names.
+  boost::asio::awaitable<hook> make_hook(std::string name, hook_options options,
+                                         std::optional<boost::json::value> webhook);
   boost::asio::awaitable<hook> branch_create_hook(std::string name, std::string secret,
                                                   std::optional<std::chrono::milliseconds> ttl,
                                                   boost::json::value metadata,
-                                                  std::optional<std::string> signature_key);
+                                                  std::optional<std::string> signature_key,
+                                                  std::optional<boost::json::value> webhook);
   boost::asio::awaitable<child_run> branch_start_child(std::string name, std::string workflow,
                                                        boost::json::value input, child_options options);
   /// ctx.child in a branch; `existing`: child_run::wait of a child started in the branch (one attempt).

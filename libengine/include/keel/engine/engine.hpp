@@ -21,6 +21,7 @@
 #include "keel/engine/events.hpp"
 #include "keel/engine/output_stream.hpp"
 #include "keel/engine/run_handle.hpp"
+#include "keel/engine/webhook.hpp"
 #include "keel/engine/workflow.hpp"
 #include "keel/storage/records.hpp"
 #include "keel/storage/schedule_records.hpp"
@@ -225,6 +226,8 @@ struct engine_options {
   std::map<std::string, std::vector<std::string>> webhook_secrets;
   /// How far a signature's timestamp may be from now (either way).
   std::chrono::seconds signature_tolerance{300};
+  /// A PEM file of certificate authorities ctx.fetch trusts besides the system's (e.g. a private CA).
+  std::string fetch_ca_file;
   /// Called for every run_event, from the run's strand (any pool thread). Must not block. This worker's
   /// own view, as it happens (claims, releases and abandoned leases included); engine::stream is the
   /// durable, cross-worker one.
@@ -395,8 +398,26 @@ class engine {
     def.input_example = std::move(input_example);
     def.description = std::move(description);
     register_workflow(std::move(def));
+    if constexpr (!std::is_same_v<Input, boost::json::value>) {
+      set_input_check(ref.name, version, [](const boost::json::value& input) -> std::optional<std::string> {
+        try {
+          auto why = detail::conversion_error<Input>(input);
+          if (why) return "the input does not convert: " + *why;
+          return std::nullopt;
+        } catch (const std::exception& e) {
+          return "the input does not convert: " + std::string(e.what());
+        }
+      });
+    }
     return ref;
   }
+
+  /// Why `input` would fail a run of `workflow` (version `version`, else the newest registered here) at its
+  /// start: its typed body's input does not convert ("the input does not convert: at /amount: ..."). nullopt
+  /// when it converts, the body takes JSON, or the workflow is not registered here (then not checked).
+  /// keeld refuses such a start with 400 invalid_input and this message.
+  [[nodiscard]] std::optional<std::string> input_error(std::string_view workflow, std::optional<int> version,
+                                                       const boost::json::value& input) const;
 
   /// Applies migrations (if enabled; this blocks the calling thread on the database), then claims and runs
   /// work continuously until stop(). Errors: the migration's.
@@ -525,6 +546,17 @@ class engine {
   result<hook_resumption> resume_hook_blocking(std::string_view token, const boost::json::value& payload,
                                                const resume_options& options = {});
 
+  /// Delivers `request` to the webhook with this token (keeld's `/v1/webhooks/<token>[/...]`, any method):
+  /// it becomes the webhook's payload (webhook::wait), and the answer for its sender is the webhook's
+  /// respond_with, or what its run sends (webhook::respond) within the webhook's response_timeout, or none
+  /// (keeld then answers 202: the run has the request). The same request again (a sender's retry) changes
+  /// nothing and gets the same answer. Errors: hook_not_found (no webhook has the token; a plain hook's does
+  /// not count), hook_expired, hook_already_resumed (another request came first), hook_closed (its run
+  /// finished); from storage: payload_too_large, invalid_argument, connection_lost.
+  boost::asio::awaitable<result<webhook_delivery>> deliver_webhook(std::string_view token,
+                                                                   const webhook_request& request);
+  result<webhook_delivery> deliver_webhook_blocking(std::string_view token, const webhook_request& request);
+
   /// A live stream of events (see stream_options): every lifecycle event of the durable run log committed,
   /// on any worker, after this returns, each with its log position, and the progress frames runs publish
   /// (ctx.emit). Independent of every other stream; destroying it unsubscribes it; stop() ends it. To
@@ -626,6 +658,8 @@ class engine {
   [[nodiscard]] storage::store& store() noexcept;
 
  private:
+  void set_input_check(std::string workflow, int version,
+                       std::function<std::optional<std::string>(const boost::json::value&)> check);
   std::unique_ptr<detail::engine_impl> impl_;
 };
 

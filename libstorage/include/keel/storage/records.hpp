@@ -279,8 +279,10 @@ struct open_hook {
   boost::json::value metadata;
   clock::time_point created_at;
   std::optional<clock::time_point> expires_at;
-  /// Where to resume it ("/v1/hooks/<token>"): filled in by the engine, which can derive the token.
+  /// Where to resume it ("/v1/hooks/<token>", "/v1/webhooks/<token>"): filled in by the engine, which can
+  /// derive the token.
   std::string path;
+  bool webhook = false;  ///< resumed by a whole HTTP request (ctx.create_webhook)
 };
 
 /// A snapshot of a run for get().
@@ -510,6 +512,8 @@ struct hook_record {
   std::optional<step_record> step;
   /// The signing key whose secrets a resume must be signed with (none: any resume with the token).
   std::optional<std::string> signature_key;
+  /// A webhook's answering rule (030_webhooks.sql); none: a plain hook.
+  std::optional<boost::json::value> webhook;
 };
 
 /// A resume of a hook by its token's hash.
@@ -525,6 +529,8 @@ struct hook_resume {
   std::int64_t signed_at = 0;  ///< Unix seconds
   /// How long a recorded signature is kept (past which its timestamp is refused anyway).
   std::chrono::seconds replay_window{900};
+  /// A webhook delivery: only a webhook takes it (and a webhook takes nothing else).
+  bool webhook = false;
 };
 
 /// What a resume did.
@@ -543,6 +549,8 @@ enum class hook_resume_outcome {
 struct hook_resume_answer {
   hook_resume_outcome outcome = hook_resume_outcome::not_found;
   run_id run;  ///< empty when no hook has the token
+  /// A webhook's answering rule (hook_record::webhook), when the hook is one.
+  std::optional<boost::json::value> webhook;
 };
 
 /// What a retry did.

@@ -125,6 +125,8 @@ struct store_listeners {
   std::function<void()> log_appended;
   /// A frame some process published (store::publish_frame), this one included.
   std::function<void(std::string_view)> frame;
+  /// A webhook's run answered its request (store::set_webhook_response), in any process: the token hash.
+  std::function<void(std::string_view)> webhook_answered;
 };
 
 class store {
@@ -222,6 +224,17 @@ class store {
   /// now. The outcome says what happened, including the refusals. Errors: payload_too_large,
   /// payload_too_deep, invalid_argument (payload or caller identity), connection_lost.
   boost::asio::awaitable<result<hook_resume_answer>> resume_hook(const hook_resume& r);
+
+  /// Keeps the answer to a webhook's request, sent by its run at position `seq` (the webhook's), for the
+  /// request waiting on it (NOTIFY keel_webhooks with its token hash). Errors: fenced; not_found (no such
+  /// webhook); payload_too_large, payload_too_deep.
+  boost::asio::awaitable<result<void>> set_webhook_response(const lease_token& lease, int seq,
+                                                            const boost::json::value& response);
+
+  /// The answer a webhook's run sent, by the webhook's token hash; nullopt while there is none (or no such
+  /// webhook).
+  boost::asio::awaitable<result<std::optional<boost::json::value>>> webhook_response(
+      const std::string& token_hash);
 
   /// Queues a failed run to continue from its failed step (its earlier checkpoints stay); recorded in its
   /// history. A run whose failure ran compensations is rewound instead to the earliest step they undid
