@@ -57,9 +57,9 @@ std::optional<std::string> invalid_request(const fetch_request& request,
 }
 
 /// "keel.fetch:GET https://api.example.com/v1/charges": at most 255 bytes (the URL is ASCII once parsed).
-std::string step_name(const std::string& method, const detail::http_target& target) {
+std::string step_name(const std::string& shown) {
   std::string name(k_fetch_step_prefix);
-  name.append(method).append(" ").append(target.without_query);
+  name.append(storage::valid_utf8(shown));
   if (name.size() > storage::k_max_key_bytes) name.resize(storage::k_max_key_bytes);
   return name;
 }
@@ -189,7 +189,9 @@ asio::awaitable<fetch_response> context::fetch(const fetch_request& request, con
   // One connection per attempt (no pool): say so, and the server need not wait for another request.
   if (!has_header(headers, "Connection")) headers.emplace_back("Connection", "close");
 
-  const std::string name = step_name(method, *target);
+  // What the history, errors and logs show of the call: the URL can carry a secret in its path.
+  const std::string shown = request.name.empty() ? method + " " + target->without_query : request.name;
+  const std::string name = step_name(shown);
   auto attempts = [&]() -> asio::awaitable<json::value> {
     std::shared_ptr<asio::ssl::context> tls;
     if (target->tls) {
@@ -216,14 +218,13 @@ asio::awaitable<fetch_response> context::fetch(const fetch_request& request, con
       auto outcome = co_await detail::http_exchange(*target, exchange);
       co_await end_if_timed_out(attempt);
       if (outcome.too_large)
-        throw detail::coded_step_failure(std::string(k_response_too_large),
-                                         method + " " + target->without_query + ": " + outcome.error,
+        throw detail::coded_step_failure(std::string(k_response_too_large), shown + ": " + outcome.error,
                                          attempt);
       if (outcome.response && !worth_another_attempt(outcome.response->status))
         co_return record_of(*outcome.response);
       auto give_up = [&]() -> json::value {
         if (outcome.response) return record_of(*outcome.response);
-        std::string message = method + " " + target->without_query + ": " + outcome.error;
+        std::string message = shown + ": " + outcome.error;
         message.append("; gave up after ")
             .append(std::to_string(attempt))
             .append(attempt == 1 ? " attempt" : " attempts");
@@ -242,9 +243,8 @@ asio::awaitable<fetch_response> context::fetch(const fetch_request& request, con
       delay = std::min(delay, retry.max_delay);
       const std::string failure =
           outcome.response ? "HTTP " + std::to_string(outcome.response->status) : outcome.error;
-      log::info("engine", "run " + st.claim.id + ": " + method + " " + target->without_query + " attempt " +
-                              std::to_string(attempt) + " failed (" + failure + "); next in " +
-                              detail::duration_text(delay));
+      log::info("engine", "run " + st.claim.id + ": " + shown + " attempt " + std::to_string(attempt) +
+                              " failed (" + failure + "); next in " + detail::duration_text(delay));
       st.engine.emit(run_event::kind::step_retrying, st, name, attempt, failure);
       // A stop or lost lease that came during the attempt found no wait to cut short: seen before waiting.
       detail::check_interrupt(st, false);

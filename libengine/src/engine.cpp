@@ -18,6 +18,7 @@
 #include "event_hooks.hpp"
 #include "event_triggers.hpp"
 #include "hook_token.hpp"
+#include "http_client.hpp"
 #include "keel/common/log.hpp"
 #include "keel/storage/json_limits.hpp"
 #include "output_state.hpp"
@@ -744,6 +745,7 @@ asio::awaitable<void> engine_impl::stop_on_ctl(std::chrono::milliseconds deadlin
   stopping_.store(true, std::memory_order_release);
   hub_->release_gate();  // runs paused by a stream's consumer go on to their release
   wake_claimer();
+  webhook_waits_ended_.store(true, std::memory_order_release);
   wake_webhook_waiters();  // requests waiting for an answer get 202 now: their runs have them
   // Cut retry backoffs short: each run stops at its next step boundary and is released.
   for (auto& [id, st] : inflight_)  // (an init-capture: clang 14 cannot capture a structured binding)
@@ -969,6 +971,13 @@ engine_metrics engine::metrics() const {
 }
 
 result<void> engine::start_blocking() {
+  // ctx.fetch's TLS context reads the certificate authorities' files: here, on the caller's thread, rather
+  // than on a run's, and a bad fetch_ca_file shows at start rather than at the first fetch.
+  try {
+    (void)detail::tls_client_context(impl_->options_.fetch_ca_file);
+  } catch (const std::exception& e) {
+    log::error("engine", std::string("ctx.fetch over TLS will fail: ") + e.what());
+  }
   return impl_->start();
 }
 boost::asio::awaitable<void> engine::stop(std::chrono::milliseconds deadline) {

@@ -89,6 +89,8 @@ class engine_impl {
   void webhook_answered(std::string_view token_hash);
   /// Every request waiting for an answer looks again (engine stop: they end with none).
   void wake_webhook_waiters();
+  /// engine::end_webhook_waits (or stop) was called.
+  std::atomic<bool> webhook_waits_ended_{false};
   /// The resume of `payload` with `options`' signature verified (run_operations.cpp). Errors:
   /// invalid_signature, signature_expired.
   [[nodiscard]] result<storage::hook_resume> signed_resume(const boost::json::value& payload,

@@ -163,6 +163,15 @@ asio::awaitable<result<webhook_delivery>> engine::deliver_webhook(std::string_vi
   co_return co_await impl_->deliver_webhook(std::move(copied), std::move(payload));
 }
 
+void engine::end_webhook_waits() noexcept {
+  impl_->webhook_waits_ended_.store(true, std::memory_order_release);
+  try {
+    impl_->wake_webhook_waiters();
+  } catch (...) {
+    // (A post that cannot allocate: the waits end at their next poll instead.)
+  }
+}
+
 namespace detail {
 
 struct engine_impl::webhook_waiter {
@@ -216,7 +225,8 @@ asio::awaitable<std::optional<webhook_response>> engine_impl::await_webhook_answ
       }
       if (!answer) log::warn("engine", "cannot read a webhook's answer: " + answer.error().message());
       const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline || stopping()) co_return std::nullopt;  // 202: the run has the request
+      if (now >= deadline || webhook_waits_ended_.load(std::memory_order_acquire))
+        co_return std::nullopt;  // 202: the run has the request
       if (waiter->answered) continue;
       waiter->timer.expires_after(
           std::min<std::chrono::steady_clock::duration>(deadline - now, k_answer_poll));

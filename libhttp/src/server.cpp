@@ -375,6 +375,7 @@ server_stats server::stats() const noexcept {
 void server::stop_blocking(std::chrono::milliseconds deadline) {
   auto st = state_;
   if (st->stopping.exchange(true)) return;
+  st->e.end_webhook_waits();  // a request waiting for its webhook's answer gets 202 now, not at its timeout
   asio::post(st->accept_strand, [st] {
     beast::error_code ignored;
     st->acceptor.close(ignored);

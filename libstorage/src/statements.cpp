@@ -1316,10 +1316,14 @@ notified AS (SELECT pg_notify('keel_runs', '') FROM wake),
   FROM wake w WHERE w.waiting_for->>'kind' = 'hook' AND w.waiting_for->>'name' IS NOT NULL)sql") +
                                     R"sql(
 -- A webhook's request is the same when its method, path, query and body are: a sender's retry changes
--- headers (a new signature timestamp, a retry count, a proxy's request id).
+-- headers (a new signature timestamp, a retry count, a proxy's request id). (Fields picked with ->, which
+-- is NULL on a plain hook's scalar payload: the planner may fold either branch of the CASE, and `-` raises.)
 SELECT h.status, h.expires_at IS NOT NULL AND h.expires_at <= now(),
        CASE WHEN h.webhook IS NULL THEN h.payload = $2::jsonb
-            ELSE (h.payload - 'headers') = ($2::jsonb - 'headers') END,
+            ELSE (h.payload->'method', h.payload->'path', h.payload->'query', h.payload->'body',
+                  h.payload->'body_base64') IS NOT DISTINCT FROM
+                 ($2::jsonb->'method', $2::jsonb->'path', $2::jsonb->'query', $2::jsonb->'body',
+                  $2::jsonb->'body_base64') END,
        (SELECT count(*) FROM upd), (SELECT count(*) FROM notified), NOT (SELECT ok FROM signed),
        h.signature_key IS NOT NULL AND NOT EXISTS (SELECT 1 FROM seen), h.webhook::text
 FROM h)sql";

@@ -8,6 +8,7 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <string>
+#include <thread>
 
 #include "engine_fixture.hpp"
 #include "http_client.hpp"
@@ -91,6 +92,16 @@ asio::awaitable<json::value> bad_answer(context& ctx, json::value) {
   co_return json::value(never.path());
 }
 
+/// A webhook whose run answers late: a request waits for up to a minute.
+asio::awaitable<json::value> late_answer(context& ctx, json::value) {
+  webhook_options options;
+  options.response_timeout = std::chrono::minutes(1);
+  auto late = co_await ctx.create_webhook("late", options);
+  auto request = co_await late.wait();
+  co_await ctx.wait_for_event("answer");
+  co_return json::value(request->body);
+}
+
 asio::awaitable<json::value> plain_hook(context& ctx, json::value) {
   auto h = co_await ctx.create_hook("approve");
   auto payload = co_await h.wait();
@@ -105,6 +116,7 @@ struct served : served_engine {
     add_workflow(e, "slow_answer", slow_answer);
     add_workflow(e, "plain_hook", plain_hook);
     add_workflow(e, "bad_answer", bad_answer);
+    add_workflow(e, "late_answer", late_answer);
   }
 };
 
@@ -276,6 +288,30 @@ BOOST_AUTO_TEST_CASE(requests_a_webhook_cannot_take_get_typed_errors, *utf::time
   auto ok = again.send(bhttp::verb::post, webhook, body,
                        {{"Stripe-Signature", webhook_signature(k_stripe_secret, body, unix_now())}});
   BOOST_TEST(ok.status == 200);
+}
+
+BOOST_AUTO_TEST_CASE(a_server_stopping_answers_waiting_requests_202_at_once, *utf::timeout(60)) {
+  std::optional<served> srv(std::in_place);
+  client c(srv->s->port());
+  const auto id = start(c, "late_answer");
+  const auto path = hook_path(c, id);
+  client waiting(srv->s->port());
+  std::optional<reply> answered;
+  std::thread sender([&] { answered = waiting.send(bhttp::verb::post, path, "kept"); });
+  // The run took the request (it waits for its event now), and the sender waits for the answer.
+  BOOST_REQUIRE(wait_until(
+      [&] {
+        const auto run = run_of(c, id);
+        return run.at("status") == "waiting" && run.at("waiting_for").at("kind") == "event";
+      },
+      10s));
+  const auto began = std::chrono::steady_clock::now();
+  srv->s->stop_blocking();
+  sender.join();
+  BOOST_TEST((std::chrono::steady_clock::now() - began < 10s));  // not the minute the request could wait
+  BOOST_REQUIRE(answered);
+  BOOST_TEST(answered->status == 202);
+  BOOST_TEST(answered->body.at("run_id").as_string() == id);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -76,6 +76,7 @@ fetch_request request_from(const json::object& in) {
   fetch_request r;
   r.url = std::string(in.at("url").as_string());
   if (const auto* m = in.if_contains("method")) r.method = std::string(m->as_string());
+  if (const auto* n = in.if_contains("name")) r.name = std::string(n->as_string());
   if (const auto* b = in.if_contains("body")) r.body = std::string(b->as_string());
   if (const auto* h = in.if_contains("headers")) {
     for (const auto& f : h->as_array())
@@ -206,8 +207,16 @@ BOOST_AUTO_TEST_CASE(an_https_get_and_post_return_the_response_and_carry_key_tra
   BOOST_TEST(post.output.at("body").as_string() == "got some data");
   BOOST_TEST(post.output.at("x_test").as_string() == "POST");
 
-  const auto seen = server.requests();
-  BOOST_REQUIRE_EQUAL(seen.size(), 2u);
+  // A URL whose path holds a secret: the step is named by the caller, and the path shows nowhere.
+  auto secret = f.run(
+      json::value{{"url", server.base() + "/hello/bot-s3cr3t"}, {"name", "telegram sendMessage"}}, traced);
+  BOOST_REQUIRE_EQUAL(secret.steps.size(), 1u);
+  BOOST_TEST(secret.steps[0].name == "keel.fetch:telegram sendMessage");
+  BOOST_TEST(json::serialize(secret.output).find("s3cr3t") == std::string::npos);
+
+  auto seen = server.requests();
+  BOOST_REQUIRE_EQUAL(seen.size(), 3u);
+  seen.pop_back();
   for (const auto& r : seen) {
     BOOST_TEST(r.sni == "localhost");
     BOOST_TEST(r.header("host") == "localhost:" + std::to_string(server.port()));

@@ -556,6 +556,10 @@ class engine {
   boost::asio::awaitable<result<webhook_delivery>> deliver_webhook(std::string_view token,
                                                                    const webhook_request& request);
   result<webhook_delivery> deliver_webhook_blocking(std::string_view token, const webhook_request& request);
+  /// Deliveries waiting for their run's answer end now, and later ones do not wait (none: keeld's 202; the
+  /// runs have the requests): for a server shutting down, which would otherwise wait out their timeouts.
+  /// Thread-safe. stop() does it too.
+  void end_webhook_waits() noexcept;
 
   /// A live stream of events (see stream_options): every lifecycle event of the durable run log committed,
   /// on any worker, after this returns, each with its log position, and the progress frames runs publish

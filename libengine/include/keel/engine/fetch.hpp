@@ -22,6 +22,10 @@ struct fetch_request {
   std::string url;
   http_fields headers;
   std::string body;
+  /// What the step is called after `keel.fetch:` (its record, the run's history, errors and logs show it).
+  /// Empty: `<METHOD> <scheme://host/path>` — name it when the path holds a secret (a bot token, a Slack
+  /// incoming-webhook URL). Must be the same on every execution, like a step's name.
+  std::string name;
   /// Each attempt (connect, TLS handshake, request and response) ends after this long, and counts as a
   /// connection error.
   std::chrono::milliseconds timeout{30'000};
