@@ -145,7 +145,10 @@ void enqueue_small_runs_blocking(engine& e, const std::string& phase, phase_mark
         input["phase"] = phase;
         input["n"] = n;
         p.enqueued[n] = now_ns();
-        auto r = co_await e.enqueue(std::string(k_tenant), json::value(std::move(input)));
+        // Named: GCC 12 destroys temporaries of a co_await expression twice.
+        const json::value payload(std::move(input));
+        const enqueue_options defaults;
+        auto r = co_await e.enqueue(k_tenant, payload, defaults);
         p.acknowledged[n] = now_ns();
         if (!r) {
           std::lock_guard lock(s->mutex);

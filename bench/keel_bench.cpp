@@ -472,7 +472,8 @@ asio::awaitable<void> enqueue_some(engine& e, std::shared_ptr<enqueue_state> s) 
       options.concurrency_key = std::string("tenant-").append(std::to_string(i % k_keys));
       options.concurrency_limit = k_key_limit;
     }
-    auto r = co_await e.enqueue(k_noop3, json::value(std::move(input)), options);
+    const json::value payload(std::move(input));  // named: GCC 12 (temporaries in co_await)
+    auto r = co_await e.enqueue(k_noop3, payload, options);
     if (r) {
       s->enqueued.fetch_add(1, std::memory_order_relaxed);
     } else {

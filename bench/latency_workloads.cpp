@@ -375,7 +375,10 @@ class token_book {
 asio::awaitable<enqueue_timing> timed_resume(engine& e, std::string token, run_id id) {
   enqueue_timing t;
   t.called = steady::now();
-  auto r = co_await e.resume_hook(token, json::value(true));
+  // Named: GCC 12 destroys temporaries of a co_await expression (the defaulted options too) twice.
+  const json::value payload(true);
+  const resume_options options;
+  auto r = co_await e.resume_hook(token, payload, options);
   t.returned = steady::now();
   if (r) {
     t.id = std::move(id);
