@@ -9,7 +9,6 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/value_from.hpp>
 #include <boost/json/value_to.hpp>
-#include <cctype>
 #include <cstdio>
 
 #include "coded_step_failure.hpp"
@@ -34,8 +33,7 @@ constexpr std::string_view k_fetch_failed = "fetch_failed";
 constexpr std::string_view k_response_too_large = "response_too_large";
 
 bool has_header(const http_fields& headers, std::string_view name) {
-  return std::any_of(headers.begin(), headers.end(),
-                     [&](const auto& f) { return detail::iequals(f.first, name); });
+  return detail::find_field(headers, name).has_value();
 }
 
 /// What is wrong with `request`, if anything (and its URL taken apart into `target` when that much is right).

@@ -28,6 +28,8 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "http_message_json.hpp"
+
 #ifndef KEEL_VERSION
 #define KEEL_VERSION "0"
 #endif
@@ -49,12 +51,6 @@ bool is_host_name(std::string_view host) {
   return !host.empty() && std::all_of(host.begin(), host.end(), [](unsigned char c) {
     return std::isalnum(c) != 0 || c == '-' || c == '.' || c == '_';
   });
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(),
-                    [](unsigned char x, unsigned char y) { return std::tolower(x) == std::tolower(y); });
 }
 
 /// "timed out after 30s connecting to host:443".

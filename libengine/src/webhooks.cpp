@@ -7,7 +7,6 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
-#include <cctype>
 
 #include "engine_impl.hpp"
 #include "hook_token.hpp"

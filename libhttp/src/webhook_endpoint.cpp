@@ -39,8 +39,7 @@ boost::asio::awaitable<response> deliver_webhook(engine& e, const request& req, 
   for (const auto& [name, value] : r->response->headers)
     res.insert(name, value);
   // The run's content is served from keeld's origin: never sniffed into something runnable there.
-  if (res.find("X-Content-Type-Options") == res.end())
-    res.set("X-Content-Type-Options", "nosniff");
+  if (res.find("X-Content-Type-Options") == res.end()) res.set("X-Content-Type-Options", "nosniff");
   // (The engine refuses a body on these; an answer that carries one anyway must not break the connection.)
   const auto status = r->response->status;
   if (status != 204 && status != 304) res.body() = std::move(r->response->body);

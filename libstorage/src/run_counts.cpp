@@ -40,7 +40,8 @@ SELECT (extract(epoch FROM now()) * 1e6)::bigint,
        (SELECT count(*) FROM (
           SELECT 1 FROM keel.hooks h )sql" +
                                       live_run_of("h", "1") + R"sql(
-          WHERE h.webhook IS NULL AND )sql" + hook_is_open("h") +
+          WHERE h.webhook IS NULL AND )sql" +
+                                      hook_is_open("h") +
                                       R"sql(
           LIMIT $1::int) h))sql";
 
