@@ -1,8 +1,10 @@
 // Reading the durable run log (013_run_log.sql): pages in the order no later commit can break.
 #include "keel/storage/json_limits.hpp"
 #include "keel/storage/store.hpp"
+#include "pg_array.hpp"
 #include "pg_connection.hpp"
 #include "statements.hpp"
+#include "step_details_cache.hpp"
 #include "step_rows.hpp"
 #include "store_impl.hpp"
 
@@ -36,47 +38,132 @@ log_page read_page(const PGresult* res, std::int64_t after) {
   return page;
 }
 
-/// A follow_log result: events without their run's columns, a checkpointed step's details built here from
-/// its stored columns (the same document read_log returns).
-log_follow_page read_follow_page(const PGresult* res, std::int64_t after, std::size_t limit) {
-  log_follow_page out;
-  const auto removed = std::stoll(std::string(detail::get_text(res, 0, 0)));
-  if (removed > after) out.page.gap_until = removed;
-  out.top = std::stoll(std::string(detail::get_text(res, 0, 15)));
-  out.held_back = detail::get_text(res, 0, 16) == "t";
-  auto number = [&](int row, int col) { return std::stoll(std::string(detail::get_text(res, row, col))); };
+/// A step event whose details the follower could not take from the cache, and where it sits.
+struct step_reference {
+  std::size_t event;  ///< index in the page
+  std::string run;
+  std::string seq, epoch, log_pos;
+  int index;  ///< the event's place in its log row, 1-based
+};
+
+std::optional<std::vector<std::optional<std::string>>> column_array(const PGresult* res, int row, int col,
+                                                                    std::size_t n) {
+  if (PQgetisnull(res, row, col)) return std::vector<std::optional<std::string>>(n);  // no steps in the row
+  auto a = detail::parse_text_array(detail::get_text(res, row, col));
+  if (a && a->size() != n) return std::nullopt;
+  return a;
+}
+
+/// The details of `refs` read from keel.steps (or from their log rows, when the step rows are gone since).
+result<void> read_step_details(detail::pg_connection& c, const std::vector<step_reference>& refs,
+                               std::vector<log_event>& events) {
+  auto joined = [&](auto member, bool quoted) {
+    std::string out = "{";
+    for (std::size_t i = 0; i < refs.size(); ++i) {
+      if (i) out.push_back(',');
+      if (quoted) out.push_back('"');
+      out += member(refs[i]);
+      if (quoted) out.push_back('"');
+    }
+    out.push_back('}');
+    return out;
+  };
+  std::vector<std::optional<std::string>> params{
+      joined([](const step_reference& r) { return r.run; }, true),
+      joined([](const step_reference& r) { return r.seq; }, false),
+      joined([](const step_reference& r) { return r.epoch; }, false),
+      joined([](const step_reference& r) { return r.log_pos; }, false),
+      joined([](const step_reference& r) { return std::to_string(r.index); }, false)};
+  auto r = c.exec_blocking(detail::sql::step_details, params);
+  if (!r) return r.error();
+  const PGresult* res = r->get();
+  auto number = [&](int row, int col) { return detail::to_int64(detail::get_text(res, row, col)); };
   for (int row = 0; row < PQntuples(res); ++row) {
-    if (PQgetisnull(res, row, 1)) continue;
-    log_event e;
-    e.pos = number(row, 1);
-    e.run = std::string(detail::get_text(res, row, 2));
-    e.kind = std::string(detail::get_text(res, row, 3));
-    e.at = detail::from_micros(detail::get_text(res, row, 4));
-    if (!PQgetisnull(res, row, 5)) {
-      e.data = detail::parse_json(res, row, 5);
-    } else {
-      boost::json::object step;
-      if (!PQgetisnull(res, row, 14)) step["seq"] = number(row, 14);
-      if (PQgetisnull(res, row, 6)) {
-        step["discarded"] = true;  // removed since (a retry or rewind running at this moment)
+    const auto ord = static_cast<std::size_t>(number(row, 0));
+    if (ord == 0 || ord > refs.size()) continue;
+    auto& e = events[refs[ord - 1].event];
+    if (PQgetisnull(res, row, 1)) {
+      e.data = detail::parse_json(res, row, 9);  // removed since: its details moved into the log row
+      continue;
+    }
+    boost::json::object step;
+    step["seq"] = detail::to_int64(refs[ord - 1].seq);
+    step["name"] = detail::get_text(res, row, 1);
+    step["output"] = detail::parse_json(res, row, 2);
+    step["error"] = detail::parse_json(res, row, 3);
+    step["attempts"] = number(row, 4);
+    step["started_at"] = number(row, 5);
+    step["duration_us"] = number(row, 6) - number(row, 5);
+    if (!PQgetisnull(res, row, 7)) {
+      step["branch"] = detail::get_text(res, row, 7);
+      step["branch_seq"] = number(row, 8);
+    }
+    e.data = std::move(step);
+  }
+  return {};
+}
+
+/// A follow_log result: the log rows' events after `after`, at most `limit`. A checkpointed step's details
+/// (the same document read_log returns) come from `steps` when this process wrote it, else from keel.steps.
+result<log_follow_page> read_follow_page(detail::pg_connection& c, const PGresult* res, std::int64_t after,
+                                         std::size_t limit, detail::step_details_cache& steps) {
+  log_follow_page out;
+  const auto removed = detail::to_int64(detail::get_text(res, 0, 0));
+  if (removed > after) out.page.gap_until = removed;
+  out.top = detail::to_int64(detail::get_text(res, 0, 1));
+  out.held_back = detail::get_text(res, 0, 2) == "t";
+  auto& events = out.page.events;
+  std::vector<step_reference> missing;
+  for (int row = 0; row < PQntuples(res) && events.size() < limit; ++row) {
+    if (PQgetisnull(res, row, 3)) continue;
+    const auto pos = detail::to_int64(detail::get_text(res, row, 3));
+    const auto n = static_cast<std::size_t>(detail::to_int64(detail::get_text(res, row, 4)));
+    const auto at = detail::from_micros(detail::get_text(res, row, 5));
+    auto runs = column_array(res, row, 6, n);
+    auto kinds = column_array(res, row, 7, n);
+    auto data = column_array(res, row, 8, n);
+    auto seqs = column_array(res, row, 9, n);
+    auto epochs = column_array(res, row, 10, n);
+    if (!runs || !kinds || !data || !seqs || !epochs) {
+      log::error("storage", "log row " + std::to_string(pos) + " cannot be read");
+      return errc::invalid_argument;
+    }
+    for (std::size_t i = 0; i < n && events.size() < limit; ++i) {
+      const auto event_pos = pos + static_cast<std::int64_t>(i);
+      if (event_pos <= after) continue;
+      log_event e;
+      e.pos = event_pos;
+      e.run = (*runs)[i].value_or("");
+      e.kind = (*kinds)[i].value_or("");
+      e.at = at;
+      if ((*data)[i]) {
+        e.data = detail::parse_stored_json(*(*data)[i]);
       } else {
-        step["name"] = detail::get_text(res, row, 6);
-        step["output"] = PQgetisnull(res, row, 7) ? boost::json::value() : detail::parse_json(res, row, 7);
-        step["error"] = PQgetisnull(res, row, 8) ? boost::json::value() : detail::parse_json(res, row, 8);
-        step["attempts"] = number(row, 9);
-        step["started_at"] = number(row, 10);
-        step["duration_us"] = number(row, 11) - number(row, 10);
-        if (!PQgetisnull(res, row, 12)) {
-          step["branch"] = detail::get_text(res, row, 12);
-          step["branch_seq"] = number(row, 13);
+        // Logged by reference to its step row. A start takes its details from the end after it (below).
+        boost::json::object step;
+        const auto& seq = (*seqs)[i];
+        if (seq) step["seq"] = detail::to_int64(*seq);
+        step["discarded"] = true;  // unless found
+        const auto& epoch = (*epochs)[i];
+        if (e.kind != "step_started" && seq && epoch) {
+          if (auto d = steps.take(e.run, detail::to_int64(*epoch), detail::to_int(*seq))) {
+            e.data = std::move(*d);
+          } else {
+            missing.push_back(step_reference{events.size(), e.run, *seq, *epoch, std::to_string(pos),
+                                             static_cast<int>(i + 1)});
+            e.data = std::move(step);
+          }
+        } else {
+          e.data = std::move(step);
         }
       }
-      e.data = std::move(step);
+      events.push_back(std::move(e));
     }
-    out.page.events.push_back(std::move(e));
   }
-  // A step_started logged by reference (no columns read) takes its step's from the end that follows it.
-  auto& events = out.page.events;
+  if (!missing.empty()) {
+    if (auto r = read_step_details(c, missing, events); !r) return r.error();
+  }
+  // A step_started logged by reference takes its step's from the end that follows it.
   for (std::size_t i = 0; i + 1 < events.size(); ++i) {
     auto& start = events[i];
     if (start.kind != "step_started" || !start.data.is_object() || start.data.as_object().contains("name"))
@@ -154,13 +241,15 @@ boost::asio::awaitable<result<log_page>> store::read_log(std::int64_t after, std
 
 boost::asio::awaitable<result<log_follow_page>> store::follow_log(std::int64_t after, std::size_t limit) {
   if (limit > k_max_log_page || after < 0) co_return errc::invalid_argument;
+  impl_->step_details_.followed();
   std::vector<std::optional<std::string>> params{std::to_string(after), std::to_string(limit)};
   // Named first (GCC 12 destroys a closure temporary inside a co_await expression twice).
   std::function<result<log_follow_page>(detail::pg_connection&)> read =
-      [params = std::move(params), after, limit](detail::pg_connection& c) -> result<log_follow_page> {
+      [params = std::move(params), after, limit,
+       &steps = impl_->step_details_](detail::pg_connection& c) -> result<log_follow_page> {
     auto r = c.exec_blocking(detail::sql::follow_log, params);
     if (!r) return r.error();
-    return read_follow_page(r->get(), after, limit);
+    return read_follow_page(c, r->get(), after, limit, steps);
   };
   co_return co_await impl_->on_pool<log_follow_page>(std::move(read), impl_->request_deadline());
 }

@@ -47,6 +47,7 @@ extern const statement list_unclaimable_runs;
 extern const statement list_unclaimable_runs_of_workflow;
 extern const statement live_versions;
 extern const statement follow_log;
+extern const statement step_details;
 extern const statement run_tree;
 extern const statement runs_meta;
 extern const statement trim_log;

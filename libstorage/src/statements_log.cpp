@@ -69,30 +69,25 @@ LEFT JOIN LATERAL (
   ORDER BY l.pos, x.i LIMIT $2::int) e ON true
 ORDER BY e.pos)sql";
 
-// A follower's read: the events after $1 as read_log orders them, with two more columns on every row:
-// `top`, the first position not yet readable (events of transactions still in progress, or younger than
-// one, start there), and `held`, whether committed events wait at or past it (an older transaction is
-// still in progress: read again soon). Leaner than read_log, since it runs all the time: no run columns
-// (the follower knows its runs), a checkpointed step's columns as they are stored, not as a document, and
-// none for a step_started logged by reference (its step's end follows it in the same row, with them).
-// With $2 = 0, only the horizon row: where a follower that starts now begins.
+// A follower's read: the log rows after $1 as read_log orders them, whole (arrays as the server prints
+// them: unnesting, sorting and joining each event costs the database several times more than reading the
+// rows), at most $2 of them and only while the events before each row number fewer than $2. Every row of the
+// result also carries `top`, the first position not yet readable (events of transactions still in progress,
+// or younger than one, start there), and `held`, whether committed events wait at or past it (an older
+// transaction is still in progress: read again soon). A checkpointed step's details are not read here (see
+// step_details). With $2 = 0, only the horizon row: where a follower that starts now begins.
 const std::string follow_log_sql = R"sql(
 WITH t AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20 AS top)
-SELECT h.removed, e.pos, e.run, e.kind, e.at, e.data, e.name, e.output, e.error, e.attempts, e.started,
-       e.finished, e.branch, e.branch_seq, e.seq, t.top, EXISTS (SELECT 1 FROM keel.run_log WHERE pos >= t.top)
+SELECT h.removed, t.top, EXISTS (SELECT 1 FROM keel.run_log WHERE pos >= t.top),
+       e.pos, e.n, keel.micros(e.at), e.runs::text, e.kinds::text, e.data::text, e.seqs::text, e.epochs::text
 FROM keel.run_log_horizon h CROSS JOIN t
 LEFT JOIN LATERAL (
-  SELECT l.pos + x.i - 1 AS pos, x.run::text AS run, x.kind, keel.micros(l.at) AS at, x.data::text AS data,
-         s.name, s.output::text AS output, s.error::text AS error, s.attempts,
-         keel.micros(s.started_at) AS started, keel.micros(s.finished_at) AS finished, s.branch, s.branch_seq,
-         x.seq
-  FROM keel.run_log l
-  CROSS JOIN LATERAL unnest(l.runs, l.kinds, l.data, l.seqs, l.epochs) WITH ORDINALITY x(run, kind, data, seq, epoch, i)
-  LEFT JOIN keel.steps s ON x.data IS NULL AND x.kind <> 'step_started' AND s.run_id = x.run AND s.seq = x.seq
-                         AND s.epoch = x.epoch
-  WHERE l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint AND l.pos < t.top
-    AND l.pos + x.i - 1 > $1::bigint
-  ORDER BY l.pos, x.i LIMIT $2::int) e ON true
+  SELECT w.* FROM (
+    SELECT l.*, sum(l.n) OVER (ORDER BY l.pos) - l.n AS before
+    FROM (SELECT * FROM keel.run_log l
+          WHERE l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint AND l.pos < t.top
+          ORDER BY l.pos LIMIT $2::int) l) w
+  WHERE w.before < $2::int) e ON true
 ORDER BY e.pos)sql";
 
 }  // namespace
@@ -100,6 +95,19 @@ ORDER BY e.pos)sql";
 const statement read_log{"keel_read_log", read_log_sql.c_str()};
 const statement read_runs_log{"keel_read_runs_log", read_runs_log_sql.c_str()};
 const statement follow_log{"keel_follow_log", follow_log_sql.c_str()};
+
+// The details of checkpointed steps that log events refer to: $1..$3 (uuid[], int[], bigint[]) the steps'
+// run, seq and epoch, $4 and $5 (bigint[], int[]) the log row holding each event and the event's place in
+// it (1-based). Where the step row is gone (a rewind or retention removed it since the log was read), the
+// details it copied into the log row instead. Returns, per event found, its ordinal in the arguments.
+const statement step_details{"keel_step_details", R"sql(
+SELECT x.ord, s.name, s.output::text, s.error::text, s.attempts, keel.micros(s.started_at),
+       keel.micros(s.finished_at), s.branch, s.branch_seq, l.data[x.i]::text
+FROM unnest($1::uuid[], $2::int[], $3::bigint[], $4::bigint[], $5::int[])
+     WITH ORDINALITY x(run, seq, epoch, log_pos, i, ord)
+LEFT JOIN keel.steps s ON s.run_id = x.run AND s.seq = x.seq AND s.epoch = x.epoch
+LEFT JOIN keel.run_log l ON s.run_id IS NULL AND l.pos = x.log_pos
+WHERE s.run_id IS NOT NULL OR l.data[x.i] IS NOT NULL)sql"};
 
 // The workflow and parent of runs ($1: uuid[]).
 const statement runs_meta{

@@ -319,9 +319,10 @@ boost::asio::awaitable<result<output_page>> store::read_output(const run_id& run
 boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp) {
   if (auto c = impl_->check(cp.step.output, "step output", cp.lease.id); !c) co_return c.error();
   if (auto c = impl_->check(cp.step.error, "step error", cp.lease.id); !c) co_return c.error();
+  auto name = valid_utf8(cp.step.name);
   auto row = detail::lease_row(cp.lease);
   row.num("seq", cp.step.seq)
-      .str("name", valid_utf8(cp.step.name))
+      .str("name", name)
       .str("status", cp.step.failed ? "failed" : "completed")
       .value("output", cp.step.output)
       .value("error", cp.step.error)
@@ -331,7 +332,11 @@ boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp
   if (cp.step.branch) row.str("branch", valid_utf8(*cp.step.branch)).num("branch_seq", cp.step.branch_seq);
   if (cp.step.log_start) row.value("log_start", boost::json::value(true));
   auto text = std::move(row).finish();
-  co_return co_await impl_->write_fenced(detail::checkpoint_kind(), std::move(text));
+  // Before it is sent: a log follower woken by its commit finds the details here (step_details_cache).
+  impl_->step_details_.put(cp.lease.id, cp.lease.epoch, cp.step, name);
+  auto written = co_await impl_->write_fenced(detail::checkpoint_kind(), std::move(text));
+  if (!written) impl_->step_details_.drop(cp.lease.id, cp.lease.epoch, cp.step.seq);
+  co_return written;
 }
 
 boost::asio::awaitable<result<void>> store::finish(const run_finish& f) {

@@ -17,6 +17,7 @@
 #include "keel/storage/store.hpp"
 #include "row_text.hpp"
 #include "run_listener.hpp"
+#include "step_details_cache.hpp"
 #include "write_kinds.hpp"
 
 namespace keel::storage::detail {
@@ -125,6 +126,9 @@ class store_impl {
 
   store_options options_;
   connection_config config_;
+  /// Checkpointed steps' details for the run log's follower (store::follow_log). Before pool_: its jobs
+  /// use it until the pool is gone.
+  step_details_cache step_details_;
   connection_pool pool_;
   group_writer writer_;
   /// A claim from its submission to its commit, in seconds.

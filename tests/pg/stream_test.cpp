@@ -122,6 +122,82 @@ BOOST_AUTO_TEST_CASE(a_stream_gets_every_logged_event_of_both_workers_once_in_lo
   BOOST_TEST(!pull(*s, 300ms));  // nothing twice
 }
 
+// The follower reads log rows whole and takes a step's details from the checkpoint its own worker just
+// wrote, or from keel.steps for another worker's: either way each step event says what the log says.
+BOOST_AUTO_TEST_CASE(step_details_are_the_logs_whichever_worker_wrote_them, *utf::timeout(120)) {
+  auto db = fresh_database();
+  engine a(options_for(db)), b(options_for(db));
+  // Outputs that array quoting must carry through: quotes, backslashes, commas, braces, "NULL", unicode.
+  const json::value tricky{{"q", "say \"hi\", {x}\\n"},
+                           {"null", "NULL"},
+                           {"list", json::array{1, "a,b", nullptr, json::object{{"}", "{"}}}},
+                           {"text", "\u00e9t\u00e9 \xe2\x9c\x93"}};
+  for (auto* e : {&a, &b}) {
+    add_workflow(*e, "details", [tricky](context& ctx, json::value in) -> asio::awaitable<json::value> {
+      auto first = [tricky] { return tricky; };
+      co_await ctx.step("first, \"quoted\"", first);
+      auto plain = [in] { return in; };
+      co_await ctx.step("plain", plain);
+      auto fails = []() -> int { throw std::runtime_error("no, \"really\" {}"); };
+      step_options once;
+      once.retry.max_attempts = 1;
+      try {
+        co_await ctx.step("fails", fails, once);
+      } catch (const step_failed_error&) {
+      }
+      co_return json::value("done");
+    });
+  }
+  BOOST_REQUIRE(a.start_blocking());
+  BOOST_REQUIRE(b.start_blocking());
+  auto s = a.stream_blocking();
+  BOOST_REQUIRE(s);
+  std::vector<run_id> ids;
+  for (int i = 0; i < 20; ++i)
+    ids.push_back((i % 2 ? a : b).enqueue_blocking("details", json::value(i)).value());
+  for (const auto& id : ids)
+    BOOST_REQUIRE(a.wait_blocking(id, 30s));
+  std::map<std::int64_t, storage::log_event> logged;
+  for (std::int64_t after = 0;;) {
+    auto page = a.read_log_blocking(after);
+    BOOST_REQUIRE(page);
+    if (page->events.empty()) break;
+    after = page->events.back().pos;
+    for (auto& ev : page->events)
+      logged.emplace(ev.pos, std::move(ev));
+  }
+  std::map<std::string, int> steps_by_kind;
+  for (std::size_t seen = 0; seen < logged.size(); ++seen) {
+    auto e = pull(*s, 10s);
+    BOOST_REQUIRE_MESSAGE(e, "the stream stopped after " << seen << " of " << logged.size());
+    const auto it = logged.find(e->id);
+    BOOST_REQUIRE(it != logged.end());
+    BOOST_REQUIRE(it->second.kind == e->kind());
+    const auto& d = it->second.data;
+    if (const auto* st = e->as<events::step_started>()) {
+      BOOST_TEST(st->name == d.at("name").as_string());
+      BOOST_TEST(st->seq == d.at("seq").to_number<int>());
+      ++steps_by_kind["step_started"];
+    } else if (const auto* c = e->as<events::step_completed>()) {
+      BOOST_TEST(c->name == d.at("name").as_string());
+      BOOST_TEST(c->seq == d.at("seq").to_number<int>());
+      BOOST_TEST(c->attempts == d.at("attempts").to_number<int>());
+      BOOST_TEST(c->duration.count() == d.at("duration_us").to_number<std::int64_t>());
+      BOOST_TEST(c->output == d.at("output"));
+      ++steps_by_kind["step_completed"];
+    } else if (const auto* f = e->as<events::step_failed>()) {
+      BOOST_TEST(f->name == d.at("name").as_string());
+      BOOST_TEST(f->error == d.at("error"));
+      BOOST_TEST(f->error.at("message").as_string() == "no, \"really\" {}");
+      ++steps_by_kind["step_failed"];
+    }
+  }
+  BOOST_TEST(steps_by_kind["step_started"] == 60);
+  BOOST_TEST(steps_by_kind["step_completed"] == 40);
+  BOOST_TEST(steps_by_kind["step_failed"] == 20);
+  BOOST_TEST(!pull(*s, 300ms));  // nothing twice
+}
+
 BOOST_AUTO_TEST_CASE(events_carry_typed_details_and_each_stream_has_its_own_copy, *utf::timeout(60)) {
   auto db = fresh_database();
   engine e(options_for(db));

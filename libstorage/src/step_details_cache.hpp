@@ -1,0 +1,50 @@
+// The details of steps this process is checkpointing, kept briefly for the run log's follower: a followed
+// log row refers to its steps' rows (keel.steps) rather than copying them, and joining them back costs the
+// database more than reading the log itself.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "keel/storage/records.hpp"
+
+namespace keel::storage::detail {
+
+/// A step row is written once per (run, seq, epoch) and never changed (a rewind or retention that removes it
+/// copies its details into the log first), so a checkpoint's own record is what the log row refers to once
+/// it committed. Entries are put before the write is sent (so the follower, woken by its commit, finds
+/// them), dropped when the write fails, and taken by the follower; untaken ones expire within seconds.
+/// Only kept while someone follows the log. Thread-safe.
+class step_details_cache {
+ public:
+  /// The follower read the log: keep details for a while.
+  void followed();
+  /// Keeps `step` of run `run` at `epoch` (its name as stored: `name`), if someone follows the log and there
+  /// is room.
+  void put(std::string_view run, std::int64_t epoch, const step_record& step, std::string_view name);
+  /// Forgets a write that did not commit.
+  void drop(std::string_view run, std::int64_t epoch, int seq);
+  /// The step's details as the log shows them (see keel.run_log: seq, name, output, error, attempts,
+  /// started_at, duration_us, branch, branch_seq), taken out of the cache.
+  std::optional<boost::json::object> take(std::string_view run, std::int64_t epoch, int seq);
+
+ private:
+  using steady = std::chrono::steady_clock;
+  using map = std::unordered_map<std::string, boost::json::object>;
+  static std::string key(std::string_view run, std::int64_t epoch, int seq);
+  void rotate_locked(steady::time_point now);
+
+  std::mutex m_;
+  steady::time_point followed_until_{};
+  steady::time_point rotated_at_{};
+  /// Two generations: entries live one to two rotation periods.
+  map current_, previous_;
+};
+
+}  // namespace keel::storage::detail
