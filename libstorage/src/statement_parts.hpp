@@ -67,4 +67,8 @@ std::string declared_rule_join(std::string_view v, std::string_view workflow, st
 /// The sort key of hook `h` in the inbox: its expiry, `infinity` when it never expires (as indexed).
 std::string hook_expiry_key(std::string_view h);
 
+/// `kept`: before a statement removes step rows (`gone`: the removed rows, all columns), their details go
+/// into the log events that refer to them (see keel.run_log), so the log stays as it was written.
+std::string keep_step_details_cte(std::string_view gone);
+
 }  // namespace keel::storage::detail::sql
