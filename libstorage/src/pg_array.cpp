@@ -3,6 +3,12 @@
 namespace keel::storage::detail {
 
 std::optional<std::vector<std::optional<std::string>>> parse_text_array(std::string_view text) {
+  // A lower bound other than 1 is printed first ("[0:2]={...}"); the elements are what they are.
+  if (!text.empty() && text.front() == '[') {
+    const auto eq = text.find("]={");
+    if (eq == std::string_view::npos || text.find('[', 1) < eq) return std::nullopt;  // one dimension only
+    text.remove_prefix(eq + 2);
+  }
   if (text.size() < 2 || text.front() != '{' || text.back() != '}') return std::nullopt;
   std::vector<std::optional<std::string>> out;
   std::size_t i = 1;

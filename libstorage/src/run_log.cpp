@@ -125,8 +125,18 @@ result<log_follow_page> read_follow_page(detail::pg_connection& c, const PGresul
     auto seqs = column_array(res, row, 9, n);
     auto epochs = column_array(res, row, 10, n);
     if (!runs || !kinds || !data || !seqs || !epochs) {
-      log::error("storage", "log row " + std::to_string(pos) + " cannot be read");
-      return errc::invalid_argument;
+      // Not as array_agg writes them: this row's events are read one by one instead, as read_log does.
+      log::warn("storage", "log row " + std::to_string(pos) + ": arrays not in the expected form");
+      const auto from = std::max(after, pos - 1);
+      const auto want = std::min<std::int64_t>(pos + static_cast<std::int64_t>(n) - 1 - from,
+                                               static_cast<std::int64_t>(limit - events.size()));
+      std::vector<std::optional<std::string>> params{std::to_string(from), std::to_string(want),
+                                                     std::nullopt};
+      auto r = c.exec_blocking(detail::sql::read_log, params);
+      if (!r) return r.error();
+      for (auto& e : read_page(r->get(), from).events)
+        events.push_back(std::move(e));
+      continue;
     }
     for (std::size_t i = 0; i < n && events.size() < limit; ++i) {
       const auto event_pos = pos + static_cast<std::int64_t>(i);

@@ -71,11 +71,12 @@ ORDER BY e.pos)sql";
 
 // A follower's read: the log rows after $1 as read_log orders them, whole (arrays as the server prints
 // them: unnesting, sorting and joining each event costs the database several times more than reading the
-// rows), at most $2 of them and only while the events before each row number fewer than $2. Every row of the
-// result also carries `top`, the first position not yet readable (events of transactions still in progress,
-// or younger than one, start there), and `held`, whether committed events wait at or past it (an older
-// transaction is still in progress: read again soon). A checkpointed step's details are not read here (see
-// step_details). With $2 = 0, only the horizon row: where a follower that starts now begins.
+// rows), at most $2 of them and only while the unread events (after $1) before each row number fewer than
+// $2, so a page is full whenever more wait. Every row of the result also carries `top`, the first position
+// not yet readable (events of transactions still in progress, or younger than one, start there), and
+// `held`, whether committed events wait at or past it (an older transaction is still in progress: read
+// again soon). A checkpointed step's details are not read here (see step_details). With $2 = 0, only the
+// horizon row: where a follower that starts now begins.
 const std::string follow_log_sql = R"sql(
 WITH t AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20 AS top)
 SELECT h.removed, t.top, EXISTS (SELECT 1 FROM keel.run_log WHERE pos >= t.top),
@@ -83,8 +84,8 @@ SELECT h.removed, t.top, EXISTS (SELECT 1 FROM keel.run_log WHERE pos >= t.top),
 FROM keel.run_log_horizon h CROSS JOIN t
 LEFT JOIN LATERAL (
   SELECT w.* FROM (
-    SELECT l.*, sum(l.n) OVER (ORDER BY l.pos) - l.n AS before
-    FROM (SELECT * FROM keel.run_log l
+    SELECT l.*, sum(l.unread) OVER (ORDER BY l.pos) - l.unread AS before
+    FROM (SELECT l.*, l.n - greatest(0, least(l.n, $1::bigint - l.pos + 1)) AS unread FROM keel.run_log l
           WHERE l.pos >= ($1::bigint >> 20) << 20 AND l.pos + l.n - 1 > $1::bigint AND l.pos < t.top
           ORDER BY l.pos LIMIT $2::int) l) w
   WHERE w.before < $2::int) e ON true

@@ -1,5 +1,9 @@
 #include "step_details_cache.hpp"
 
+#include <cmath>
+#include <limits>
+#include <vector>
+
 #include "store_impl.hpp"
 
 namespace keel::storage::detail {
@@ -9,9 +13,47 @@ constexpr std::chrono::seconds k_follow_grace{10};
 /// How long an untaken entry lives, at least (and at most twice as long): a follower further behind reads
 /// the step rows instead.
 constexpr std::chrono::seconds k_rotation{5};
-/// Most entries per generation: memory stays bounded however fast steps complete.
+/// Most entries and bytes (records as written) per generation: memory stays bounded however fast steps
+/// complete and however far the follower falls behind.
 constexpr std::size_t k_max_entries = 200'000;
+constexpr std::size_t k_max_bytes = 64u << 20;
 }  // namespace
+
+void as_jsonb_reads_back(boost::json::value& root) {
+  std::vector<boost::json::value*> todo{&root};
+  while (!todo.empty()) {
+    auto* v = todo.back();
+    todo.pop_back();
+    switch (v->kind()) {
+      case boost::json::kind::double_: {
+        const double d = v->get_double();
+        // jsonb keeps the decimal; Boost.JSON reads a decimal without fraction or exponent as an integer.
+        if (std::isfinite(d) && d == std::trunc(d)) {
+          if (d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+            *v = static_cast<std::int64_t>(d);
+          } else if (d >= 0 && d < 18446744073709551616.0) {
+            *v = static_cast<std::uint64_t>(d);
+          }
+        }
+        break;
+      }
+      case boost::json::kind::uint64:
+        if (v->get_uint64() <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+          *v = static_cast<std::int64_t>(v->get_uint64());
+        break;
+      case boost::json::kind::array:
+        for (auto& e : v->get_array())
+          todo.push_back(&e);
+        break;
+      case boost::json::kind::object:
+        for (auto& kv : v->get_object())
+          todo.push_back(&kv.value());
+        break;
+      default:
+        break;
+    }
+  }
+}
 
 std::string step_details_cache::key(std::string_view run, std::int64_t epoch, int seq) {
   std::string k;
@@ -25,7 +67,7 @@ std::string step_details_cache::key(std::string_view run, std::int64_t epoch, in
 void step_details_cache::rotate_locked(steady::time_point now) {
   if (now - rotated_at_ < k_rotation) return;
   previous_ = std::move(current_);
-  current_ = map{};
+  current_ = generation{};
   rotated_at_ = now;
 }
 
@@ -35,55 +77,64 @@ void step_details_cache::followed() {
 }
 
 void step_details_cache::put(std::string_view run, std::int64_t epoch, const step_record& step,
-                             std::string_view name) {
+                             std::string_view name, const std::optional<std::string>& branch,
+                             std::size_t bytes) {
   const auto now = steady::now();
   {
     std::lock_guard lock(m_);
     if (now >= followed_until_) {
-      if (!current_.empty() || !previous_.empty()) current_ = previous_ = map{};
+      if (!current_.entries.empty() || !previous_.entries.empty()) current_ = previous_ = generation{};
       return;
     }
     rotate_locked(now);
-    if (current_.size() >= k_max_entries) return;
+    if (current_.entries.size() >= k_max_entries || current_.bytes + bytes > k_max_bytes) return;
   }
   // Built outside the lock: the output is copied.
   boost::json::object d;
   d["seq"] = step.seq;
   d["name"] = name;
   d["output"] = step.output;
+  as_jsonb_reads_back(d["output"]);
   d["error"] = step.error;
+  as_jsonb_reads_back(d["error"]);
   d["attempts"] = step.attempts;
   const auto started = to_micros(step.started_at);
   d["started_at"] = started;
   d["duration_us"] = to_micros(step.finished_at) - started;
-  if (step.branch) {
-    d["branch"] = *step.branch;
+  if (branch) {
+    d["branch"] = *branch;
     d["branch_seq"] = step.branch_seq;
   }
   auto k = key(run, epoch, step.seq);
   std::lock_guard lock(m_);
-  current_.insert_or_assign(std::move(k), std::move(d));
+  (void)erase_locked(k);
+  current_.bytes += bytes;
+  current_.entries.insert_or_assign(std::move(k), entry{std::move(d), bytes});
+}
+
+std::optional<boost::json::object> step_details_cache::erase_locked(const std::string& k) {
+  for (auto* g : {&current_, &previous_}) {
+    if (auto it = g->entries.find(k); it != g->entries.end()) {
+      auto d = std::move(it->second.details);
+      g->bytes -= it->second.bytes;
+      g->entries.erase(it);
+      return d;
+    }
+  }
+  return std::nullopt;
 }
 
 void step_details_cache::drop(std::string_view run, std::int64_t epoch, int seq) {
   const auto k = key(run, epoch, seq);
   std::lock_guard lock(m_);
-  current_.erase(k);
-  previous_.erase(k);
+  (void)erase_locked(k);
 }
 
 std::optional<boost::json::object> step_details_cache::take(std::string_view run, std::int64_t epoch,
                                                             int seq) {
   const auto k = key(run, epoch, seq);
   std::lock_guard lock(m_);
-  for (auto* m : {&current_, &previous_}) {
-    if (auto it = m->find(k); it != m->end()) {
-      auto d = std::move(it->second);
-      m->erase(it);
-      return d;
-    }
-  }
-  return std::nullopt;
+  return erase_locked(k);
 }
 
 }  // namespace keel::storage::detail

@@ -20,14 +20,17 @@ namespace keel::storage::detail {
 /// copies its details into the log first), so a checkpoint's own record is what the log row refers to once
 /// it committed. Entries are put before the write is sent (so the follower, woken by its commit, finds
 /// them), dropped when the write fails, and taken by the follower; untaken ones expire within seconds.
-/// Only kept while someone follows the log. Thread-safe.
+/// Only kept while someone follows the log, within a budget of entries and bytes. Thread-safe.
 class step_details_cache {
  public:
   /// The follower read the log: keep details for a while.
   void followed();
-  /// Keeps `step` of run `run` at `epoch` (its name as stored: `name`), if someone follows the log and there
-  /// is room.
-  void put(std::string_view run, std::int64_t epoch, const step_record& step, std::string_view name);
+  /// Keeps `step` of run `run` at `epoch`, with its name and branch as stored (`name`, `branch`), if someone
+  /// follows the log and there is room for `bytes` (the record's size as written). Its output and error
+  /// are kept as the database hands them back (jsonb stores numbers as decimals: a whole double reads back
+  /// as an integer).
+  void put(std::string_view run, std::int64_t epoch, const step_record& step, std::string_view name,
+           const std::optional<std::string>& branch, std::size_t bytes);
   /// Forgets a write that did not commit.
   void drop(std::string_view run, std::int64_t epoch, int seq);
   /// The step's details as the log shows them (see keel.run_log: seq, name, output, error, attempts,
@@ -36,15 +39,28 @@ class step_details_cache {
 
  private:
   using steady = std::chrono::steady_clock;
-  using map = std::unordered_map<std::string, boost::json::object>;
+  struct entry {
+    boost::json::object details;
+    std::size_t bytes = 0;
+  };
+  struct generation {
+    std::unordered_map<std::string, entry> entries;
+    std::size_t bytes = 0;
+  };
   static std::string key(std::string_view run, std::int64_t epoch, int seq);
   void rotate_locked(steady::time_point now);
+  std::optional<boost::json::object> erase_locked(const std::string& k);
 
   std::mutex m_;
   steady::time_point followed_until_{};
   steady::time_point rotated_at_{};
   /// Two generations: entries live one to two rotation periods.
-  map current_, previous_;
+  generation current_, previous_;
 };
+
+/// `v` as it reads back from a jsonb column: whole doubles become integers (int64, or uint64 past its
+/// range), unsigned integers within int64's range become int64. Other values are unchanged. Iterative:
+/// payloads may nest as deep as the limits allow.
+void as_jsonb_reads_back(boost::json::value& v);
 
 }  // namespace keel::storage::detail

@@ -320,6 +320,8 @@ boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp
   if (auto c = impl_->check(cp.step.output, "step output", cp.lease.id); !c) co_return c.error();
   if (auto c = impl_->check(cp.step.error, "step error", cp.lease.id); !c) co_return c.error();
   auto name = valid_utf8(cp.step.name);
+  std::optional<std::string> branch;
+  if (cp.step.branch) branch = valid_utf8(*cp.step.branch);
   auto row = detail::lease_row(cp.lease);
   row.num("seq", cp.step.seq)
       .str("name", name)
@@ -329,11 +331,11 @@ boost::asio::awaitable<result<void>> store::checkpoint(const step_checkpoint& cp
       .num("attempts", cp.step.attempts)
       .num("started", detail::to_micros(cp.step.started_at))
       .num("finished", detail::to_micros(cp.step.finished_at));
-  if (cp.step.branch) row.str("branch", valid_utf8(*cp.step.branch)).num("branch_seq", cp.step.branch_seq);
+  if (branch) row.str("branch", *branch).num("branch_seq", cp.step.branch_seq);
   if (cp.step.log_start) row.value("log_start", boost::json::value(true));
   auto text = std::move(row).finish();
   // Before it is sent: a log follower woken by its commit finds the details here (step_details_cache).
-  impl_->step_details_.put(cp.lease.id, cp.lease.epoch, cp.step, name);
+  impl_->step_details_.put(cp.lease.id, cp.lease.epoch, cp.step, name, branch, text.size());
   auto written = co_await impl_->write_fenced(detail::checkpoint_kind(), std::move(text));
   if (!written) impl_->step_details_.drop(cp.lease.id, cp.lease.epoch, cp.step.seq);
   co_return written;

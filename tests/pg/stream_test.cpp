@@ -10,6 +10,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/use_future.hpp>
 #include <map>
 #include <set>
 #include <thread>
@@ -131,9 +132,13 @@ BOOST_AUTO_TEST_CASE(step_details_are_the_logs_whichever_worker_wrote_them, *utf
   const json::value tricky{{"q", "say \"hi\", {x}\\n"},
                            {"null", "NULL"},
                            {"list", json::array{1, "a,b", nullptr, json::object{{"}", "{"}}}},
-                           {"text", "\u00e9t\u00e9 \xe2\x9c\x93"}};
-  for (auto* e : {&a, &b}) {
-    add_workflow(*e, "details", [tricky](context& ctx, json::value in) -> asio::awaitable<json::value> {
+                           {"text", "\u00e9t\u00e9 \xe2\x9c\x93"},
+                           // Numbers as jsonb gives them back: a whole double is read as an integer.
+                           {"numbers", json::array{1.0, -0.0, 2.5, 1e20, std::uint64_t{7}, 0.1}}};
+  // Each worker runs only its own workflow: a's stream takes "mine" from a's checkpoints, "theirs" from
+  // the step rows b wrote.
+  for (auto [e, name] : {std::pair{&a, "mine"}, std::pair{&b, "theirs"}}) {
+    add_workflow(*e, name, [tricky](context& ctx, json::value in) -> asio::awaitable<json::value> {
       auto first = [tricky] { return tricky; };
       co_await ctx.step("first, \"quoted\"", first);
       auto plain = [in] { return in; };
@@ -154,7 +159,8 @@ BOOST_AUTO_TEST_CASE(step_details_are_the_logs_whichever_worker_wrote_them, *utf
   BOOST_REQUIRE(s);
   std::vector<run_id> ids;
   for (int i = 0; i < 20; ++i)
-    ids.push_back((i % 2 ? a : b).enqueue_blocking("details", json::value(i)).value());
+    ids.push_back(i % 2 ? a.enqueue_blocking("mine", json::value(i)).value()
+                        : b.enqueue_blocking("theirs", json::value(i)).value());
   for (const auto& id : ids)
     BOOST_REQUIRE(a.wait_blocking(id, 30s));
   std::map<std::int64_t, storage::log_event> logged;
@@ -166,7 +172,7 @@ BOOST_AUTO_TEST_CASE(step_details_are_the_logs_whichever_worker_wrote_them, *utf
     for (auto& ev : page->events)
       logged.emplace(ev.pos, std::move(ev));
   }
-  std::map<std::string, int> steps_by_kind;
+  std::map<std::string, int> steps_by_kind, steps_by_workflow;
   for (std::size_t seen = 0; seen < logged.size(); ++seen) {
     auto e = pull(*s, 10s);
     BOOST_REQUIRE_MESSAGE(e, "the stream stopped after " << seen << " of " << logged.size());
@@ -185,6 +191,7 @@ BOOST_AUTO_TEST_CASE(step_details_are_the_logs_whichever_worker_wrote_them, *utf
       BOOST_TEST(c->duration.count() == d.at("duration_us").to_number<std::int64_t>());
       BOOST_TEST(c->output == d.at("output"));
       ++steps_by_kind["step_completed"];
+      ++steps_by_workflow[e->workflow];
     } else if (const auto* f = e->as<events::step_failed>()) {
       BOOST_TEST(f->name == d.at("name").as_string());
       BOOST_TEST(f->error == d.at("error"));
@@ -195,7 +202,79 @@ BOOST_AUTO_TEST_CASE(step_details_are_the_logs_whichever_worker_wrote_them, *utf
   BOOST_TEST(steps_by_kind["step_started"] == 60);
   BOOST_TEST(steps_by_kind["step_completed"] == 40);
   BOOST_TEST(steps_by_kind["step_failed"] == 20);
+  BOOST_TEST(steps_by_workflow["mine"] == 20);
+  BOOST_TEST(steps_by_workflow["theirs"] == 20);
   BOOST_TEST(!pull(*s, 300ms));  // nothing twice
+}
+
+// store::follow_log, page by page with a small limit: rows are cut anywhere, a page is full while more
+// events wait, and a row whose arrays the follower cannot split (two-dimensional here) is read event by
+// event instead; together the pages are exactly the log.
+BOOST_AUTO_TEST_CASE(follow_pages_are_full_while_more_wait_and_cut_rows_anywhere, *utf::timeout(120)) {
+  auto db = fresh_database();
+  engine e(options_for(db));
+  add_counter(e, 3);
+  BOOST_REQUIRE(e.start_blocking());
+  std::vector<run_id> ids;
+  for (int i = 0; i < 30; ++i)
+    ids.push_back(e.enqueue_blocking("count", json::object{}).value());
+  for (const auto& id : ids)
+    BOOST_REQUIRE(e.wait_blocking(id, 30s));
+  e.stop_blocking();
+  const auto odd_row =
+      query_value(db, "SELECT pos FROM keel.run_log WHERE n > 3 ORDER BY pos OFFSET 1 LIMIT 1");
+  BOOST_REQUIRE(!odd_row.empty());
+  query_value(db,
+              "UPDATE keel.run_log SET runs = ARRAY[runs], kinds = ARRAY[kinds], data = ARRAY[data] "
+              "WHERE pos = " +
+                  odd_row);
+  std::vector<storage::log_event> logged;
+  for (std::int64_t after = 0;;) {
+    auto page = e.read_log_blocking(after);
+    BOOST_REQUIRE(page);
+    if (page->events.empty()) break;
+    after = page->events.back().pos;
+    for (auto& ev : page->events)
+      logged.push_back(std::move(ev));
+  }
+  BOOST_REQUIRE(logged.size() == 30u * 9);
+  asio::io_context ioc;  // outlives the store
+  storage::store s({db});
+  auto follow = [&](std::int64_t after, std::size_t limit) {
+    auto f = asio::co_spawn(ioc, s.follow_log(after, limit), asio::use_future);
+    ioc.restart();
+    ioc.run();
+    return f.get();
+  };
+  constexpr std::size_t k_limit = 7;
+  std::vector<storage::log_event> followed;
+  std::int64_t after = logged.front().pos - 1;
+  for (int pages = 0; pages < 1000; ++pages) {
+    auto page = follow(after, k_limit);
+    BOOST_REQUIRE(page);
+    if (page->page.events.empty()) break;
+    const bool last = followed.size() + page->page.events.size() == logged.size();
+    // Full, or one short when the limit fell between a step's start and its end (the start comes next).
+    if (!last) BOOST_TEST(page->page.events.size() >= k_limit - 1);
+    for (auto& ev : page->page.events) {
+      BOOST_TEST(ev.pos > after);
+      followed.push_back(std::move(ev));
+    }
+    after = followed.back().pos;
+  }
+  BOOST_REQUIRE(followed.size() == logged.size());
+  for (std::size_t i = 0; i < logged.size(); ++i) {
+    BOOST_TEST_CONTEXT("event " << i << " at " << logged[i].pos << " (" << logged[i].kind << ")") {
+      BOOST_TEST(followed[i].pos == logged[i].pos);
+      BOOST_TEST(followed[i].run == logged[i].run);
+      BOOST_TEST(followed[i].kind == logged[i].kind);
+      if (logged[i].data.is_object() && logged[i].data.as_object().contains("name")) {
+        BOOST_TEST(followed[i].data.at("name") == logged[i].data.at("name"));
+        if (logged[i].kind == "step_completed")
+          BOOST_TEST(followed[i].data.at("output") == logged[i].data.at("output"));
+      }
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(events_carry_typed_details_and_each_stream_has_its_own_copy, *utf::timeout(60)) {
