@@ -126,7 +126,10 @@ result<log_follow_page> read_follow_page(detail::pg_connection& c, const PGresul
     auto epochs = column_array(res, row, 10, n);
     if (!runs || !kinds || !data || !seqs || !epochs) {
       // Not as array_agg writes them: this row's events are read one by one instead, as read_log does.
-      log::warn("storage", "log row " + std::to_string(pos) + ": arrays not in the expected form");
+      // (Appended piece by piece: g++ 12 at -O3 reports a false -Wrestrict in `"literal" + std::string&&`.)
+      std::string why = "log row ";
+      why.append(std::to_string(pos)).append(": arrays not in the expected form");
+      log::warn("storage", why);
       const auto from = std::max(after, pos - 1);
       const auto want = std::min<std::int64_t>(pos + static_cast<std::int64_t>(n) - 1 - from,
                                                static_cast<std::int64_t>(limit - events.size()));
