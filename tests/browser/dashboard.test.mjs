@@ -240,6 +240,22 @@ test('an approval run shows Approve; clicking it completes the run', async () =>
   assert.deepEqual(done.output, {approved: true, by: 'Ada', amount: 420});
 });
 
+// What the approver typed is kept as it is typed: a redraw (the run parking while they type, or a reload)
+// builds the field again from it.
+test("the approver's name survives a redraw of the page", async () => {
+  const run = await startRun('approval', {amount: 7, ttl_s: 600});
+  await open(`#/runs/${run.id}`);
+  await page.locator('input.by').waitFor({timeout: WAIT});
+  await page.fill('input.by', 'Grace');
+  await page.reload();
+  await page.locator('input.by').waitFor({timeout: WAIT});
+  assert.equal(await page.locator('input.by').inputValue(), 'Grace');
+  await page.locator('button.approve').click();
+  await page.locator('.view-head .status-completed').waitFor({timeout: WAIT});
+  const done = await api('GET', `/v1/runs/${run.id}`);
+  assert.equal(done.output.by, 'Grace');
+});
+
 test('a failed order run shows the failed step and its error', async () => {
   const run = await startRun('order', {card: 'declined'});
   await waitForRun(run.id, (r) => r.status === 'failed', 'failed');

@@ -45,8 +45,10 @@ export function decisionControls(hook, onDone) {
   };
   const id = `${hook.run_id ?? ''}-${hook.name}`.replace(/[^a-zA-Z0-9_-]/g, '');
   if (isHumanDecision(hook)) {
+    // Kept as it is typed, not only on change: a live update that redraws these controls (the run parking
+    // while the approver types) builds a new field from it, so no keystroke is lost.
     const by = h('input', {id: `by-${id}`, class: 'by', value: decidedBy(), autocomplete: 'name',
-                           onchange: (e) => localStorage.setItem(BY_ITEM, e.target.value)});
+                           oninput: (e) => localStorage.setItem(BY_ITEM, e.target.value)});
     const approve = h('button', {type: 'button', class: 'primary approve'}, 'Approve');
     const reject = h('button', {type: 'button', class: 'danger reject'}, 'Reject');
     const buttons = [approve, reject];
