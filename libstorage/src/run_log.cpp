@@ -86,18 +86,13 @@ result<void> read_step_details(detail::pg_connection& c, const std::vector<step_
       e.data = detail::parse_json(res, row, 9);  // removed since: its details moved into the log row
       continue;
     }
-    boost::json::object step;
-    step["seq"] = detail::to_int64(refs[ord - 1].seq);
-    step["name"] = detail::get_text(res, row, 1);
-    step["output"] = detail::parse_json(res, row, 2);
-    step["error"] = detail::parse_json(res, row, 3);
-    step["attempts"] = number(row, 4);
-    step["started_at"] = number(row, 5);
-    step["duration_us"] = number(row, 6) - number(row, 5);
-    if (!PQgetisnull(res, row, 7)) {
-      step["branch"] = detail::get_text(res, row, 7);
-      step["branch_seq"] = number(row, 8);
-    }
+    const auto branch = PQgetisnull(res, row, 7)
+                            ? std::nullopt
+                            : std::optional<std::string_view>(detail::get_text(res, row, 7));
+    auto step = detail::step_document(detail::to_int64(refs[ord - 1].seq), detail::get_text(res, row, 1),
+                                      detail::parse_json(res, row, 2), detail::parse_json(res, row, 3),
+                                      number(row, 4), number(row, 5), number(row, 6), branch,
+                                      branch ? number(row, 8) : 0);
     e.data = std::move(step);
   }
   return {};

@@ -55,6 +55,25 @@ void as_jsonb_reads_back(boost::json::value& root) {
   }
 }
 
+boost::json::object step_document(std::int64_t seq, std::string_view name, boost::json::value output,
+                                  boost::json::value error, std::int64_t attempts, std::int64_t started_us,
+                                  std::int64_t finished_us, std::optional<std::string_view> branch,
+                                  std::int64_t branch_seq) {
+  boost::json::object d;
+  d["seq"] = seq;
+  d["name"] = name;
+  d["output"] = std::move(output);
+  d["error"] = std::move(error);
+  d["attempts"] = attempts;
+  d["started_at"] = started_us;
+  d["duration_us"] = finished_us - started_us;
+  if (branch) {
+    d["branch"] = *branch;
+    d["branch_seq"] = branch_seq;
+  }
+  return d;
+}
+
 std::string step_details_cache::key(std::string_view run, std::int64_t epoch, int seq) {
   std::string k;
   k.reserve(run.size() + 24);
@@ -72,44 +91,41 @@ void step_details_cache::rotate_locked(steady::time_point now) {
 }
 
 void step_details_cache::followed() {
-  std::lock_guard lock(m_);
-  followed_until_ = steady::now() + k_follow_grace;
+  followed_until_.store((steady::now() + k_follow_grace).time_since_epoch().count(),
+                        std::memory_order_relaxed);
 }
 
 void step_details_cache::put(std::string_view run, std::int64_t epoch, const step_record& step,
                              std::string_view name, const std::optional<std::string>& branch,
                              std::size_t bytes) {
   const auto now = steady::now();
+  if (now.time_since_epoch().count() >= followed_until_.load(std::memory_order_relaxed)) {
+    // Nobody follows: nothing to keep, and what was kept goes (once).
+    if (holding_.exchange(false, std::memory_order_relaxed)) {
+      std::lock_guard lock(m_);
+      current_ = previous_ = generation{};
+    }
+    return;
+  }
   {
     std::lock_guard lock(m_);
-    if (now >= followed_until_) {
-      if (!current_.entries.empty() || !previous_.entries.empty()) current_ = previous_ = generation{};
-      return;
-    }
     rotate_locked(now);
     if (current_.entries.size() >= k_max_entries || current_.bytes + bytes > k_max_bytes) return;
   }
   // Built outside the lock: the output is copied.
-  boost::json::object d;
-  d["seq"] = step.seq;
-  d["name"] = name;
-  d["output"] = step.output;
-  as_jsonb_reads_back(d["output"]);
-  d["error"] = step.error;
-  as_jsonb_reads_back(d["error"]);
-  d["attempts"] = step.attempts;
-  const auto started = to_micros(step.started_at);
-  d["started_at"] = started;
-  d["duration_us"] = to_micros(step.finished_at) - started;
-  if (branch) {
-    d["branch"] = *branch;
-    d["branch_seq"] = step.branch_seq;
-  }
+  auto output = step.output;
+  as_jsonb_reads_back(output);
+  auto error = step.error;
+  as_jsonb_reads_back(error);
+  auto d = step_document(step.seq, name, std::move(output), std::move(error), step.attempts,
+                         to_micros(step.started_at), to_micros(step.finished_at),
+                         branch ? std::optional<std::string_view>(*branch) : std::nullopt, step.branch_seq);
   auto k = key(run, epoch, step.seq);
   std::lock_guard lock(m_);
   (void)erase_locked(k);
   current_.bytes += bytes;
   current_.entries.insert_or_assign(std::move(k), entry{std::move(d), bytes});
+  holding_.store(true, std::memory_order_relaxed);
 }
 
 std::optional<boost::json::object> step_details_cache::erase_locked(const std::string& k) {

@@ -3,6 +3,7 @@
 // database more than reading the log itself.
 #pragma once
 
+#include <atomic>
 #include <boost/json/object.hpp>
 #include <chrono>
 #include <cstdint>
@@ -51,12 +52,22 @@ class step_details_cache {
   void rotate_locked(steady::time_point now);
   std::optional<boost::json::object> erase_locked(const std::string& k);
 
+  /// Until when to keep details (steady clock ticks): read without the lock on every checkpoint.
+  std::atomic<steady::rep> followed_until_{0};
+  /// Whether a generation may hold entries (cleared once nobody follows).
+  std::atomic<bool> holding_{false};
   std::mutex m_;
-  steady::time_point followed_until_{};
   steady::time_point rotated_at_{};
   /// Two generations: entries live one to two rotation periods.
   generation current_, previous_;
 };
+
+/// A checkpointed step's details as the log shows them (keel.run_log; read_log builds the same in SQL):
+/// seq, name, output, error, attempts, started_at, duration_us, and branch and branch_seq inside a branch.
+boost::json::object step_document(std::int64_t seq, std::string_view name, boost::json::value output,
+                                  boost::json::value error, std::int64_t attempts, std::int64_t started_us,
+                                  std::int64_t finished_us, std::optional<std::string_view> branch,
+                                  std::int64_t branch_seq);
 
 /// `v` as it reads back from a jsonb column: whole doubles become integers (int64, or uint64 past its
 /// range), unsigned integers within int64's range become int64. Other values are unchanged. Iterative:
