@@ -33,6 +33,19 @@ INSERT INTO bench_ceiling_steps (run_id, seq, name, status, output, attempts, st
 SELECT t.id, $2::int, $3::text, 'completed', t.output, 1, now(), now(), 1
 FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, output))sql"};
 const ceiling_statement k_commit{"ceiling_commit", "COMMIT"};
+// The lifecycle ceiling's claim and finish: the fewest writes that take a run's lease and record its end.
+// The claim names its runs (no search for due work, no SKIP LOCKED scan, no history to load) and the finish
+// is fenced like the engine's: each is the least a claim or a finish can cost, so the lifecycle ceiling
+// stays an upper bound for any engine that claims and finishes its runs in PostgreSQL.
+const ceiling_statement k_claim{"ceiling_claim", R"sql(
+UPDATE bench_ceiling_runs
+SET status = 'running', owner = 'ceiling', epoch = epoch + 1, claims = claims + 1,
+    due_at = now() + interval '30 seconds', started_at = now()
+WHERE id = ANY($1::uuid[]) AND status = 'queued')sql"};
+const ceiling_statement k_finish{"ceiling_finish", R"sql(
+UPDATE bench_ceiling_runs
+SET status = 'completed', output = '{"steps":3}', due_at = NULL, finished_at = now()
+WHERE id = ANY($1::uuid[]) AND owner = 'ceiling' AND epoch = 1 AND status = 'running')sql"};
 
 constexpr std::size_t k_setup_chunk = 5000;
 /// Transactions in flight on one connection: as many as the engine's group writer keeps.
@@ -77,8 +90,15 @@ void send(PGconn* conn, const ceiling_statement& s, const std::vector<const char
   }
 }
 
-/// Reads one transaction's results up to its sync; checks that both writes touched `rows` rows.
-void read_transaction(PGconn* conn, std::size_t rows) {
+/// One transaction of the loop, in flight: its rows and how many statements sit between BEGIN and COMMIT.
+struct sent_transaction {
+  std::size_t rows = 0;
+  int writes = 0;
+};
+
+/// Reads one transaction's results up to its sync; checks that each of its writes touched `rows` rows.
+void read_transaction(PGconn* conn, sent_transaction sent) {
+  const std::size_t rows = sent.rows;
   const std::string expected = std::to_string(rows);
   int index = 0;
   for (;;) {
@@ -91,21 +111,22 @@ void read_transaction(PGconn* conn, std::size_t rows) {
     const auto st = PQresultStatus(r.get());
     if (st == PGRES_PIPELINE_SYNC) break;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) throw_pg_error("ceiling transaction", conn, r.get());
-    // Queries 1 and 2 are the fence and the INSERT.
-    if ((index == 1 || index == 2) && expected != PQcmdTuples(r.get())) {
+    // Between BEGIN and COMMIT: the fence and the INSERT, or a claim, or a finish.
+    if (index >= 1 && index <= sent.writes && expected != PQcmdTuples(r.get())) {
       throw std::runtime_error("ceiling: a write touched " + std::string(PQcmdTuples(r.get())) +
                                " rows instead of " + expected);
     }
     ++index;
   }
-  if (index != 4)
+  if (index != sent.writes + 2)
     throw std::runtime_error("ceiling: a transaction returned " + std::to_string(index) + " results");
 }
 
 }  // namespace
 
 ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
-                                        int steps_per_run, std::size_t connections) {
+                                        int steps_per_run, std::size_t connections, ceiling_writes writes) {
+  const bool lifecycle = writes == ceiling_writes::lifecycle;
   if (runs == 0 || batch == 0 || steps_per_run <= 0)
     throw std::invalid_argument("ceiling: nothing to measure");
   auto conn = connect_blocking(conninfo);
@@ -129,16 +150,18 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
   ids.reserve(runs);
   for (std::size_t i = 0; i < runs; ++i)
     ids.push_back(new_run_id());
+  // Steps only: the runs are held already. Lifecycle: they are queued, due now, as enqueued runs are.
+  const char* const insert_runs =
+      lifecycle ? "INSERT INTO bench_ceiling_runs (id, workflow, version, status, input, due_at)\n"
+                  "SELECT id, 'noop3', 1, 'queued', '{}', now() FROM unnest($1::uuid[]) AS id"
+                : "INSERT INTO bench_ceiling_runs (id, workflow, version, status, input, owner, epoch,\n"
+                  "  due_at, claims, started_at)\n"
+                  "SELECT id, 'noop3', 1, 'running', '{}', 'ceiling', 1, now() + interval '30 seconds',\n"
+                  "  1, now()\n"
+                  "FROM unnest($1::uuid[]) AS id";
   for (std::size_t first = 0; first < runs; first += k_setup_chunk) {
     const std::size_t last = std::min(runs, first + k_setup_chunk);
-    exec_params_blocking(
-        c,
-        "INSERT INTO bench_ceiling_runs (id, workflow, version, status, input, owner, epoch,\n"
-        "  due_at, claims, started_at)\n"
-        "SELECT id, 'noop3', 1, 'running', '{}', 'ceiling', 1, now() + interval '30 seconds',\n"
-        "  1, now()\n"
-        "FROM unnest($1::uuid[]) AS id",
-        {uuid_array(ids, first, last)});
+    exec_params_blocking(c, insert_runs, {uuid_array(ids, first, last)});
   }
   // Statistics, so that the planner sees the table as it is: the ceiling is the best case.
   exec_blocking(c, "ANALYZE bench_ceiling_runs");
@@ -155,7 +178,7 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
     lanes[i].conn = connect_blocking(conninfo);
     lanes[i].first = runs * i / connections;
     lanes[i].last = runs * (i + 1) / connections;
-    for (const auto* s : {&k_begin, &k_fence, &k_insert, &k_commit})
+    for (const auto* s : {&k_begin, &k_fence, &k_insert, &k_commit, &k_claim, &k_finish})
       prepare(lanes[i].conn.get(), *s);
     if (PQenterPipelineMode(lanes[i].conn.get()) != 1)
       throw_pg_error("enter pipeline mode", lanes[i].conn.get(), nullptr);
@@ -163,20 +186,31 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
   auto drive = [&](lane& l) {
     try {
       PGconn* lc = l.conn.get();
-      std::deque<std::size_t> in_flight;  // row counts of the transactions sent and not yet read
-      for (int seq = 0; seq < steps_per_run; ++seq) {
-        const std::string seq_text = std::to_string(seq);
-        const std::string name = "step" + std::to_string(seq + 1);
+      std::deque<sent_transaction> in_flight;  // sent and not yet read
+      // Rounds: -1 claims, 0 .. steps_per_run - 1 checkpoint that step, steps_per_run finishes.
+      const int first_round = lifecycle ? -1 : 0;
+      const int last_round = lifecycle ? steps_per_run : steps_per_run - 1;
+      for (int round = first_round; round <= last_round; ++round) {
+        const std::string seq_text = std::to_string(round);
+        const std::string name = "step" + std::to_string(round + 1);
         for (std::size_t first = l.first; first < l.last; first += batch) {
           const std::size_t last = std::min(l.last, first + batch);
           const std::string id_list = uuid_array(ids, first, last);
-          const std::string outputs = output_array(last - first, seq + 1);
+          sent_transaction sent{last - first, 1};
           send(lc, k_begin, {});
-          send(lc, k_fence, {id_list.c_str()});
-          send(lc, k_insert, {id_list.c_str(), seq_text.c_str(), name.c_str(), outputs.c_str()});
+          if (round < 0) {
+            send(lc, k_claim, {id_list.c_str()});
+          } else if (round == steps_per_run) {
+            send(lc, k_finish, {id_list.c_str()});
+          } else {
+            const std::string outputs = output_array(last - first, round + 1);
+            send(lc, k_fence, {id_list.c_str()});
+            send(lc, k_insert, {id_list.c_str(), seq_text.c_str(), name.c_str(), outputs.c_str()});
+            sent.writes = 2;
+          }
           send(lc, k_commit, {});
           if (PQpipelineSync(lc) != 1) throw_pg_error("pipeline sync", lc, nullptr);
-          in_flight.push_back(last - first);
+          in_flight.push_back(sent);
           // Like the engine's writer: at most k_pipeline_depth transactions in flight.
           if (in_flight.size() == k_pipeline_depth) {
             read_transaction(lc, in_flight.front());
@@ -216,6 +250,13 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
   if (field(count.get(), 0, 0) != std::to_string(out.steps)) {
     throw std::runtime_error("ceiling: bench_ceiling_steps holds " + field(count.get(), 0, 0) +
                              " rows, expected " + std::to_string(out.steps));
+  }
+  if (lifecycle) {
+    auto done = exec_blocking(c, "SELECT count(*) FROM bench_ceiling_runs WHERE status = 'completed'");
+    if (field(done.get(), 0, 0) != std::to_string(runs)) {
+      throw std::runtime_error("ceiling: " + field(done.get(), 0, 0) + " runs completed, expected " +
+                               std::to_string(runs));
+    }
   }
   return out;
 }

@@ -1,4 +1,5 @@
-// The raw-SQL ceiling: the fewest writes a checkpointed step needs, issued by a minimal pipelined libpq loop.
+// The raw-SQL ceilings: the fewest writes a checkpointed step needs (and, beside them, a run's claim and
+// finish), issued by a minimal pipelined libpq loop.
 #pragma once
 
 #include <cstddef>
@@ -13,15 +14,24 @@ struct ceiling_result {
   std::size_t transactions = 0;  ///< transactions committed
 };
 
+/// What the ceiling loop writes for each run.
+enum class ceiling_writes {
+  steps,      ///< its step rows, each under the fence (the runs are held before the clock starts)
+  lifecycle,  ///< a claim of the queued run, then its step rows, then its fenced finish
+};
+
 /// On `conninfo` (a database the engine has migrated: it copies keel.runs and keel.steps), creates
 /// bench_ceiling_runs and bench_ceiling_steps with the same columns, defaults, checks and indexes, inserts
 /// `runs` running runs (not timed), then times `steps_per_run` rounds: for each chunk of `batch` runs, one
 /// transaction that checks the runs' lease under a share lock and inserts their step rows, sent as one
 /// pipeline on one connection, two transactions in flight (as the engine's writer). With `connections` > 1
 /// (one per engine writer) each connection runs that loop on its own slice of the runs, in its own thread.
+/// `lifecycle`: the runs start queued; a first round of transactions claims them (one UPDATE per chunk, by
+/// id) and a last one finishes them (one fenced UPDATE per chunk), the least a claim and a finish cost.
 /// Verifies the row count afterwards. Blocking. Throws std::runtime_error on any database error or a wrong
 /// row count.
 ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
-                                        int steps_per_run, std::size_t connections = 1);
+                                        int steps_per_run, std::size_t connections = 1,
+                                        ceiling_writes writes = ceiling_writes::steps);
 
 }  // namespace keel::bench

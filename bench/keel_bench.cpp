@@ -923,7 +923,7 @@ int run(const bench_options& o) {
   const auto steps = o.runs * static_cast<std::size_t>(k_noop3_steps);
   const double steps_per_s = static_cast<double>(steps) / ef.seconds;
 
-  std::optional<ceiling_result> ceiling;
+  std::optional<ceiling_result> ceiling, lifecycle;
   if (!o.skip_ceiling) {
     throw_if_interrupted();
     // The ceiling batches like the engine's writer can: up to `concurrency` runs' writes, capped by
@@ -933,6 +933,10 @@ int run(const bench_options& o) {
               "measuring the raw-SQL ceiling (" + std::to_string(batch) + " runs per transaction)");
     // As many connections as the engine has writers: the ceiling stays the best the same means can do.
     ceiling = measure_ceiling_blocking(db.conninfo(), o.runs, batch, k_noop3_steps, o.writers);
+    throw_if_interrupted();
+    log::info(k_component, "measuring the lifecycle ceiling (a claim and a finish per run besides)");
+    lifecycle = measure_ceiling_blocking(db.conninfo(), o.runs, batch, k_noop3_steps, o.writers,
+                                         ceiling_writes::lifecycle);
   }
 
   std::string line = "{\"workload\":" + json_string(o.workload) + ",\"runs\":" + std::to_string(o.runs) +
@@ -942,8 +946,12 @@ int run(const bench_options& o) {
                      ",\"p99_ms\":" + fixed(df.p99_ms, 2);
   if (ceiling) {
     const double ceiling_per_s = static_cast<double>(ceiling->steps) / ceiling->seconds;
+    const double lifecycle_per_s = static_cast<double>(lifecycle->steps) / lifecycle->seconds;
     line += ",\"ceiling_steps_per_s\":" + fixed(ceiling_per_s, 1) +
-            ",\"ratio\":" + fixed(steps_per_s / ceiling_per_s, 2);
+            ",\"ratio\":" + fixed(steps_per_s / ceiling_per_s, 2) +
+            ",\"lifecycle_ceiling_steps_per_s\":" + fixed(lifecycle_per_s, 1) +
+            ",\"lifecycle_ratio\":" + fixed(steps_per_s / lifecycle_per_s, 2) +
+            ",\"lifecycle_bound\":" + fixed(lifecycle_per_s / ceiling_per_s, 2);
   } else {
     line += ",\"ceiling_steps_per_s\":null,\"ratio\":null";
   }
@@ -956,7 +964,8 @@ int run(const bench_options& o) {
           ",\"analyzed\":" + (o.analyze ? "true" : "false");
   if (ceiling) {
     line += ",\"ceiling_seconds\":" + fixed(ceiling->seconds, 3) +
-            ",\"ceiling_batches\":" + std::to_string(ceiling->transactions);
+            ",\"ceiling_batches\":" + std::to_string(ceiling->transactions) +
+            ",\"lifecycle_ceiling_seconds\":" + fixed(lifecycle->seconds, 3);
   }
   line += ",\"fsync\":" + json_string(df.fsync) +
           ",\"synchronous_commit\":" + json_string(df.synchronous_commit) +
