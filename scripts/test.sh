@@ -13,4 +13,6 @@ if [[ "$dir" == *address* ]]; then
   export ASAN_OPTIONS="detect_leaks=1 ${ASAN_OPTIONS:-}"
   export UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1 ${UBSAN_OPTIONS:-}"
 fi
-ctest --output-on-failure --timeout 900
+# Two at a time (KEEL_TEST_JOBS to change it); the timing-sensitive tests are marked RUN_SERIAL and run alone
+# (tests/CMakeLists.txt).
+ctest --output-on-failure --timeout 900 -j "${KEEL_TEST_JOBS:-2}"
