@@ -124,11 +124,13 @@ void read_transaction(PGconn* conn, sent_transaction sent) {
 
 }  // namespace
 
-ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
-                                        int steps_per_run, std::size_t connections, ceiling_writes writes) {
-  const bool lifecycle = writes == ceiling_writes::lifecycle;
+ceiling_result measure_ceiling_blocking(const std::string& conninfo, const ceiling_plan& plan) {
+  const std::size_t runs = plan.runs, batch = plan.batch;
+  const int steps_per_run = plan.steps_per_run;
+  std::size_t connections = plan.connections;
   if (runs == 0 || batch == 0 || steps_per_run <= 0)
     throw std::invalid_argument("ceiling: nothing to measure");
+  const bool lifecycle = plan.writes == ceiling_writes::lifecycle;
   auto conn = connect_blocking(conninfo);
   PGconn* c = conn.get();
 
@@ -145,6 +147,15 @@ ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t
       "  SELECT array_to_string(reloptions, ', ') INTO o FROM pg_class WHERE oid = 'keel.runs'::regclass;\n"
       "  IF o IS NOT NULL THEN EXECUTE 'ALTER TABLE bench_ceiling_runs SET (' || o || ')'; END IF;\n"
       "END $$;");
+  if (plan.bare_runs_table) {
+    exec_blocking(
+        c,
+        "DO $$ DECLARE i text; BEGIN\n"
+        "  FOR i IN SELECT indexname FROM pg_indexes\n"
+        "           WHERE tablename = 'bench_ceiling_runs' AND indexname <> 'bench_ceiling_runs_pkey'\n"
+        "  LOOP EXECUTE 'DROP INDEX ' || quote_ident(i); END LOOP;\n"
+        "END $$;");
+  }
   // Time-ordered ids (UUIDv7) from the engine's generator: the same index locality as keel.steps gets.
   std::vector<std::string> ids;
   ids.reserve(runs);

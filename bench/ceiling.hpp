@@ -20,18 +20,28 @@ enum class ceiling_writes {
   lifecycle,  ///< a claim of the queued run, then its step rows, then its fenced finish
 };
 
+/// What to measure.
+struct ceiling_plan {
+  std::size_t runs = 0;
+  std::size_t batch = 0;  ///< runs per transaction
+  int steps_per_run = 0;
+  std::size_t connections = 1;  ///< one per engine writer, each on its own slice of the runs
+  ceiling_writes writes = ceiling_writes::steps;
+  /// Diagnostic: the runs table keeps its primary key only, so every claim and finish is a HOT update (and
+  /// nothing could find due runs by an index).
+  bool bare_runs_table = false;
+};
+
 /// On `conninfo` (a database the engine has migrated: it copies keel.runs and keel.steps), creates
 /// bench_ceiling_runs and bench_ceiling_steps with the same columns, defaults, checks and indexes, inserts
 /// `runs` running runs (not timed), then times `steps_per_run` rounds: for each chunk of `batch` runs, one
 /// transaction that checks the runs' lease under a share lock and inserts their step rows, sent as one
 /// pipeline on one connection, two transactions in flight (as the engine's writer). With `connections` > 1
-/// (one per engine writer) each connection runs that loop on its own slice of the runs, in its own thread.
+/// each connection runs that loop on its own slice of the runs, in its own thread.
 /// `lifecycle`: the runs start queued; a first round of transactions claims them (one UPDATE per chunk, by
 /// id) and a last one finishes them (one fenced UPDATE per chunk), the least a claim and a finish cost.
-/// Verifies the row count afterwards. Blocking. Throws std::runtime_error on any database error or a wrong
+/// Verifies the row counts afterwards. Blocking. Throws std::runtime_error on any database error or a wrong
 /// row count.
-ceiling_result measure_ceiling_blocking(const std::string& conninfo, std::size_t runs, std::size_t batch,
-                                        int steps_per_run, std::size_t connections = 1,
-                                        ceiling_writes writes = ceiling_writes::steps);
+ceiling_result measure_ceiling_blocking(const std::string& conninfo, const ceiling_plan& plan);
 
 }  // namespace keel::bench

@@ -1,8 +1,6 @@
 // keel-bench: Keel's throughput and latency on a standard workload, beside a raw-SQL ceiling measured on the
 // same database. Prints one JSON line on stdout; progress and errors go to stderr. See bench/README.md.
 #include <signal.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>
@@ -11,12 +9,10 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
-#include <boost/program_options.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
-#include <filesystem>
 #include <functional>
 #include <future>
 #include <iostream>
@@ -28,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include "bench_database.hpp"
+#include "bench_options.hpp"
 #include "ceiling.hpp"
 #include "event_latency.hpp"
 #include "fairness.hpp"
@@ -35,8 +33,6 @@
 #include "json_line.hpp"
 #include "keel/common/log.hpp"
 #include "keel/engine.hpp"
-#include "keel/storage/conninfo.hpp"
-#include "keel/storage/embedded_postgres.hpp"
 #include "latency_workloads.hpp"
 #include "list_runs.hpp"
 #include "pg_util.hpp"
@@ -46,24 +42,13 @@ namespace {
 
 namespace asio = boost::asio;
 namespace json = boost::json;
-namespace po = boost::program_options;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 constexpr std::string_view k_component = "bench";
 constexpr int k_exit_failed = 1;
-constexpr int k_exit_usage = 2;
 constexpr int k_exit_interrupted = 130;
-constexpr std::string_view k_noop3 = "noop3";
-/// The noop3 drain twice, with and without parked runs (queued for tomorrow) in the table.
-constexpr std::string_view k_parked = "parked";
 constexpr int k_noop3_steps = 3;
-/// The noop3 drain twice, without and with the durable run log.
-constexpr std::string_view k_log_overhead = "log-overhead";
-/// The noop3 drain twice, without and with one unbounded stream attached (and consumed).
-constexpr std::string_view k_stream_overhead = "stream-overhead";
-/// The noop3 drain twice, without and with a concurrency key on every run.
-constexpr std::string_view k_keyed_overhead = "keyed-overhead";
 /// keyed-overhead's keys, and the limit of each.
 constexpr std::size_t k_keys = 100;
 constexpr int k_key_limit = 8;
@@ -95,280 +80,6 @@ struct interrupted_error : std::runtime_error {
 void throw_if_interrupted() {
   if (g_interrupted.load(std::memory_order_relaxed)) throw interrupted_error();
 }
-
-// ---------------------------------------------------------------------------------------------------------------
-// Options.
-
-struct bench_options {
-  std::string workload{k_noop3};
-  std::size_t runs = 20'000;  // k_latency_default_runs for the latency workloads
-  std::size_t parked = 200'000;
-  // 512 drained fastest on the 2-core development VM (64: ~2k runs/s, 256: ~7k, 512: ~11k, 1024: ~12k with
-  // twice the in-engine latency); see README.md.
-  std::size_t concurrency = 512;
-  std::size_t threads = 2;
-  std::size_t writers = 1;
-  std::size_t max_batch = 512;
-  std::size_t pool = 2;
-  std::size_t enqueuers = 1024;
-  std::size_t clients = 1'000;   // sse-fanout
-  std::size_t connections = 32;  // hook-resumes
-  bool skip_ceiling = false;
-  bool analyze = false;
-  std::optional<std::string> database_url;
-  bool keep_database = false;
-  std::vector<std::string> pg_settings;
-  std::chrono::seconds timeout{600};
-};
-
-/// The parsed options, or the exit code to leave with (0 after --help).
-struct parsed_options {
-  std::optional<bench_options> options;
-  int exit_code = 0;
-};
-
-parsed_options parse_options(int argc, char** argv) {
-  bench_options o;
-  // Parsed as signed so that "-5" is an error rather than a huge unsigned value.
-  std::int64_t runs = static_cast<std::int64_t>(o.runs), parked = static_cast<std::int64_t>(o.parked),
-               concurrency = static_cast<std::int64_t>(o.concurrency),
-               threads = static_cast<std::int64_t>(o.threads), writers = static_cast<std::int64_t>(o.writers),
-               max_batch = static_cast<std::int64_t>(o.max_batch), pool = static_cast<std::int64_t>(o.pool),
-               enqueuers = static_cast<std::int64_t>(o.enqueuers),
-               clients = static_cast<std::int64_t>(o.clients),
-               connections = static_cast<std::int64_t>(o.connections), timeout = o.timeout.count();
-  std::string url;
-  po::options_description desc(
-      "keel-bench: Keel's throughput and latency on a standard workload against a raw-SQL ceiling,\n"
-      "or its start latency and sleep lateness. Prints one JSON line on stdout; progress goes to stderr.\n\n"
-      "Options");
-  // clang-format off
-  desc.add_options()
-      ("help,h", "show this help")
-      ("workload", po::value(&o.workload)->default_value(o.workload),
-       "workload to run: noop3, parked, log-overhead (noop3 without, then with the run log), "
-       "stream-overhead (noop3 without, then with a stream attached), keyed-overhead (noop3 without, then with "
-       "a concurrency key on every run), fairness (1,000 runs of 100 tenants, idle and beside one tenant's "
-       "burst of --runs runs, default 50000), event-latency (ctx.emit to a "
-       "stream consumer on the same worker and in another process), stream-write (one run appending "
-       "runs x 100 chunks to a durable output stream, read in another process), "
-       "start-latency (enqueue to first step, one run at a time), "
-       "hook-latency (resume_hook to next step, one run at a time), sleep-lateness (wake time to resume "
-       "of 0.5-2 s sleeps), replay (resume of one run with a long history), list-runs (pages of "
-       "engine::list_runs with --runs runs in the table, default 1000000), hook-resumes (POST "
-       "/v1/hooks/{token} per second from --connections keep-alive connections, default 5000 runs) or "
-       "sse-fanout (one run's events to --clients SSE clients; --runs frames, default 100)")
-      ("runs", po::value(&runs)->default_value(runs),
-       "runs to enqueue, then drain (start-latency, hook-latency, sleep-lateness: runs to measure, default "
-       "1000; replay: recorded steps, default 10000; hook-resumes: runs resumed over HTTP, default 5000; "
-       "sse-fanout: the run's frames and steps, default 100)")
-      ("parked", po::value(&parked)->default_value(parked),
-       "parked workload: runs queued for a day later beside the drain")
-      ("concurrency", po::value(&concurrency)->default_value(concurrency), "engine concurrency (runs in flight)")
-      ("threads", po::value(&threads)->default_value(threads), "engine io threads (0 = one per core)")
-      ("writers", po::value(&writers)->default_value(writers),
-       "group-commit writer connections (store_options.writers)")
-      ("max-batch", po::value(&max_batch)->default_value(max_batch),
-       "most writes per transaction (store_options.max_batch); also the ceiling's batch cap")
-      ("pool", po::value(&pool)->default_value(pool),
-       "connections for claims and heartbeats (store_options.pool_size)")
-      ("enqueuers", po::value(&enqueuers)->default_value(enqueuers), "enqueue calls in flight while enqueueing")
-      ("clients", po::value(&clients)->default_value(clients), "sse-fanout: SSE clients connected to the run")
-      ("connections", po::value(&connections)->default_value(connections),
-       "hook-resumes: keep-alive HTTP connections (and direct resume_hook calls) in flight")
-      ("skip-ceiling", po::bool_switch(&o.skip_ceiling),
-       "do not measure the raw-SQL ceiling (hook-resumes: the direct resume_hook comparison)")
-      ("analyze", po::bool_switch(&o.analyze),
-       "diagnostic: ANALYZE keel.runs after enqueueing, before the drain (not timed)")
-      ("database-url", po::value(&url),
-       "use this PostgreSQL server (a fresh database keel_bench_<pid> on it) instead of an embedded one")
-      ("keep-database", po::bool_switch(&o.keep_database),
-       "with --database-url: keep the database afterwards (default: drop it)")
-      ("pg-setting", po::value(&o.pg_settings)->composing(),
-       "NAME=VALUE setting for the embedded server (repeatable), e.g. shared_buffers=256MB")
-      ("timeout", po::value(&timeout)->default_value(timeout), "fail when the drain takes longer (seconds)");
-  // clang-format on
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "keel-bench: " << e.what() << " (see --help)\n";
-    return {std::nullopt, k_exit_usage};
-  }
-  if (vm.count("help")) {
-    std::cout << desc << "\n";
-    return {std::nullopt, 0};
-  }
-  auto check = [](const char* name, std::int64_t v, std::int64_t min) {
-    if (v >= min) return true;
-    std::cerr << "keel-bench: --" << name << " must be at least " << min << ", not " << v << "\n";
-    return false;
-  };
-  if (!check("runs", runs, 1) || !check("parked", parked, 0) || !check("concurrency", concurrency, 1) ||
-      !check("threads", threads, 0) || !check("writers", writers, 1) || !check("max-batch", max_batch, 1) ||
-      !check("pool", pool, 1) || !check("enqueuers", enqueuers, 1) || !check("clients", clients, 1) ||
-      !check("connections", connections, 1) || !check("timeout", timeout, 1)) {
-    return {std::nullopt, k_exit_usage};
-  }
-  if (o.workload != k_noop3 && o.workload != k_parked && o.workload != k_log_overhead &&
-      o.workload != k_stream_overhead && o.workload != k_keyed_overhead && !is_latency_workload(o.workload)) {
-    std::cerr << "keel-bench: unknown workload '" << o.workload
-              << "' (known: noop3, parked, log-overhead, stream-overhead, keyed-overhead, start-latency, "
-                 "hook-latency, "
-                 "sleep-lateness, replay, event-latency, stream-write, list-runs, fairness, hook-resumes, "
-                 "sse-fanout)\n";
-    return {std::nullopt, k_exit_usage};
-  }
-  if (is_latency_workload(o.workload) && vm["runs"].defaulted()) {
-    runs = static_cast<std::int64_t>(o.workload == k_replay         ? k_replay_default_steps
-                                     : o.workload == k_list_runs    ? k_list_default_runs
-                                     : o.workload == k_fairness     ? k_fairness_default_runs
-                                     : o.workload == k_hook_resumes ? k_hook_resumes_default_runs
-                                     : o.workload == k_sse_fanout   ? k_sse_fanout_default_frames
-                                                                    : k_latency_default_runs);
-  }
-  // A worker's capacity bounds how soon a newcomer can start behind a busy one (bench/README.md): the
-  // fairness workload measures the engine's own default unless told otherwise.
-  if (o.workload == k_fairness && vm["concurrency"].defaulted())
-    concurrency = static_cast<std::int64_t>(engine_options{}.concurrency);
-  for (const auto& s : o.pg_settings) {
-    if (s.find('=') == std::string::npos || s.front() == '=') {
-      std::cerr << "keel-bench: --pg-setting wants NAME=VALUE, not '" << s << "'\n";
-      return {std::nullopt, k_exit_usage};
-    }
-  }
-  if (vm.count("database-url")) {
-    if (!o.pg_settings.empty()) {
-      std::cerr << "keel-bench: --pg-setting applies to the embedded server only, not with --database-url\n";
-      return {std::nullopt, k_exit_usage};
-    }
-    o.database_url = url;
-  }
-  o.runs = static_cast<std::size_t>(runs);
-  o.parked = static_cast<std::size_t>(parked);
-  o.concurrency = static_cast<std::size_t>(concurrency);
-  o.threads = static_cast<std::size_t>(threads);
-  o.writers = static_cast<std::size_t>(writers);
-  o.max_batch = static_cast<std::size_t>(max_batch);
-  o.pool = static_cast<std::size_t>(pool);
-  o.enqueuers = static_cast<std::size_t>(enqueuers);
-  o.clients = static_cast<std::size_t>(clients);
-  o.connections = static_cast<std::size_t>(connections);
-  o.timeout = std::chrono::seconds(timeout);
-  return {o, 0};
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// The database: an embedded server in a temporary directory, or a fresh database on a given server.
-
-/// A fresh directory under /tmp, traversable by the server's user when we run as root; removed on
-/// destruction.
-class temp_dir {
- public:
-  temp_dir() {
-    std::string tmpl = "/tmp/keel-bench.XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp under /tmp failed");
-    ::chmod(tmpl.c_str(), 0755);
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-    if (ec) log::warn(k_component, "cannot remove " + path_.string() + ": " + ec.message());
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
-/// Owns the benchmark's database for the life of the process. Blocking; throws on failure.
-class bench_database {
- public:
-  explicit bench_database(const bench_options& o) : name_("keel_bench_" + std::to_string(::getpid())) {
-    if (o.database_url) {
-      admin_ = *o.database_url;
-      auto conn = connect_blocking(admin_);
-      exec_blocking(conn.get(), "CREATE DATABASE " + name_);
-      drop_ = !o.keep_database;
-      conninfo_ = storage::conninfo_with_database(admin_, name_);
-      log::info(k_component, "created database " + name_ + " on the given server");
-      return;
-    }
-    dir_.emplace();
-    storage::embedded_postgres_options pgo;
-    pgo.data_dir = dir_->path() / "data";
-    pgo.durable = true;  // fsync and synchronous_commit on: commits cost what they cost
-    for (const auto& s : o.pg_settings) {
-      const auto eq = s.find('=');
-      pgo.settings[s.substr(0, eq)] = s.substr(eq + 1);
-    }
-    server_ = std::make_unique<storage::embedded_postgres>(pgo);
-    if (auto r = server_->start_blocking(); !r)
-      throw std::runtime_error("embedded PostgreSQL failed to start: " + r.error().message());
-    if (auto r = server_->create_database_blocking(name_); !r)
-      throw std::runtime_error("CREATE DATABASE " + name_ + " failed: " + r.error().message());
-    conninfo_ = server_->connection_string(name_);
-  }
-
-  ~bench_database() { cleanup_blocking(); }
-
-  /// Drops the database (given server) or stops the server and removes its directory (embedded). Idempotent;
-  /// may run on another thread while the main one is stuck (the hung-engine watchdog).
-  void cleanup_blocking() {
-    std::lock_guard lock(cleanup_mutex_);
-    if (drop_) {
-      drop_ = false;
-      try {
-        auto conn = connect_blocking(admin_);
-        for (const auto& extra : extra_)
-          exec_blocking(conn.get(), "DROP DATABASE IF EXISTS " + extra + " WITH (FORCE)");
-        exec_blocking(conn.get(), "DROP DATABASE IF EXISTS " + name_ + " WITH (FORCE)");
-      } catch (const std::exception& e) {
-        log::warn(k_component, std::string("cannot drop the benchmark database: ") + e.what());
-      }
-    }
-    // The server stops before its directory goes.
-    if (server_) {
-      if (auto r = server_->stop_blocking(); !r)
-        log::warn(k_component, "stopping the embedded server failed: " + r.error().message());
-      server_.reset();
-    }
-    dir_.reset();
-  }
-
-  bench_database(const bench_database&) = delete;
-  bench_database& operator=(const bench_database&) = delete;
-
-  [[nodiscard]] const std::string& conninfo() const noexcept { return conninfo_; }
-
-  /// Creates a second database on the same server (dropped with the first); returns its connection string.
-  std::string add_database_blocking(const std::string& suffix) {
-    const std::string name = name_ + "_" + suffix;
-    if (server_) {
-      if (auto r = server_->create_database_blocking(name); !r)
-        throw std::runtime_error("CREATE DATABASE " + name + " failed: " + r.error().message());
-      return server_->connection_string(name);
-    }
-    auto conn = connect_blocking(admin_);
-    exec_blocking(conn.get(), "CREATE DATABASE " + name);
-    extra_.push_back(name);
-    return storage::conninfo_with_database(admin_, name);
-  }
-
- private:
-  std::vector<std::string> extra_;
-  std::string name_;
-  std::string admin_;
-  bool drop_ = false;
-  std::optional<temp_dir> dir_;
-  std::unique_ptr<storage::embedded_postgres> server_;
-  std::string conninfo_;
-  std::mutex cleanup_mutex_;
-};
 
 // ---------------------------------------------------------------------------------------------------------------
 // The workload.
@@ -932,11 +643,12 @@ int run(const bench_options& o) {
     log::info(k_component,
               "measuring the raw-SQL ceiling (" + std::to_string(batch) + " runs per transaction)");
     // As many connections as the engine has writers: the ceiling stays the best the same means can do.
-    ceiling = measure_ceiling_blocking(db.conninfo(), o.runs, batch, k_noop3_steps, o.writers);
+    ceiling_plan plan{o.runs, batch, k_noop3_steps, o.writers, ceiling_writes::steps, o.bare_ceiling_runs};
+    ceiling = measure_ceiling_blocking(db.conninfo(), plan);
     throw_if_interrupted();
     log::info(k_component, "measuring the lifecycle ceiling (a claim and a finish per run besides)");
-    lifecycle = measure_ceiling_blocking(db.conninfo(), o.runs, batch, k_noop3_steps, o.writers,
-                                         ceiling_writes::lifecycle);
+    plan.writes = ceiling_writes::lifecycle;
+    lifecycle = measure_ceiling_blocking(db.conninfo(), plan);
   }
 
   std::string line = "{\"workload\":" + json_string(o.workload) + ",\"runs\":" + std::to_string(o.runs) +
@@ -965,7 +677,8 @@ int run(const bench_options& o) {
   if (ceiling) {
     line += ",\"ceiling_seconds\":" + fixed(ceiling->seconds, 3) +
             ",\"ceiling_batches\":" + std::to_string(ceiling->transactions) +
-            ",\"lifecycle_ceiling_seconds\":" + fixed(lifecycle->seconds, 3);
+            ",\"lifecycle_ceiling_seconds\":" + fixed(lifecycle->seconds, 3) +
+            ",\"bare_ceiling_runs\":" + (o.bare_ceiling_runs ? "true" : "false");
   }
   line += ",\"fsync\":" + json_string(df.fsync) +
           ",\"synchronous_commit\":" + json_string(df.synchronous_commit) +
