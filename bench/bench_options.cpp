@@ -66,8 +66,9 @@ parsed_options parse_options(int argc, char** argv) {
        "hook-resumes: keep-alive HTTP connections (and direct resume_hook calls) in flight")
       ("skip-ceiling", po::bool_switch(&o.skip_ceiling),
        "do not measure the raw-SQL ceilings (hook-resumes: the direct resume_hook comparison)")
-      ("bare-ceiling-runs", po::bool_switch(&o.bare_ceiling_runs),
-       "diagnostic: the ceilings' runs table keeps its primary key only (every claim and finish HOT)")
+      ("ceiling-indexes", po::value(&o.ceiling_indexes)->default_value(o.ceiling_indexes),
+       "diagnostic, noop3: which of keel.runs' indexes the ceilings' runs table keeps: all, claim (the primary "
+       "key and the claim index) or key (the primary key only)")
       ("analyze", po::bool_switch(&o.analyze),
        "diagnostic: ANALYZE keel.runs after enqueueing, before the drain (not timed)")
       ("database-url", po::value(&url),
@@ -108,6 +109,14 @@ parsed_options parse_options(int argc, char** argv) {
                  "hook-latency, "
                  "sleep-lateness, replay, event-latency, stream-write, list-runs, fairness, hook-resumes, "
                  "sse-fanout)\n";
+    return {std::nullopt, k_exit_usage};
+  }
+  if (o.ceiling_indexes != "all" && o.ceiling_indexes != "claim" && o.ceiling_indexes != "key") {
+    std::cerr << "keel-bench: --ceiling-indexes wants all, claim or key, not '" << o.ceiling_indexes << "'\n";
+    return {std::nullopt, k_exit_usage};
+  }
+  if (o.ceiling_indexes != "all" && (o.workload != k_noop3 || o.skip_ceiling)) {
+    std::cerr << "keel-bench: --ceiling-indexes applies to noop3's ceilings only\n";
     return {std::nullopt, k_exit_usage};
   }
   if (is_latency_workload(o.workload) && vm["runs"].defaulted()) {

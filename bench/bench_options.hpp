@@ -11,17 +11,17 @@
 namespace keel::bench {
 
 /// Exit status for a bad command line.
-constexpr int k_exit_usage = 2;
+inline constexpr int k_exit_usage = 2;
 /// The standard throughput workload: three no-op steps per run, against the raw-SQL ceilings.
-constexpr std::string_view k_noop3 = "noop3";
+inline constexpr std::string_view k_noop3 = "noop3";
 /// The noop3 drain twice, with and without parked runs (queued for tomorrow) in the table.
-constexpr std::string_view k_parked = "parked";
+inline constexpr std::string_view k_parked = "parked";
 /// The noop3 drain twice, without and with the durable run log.
-constexpr std::string_view k_log_overhead = "log-overhead";
+inline constexpr std::string_view k_log_overhead = "log-overhead";
 /// The noop3 drain twice, without and with one unbounded stream attached (and consumed).
-constexpr std::string_view k_stream_overhead = "stream-overhead";
+inline constexpr std::string_view k_stream_overhead = "stream-overhead";
 /// The noop3 drain twice, without and with a concurrency key on every run.
-constexpr std::string_view k_keyed_overhead = "keyed-overhead";
+inline constexpr std::string_view k_keyed_overhead = "keyed-overhead";
 
 struct bench_options {
   std::string workload{k_noop3};
@@ -39,7 +39,8 @@ struct bench_options {
   std::size_t connections = 32;  // hook-resumes
   bool skip_ceiling = false;
   bool analyze = false;
-  bool bare_ceiling_runs = false;
+  /// --ceiling-indexes: all, claim or key (ceiling.hpp, ceiling_indexes).
+  std::string ceiling_indexes{"all"};
   std::optional<std::string> database_url;
   bool keep_database = false;
   std::vector<std::string> pg_settings;

@@ -12,12 +12,23 @@ struct ceiling_result {
   double seconds = 0;            ///< wall time of the timed loop
   std::size_t steps = 0;         ///< step rows written (runs * steps per run)
   std::size_t transactions = 0;  ///< transactions committed
+  /// Of the runs table's row updates (the lifecycle's claims and finishes), the share that was HOT (no index
+  /// entry written); -1 when nothing was updated or the statistics did not arrive in time.
+  double hot_update_share = -1;
 };
 
 /// What the ceiling loop writes for each run.
 enum class ceiling_writes {
   steps,      ///< its step rows, each under the fence (the runs are held before the clock starts)
   lifecycle,  ///< a claim of the queued run, then its step rows, then its fenced finish
+};
+
+/// Which of keel.runs' indexes the ceilings' runs table keeps (a diagnostic of what the claim and the finish
+/// cost: an update that changes no indexed column can be HOT).
+enum class ceiling_indexes {
+  all,    ///< every one (the default: the engine's table)
+  claim,  ///< the primary key and the claim index only
+  key,    ///< the primary key only: nothing else to find due runs or expired leases by
 };
 
 /// What to measure.
@@ -27,9 +38,7 @@ struct ceiling_plan {
   int steps_per_run = 0;
   std::size_t connections = 1;  ///< one per engine writer, each on its own slice of the runs
   ceiling_writes writes = ceiling_writes::steps;
-  /// Diagnostic: the runs table keeps its primary key only, so every claim and finish is a HOT update (and
-  /// nothing could find due runs by an index).
-  bool bare_runs_table = false;
+  ceiling_indexes indexes = ceiling_indexes::all;
 };
 
 /// On `conninfo` (a database the engine has migrated: it copies keel.runs and keel.steps), creates

@@ -2,8 +2,6 @@
 // thread, the engine's run events counted, waiting on the main thread, and the server they load.
 #pragma once
 
-#include <sys/resource.h>
-
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/io_context.hpp>
@@ -29,14 +27,14 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
-constexpr std::string_view k_component = "bench";
+inline constexpr std::string_view k_component = "bench";
 /// Errors as values (eof, resets, timeouts), not exceptions; named, so no completion token is a temporary
 /// inside a co_await expression.
-constexpr auto k_nothrow = asio::as_tuple(asio::use_awaitable);
+inline constexpr auto k_nothrow = asio::as_tuple(asio::use_awaitable);
 /// One request (connect, write, answer) may take this long before the client gives up on it.
-constexpr auto k_request_limit = 30s;
-constexpr auto k_progress_every = 2s;
-constexpr auto k_poll = 5ms;
+inline constexpr auto k_request_limit = 30s;
+inline constexpr auto k_progress_every = 2s;
+inline constexpr auto k_poll = 5ms;
 
 inline std::int64_t steady_micros(steady::time_point t = steady::now()) {
   return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();

@@ -643,7 +643,10 @@ int run(const bench_options& o) {
     log::info(k_component,
               "measuring the raw-SQL ceiling (" + std::to_string(batch) + " runs per transaction)");
     // As many connections as the engine has writers: the ceiling stays the best the same means can do.
-    ceiling_plan plan{o.runs, batch, k_noop3_steps, o.writers, ceiling_writes::steps, o.bare_ceiling_runs};
+    const auto indexes = o.ceiling_indexes == "key"     ? ceiling_indexes::key
+                         : o.ceiling_indexes == "claim" ? ceiling_indexes::claim
+                                                        : ceiling_indexes::all;
+    ceiling_plan plan{o.runs, batch, k_noop3_steps, o.writers, ceiling_writes::steps, indexes};
     ceiling = measure_ceiling_blocking(db.conninfo(), plan);
     throw_if_interrupted();
     log::info(k_component, "measuring the lifecycle ceiling (a claim and a finish per run besides)");
@@ -677,8 +680,9 @@ int run(const bench_options& o) {
   if (ceiling) {
     line += ",\"ceiling_seconds\":" + fixed(ceiling->seconds, 3) +
             ",\"ceiling_batches\":" + std::to_string(ceiling->transactions) +
-            ",\"lifecycle_ceiling_seconds\":" + fixed(lifecycle->seconds, 3) +
-            ",\"bare_ceiling_runs\":" + (o.bare_ceiling_runs ? "true" : "false");
+            ",\"lifecycle_ceiling_seconds\":" + fixed(lifecycle->seconds, 3) + ",\"lifecycle_hot_updates\":" +
+            (lifecycle->hot_update_share < 0 ? std::string("null") : fixed(lifecycle->hot_update_share, 2)) +
+            ",\"ceiling_indexes\":" + json_string(o.ceiling_indexes);
   }
   line += ",\"fsync\":" + json_string(df.fsync) +
           ",\"synchronous_commit\":" + json_string(df.synchronous_commit) +

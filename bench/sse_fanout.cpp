@@ -1,6 +1,8 @@
 // keel-bench's sse-fanout workload: one run's events fanned out over Server-Sent Events to many clients
 // (asynchronous Beast clients on a thread of their own, in this process, over loopback), and how late each
 // client receives them.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <atomic>
 #include <boost/asio/co_spawn.hpp>

@@ -6,11 +6,8 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/read_until.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/dynamic_body.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
@@ -18,17 +15,13 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/json.hpp>
 #include <cctype>
-#include <functional>
 #include <map>
-#include <optional>
 #include <sstream>
-#include <thread>
 
 #include "engine_fixture.hpp"
 #include "http_client.hpp"
 #include "keel/common/time_text.hpp"
 #include "keel/http/server.hpp"
-#include "keel/storage/json_limits.hpp"
 #include "served_engine.hpp"
 #include "tcp_proxy.hpp"
 
