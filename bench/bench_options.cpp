@@ -26,6 +26,7 @@ parsed_options parse_options(int argc, char** argv) {
                clients = static_cast<std::int64_t>(o.clients),
                connections = static_cast<std::int64_t>(o.connections), timeout = o.timeout.count();
   std::string url;
+  std::string indexes{name_of(o.ceiling_indexes_kept)};
   po::options_description desc(
       "keel-bench: Keel's throughput and latency on a standard workload against a raw-SQL ceiling,\n"
       "or its start latency and sleep lateness. Prints one JSON line on stdout; progress goes to stderr.\n\n"
@@ -66,7 +67,7 @@ parsed_options parse_options(int argc, char** argv) {
        "hook-resumes: keep-alive HTTP connections (and direct resume_hook calls) in flight")
       ("skip-ceiling", po::bool_switch(&o.skip_ceiling),
        "do not measure the raw-SQL ceilings (hook-resumes: the direct resume_hook comparison)")
-      ("ceiling-indexes", po::value(&o.ceiling_indexes)->default_value(o.ceiling_indexes),
+      ("ceiling-indexes", po::value(&indexes)->default_value(indexes),
        "diagnostic, noop3: which of keel.runs' indexes the ceilings' runs table keeps: all, claim (the primary "
        "key and the claim index) or key (the primary key only)")
       ("analyze", po::bool_switch(&o.analyze),
@@ -111,11 +112,13 @@ parsed_options parse_options(int argc, char** argv) {
                  "sse-fanout)\n";
     return {std::nullopt, k_exit_usage};
   }
-  if (o.ceiling_indexes != "all" && o.ceiling_indexes != "claim" && o.ceiling_indexes != "key") {
-    std::cerr << "keel-bench: --ceiling-indexes wants all, claim or key, not '" << o.ceiling_indexes << "'\n";
+  const auto kept = ceiling_indexes_named(indexes);
+  if (!kept) {
+    std::cerr << "keel-bench: --ceiling-indexes wants all, claim or key, not '" << indexes << "'\n";
     return {std::nullopt, k_exit_usage};
   }
-  if (o.ceiling_indexes != "all" && (o.workload != k_noop3 || o.skip_ceiling)) {
+  o.ceiling_indexes_kept = *kept;
+  if (*kept != ceiling_indexes::all && (o.workload != k_noop3 || o.skip_ceiling)) {
     std::cerr << "keel-bench: --ceiling-indexes applies to noop3's ceilings only\n";
     return {std::nullopt, k_exit_usage};
   }

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "ceiling.hpp"
+
 namespace keel::bench {
 
 /// Exit status for a bad command line.
@@ -39,8 +41,8 @@ struct bench_options {
   std::size_t connections = 32;  // hook-resumes
   bool skip_ceiling = false;
   bool analyze = false;
-  /// --ceiling-indexes: all, claim or key (ceiling.hpp, ceiling_indexes).
-  std::string ceiling_indexes{"all"};
+  /// --ceiling-indexes: which of keel.runs' indexes the ceilings' runs table keeps.
+  ceiling_indexes ceiling_indexes_kept = ceiling_indexes::all;
   std::optional<std::string> database_url;
   bool keep_database = false;
   std::vector<std::string> pg_settings;

@@ -35,8 +35,8 @@ FROM unnest($1::uuid[], $4::jsonb[]) AS t(id, output))sql"};
 const ceiling_statement k_commit{"ceiling_commit", "COMMIT"};
 // The lifecycle ceiling's claim and finish: the fewest writes that take a run's lease and record its end.
 // The claim names its runs (no search for due work, no SKIP LOCKED scan, no history to load) and the finish
-// is fenced like the engine's: each is the least a claim or a finish can cost, so the lifecycle ceiling
-// stays an upper bound for any engine that claims and finishes its runs in PostgreSQL.
+// is fenced like the engine's: each is the least a claim or a finish on the run row can cost, so the
+// lifecycle ceiling is an upper bound for an engine that keeps its queue and leases there.
 const ceiling_statement k_claim{"ceiling_claim", R"sql(
 UPDATE bench_ceiling_runs
 SET status = 'running', owner = 'ceiling', epoch = epoch + 1, claims = claims + 1,
@@ -96,10 +96,9 @@ struct sent_transaction {
   int writes = 0;
 };
 
-/// Reads one transaction's results up to its sync; checks that each of its writes touched `rows` rows.
+/// Reads one transaction's results up to its sync; checks that each of its writes touched `sent.rows` rows.
 void read_transaction(PGconn* conn, sent_transaction sent) {
-  const std::size_t rows = sent.rows;
-  const std::string expected = std::to_string(rows);
+  const std::string expected = std::to_string(sent.rows);
   int index = 0;
   for (;;) {
     pg_result r(PQgetResult(conn));
@@ -123,6 +122,25 @@ void read_transaction(PGconn* conn, sent_transaction sent) {
 }
 
 }  // namespace
+
+std::string_view name_of(ceiling_indexes which) noexcept {
+  switch (which) {
+    case ceiling_indexes::claim:
+      return "claim";
+    case ceiling_indexes::key:
+      return "key";
+    case ceiling_indexes::all:
+      break;
+  }
+  return "all";
+}
+
+std::optional<ceiling_indexes> ceiling_indexes_named(std::string_view name) noexcept {
+  for (const auto which : {ceiling_indexes::all, ceiling_indexes::claim, ceiling_indexes::key}) {
+    if (name == name_of(which)) return which;
+  }
+  return std::nullopt;
+}
 
 ceiling_result measure_ceiling_blocking(const std::string& conninfo, const ceiling_plan& plan) {
   const std::size_t runs = plan.runs, batch = plan.batch;

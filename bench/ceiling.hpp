@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace keel::bench {
 
@@ -30,6 +32,11 @@ enum class ceiling_indexes {
   claim,  ///< the primary key and the claim index only
   key,    ///< the primary key only: nothing else to find due runs or expired leases by
 };
+
+/// The option's name of `which` (--ceiling-indexes): "all", "claim" or "key".
+[[nodiscard]] std::string_view name_of(ceiling_indexes which) noexcept;
+/// The ceiling_indexes called `name`; nullopt for an unknown name.
+[[nodiscard]] std::optional<ceiling_indexes> ceiling_indexes_named(std::string_view name) noexcept;
 
 /// What to measure.
 struct ceiling_plan {

@@ -643,10 +643,7 @@ int run(const bench_options& o) {
     log::info(k_component,
               "measuring the raw-SQL ceiling (" + std::to_string(batch) + " runs per transaction)");
     // As many connections as the engine has writers: the ceiling stays the best the same means can do.
-    const auto indexes = o.ceiling_indexes == "key"     ? ceiling_indexes::key
-                         : o.ceiling_indexes == "claim" ? ceiling_indexes::claim
-                                                        : ceiling_indexes::all;
-    ceiling_plan plan{o.runs, batch, k_noop3_steps, o.writers, ceiling_writes::steps, indexes};
+    ceiling_plan plan{o.runs, batch, k_noop3_steps, o.writers, ceiling_writes::steps, o.ceiling_indexes_kept};
     ceiling = measure_ceiling_blocking(db.conninfo(), plan);
     throw_if_interrupted();
     log::info(k_component, "measuring the lifecycle ceiling (a claim and a finish per run besides)");
@@ -682,7 +679,7 @@ int run(const bench_options& o) {
             ",\"ceiling_batches\":" + std::to_string(ceiling->transactions) +
             ",\"lifecycle_ceiling_seconds\":" + fixed(lifecycle->seconds, 3) + ",\"lifecycle_hot_updates\":" +
             (lifecycle->hot_update_share < 0 ? std::string("null") : fixed(lifecycle->hot_update_share, 2)) +
-            ",\"ceiling_indexes\":" + json_string(o.ceiling_indexes);
+            ",\"ceiling_indexes\":" + json_string(name_of(o.ceiling_indexes_kept));
   }
   line += ",\"fsync\":" + json_string(df.fsync) +
           ",\"synchronous_commit\":" + json_string(df.synchronous_commit) +
